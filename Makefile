@@ -1,0 +1,54 @@
+# Everything a new machine needs, from scratch: `make demo` and `make test` create .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint typecheck imports unit integration bench schema record clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job on the embedded default: local Stripe emulator + SQLite.
+demo: install
+	$(BIN)/reconcile demo
+
+## The whole suite: lint, types, layering contract, then every test.
+test: install lint typecheck imports
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install
+	$(BIN)/mypy --strict src
+
+imports: install
+	$(BIN)/lint-imports
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: install
+	$(BIN)/pytest tests/integration
+
+bench: install
+	$(BIN)/python bench/emulator.py
+	$(BIN)/python bench/catalog.py
+
+schema: install
+	$(BIN)/reconcile schema --write
+
+## Re-record the contract cassettes against real Stripe test mode (needs STRIPE_API_KEY=sk_test_...).
+record: install
+	BILLING_VCR_RECORD=all $(BIN)/pytest tests/integration/contract
+
+clean:
+	rm -rf $(VENV) .billing .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The host application's HTTP API and Python API."""

@@ -1,0 +1,1 @@
+"""Controller settings: the `billing:` block of billing.yaml plus the environment."""

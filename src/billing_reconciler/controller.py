@@ -1,0 +1,1 @@
+"""One reconcile pass: load desired, observe, plan, apply, verify convergence."""

@@ -1,0 +1,1 @@
+"""Normalized, comparable records of managed objects: what desired and observed state become."""

@@ -1,0 +1,1 @@
+"""The long-running controller: scheduler, work queue, webhooks, leader lock, health, metrics."""

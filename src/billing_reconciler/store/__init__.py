@@ -1,0 +1,1 @@
+"""The local store: SQLAlchemy tables, Alembic migrations, repositories; the only SQL writer."""
