@@ -1,0 +1,175 @@
+"""Opening the store: engine setup per backend, migrations to head, one transaction per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, Self
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from billing_reconciler.store.types import canonical_json
+
+DEFAULT_SQLITE_PATH = Path(".billing") / "state.db"
+
+# How long SQLite waits for another writer before giving up with "database is locked".
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+# Serializes concurrent `Store.open` migrations on one PostgreSQL database (several replicas
+# starting together); an arbitrary constant, "BRMIGRAT" in ASCII.
+MIGRATION_LOCK_ID = 0x42524D4947524154
+
+
+def default_sqlite_url(base_dir: Path) -> str:
+    """The default store: `<base_dir>/.billing/state.db`."""
+    return f"sqlite:///{(base_dir / DEFAULT_SQLITE_PATH).resolve()}"
+
+
+def normalize_url(url: str) -> URL:
+    """Parse a database URL; `postgres://` and `postgresql://` mean psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported database backend {parsed.get_backend_name()!r}")
+    return parsed
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _create_engine(url: URL) -> Engine:
+    if url.get_backend_name() == "postgresql":
+        return create_engine(
+            url,
+            json_serializer=canonical_json,
+            pool_pre_ping=True,
+            connect_args={"options": "-c timezone=UTC"},
+        )
+    path = _sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, json_serializer=canonical_json)
+    _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    # pysqlite defers BEGIN until the first write and never begins for reads, which breaks
+    # read-then-write transactions between processes. We take over transaction control and
+    # begin IMMEDIATE: the write lock is taken up front (waiting up to the busy timeout), so a
+    # transaction never fails half-way because another writer got in between.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _migrations_dir() -> str:
+    return str(resources.files("billing_reconciler.store") / "migrations")
+
+
+def alembic_config(connection: Connection | None = None, *, url: str | None = None) -> Config:
+    """An Alembic config for the packaged migrations (no alembic.ini needed)."""
+    config = Config()
+    config.set_main_option("script_location", _migrations_dir())
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", normalize_url(url).render_as_string(False))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration shipped with this version of the code."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "the store ships at least one migration"
+    return head
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The migration a database is at; None for an empty database."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _upgrade_to_head(engine: Engine) -> None:
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        if current_revision(connection) != head_revision():
+            command.upgrade(alembic_config(connection), "head")
+
+
+class Store:
+    """The local store: owns the engine; hands out one transaction per `session()`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=True)
+
+    @classmethod
+    def open(cls, url: str) -> Self:
+        """Connect to `url` (SQLite file or PostgreSQL) and migrate the schema to head."""
+        engine = _create_engine(normalize_url(url))
+        try:
+            _upgrade_to_head(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def backend(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return self._engine.dialect.name
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def ping(self) -> bool:
+        """True when the database answers (for readiness probes)."""
+        try:
+            with self._engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

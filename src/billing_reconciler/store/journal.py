@@ -1,0 +1,212 @@
+"""The apply journal: one row per plan step executed, so a rerun after a crash resumes.
+
+Rows are never deleted. A step moves `pending -> done` or `pending -> failed`; a failed step may
+be retried (with the same idempotency key) and end `done` or `failed` again; a `done` step is
+final: its Stripe id is the fact the next run builds on, so nothing may rewrite it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.orm import Session
+
+from billing_reconciler.store._common import Clock, dialect_insert, utc_now
+from billing_reconciler.store.errors import ConflictError, NotFoundError
+from billing_reconciler.store.tables import JournalModel
+
+
+class JournalState(enum.StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """A step about to be executed."""
+
+    run_id: str
+    installation_id: str
+    plan_fingerprint: str
+    step_index: int
+    object_key: str
+    action: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    """A journaled step and how it went."""
+
+    id: int
+    run_id: str
+    installation_id: str
+    plan_fingerprint: str
+    step_index: int
+    object_key: str
+    action: str
+    idempotency_key: str
+    state: JournalState
+    stripe_id: str | None
+    error: str | None
+    request_id: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+def _record(model: JournalModel) -> JournalRecord:
+    return JournalRecord(
+        id=model.id,
+        run_id=model.run_id,
+        installation_id=model.installation_id,
+        plan_fingerprint=model.plan_fingerprint,
+        step_index=model.step_index,
+        object_key=model.object_key,
+        action=model.action,
+        idempotency_key=model.idempotency_key,
+        state=JournalState(model.state),
+        stripe_id=model.stripe_id,
+        error=model.error,
+        request_id=model.request_id,
+        started_at=model.started_at,
+        finished_at=model.finished_at,
+    )
+
+
+class JournalRepository:
+    def __init__(self, session: Session, *, clock: Clock = utc_now) -> None:
+        self._session = session
+        self._clock = clock
+
+    def begin(self, entry: JournalEntry) -> JournalRecord:
+        """Journal a step as pending, or return the existing row for its idempotency key.
+
+        A returned row that is `done` means the step already happened (skip it, reuse its Stripe
+        id); `pending` or `failed` means replay it with the same key, so Stripe deduplicates.
+        """
+        self._session.execute(
+            dialect_insert(self._session, JournalModel)
+            .values(
+                run_id=entry.run_id,
+                installation_id=entry.installation_id,
+                plan_fingerprint=entry.plan_fingerprint,
+                step_index=entry.step_index,
+                object_key=entry.object_key,
+                action=entry.action,
+                idempotency_key=entry.idempotency_key,
+                state=JournalState.PENDING.value,
+                started_at=self._clock(),
+            )
+            .on_conflict_do_nothing(index_elements=[JournalModel.idempotency_key])
+        )
+        return self._require(entry.idempotency_key)
+
+    def mark_done(
+        self, idempotency_key: str, stripe_id: str | None, request_id: str | None = None
+    ) -> JournalRecord:
+        """Record success. Repeating it with the same Stripe id is a no-op; another id conflicts."""
+        current = self._require(idempotency_key)
+        if current.state is JournalState.DONE:
+            if current.stripe_id != stripe_id:
+                raise ConflictError(
+                    f"journal step {idempotency_key!r} is done with {current.stripe_id!r}; "
+                    f"refusing to record {stripe_id!r}"
+                )
+            return current
+        return self._finish(
+            idempotency_key,
+            state=JournalState.DONE,
+            stripe_id=stripe_id,
+            error=None,
+            request_id=request_id,
+        )
+
+    def mark_failed(
+        self, idempotency_key: str, error: str, request_id: str | None = None
+    ) -> JournalRecord:
+        """Record a failure; a step that is already done cannot fail afterwards."""
+        current = self._require(idempotency_key)
+        if current.state is JournalState.DONE:
+            raise ConflictError(f"journal step {idempotency_key!r} is done; it cannot fail now")
+        return self._finish(
+            idempotency_key,
+            state=JournalState.FAILED,
+            stripe_id=current.stripe_id,
+            error=error,
+            request_id=request_id,
+        )
+
+    def get(self, idempotency_key: str) -> JournalRecord | None:
+        model = self._session.scalars(
+            select(JournalModel)
+            .where(JournalModel.idempotency_key == idempotency_key)
+            .execution_options(populate_existing=True)
+        ).one_or_none()
+        return None if model is None else _record(model)
+
+    def pending(self, installation_id: str) -> list[JournalRecord]:
+        """Steps begun but never finished (a crash, or a stop mid-apply), oldest first."""
+        return self._where(
+            JournalModel.installation_id == installation_id,
+            JournalModel.state == JournalState.PENDING.value,
+        )
+
+    def for_run(self, run_id: str) -> list[JournalRecord]:
+        """Steps begun by one run, in the order they were begun (the plan's order)."""
+        return self._where(JournalModel.run_id == run_id)
+
+    def done_keys(self, installation_id: str) -> set[str]:
+        query = select(JournalModel.idempotency_key).where(
+            JournalModel.installation_id == installation_id,
+            JournalModel.state == JournalState.DONE.value,
+        )
+        return set(self._session.scalars(query))
+
+    def _finish(
+        self,
+        idempotency_key: str,
+        *,
+        state: JournalState,
+        stripe_id: str | None,
+        error: str | None,
+        request_id: str | None,
+    ) -> JournalRecord:
+        # The state guard makes a concurrent writer that already finished the step win cleanly.
+        updated = self._session.execute(
+            update(JournalModel)
+            .where(
+                JournalModel.idempotency_key == idempotency_key,
+                JournalModel.state != JournalState.DONE.value,
+            )
+            .values(
+                state=state.value,
+                stripe_id=stripe_id,
+                error=error,
+                request_id=request_id,
+                finished_at=self._clock(),
+            )
+            .returning(JournalModel.id)
+            .execution_options(synchronize_session=False)
+        ).first()
+        if updated is None:
+            raise ConflictError(f"journal step {idempotency_key!r} was finished concurrently")
+        return self._require(idempotency_key)
+
+    def _require(self, idempotency_key: str) -> JournalRecord:
+        record = self.get(idempotency_key)
+        if record is None:
+            raise NotFoundError(f"no journal step with idempotency key {idempotency_key!r}")
+        return record
+
+    def _where(self, *conditions: ColumnElement[bool]) -> list[JournalRecord]:
+        query = (
+            select(JournalModel)
+            .where(*conditions)
+            .order_by(JournalModel.id)
+            .execution_options(populate_existing=True)
+        )
+        return [_record(model) for model in self._session.scalars(query)]

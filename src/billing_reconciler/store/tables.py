@@ -1,0 +1,171 @@
+"""The store's tables, as SQLAlchemy 2 typed ORM models.
+
+These declarations are the source of truth that `migrations/versions/*` must reproduce exactly
+(a test compares them on SQLite and PostgreSQL). Change a table here, then add a migration.
+Constraint names come from the naming convention so migrations can refer to them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from billing_reconciler.store.types import JSONColumn, SurrogateKey, UTCDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Identifiers from Stripe and keys we derive stay well below this.
+KEY = 255
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class PlanModel(Base):
+    """Plans have no Stripe object, so their desired definition lives here."""
+
+    __tablename__ = "plans"
+    __table_args__ = (CheckConstraint("state IN ('active', 'archived')", name="state"),)
+
+    name: Mapped[str] = mapped_column(String(KEY), primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    interval: Mapped[str | None] = mapped_column(String(32))
+    trial_days: Mapped[int] = mapped_column(Integer)
+    on_start_credits: Mapped[int] = mapped_column(BigInteger)
+    products: Mapped[list[str]] = mapped_column(JSONColumn)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONColumn)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LastAppliedModel(Base):
+    """What we last wrote to each managed object: the third side of the three-way diff."""
+
+    __tablename__ = "last_applied"
+
+    installation_id: Mapped[str] = mapped_column(String(KEY), primary_key=True)
+    object_key: Mapped[str] = mapped_column(String(KEY), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    stripe_id: Mapped[str | None] = mapped_column(String(KEY))
+    fields: Mapped[dict[str, Any]] = mapped_column(JSONColumn)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[str] = mapped_column(String(KEY))
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RunModel(Base):
+    """Audit of every reconcile: who, when, from which revisions, and how it ended."""
+
+    __tablename__ = "reconcile_runs"
+    __table_args__ = (
+        CheckConstraint("mode IN ('dry_run', 'apply')", name="mode"),
+        CheckConstraint(
+            "result IN ('running', 'no_changes', 'changes_pending', 'applied', 'failed')",
+            name="result",
+        ),
+        Index(None, "domain", "started_at"),
+    )
+
+    run_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    domain: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(KEY))
+    git_revision: Mapped[str | None] = mapped_column(String(KEY))
+    desired_revision: Mapped[str | None] = mapped_column(String(KEY))
+    plan_fingerprint: Mapped[str | None] = mapped_column(String(KEY))
+    result: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONColumn)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class JournalModel(Base):
+    """One row per plan step executed; rows are never deleted and `done` rows never change."""
+
+    __tablename__ = "apply_journal"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'done', 'failed')", name="state"),
+        Index(None, "installation_id", "state"),
+        Index(None, "run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("reconcile_runs.run_id"))
+    installation_id: Mapped[str] = mapped_column(String(KEY))
+    plan_fingerprint: Mapped[str] = mapped_column(String(KEY))
+    step_index: Mapped[int] = mapped_column(Integer)
+    object_key: Mapped[str] = mapped_column(String(KEY))
+    action: Mapped[str] = mapped_column(String(32))
+    idempotency_key: Mapped[str] = mapped_column(String(KEY), unique=True)
+    state: Mapped[str] = mapped_column(String(16))
+    stripe_id: Mapped[str | None] = mapped_column(String(KEY))
+    error: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(KEY))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class InboxModel(Base):
+    """Verified Stripe webhook events, deduplicated by event id, waiting to be acted upon."""
+
+    __tablename__ = "webhook_inbox"
+    __table_args__ = (Index(None, "processed_at", "id"),)
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(KEY), unique=True)
+    type: Mapped[str] = mapped_column(String(KEY))
+    object_id: Mapped[str | None] = mapped_column(String(KEY))
+    livemode: Mapped[bool] = mapped_column(Boolean)
+    api_version: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONColumn)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ControllerStateModel(Base):
+    """Small key/value facts about the controller, e.g. `suspended`."""
+
+    __tablename__ = "controller_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSONColumn)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LeaseModel(Base):
+    """Who holds a leadership lock, for status pages; the lock itself is an advisory/file lock."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(KEY))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    renewed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
