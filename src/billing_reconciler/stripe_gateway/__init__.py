@@ -1,1 +1,65 @@
-"""The only code that calls the stripe SDK: client, pacing, retries, pagination, mapping."""
+"""The only code that calls the stripe SDK: client, pacing, retries, pagination, mapping.
+
+`StripeGateway` is the configured client; `observe_catalog` reads the live catalog as `model`
+records; `write` applies one change with the caller's idempotency key. Errors come out as
+`TransientStripeError` (retried here, within the policy) or `PermanentStripeError`.
+"""
+
+from billing_reconciler.stripe_gateway.client import (
+    RequestOutcome,
+    StripeGateway,
+    key_mode,
+    redact_key,
+)
+from billing_reconciler.stripe_gateway.errors import (
+    PermanentStripeError,
+    StripeGatewayError,
+    TransientStripeError,
+    scrub,
+    translate,
+)
+from billing_reconciler.stripe_gateway.mapping import (
+    map_catalog,
+    map_feature,
+    map_meter,
+    map_price,
+    map_product,
+    map_product_feature,
+)
+from billing_reconciler.stripe_gateway.observe import (
+    count_active_subscriptions,
+    list_all,
+    observe_catalog,
+)
+from billing_reconciler.stripe_gateway.pacing import KeyMode, RateLimiter, default_rate_limit
+from billing_reconciler.stripe_gateway.retry import NO_RETRY, RetryPolicy
+from billing_reconciler.stripe_gateway.write import Operation, WriteResult, write
+
+__all__ = [
+    "NO_RETRY",
+    "KeyMode",
+    "Operation",
+    "PermanentStripeError",
+    "RateLimiter",
+    "RequestOutcome",
+    "RetryPolicy",
+    "StripeGateway",
+    "StripeGatewayError",
+    "TransientStripeError",
+    "WriteResult",
+    "count_active_subscriptions",
+    "default_rate_limit",
+    "key_mode",
+    "list_all",
+    "map_catalog",
+    "map_feature",
+    "map_meter",
+    "map_price",
+    "map_product",
+    "map_product_feature",
+    "observe_catalog",
+    "redact_key",
+    "scrub",
+    "translate",
+    "write",
+]

@@ -1,0 +1,153 @@
+"""Reads: list endpoints with full pagination, and the observed catalog.
+
+Only list endpoints, `limit=100`, `starting_after` cursors: one call per hundred objects and no
+per-object GETs. Never Search: it is eventually consistent, and observation feeds
+read-after-write decisions (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+import stripe
+
+from billing_reconciler.model import Catalog
+from billing_reconciler.stripe_gateway.client import StripeGateway
+from billing_reconciler.stripe_gateway.errors import PermanentStripeError
+from billing_reconciler.stripe_gateway.mapping import map_catalog
+
+if TYPE_CHECKING:
+    from stripe.params import (
+        PriceListParams,
+        ProductFeatureListParams,
+        ProductListParams,
+        SubscriptionListParams,
+    )
+    from stripe.params.billing import MeterListParams
+    from stripe.params.entitlements import FeatureListParams
+
+PAGE_SIZE = 100
+PRICE_EXPAND = ("data.tiers", "data.currency_options")
+
+# The SDK's list methods take per-endpoint TypedDicts; pagination adds keys generically, so a
+# page fetcher receives a plain dict and each call site casts it to its endpoint's TypedDict.
+PageFetcher = Callable[[dict[str, Any]], stripe.ListObject[Any]]
+
+
+def list_all(
+    gateway: StripeGateway,
+    *,
+    endpoint: str,
+    fetch_page: PageFetcher,
+    params: Mapping[str, Any] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Every object of a list endpoint as plain dicts, page by page (each page is one paced,
+    retried request reported as `GET <endpoint>`)."""
+    page_params: dict[str, Any] = {**(params or {}), "limit": PAGE_SIZE}
+    while True:
+        page = gateway.request(
+            method="GET", endpoint=endpoint, send=functools.partial(fetch_page, dict(page_params))
+        )
+        objects = [obj.to_dict(for_json=True) for obj in page.data]
+        yield from objects
+        if not page.has_more or not objects:
+            return
+        page_params["starting_after"] = objects[-1]["id"]
+
+
+def observe_catalog(
+    gateway: StripeGateway, *, products_with_features: Iterable[str] | None = None
+) -> Catalog:
+    """The live catalog: meters, features, products, prices, and product features.
+
+    Stripe has no account-wide list of product features, only `/v1/products/{id}/features`,
+    so attachments are listed only for the product ids in `products_with_features` (the
+    planner passes products with features desired or last applied). Listing them for every
+    product would cost one request per product and break the ceil(N/100) budget.
+    """
+    return map_catalog(
+        meters=list(_meters(gateway)),
+        features=list(_features(gateway)),
+        products=list(_products(gateway)),
+        prices=list(_prices(gateway)),
+        product_features=[
+            (product_id, obj)
+            for product_id in dict.fromkeys(products_with_features or ())
+            for obj in _product_features(gateway, product_id)
+        ],
+    )
+
+
+def _meters(gateway: StripeGateway) -> Iterator[dict[str, Any]]:
+    # No `status` filter: active and inactive meters both come back.
+    meters = gateway.sdk.v1.billing.meters
+    return list_all(
+        gateway,
+        endpoint="/v1/billing/meters",
+        fetch_page=lambda p: meters.list(cast("MeterListParams", p)),
+    )
+
+
+def _features(gateway: StripeGateway) -> Iterator[dict[str, Any]]:
+    # Stripe documents `archived` only as a filter; asking for each status explicitly makes the
+    # result independent of what an unfiltered list returns.
+    features = gateway.sdk.v1.entitlements.features
+    for archived in (False, True):
+        yield from list_all(
+            gateway,
+            endpoint="/v1/entitlements/features",
+            fetch_page=lambda p: features.list(cast("FeatureListParams", p)),
+            params={"archived": archived},
+        )
+
+
+def _products(gateway: StripeGateway) -> Iterator[dict[str, Any]]:
+    # No `active` filter: active and archived products both come back.
+    products = gateway.sdk.v1.products
+    return list_all(
+        gateway,
+        endpoint="/v1/products",
+        fetch_page=lambda p: products.list(cast("ProductListParams", p)),
+    )
+
+
+def _prices(gateway: StripeGateway) -> Iterator[dict[str, Any]]:
+    # No `active` filter: archived prices matter (reactivation, grandfathered subscriptions).
+    prices = gateway.sdk.v1.prices
+    return list_all(
+        gateway,
+        endpoint="/v1/prices",
+        fetch_page=lambda p: prices.list(cast("PriceListParams", p)),
+        params={"expand": list(PRICE_EXPAND)},
+    )
+
+
+def _product_features(gateway: StripeGateway, product_id: str) -> Iterator[dict[str, Any]]:
+    features = gateway.sdk.v1.products.features
+    return list_all(
+        gateway,
+        endpoint="/v1/products/{product}/features",
+        fetch_page=lambda p: features.list(product_id, cast("ProductFeatureListParams", p)),
+    )
+
+
+def count_active_subscriptions(gateway: StripeGateway, price_id: str) -> int | None:
+    """How many active subscriptions sit on a price (the plan states it before superseding or
+    archiving), or None when the account or emulator does not serve subscriptions (404)."""
+    subscriptions = gateway.sdk.v1.subscriptions
+    try:
+        return sum(
+            1
+            for _ in list_all(
+                gateway,
+                endpoint="/v1/subscriptions",
+                fetch_page=lambda p: subscriptions.list(cast("SubscriptionListParams", p)),
+                params={"price": price_id, "status": "active"},
+            )
+        )
+    except PermanentStripeError as error:
+        if error.http_status == 404:
+            return None
+        raise
