@@ -1,0 +1,165 @@
+"""Collects the steps, drift and notices the diff decides, and orders them into a Plan.
+
+The order is DESIGN §7's: meters, features, products, prices, attachments, default-price
+repoints, plan records, then removals in reverse dependency order. Within a phase steps are
+sorted by key, so the same inputs always give the same plan, and apply executes it as printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from billing_reconciler.model import Catalog, Kind, Ownership
+from billing_reconciler.planning.plan import (
+    DriftItem,
+    FieldChange,
+    Notice,
+    Plan,
+    Step,
+    canonical_json,
+    digest,
+)
+
+
+class Phase(IntEnum):
+    METERS = 10
+    FEATURES = 20
+    PRODUCTS = 30
+    PRICES = 40
+    ATTACH = 50
+    REPOINT = 60
+    PLANS = 70
+    DETACH = 80
+    ARCHIVE_PRICES = 90
+    ARCHIVE_PRODUCTS = 100
+    ARCHIVE_FEATURES = 110
+    ARCHIVE_METERS = 120
+    ARCHIVE_PLANS = 130
+
+
+@dataclass(frozen=True, slots=True)
+class PlanPolicy:
+    """The knobs of one planning run (from the `reconcile:` config block and CLI flags)."""
+
+    installation_id: str
+    revision: str
+    prune: bool = False
+    max_archive_fraction: float = 0.25
+    correct_drift: bool = True
+    adopt_all: bool = False
+    adopt_keys: frozenset[str] = frozenset()
+    allow_mass_archive: bool = False
+    now: int = 0
+
+    def owner(self, key: str) -> Ownership:
+        return Ownership(installation_id=self.installation_id, key=key, revision=self.revision)
+
+    def adopts(self, key: str) -> bool:
+        return self.adopt_all or key in self.adopt_keys
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedState:
+    """What we last wrote for one object: its Stripe id and the fields we set."""
+
+    stripe_id: str | None
+    fields: Mapping[str, Any]
+
+
+@dataclass(slots=True)
+class PlanBuilder:
+    policy: PlanPolicy
+    _steps: list[tuple[Phase, int, Step]] = field(default_factory=list)
+    drift: list[DriftItem] = field(default_factory=list)
+    orphans: list[Notice] = field(default_factory=list)
+    adoptable: list[Notice] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)
+    known_ids: dict[str, str] = field(default_factory=dict)
+
+    def add(self, phase: Phase, step: Step, *, before: object = None) -> None:
+        """Queue `step`, deriving its idempotency key from what it does and what it acts on.
+
+        The live state it acts on is part of the key: reverting the same drift twice within
+        Stripe's 24 h key lifetime must send a new request, not replay the first response.
+        """
+        key = digest(
+            self.policy.installation_id,
+            step.action.value,
+            step.key,
+            canonical_json(step.params),
+            step.stripe_id or "",
+            canonical_json(_plain(before)),
+        )
+        self._steps.append(
+            (phase, len(self._steps), dataclasses.replace(step, idempotency_key=key))
+        )
+
+    def record_drift(
+        self, key: str, drift: tuple[FieldChange, ...], applied: Mapping[str, Any]
+    ) -> None:
+        for change in drift:
+            top = change.path.split(".", 1)
+            was = applied.get(top[0])
+            if len(top) == 2 and isinstance(was, dict):
+                was = was.get(top[1])
+            self.drift.append(
+                DriftItem(
+                    key=key,
+                    path=change.path,
+                    applied=was,
+                    live=change.before,
+                    corrected=self.policy.correct_drift,
+                )
+            )
+
+    def notice_adoptable(self, *, key: str, kind: Kind, stripe_id: str | None, why: str) -> None:
+        self.adoptable.append(Notice(key=key, kind=kind, stripe_id=stripe_id, message=why))
+
+    def notice_orphan(self, *, key: str, kind: Kind, stripe_id: str | None, why: str) -> None:
+        self.orphans.append(Notice(key=key, kind=kind, stripe_id=stripe_id, message=why))
+
+    def steps(self) -> tuple[Step, ...]:
+        ordered = sorted(self._steps, key=lambda item: (item[0], item[2].key, item[1]))
+        return tuple(step for _, _, step in ordered)
+
+    def build(self, *, observed: Catalog) -> Plan:
+        return Plan(
+            steps=self.steps(),
+            installation_id=self.policy.installation_id,
+            desired_revision=self.policy.revision,
+            fingerprint=fingerprint(observed),
+            created_at=self.policy.now,
+            drift=tuple(sorted(self.drift, key=lambda d: (d.key, d.path))),
+            orphans=tuple(sorted(self.orphans, key=lambda n: n.key)),
+            adoptable=tuple(sorted(self.adoptable, key=lambda n: n.key)),
+            warnings=tuple(self.warnings),
+            refusals=tuple(self.refusals),
+            known_ids=dict(sorted(self.known_ids.items())),
+        )
+
+
+def _plain(value: object) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def fingerprint(observed: Catalog) -> str:
+    """A digest of the observed state a plan was computed from (saved plans compare it)."""
+    parts: list[str] = []
+    for records in (
+        observed.meters,
+        observed.features,
+        observed.products,
+        observed.prices,
+        observed.product_features,
+        observed.plans,
+    ):
+        views = sorted(canonical_json(_plain(record)) for record in records)
+        parts.append("[" + ",".join(views) + "]")
+    return digest(*parts, length=24)

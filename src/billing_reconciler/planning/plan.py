@@ -1,0 +1,175 @@
+"""The Plan: a self-contained value with a closed vocabulary (DESIGN §6, STYLE 5).
+
+A plan is what the diff decided, in the exact order apply will execute it. Each step carries its
+target, the request parameters (with `Ref`s to objects other steps create), the field changes
+that explain it, and its idempotency key, so `apply(plan)` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from billing_reconciler.model import JSONValue, Kind
+
+FORMAT_VERSION = 1
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    SUPERSEDE = "supersede"
+    ARCHIVE = "archive"
+    ADOPT = "adopt"
+    REACTIVATE = "reactivate"
+
+
+class Reason(StrEnum):
+    """Why a step exists; renderers and reviewers read these, so they are a closed set."""
+
+    NEW = "new"
+    DESIRED_CHANGED = "desired_changed"
+    DRIFT = "drift"
+    REPLACE_BECAUSE_IMMUTABLE = "replace_because_immutable"
+    SUPERSEDED = "superseded"
+    DEFAULT_PRICE_REPOINT = "default_price_repoint"
+    REMOVED_FROM_DESIRED = "removed_from_desired"
+    READDED = "readded"
+    ADOPT_REQUESTED = "adopt_requested"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A placeholder for the Stripe id of another object, resolved when the step executes."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """One field going from `before` to `after`. `drift`: live differs from what we applied."""
+
+    path: str
+    before: JSONValue
+    after: JSONValue
+    forces_supersede: bool = False
+    drift: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    action: Action
+    kind: Kind
+    key: str
+    reason: Reason
+    params: Mapping[str, Any] = field(default_factory=dict)
+    changes: tuple[FieldChange, ...] = ()
+    stripe_id: str | None = None
+    parent: Ref | None = None
+    impact: str | None = None
+    idempotency_key: str = ""
+
+    @property
+    def destructive(self) -> bool:
+        return self.action in (Action.ARCHIVE, Action.SUPERSEDE)
+
+
+@dataclass(frozen=True, slots=True)
+class DriftItem:
+    """A field we set whose live value differs from what we last applied (someone edited it)."""
+
+    key: str
+    path: str
+    applied: JSONValue
+    live: JSONValue
+    corrected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """An object the plan reports but leaves alone (orphan, adoptable, protected, foreign)."""
+
+    key: str
+    kind: Kind
+    stripe_id: str | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    steps: tuple[Step, ...]
+    installation_id: str
+    desired_revision: str
+    fingerprint: str
+    created_at: int
+    drift: tuple[DriftItem, ...] = ()
+    orphans: tuple[Notice, ...] = ()
+    adoptable: tuple[Notice, ...] = ()
+    warnings: tuple[str, ...] = ()
+    refusals: tuple[str, ...] = ()
+    # Stripe ids of existing objects the steps refer to by key (see `Ref`).
+    known_ids: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def has_changes(self) -> bool:
+        """Work is pending: steps to apply, or objects waiting for an explicit adoption."""
+        return bool(self.steps) or bool(self.adoptable)
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.refusals)
+
+    def counts(self) -> dict[str, int]:
+        """The summary line's numbers. An archive that completes a supersede is not counted
+        again: the supersede already says the old price goes away."""
+        counts = {"create": 0, "update": 0, "supersede": 0, "archive": 0, "adopt": 0}
+        for step in self.steps:
+            if step.reason in (Reason.SUPERSEDED, Reason.DEFAULT_PRICE_REPOINT):
+                continue
+            match step.action:
+                case Action.CREATE | Action.REACTIVATE:
+                    counts["create"] += 1
+                case Action.UPDATE:
+                    counts["update"] += 1
+                case Action.SUPERSEDE:
+                    counts["supersede"] += 1
+                case Action.ARCHIVE:
+                    counts["archive"] += 1
+                case Action.ADOPT:
+                    counts["adopt"] += 1
+        return counts
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON: sorted keys, no whitespace, Refs as `{"$ref": key}`."""
+    return json.dumps(to_jsonable(value), sort_keys=True, separators=(",", ":"))
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, Ref):
+        return {"$ref": value.key}
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def from_jsonable(value: Any) -> Any:
+    """Inverse of `to_jsonable` for request parameters read back from a saved plan."""
+    if isinstance(value, dict):
+        if set(value) == {"$ref"}:
+            return Ref(str(value["$ref"]))
+        return {k: from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_jsonable(v) for v in value]
+    return value
+
+
+def digest(*parts: str, length: int = 32) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length]
