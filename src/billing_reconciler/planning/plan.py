@@ -125,11 +125,20 @@ class Plan:
         return bool(self.refusals)
 
     def counts(self) -> dict[str, int]:
-        """The summary line's numbers. An archive that completes a supersede is not counted
-        again: the supersede already says the old price goes away."""
+        """The summary line's numbers. Steps that only complete another (the archive of a
+        superseded price, the default-price repoint to a price created here) are not counted
+        again."""
         counts = {"create": 0, "update": 0, "supersede": 0, "archive": 0, "adopt": 0}
+        new_prices = {
+            step.key
+            for step in self.steps
+            if step.action in (Action.CREATE, Action.SUPERSEDE, Action.REACTIVATE)
+        }
         for step in self.steps:
-            if step.reason in (Reason.SUPERSEDED, Reason.DEFAULT_PRICE_REPOINT):
+            if step.reason is Reason.SUPERSEDED:
+                continue
+            target = step.params.get("default_price")
+            if isinstance(target, Ref) and target.key in new_prices:
                 continue
             match step.action:
                 case Action.CREATE | Action.REACTIVATE:

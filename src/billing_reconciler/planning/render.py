@@ -1,0 +1,195 @@
+"""Renderers: pure `Plan -> str` functions (text like `terraform plan`, and Markdown for PRs).
+
+Amounts are shown by their currency's exponent (JPY has none, KWD three), never divided by 100
+blindly. Our ownership metadata is noise to a reviewer and is left out; nothing secret is ever
+in a plan to begin with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from billing_reconciler.model import OWNERSHIP_METADATA_KEYS, JSONValue
+from billing_reconciler.money import format_amount, is_valid_currency
+from billing_reconciler.planning.plan import Action, Plan, Ref, Step
+
+SYMBOLS: Mapping[Action, str] = {
+    Action.CREATE: "+",
+    Action.UPDATE: "~",
+    Action.SUPERSEDE: "-/+",
+    Action.ARCHIVE: "-",
+    Action.ADOPT: "<=",
+    Action.REACTIVATE: "^",
+}
+LEGEND = (
+    "Symbols: + create   ~ update in place   -/+ supersede (create new, archive old)   "
+    "- archive   <= adopt   ^ reactivate"
+)
+_AMOUNT_FIELDS = ("unit_amount", "flat_amount")
+
+
+def summary_line(plan: Plan) -> str:
+    if plan.refused:
+        return "Plan refused: nothing will be applied."
+    if not plan.has_changes:
+        return "No changes."
+    counts = plan.counts()
+    line = (
+        f"Plan: {counts['create']} to create, {counts['update']} to update, "
+        f"{counts['supersede']} to supersede, {counts['archive']} to archive."
+    )
+    extra = []
+    if counts["adopt"]:
+        extra.append(f"{counts['adopt']} to adopt")
+    if plan.adoptable:
+        extra.append(f"{len(plan.adoptable)} awaiting adoption")
+    return line if not extra else f"{line[:-1]}, {', '.join(extra)}."
+
+
+def render_text(plan: Plan) -> str:
+    lines: list[str] = []
+    if plan.steps:
+        lines += [
+            "billing-reconciler will perform these actions "
+            f'(installation "{plan.installation_id}", desired revision {plan.desired_revision}):',
+            LEGEND,
+            "",
+        ]
+        for step in plan.steps:
+            lines += _step_text(step)
+    lines += _sections_text(plan)
+    lines.append(summary_line(plan))
+    return "\n".join(lines) + "\n"
+
+
+def _step_text(step: Step) -> list[str]:
+    target = f" {step.stripe_id}" if step.stripe_id else ""
+    head = f"  {SYMBOLS[step.action]} {step.key}{target}  ({step.reason.value})"
+    lines = [head]
+    currency = _currency_of(step)
+    if step.changes:
+        for change in step.changes:
+            note = "  # forces supersede" if change.forces_supersede else ""
+            note += "  # drift" if change.drift else ""
+            before = _value(change.path, change.before, currency)
+            after = _value(change.path, change.after, currency)
+            lines.append(f"      {change.path}: {before} -> {after}{note}")
+    elif step.action in (Action.CREATE, Action.SUPERSEDE):
+        lines += [f"      {path}: {value}" for path, value in _flatten(step.params, currency)]
+    if step.impact:
+        lines.append(f"      ! {step.impact}")
+    return [*lines, ""]
+
+
+def _sections_text(plan: Plan) -> list[str]:
+    lines: list[str] = []
+    if plan.drift:
+        lines.append("Drift (live Stripe differs from what we applied):")
+        for d in plan.drift:
+            verdict = (
+                "will be corrected" if d.corrected else "reported only (reconcile.drift: warn)"
+            )
+            lines.append(
+                f"  ~ {d.key} {d.path}: applied {_json(d.applied)}, live {_json(d.live)}; {verdict}"
+            )
+        lines.append("")
+    for title, notices in (
+        ("Orphans (managed, no longer desired; left alone):", plan.orphans),
+        ("Adoptable (unmanaged objects matching desired ones; run with --adopt):", plan.adoptable),
+    ):
+        if notices:
+            lines.append(title)
+            lines += [
+                f"  ? {n.kind.value} {n.key} {n.stripe_id or ''}: {n.message}" for n in notices
+            ]
+            lines.append("")
+    if plan.warnings:
+        lines += ["Warnings:", *(f"  ! {w}" for w in plan.warnings), ""]
+    if plan.refusals:
+        lines += ["Refused:", *(f"  x {r}" for r in plan.refusals), ""]
+    return lines
+
+
+def render_markdown(plan: Plan) -> str:
+    lines = ["### billing-reconciler plan", "", f"**{summary_line(plan)}**", ""]
+    if plan.refusals:
+        lines += ["> [!CAUTION]", *(f"> {r}" for r in plan.refusals), ""]
+    if plan.steps:
+        lines += ["| | action | object | reason | changes |", "|---|---|---|---|---|"]
+        for step in plan.steps:
+            flag = "⚠️ **destructive**" if step.destructive else ""
+            changes = "<br>".join(
+                f"`{c.path}`: {_value(c.path, c.before, _currency_of(step))} → "
+                f"{_value(c.path, c.after, _currency_of(step))}"
+                for c in step.changes
+            )
+            lines.append(
+                f"| `{SYMBOLS[step.action]}` {flag} | {step.action.value} | "
+                f"`{step.key}` | {step.reason.value} | {changes} |"
+            )
+        lines.append("")
+    if plan.drift:
+        lines += ["> [!WARNING]", "> **Drift**: live Stripe differs from what we applied", ">"]
+        lines += [
+            f"> - `{d.key}` `{d.path}`: applied {_json(d.applied)}, live {_json(d.live)}"
+            + ("" if d.corrected else " (reported only)")
+            for d in plan.drift
+        ]
+        lines.append("")
+    for title, notices in (("Orphans", plan.orphans), ("Awaiting adoption", plan.adoptable)):
+        if notices:
+            lines += [f"<details><summary>{title} ({len(notices)})</summary>", ""]
+            lines += [f"- `{n.key}` {n.stripe_id or ''}: {n.message}" for n in notices]
+            lines += ["", "</details>", ""]
+    if plan.warnings:
+        lines += ["**Warnings**", "", *(f"- {w}" for w in plan.warnings), ""]
+    lines.append(
+        f"<sub>installation `{plan.installation_id}` · revision `{plan.desired_revision}`</sub>"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _currency_of(step: Step) -> str | None:
+    currency = step.params.get("currency")
+    return currency if isinstance(currency, str) and is_valid_currency(currency) else None
+
+
+def _flatten(value: Any, currency: str | None, prefix: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(value, Mapping):
+        for key, inner in sorted(value.items()):
+            if prefix == "metadata" and key in OWNERSHIP_METADATA_KEYS:
+                continue
+            path = f"{prefix}.{key}" if prefix else str(key)
+            # A currency option is shown in its own currency.
+            inner_currency = key if prefix == "currency_options" else currency
+            yield from _flatten(inner, inner_currency, path)
+    elif isinstance(value, list | tuple):
+        for index, inner in enumerate(value):
+            yield from _flatten(inner, currency, f"{prefix}[{index}]")
+    else:
+        yield prefix, _value(prefix, value, currency)
+
+
+def _value(path: str, value: Any, currency: str | None) -> str:
+    if isinstance(value, Ref):
+        return f"(id of {value.key})"
+    leaf = path.rsplit(".", 1)[-1]
+    if (
+        currency
+        and leaf in _AMOUNT_FIELDS
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+    ):
+        return format_amount(value, currency)
+    return _json(value)
+
+
+def _json(value: JSONValue | object) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
