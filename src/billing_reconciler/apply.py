@@ -1,1 +1,246 @@
-"""Executes a Plan through the gateway and the store, with the journal. The only writer."""
+"""Executes a Plan through the gateway and the store, with the journal. The only writer.
+
+For each step, in the plan's order (never re-sorted):
+1. the journal records the step as `pending` (its own transaction, before any Stripe call);
+2. the Stripe call goes out with the step's idempotency key (retried by the gateway);
+3. one transaction marks the step `done` and records what we applied (the last-applied state
+   the next diff compares against).
+A crash between 2 and 3 is safe: the rerun re-observes Stripe, and a step re-sent with the same
+key replays Stripe's first response instead of creating a duplicate. A permanent Stripe error
+stops the apply with the step, Stripe's message and its request id; the journal keeps the
+failure; nothing after that step runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from billing_reconciler.model import Kind
+from billing_reconciler.planning.plan import Action, Plan, Reason, Ref, Step, canonical_json, digest
+from billing_reconciler.store import (
+    JournalEntry,
+    JournalRepository,
+    LastApplied,
+    LastAppliedRepository,
+    PlanRepository,
+    PlanRow,
+    Store,
+)
+from billing_reconciler.stripe_gateway import (
+    Operation,
+    StripeGateway,
+    StripeGatewayError,
+    WriteResult,
+    write,
+)
+
+
+class ApplyError(RuntimeError):
+    """A step failed; earlier steps stay applied and journaled, later ones did not run."""
+
+    def __init__(self, step: Step, index: int, cause: Exception) -> None:
+        self.step = step
+        self.index = index
+        self.request_id = getattr(cause, "request_id", None)
+        request = f" (request {self.request_id})" if self.request_id else ""
+        super().__init__(
+            f"step {index + 1} ({step.action.value} {step.key}) failed: {cause}{request}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    index: int
+    step: Step
+    stripe_id: str | None
+    replayed: bool
+
+
+@dataclass(slots=True)
+class Applier:
+    """Applies one plan for one run. `desired_fields` maps keys to the fields we set."""
+
+    gateway: StripeGateway
+    store: Store
+    run_id: str
+    desired_fields: Mapping[str, Mapping[str, Any]]
+    on_step: Callable[[StepOutcome], None] | None = None
+
+    def apply(self, plan: Plan) -> list[StepOutcome]:
+        ids: dict[str, str] = dict(plan.known_ids)
+        outcomes: list[StepOutcome] = []
+        for index, step in enumerate(plan.steps):
+            outcome = self._apply_step(plan, index, step, ids)
+            outcomes.append(outcome)
+            if self.on_step is not None:
+                self.on_step(outcome)
+        return outcomes
+
+    def _apply_step(self, plan: Plan, index: int, step: Step, ids: dict[str, str]) -> StepOutcome:
+        self._journal_begin(plan, index, step)
+        try:
+            result = None if step.kind is Kind.PLAN else self._write(step, ids)
+        except StripeGatewayError as error:
+            self._journal_failed(step, error)
+            raise ApplyError(step, index, error) from error
+        stripe_id = result.stripe_id if result else None
+        if stripe_id and step.action in (
+            Action.CREATE,
+            Action.SUPERSEDE,
+            Action.REACTIVATE,
+            Action.ADOPT,
+        ):
+            ids[step.key] = stripe_id
+        self._record(plan, step, stripe_id, result.request_id if result else None)
+        return StepOutcome(index, step, stripe_id, bool(result and result.replayed))
+
+    # --- Stripe ---------------------------------------------------------------------------
+
+    def _write(self, step: Step, ids: Mapping[str, str]) -> WriteResult | None:
+        operation = _operation(step)
+        if operation is None:
+            return WriteResult(stripe_id=step.stripe_id or "", request_id=None, replayed=False)
+        params = _resolve(step.params, ids)
+        if operation in (Operation.DEACTIVATE, Operation.REACTIVATE, Operation.DELETE):
+            params = {}
+        target = step.stripe_id
+        if target is None and step.action is Action.UPDATE and step.parent is not None:
+            target = ids.get(step.parent.key)
+        parent = ids.get(step.parent.key) if step.parent is not None else None
+        return write(
+            self.gateway,
+            kind=step.kind,
+            operation=operation,
+            params=params,
+            idempotency_key=step.idempotency_key,
+            target_id=target,
+            parent_id=parent,
+        )
+
+    # --- store ----------------------------------------------------------------------------
+
+    def _journal_begin(self, plan: Plan, index: int, step: Step) -> None:
+        with self.store.session() as session:
+            JournalRepository(session).begin(
+                JournalEntry(
+                    run_id=self.run_id,
+                    installation_id=plan.installation_id,
+                    plan_fingerprint=plan.fingerprint,
+                    step_index=index,
+                    object_key=step.key,
+                    action=step.action.value,
+                    idempotency_key=self._journal_key(step),
+                )
+            )
+
+    def _journal_key(self, step: Step) -> str:
+        # A step may legitimately run again in a later run (a rerun after a failure): each
+        # run journals its own attempt, so the run id is part of the row's key.
+        return digest(self.run_id, step.idempotency_key)
+
+    def _journal_failed(self, step: Step, error: StripeGatewayError) -> None:
+        with self.store.session() as session:
+            JournalRepository(session).mark_failed(
+                self._journal_key(step), error=str(error), request_id=error.request_id
+            )
+
+    def _record(
+        self, plan: Plan, step: Step, stripe_id: str | None, request_id: str | None
+    ) -> None:
+        with self.store.session() as session:
+            if step.kind is Kind.PLAN:
+                _record_plan(PlanRepository(session), step)
+            else:
+                _record_last_applied(
+                    LastAppliedRepository(session),
+                    plan=plan,
+                    step=step,
+                    stripe_id=stripe_id,
+                    fields=self.desired_fields.get(step.key),
+                )
+            JournalRepository(session).mark_done(
+                self._journal_key(step), stripe_id=stripe_id, request_id=request_id
+            )
+
+
+def _operation(step: Step) -> Operation | None:
+    """The Stripe operation a step performs (None: nothing to send)."""
+    match step.action:
+        case Action.CREATE | Action.SUPERSEDE:
+            return Operation.CREATE
+        case Action.UPDATE:
+            return Operation.UPDATE
+        case Action.ADOPT:
+            return None if step.kind is Kind.METER else Operation.UPDATE
+        case Action.REACTIVATE:
+            return Operation.REACTIVATE if step.kind is Kind.METER else Operation.UPDATE
+        case Action.ARCHIVE:
+            if step.kind is Kind.METER:
+                return Operation.DEACTIVATE
+            if step.kind is Kind.PRODUCT_FEATURE:
+                return Operation.DELETE
+            return Operation.UPDATE
+
+
+def _resolve(value: Any, ids: Mapping[str, str]) -> Any:
+    if isinstance(value, Ref):
+        if value.key not in ids:
+            raise KeyError(f"no Stripe id known for {value.key}")
+        return ids[value.key]
+    if isinstance(value, Mapping):
+        return {k: _resolve(v, ids) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_resolve(v, ids) for v in value]
+    return value
+
+
+def _record_last_applied(
+    repository: LastAppliedRepository,
+    *,
+    plan: Plan,
+    step: Step,
+    stripe_id: str | None,
+    fields: Mapping[str, Any] | None,
+) -> None:
+    if step.action is Action.ARCHIVE:
+        # The archive that completes a supersede leaves the key to the new price.
+        if step.reason is not Reason.SUPERSEDED:
+            repository.delete(plan.installation_id, step.key)
+        return
+    if fields is None:
+        return
+    repository.put(
+        LastApplied(
+            installation_id=plan.installation_id,
+            object_key=step.key,
+            kind=step.kind.value,
+            stripe_id=stripe_id or step.stripe_id,
+            fields=dict(fields),
+            content_hash=digest(canonical_json(fields)),
+            revision=plan.desired_revision,
+            applied_at=datetime.now(UTC),
+        )
+    )
+
+
+def _record_plan(repository: PlanRepository, step: Step) -> None:
+    name = step.key.split("/", 1)[1]
+    if step.action is Action.ARCHIVE:
+        repository.archive(name)
+        return
+    fields = step.params
+    repository.upsert(
+        PlanRow(
+            name=name,
+            title=str(fields["title"]),
+            description=fields.get("description"),
+            interval=fields.get("interval"),
+            trial_days=int(fields.get("trial_days") or 0),
+            on_start_credits=int(fields.get("on_start_credits") or 0),
+            products=[str(p).split("/", 1)[1] for p in fields.get("products", [])],
+            metadata=dict(fields.get("metadata") or {}),
+        )
+    )
