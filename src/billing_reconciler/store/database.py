@@ -28,6 +28,10 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 MIGRATION_LOCK_ID = 0x42524D4947524154
 
 
+# Execution option naming how SQLite transactions begin (DEFERRED or IMMEDIATE).
+SQLITE_BEGIN_OPTION = "sqlite_begin"
+
+
 def default_sqlite_url(base_dir: Path) -> str:
     """The default store: `<base_dir>/.billing/state.db`."""
     return f"sqlite:///{(base_dir / DEFAULT_SQLITE_PATH).resolve()}"
@@ -68,9 +72,11 @@ def _create_engine(url: URL) -> Engine:
 
 def _configure_sqlite(engine: Engine) -> None:
     # pysqlite defers BEGIN until the first write and never begins for reads, which breaks
-    # read-then-write transactions between processes. We take over transaction control and
-    # begin IMMEDIATE: the write lock is taken up front (waiting up to the busy timeout), so a
-    # transaction never fails half-way because another writer got in between.
+    # read-then-write transactions between processes. We take over transaction control.
+    # `Store.session()` begins IMMEDIATE: the write lock is taken up front (waiting up to the
+    # busy timeout), so a transaction never fails half-way because another writer got in
+    # between (in WAL a reader that later writes gets SQLITE_BUSY without waiting). Plain
+    # connections (migrations aside, probes) begin DEFERRED and never wait for writers.
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
@@ -85,7 +91,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 def _migrations_dir() -> str:
@@ -116,7 +123,8 @@ def current_revision(connection: Connection) -> str | None:
 
 
 def _upgrade_to_head(engine: Engine) -> None:
-    with engine.begin() as connection:
+    immediate = engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+    with immediate.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         if current_revision(connection) != head_revision():
@@ -128,7 +136,8 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=True)
+        writer = engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        self._sessions = sessionmaker(writer, expire_on_commit=False, autoflush=True)
 
     @classmethod
     def open(cls, url: str) -> Self:

@@ -1,0 +1,78 @@
+"""Migrations: empty -> head, idempotent re-open, and exactly the tables the models declare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+from billing_reconciler.store import Store, current_revision, head_revision, normalize_url
+from billing_reconciler.store.tables import Base
+
+
+def test_open_migrates_an_empty_database_to_head(database_url: str) -> None:
+    url = normalize_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        Path(str(url.database)).parent.mkdir(parents=True)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            assert current_revision(connection) is None
+    finally:
+        engine.dispose()
+
+    with Store.open(database_url) as store, store.engine.connect() as connection:
+        assert current_revision(connection) == head_revision()
+        tables = set(inspect(connection).get_table_names())
+    assert tables == set(Base.metadata.tables) | {"alembic_version"}
+
+
+def test_migrations_produce_exactly_the_declared_schema(store: Store) -> None:
+    with store.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_reopening_is_idempotent_and_keeps_rows(database_url: str) -> None:
+    with Store.open(database_url) as store, store.session() as session:
+        session.execute(
+            text("INSERT INTO controller_state (key, value, updated_at) VALUES ('k', '{}', :t)"),
+            {"t": "2025-01-01 00:00:00"},
+        )
+    for _ in range(2):
+        with Store.open(database_url) as store, store.session() as session:
+            count = session.execute(text("SELECT count(*) FROM controller_state")).scalar_one()
+            assert count == 1
+            versions = session.execute(text("SELECT version_num FROM alembic_version")).all()
+            assert [row[0] for row in versions] == [head_revision()]
+
+
+def test_sqlite_creates_its_directory_and_runs_in_wal_with_foreign_keys(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / ".billing" / "state.db"
+    with Store.open(f"sqlite:///{path}") as store, store.engine.connect() as connection:
+        assert path.exists()
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
+        assert store.ping()
+
+
+@pytest.mark.parametrize(
+    ("given", "driver"),
+    [
+        ("postgres://u@h:5432/db", "postgresql+psycopg"),
+        ("postgresql://u@h:5432/db", "postgresql+psycopg"),
+        ("postgresql+psycopg://u@h:5432/db", "postgresql+psycopg"),
+        ("sqlite:///x/state.db", "sqlite"),
+    ],
+)
+def test_urls_are_normalized_to_psycopg(given: str, driver: str) -> None:
+    assert normalize_url(given).drivername == driver
+
+
+def test_unsupported_backends_are_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported"):
+        normalize_url("mysql://u@h/db")
