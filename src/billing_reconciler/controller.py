@@ -1,1 +1,228 @@
-"""One reconcile pass: load desired, observe, plan, apply, verify convergence."""
+"""One reconcile pass of the catalog: observe, plan, apply, verify convergence.
+
+The same pass serves `reconcile --dry-run` (stops after planning), `reconcile` (applies the
+plan it printed) and `reconcile serve` (runs it on a schedule). Every pass is recorded in the
+store's run table (who, when, which revision, which plan, what came of it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from billing_reconciler.apply import Applier, StepOutcome
+from billing_reconciler.desired.state import DesiredState
+from billing_reconciler.domains.catalog import desired_catalog, products_with_features
+from billing_reconciler.model import Catalog, CatalogRecord, Kind, PlanRecord, object_key
+from billing_reconciler.planning.builder import AppliedState, PlanPolicy
+from billing_reconciler.planning.diff import diff
+from billing_reconciler.planning.fields import comparable_fields
+from billing_reconciler.planning.plan import Action, Plan, Step
+from billing_reconciler.store import (
+    LastAppliedRepository,
+    PlanRepository,
+    PlanState,
+    RunMode,
+    RunRepository,
+    RunResult,
+    Store,
+    default_actor,
+)
+from billing_reconciler.stripe_gateway import (
+    StripeGateway,
+    count_active_subscriptions,
+    observe_catalog,
+)
+
+DOMAIN = "catalog"
+# Saved plans expire with Stripe's idempotency keys (DESIGN §6).
+PLAN_MAX_AGE_SECONDS = 24 * 3600
+
+
+class ReconcileError(RuntimeError):
+    """A pass that cannot proceed: refused plan, stale saved plan, residual diff."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOptions:
+    adopt_all: bool = False
+    allow_mass_archive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A plan with what apply needs beside it: the fields each step's object should end with."""
+
+    plan: Plan
+    desired_fields: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(slots=True)
+class CatalogController:
+    state: DesiredState
+    gateway: StripeGateway
+    store: Store
+    git_revision: str | None = None
+    clock: Callable[[], float] = time.time
+
+    @property
+    def installation_id(self) -> str:
+        return self.state.config.reconcile.installation_id
+
+    def desired(self) -> Catalog:
+        return desired_catalog(self.state, installation_id=self.installation_id)
+
+    def observe(self, desired: Catalog) -> tuple[Catalog, dict[str, AppliedState]]:
+        with self.store.session() as session:
+            applied = {
+                key: AppliedState(stripe_id=entry.stripe_id, fields=entry.fields)
+                for key, entry in LastAppliedRepository(session)
+                .for_installation(self.installation_id)
+                .items()
+            }
+            plans = tuple(_plan_record(row) for row in PlanRepository(session).list_all())
+        feature_products = products_with_features(desired, applied)
+        observed = observe_catalog(
+            self.gateway,
+            products_with_features=[
+                applied[key].stripe_id or "" for key in feature_products if key in applied
+            ],
+        )
+        return replace(observed, plans=plans), applied
+
+    def plan(self, options: PlanOptions = PlanOptions()) -> Planned:
+        desired = self.desired()
+        observed, applied = self.observe(desired)
+        policy = self._policy(options)
+        plan = diff(desired, observed, applied, policy)
+        return Planned(plan=self._with_impact(plan), desired_fields=_fields_by_key(desired))
+
+    def _policy(self, options: PlanOptions) -> PlanPolicy:
+        settings = self.state.config.reconcile
+        return PlanPolicy(
+            installation_id=settings.installation_id,
+            revision=self.state.revision,
+            prune=settings.prune,
+            max_archive_fraction=float(settings.max_archive_fraction),
+            correct_drift=settings.drift == "correct",
+            adopt_all=options.adopt_all,
+            adopt_keys=frozenset(settings.adopt),
+            allow_mass_archive=options.allow_mass_archive,
+            now=int(self.clock()),
+        )
+
+    def _with_impact(self, plan: Plan) -> Plan:
+        """State how many active subscriptions sit on each price a step supersedes or archives."""
+        steps: list[Step] = []
+        for step in plan.steps:
+            leaving = step.kind is Kind.PRICE and step.action in (Action.SUPERSEDE, Action.ARCHIVE)
+            if leaving and step.stripe_id:
+                count = count_active_subscriptions(self.gateway, step.stripe_id)
+                if count:
+                    step = replace(
+                        step,
+                        impact=f"{count} active subscription(s) stay on {step.stripe_id} "
+                        "(grandfathered)",
+                    )
+            steps.append(step)
+        return replace(plan, steps=tuple(steps))
+
+    def check_saved_plan(self, saved: Plan) -> Planned:
+        """Re-plan and refuse a saved plan whose observed state or age no longer holds."""
+        if self.clock() - saved.created_at > PLAN_MAX_AGE_SECONDS:
+            raise ReconcileError(
+                "the saved plan is older than 24 h (Stripe's idempotency keys have expired); "
+                "run `reconcile --dry-run --out` again"
+            )
+        current = self.plan()
+        if current.plan.fingerprint != saved.fingerprint:
+            raise ReconcileError(
+                "Stripe or the store changed since the saved plan was made "
+                f"(fingerprint {saved.fingerprint} != {current.plan.fingerprint}); re-plan"
+            )
+        if saved.installation_id != self.installation_id:
+            raise ReconcileError("the saved plan belongs to another installation id")
+        return Planned(plan=saved, desired_fields=current.desired_fields)
+
+    def apply(
+        self,
+        planned: Planned,
+        *,
+        on_step: Callable[[StepOutcome], None] | None = None,
+    ) -> tuple[str, list[StepOutcome], Plan]:
+        """Apply, then re-observe: returns the run id, the outcomes and the residual plan."""
+        if planned.plan.refused:
+            raise ReconcileError("the plan was refused: " + "; ".join(planned.plan.refusals))
+        run_id = self._start_run(RunMode.APPLY, planned.plan)
+        try:
+            outcomes = Applier(
+                gateway=self.gateway,
+                store=self.store,
+                run_id=run_id,
+                desired_fields=planned.desired_fields,
+                on_step=on_step,
+            ).apply(planned.plan)
+            residual = self.plan().plan
+        except Exception as error:
+            self._finish_run(run_id, RunResult.FAILED, planned.plan, error=str(error))
+            raise
+        converged = not residual.steps
+        self._finish_run(
+            run_id,
+            RunResult.APPLIED if converged else RunResult.FAILED,
+            planned.plan,
+            error=None if converged else "apply did not converge: the re-plan is not empty",
+        )
+        return run_id, outcomes, residual
+
+    def record_dry_run(self, plan: Plan) -> str:
+        run_id = self._start_run(RunMode.DRY_RUN, plan)
+        result = RunResult.CHANGES_PENDING if plan.has_changes else RunResult.NO_CHANGES
+        self._finish_run(run_id, result, plan)
+        return run_id
+
+    def _start_run(self, mode: RunMode, plan: Plan) -> str:
+        with self.store.session() as session:
+            return RunRepository(session).start(
+                domain=DOMAIN,
+                mode=mode,
+                actor=default_actor(),
+                git_revision=self.git_revision,
+                desired_revision=self.state.revision,
+                plan_fingerprint=plan.fingerprint,
+            )
+
+    def _finish_run(
+        self, run_id: str, result: RunResult, plan: Plan, *, error: str | None = None
+    ) -> None:
+        with self.store.session() as session:
+            RunRepository(session).finish(run_id, result, plan.counts(), error)
+
+
+def _plan_record(row: Any) -> PlanRecord:
+    return PlanRecord(
+        key=object_key(Kind.PLAN, row.name),
+        name=row.name,
+        title=row.title,
+        description=row.description,
+        interval=row.interval,
+        product_keys=tuple(object_key(Kind.PRODUCT, p) for p in row.products),
+        trial_days=row.trial_days,
+        on_start_credits=row.on_start_credits,
+        metadata=dict(row.metadata),
+        active=row.state is PlanState.ACTIVE,
+    )
+
+
+def _fields_by_key(desired: Catalog) -> dict[str, dict[str, Any]]:
+    records: tuple[CatalogRecord, ...] = (
+        *desired.meters,
+        *desired.features,
+        *desired.products,
+        *desired.prices,
+        *desired.product_features,
+        *desired.plans,
+    )
+    return {record.key: comparable_fields(record) for record in records}
