@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,15 @@ def test_urls_are_normalized_to_psycopg(given: str, driver: str) -> None:
 def test_unsupported_backends_are_refused() -> None:
     with pytest.raises(ValueError, match="unsupported"):
         normalize_url("mysql://u@h/db")
+
+
+def test_replicas_opening_at_once_migrate_once(database_url: str) -> None:
+    barrier = threading.Barrier(3)
+
+    def open_and_close(_: int) -> str | None:
+        barrier.wait(timeout=10)
+        with Store.open(database_url) as store, store.engine.connect() as connection:
+            return current_revision(connection)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        assert list(pool.map(open_and_close, range(3))) == [head_revision()] * 3
