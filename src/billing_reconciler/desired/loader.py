@@ -1,0 +1,214 @@
+"""`load_desired(directory)`: read billing.yaml and every plan file, check it all, in one go.
+
+Validation is all-or-nothing (DESIGN §3): the result carries every diagnostic of every file,
+and a `DesiredState` only when there is no error. Nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from billing_reconciler.config import BillingConfig, deprecated_spellings
+from billing_reconciler.desired.diagnostics import Diagnostic, display_path, make, sort_key
+from billing_reconciler.desired.formats import Located, PlanEntries, read_plan_document
+from billing_reconciler.desired.normalize import (
+    feature_spec,
+    implicit_features,
+    plan_spec,
+    product_spec,
+)
+from billing_reconciler.desired.references import Catalog, check_references
+from billing_reconciler.desired.schema_export import billing_schema
+from billing_reconciler.desired.state import DesiredState, ProductSpec, content_revision
+from billing_reconciler.desired.validation import validate
+from billing_reconciler.desired.yaml_source import SourceDocument, load_yaml_file
+
+CONFIG_FILE = "billing.yaml"
+PLAN_SUFFIXES = frozenset({".yaml", ".yml"})
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """The desired state (None iff any error) and every diagnostic, sorted by position."""
+
+    state: DesiredState | None
+    diagnostics: tuple[Diagnostic, ...]
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        """Only the errors."""
+        return tuple(d for d in self.diagnostics if d.is_error)
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        """Only the warnings."""
+        return tuple(d for d in self.diagnostics if not d.is_error)
+
+
+@dataclass(frozen=True, slots=True)
+class _Config:
+    config: BillingConfig
+    document: SourceDocument | None
+    """None when billing.yaml is unusable: config-dependent checks are then skipped."""
+    plans_path: str
+    plans_path_document: SourceDocument | None
+
+
+def load_desired(directory: Path) -> LoadResult:
+    """Load and validate desired/ (billing.yaml plus the plan files under `plans_path`)."""
+    if not directory.is_dir():
+        message = f"desired-state directory {display_path(directory)} does not exist"
+        return LoadResult(None, (make("error", display_path(directory), message=message),))
+    diagnostics: list[Diagnostic] = []
+    config_file = directory / CONFIG_FILE
+    loaded = _load_config(config_file, diagnostics)
+    entries = PlanEntries()
+    plans_dir = _plans_directory(loaded, base=directory, diagnostics=diagnostics)
+    if plans_dir is not None:
+        for file in _plan_files(plans_dir, exclude=config_file):
+            _read_plan_file(file, entries, diagnostics)
+    diagnostics.extend(entries.diagnostics)
+    state = _build_state(directory, loaded, entries, diagnostics)
+    ordered = tuple(sorted(set(diagnostics), key=sort_key))
+    has_errors = any(d.is_error for d in ordered)
+    return LoadResult(state=None if has_errors else state, diagnostics=ordered)
+
+
+def _load_config(file: Path, diagnostics: list[Diagnostic]) -> _Config:
+    display = display_path(file)
+    fallback = _Config(BillingConfig(), None, "plans", None)
+    if not file.is_file():
+        message = f"{CONFIG_FILE} not found in {display_path(file.parent)}"
+        diagnostics.append(make("error", display, message=message))
+        return fallback
+    documents, problems = load_yaml_file(file, display)
+    diagnostics.extend(problems)
+    if problems:
+        return fallback
+    document = _single_mapping(documents, display, diagnostics)
+    if document is None:
+        return fallback
+    for loc, message in deprecated_spellings(document.data):
+        diagnostics.append(document.diagnostic(loc, message, key=True, severity="warning"))
+    config, errors = validate(document, BillingConfig, data=document.data, schema=billing_schema())
+    diagnostics.extend(errors)
+    plans_path = _raw_plans_path(document.data)
+    if config is None:
+        return _Config(BillingConfig(), None, plans_path, document)
+    return _Config(config, document, config.billing.plans_path, document)
+
+
+def _single_mapping(
+    documents: list[SourceDocument], display: str, diagnostics: list[Diagnostic]
+) -> SourceDocument | None:
+    if not documents:
+        diagnostics.append(make("error", display, message="file is empty; add a billing: block"))
+        return None
+    if len(documents) > 1:
+        second = documents[1]
+        diagnostics.append(second.diagnostic((), f"{CONFIG_FILE} must hold a single YAML document"))
+        return None
+    document = documents[0]
+    if not isinstance(document.data, dict):
+        diagnostics.append(
+            document.diagnostic((), f"the root of {CONFIG_FILE} must be a mapping (billing:, ...)")
+        )
+        return None
+    return document
+
+
+def _raw_plans_path(data: Any) -> str:
+    billing = data.get("billing") if isinstance(data, dict) else None
+    value = billing.get("plans_path") if isinstance(billing, dict) else None
+    return value if isinstance(value, str) and value else "plans"
+
+
+def _plans_directory(loaded: _Config, *, base: Path, diagnostics: list[Diagnostic]) -> Path | None:
+    """`plans_path` relative to billing.yaml's directory; a file:// URL is accepted too."""
+    raw = loaded.plans_path
+    loc = ("billing", "plans_path")
+    document = loaded.plans_path_document
+    parsed = urlparse(raw)
+    if "://" in raw and parsed.scheme != "file":
+        message = f"plans_path: only local directories and file:// URLs are supported, not {parsed.scheme}://"
+        diagnostics.append(_at_config(document, base, loc, message))
+        return None
+    path = Path(unquote(parsed.netloc + parsed.path)) if parsed.scheme == "file" else Path(raw)
+    directory = path if path.is_absolute() else base / path
+    if not directory.is_dir():
+        message = f"plans directory {display_path(directory)} does not exist (plans_path: {raw})"
+        diagnostics.append(_at_config(document, base, loc, message))
+        return None
+    return directory
+
+
+def _at_config(
+    document: SourceDocument | None, base: Path, loc: tuple[str, ...], message: str
+) -> Diagnostic:
+    if document is not None:
+        return document.diagnostic(loc, message)
+    return make("error", display_path(base / CONFIG_FILE), message=message)
+
+
+def _plan_files(directory: Path, *, exclude: Path) -> list[Path]:
+    """Every *.yaml/*.yml below `directory`, sorted; hidden directories are skipped."""
+    excluded = exclude.resolve()
+    found = []
+    for file in directory.rglob("*"):
+        hidden = any(part.startswith(".") for part in file.relative_to(directory).parts)
+        wanted = file.suffix in PLAN_SUFFIXES and not hidden and file.is_file()
+        if wanted and file.resolve() != excluded:
+            found.append(file)
+    return sorted(found)
+
+
+def _read_plan_file(file: Path, entries: PlanEntries, diagnostics: list[Diagnostic]) -> None:
+    display = display_path(file)
+    documents, problems = load_yaml_file(file, display)
+    diagnostics.extend(problems)
+    if not documents and not problems:
+        diagnostics.append(
+            make("error", display, message="file is empty; add features, products or plans")
+        )
+    for document in documents:
+        read_plan_document(document, entries)
+
+
+def _build_state(
+    directory: Path, loaded: _Config, entries: PlanEntries, diagnostics: list[Diagnostic]
+) -> DesiredState:
+    currency = loaded.config.billing.currency
+    features = [Located(feature_spec(f.item), f.document, f.loc) for f in entries.features]
+    products: list[Located[ProductSpec]] = []
+    for located in entries.products:
+        spec, warnings = product_spec(located, default_currency=currency)
+        products.append(Located(spec, located.document, located.loc))
+        diagnostics.extend(warnings)
+    implied = implicit_features(entries.products, {f.item.name for f in features})
+    plans = [Located(plan_spec(p.item), p.document, p.loc) for p in entries.plans]
+    catalog = Catalog(
+        config=loaded.config,
+        config_document=loaded.document,
+        features=features,
+        implied_features=implied,
+        products=products,
+        plans=plans,
+        invalid_names=entries.invalid_names,
+    )
+    diagnostics.extend(check_references(catalog))
+    all_features = tuple(sorted((f.item for f in features + implied), key=lambda f: f.name))
+    product_specs = tuple(sorted((p.item for p in products), key=lambda p: p.name))
+    plan_specs = tuple(sorted((p.item for p in plans), key=lambda p: p.name))
+    return DesiredState(
+        root=directory.resolve(),
+        config=loaded.config,
+        features=all_features,
+        products=product_specs,
+        plans=plan_specs,
+        revision=content_revision(
+            config=loaded.config, features=all_features, products=product_specs, plans=plan_specs
+        ),
+    )
