@@ -1,0 +1,163 @@
+"""The operator API on `/_emulator/*` (JSON in, JSON out; no API key needed).
+
+Tests and benchmarks use it, through `control.EmulatorControl`, to reset state, count the API
+calls a reconcile makes, slow the server down, rate-limit it, inject faults, move the clock
+and watch webhook deliveries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from stripe_emulator.core import Emulator
+from stripe_emulator.forms import parse_query
+from stripe_emulator.operations import FAULT_KINDS, Fault
+from stripe_emulator.pipeline import ApiRequest, ApiResponse
+
+Json = dict[str, Any]
+_Handler = Callable[[Json, dict[str, str]], Json]
+
+
+class ControlError(Exception):
+    """A bad operator request (400)."""
+
+
+class OperatorApi:
+    """Dispatches `/_emulator/<name>` by method and name."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self._handlers: dict[tuple[str, str], _Handler] = {
+            ("GET", "health"): self._health,
+            ("POST", "reset"): self._reset,
+            ("GET", "requests"): self._requests,
+            ("DELETE", "requests"): self._clear_requests,
+            ("GET", "counters"): self._counters,
+            ("POST", "latency"): self._latency,
+            ("POST", "hang"): self._hang,
+            ("POST", "rate_limit"): self._rate_limit,
+            ("GET", "faults"): self._faults,
+            ("POST", "faults"): self._add_fault,
+            ("DELETE", "faults"): self._clear_faults,
+            ("GET", "clock"): self._clock,
+            ("POST", "clock"): self._set_clock,
+            ("GET", "webhooks/deliveries"): self._deliveries,
+            ("POST", "webhooks/config"): self._webhook_config,
+            ("POST", "save"): self._save,
+        }
+
+    def handle(self, request: ApiRequest) -> ApiResponse:
+        """Answer one operator request."""
+        name = request.path.removeprefix("/_emulator/").strip("/")
+        handler = self._handlers.get((request.method, name))
+        if handler is None:
+            return _json(404, {"error": f"no operator endpoint {request.method} {request.path}"})
+        try:
+            body: Json = json.loads(request.body) if request.body else {}
+            query = {k: v for k, v in parse_query(request.query).items() if isinstance(v, str)}
+            with self.emulator.lock:
+                return _json(200, handler(body, query))
+        except (ControlError, ValueError, KeyError, TypeError) as error:
+            return _json(400, {"error": str(error)})
+
+    def _health(self, body: Json, query: dict[str, str]) -> Json:
+        counts = {k: len(c) for k, c in self.emulator.store.collections.items()}
+        return {"ok": True, "objects": counts, "now": self.emulator.clock.now_float()}
+
+    def _reset(self, body: Json, query: dict[str, str]) -> Json:
+        self.emulator.reset()
+        return {"ok": True}
+
+    def _requests(self, body: Json, query: dict[str, str]) -> Json:
+        entries = self.emulator.request_log.entries(
+            method=query.get("method"), path_prefix=query.get("path_prefix")
+        )
+        return {"requests": [e.as_json() for e in entries], "count": len(entries)}
+
+    def _clear_requests(self, body: Json, query: dict[str, str]) -> Json:
+        self.emulator.request_log.clear()
+        return {"ok": True}
+
+    def _counters(self, body: Json, query: dict[str, str]) -> Json:
+        entries = self.emulator.request_log.entries(method=None, path_prefix=None)
+        return {
+            "total": len(entries),
+            "by_method": dict(Counter(e.method for e in entries)),
+            "by_status": {str(k): v for k, v in Counter(e.status for e in entries).items()},
+            "by_endpoint": dict(Counter(f"{e.method} {e.path}" for e in entries)),
+        }
+
+    def _latency(self, body: Json, query: dict[str, str]) -> Json:
+        self.emulator.settings.latency_ms = float(body["ms"])
+        return {"latency_ms": self.emulator.settings.latency_ms}
+
+    def _hang(self, body: Json, query: dict[str, str]) -> Json:
+        self.emulator.settings.hang_seconds = float(body["seconds"])
+        return {"hang_seconds": self.emulator.settings.hang_seconds}
+
+    def _rate_limit(self, body: Json, query: dict[str, str]) -> Json:
+        per_second = body.get("per_second")
+        if per_second is not None and (not isinstance(per_second, int) or per_second < 1):
+            raise ControlError("per_second must be a positive integer or null")
+        self.emulator.rate_limiter.per_second = per_second
+        return {"per_second": per_second}
+
+    def _faults(self, body: Json, query: dict[str, str]) -> Json:
+        return {"faults": [f.as_json() for f in self.emulator.faults.faults]}
+
+    def _add_fault(self, body: Json, query: dict[str, str]) -> Json:
+        kind = body["kind"]
+        if kind not in FAULT_KINDS:
+            raise ControlError(f"kind must be one of {', '.join(FAULT_KINDS)}")
+        nth = int(body.get("nth", 1))
+        if nth < 1:
+            raise ControlError("nth must be >= 1")
+        fault = Fault(
+            method=str(body["method"]).upper(),
+            path_prefix=str(body.get("path_prefix", "/")),
+            nth=nth,
+            kind=kind,
+        )
+        self.emulator.faults.add(fault)
+        return fault.as_json()
+
+    def _clear_faults(self, body: Json, query: dict[str, str]) -> Json:
+        self.emulator.faults.clear()
+        return {"ok": True}
+
+    def _clock(self, body: Json, query: dict[str, str]) -> Json:
+        return {"now": self.emulator.clock.now_float()}
+
+    def _set_clock(self, body: Json, query: dict[str, str]) -> Json:
+        if "time" in body:
+            self.emulator.clock.set_time(float(body["time"]))
+        elif "advance" in body:
+            self.emulator.clock.advance(float(body["advance"]))
+        else:
+            raise ControlError("give either 'time' or 'advance'")
+        self.emulator.changed()
+        return {"now": self.emulator.clock.now_float()}
+
+    def _deliveries(self, body: Json, query: dict[str, str]) -> Json:
+        return {
+            "deliveries": self.emulator.webhooks.deliveries(),
+            "idle": self.emulator.webhooks.idle(),
+        }
+
+    def _webhook_config(self, body: Json, query: dict[str, str]) -> Json:
+        delays = tuple(float(d) for d in body["retry_delays"])
+        self.emulator.webhooks.retry_delays = delays
+        return {"retry_delays": list(delays)}
+
+    def _save(self, body: Json, query: dict[str, str]) -> Json:
+        if self.emulator.state_file is None:
+            raise ControlError("the emulator was started without a state file")
+        self.emulator.state_file.save()
+        return {"ok": True, "path": str(self.emulator.state_file.path)}
+
+
+def _json(status: int, body: Json) -> ApiResponse:
+    return ApiResponse(status, json.dumps(body).encode())

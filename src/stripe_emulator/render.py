@@ -1,0 +1,94 @@
+"""Turn stored objects into responses: private keys dropped, `expand` applied.
+
+Expansion replaces an id with the object it names (`price.product`, `product.default_price`,
+nested as `product.default_price`), found by id across the store. Some fields are
+*includable*: Stripe leaves them out of responses unless they are expanded (`tiers` and
+`currency_options` on prices, `tax` on customers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stripe_emulator.errors import StripeError, invalid
+from stripe_emulator.state import Store, StripeObject
+
+ExpandTree = dict[str, "ExpandTree"]
+
+INCLUDABLE: dict[str, frozenset[str]] = {
+    "price": frozenset({"tiers", "currency_options"}),
+    "customer": frozenset({"tax", "tax_ids", "subscriptions", "sources"}),
+}
+
+# Expandable reference fields that may legitimately be null (expanding them keeps null).
+EXPANDABLE: dict[str, frozenset[str]] = {
+    "price": frozenset({"product"}),
+    "product": frozenset({"default_price", "tax_code"}),
+    "customer": frozenset({"test_clock", "default_source"}),
+    "customer_balance_transaction": frozenset({"customer", "invoice", "credit_note"}),
+    "product_feature": frozenset(),
+}
+
+_MAX_DEPTH = 4
+
+
+def expand_tree(paths: list[str]) -> ExpandTree:
+    """`["data.product", "data.product.default_price"]` -> nested dict."""
+    tree: ExpandTree = {}
+    for path in paths:
+        parts = path.split(".")
+        if len(parts) > _MAX_DEPTH:
+            raise invalid(
+                f"You cannot expand more than {_MAX_DEPTH} levels of a property. Property: {path}",
+                param="expand",
+            )
+        node = tree
+        for part in parts:
+            node = node.setdefault(part, {})
+    return tree
+
+
+def render(store: Store, obj: StripeObject, expand: ExpandTree | None = None) -> StripeObject:
+    """The response body for one object."""
+    kind = obj.get("object", "")
+    hidden = INCLUDABLE.get(kind, frozenset())
+    out = {k: v for k, v in obj.items() if not k.startswith("_") and k not in hidden}
+    for name, subtree in (expand or {}).items():
+        out[name] = _expanded(store, obj, name, subtree, path=name)
+    return out
+
+
+def _expanded(store: Store, obj: StripeObject, name: str, subtree: ExpandTree, path: str) -> Any:
+    kind = obj.get("object", "")
+    if name in INCLUDABLE.get(kind, frozenset()):
+        return _default_includable(obj, name)
+    value = obj.get(name)
+    if isinstance(value, str):
+        target = store.find(value)
+        if target is not None:
+            return render(store, target, subtree)
+    if value is None and name in EXPANDABLE.get(kind, frozenset()):
+        return None
+    raise _not_expandable(path)
+
+
+def _default_includable(obj: StripeObject, name: str) -> Any:
+    if name in obj:
+        return obj[name]
+    if name in ("tax_ids", "subscriptions", "sources"):
+        url = f"/v1/customers/{obj['id']}/{name}"
+        return {"object": "list", "data": [], "has_more": False, "total_count": 0, "url": url}
+    return None
+
+
+def _not_expandable(path: str) -> StripeError:
+    return invalid(f"This property cannot be expanded ({path}).", param="expand")
+
+
+def list_expand_tree(paths: list[str]) -> ExpandTree:
+    """For list endpoints: every path must start with `data.`; returns the per-item tree."""
+    tree = expand_tree(paths)
+    for name in tree:
+        if name != "data":
+            raise _not_expandable(name)
+    return tree.get("data", {})

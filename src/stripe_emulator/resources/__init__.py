@@ -1,0 +1,17 @@
+"""One module per Stripe resource; `build_router` wires them all."""
+
+from __future__ import annotations
+
+from stripe_emulator.core import Emulator
+from stripe_emulator.routing import Router
+
+
+def build_router(emulator: Emulator) -> Router:
+    """The router with every resource's endpoints (and their clock hooks) registered."""
+    from stripe_emulator.resources import customers, events, prices, products
+
+    router = Router()
+    for module in (products, prices, customers, events):
+        module.register(router)
+    del emulator
+    return router

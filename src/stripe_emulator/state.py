@@ -1,0 +1,262 @@
+"""The in-memory object store, indexed so lists stay flat as it grows to 100k+ objects.
+
+Each object type is a `Collection`: a dict by id, a creation sequence number per object, the
+alive sequence numbers in order, and secondary indexes (`field value -> sorted seqs`) for the
+list filters Stripe offers (`product`, `active`, `lookup_key`, `type`, ...). A list call picks
+the smallest candidate index, walks it newest-first from the cursor and stops after
+`limit + 1` matches, so its cost depends on the page, not on the store size.
+
+Objects are stored as the JSON dicts Stripe returns. Keys starting with `_` are private to the
+emulator (a webhook secret, a meter event's customer) and never rendered.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+StripeObject = dict[str, Any]
+Predicate = Callable[[StripeObject], bool]
+
+# Per object type, the fields with a secondary index. Values are read with `obj.get(field)`;
+# `None` is not indexed (`lookup_key: null` is not a key).
+INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
+    "product": ("active",),
+    "price": ("product", "active", "lookup_key", "currency", "type"),
+    "customer": ("email", "test_clock"),
+    "customer_balance_transaction": ("customer",),
+    "billing.meter": ("status", "event_name"),
+    "billing.meter_event": ("event_name", "identifier"),
+    "entitlements.feature": ("lookup_key", "active"),
+    "product_feature": ("_product",),
+    "webhook_endpoint": (),
+    "event": ("type",),
+    "test_helpers.test_clock": (),
+}
+
+
+@dataclass(slots=True)
+class Page:
+    """One page of a list call."""
+
+    objects: list[StripeObject]
+    has_more: bool
+
+
+@dataclass(slots=True)
+class Collection:
+    """All objects of one type, with their creation order and secondary indexes."""
+
+    kind: str
+    indexed: tuple[str, ...]
+    objects: dict[str, StripeObject] = field(default_factory=dict)
+    seq_of: dict[str, int] = field(default_factory=dict)
+    id_at: dict[int, str] = field(default_factory=dict)
+    alive: list[int] = field(default_factory=list)
+    indexes: dict[str, dict[Hashable, list[int]]] = field(default_factory=dict)
+
+    def get(self, object_id: str) -> StripeObject | None:
+        """The stored object (mutable: callers go through `replace` to keep indexes right)."""
+        return self.objects.get(object_id)
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def insert(self, obj: StripeObject, seq: int) -> None:
+        """Add a new object with creation sequence `seq` (always the largest so far)."""
+        object_id = obj["id"]
+        self.objects[object_id] = obj
+        self.seq_of[object_id] = seq
+        self.id_at[seq] = object_id
+        self.alive.append(seq)
+        for name in self.indexed:
+            self._index_add(name, obj.get(name), seq)
+
+    def replace(self, obj: StripeObject) -> None:
+        """Store a new version of an existing object, moving it between index entries."""
+        object_id = obj["id"]
+        old = self.objects[object_id]
+        seq = self.seq_of[object_id]
+        for name in self.indexed:
+            before, after = old.get(name), obj.get(name)
+            if before != after:
+                self._index_remove(name, before, seq)
+                self._index_add(name, after, seq)
+        self.objects[object_id] = obj
+
+    def delete(self, object_id: str) -> StripeObject:
+        """Remove an object and its index entries."""
+        obj = self.objects.pop(object_id)
+        seq = self.seq_of.pop(object_id)
+        del self.id_at[seq]
+        _remove_sorted(self.alive, seq)
+        for name in self.indexed:
+            self._index_remove(name, obj.get(name), seq)
+        return obj
+
+    def lookup(self, name: str, value: Hashable) -> list[StripeObject]:
+        """Objects whose indexed field `name` equals `value`, oldest first."""
+        seqs = self.indexes.get(name, {}).get(_key(value), [])
+        return [self.objects[self.id_at[s]] for s in seqs]
+
+    def page(
+        self,
+        *,
+        equals: dict[str, Iterable[Hashable]],
+        predicate: Predicate | None,
+        limit: int,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+    ) -> Page:
+        """A newest-first page, filtered by indexed fields (`equals`) and a predicate."""
+        candidates = self._candidates(equals)
+        if ending_before is not None:
+            return self._page_before(candidates, predicate, limit, self.seq_of[ending_before])
+        start = self.seq_of[starting_after] if starting_after is not None else None
+        return self._page_after(candidates, predicate, limit, start)
+
+    def _page_after(
+        self, seqs: list[int], predicate: Predicate | None, limit: int, start: int | None
+    ) -> Page:
+        end = len(seqs) if start is None else bisect.bisect_left(seqs, start)
+        found = self._take(reversed(range(end)), seqs, predicate, limit + 1)
+        return Page(found[:limit], len(found) > limit)
+
+    def _page_before(
+        self, seqs: list[int], predicate: Predicate | None, limit: int, before: int
+    ) -> Page:
+        begin = bisect.bisect_right(seqs, before)
+        found = self._take(iter(range(begin, len(seqs))), seqs, predicate, limit + 1)
+        # Stripe returns the page nearest the cursor, still newest first.
+        return Page(list(reversed(found[:limit])), len(found) > limit)
+
+    def _take(
+        self, positions: Iterator[int], seqs: list[int], predicate: Predicate | None, count: int
+    ) -> list[StripeObject]:
+        found: list[StripeObject] = []
+        for position in positions:
+            obj = self.objects[self.id_at[seqs[position]]]
+            if predicate is None or predicate(obj):
+                found.append(obj)
+                if len(found) == count:
+                    break
+        return found
+
+    def _candidates(self, equals: dict[str, Iterable[Hashable]]) -> list[int]:
+        if not equals:
+            return self.alive
+        lists = [self._union(name, values) for name, values in equals.items()]
+        smallest = min(lists, key=len)
+        others = [set(seqs) for seqs in lists if seqs is not smallest]
+        return [s for s in smallest if all(s in other for other in others)]
+
+    def _union(self, name: str, values: Iterable[Hashable]) -> list[int]:
+        if name == "id":
+            # Every collection is indexed by id already: `ids[]` filters need no scan.
+            return sorted(
+                {self.seq_of[v] for v in values if isinstance(v, str) and v in self.seq_of}
+            )
+        index = self.indexes.get(name, {})
+        parts = [index.get(_key(v), []) for v in values]
+        return parts[0] if len(parts) == 1 else list(heapq.merge(*parts))
+
+    def _index_add(self, name: str, value: Any, seq: int) -> None:
+        if value is None:
+            return
+        bisect.insort(self.indexes.setdefault(name, {}).setdefault(_key(value), []), seq)
+
+    def _index_remove(self, name: str, value: Any, seq: int) -> None:
+        if value is None:
+            return
+        seqs = self.indexes[name][_key(value)]
+        _remove_sorted(seqs, seq)
+        if not seqs:
+            del self.indexes[name][_key(value)]
+
+
+def _key(value: Any) -> Hashable:
+    # Expanded references are stored as ids; dict values (never indexed today) are skipped.
+    return value if isinstance(value, Hashable) else repr(value)
+
+
+def _remove_sorted(seqs: list[int], seq: int) -> None:
+    position = bisect.bisect_left(seqs, seq)
+    if position < len(seqs) and seqs[position] == seq:
+        del seqs[position]
+
+
+class Store:
+    """Every collection, the global creation sequence, and an id-prefix -> type map."""
+
+    def __init__(self) -> None:
+        self.collections: dict[str, Collection] = {}
+        self.next_seq = 1
+        self.type_of_id: dict[str, str] = {}
+
+    def collection(self, kind: str) -> Collection:
+        """The collection for `kind` (created on first use)."""
+        existing = self.collections.get(kind)
+        if existing is not None:
+            return existing
+        created = Collection(kind=kind, indexed=INDEXED_FIELDS.get(kind, ()))
+        self.collections[kind] = created
+        return created
+
+    def insert(self, kind: str, obj: StripeObject) -> StripeObject:
+        """Add an object; returns it."""
+        self.collection(kind).insert(obj, self.next_seq)
+        self.next_seq += 1
+        self.type_of_id[obj["id"]] = kind
+        return obj
+
+    def get(self, kind: str, object_id: str) -> StripeObject | None:
+        """One object of `kind`, or None."""
+        return self.collection(kind).get(object_id)
+
+    def find(self, object_id: str) -> StripeObject | None:
+        """Any object by id (for `expand`)."""
+        kind = self.type_of_id.get(object_id)
+        return None if kind is None else self.collection(kind).get(object_id)
+
+    def replace(self, kind: str, obj: StripeObject) -> None:
+        """Store a new version of an object."""
+        self.collection(kind).replace(obj)
+
+    def delete(self, kind: str, object_id: str) -> StripeObject:
+        """Remove an object."""
+        self.type_of_id.pop(object_id, None)
+        return self.collection(kind).delete(object_id)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self.collections.clear()
+        self.type_of_id.clear()
+        self.next_seq = 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-able view (shares the objects: serialize it at once), in creation order."""
+        return {
+            "next_seq": self.next_seq,
+            "collections": {
+                kind: [[c.seq_of[i], o] for i, o in _in_order(c)]
+                for kind, c in self.collections.items()
+            },
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Replace the contents with a `snapshot()`."""
+        self.clear()
+        for kind, rows in data.get("collections", {}).items():
+            for seq, obj in rows:
+                self.collection(kind).insert(obj, int(seq))
+                self.type_of_id[obj["id"]] = kind
+        self.next_seq = int(data.get("next_seq", 1))
+
+
+def _in_order(collection: Collection) -> Iterator[tuple[str, StripeObject]]:
+    for seq in collection.alive:
+        object_id = collection.id_at[seq]
+        yield object_id, collection.objects[object_id]
