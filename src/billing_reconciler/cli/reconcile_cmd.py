@@ -1,10 +1,339 @@
-"""Commands of `reconcile` (placeholder: registers nothing yet)."""
+"""`reconcile` itself (plan, or plan and apply) and `reconcile demo`.
+
+Exit codes (DESIGN §6): with `--dry-run`, 0 no changes, 2 changes pending, 1 any error; when
+applying, 0 converged, 1 any error. Nothing else ever exits 2. Plans go to stdout, diagnostics
+and logs to stderr, so `reconcile --dry-run --format json > plan.json` stays clean.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import structlog
 import typer
+
+from billing_reconciler.apply import ApplyError, StepOutcome
+from billing_reconciler.config import ConfigError, Environment, key_mode, load_environment, redact
+from billing_reconciler.controller import CatalogController, Planned, PlanOptions, ReconcileError
+from billing_reconciler.desired import load_desired
+from billing_reconciler.desired.state import DesiredState
+from billing_reconciler.log_setup import configure_logging
+from billing_reconciler.planning.plan import Plan
+from billing_reconciler.planning.render import render_markdown, render_text, summary_line
+from billing_reconciler.planning.serialize import PlanFormatError, plan_from_json, plan_to_json
+from billing_reconciler.store import Store
+from billing_reconciler.stripe_gateway import StripeGateway, StripeGatewayError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES_PENDING = 2
+EMULATOR_KEY = "sk_test_emulator"
+
+log = structlog.get_logger("billing_reconciler.cli")
+
+
+class Format(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    MARKDOWN = "markdown"
+
+
+class CliError(Exception):
+    """An error to print as one line and exit 1."""
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    api_key: str
+    api_base: str | None
+    database_url: str
+
+
+def render(plan: Plan, fmt: Format) -> str:
+    match fmt:
+        case Format.TEXT:
+            return render_text(plan)
+        case Format.JSON:
+            return plan_to_json(plan)
+        case Format.MARKDOWN:
+            return render_markdown(plan)
+
+
+def load_valid_desired(directory: Path) -> DesiredState:
+    """Load desired/, print every diagnostic; refuse (exit 1) when any is an error."""
+    result = load_desired(directory)
+    for diagnostic in result.diagnostics:
+        typer.echo(f"{diagnostic.severity}: {diagnostic}", err=True)
+    if result.state is None:
+        errors = sum(1 for d in result.diagnostics if d.severity == "error")
+        raise CliError(f"{errors} error(s) in {directory}; nothing was observed or applied")
+    return result.state
+
+
+def git_revision(directory: Path) -> str | None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        if done.returncode == 0:
+            return done.stdout.strip()
+    return None
+
+
+@contextlib.contextmanager
+def connection(
+    *, directory: Path, use_emulator: bool, emulator_state: Path | None = None
+) -> Iterator[Connection]:
+    """Where to talk to: the embedded emulator, or the Stripe named by the environment."""
+    env: Environment = load_environment(desired_dir=directory)
+    if use_emulator:
+        from stripe_emulator.server import EmbeddedEmulator
+
+        with EmbeddedEmulator(state_file=emulator_state) as emulator:
+            yield Connection(EMULATOR_KEY, emulator.url, env.database_url)
+        return
+    if env.stripe_api_key is None:
+        raise CliError(
+            "STRIPE_API_KEY (or STRIPE_API_KEY_FILE) is not set; "
+            "use --emulator to run against the embedded Stripe emulator"
+        )
+    yield Connection(env.stripe_api_key.reveal(), env.api_base, env.database_url)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    directory: Path
+    dry_run: bool
+    fmt: Format
+    out: Path | None
+    saved_plan: Path | None
+    adopt: bool
+    auto_approve: bool
+    confirm_live: bool
+    allow_mass_archive: bool
+    use_emulator: bool
+
+
+def run(request: RunRequest) -> int:
+    """The whole `reconcile` command; returns the exit code."""
+    state = load_valid_desired(request.directory)
+    with connection(directory=request.directory, use_emulator=request.use_emulator) as conn:
+        if key_mode(conn.api_key) == "live" and not request.dry_run and not request.confirm_live:
+            raise CliError("refusing to apply with a live Stripe key without --confirm-live")
+        store = Store.open(conn.database_url)
+        try:
+            controller = CatalogController(
+                state=state,
+                gateway=StripeGateway(
+                    api_key=conn.api_key,
+                    api_base=conn.api_base,
+                    rate_limit_per_second=state.config.reconcile.rate_limit_per_second,
+                ),
+                store=store,
+                git_revision=git_revision(request.directory),
+            )
+            return _plan_and_maybe_apply(controller, request)
+        finally:
+            store.close()
+
+
+def _plan_and_maybe_apply(controller: CatalogController, request: RunRequest) -> int:
+    options = PlanOptions(adopt_all=request.adopt, allow_mass_archive=request.allow_mass_archive)
+    if request.saved_plan is not None:
+        planned = controller.check_saved_plan(_read_plan(request.saved_plan))
+    else:
+        planned = controller.plan(options)
+    plan = planned.plan
+    typer.echo(render(plan, request.fmt), nl=False)
+    if request.out is not None:
+        request.out.write_text(plan_to_json(plan), encoding="utf-8")
+    if request.dry_run:
+        controller.record_dry_run(plan)
+        if plan.refused:
+            return EXIT_ERROR
+        return EXIT_CHANGES_PENDING if plan.has_changes else EXIT_OK
+    if plan.refused:
+        raise CliError("the plan was refused; nothing was applied")
+    if not plan.steps:
+        return EXIT_OK if not plan.adoptable else _adoption_pending(plan)
+    _confirm(request.auto_approve)
+    return _apply(controller, planned)
+
+
+def _adoption_pending(plan: Plan) -> int:
+    typer.echo(
+        f"error: {len(plan.adoptable)} object(s) await adoption; re-run with --adopt", err=True
+    )
+    return EXIT_ERROR
+
+
+def _read_plan(path: Path) -> Plan:
+    try:
+        return plan_from_json(path.read_text(encoding="utf-8"))
+    except (OSError, PlanFormatError) as error:
+        raise CliError(f"cannot read saved plan {path}: {error}") from error
+
+
+def _confirm(auto_approve: bool) -> None:
+    if auto_approve:
+        return
+    if not sys.stdin.isatty():
+        raise CliError("not a terminal: pass --auto-approve to apply without a prompt")
+    answer = typer.prompt("Apply this plan? Only 'yes' is accepted", default="no")
+    if answer.strip() != "yes":
+        raise CliError("apply cancelled")
+
+
+def _apply(controller: CatalogController, planned: Planned) -> int:
+    def report(outcome: StepOutcome) -> None:
+        step = outcome.step
+        replay = " (replayed)" if outcome.replayed else ""
+        target = f" {outcome.stripe_id}" if outcome.stripe_id else ""
+        typer.echo(f"  done: {step.action.value} {step.key}{target}{replay}", err=True)
+
+    run_id, outcomes, residual = controller.apply(planned, on_step=report)
+    log.info("apply finished", run_id=run_id, steps=len(outcomes))
+    if residual.steps:
+        typer.echo("error: apply did not converge; the re-plan still has changes:", err=True)
+        typer.echo(render_text(residual), err=True, nl=False)
+        return EXIT_ERROR
+    typer.echo(f"Apply complete ({len(outcomes)} steps). Re-plan: {summary_line(residual)}")
+    return EXIT_OK
+
+
+def exit_with(code_or_error: int | Exception) -> None:
+    if isinstance(code_or_error, Exception):
+        typer.echo(f"error: {redact(str(code_or_error))}", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    raise typer.Exit(code_or_error)
+
+
+KNOWN_ERRORS = (
+    CliError,
+    ConfigError,
+    ReconcileError,
+    ApplyError,
+    StripeGatewayError,
+)
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this module's commands to the `reconcile` app."""
-    del app
+    """`reconcile` runs when no subcommand is given; `reconcile demo` shows the whole loop."""
+
+    @app.callback(invoke_without_command=True)
+    def reconcile(
+        ctx: typer.Context,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Plan only; exit 2 if changes are pending.")
+        ] = False,
+        desired: Annotated[
+            Path, typer.Option("--desired", help="The desired-state directory.")
+        ] = Path("desired"),
+        fmt: Annotated[Format, typer.Option("--format", help="Plan output format.")] = Format.TEXT,
+        out: Annotated[
+            Path | None, typer.Option("--out", help="Also save the plan as JSON.")
+        ] = None,
+        plan: Annotated[Path | None, typer.Option("--plan", help="Apply this saved plan.")] = None,
+        adopt: Annotated[
+            bool, typer.Option("--adopt", help="Adopt unmanaged look-alikes.")
+        ] = False,
+        auto_approve: Annotated[
+            bool, typer.Option("--auto-approve", help="Apply without a prompt.")
+        ] = False,
+        confirm_live: Annotated[
+            bool, typer.Option("--confirm-live", help="Allow applying with a live key.")
+        ] = False,
+        allow_mass_archive: Annotated[
+            bool, typer.Option("--allow-mass-archive", help="Allow archiving beyond the guard.")
+        ] = False,
+        emulator: Annotated[
+            bool, typer.Option("--emulator", help="Use the embedded Stripe emulator.")
+        ] = False,
+    ) -> None:
+        if ctx.invoked_subcommand is not None:
+            return
+        configure_logging()
+        request = RunRequest(
+            directory=desired,
+            dry_run=dry_run,
+            fmt=fmt,
+            out=out,
+            saved_plan=plan,
+            adopt=adopt,
+            auto_approve=auto_approve,
+            confirm_live=confirm_live,
+            allow_mass_archive=allow_mass_archive,
+            use_emulator=emulator,
+        )
+        try:
+            code = run(request)
+        except KNOWN_ERRORS as error:
+            exit_with(error)
+        else:
+            exit_with(code)
+
+    @app.command("demo")
+    def demo(
+        desired: Annotated[
+            Path, typer.Option("--desired", help="The desired-state directory.")
+        ] = Path("desired"),
+        state_dir: Annotated[
+            Path | None,
+            typer.Option(
+                "--state-dir",
+                help="Keep the emulator and SQLite state here (default: a fresh temp dir).",
+            ),
+        ] = None,
+    ) -> None:
+        """Reconcile desired/ against the embedded emulator and SQLite: apply, then a no-op run."""
+        configure_logging()
+        try:
+            code = run_demo(desired, state_dir)
+        except KNOWN_ERRORS as error:
+            exit_with(error)
+        else:
+            exit_with(code)
+
+
+def run_demo(directory: Path, state_dir: Path | None) -> int:
+    with contextlib.ExitStack() as stack:
+        base = state_dir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="br-demo-"))
+        )
+        base.mkdir(parents=True, exist_ok=True)
+        state = load_valid_desired(directory)
+        from stripe_emulator.server import EmbeddedEmulator
+
+        emulator = stack.enter_context(EmbeddedEmulator(state_file=base / "emulator.json"))
+        store = Store.open(f"sqlite:///{base / 'state.db'}")
+        stack.callback(store.close)
+        controller = CatalogController(
+            state=state,
+            gateway=StripeGateway(api_key=EMULATOR_KEY, api_base=emulator.url),
+            store=store,
+            git_revision=git_revision(directory),
+        )
+        typer.echo(f"== Run 1: reconcile {directory} against the Stripe emulator at {emulator.url}")
+        planned = controller.plan()
+        typer.echo(render_text(planned.plan), nl=False)
+        if planned.plan.refused:
+            return EXIT_ERROR
+        code = _apply(controller, planned)
+        if code != EXIT_OK:
+            return code
+        typer.echo("\n== Run 2: the same desired state again (expect no changes)")
+        second = controller.plan().plan
+        typer.echo(render_text(second), nl=False)
+        return EXIT_OK if not second.has_changes else EXIT_ERROR
