@@ -1,0 +1,234 @@
+"""Plan and apply the catalog against the emulator: the behaviours issue 4 lists, end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import stripe
+
+from billing_reconciler.model import Kind
+from billing_reconciler.planning.plan import Action, Reason
+
+from .conftest import CATALOG_YAML, MakeController, converge, write_desired
+
+# The SDK is used here only to play "someone else" editing Stripe, and to check results.
+
+
+def sdk(emulator: Any) -> stripe.StripeClient:
+    return stripe.StripeClient("sk_test_human", base_addresses={"api": emulator.url})
+
+
+def posts(emulator: Any) -> list[Any]:
+    return [r for r in emulator.control.requests(method="POST") if r.path.startswith("/v1/")]
+
+
+def prices_by_lookup(client: stripe.StripeClient, lookup_key: str) -> list[stripe.Price]:
+    return list(client.v1.prices.list({"lookup_keys": [lookup_key], "limit": 100}).data)
+
+
+def test_fresh_apply_then_second_run_is_a_no_op(
+    tmp_path: Path, emulator: Any, make_controller: MakeController
+) -> None:
+    controller = make_controller(write_desired(tmp_path))
+    planned = controller.plan()
+    counts = planned.plan.counts()
+    assert counts["create"] == 1 + 3 + 5 + 1 + 2  # feature, products, prices, attachment, plans
+    converge(controller)
+
+    emulator.control.clear_requests()
+    again = controller.plan().plan
+    assert again.steps == ()
+    assert not again.has_changes
+    assert posts(emulator) == []
+    # A no-op plan reads with list calls only: no per-object GETs.
+    gets = emulator.control.requests(method="GET")
+    assert all(not r.path.startswith("/v1/prices/") for r in gets)
+
+    client = sdk(emulator)
+    [monthly] = prices_by_lookup(client, "base_monthly")
+    assert monthly.unit_amount == 1000
+    assert monthly.metadata["managed_by"] == "billing-reconciler"
+    assert monthly.metadata["br_key"] == "price/base/monthly"
+    product = client.v1.products.retrieve(
+        monthly.product if isinstance(monthly.product, str) else monthly.product.id
+    )
+    assert product.default_price == monthly.id
+
+
+def test_title_and_description_update_in_place(
+    tmp_path: Path, emulator: Any, make_controller: MakeController
+) -> None:
+    converge(make_controller(write_desired(tmp_path)))
+    edited = CATALOG_YAML.replace("title: Base platform", "title: Base platform v2").replace(
+        "Access to the platform", "Everything you need"
+    )
+    controller = make_controller(write_desired(tmp_path, edited))
+    plan = controller.plan().plan
+    [step] = plan.steps
+    assert (step.action, step.key) == (Action.UPDATE, "product/base")
+    assert {c.path for c in step.changes} == {"title", "description"}
+    converge(controller)
+
+
+def test_amount_change_supersedes_in_order(
+    tmp_path: Path, emulator: Any, make_controller: MakeController
+) -> None:
+    converge(make_controller(write_desired(tmp_path)))
+    client = sdk(emulator)
+    [old] = prices_by_lookup(client, "base_monthly")
+
+    cheaper = CATALOG_YAML.replace("amount: 1000", "amount: 1200", 1)
+    controller = make_controller(write_desired(tmp_path, cheaper))
+    plan = controller.plan().plan
+    assert [(s.action, s.reason) for s in plan.steps] == [
+        (Action.SUPERSEDE, Reason.REPLACE_BECAUSE_IMMUTABLE),
+        (Action.UPDATE, Reason.DEFAULT_PRICE_REPOINT),
+        (Action.ARCHIVE, Reason.SUPERSEDED),
+    ]
+    emulator.control.clear_requests()
+    converge(controller)
+
+    writes = [r.path for r in posts(emulator)]
+    assert writes[:3] == ["/v1/prices", f"/v1/products/{old.product}", f"/v1/prices/{old.id}"]
+    [new] = prices_by_lookup(client, "base_monthly")
+    assert new.id != old.id
+    assert new.unit_amount == 1200
+    assert new.active
+    assert client.v1.prices.retrieve(old.id).active is False
+    assert client.v1.products.retrieve(str(old.product)).default_price == new.id
+
+
+def test_price_readded_is_reactivated_not_duplicated(
+    tmp_path: Path, emulator: Any, make_controller: MakeController
+) -> None:
+    converge(make_controller(write_desired(tmp_path)))
+    client = sdk(emulator)
+    [original] = prices_by_lookup(client, "base_monthly")
+    converge(
+        make_controller(
+            write_desired(tmp_path, CATALOG_YAML.replace("amount: 1000", "amount: 1200", 1))
+        )
+    )
+
+    controller = make_controller(write_desired(tmp_path))
+    plan = controller.plan().plan
+    assert (Action.REACTIVATE, original.id) in [(s.action, s.stripe_id) for s in plan.steps]
+    assert not any(s.action is Action.CREATE for s in plan.steps)
+    converge(controller)
+    [current] = prices_by_lookup(client, "base_monthly")
+    assert current.id == original.id
+    all_prices = client.v1.prices.list({"product": str(original.product), "limit": 100}).data
+    assert len(all_prices) == 3  # monthly, its superseded twin, yearly: nothing duplicated
+
+
+def test_removal_is_an_orphan_without_prune_and_archived_with_it(
+    tmp_path: Path, emulator: Any, make_controller: MakeController
+) -> None:
+    converge(make_controller(write_desired(tmp_path)))
+    yearly = "      - name: yearly\n        interval: year\n        amount: 10000\n"
+    without_yearly = CATALOG_YAML.replace(yearly + "        currency: usd\n", "")
+    plan = make_controller(write_desired(tmp_path, without_yearly)).plan().plan
+    assert plan.steps == ()
+    assert [n.key for n in plan.orphans] == ["price/base/yearly"]
+
+    pruning = make_controller(write_desired(tmp_path, without_yearly, prune=True))
+    plan = pruning.plan().plan
+    assert [(s.action, s.key) for s in plan.steps] == [(Action.ARCHIVE, "price/base/yearly")]
+    converge(pruning)
+    [archived] = prices_by_lookup(sdk(emulator), "base_yearly") or [None]
+    assert archived is None or archived.active is False
+
+
+def test_mass_archive_is_refused(
+    tmp_path: Path, emulator: Any, make_controller: MakeController
+) -> None:
+    converge(make_controller(write_desired(tmp_path)))
+    nearly_empty = "features: []\nproducts: []\nplans: []\n"
+    plan = make_controller(write_desired(tmp_path, nearly_empty, prune=True)).plan().plan
+    assert plan.refused
+    assert "every managed object" in plan.refusals[0]
+
+
+def test_drift_is_reported_and_reverted_or_only_reported(
+    tmp_path: Path, emulator: Any, make_controller: MakeController
+) -> None:
+    converge(make_controller(write_desired(tmp_path)))
+    client = sdk(emulator)
+    [price] = prices_by_lookup(client, "base_monthly")
+    client.v1.products.update(str(price.product), {"name": "Edited by hand"})
+
+    warn = make_controller(write_desired(tmp_path, drift="warn")).plan().plan
+    assert warn.steps == ()
+    assert [(d.key, d.path, d.live, d.corrected) for d in warn.drift] == [
+        ("product/base", "title", "Edited by hand", False)
+    ]
+
+    controller = make_controller(write_desired(tmp_path))
+    plan = controller.plan().plan
+    assert [(s.action, s.reason) for s in plan.steps] == [(Action.UPDATE, Reason.DRIFT)]
+    converge(controller)
+    assert client.v1.products.retrieve(str(price.product)).name == "Base platform"
+
+
+def test_unmarked_lookalike_is_adoptable_then_adopted(
+    tmp_path: Path, emulator: Any, make_controller: MakeController
+) -> None:
+    client = sdk(emulator)
+    human = client.v1.products.create({"name": "Credits"})
+    controller = make_controller(write_desired(tmp_path))
+    plan = controller.plan().plan
+    assert "product/credits" in [n.key for n in plan.adoptable]
+    assert "product/credits" not in [s.key for s in plan.steps if s.action is Action.CREATE]
+
+    from billing_reconciler.controller import PlanOptions
+
+    planned = controller.plan(PlanOptions(adopt_all=True))
+    adopt = [s for s in planned.plan.steps if s.action is Action.ADOPT]
+    assert [s.stripe_id for s in adopt] == [human.id]
+    controller.apply(planned)
+    assert client.v1.products.retrieve(human.id).metadata["br_key"] == "product/credits"
+
+
+def test_two_installations_never_touch_each_other(
+    tmp_path: Path, emulator: Any, make_controller: MakeController
+) -> None:
+    converge(make_controller(write_desired(tmp_path / "a", installation="alpha")))
+    other = make_controller(
+        write_desired(tmp_path / "b", CATALOG_YAML, installation="beta", prune=True)
+    )
+    plan = other.plan().plan
+    assert all(s.action in (Action.CREATE, Action.UPDATE) for s in plan.steps)
+    assert plan.orphans == ()
+    converge(other)
+    # alpha still converged: beta archived nothing of alpha's.
+    again = make_controller(write_desired(tmp_path / "a", installation="alpha")).plan().plan
+    assert again.steps == ()
+
+
+def test_protected_price_is_never_superseded(
+    tmp_path: Path, emulator: Any, make_controller: MakeController
+) -> None:
+    protected = CATALOG_YAML.replace(
+        "      - name: pack\n        amount: 2000\n",
+        "      - name: pack\n        protect: true\n        amount: 2000\n",
+    )
+    converge(make_controller(write_desired(tmp_path, protected)))
+    changed = protected.replace("amount: 2000", "amount: 2500")
+    plan = make_controller(write_desired(tmp_path, changed)).plan().plan
+    assert plan.refused
+    assert "protected" in plan.refusals[0]
+    assert not [s for s in plan.steps if s.kind is Kind.PRICE and s.action is Action.SUPERSEDE]
+
+
+def test_dataclass_replace_keeps_plan_immutable() -> None:
+    # Guard for the apply contract: a Plan is a frozen value (mutating it must fail).
+    from billing_reconciler.planning.plan import Plan
+
+    plan = Plan(steps=(), installation_id="x", desired_revision="r", fingerprint="f", created_at=0)
+    try:
+        plan.steps = ()  # type: ignore[misc]
+    except dataclasses.FrozenInstanceError:
+        return
+    raise AssertionError("Plan is mutable")
