@@ -92,16 +92,22 @@ def git_revision(directory: Path) -> str | None:
     return None
 
 
+def emulator_state_file(directory: Path) -> Path:
+    """Where `--emulator` keeps the emulator's objects: beside the default SQLite store, so
+    `reconcile --emulator` followed by `reconcile --emulator --dry-run` sees one account."""
+    state_dir = directory.resolve().parent / ".billing"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return state_dir / "emulator.json"
+
+
 @contextlib.contextmanager
-def connection(
-    *, directory: Path, use_emulator: bool, emulator_state: Path | None = None
-) -> Iterator[Connection]:
+def connection(*, directory: Path, use_emulator: bool) -> Iterator[Connection]:
     """Where to talk to: the embedded emulator, or the Stripe named by the environment."""
     env: Environment = load_environment(desired_dir=directory)
     if use_emulator:
         from stripe_emulator.server import EmbeddedEmulator
 
-        with EmbeddedEmulator(state_file=emulator_state) as emulator:
+        with EmbeddedEmulator(state_file=emulator_state_file(directory)) as emulator:
             yield Connection(EMULATOR_KEY, emulator.url, env.database_url)
         return
     if env.stripe_api_key is None:
