@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from stripe_emulator.errors import invalid, no_such
@@ -20,7 +20,7 @@ def list_response(
     kind: str,
     params: Params,
     url: str,
-    equals: dict[str, Iterable[Hashable]] | None = None,
+    equals: Mapping[str, Iterable[Any]] | None = None,
     predicate: Predicate | None = None,
 ) -> StripeObject:
     """`{"object": "list", "data": [...], "has_more": ..., "url": ...}` for one page."""

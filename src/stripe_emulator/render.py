@@ -29,6 +29,9 @@ EXPANDABLE: dict[str, frozenset[str]] = {
     "product_feature": frozenset(),
 }
 
+# Stored for indexing but absent from Stripe's responses (meter events have no id).
+HIDDEN: dict[str, frozenset[str]] = {"billing.meter_event": frozenset({"id"})}
+
 _MAX_DEPTH = 4
 
 
@@ -51,7 +54,7 @@ def expand_tree(paths: list[str]) -> ExpandTree:
 def render(store: Store, obj: StripeObject, expand: ExpandTree | None = None) -> StripeObject:
     """The response body for one object."""
     kind = obj.get("object", "")
-    hidden = INCLUDABLE.get(kind, frozenset())
+    hidden = INCLUDABLE.get(kind, frozenset()) | HIDDEN.get(kind, frozenset())
     out = {k: v for k, v in obj.items() if not k.startswith("_") and k not in hidden}
     for name, subtree in (expand or {}).items():
         out[name] = _expanded(store, obj, name, subtree, path=name)

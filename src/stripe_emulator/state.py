@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +105,7 @@ class Collection:
     def page(
         self,
         *,
-        equals: dict[str, Iterable[Hashable]],
+        equals: Mapping[str, Iterable[Any]],
         predicate: Predicate | None,
         limit: int,
         starting_after: str | None = None,
@@ -145,7 +145,7 @@ class Collection:
                     break
         return found
 
-    def _candidates(self, equals: dict[str, Iterable[Hashable]]) -> list[int]:
+    def _candidates(self, equals: Mapping[str, Iterable[Any]]) -> list[int]:
         if not equals:
             return self.alive
         lists = [self._union(name, values) for name, values in equals.items()]
@@ -153,7 +153,7 @@ class Collection:
         others = [set(seqs) for seqs in lists if seqs is not smallest]
         return [s for s in smallest if all(s in other for other in others)]
 
-    def _union(self, name: str, values: Iterable[Hashable]) -> list[int]:
+    def _union(self, name: str, values: Iterable[Any]) -> list[int]:
         if name == "id":
             # Every collection is indexed by id already: `ids[]` filters need no scan.
             return sorted(

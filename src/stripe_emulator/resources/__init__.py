@@ -8,10 +8,29 @@ from stripe_emulator.routing import Router
 
 def build_router(emulator: Emulator) -> Router:
     """The router with every resource's endpoints (and their clock hooks) registered."""
-    from stripe_emulator.resources import customers, events, prices, products
+    from stripe_emulator.resources import (
+        customers,
+        events,
+        features,
+        meters,
+        prices,
+        products,
+        test_clocks,
+        webhook_endpoints,
+    )
 
     router = Router()
-    for module in (products, prices, customers, events):
+    modules = (
+        products,
+        prices,
+        customers,
+        meters,
+        features,
+        webhook_endpoints,
+        events,
+        test_clocks,
+    )
+    for module in modules:
         module.register(router)
     del emulator
     return router

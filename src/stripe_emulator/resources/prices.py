@@ -20,6 +20,7 @@ from stripe_emulator.resources._common import (
     fetch,
     new_metadata,
     nullable,
+    previous_attributes,
     save_update,
 )
 from stripe_emulator.routing import Router
@@ -94,8 +95,17 @@ def update(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         after["lookup_key"] = _lookup_key(nullable(params["lookup_key"]))
         if after["lookup_key"] != before["lookup_key"]:
             _claim_lookup_key(ctx, after, transfer=params.get("transfer_lookup_key", False))
-    save_update(ctx, KIND, before, after, "price.updated")
+    _save(ctx, before, after)
     return render(ctx.store, ctx.store.get(KIND, after["id"]) or after, expand_of(params))
+
+
+def _save(ctx: RequestContext, before: StripeObject, after: StripeObject) -> None:
+    changes = previous_attributes(before, after)
+    save_update(ctx, KIND, before, after, "price.updated")
+    if changes and after["recurring"] is not None:
+        plan_changes = {k: v for k, v in changes.items() if k in ("active", "metadata", "nickname")}
+        if plan_changes:
+            ctx.emit("plan.updated", as_plan(after), previous_attributes=plan_changes)
 
 
 def build_price(ctx: RequestContext, params: Params, *, product_id: str) -> StripeObject:
@@ -140,6 +150,35 @@ def insert_price(ctx: RequestContext, price: StripeObject, *, transfer: bool) ->
         _claim_lookup_key(ctx, price, transfer=transfer)
     ctx.store.insert(KIND, price)
     ctx.emit("price.created", price)
+    if price["recurring"] is not None:
+        # Recurring prices are also plans in Stripe's older API, and it still emits those.
+        ctx.emit("plan.created", as_plan(price))
+
+
+def as_plan(price: StripeObject) -> StripeObject:
+    """The legacy `plan` view of a recurring price (same id), as `plan.*` events carry."""
+    recurring = price["recurring"]
+    return {
+        "id": price["id"],
+        "object": "plan",
+        "active": price["active"],
+        "amount": price["unit_amount"],
+        "amount_decimal": price["unit_amount_decimal"],
+        "billing_scheme": price["billing_scheme"],
+        "created": price["created"],
+        "currency": price["currency"],
+        "interval": recurring["interval"],
+        "interval_count": recurring["interval_count"],
+        "livemode": False,
+        "metadata": price["metadata"],
+        "meter": recurring["meter"],
+        "nickname": price["nickname"],
+        "product": price["product"],
+        "tiers_mode": price["tiers_mode"],
+        "transform_usage": price["transform_quantity"],
+        "trial_period_days": recurring["trial_period_days"],
+        "usage_type": recurring["usage_type"],
+    }
 
 
 def _product_for(ctx: RequestContext, params: Params) -> str:
@@ -206,7 +245,7 @@ def _claim_lookup_key(ctx: RequestContext, price: StripeObject, *, transfer: boo
         )
     released = copy.deepcopy(holder)
     released["lookup_key"] = None
-    save_update(ctx, KIND, holder, released, "price.updated")
+    _save(ctx, holder, released)
 
 
 def _recurring(ctx: RequestContext, raw: dict[str, Any] | None) -> dict[str, Any] | None:
