@@ -45,7 +45,8 @@ def validate(
         result = model.model_validate(data)
     except ValidationError as exc:
         pydantic_findings = [
-            _from_pydantic(err, data=data, schema=schema) for err in exc.errors(include_url=False)
+            _from_pydantic(err, data=data, schema=schema, model=model)
+            for err in exc.errors(include_url=False)
         ]
     schema_findings = _from_schema(schema, data) if schema is not None else []
     findings = pydantic_findings + _unrelated(schema_findings, pydantic_findings)
@@ -58,12 +59,17 @@ def validate(
 # --------------------------------------------------------------------------------------------
 
 
-def _from_pydantic(err: ErrorDetails, *, data: Any, schema: Mapping[str, Any] | None) -> _Finding:
+def _from_pydantic(
+    err: ErrorDetails, *, data: Any, schema: Mapping[str, Any] | None, model: type[BaseModel]
+) -> _Finding:
     loc = data_path(data, err["loc"])
     kind = err["type"]
     field = _field_name(loc)
     if kind == "extra_forbidden":
-        return _Finding(loc, _unknown_key(field, _allowed_keys(schema, loc[:-1])), on_key=True)
+        allowed = _allowed_keys(schema, loc[:-1])
+        if not allowed and len(loc) == 1:
+            allowed = sorted(model.model_fields)
+        return _Finding(loc, _unknown_key(field, allowed), on_key=True)
     if kind == "missing":
         missing = str(err["loc"][-1])
         return _Finding(loc, f"missing required key '{missing}'")
@@ -104,8 +110,8 @@ def _is_tag(part: str) -> bool:
 
 
 def _field_name(loc: Loc) -> str:
-    names = [p for p in loc if isinstance(p, str)]
-    return names[-1] if names else ""
+    # A list item or the document itself has no field name to prefix a message with.
+    return loc[-1] if loc and isinstance(loc[-1], str) else ""
 
 
 def _unknown_key(key: str, allowed: Sequence[str]) -> str:

@@ -133,6 +133,10 @@ def _compose_all(text: str) -> Iterator[Node]:
 
 def _syntax_diagnostic(exc: yaml.MarkedYAMLError, display: str) -> Diagnostic:
     mark = exc.problem_mark or exc.context_mark
+    if exc.context_mark is not None and "<stream end>" in (exc.problem or ""):
+        # An unclosed bracket or quote is only noticed at the end of the file; the place
+        # where it was opened is what the user has to fix.
+        mark = exc.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     problem = exc.problem or "invalid YAML"
     if "'\\t'" in problem:
