@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import pytest
 
 from billing_reconciler.stripe_gateway import RetryPolicy, StripeGateway
+from tests.fixtures.emulator import EmulatorHandle
 
 API_KEY = "sk_test_gateway_integration_0000"
 
@@ -20,18 +20,13 @@ def fast_retry(max_attempts: int = 6) -> RetryPolicy:
 
 
 @pytest.fixture
-def emu(request: pytest.FixtureRequest) -> Any:
-    """The shared `emulator` fixture, reset; skips while it is not available yet."""
-    try:
-        emulator = request.getfixturevalue("emulator")
-    except pytest.FixtureLookupError:
-        pytest.skip("the `emulator` fixture (tests/fixtures/emulator.py) is not available yet")
-    emulator.control.reset()
+def emu(emulator: EmulatorHandle) -> EmulatorHandle:
+    """The shared emulator fixture (already reset for each test)."""
     return emulator
 
 
 @pytest.fixture
-def gateway(emu: Any) -> StripeGateway:
+def gateway(emu: EmulatorHandle) -> StripeGateway:
     """A gateway at the emulator, paced far above what tests need unless they say otherwise."""
     return StripeGateway(
         api_key=API_KEY,
