@@ -157,7 +157,7 @@ def _price(price: PriceSpec, product: ProductSpec, installation_id: str) -> Pric
         tiers=_tiers(price.tiers) if tiered else (),
         recurring=_recurring(price),
         currency_options={
-            currency: _currency_option(option, tiered=tiered)
+            currency: _currency_option(option, tiered=tiered, tax_behavior=price.tax_behavior)
             for currency, option in sorted(price.currency_options.items())
         },
         nickname=price.nickname,
@@ -173,11 +173,14 @@ def _tiers(tiers: Iterable[TierSpec]) -> tuple[Tier, ...]:
     )
 
 
-def _currency_option(option: CurrencyOptionSpec, *, tiered: bool) -> CurrencyOption:
+def _currency_option(
+    option: CurrencyOptionSpec, *, tiered: bool, tax_behavior: str | None
+) -> CurrencyOption:
+    # Stripe gives a currency option the price's tax behaviour unless it names its own.
     return CurrencyOption(
         unit_amount=None if tiered else option.amount,
         tiers=_tiers(option.tiers) if tiered else (),
-        tax_behavior=option.tax_behavior,
+        tax_behavior=option.tax_behavior or tax_behavior,
     )
 
 

@@ -89,7 +89,7 @@ def write_desired(
     root: Path,
     catalog: str = CATALOG_YAML,
     *,
-    installation: str = "test",
+    installation: str = "default",
     prune: bool = False,
     drift: str = "correct",
 ) -> DesiredState:

@@ -127,18 +127,23 @@ def test_removal_is_an_orphan_without_prune_and_archived_with_it(
     tmp_path: Path, emulator: Any, make_controller: MakeController
 ) -> None:
     converge(make_controller(write_desired(tmp_path)))
-    yearly = "      - name: yearly\n        interval: year\n        amount: 10000\n"
-    without_yearly = CATALOG_YAML.replace(yearly + "        currency: usd\n", "")
-    plan = make_controller(write_desired(tmp_path, without_yearly)).plan().plan
+    start = CATALOG_YAML.index("  - name: credits")
+    without_credits = CATALOG_YAML[:start] + CATALOG_YAML[CATALOG_YAML.index("plans:") :]
+    plan = make_controller(write_desired(tmp_path, without_credits)).plan().plan
     assert plan.steps == ()
-    assert [n.key for n in plan.orphans] == ["price/base/yearly"]
+    assert [n.key for n in plan.orphans] == ["price/credits/pack", "product/credits"]
 
-    pruning = make_controller(write_desired(tmp_path, without_yearly, prune=True))
+    pruning = make_controller(write_desired(tmp_path, without_credits, prune=True))
     plan = pruning.plan().plan
-    assert [(s.action, s.key) for s in plan.steps] == [(Action.ARCHIVE, "price/base/yearly")]
+    assert [(s.action, s.key) for s in plan.steps] == [
+        (Action.UPDATE, "product/credits"),  # unset the default price: Stripe refuses otherwise
+        (Action.ARCHIVE, "price/credits/pack"),
+        (Action.ARCHIVE, "product/credits"),
+    ]
     converge(pruning)
-    [archived] = prices_by_lookup(sdk(emulator), "base_yearly") or [None]
-    assert archived is None or archived.active is False
+    [archived] = prices_by_lookup(sdk(emulator), "credits_pack")
+    assert archived.active is False
+    assert sdk(emulator).v1.products.retrieve(str(archived.product)).active is False
 
 
 def test_mass_archive_is_refused(
