@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from billing_reconciler.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
-COMPAT = Path("/work/shared/compat/frontier")
+COMPAT = REPO.parent / "shared/compat/frontier"
 RECONCILE = Path(sys.executable).with_name("reconcile")
 
 BILLING = """\
@@ -458,6 +458,8 @@ def test_missing_desired_directory(tmp_path: Path) -> None:
 
 
 def _frontier_layout(tmp_path: Path) -> Path:
+    if not COMPAT.is_dir():
+        pytest.skip("../shared/compat is not checked out")
     desired = tmp_path / "desired"
     (desired / "plans").mkdir(parents=True)
     shutil.copyfile(COMPAT / "billing-config-sample.yaml", desired / "billing.yaml")

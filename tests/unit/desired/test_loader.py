@@ -10,7 +10,7 @@ import pytest
 from billing_reconciler.desired import DesiredState, LoadResult, load_desired
 
 REPO = Path(__file__).resolve().parents[3]
-COMPAT = Path("/work/shared/compat/frontier")
+COMPAT = REPO.parent / "shared/compat/frontier"
 
 BILLING = "billing:\n  default_currency: eur\n"
 
@@ -30,6 +30,8 @@ def loaded(result: LoadResult) -> DesiredState:
 
 @pytest.fixture
 def frontier(tmp_path: Path) -> Path:
+    if not COMPAT.is_dir():
+        pytest.skip("../shared/compat is not checked out")
     (tmp_path / "plans").mkdir()
     shutil.copyfile(COMPAT / "billing-config-sample.yaml", tmp_path / "billing.yaml")
     shutil.copyfile(COMPAT / "plans-sample.yaml", tmp_path / "plans" / "sample.yaml")
