@@ -239,13 +239,16 @@ def _object(node: Obj, raw: Any, path: str) -> dict[str, Any]:
 
 def _one_of(options: tuple[Node, ...], raw: Any, path: str) -> Any:
     errors: list[StripeError] = []
-    # Try the shape that fits the raw value first, so errors name the likely intent.
-    for option in sorted(options, key=lambda o: _shape_rank(o, raw)):
+    # Try the shape that fits the raw value first; report the error of the first real type
+    # rather than of a `Literal['']`/`Literal['inf']` alternative, so it names the intent.
+    ranked = sorted(options, key=lambda o: _shape_rank(o, raw))
+    for option in ranked:
         try:
             return _coerce(option, raw, path)
         except StripeError as error:
             errors.append(error)
-    raise errors[0]
+    typed = [e for o, e in zip(ranked, errors, strict=True) if not isinstance(o, Constant)]
+    raise (typed or errors)[0]
 
 
 def _shape_rank(node: Node, raw: Any) -> int:
