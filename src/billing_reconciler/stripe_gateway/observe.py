@@ -65,16 +65,20 @@ def observe_catalog(
     Stripe has no account-wide list of product features, only `/v1/products/{id}/features`,
     so attachments are listed only for the product ids in `products_with_features` (the
     planner passes products with features desired or last applied). Listing them for every
-    product would cost one request per product and break the ceil(N/100) budget.
+    product would cost one request per product and break the ceil(N/100) budget. Ids of
+    products that no longer exist (deleted in Stripe since we last applied) have no features.
     """
+    products = list(_products(gateway))
+    observed_ids = {obj["id"] for obj in products}
     return map_catalog(
         meters=list(_meters(gateway)),
         features=list(_features(gateway)),
-        products=list(_products(gateway)),
+        products=products,
         prices=list(_prices(gateway)),
         product_features=[
             (product_id, obj)
             for product_id in dict.fromkeys(products_with_features or ())
+            if product_id in observed_ids
             for obj in _product_features(gateway, product_id)
         ],
     )
@@ -126,11 +130,18 @@ def _prices(gateway: StripeGateway) -> Iterator[dict[str, Any]]:
 
 def _product_features(gateway: StripeGateway, product_id: str) -> Iterator[dict[str, Any]]:
     features = gateway.sdk.v1.products.features
-    return list_all(
-        gateway,
-        endpoint="/v1/products/{product}/features",
-        fetch_page=lambda p: features.list(product_id, cast("ProductFeatureListParams", p)),
-    )
+    try:
+        yield from list_all(
+            gateway,
+            endpoint="/v1/products/{product}/features",
+            fetch_page=lambda p: features.list(product_id, cast("ProductFeatureListParams", p)),
+        )
+    except PermanentStripeError as error:
+        # A product we applied may have been deleted in the dashboard (Stripe allows it while
+        # the product has no prices). It has no attachments then; failing here would make
+        # every later plan fail instead of letting the diff re-create the product.
+        if error.http_status != 404:
+            raise
 
 
 def count_active_subscriptions(gateway: StripeGateway, price_id: str) -> int | None:

@@ -331,3 +331,18 @@ def test_count_active_subscriptions_of_a_fresh_price(
     # The emulator does not serve subscriptions yet (404): the gateway then says "unknown".
     [listing] = emu.control.requests(method="GET", path_prefix="/v1/subscriptions")
     assert count == (None if listing.status == 404 else 0)
+
+
+def test_features_of_a_product_deleted_since_last_apply_are_empty(
+    emu: EmulatorHandle, gateway: StripeGateway
+) -> None:
+    kept = create_product(gateway, "kept")
+    deleted = create_product(gateway, "gone")
+    gateway.sdk.v1.products.delete(deleted)
+    emu.control.clear_requests()
+
+    catalog = observe_catalog(gateway, products_with_features=[kept, deleted])
+
+    assert [p.stripe_id for p in catalog.products] == [kept]
+    feature_lists = emu.control.requests(method="GET", path_prefix="/v1/products/")
+    assert [r.path for r in feature_lists] == [f"/v1/products/{kept}/features"]
