@@ -27,6 +27,8 @@ from stripe_emulator.routing import Router
 from stripe_emulator.state import StripeObject
 
 KIND = "customer"
+# Stripe still answers a retrieve of a deleted customer, with `{"deleted": true, ...}`.
+TOMBSTONE = "deleted_customer"
 TRANSACTION = "customer_balance_transaction"
 TAX_EXEMPT = ("none", "exempt", "reverse")
 _ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
@@ -116,7 +118,10 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
 
 
 def retrieve(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
-    """`GET /v1/customers/{customer}` (a deleted customer is 404, as after deletion)."""
+    """`GET /v1/customers/{customer}` (a deleted customer answers its deleted stub)."""
+    tombstone = ctx.store.get(TOMBSTONE, path["customer"])
+    if tombstone is not None:
+        return deleted_stub(tombstone)
     return render(ctx.store, fetch(ctx, KIND, path["customer"], "customer"), expand_of(params))
 
 
@@ -157,9 +162,15 @@ def update(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
 def delete(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`DELETE /v1/customers/{customer}`."""
     customer = fetch(ctx, KIND, path["customer"], "customer")
-    ctx.store.delete(KIND, customer["id"])
-    ctx.emit("customer.deleted", customer)
+    delete_customer(ctx, customer)
     return deleted_stub(customer)
+
+
+def delete_customer(ctx: RequestContext, customer: StripeObject) -> None:
+    """Remove a customer, keep its tombstone, emit `customer.deleted`."""
+    ctx.store.delete(KIND, customer["id"])
+    ctx.store.insert(TOMBSTONE, {"id": customer["id"], "object": KIND})
+    ctx.emit("customer.deleted", customer)
 
 
 def create_transaction(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:

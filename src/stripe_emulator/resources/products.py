@@ -51,14 +51,18 @@ def register(router: Router) -> None:
 
 def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`POST /v1/products`."""
-    product = create_product(ctx, params, param=None)
     default = params.get("default_price_data")
+    product = create_product(ctx, params, param=None, emit=default is None)
     if default is not None:
-        _create_default_price(ctx, product, default)
-    return render(ctx.store, ctx.store.get(KIND, product["id"]) or product, expand_of(params))
+        product = _create_default_price(ctx, product, default)
+        # One event showing the product as created, default price included.
+        ctx.emit("product.created", product)
+    return render(ctx.store, product, expand_of(params))
 
 
-def create_product(ctx: RequestContext, params: Params, *, param: str | None) -> StripeObject:
+def create_product(
+    ctx: RequestContext, params: Params, *, param: str | None, emit: bool = True
+) -> StripeObject:
     """Insert a product from create params (or a price's `product_data`)."""
     product_id = params.get("id") or new_id("prod")
     if ctx.store.get(KIND, product_id) is not None:
@@ -96,17 +100,18 @@ def create_product(ctx: RequestContext, params: Params, *, param: str | None) ->
         if field in params:
             product[field] = nullable(params[field])
     ctx.store.insert(KIND, product)
-    ctx.emit("product.created", product)
+    if emit:
+        ctx.emit("product.created", product)
     return product
 
 
-def _create_default_price(ctx: RequestContext, product: StripeObject, data: Params) -> None:
+def _create_default_price(ctx: RequestContext, product: StripeObject, data: Params) -> StripeObject:
     price = prices.build_price(ctx, data, product_id=product["id"])
     prices.insert_price(ctx, price, transfer=False)
     updated = copy.deepcopy(product)
     updated["default_price"] = price["id"]
-    # Stripe reports the product with its default price set and emits no extra update.
     ctx.store.replace(KIND, updated)
+    return updated
 
 
 def retrieve(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:

@@ -16,6 +16,7 @@ from stripe_emulator.listing import expand_of, list_response
 from stripe_emulator.params import Params
 from stripe_emulator.render import render
 from stripe_emulator.resources._common import deleted_stub, fetch
+from stripe_emulator.resources.customers import delete_customer
 from stripe_emulator.routing import Router
 from stripe_emulator.state import StripeObject
 
@@ -72,7 +73,7 @@ def delete(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     """`DELETE /v1/test_helpers/test_clocks/{id}`: its customers go with it, as on Stripe."""
     clock = fetch(ctx, KIND, path["test_clock"], "test_clock")
     for customer in ctx.store.collection("customer").lookup("test_clock", clock["id"]):
-        ctx.store.delete("customer", customer["id"])
+        delete_customer(ctx, customer)
     ctx.store.delete(KIND, clock["id"])
     ctx.emit("test_helpers.test_clock.deleted", clock)
     return deleted_stub(clock)
