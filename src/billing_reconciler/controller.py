@@ -20,6 +20,7 @@ from billing_reconciler.planning.builder import AppliedState, PlanPolicy
 from billing_reconciler.planning.diff import diff
 from billing_reconciler.planning.fields import comparable_fields
 from billing_reconciler.planning.plan import Action, Plan, Step
+from billing_reconciler.planning.scope import restrict
 from billing_reconciler.store import (
     LastAppliedRepository,
     PlanRepository,
@@ -49,6 +50,8 @@ class ReconcileError(RuntimeError):
 class PlanOptions:
     adopt_all: bool = False
     allow_mass_archive: bool = False
+    # Product keys a targeted (webhook-triggered) reconcile is limited to; None = everything.
+    scope: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ class Planned:
 
     plan: Plan
     desired_fields: Mapping[str, Mapping[str, Any]]
+    options: PlanOptions = PlanOptions()
 
 
 @dataclass(slots=True)
@@ -97,7 +101,11 @@ class CatalogController:
         observed, applied = self.observe(desired)
         policy = self._policy(options)
         plan = diff(desired, observed, applied, policy)
-        return Planned(plan=self._with_impact(plan), desired_fields=_fields_by_key(desired))
+        if options.scope is not None:
+            plan = restrict(plan, options.scope)
+        return Planned(
+            plan=self._with_impact(plan), desired_fields=_fields_by_key(desired), options=options
+        )
 
     def _policy(self, options: PlanOptions) -> PlanPolicy:
         settings = self.state.config.reconcile
@@ -164,7 +172,7 @@ class CatalogController:
                 desired_fields=planned.desired_fields,
                 on_step=on_step,
             ).apply(planned.plan)
-            residual = self.plan().plan
+            residual = self.plan(planned.options).plan
         except Exception as error:
             self._finish_run(run_id, RunResult.FAILED, planned.plan, error=str(error))
             raise
