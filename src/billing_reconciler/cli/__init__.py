@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from billing_reconciler.cli import emulator_cmd, reconcile_cmd, validate_cmd
+from billing_reconciler.cli import (
+    emulator_cmd,
+    reconcile_cmd,
+    serve_cmd,
+    status_cmd,
+    validate_cmd,
+)
 
 app = typer.Typer(
     name="reconcile",
@@ -14,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (reconcile_cmd, validate_cmd, emulator_cmd):
+for module in (reconcile_cmd, validate_cmd, emulator_cmd, serve_cmd, status_cmd):
     module.register(app)
 
 
