@@ -21,7 +21,7 @@ from stripe_emulator.ids import new_id
 from stripe_emulator.operations import FaultPlan, RateLimiter, RequestLog, Settings
 from stripe_emulator.persistence import StateFile
 from stripe_emulator.state import Store, StripeObject
-from stripe_emulator.webhooks import WebhookDispatcher
+from stripe_emulator.webhooks import DEFAULT_RETRY_DELAYS, WebhookDispatcher
 
 API_VERSION = "2026-10-28.endive"
 
@@ -56,6 +56,7 @@ class Emulator:
             self.store.clear()
             self.idempotency.clear()
             self.webhooks.clear()
+            self.webhooks.retry_delays = DEFAULT_RETRY_DELAYS
             self.request_log.clear()
             self.faults.clear()
             self.rate_limiter.per_second = None
