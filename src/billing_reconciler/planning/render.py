@@ -12,7 +12,7 @@ from typing import Any
 
 from billing_reconciler.model import OWNERSHIP_METADATA_KEYS, JSONValue
 from billing_reconciler.money import format_amount, is_valid_currency
-from billing_reconciler.planning.plan import Action, Plan, Ref, Step
+from billing_reconciler.planning.plan import Action, FieldChange, Plan, Ref, Step
 
 SYMBOLS: Mapping[Action, str] = {
     Action.CREATE: "+",
@@ -72,9 +72,8 @@ def _step_text(step: Step) -> list[str]:
         for change in step.changes:
             note = "  # forces supersede" if change.forces_supersede else ""
             note += "  # drift" if change.drift else ""
-            before = _value(change.path, change.before, currency)
-            after = _value(change.path, change.after, currency)
-            lines.append(f"      {change.path}: {before} -> {after}{note}")
+            for path, before, after in leaf_changes(change, currency):
+                lines.append(f"      {path}: {before} -> {after}{note}")
     elif step.action in (Action.CREATE, Action.SUPERSEDE):
         lines += [f"      {path}: {value}" for path, value in _flatten(step.params, currency)]
     if step.impact:
@@ -120,9 +119,9 @@ def render_markdown(plan: Plan) -> str:
         for step in plan.steps:
             flag = "⚠️ **destructive**" if step.destructive else ""
             changes = "<br>".join(
-                f"`{c.path}`: {_value(c.path, c.before, _currency_of(step))} → "
-                f"{_value(c.path, c.after, _currency_of(step))}"
+                f"`{path}`: {before} → {after}"
                 for c in step.changes
+                for path, before, after in leaf_changes(c, _currency_of(step))
             )
             lines.append(
                 f"| `{SYMBOLS[step.action]}` {flag} | {step.action.value} | "
@@ -150,23 +149,39 @@ def render_markdown(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def leaf_changes(change: FieldChange, currency: str | None) -> list[tuple[str, str, str]]:
+    """A change of a nested value (currency options, tiers) as the leaves that differ."""
+    before = dict(_flatten(change.before, currency, change.path))
+    after = dict(_flatten(change.after, currency, change.path))
+    if set(before) == {change.path} and set(after) == {change.path}:
+        return [(change.path, before[change.path], after[change.path])]
+    missing = _json(None)
+    return [
+        (path, before.get(path, missing), after.get(path, missing))
+        for path in sorted(set(before) | set(after))
+        if before.get(path, missing) != after.get(path, missing)
+    ]
+
+
 def _currency_of(step: Step) -> str | None:
     currency = step.params.get("currency")
     return currency if isinstance(currency, str) and is_valid_currency(currency) else None
 
 
 def _flatten(value: Any, currency: str | None, prefix: str = "") -> Iterator[tuple[str, str]]:
-    if isinstance(value, Mapping):
+    if isinstance(value, Mapping) and value:
         for key, inner in sorted(value.items()):
             if prefix == "metadata" and key in OWNERSHIP_METADATA_KEYS:
                 continue
             path = f"{prefix}.{key}" if prefix else str(key)
             # A currency option is shown in its own currency.
-            inner_currency = key if prefix == "currency_options" else currency
+            inner_currency = key if prefix.endswith("currency_options") else currency
             yield from _flatten(inner, inner_currency, path)
-    elif isinstance(value, list | tuple):
+    elif isinstance(value, list | tuple) and value:
         for index, inner in enumerate(value):
             yield from _flatten(inner, currency, f"{prefix}[{index}]")
+    elif isinstance(value, list | tuple | Mapping):
+        yield prefix, "(none)"
     else:
         yield prefix, _value(prefix, value, currency)
 
