@@ -112,6 +112,14 @@ def _update_params(
     return params
 
 
+def _previous_id(applied: Mapping[str, AppliedState], key: str) -> str | None:
+    """The Stripe id we last applied for a key that must now be created again (deleted in the
+    dashboard). It goes into the create's idempotency key: re-sending the first create's key
+    would replay Stripe's first response, the deleted object, instead of creating one."""
+    state = applied.get(key)
+    return None if state is None else state.stripe_id
+
+
 def _protected(record: ProductRecord | PriceRecord) -> bool:
     return record.protect or record.metadata.get("br_protect") == "true"
 
@@ -447,6 +455,7 @@ def _plan_products(
                         Reason.NEW,
                         p.product_create_params(product, owner),
                     ),
+                    before=_previous_id(applied, product.key),
                 )
             else:
                 current[product.key] = match
@@ -777,6 +786,7 @@ def _plan_product_features(
                 (FieldChange("feature", None, attachment.feature_key),),
                 parent=Ref(attachment.product_key),
             ),
+            before=_previous_id(applied, attachment.key),
         )
     desired_products = {prod.key for prod in desired.products}
     for key, live in sorted(live_by_key.items()):

@@ -1,7 +1,9 @@
 """Objects deleted in the dashboard after we applied them: the next pass re-creates them.
 
 Stripe lets a human delete a product that has no prices and detach a feature from a product.
-Within the 24 h an idempotency key lives, re-sending the first create with the same key would
+Observation must not fail on the deleted product (we list the features of every product we
+attached some to), and
+within the 24 h an idempotency key lives, re-sending the first create with the same key would
 replay Stripe's first response (the id of the deleted object) instead of creating anything, so
 the re-create must go out under a new key.
 """
@@ -33,6 +35,8 @@ products:
       - name: export
   - name: addon
     title: Add-on
+    features:
+      - name: export
 """
 
 
@@ -56,7 +60,10 @@ def test_product_deleted_in_the_dashboard_is_recreated(
 
     controller = make_controller(state)
     plan = controller.plan().plan
-    assert [(s.action, s.key) for s in plan.steps] == [(Action.CREATE, "product/addon")]
+    assert [(s.action, s.key) for s in plan.steps] == [
+        (Action.CREATE, "product/addon"),
+        (Action.CREATE, "product_feature/addon/export"),
+    ]
     converge(controller)
     [again] = managed(client, "product/addon")
     assert again.id != addon.id
@@ -70,6 +77,7 @@ def test_feature_detached_in_the_dashboard_is_reattached(
     client = sdk(emulator)
     [reports] = managed(client, "product/reports")
     [attachment] = client.v1.products.features.list(reports.id).data
+    assert attachment.entitlement_feature.lookup_key == "export"
     client.v1.products.features.delete(reports.id, attachment.id)
 
     controller = make_controller(state)
