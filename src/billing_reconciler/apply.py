@@ -115,7 +115,7 @@ class Applier:
             kind=step.kind,
             operation=operation,
             params=params,
-            idempotency_key=step.idempotency_key,
+            idempotency_key=_wire_key(step, params, parent),
             target_id=target,
             parent_id=parent,
         )
@@ -183,6 +183,28 @@ def _operation(step: Step) -> Operation | None:
             if step.kind is Kind.PRODUCT_FEATURE:
                 return Operation.DELETE
             return Operation.UPDATE
+
+
+def _wire_key(step: Step, params: Mapping[str, Any], parent: str | None) -> str:
+    """The step's key, bound to the ids its references resolved to.
+
+    A reference resolves to another id when its object was re-created (deleted in the
+    dashboard) after an earlier attempt of this step; Stripe refuses a key re-sent with other
+    parameters. Re-running the same plan resolves the same ids, so it still replays.
+    """
+    if step.parent is None and not _has_ref(step.params):
+        return step.idempotency_key
+    return digest(step.idempotency_key, canonical_json(params), parent or "")
+
+
+def _has_ref(value: Any) -> bool:
+    if isinstance(value, Ref):
+        return True
+    if isinstance(value, Mapping):
+        return any(_has_ref(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_ref(v) for v in value)
+    return False
 
 
 def _resolve(value: Any, ids: Mapping[str, str]) -> Any:
