@@ -260,7 +260,8 @@ def test_permanent_400_stops_with_step_message_and_request_id_then_rerun_resumes
         controller.apply(planned, on_step=delete_product_after_it_is_created)
     error = raised.value
     assert error.step.key == failing_key
-    assert error.request_id and error.request_id.startswith("req_")
+    assert error.request_id
+    assert error.request_id.startswith("req_")
     message = str(error)
     assert failing_key in message
     assert "No such product" in message
