@@ -237,3 +237,21 @@ def test_dataclass_replace_keeps_plan_immutable() -> None:
     except dataclasses.FrozenInstanceError:
         return
     raise AssertionError("Plan is mutable")
+
+
+def test_fresh_apply_and_no_op_on_postgresql(
+    tmp_path: Path, emulator: Any, make_controller: MakeController, postgres_database_url: str
+) -> None:
+    from billing_reconciler.store import JournalRepository, LastAppliedRepository, Store
+
+    store = Store.open(postgres_database_url)
+    try:
+        controller = make_controller(write_desired(tmp_path), store=store)
+        converge(controller)
+        assert controller.plan().plan.steps == ()
+        with store.session() as session:
+            applied = LastAppliedRepository(session).for_installation("default")
+            assert "price/base/monthly" in applied
+            assert JournalRepository(session).pending("default") == []
+    finally:
+        store.close()
