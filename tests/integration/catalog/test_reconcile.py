@@ -255,3 +255,54 @@ def test_fresh_apply_and_no_op_on_postgresql(
             assert JournalRepository(session).pending("default") == []
     finally:
         store.close()
+
+
+TIERED_YAML = """\
+products:
+  - name: usage
+    title: API usage
+    prices:
+      - name: monthly
+        interval: month
+        usage_type: metered
+        billing_scheme: tiered
+        tier_mode: graduated
+        currency: usd
+        tiers:
+          - { up_to: 100, unit_amount: 0 }
+          - { up_to: inf, unit_amount: 50 }
+        currency_options:
+          eur: { tiers: [{ up_to: 100, unit_amount: 0 }, { up_to: inf, unit_amount: 45 }] }
+        meter:
+          event_name: api_requests
+          display_name: API requests
+"""
+
+
+def test_currency_option_change_updates_in_place_and_tier_change_supersedes(
+    tmp_path: Path, emulator: Any, make_controller: MakeController
+) -> None:
+    converge(make_controller(write_desired(tmp_path, TIERED_YAML)))
+    client = sdk(emulator)
+    [original] = prices_by_lookup(client, "usage_monthly")
+
+    euro_change = TIERED_YAML.replace("unit_amount: 45 }", "unit_amount: 40 }")
+    controller = make_controller(write_desired(tmp_path, euro_change))
+    [step] = controller.plan().plan.steps
+    assert (step.action, step.stripe_id) == (Action.UPDATE, original.id)
+    assert [c.path for c in step.changes] == ["currency_options"]
+    converge(controller)
+    expanded = client.v1.prices.retrieve(original.id, {"expand": ["currency_options"]})
+    assert expanded.currency_options is not None
+    assert expanded.currency_options["eur"].tiers[1].unit_amount == 40
+
+    tier_change = euro_change.replace("up_to: inf, unit_amount: 50", "up_to: inf, unit_amount: 60")
+    controller = make_controller(write_desired(tmp_path, tier_change))
+    plan = controller.plan().plan
+    supersede = next(s for s in plan.steps if s.action is Action.SUPERSEDE)
+    assert [c.path for c in supersede.changes if c.forces_supersede] == ["tiers"]
+    converge(controller)
+    [current] = prices_by_lookup(client, "usage_monthly")
+    assert current.id != original.id
+    assert current.recurring is not None
+    assert current.recurring.meter == original.recurring.meter  # same meter, not a new one
