@@ -33,10 +33,20 @@ from billing_reconciler.stripe_gateway.observe import (
 )
 from billing_reconciler.stripe_gateway.pacing import KeyMode, RateLimiter, default_rate_limit
 from billing_reconciler.stripe_gateway.retry import NO_RETRY, RetryPolicy
+from billing_reconciler.stripe_gateway.webhook_signature import (
+    DEFAULT_TOLERANCE_SECONDS,
+    SIGNATURE_HEADER,
+    WebhookSignatureError,
+    sign_webhook_payload,
+    signature_timestamp,
+    verify_webhook_signature,
+)
 from billing_reconciler.stripe_gateway.write import Operation, WriteResult, write
 
 __all__ = [
+    "DEFAULT_TOLERANCE_SECONDS",
     "NO_RETRY",
+    "SIGNATURE_HEADER",
     "KeyMode",
     "Operation",
     "PermanentStripeError",
@@ -46,6 +56,7 @@ __all__ = [
     "StripeGateway",
     "StripeGatewayError",
     "TransientStripeError",
+    "WebhookSignatureError",
     "WriteResult",
     "count_active_subscriptions",
     "default_rate_limit",
@@ -60,6 +71,9 @@ __all__ = [
     "observe_catalog",
     "redact_key",
     "scrub",
+    "sign_webhook_payload",
+    "signature_timestamp",
     "translate",
+    "verify_webhook_signature",
     "write",
 ]

@@ -1,0 +1,173 @@
+"""Prometheus metrics of the controller, and the `/metrics` route that exposes them.
+
+`Metrics` owns its own `CollectorRegistry` rather than the process-global one, so two apps in
+one process (tests, the benchmark) never collide over metric names. Every name starts with
+`billing_reconciler_`; docs/serve.md lists each metric with its labels.
+
+Label values are bounded on purpose: domains are the few configured ones, Stripe endpoints
+are templates (`/v1/prices/{id}`, never an id), webhook outcomes and rejection reasons are
+closed vocabularies below.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Final, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+
+from billing_reconciler.stripe_gateway import RequestOutcome
+
+PREFIX: Final = "billing_reconciler"
+
+# received: stored (first time); duplicate: stored before; rejected: 4xx, nothing stored;
+# failed: 5xx on our side (store down, no secret configured), Stripe will retry.
+WebhookOutcome = Literal["received", "duplicate", "rejected", "failed"]
+WEBHOOK_OUTCOMES: Final[tuple[WebhookOutcome, ...]] = (
+    "received",
+    "duplicate",
+    "rejected",
+    "failed",
+)
+
+RejectReason = Literal["too_large", "missing_signature", "bad_signature", "stale", "bad_payload"]
+REJECT_REASONS: Final[tuple[RejectReason, ...]] = (
+    "too_large",
+    "missing_signature",
+    "bad_signature",
+    "stale",
+    "bad_payload",
+)
+
+# The store's RunResult for a failed run; every other finished result counts as a success.
+FAILED_RESULT: Final = "failed"
+
+# Reconciles take from tens of milliseconds (nothing changed, small catalog) to minutes (a
+# first apply paced at 25 req/s).
+_DURATION_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class Metrics:
+    """The controller's metrics; the `observe_*`/`set_*` methods are safe from any thread."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._clock = clock
+        r = self.registry
+        self.reconcile_runs = Counter(
+            f"{PREFIX}_reconcile_runs", "Reconcile runs finished.", ["domain", "result"], registry=r
+        )
+        self.reconcile_duration = Histogram(
+            f"{PREFIX}_reconcile_duration_seconds",
+            "Wall time of a reconcile run.",
+            ["domain"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.reconcile_errors = Counter(
+            f"{PREFIX}_reconcile_errors", "Reconcile runs that failed.", ["domain"], registry=r
+        )
+        self.last_success = Gauge(
+            f"{PREFIX}_reconcile_last_success_timestamp_seconds",
+            "Unix time of the last reconcile run that did not fail.",
+            ["domain"],
+            registry=r,
+        )
+        self.drift = Gauge(
+            f"{PREFIX}_drift_objects",
+            "Objects whose live state drifted from what we applied, at the last plan.",
+            ["domain"],
+            registry=r,
+        )
+        self.stripe_requests = Counter(
+            f"{PREFIX}_stripe_requests",
+            "Logical Stripe API calls by final HTTP status (`error`: no response).",
+            ["method", "endpoint", "status"],
+            registry=r,
+        )
+        self.stripe_retries = Counter(
+            f"{PREFIX}_stripe_retries",
+            "Extra attempts the gateway made after transient failures.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.stripe_rate_limited = Counter(
+            f"{PREFIX}_stripe_rate_limited",
+            "Stripe calls that ended in 429 Too Many Requests.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.webhooks = Counter(
+            f"{PREFIX}_webhooks",
+            "Webhook deliveries by outcome: received (stored), duplicate, rejected, failed.",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_rejections = Counter(
+            f"{PREFIX}_webhook_rejections",
+            "Rejected webhook deliveries by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            f"{PREFIX}_queue_depth", "Reconcile requests waiting in the work queue.", registry=r
+        )
+        self.leader = Gauge(
+            f"{PREFIX}_leader", "1 while this replica holds the leader lock, else 0.", registry=r
+        )
+        # Known label values start at zero, so rate() and absent() work from the first scrape.
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhooks.labels(outcome=outcome)
+        for reason in REJECT_REASONS:
+            self.webhook_rejections.labels(reason=reason)
+
+    def reconcile_finished(self, domain: str, result: str, seconds: float) -> None:
+        """Record one finished run; `result` is a `store.RunResult` value (`failed`, ...)."""
+        self.reconcile_runs.labels(domain=domain, result=str(result)).inc()
+        self.reconcile_duration.labels(domain=domain).observe(seconds)
+        if result == FAILED_RESULT:
+            self.reconcile_errors.labels(domain=domain).inc()
+        else:
+            self.last_success.labels(domain=domain).set(self._clock())
+
+    def observe_stripe_request(self, outcome: RequestOutcome) -> None:
+        """The gateway's `on_request` hook: one call per logical Stripe request."""
+        status = "error" if outcome.status is None else str(outcome.status)
+        self.stripe_requests.labels(
+            method=outcome.method, endpoint=outcome.endpoint, status=status
+        ).inc()
+        if outcome.retries:
+            self.stripe_retries.labels(endpoint=outcome.endpoint).inc(outcome.retries)
+        if outcome.status == 429:
+            self.stripe_rate_limited.labels(endpoint=outcome.endpoint).inc()
+
+    def webhook(self, outcome: WebhookOutcome, reason: RejectReason | None = None) -> None:
+        """Count one webhook delivery; rejections say why."""
+        self.webhooks.labels(outcome=outcome).inc()
+        if reason is not None:
+            self.webhook_rejections.labels(reason=reason).inc()
+
+    def set_queue_depth(self, depth: int) -> None:
+        self.queue_depth.set(depth)
+
+    def set_leader(self, is_leader: bool) -> None:
+        self.leader.set(1 if is_leader else 0)
+
+    def set_drift(self, domain: str, count: int) -> None:
+        self.drift.labels(domain=domain).set(count)
+
+
+def metrics_router(metrics: Metrics) -> APIRouter:
+    """`GET /metrics`: the text exposition format (OpenMetrics when the scraper asks for it)."""
+    router = APIRouter()
+
+    @router.get("/metrics")
+    def scrape(request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(content=encoder(metrics.registry), media_type=content_type)
+
+    return router
