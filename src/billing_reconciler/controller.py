@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from billing_reconciler.apply import Applier, StepOutcome
@@ -70,6 +70,9 @@ class CatalogController:
     store: Store
     git_revision: str | None = None
     clock: Callable[[], float] = time.time
+    # Who the run table names as having run a pass; `reconcile serve` adds its process id so
+    # replicas on one host stay apart.
+    actor: str = field(default_factory=default_actor)
 
     @property
     def installation_id(self) -> str:
@@ -159,11 +162,17 @@ class CatalogController:
         planned: Planned,
         *,
         on_step: Callable[[StepOutcome], None] | None = None,
+        run_id: str | None = None,
     ) -> tuple[str, list[StepOutcome], Plan]:
-        """Apply, then re-observe: returns the run id, the outcomes and the residual plan."""
+        """Apply, then re-observe: returns the run id, the outcomes and the residual plan.
+
+        `run_id` names the run (default: a new id), so a caller can log under it before the
+        run exists. An exception from `on_step` stops the apply after that step (the step is
+        journaled done) and fails the run.
+        """
         if planned.plan.refused:
             raise ReconcileError("the plan was refused: " + "; ".join(planned.plan.refusals))
-        run_id = self._start_run(RunMode.APPLY, planned.plan)
+        run_id = self._start_run(RunMode.APPLY, planned.plan, run_id)
         try:
             outcomes = Applier(
                 gateway=self.gateway,
@@ -185,21 +194,22 @@ class CatalogController:
         )
         return run_id, outcomes, residual
 
-    def record_dry_run(self, plan: Plan) -> str:
-        run_id = self._start_run(RunMode.DRY_RUN, plan)
+    def record_dry_run(self, plan: Plan, *, run_id: str | None = None) -> str:
+        run_id = self._start_run(RunMode.DRY_RUN, plan, run_id)
         result = RunResult.CHANGES_PENDING if plan.has_changes else RunResult.NO_CHANGES
         self._finish_run(run_id, result, plan)
         return run_id
 
-    def _start_run(self, mode: RunMode, plan: Plan) -> str:
+    def _start_run(self, mode: RunMode, plan: Plan, run_id: str | None) -> str:
         with self.store.session() as session:
             return RunRepository(session).start(
                 domain=DOMAIN,
                 mode=mode,
-                actor=default_actor(),
+                actor=self.actor,
                 git_revision=self.git_revision,
                 desired_revision=self.state.revision,
                 plan_fingerprint=plan.fingerprint,
+                run_id=run_id,
             )
 
     def _finish_run(
