@@ -1,0 +1,208 @@
+"""Routing Stripe events to targeted reconciles, with Stripe's published objects as payloads."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from billing_reconciler.runtime.events import ROUTED_EVENT_TYPES, ReconcileRequest, route_event
+
+# The shared compatibility fixtures sit beside the repository (../shared/compat).
+FIXTURES = Path(__file__).resolve().parents[4] / "shared/compat/stripe/fixtures3.json"
+
+OURS = {"managed_by": "billing-reconciler", "br_installation": "default"}
+
+
+@pytest.fixture(scope="module")
+def resources() -> dict[str, Any]:
+    if not FIXTURES.exists():
+        pytest.skip("../shared/compat is not checked out")
+    loaded: dict[str, Any] = json.loads(FIXTURES.read_text())["resources"]
+    return loaded
+
+
+def stripe_object(resources: dict[str, Any], name: str, **changes: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = copy.deepcopy(resources[name])
+    obj.update(changes)
+    return obj
+
+
+def event(event_type: str, obj: dict[str, Any], event_id: str = "evt_1") -> dict[str, Any]:
+    return {"id": event_id, "object": "event", "type": event_type, "data": {"object": obj}}
+
+
+# (event type, fixture resource, expected domain)
+CUSTOMER_OWNED = [
+    ("invoice.created", "invoice", "invoice"),
+    ("invoice.finalized", "invoice", "invoice"),
+    ("invoice.paid", "invoice", "invoice"),
+    ("invoice.payment_failed", "invoice", "invoice"),
+    ("customer.subscription.created", "subscription", "subscription"),
+    ("customer.subscription.updated", "subscription", "subscription"),
+    ("customer.subscription.deleted", "subscription", "subscription"),
+    ("checkout.session.completed", "checkout.session", "checkout"),
+    ("payment_intent.succeeded", "payment_intent", "invoice"),
+    ("payment_intent.payment_failed", "payment_intent", "invoice"),
+]
+
+
+@pytest.mark.parametrize("event_type", ["customer.created", "customer.updated", "customer.deleted"])
+def test_customer_events_target_that_customer(resources: dict[str, Any], event_type: str) -> None:
+    customer = stripe_object(resources, "customer")
+    assert route_event(event(event_type, customer, "evt_c")) == ReconcileRequest(
+        domain="customer",
+        scope=frozenset({customer["id"]}),
+        reason=f"webhook {event_type} evt_c",
+    )
+
+
+@pytest.mark.parametrize(("event_type", "resource", "domain"), CUSTOMER_OWNED)
+def test_customer_owned_events_target_the_owning_customer(
+    resources: dict[str, Any], event_type: str, resource: str, domain: str
+) -> None:
+    # Stripe's examples of sessions and payment intents carry no customer; ours always do.
+    obj = stripe_object(resources, resource, customer="cus_QXg1o8vcGmoR32")
+    request = route_event(event(event_type, obj))
+    assert request is not None
+    assert (request.domain, request.scope) == (domain, frozenset({"cus_QXg1o8vcGmoR32"}))
+
+
+def test_an_expanded_customer_counts_by_its_id(resources: dict[str, Any]) -> None:
+    customer = stripe_object(resources, "customer")
+    invoice = stripe_object(resources, "invoice", customer=customer)
+    request = route_event(event("invoice.paid", invoice))
+    assert request is not None
+    assert request.scope == frozenset({customer["id"]})
+
+
+@pytest.mark.parametrize(
+    ("event_type", "resource"),
+    [
+        ("checkout.session.completed", "checkout.session"),
+        ("payment_intent.succeeded", "payment_intent"),
+    ],
+)
+def test_objects_without_a_customer_are_not_routed(
+    resources: dict[str, Any], event_type: str, resource: str
+) -> None:
+    obj = stripe_object(resources, resource)
+    assert obj["customer"] is None  # as in Stripe's published example
+    assert route_event(event(event_type, obj)) is None
+
+
+def test_all_thirteen_documented_types_are_routed() -> None:
+    documented = {
+        "customer.created",
+        "customer.updated",
+        "customer.deleted",
+        "invoice.created",
+        "invoice.finalized",
+        "invoice.paid",
+        "invoice.payment_failed",
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "checkout.session.completed",
+        "payment_intent.succeeded",
+        "payment_intent.payment_failed",
+    }
+    assert documented == ROUTED_EVENT_TYPES
+    covered = {t for t, _, _ in CUSTOMER_OWNED} | {
+        "customer.created",
+        "customer.updated",
+        "customer.deleted",
+    }
+    assert covered == documented
+
+
+@pytest.mark.parametrize("event_type", ["product.created", "product.updated", "product.deleted"])
+def test_our_product_targets_its_catalog_entry(resources: dict[str, Any], event_type: str) -> None:
+    product = stripe_object(resources, "product", metadata={**OURS, "br_key": "product/team"})
+    request = route_event(event(event_type, product))
+    assert request is not None
+    assert (request.domain, request.scope) == ("catalog", frozenset({"product/team"}))
+
+
+@pytest.mark.parametrize("event_type", ["price.created", "price.updated", "price.deleted"])
+def test_our_price_targets_its_product(resources: dict[str, Any], event_type: str) -> None:
+    price = stripe_object(resources, "price", metadata={**OURS, "br_key": "price/team/monthly"})
+    request = route_event(event(event_type, price))
+    assert request is not None
+    assert (request.domain, request.scope) == ("catalog", frozenset({"product/team"}))
+
+
+@pytest.mark.parametrize(
+    ("event_type", "resource"), [("product.updated", "product"), ("price.updated", "price")]
+)
+def test_catalog_objects_without_our_marker_are_not_ours(
+    resources: dict[str, Any], event_type: str, resource: str
+) -> None:
+    unmarked = stripe_object(resources, resource)
+    assert route_event(event(event_type, unmarked)) is None
+    someone_else = stripe_object(
+        resources, resource, metadata={"managed_by": "terraform", "br_key": "product/team"}
+    )
+    assert route_event(event(event_type, someone_else)) is None
+
+
+@pytest.mark.parametrize("br_key", [None, "", "feature/sso", "nonsense"])
+def test_our_marker_without_a_product_key_reconciles_the_whole_catalog(
+    resources: dict[str, Any], br_key: str | None
+) -> None:
+    metadata = dict(OURS) if br_key is None else {**OURS, "br_key": br_key}
+    product = stripe_object(resources, "product", metadata=metadata)
+    request = route_event(event("product.updated", product))
+    assert request is not None
+    assert (request.domain, request.scope) == ("catalog", None)
+
+
+@pytest.mark.parametrize(
+    ("event_type", "resource"),
+    [
+        ("billing.meter.created", "billing.meter"),
+        ("billing.meter.deactivated", "billing.meter"),
+        ("entitlements.feature.updated", "entitlements.feature"),
+    ],
+)
+def test_meters_and_features_reconcile_the_whole_catalog(
+    resources: dict[str, Any], event_type: str, resource: str
+) -> None:
+    request = route_event(event(event_type, stripe_object(resources, resource)))
+    assert request is not None
+    assert (request.domain, request.scope) == ("catalog", None)
+
+
+@pytest.mark.parametrize(
+    "event_type",
+    [
+        "charge.succeeded",
+        "plan.updated",  # emitted beside price.updated for the same price, which routes
+        "customer.source.created",
+        "invoiceitem.created",
+        "test_helpers.test_clock.ready",
+        "productx.updated",
+    ],
+)
+def test_unknown_types_are_not_routed(resources: dict[str, Any], event_type: str) -> None:
+    obj = stripe_object(resources, "customer", metadata={**OURS, "br_key": "product/team"})
+    assert route_event(event(event_type, obj)) is None
+
+
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        {},
+        {"type": 7},
+        {"type": "customer.updated"},
+        {"type": "customer.updated", "data": None},
+        {"type": "customer.updated", "data": {"object": "cus_1"}},
+        {"type": "invoice.paid", "data": {"object": {"customer": ""}}},
+        {"type": "product.updated", "data": {"object": {"metadata": "x"}}},
+    ],
+)
+def test_malformed_events_are_not_routed(malformed: dict[str, Any]) -> None:
+    assert route_event(malformed) is None
