@@ -1,0 +1,359 @@
+"""The work queue of `reconcile serve`: coalescing, bounded concurrency, backoff by key.
+
+A request's key is `(domain, scope)`. Requests carry identity only (STYLE 11), so any number
+of requests for one key while it waits is one run; while it runs, they are one more run after
+the current one (the current run may have observed Stripe before their change). A waiting
+whole-domain request (`scope=None`) also absorbs scoped requests of its domain: it covers them.
+
+Worker threads (default 2) take the oldest ready key whose domain is not running: two runs of
+one domain never overlap (the catalog apply is not safe to run concurrently with itself).
+
+The handler's exception decides what happens next (STYLE 8: exception classes encode retry
+policy, the loop decides):
+- `TransientError(delay)` and the gateway's `TransientStripeError` (anywhere in the cause
+  chain): the key runs again after `delay`, or after its exponential backoff (capped);
+- `PermanentError` and the gateway's `PermanentStripeError`: logged, not retried; the next
+  scheduled run (or a new request) tries again;
+- anything else is unexpected: logged with its traceback and retried with backoff, since a
+  store or network hiccup is likelier than a bug that retrying makes worse.
+
+Each request may carry an `on_done` callback (the inbox marks its events processed there),
+called once with the key's final outcome: `DONE`, `FAILED` (permanently), or `DROPPED` (the
+queue stopped first). A transient failure keeps the callbacks for the retry.
+
+Time comes from an injected clock; `run_pending()` runs ready work on the calling thread, so
+tests drive the queue without threads or sleeps.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from billing_reconciler.runtime.events import ReconcileRequest
+from billing_reconciler.stripe_gateway import PermanentStripeError, TransientStripeError
+
+Key = tuple[str, frozenset[str] | None]
+
+_log = structlog.get_logger(__name__)
+
+# The longest a worker sleeps without looking again: a safety net against a clock that does
+# not move like the condition variable's (an injected one), never the normal wake-up path.
+_MAX_IDLE_WAIT_SECONDS = 1.0
+
+
+class TransientError(Exception):
+    """Worth retrying: after `delay` seconds if given, else after the key's backoff."""
+
+    def __init__(self, message: str, *, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class PermanentError(Exception):
+    """Retrying will not help (a refused plan, a rejected request): wait for the next run."""
+
+
+class UnexpectedError(TransientError):
+    """Any other exception: retried with backoff, and logged with its traceback."""
+
+
+class Outcome(enum.StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    DROPPED = "dropped"
+
+
+OnDone = Callable[[Outcome], None]
+Handler = Callable[[ReconcileRequest], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """`initial * factor**(failures-1)` seconds, at most `cap`."""
+
+    initial: float = 1.0
+    factor: float = 2.0
+    cap: float = 300.0
+
+    def delay(self, failures: int) -> float:
+        if failures <= 0:
+            return 0.0
+        # Past ~60 doublings the float overflows long after it passed any sane cap.
+        exponent = min(failures - 1, 60)
+        return float(min(self.cap, self.initial * self.factor**exponent))
+
+
+def key_of(request: ReconcileRequest) -> Key:
+    return (request.domain, request.scope)
+
+
+def classify(error: BaseException) -> TransientError | PermanentError:
+    """The retry policy an exception stands for (see the module docstring)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, TransientError | PermanentError):
+            return current
+        if isinstance(current, TransientStripeError):
+            return TransientError(str(current), delay=current.retry_after)
+        if isinstance(current, PermanentStripeError):
+            return PermanentError(str(current))
+        current = current.__cause__ or current.__context__
+    return UnexpectedError(f"unexpected {type(error).__name__}: {error}")
+
+
+@dataclass(slots=True)
+class _Entry:
+    request: ReconcileRequest
+    order: int
+    ready_at: float
+    callbacks: list[OnDone] = field(default_factory=list)
+
+    @property
+    def key(self) -> Key:
+        return key_of(self.request)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    waiting: tuple[Key, ...]
+    running: tuple[Key, ...]
+    failures: dict[Key, int]
+
+
+class WorkQueue:
+    """See the module docstring. `start()` launches the workers; `stop()` ends them."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        workers: int = 2,
+        backoff: Backoff = Backoff(),
+        clock: Callable[[], float] = time.monotonic,
+        on_depth: Callable[[int], None] | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("a work queue needs at least one worker")
+        self._handler = handler
+        self._workers = workers
+        self._backoff = backoff
+        self._clock = clock
+        self._on_depth = on_depth
+        self._condition = threading.Condition()
+        self._waiting: dict[Key, _Entry] = {}
+        self._running: dict[Key, _Entry] = {}
+        self._busy_domains: set[str] = set()
+        self._failures: dict[Key, int] = {}
+        self._order = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+
+    # --- producers ------------------------------------------------------------------------
+
+    def put(self, request: ReconcileRequest, *, on_done: OnDone | None = None) -> bool:
+        """Ask for a run; False when it joined a request already waiting (or the queue stopped)."""
+        callbacks = [] if on_done is None else [on_done]
+        with self._condition:
+            if self._stopping:
+                dropped = True
+            else:
+                dropped = False
+                added = self._add(request, callbacks, ready_at=self._clock())
+                self._condition.notify()
+        if dropped:
+            _notify(callbacks, Outcome.DROPPED)
+            return False
+        self._report_depth()
+        return added
+
+    def _add(self, request: ReconcileRequest, callbacks: list[OnDone], *, ready_at: float) -> bool:
+        key = key_of(request)
+        existing = self._waiting.get(key) or self._waiting.get((request.domain, None))
+        if existing is not None:
+            existing.callbacks.extend(callbacks)
+            existing.ready_at = max(existing.ready_at, ready_at)
+            return False
+        self._waiting[key] = _Entry(request, next(self._order), ready_at, callbacks)
+        return True
+
+    @property
+    def depth(self) -> int:
+        """Keys waiting to run (running ones excluded)."""
+        with self._condition:
+            return len(self._waiting)
+
+    def snapshot(self) -> QueueSnapshot:
+        with self._condition:
+            return QueueSnapshot(
+                waiting=tuple(self._waiting),
+                running=tuple(self._running),
+                failures=dict(self._failures),
+            )
+
+    # --- consumers ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._condition:
+            if self._threads:
+                raise RuntimeError("the work queue is already started")
+            self._stopping = False
+            self._threads = [
+                threading.Thread(target=self._work, name=f"reconcile-worker-{n}", daemon=True)
+                for n in range(self._workers)
+            ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Take no new work, let running items finish; True when every worker ended in time.
+
+        Waiting requests are dropped (their callbacks hear `DROPPED`): the next process
+        reconciles every domain at start anyway.
+        """
+        with self._condition:
+            self._stopping = True
+            self._condition.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        finished = not any(thread.is_alive() for thread in self._threads)
+        with self._condition:
+            dropped = list(self._waiting.values())
+            self._waiting.clear()
+        for entry in dropped:
+            _notify(entry.callbacks, Outcome.DROPPED)
+        self._report_depth()
+        return finished
+
+    def run_pending(self) -> int:
+        """Run every request ready now on this thread (tests); returns how many ran."""
+        ran = 0
+        while True:
+            with self._condition:
+                entry = self._take(self._clock())
+            if entry is None:
+                return ran
+            self._run(entry)
+            ran += 1
+
+    def next_ready_in(self) -> float | None:
+        """Seconds until the earliest waiting request is due (0: now); None when idle."""
+        with self._condition:
+            return self._next_ready_in(self._clock())
+
+    def _work(self) -> None:
+        while True:
+            with self._condition:
+                entry = self._wait_for_work()
+            if entry is None:
+                return
+            self._run(entry)
+
+    def _wait_for_work(self) -> _Entry | None:
+        while not self._stopping:
+            now = self._clock()
+            entry = self._take(now)
+            if entry is not None:
+                return entry
+            due = self._next_ready_in(now)
+            wait = _MAX_IDLE_WAIT_SECONDS if due is None else min(due, _MAX_IDLE_WAIT_SECONDS)
+            self._condition.wait(timeout=max(wait, 0.001))
+        return None
+
+    def _take(self, now: float) -> _Entry | None:
+        ready = [
+            entry
+            for entry in self._waiting.values()
+            if entry.ready_at <= now and entry.request.domain not in self._busy_domains
+        ]
+        if not ready:
+            return None
+        entry = min(ready, key=lambda e: e.order)
+        del self._waiting[entry.key]
+        self._running[entry.key] = entry
+        self._busy_domains.add(entry.request.domain)
+        return entry
+
+    def _next_ready_in(self, now: float) -> float | None:
+        times = [
+            entry.ready_at
+            for entry in self._waiting.values()
+            if entry.request.domain not in self._busy_domains
+        ]
+        return None if not times else max(0.0, min(times) - now)
+
+    def _run(self, entry: _Entry) -> None:
+        self._report_depth()
+        error: BaseException | None = None
+        try:
+            self._handler(entry.request)
+        except Exception as raised:
+            error = raised
+        self._finish(entry, error)
+
+    def _finish(self, entry: _Entry, error: BaseException | None) -> None:
+        key = entry.key
+        outcome: Outcome | None
+        with self._condition:
+            del self._running[key]
+            self._busy_domains.discard(entry.request.domain)
+            outcome = self._settle(entry, error)
+            self._condition.notify_all()
+        if outcome is not None:
+            _notify(entry.callbacks, outcome)
+        self._report_depth()
+
+    def _settle(self, entry: _Entry, error: BaseException | None) -> Outcome | None:
+        """Record how a run ended; the outcome to tell its callbacks (None: it runs again)."""
+        key = entry.key
+        if error is None:
+            self._failures.pop(key, None)
+            return Outcome.DONE
+        policy = classify(error)
+        if isinstance(policy, PermanentError):
+            self._failures.pop(key, None)
+            _log.error(
+                "reconcile failed permanently; next attempt at the next scheduled run",
+                domain=entry.request.domain,
+                reason=entry.request.reason,
+                error=str(error),
+            )
+            return Outcome.FAILED
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = policy.delay if policy.delay is not None else self._backoff.delay(failures)
+        delay = min(delay, self._backoff.cap)
+        _log.warning(
+            "reconcile failed; retrying",
+            domain=entry.request.domain,
+            reason=entry.request.reason,
+            error=str(error),
+            failures=failures,
+            retry_in_seconds=round(delay, 3),
+            exc_info=error if isinstance(policy, UnexpectedError) else None,
+        )
+        if self._stopping:
+            return Outcome.DROPPED
+        self._add(entry.request, entry.callbacks, ready_at=self._clock() + delay)
+        return None
+
+    def _report_depth(self) -> None:
+        if self._on_depth is not None:
+            self._on_depth(self.depth)
+
+
+def _notify(callbacks: list[OnDone], outcome: Outcome) -> None:
+    for callback in callbacks:
+        try:
+            callback(outcome)
+        except Exception:
+            _log.exception("work queue callback failed", outcome=outcome.value)

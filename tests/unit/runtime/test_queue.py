@@ -1,0 +1,326 @@
+"""The work queue: coalescing, per-domain exclusion, backoff, error policy, stop.
+
+Most tests drive the queue on the test's thread with `run_pending()` and a fake clock; the
+threaded ones synchronise with events, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from billing_reconciler.runtime.events import ReconcileRequest
+from billing_reconciler.runtime.queue import (
+    Backoff,
+    Outcome,
+    PermanentError,
+    TransientError,
+    UnexpectedError,
+    WorkQueue,
+    classify,
+)
+from billing_reconciler.stripe_gateway import PermanentStripeError, TransientStripeError
+
+WAIT = 5.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def catalog(*products: str, reason: str = "test") -> ReconcileRequest:
+    scope = frozenset(f"product/{p}" for p in products) if products else None
+    return ReconcileRequest("catalog", scope, reason)
+
+
+class Recorder:
+    """A handler that records requests and raises the errors it is given, in turn."""
+
+    def __init__(self, *errors: Exception | None) -> None:
+        self.calls: list[ReconcileRequest] = []
+        self._errors = list(errors)
+
+    def __call__(self, request: ReconcileRequest) -> None:
+        self.calls.append(request)
+        if self._errors:
+            error = self._errors.pop(0)
+            if error is not None:
+                raise error
+
+
+def outcomes() -> tuple[list[Outcome], Callable[[Outcome], None]]:
+    seen: list[Outcome] = []
+    return seen, seen.append
+
+
+def test_a_burst_for_one_key_is_one_run() -> None:
+    handler = Recorder()
+    queue = WorkQueue(handler, clock=FakeClock())
+    added = [queue.put(catalog("team")) for _ in range(1000)]
+    assert added.count(True) == 1
+    assert queue.depth == 1
+    assert queue.run_pending() == 1
+    assert handler.calls == [catalog("team")]
+    assert queue.depth == 0
+
+
+def test_requests_during_a_run_are_one_more_run_after_it() -> None:
+    queue: WorkQueue
+    during: list[bool] = []
+
+    def handler(request: ReconcileRequest) -> None:
+        if len(calls) == 0:
+            during.extend(queue.put(catalog("team")) for _ in range(50))
+        calls.append(request)
+
+    calls: list[ReconcileRequest] = []
+    queue = WorkQueue(handler, clock=FakeClock())
+    queue.put(catalog("team"))
+    assert queue.run_pending() == 2
+    assert during.count(True) == 1
+    assert len(calls) == 2
+
+
+def test_a_waiting_whole_domain_request_absorbs_scoped_ones() -> None:
+    handler = Recorder()
+    queue = WorkQueue(handler, clock=FakeClock())
+    queue.put(catalog())
+    assert not queue.put(catalog("team"))
+    assert queue.put(ReconcileRequest("customer", frozenset({"cus_1"}), "x"))
+    queue.run_pending()
+    assert [c.scope for c in handler.calls] == [None, frozenset({"cus_1"})]
+
+
+def test_different_keys_run_in_arrival_order() -> None:
+    handler = Recorder()
+    queue = WorkQueue(handler, clock=FakeClock())
+    for product in ("a", "b", "c"):
+        queue.put(catalog(product))
+    queue.run_pending()
+    assert [sorted(c.scope or ()) for c in handler.calls] == [
+        ["product/a"],
+        ["product/b"],
+        ["product/c"],
+    ]
+
+
+def test_transient_failures_back_off_exponentially_up_to_the_cap() -> None:
+    clock = FakeClock()
+    handler = Recorder(*[TransientError("stripe is down")] * 6)
+    queue = WorkQueue(handler, clock=clock, backoff=Backoff(initial=1, factor=2, cap=5))
+    queue.put(catalog("team"))
+    delays = []
+    for _ in range(6):
+        assert queue.run_pending() == 1
+        due = queue.next_ready_in()
+        assert due is not None
+        delays.append(due)
+        assert queue.run_pending() == 0, "nothing runs before the backoff is over"
+        clock.advance(due)
+    assert delays == [1, 2, 4, 5, 5, 5]
+    assert queue.run_pending() == 1  # the seventh attempt succeeds
+    assert queue.next_ready_in() is None
+    assert queue.snapshot().failures == {}
+
+
+def test_a_success_resets_the_backoff() -> None:
+    clock = FakeClock()
+    handler = Recorder(TransientError("x"), TransientError("x"), None, TransientError("x"))
+    queue = WorkQueue(handler, clock=clock, backoff=Backoff(initial=1, factor=10, cap=100))
+    queue.put(catalog())
+    queue.run_pending()
+    clock.advance(1)
+    queue.run_pending()
+    clock.advance(10)
+    queue.run_pending()  # succeeds
+    queue.put(catalog())
+    queue.run_pending()  # fails again: first failure since the success
+    assert queue.next_ready_in() == 1
+
+
+def test_a_transient_error_may_name_its_delay() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(Recorder(TransientError("429", delay=7)), clock=clock)
+    queue.put(catalog())
+    queue.run_pending()
+    assert queue.next_ready_in() == 7
+
+
+def test_new_requests_for_a_key_in_backoff_wait_for_the_backoff() -> None:
+    clock = FakeClock()
+    handler = Recorder(TransientError("x"))
+    queue = WorkQueue(handler, clock=clock, backoff=Backoff(initial=30))
+    queue.put(catalog("team"))
+    queue.run_pending()
+    assert not queue.put(catalog("team"))
+    assert queue.run_pending() == 0
+    clock.advance(30)
+    assert queue.run_pending() == 1
+
+
+def test_a_permanent_error_is_not_retried_and_its_callbacks_hear_failed() -> None:
+    clock = FakeClock()
+    seen, on_done = outcomes()
+    handler = Recorder(PermanentError("the plan was refused"))
+    queue = WorkQueue(handler, clock=clock)
+    queue.put(catalog(), on_done=on_done)
+    assert queue.run_pending() == 1
+    clock.advance(10_000)
+    assert queue.run_pending() == 0
+    assert seen == [Outcome.FAILED]
+
+
+def test_callbacks_wait_through_retries_and_hear_done_once() -> None:
+    clock = FakeClock()
+    first, on_first = outcomes()
+    second, on_second = outcomes()
+    queue = WorkQueue(Recorder(TransientError("x")), clock=clock, backoff=Backoff(initial=1))
+    queue.put(catalog("team"), on_done=on_first)
+    queue.put(catalog("team"), on_done=on_second)
+    queue.run_pending()
+    assert first == second == []
+    clock.advance(1)
+    queue.run_pending()
+    assert first == second == [Outcome.DONE]
+
+
+def test_the_gateways_error_classes_count_as_transient_and_permanent() -> None:
+    try:
+        try:
+            raise TransientStripeError("rate limited", http_status=429, retry_after=3)
+        except TransientStripeError as cause:
+            raise RuntimeError("step 2 failed") from cause
+    except RuntimeError as wrapped:
+        policy = classify(wrapped)
+    assert isinstance(policy, TransientError)
+    assert policy.delay == 3
+    assert isinstance(classify(PermanentStripeError("No such price")), PermanentError)
+    assert isinstance(classify(KeyError("surprise")), UnexpectedError)
+
+
+def test_unexpected_errors_are_retried_with_backoff() -> None:
+    clock = FakeClock()
+    handler = Recorder(OSError("connection refused"))
+    queue = WorkQueue(handler, clock=clock, backoff=Backoff(initial=2))
+    queue.put(catalog())
+    queue.run_pending()
+    assert queue.next_ready_in() == 2
+
+
+def test_depth_is_reported_as_it_changes() -> None:
+    depths: list[int] = []
+    queue = WorkQueue(Recorder(), clock=FakeClock(), on_depth=depths.append)
+    queue.put(catalog("a"))
+    queue.put(catalog("b"))
+    queue.put(catalog("b"))
+    queue.run_pending()
+    assert depths[:3] == [1, 2, 2]
+    assert depths[-1] == 0
+
+
+class Gate:
+    """A handler that blocks each run until released, and says which runs overlap."""
+
+    def __init__(self) -> None:
+        self.started = threading.Semaphore(0)
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+        self.active: set[str] = set()
+        self.max_active = 0
+        self.overlap_in_domain = False
+        self.calls: list[ReconcileRequest] = []
+
+    def __call__(self, request: ReconcileRequest) -> None:
+        with self._lock:
+            self.calls.append(request)
+            if request.domain in self.active:
+                self.overlap_in_domain = True
+            self.active.add(request.domain)
+            self.max_active = max(self.max_active, len(self.active))
+        self.started.release()
+        assert self.release.wait(WAIT)
+        with self._lock:
+            self.active.discard(request.domain)
+
+
+def test_workers_run_domains_concurrently_but_never_one_domain_twice() -> None:
+    gate = Gate()
+    queue = WorkQueue(gate, workers=3)
+    queue.start()
+    try:
+        queue.put(catalog("a"))
+        queue.put(catalog("b"))
+        queue.put(ReconcileRequest("customer", None, "x"))
+        assert gate.started.acquire(timeout=WAIT)
+        assert gate.started.acquire(timeout=WAIT)
+        # Two are running (catalog and customer); the second catalog key waits its turn.
+        assert queue.depth == 1
+        gate.release.set()
+        assert gate.started.acquire(timeout=WAIT)
+    finally:
+        assert queue.stop(timeout=WAIT)
+    assert len(gate.calls) == 3
+    assert gate.max_active == 2
+    assert not gate.overlap_in_domain
+
+
+def test_stop_lets_the_running_item_finish_and_drops_the_rest() -> None:
+    gate = Gate()
+    queue = WorkQueue(gate, workers=1)
+    queue.start()
+    running, on_running = outcomes()
+    waiting, on_waiting = outcomes()
+    queue.put(catalog("a"), on_done=on_running)
+    assert gate.started.acquire(timeout=WAIT)
+    queue.put(catalog("b"), on_done=on_waiting)
+
+    stopped: list[bool] = []
+    stopper = threading.Thread(target=lambda: stopped.append(queue.stop(timeout=WAIT)))
+    stopper.start()
+    gate.release.set()
+    stopper.join(WAIT)
+    assert stopped == [True]
+    assert running == [Outcome.DONE]
+    assert waiting == [Outcome.DROPPED]
+    assert len(gate.calls) == 1
+    late, on_late = outcomes()
+    assert not queue.put(catalog("c"), on_done=on_late)
+    assert late == [Outcome.DROPPED]
+
+
+def test_stop_reports_a_worker_that_overran_the_timeout() -> None:
+    gate = Gate()
+    queue = WorkQueue(gate, workers=1)
+    queue.start()
+    queue.put(catalog())
+    assert gate.started.acquire(timeout=WAIT)
+    assert queue.stop(timeout=0.05) is False
+    gate.release.set()
+
+
+def test_a_threaded_queue_retries_after_the_backoff() -> None:
+    done = threading.Event()
+    handler = Recorder(TransientError("x", delay=0.01))
+    queue = WorkQueue(handler, workers=1)
+    queue.start()
+    try:
+        queue.put(catalog(), on_done=lambda outcome: done.set())
+        assert done.wait(WAIT)
+    finally:
+        queue.stop(timeout=WAIT)
+    assert len(handler.calls) == 2
+
+
+@pytest.mark.parametrize("workers", [0, -1])
+def test_a_queue_needs_a_worker(workers: int) -> None:
+    with pytest.raises(ValueError, match="worker"):
+        WorkQueue(Recorder(), workers=workers)
