@@ -4,7 +4,7 @@ Design: **replay, not re-run.** CI replays `cassettes/fresh_apply.yaml` with vcr
 `record_mode="none"`: no server at all, every response comes from the cassette, and a request
 the cassette does not hold (method + path + query + body) fails the test. The ids we send
 (`product=prod_…` in a price body, `/v1/products/prod_…` in a repoint path) are the ids the
-recorded responses gave it, so exact matching works without an id-blind matcher — and a
+recorded responses gave us, so exact matching works without an id-blind matcher — and a
 changed body (a new parameter, another metadata value, another order of steps) is caught, which
 an "ignore ids" comparison against a fresh emulator run would let through. When the cassette was
 recorded against Stripe test mode, replay checks our client against real Stripe responses.
