@@ -215,8 +215,10 @@ class CatalogController:
     def _finish_run(
         self, run_id: str, result: RunResult, plan: Plan, *, error: str | None = None
     ) -> None:
+        # Drift and orphans beside the step counts, so `reconcile status` can report them.
+        summary = {**plan.counts(), "drift": len(plan.drift), "orphans": len(plan.orphans)}
         with self.store.session() as session:
-            RunRepository(session).finish(run_id, result, plan.counts(), error)
+            RunRepository(session).finish(run_id, result, summary, error)
 
 
 def _plan_record(row: Any) -> PlanRecord:
