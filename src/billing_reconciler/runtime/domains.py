@@ -1,0 +1,321 @@
+"""The billing domains `reconcile serve` keeps converged, behind one small protocol.
+
+A `Domain` turns a `ReconcileRequest` into one recorded run. The runtime knows nothing else
+about it: the queue, the scheduler and the inbox are generic, and customers, subscriptions,
+invoices and checkouts plug in by implementing `Domain` (until they exist, requests routed to
+them are logged and dropped by the runtime).
+
+`CatalogDomain` is the catalog pass of `CatalogController`, run the way a controller must:
+- it re-reads `desired/` on every run, so a git pull or a new ConfigMap takes effect without
+  a restart; an invalid desired state is reported (`desired_status`) and the last valid one
+  keeps being enforced: broken YAML must never read as "everything was removed";
+- it applies only when allowed: the store is not suspended (`reconcile suspend`) and
+  `may_write()` says this replica leads and is not shutting down; otherwise it plans and
+  records a dry run;
+- `may_write()` is asked again after every applied step: a lost lock or a SIGTERM stops the
+  apply between two steps (each journaled in its own transaction), never inside one;
+- every log line of a run carries its run id (structlog contextvars), the id the run table
+  records.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from billing_reconciler.apply import StepOutcome
+from billing_reconciler.controller import CatalogController, Planned, PlanOptions
+from billing_reconciler.desired import LoadResult, load_desired
+from billing_reconciler.desired.state import DesiredState
+from billing_reconciler.planning.plan import Plan
+from billing_reconciler.runtime.events import CATALOG, ReconcileRequest
+from billing_reconciler.runtime.queue import PermanentError, TransientError
+from billing_reconciler.store import (
+    ControllerStateRepository,
+    RunMode,
+    RunRepository,
+    RunResult,
+    Store,
+    Suspension,
+)
+from billing_reconciler.stripe_gateway import StripeGateway
+
+_log = structlog.get_logger(__name__)
+
+# A run that was stopped between two steps (leadership lost, shutting down). The run table
+# records it as `failed` with the reason; metrics and logs say `interrupted`.
+INTERRUPTED = "interrupted"
+
+MayWrite = Callable[[], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class DomainRunResult:
+    """What one run did, for logs, metrics and readiness."""
+
+    domain: str
+    run_id: str
+    result: str
+    """A `store.RunResult` value, or `interrupted`."""
+    mode: RunMode
+    whole_domain: bool
+    """False for a targeted run: drift and orphan counts then cover its scope only."""
+    steps: int = 0
+    applied: int = 0
+    drift: int = 0
+    orphans: int = 0
+
+
+class Domain(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def refresh_seconds(self) -> int:
+        """How often the scheduler runs the whole domain; 0 disables the schedule."""
+        ...
+
+    def reconcile(self, request: ReconcileRequest, *, may_write: MayWrite) -> DomainRunResult:
+        """One run. Raises `TransientError`/`PermanentError` (or anything) when it fails."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredStatus:
+    """The desired/ directory as last read."""
+
+    valid: bool
+    enforced_revision: str
+    """The content revision being enforced: the last valid one."""
+    errors: tuple[str, ...] = ()
+    checked_at: float = 0.0
+
+
+class WritingStopped(Exception):
+    """`may_write()` turned false between two steps: leadership lost, or shutting down."""
+
+
+class CatalogDomain:
+    """See the module docstring. `initial` is the valid state `serve` started with."""
+
+    name = CATALOG
+
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        initial: DesiredState,
+        store: Store,
+        gateway: StripeGateway,
+        actor: str,
+        git_revision: Callable[[], str | None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+        loader: Callable[[Path], LoadResult] = load_desired,
+    ) -> None:
+        self._directory = directory
+        self._state = initial
+        self._store = store
+        self._gateway = gateway
+        self._actor = actor
+        self._git_revision = git_revision
+        self._clock = clock
+        self._loader = loader
+        self._status_lock = threading.Lock()
+        self._status = DesiredStatus(True, initial.revision, checked_at=clock())
+
+    @property
+    def refresh_seconds(self) -> int:
+        return int(self._state.config.billing.refresh_interval.catalog)
+
+    @property
+    def installation_id(self) -> str:
+        return self._state.config.reconcile.installation_id
+
+    @property
+    def desired_status(self) -> DesiredStatus:
+        with self._status_lock:
+            return self._status
+
+    def reconcile(self, request: ReconcileRequest, *, may_write: MayWrite) -> DomainRunResult:
+        run_id = str(uuid.uuid4())
+        with structlog.contextvars.bound_contextvars(run_id=run_id, domain=self.name):
+            _log.info(
+                "reconcile started",
+                reason=request.reason,
+                scope=None if request.scope is None else sorted(request.scope),
+            )
+            try:
+                return self._run(request, run_id, may_write)
+            except Exception as error:
+                self._record_failure_if_unrecorded(run_id, error)
+                raise
+
+    def _run(self, request: ReconcileRequest, run_id: str, may_write: MayWrite) -> DomainRunResult:
+        controller = CatalogController(
+            state=self.reload(),
+            gateway=self._gateway,
+            store=self._store,
+            git_revision=self._git_revision(),
+            clock=self._clock,
+            actor=self._actor,
+        )
+        planned = controller.plan(PlanOptions(scope=request.scope))
+        plan = planned.plan
+        if plan.refused:
+            controller.record_dry_run(plan, run_id=run_id)
+            raise PermanentError("the plan was refused: " + "; ".join(plan.refusals))
+        suspension = self._suspension()
+        if plan.steps and suspension is None and may_write():
+            return self._apply(controller, planned, request, run_id, may_write)
+        controller.record_dry_run(plan, run_id=run_id)
+        result = RunResult.CHANGES_PENDING if plan.has_changes else RunResult.NO_CHANGES
+        _log_plan_only(plan, result, suspension)
+        return self._result(request, run_id, result.value, RunMode.DRY_RUN, plan)
+
+    def _apply(
+        self,
+        controller: CatalogController,
+        planned: Planned,
+        request: ReconcileRequest,
+        run_id: str,
+        may_write: MayWrite,
+    ) -> DomainRunResult:
+        total = len(planned.plan.steps)
+        applied = 0
+
+        def after_step(outcome: StepOutcome) -> None:
+            nonlocal applied
+            applied += 1
+            _log.info(
+                "step applied",
+                step=outcome.index + 1,
+                of=total,
+                action=outcome.step.action.value,
+                key=outcome.step.key,
+                stripe_id=outcome.stripe_id,
+                replayed=outcome.replayed,
+            )
+            if applied < total and not may_write():
+                raise WritingStopped(
+                    f"stopped writing after step {applied} of {total}: "
+                    "leadership lost or shutting down"
+                )
+
+        try:
+            _, _, residual = controller.apply(planned, on_step=after_step, run_id=run_id)
+        except WritingStopped as stopped:
+            _log.warning("apply interrupted", applied=applied, of=total, detail=str(stopped))
+            return self._result(
+                request, run_id, INTERRUPTED, RunMode.APPLY, planned.plan, applied=applied
+            )
+        if residual.steps:
+            # Recorded as failed by the controller. Usually Stripe changed under us mid-apply;
+            # the retry re-plans from what is there now.
+            raise TransientError(f"apply did not converge: {len(residual.steps)} step(s) remain")
+        _log.info("reconcile finished", result=RunResult.APPLIED.value, applied=applied)
+        return self._result(
+            request, run_id, RunResult.APPLIED.value, RunMode.APPLY, planned.plan, applied=applied
+        )
+
+    def _result(
+        self,
+        request: ReconcileRequest,
+        run_id: str,
+        result: str,
+        mode: RunMode,
+        plan: Plan,
+        *,
+        applied: int = 0,
+    ) -> DomainRunResult:
+        return DomainRunResult(
+            domain=self.name,
+            run_id=run_id,
+            result=result,
+            mode=mode,
+            whole_domain=request.scope is None,
+            steps=len(plan.steps),
+            applied=applied,
+            drift=len(plan.drift),
+            orphans=len(plan.orphans),
+        )
+
+    # --- desired state --------------------------------------------------------------------
+
+    def reload(self) -> DesiredState:
+        """Read desired/ again; the state to enforce (the last valid one if this one is not)."""
+        loaded = self._loader(self._directory)
+        now = self._clock()
+        problems = [str(d) for d in loaded.errors]
+        state = loaded.state
+        if state is not None and state.config.reconcile.installation_id != self.installation_id:
+            # The leader lock and every marker are per installation: switching needs a restart.
+            problems.append(
+                "billing.yaml: reconcile.installation_id changed from "
+                f"{self.installation_id!r} to {state.config.reconcile.installation_id!r}; "
+                "restart serve to switch installations"
+            )
+        if state is not None and not problems:
+            if state.revision != self._state.revision:
+                _log.info("desired state changed", revision=state.revision)
+            self._state = state
+            self._set_status(DesiredStatus(True, state.revision, checked_at=now))
+            return state
+        self._set_status(DesiredStatus(False, self._state.revision, tuple(problems), now))
+        _log.error(
+            "desired/ is invalid: enforcing the last valid state",
+            enforced_revision=self._state.revision,
+            errors=len(problems),
+            first_error=problems[0] if problems else None,
+        )
+        return self._state
+
+    def _set_status(self, status: DesiredStatus) -> None:
+        with self._status_lock:
+            self._status = status
+
+    # --- store ----------------------------------------------------------------------------
+
+    def _suspension(self) -> Suspension | None:
+        with self._store.session() as session:
+            return ControllerStateRepository(session).suspension()
+
+    def _record_failure_if_unrecorded(self, run_id: str, error: Exception) -> None:
+        """A run that failed before its row existed (observe failed, ...) is still recorded."""
+        try:
+            with self._store.session() as session:
+                runs = RunRepository(session)
+                if runs.get(run_id) is not None:
+                    return
+                runs.start(
+                    domain=self.name,
+                    mode=RunMode.DRY_RUN,
+                    actor=self._actor,
+                    git_revision=None,
+                    desired_revision=self._state.revision,
+                    run_id=run_id,
+                )
+                runs.finish(run_id, RunResult.FAILED, {}, error=str(error)[:2000])
+        except Exception as store_error:
+            _log.warning("failed run not recorded", error=type(store_error).__name__)
+
+
+def _log_plan_only(plan: Plan, result: RunResult, suspension: Suspension | None) -> None:
+    fields = {"steps": len(plan.steps), "drift": len(plan.drift), "orphans": len(plan.orphans)}
+    if not plan.steps:
+        _log.info("reconcile finished", result=result.value, **fields)
+    elif suspension is not None:
+        _log.warning(
+            "suspended: plan recorded, not applied",
+            suspended_by=suspension.actor,
+            suspended_because=suspension.reason,
+            **fields,
+        )
+    else:
+        _log.info("not writing (follower or stopping): plan recorded, not applied", **fields)

@@ -1,0 +1,453 @@
+"""`reconcile serve`: one process that serves HTTP and keeps every domain converged.
+
+`Runtime` wires the pieces: the store, the Stripe gateway (its requests counted by
+`Metrics`), the domains, the work queue, the refresh schedule, the leader election, the inbox
+pump and the FastAPI app, which uvicorn serves on the main thread.
+
+Webhooks reach the queue through the shared inbox, never directly: the receiver (any replica)
+stores the event and nudges the pump; the leader's pump claims unprocessed events, routes
+each to a reconcile request (`events.route_event`), enqueues it, and marks the event
+processed once that reconcile has run. A follower stores events and leaves them for the
+leader, so an event delivered to a follower still leads to a write; a leader that dies with
+events claimed leaves them to the next leader (claims expire), and the next leader starts
+with a whole-domain reconcile of every domain anyway.
+
+Shutdown (SIGTERM or SIGINT): writing stops at once (`may_write()` turns false, so an apply
+stops after the step in flight, which the applier journals in its own transaction), no new
+work is taken, the HTTP server drains, the queue's running item ends, the lock and its lease
+are released, and the process exits 0, all within the grace period (default 30 s). A
+worker still busy after the grace period makes the exit code 1: the journal then shows that
+step as `pending`, as after a crash, and the next run replays it under the same key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from billing_reconciler.config import Secret
+from billing_reconciler.desired.state import DesiredState
+from billing_reconciler.runtime.app import create_app
+from billing_reconciler.runtime.domains import INTERRUPTED, CatalogDomain, Domain, DomainRunResult
+from billing_reconciler.runtime.events import ReconcileRequest, route_event
+from billing_reconciler.runtime.health import Readiness
+from billing_reconciler.runtime.leader import Leadership, leader_lock_for
+from billing_reconciler.runtime.metrics import Metrics
+from billing_reconciler.runtime.queue import OnDone, Outcome, WorkQueue
+from billing_reconciler.runtime.scheduler import RefreshScheduler, ScheduledDomain
+from billing_reconciler.store import InboxRepository, Store
+from billing_reconciler.stripe_gateway import StripeGateway
+
+_log = structlog.get_logger(__name__)
+
+LEADER_REASON = "leadership acquired"
+# Readiness allows a domain this many refresh intervals of failing before it turns red
+# (enough for the queue's backoff to retry a few times through a Stripe hiccup).
+DEFAULT_FAILING_INTERVALS = 3
+# ... and this interval for a domain whose schedule is disabled.
+FALLBACK_INTERVAL_SECONDS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 2
+    grace_seconds: float = 30.0
+    leader_retry_seconds: float = 2.0
+    inbox_poll_seconds: float = 1.0
+    failing_intervals: int = DEFAULT_FAILING_INTERVALS
+    # uvicorn's share of the grace period for open HTTP connections to finish.
+    http_drain_seconds: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class StripeAccess:
+    api_key: str
+    api_base: str | None
+    webhook_secrets: tuple[Secret, ...]
+
+
+class InboxPump:
+    """Moves stored webhook events into the work queue (leader only; see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        enqueue: Callable[[ReconcileRequest, OnDone], object],
+        handles: Callable[[str], bool],
+        poll_seconds: float,
+        batch: int = 500,
+    ) -> None:
+        self._store = store
+        self._enqueue = enqueue
+        self._handles = handles
+        self._poll_seconds = poll_seconds
+        self._batch = batch
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._active = False
+        self._settled_lock = threading.Lock()
+        self._settled: list[tuple[str, Outcome]] = []
+        self._thread: threading.Thread | None = None
+
+    def set_active(self, active: bool) -> None:
+        self._active = active
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look at the inbox now (safe from the event loop: it never blocks)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="inbox-pump", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._poll_seconds)
+            self._wake.clear()
+            try:
+                self.flush()
+                if self._active and not self._stop.is_set():
+                    self.drain()
+            except Exception as error:
+                _log.warning("inbox pump round failed", error=type(error).__name__)
+
+    def drain(self) -> int:
+        """Claim and enqueue every unprocessed event; returns how many were claimed."""
+        claimed_total = 0
+        while self._active and not self._stop.is_set():
+            with self._store.session() as session:
+                events = InboxRepository(session).claim_unprocessed(self._batch)
+            if not events:
+                break
+            claimed_total += len(events)
+            ignored: list[str] = []
+            for event in events:
+                request = route_event(event.payload)
+                if request is None or not self._handles(request.domain):
+                    if request is not None:
+                        _log.info(
+                            "event for a domain not built yet: dropped",
+                            event_id=event.event_id,
+                            domain=request.domain,
+                        )
+                    ignored.append(event.event_id)
+                    continue
+                self._enqueue(request, self._settler(event.event_id))
+            self._mark(ignored, Outcome.DONE)
+        return claimed_total
+
+    def _settler(self, event_id: str) -> OnDone:
+        def settle(outcome: Outcome) -> None:
+            with self._settled_lock:
+                self._settled.append((event_id, outcome))
+            self._wake.set()
+
+        return settle
+
+    def flush(self) -> None:
+        """Record in the inbox how the reconciles of claimed events ended."""
+        with self._settled_lock:
+            settled, self._settled = self._settled, []
+        for outcome in (Outcome.DONE, Outcome.FAILED, Outcome.DROPPED):
+            self._mark([event_id for event_id, o in settled if o is outcome], outcome)
+
+    def _mark(self, event_ids: list[str], outcome: Outcome) -> None:
+        if not event_ids:
+            return
+        with self._store.session() as session:
+            inbox = InboxRepository(session)
+            for event_id in event_ids:
+                if outcome is Outcome.DROPPED:
+                    # Released for the next leader (or this one after a restart).
+                    inbox.mark_failed(event_id, "not reconciled here: the replica stopped")
+                else:
+                    inbox.mark_processed(event_id)
+
+
+@dataclass(slots=True)
+class _Failing:
+    since: float
+    error: str
+
+
+class Runtime:
+    """Build with what `serve` resolved, then `serve()` (blocks; returns the exit code)."""
+
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        state: DesiredState,
+        stripe: StripeAccess,
+        database_url: str,
+        actor: str,
+        settings: ServeSettings = ServeSettings(),
+        git_revision: Callable[[], str | None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._directory = directory
+        self._initial_state = state
+        self._stripe = stripe
+        self._database_url = database_url
+        self._actor = actor
+        self.settings = settings
+        self._git_revision = git_revision
+        self._clock = clock
+        self._stopping = False
+        self._stop_requested_at: float | None = None
+        self._started = False
+        self._failing: dict[str, _Failing] = {}
+        self._failing_lock = threading.Lock()
+
+    # --- building -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the store and start every background part (not the HTTP server)."""
+        state = self._initial_state
+        self.store = Store.open(self._database_url)
+        self.metrics = Metrics(clock=self._clock)
+        gateway = StripeGateway(
+            api_key=self._stripe.api_key,
+            api_base=self._stripe.api_base,
+            rate_limit_per_second=state.config.reconcile.rate_limit_per_second,
+            on_request=self.metrics.observe_stripe_request,
+        )
+        self.catalog = CatalogDomain(
+            directory=self._directory,
+            initial=state,
+            store=self.store,
+            gateway=gateway,
+            actor=self._actor,
+            git_revision=self._git_revision,
+            clock=self._clock,
+        )
+        self.domains: dict[str, Domain] = {self.catalog.name: self.catalog}
+        self.queue = WorkQueue(
+            self._handle, workers=self.settings.workers, on_depth=self.metrics.set_queue_depth
+        )
+        self.inbox = InboxPump(
+            store=self.store,
+            enqueue=lambda request, on_done: self.queue.put(request, on_done=on_done),
+            handles=self.domains.__contains__,
+            poll_seconds=self.settings.inbox_poll_seconds,
+        )
+        self.leadership = Leadership(
+            leader_lock_for(self.store, self.catalog.installation_id),
+            store=self.store,
+            installation_id=self.catalog.installation_id,
+            holder=self._actor,
+            retry_seconds=self.settings.leader_retry_seconds,
+            on_change=self._on_leadership,
+        )
+        self.scheduler = RefreshScheduler(
+            [ScheduledDomain(d.name, d.refresh_seconds) for d in self.domains.values()],
+            enqueue=self.queue.put,
+        )
+        self.metrics.set_leader(False)
+        self.queue.start()
+        # One election round before the first runs, so a replica that can lead writes at once.
+        self.leadership.step()
+        self.leadership.start()
+        self.inbox.start()
+        self.scheduler.start()
+        self._started = True
+        _log.info(
+            "controller started",
+            installation=self.catalog.installation_id,
+            lock=self.leadership.lock.description,
+            leader=self.leadership.is_leader,
+            domains={d.name: d.refresh_seconds for d in self.domains.values()},
+        )
+
+    def app(self) -> FastAPI:
+        return create_app(
+            store=self.store,
+            webhook_secrets=self._stripe.webhook_secrets,
+            enqueue=self._on_webhook,
+            readiness=self.readiness,
+            metrics=self.metrics,
+        )
+
+    # --- behaviour ------------------------------------------------------------------------
+
+    def may_write(self) -> bool:
+        """Asked before applying and after every step: leader, and not shutting down."""
+        return not self._stopping and self.leadership.check()
+
+    def _on_webhook(self, request: ReconcileRequest) -> None:
+        # Runs on the server's event loop: only a nudge. The pump re-routes the stored event.
+        del request
+        self.inbox.wake()
+
+    def _on_leadership(self, leader: bool) -> None:
+        self.metrics.set_leader(leader)
+        self.inbox.set_active(leader)
+        if leader and self._started and not self._stopping:
+            # Whatever the previous leader left half done, or events it never got to.
+            for name in self.domains:
+                self.queue.put(ReconcileRequest(name, None, LEADER_REASON))
+
+    def _handle(self, request: ReconcileRequest) -> None:
+        domain = self.domains.get(request.domain)
+        if domain is None:
+            _log.info("no such domain yet: request dropped", domain=request.domain)
+            return
+        started = time.monotonic()
+        try:
+            result = domain.reconcile(request, may_write=self.may_write)
+        except Exception as error:
+            self.metrics.reconcile_finished(domain.name, "failed", time.monotonic() - started)
+            self._note_failure(domain.name, error)
+            raise
+        self._note_result(domain.name, result, time.monotonic() - started)
+
+    def _note_result(self, name: str, result: DomainRunResult, seconds: float) -> None:
+        self.metrics.reconcile_finished(name, result.result, seconds)
+        if result.whole_domain:
+            self.metrics.set_drift(name, result.drift)
+        if result.result != INTERRUPTED:
+            with self._failing_lock:
+                self._failing.pop(name, None)
+
+    def _note_failure(self, name: str, error: Exception) -> None:
+        with self._failing_lock:
+            if name not in self._failing:
+                self._failing[name] = _Failing(self._clock(), str(error)[:300])
+
+    def readiness(self) -> Readiness:
+        """Store reachable, desired/ valid, no domain failing for too many intervals."""
+        checks = {"store": "ok" if self.store.ping() else "unreachable"}
+        status = self.catalog.desired_status
+        checks["desired"] = (
+            "ok"
+            if status.valid
+            else f"invalid ({len(status.errors)} error(s); enforcing the last valid revision "
+            f"{status.enforced_revision}): {status.errors[0] if status.errors else ''}"
+        )
+        now = self._clock()
+        for name, domain in self.domains.items():
+            checks[f"reconcile:{name}"] = self._reconcile_check(name, domain, now)
+        return Readiness(ready=all(v == "ok" for v in checks.values()), checks=checks)
+
+    def _reconcile_check(self, name: str, domain: Domain, now: float) -> str:
+        with self._failing_lock:
+            failing = self._failing.get(name)
+        if failing is None:
+            return "ok"
+        interval = domain.refresh_seconds or FALLBACK_INTERVAL_SECONDS
+        if now - failing.since <= self.settings.failing_intervals * interval:
+            return "ok"
+        return f"failing for {int(now - failing.since)} s: {failing.error}"
+
+    # --- running --------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop writing now (signal-safe: only sets flags); `stop()` does the rest."""
+        if not self._stopping:
+            self._stopping = True
+            self._stop_requested_at = time.monotonic()
+
+    def stop(self) -> bool:
+        """Stop every part within the grace period; True when nothing was cut off."""
+        self.request_stop()
+        _log.info("shutting down", grace_seconds=self.settings.grace_seconds)
+        assert self._stop_requested_at is not None
+        deadline = self._stop_requested_at + self.settings.grace_seconds
+        self.scheduler.stop()
+        self.inbox.stop()
+        clean = self.queue.stop(timeout=max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(Exception):
+            self.inbox.flush()
+        self.leadership.stop()
+        self.store.close()
+        if clean:
+            _log.info("stopped cleanly")
+        else:
+            _log.error("grace period exceeded: a reconcile was still running")
+        return clean
+
+    def serve(self, sock: socket.socket | None = None) -> int:
+        """Start, serve until SIGTERM/SIGINT, stop; the exit code.
+
+        `sock` is the listening socket (default: bound here to the settings' host and port).
+        """
+        sock = sock or bind(self.settings.host, self.settings.port)
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            self.start()
+            config = uvicorn.Config(
+                self.app(),
+                log_config=None,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=int(
+                    min(self.settings.http_drain_seconds, self.settings.grace_seconds)
+                ),
+            )
+            server = _Server(config, on_exit=self.request_stop)
+            host, port = sock.getsockname()[:2]
+            if not self._stopping:  # a signal may have come while starting
+                _log.info("serving", url=f"http://{host}:{port}", leader=self.leadership.is_leader)
+                server.run(sockets=[sock])
+            return 0 if self.stop() else 1
+        finally:
+            sock.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # uvicorn restores this handler after it drains and re-raises the signal it caught.
+        del frame
+        self.request_stop()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that tells the runtime to stop writing the moment a signal arrives, rather than
+    after the HTTP side has drained."""
+
+    def __init__(self, config: uvicorn.Config, *, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
+        super().handle_exit(sig, frame)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything starts so a busy port fails fast."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
