@@ -1,10 +1,287 @@
-"""Commands of `reconcile` (placeholder: registers nothing yet)."""
+"""`reconcile status`, `reconcile suspend --reason`, `reconcile resume`.
+
+`status` reads the store only (no Stripe key needed): per domain the last run, its result,
+drift and orphans it saw; the pending journal steps (begun, never finished: a crash); who
+holds the leader lease; whether applying is suspended; and whether desired/ is valid now
+(what `serve` would find on its next run).
+
+`suspend` pauses applying for every replica sharing the store; plans are still computed,
+recorded and reported. `resume` lifts it.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+import yaml
+
+from billing_reconciler.cli.reconcile_cmd import KNOWN_ERRORS, CliError, exit_with
+from billing_reconciler.config import load_environment
+from billing_reconciler.desired import load_desired
+from billing_reconciler.runtime.events import CATALOG
+from billing_reconciler.runtime.leader import lease_name
+from billing_reconciler.store import (
+    ControllerStateRepository,
+    JournalRepository,
+    LeaseRepository,
+    RunMode,
+    RunRecord,
+    RunRepository,
+    Store,
+    default_actor,
+)
+
+# Domains `serve` runs today; others appear in the report once they have recorded a run.
+SERVED_DOMAINS = (CATALOG,)
+DEFAULT_INSTALLATION = "default"
+
+
+DesiredDir = Annotated[Path, typer.Option("--desired", help="The desired-state directory.")]
+
+
+class StatusFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredReport:
+    valid: bool
+    installation_id: str
+    revision: str | None
+    errors: tuple[str, ...]
+
+
+def _desired_report(directory: Path) -> DesiredReport:
+    loaded = load_desired(directory)
+    if loaded.state is not None:
+        state = loaded.state
+        return DesiredReport(True, state.config.reconcile.installation_id, state.revision, ())
+    return DesiredReport(
+        False,
+        _installation_of_broken(directory),
+        None,
+        tuple(str(d) for d in loaded.errors),
+    )
+
+
+def _installation_of_broken(directory: Path) -> str:
+    """The installation id of a desired/ that does not validate, as best we can tell: the
+    lease to show is named after it."""
+    try:
+        raw = yaml.safe_load((directory / "billing.yaml").read_text(encoding="utf-8"))
+        value = raw["reconcile"]["installation_id"]
+    except Exception:
+        return DEFAULT_INSTALLATION
+    return str(value).lower() if isinstance(value, str) and value else DEFAULT_INSTALLATION
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _run_json(run: RunRecord | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    summary = dict(run.summary)
+    return {
+        "run_id": run.run_id,
+        "mode": run.mode.value,
+        "result": run.result.value,
+        "actor": run.actor,
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "desired_revision": run.desired_revision,
+        "drift": summary.get("drift"),
+        "orphans": summary.get("orphans"),
+        "summary": summary,
+        "error": run.error,
+    }
+
+
+def collect_status(store: Store, desired: DesiredReport) -> dict[str, Any]:
+    """The whole report as JSON-ready data (the text form is rendered from it)."""
+    now = datetime.now(UTC)
+    with store.session() as session:
+        runs = RunRepository(session)
+        recent = runs.recent(200)
+        domains = list(SERVED_DOMAINS)
+        domains += sorted({r.domain for r in recent} - set(domains))
+        latest = {name: _run_json(runs.latest(name)) for name in domains}
+        applies = {
+            name: _run_json(
+                next((r for r in recent if r.domain == name and r.mode is RunMode.APPLY), None)
+            )
+            for name in domains
+        }
+        pending = JournalRepository(session).pending(desired.installation_id)
+        lease = LeaseRepository(session).current(lease_name(desired.installation_id))
+        suspension = ControllerStateRepository(session).suspension()
+    return {
+        "format_version": 1,
+        "installation_id": desired.installation_id,
+        "desired": {
+            "valid": desired.valid,
+            "revision": desired.revision,
+            "errors": list(desired.errors),
+        },
+        "leader": None
+        if lease is None
+        else {
+            "holder": lease.holder,
+            "since": _iso(lease.acquired_at),
+            "renewed_at": _iso(lease.renewed_at),
+            "live": lease.is_live(now),
+        },
+        "suspended": None
+        if suspension is None
+        else {
+            "reason": suspension.reason,
+            "by": suspension.actor,
+            "since": _iso(suspension.since),
+        },
+        "pending_journal_steps": [
+            {
+                "run_id": step.run_id,
+                "step": step.step_index + 1,
+                "action": step.action,
+                "object_key": step.object_key,
+                "started_at": _iso(step.started_at),
+            }
+            for step in pending
+        ],
+        "domains": {
+            name: {"last_run": run, "last_apply": applies[name]} for name, run in latest.items()
+        },
+    }
+
+
+def render_status_text(report: dict[str, Any]) -> str:
+    lines = [f"Installation: {report['installation_id']}"]
+    desired = report["desired"]
+    if desired["valid"]:
+        lines.append(f"Desired state: valid (revision {desired['revision']})")
+    else:
+        lines.append(f"Desired state: INVALID ({len(desired['errors'])} error(s))")
+        lines += [f"  {error}" for error in desired["errors"][:10]]
+    leader = report["leader"]
+    if leader is None:
+        lines.append("Leader: none recorded")
+    else:
+        state = "live" if leader["live"] else "expired (holder gone?)"
+        lines.append(f"Leader: {leader['holder']} since {leader['since']} ({state})")
+    suspended = report["suspended"]
+    if suspended is None:
+        lines.append("Applying: enabled")
+    else:
+        lines.append(
+            f"Applying: SUSPENDED by {suspended['by']} since {suspended['since']}: "
+            f"{suspended['reason']}"
+        )
+    pending = report["pending_journal_steps"]
+    lines.append(f"Pending journal steps: {len(pending)}")
+    lines += [
+        f"  run {step['run_id']} step {step['step']}: {step['action']} {step['object_key']}"
+        for step in pending[:20]
+    ]
+    lines.append("")
+    lines.append(f"{'DOMAIN':<14}{'LAST RUN':<22}{'MODE':<9}{'RESULT':<17}{'DRIFT':<7}ORPHANS")
+    for name, domain in report["domains"].items():
+        run = domain["last_run"]
+        if run is None:
+            lines.append(f"{name:<14}never")
+            continue
+        lines.append(
+            f"{name:<14}{run['started_at'] or '':<22}{run['mode']:<9}{run['result']:<17}"
+            f"{_count(run['drift']):<7}{_count(run['orphans'])}"
+        )
+        if run["error"]:
+            lines.append(f"{'':<14}error: {run['error']}")
+        applied = domain["last_apply"]
+        if applied is not None and applied["run_id"] != run["run_id"]:
+            lines.append(
+                f"{'':<14}last apply {applied['started_at']}: {applied['result']}"
+                + (f" ({applied['error']})" if applied["error"] else "")
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _count(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _open_store(directory: Path) -> Store:
+    return Store.open(load_environment(desired_dir=directory).database_url)
+
+
+def run_status(directory: Path, fmt: StatusFormat) -> int:
+    desired = _desired_report(directory)
+    store = _open_store(directory)
+    try:
+        report = collect_status(store, desired)
+    finally:
+        store.close()
+    if fmt is StatusFormat.JSON:
+        typer.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        typer.echo(render_status_text(report), nl=False)
+    return 0
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this module's commands to the `reconcile` app."""
-    del app
+    """Attach `status`, `suspend` and `resume`."""
+
+    @app.command("status")
+    def status(
+        desired: DesiredDir = Path("desired"),
+        fmt: Annotated[
+            StatusFormat, typer.Option("--format", help="Output format.")
+        ] = StatusFormat.TEXT,
+    ) -> None:
+        """Per domain the last run, drift and orphans; pending steps; leader; suspension."""
+        try:
+            code = run_status(desired, fmt)
+        except KNOWN_ERRORS as error:
+            exit_with(error)
+        else:
+            exit_with(code)
+
+    @app.command("suspend")
+    def suspend(
+        reason: Annotated[str, typer.Option("--reason", help="Why (shown by status).")],
+        desired: DesiredDir = Path("desired"),
+    ) -> None:
+        """Pause applying (every replica); plans are still computed and reported."""
+        try:
+            if not reason.strip():
+                raise CliError("--reason must say why applying is suspended")
+            store = _open_store(desired)
+            try:
+                with store.session() as session:
+                    ControllerStateRepository(session).suspend(reason.strip(), default_actor())
+            finally:
+                store.close()
+        except KNOWN_ERRORS as error:
+            exit_with(error)
+        typer.echo("Applying is suspended; plans are still computed. `reconcile resume` lifts it.")
+
+    @app.command("resume")
+    def resume(desired: DesiredDir = Path("desired")) -> None:
+        """Lift a suspension: the next run applies again."""
+        store = _open_store(desired)
+        try:
+            with store.session() as session:
+                lifted = ControllerStateRepository(session).resume()
+        finally:
+            store.close()
+        typer.echo("Applying resumed." if lifted else "Applying was not suspended.")
