@@ -5,6 +5,10 @@ of requests for one key while it waits is one run; while it runs, they are one m
 the current one (the current run may have observed Stripe before their change). A waiting
 whole-domain request (`scope=None`) also absorbs scoped requests of its domain: it covers them.
 
+Webhook-triggered requests may be debounced (`Debounce(quiet, max_wait)`): Stripe sends a
+burst of events for one edit (and 1,000 for a bulk script), and each run re-reads Stripe
+anyway, so waiting a moment gathers the burst into one run at a bounded cost in latency.
+
 Worker threads (default 2) take the oldest ready key whose domain is not running: two runs of
 one domain never overlap (the catalog apply is not safe to run concurrently with itself).
 
@@ -90,6 +94,14 @@ class Backoff:
         return float(min(self.cap, self.initial * self.factor**exponent))
 
 
+@dataclass(frozen=True, slots=True)
+class Debounce:
+    """Let a burst of requests for one key settle before running it (see `WorkQueue.put`)."""
+
+    quiet: float
+    max_wait: float
+
+
 def key_of(request: ReconcileRequest) -> Key:
     return (request.domain, request.scope)
 
@@ -115,6 +127,7 @@ class _Entry:
     request: ReconcileRequest
     order: int
     ready_at: float
+    queued_at: float
     callbacks: list[OnDone] = field(default_factory=list)
 
     @property
@@ -159,15 +172,26 @@ class WorkQueue:
 
     # --- producers ------------------------------------------------------------------------
 
-    def put(self, request: ReconcileRequest, *, on_done: OnDone | None = None) -> bool:
-        """Ask for a run; False when it joined a request already waiting (or the queue stopped)."""
+    def put(
+        self,
+        request: ReconcileRequest,
+        *,
+        on_done: OnDone | None = None,
+        debounce: Debounce | None = None,
+    ) -> bool:
+        """Ask for a run; False when it joined a request already waiting (or the queue stopped).
+
+        With `debounce`, the run waits for `quiet` seconds without another request for its
+        key, but never longer than `max_wait` after the key was first queued: a burst of
+        webhooks then makes one run, and a steady stream still makes one every `max_wait`.
+        """
         callbacks = [] if on_done is None else [on_done]
         with self._condition:
             if self._stopping:
                 dropped = True
             else:
                 dropped = False
-                added = self._add(request, callbacks, ready_at=self._clock())
+                added = self._add(request, callbacks, now=self._clock(), debounce=debounce)
                 self._condition.notify()
         if dropped:
             _notify(callbacks, Outcome.DROPPED)
@@ -175,14 +199,26 @@ class WorkQueue:
         self._report_depth()
         return added
 
-    def _add(self, request: ReconcileRequest, callbacks: list[OnDone], *, ready_at: float) -> bool:
+    def _add(
+        self,
+        request: ReconcileRequest,
+        callbacks: list[OnDone],
+        *,
+        now: float,
+        debounce: Debounce | None = None,
+        not_before: float = 0.0,
+    ) -> bool:
         key = key_of(request)
         existing = self._waiting.get(key) or self._waiting.get((request.domain, None))
         if existing is not None:
             existing.callbacks.extend(callbacks)
-            existing.ready_at = max(existing.ready_at, ready_at)
+            if debounce is not None:
+                settled = min(existing.queued_at + debounce.max_wait, now + debounce.quiet)
+                existing.ready_at = max(existing.ready_at, settled)
+            existing.ready_at = max(existing.ready_at, not_before)
             return False
-        self._waiting[key] = _Entry(request, next(self._order), ready_at, callbacks)
+        ready_at = max(not_before, now + (debounce.quiet if debounce is not None else 0.0))
+        self._waiting[key] = _Entry(request, next(self._order), ready_at, now, callbacks)
         return True
 
     @property
@@ -343,7 +379,8 @@ class WorkQueue:
         )
         if self._stopping:
             return Outcome.DROPPED
-        self._add(entry.request, entry.callbacks, ready_at=self._clock() + delay)
+        now = self._clock()
+        self._add(entry.request, entry.callbacks, now=now, not_before=now + delay)
         return None
 
     def _report_depth(self) -> None:

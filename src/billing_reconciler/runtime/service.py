@@ -44,7 +44,7 @@ from billing_reconciler.runtime.events import ReconcileRequest, route_event
 from billing_reconciler.runtime.health import Readiness
 from billing_reconciler.runtime.leader import Leadership, leader_lock_for
 from billing_reconciler.runtime.metrics import Metrics
-from billing_reconciler.runtime.queue import OnDone, Outcome, WorkQueue
+from billing_reconciler.runtime.queue import Debounce, OnDone, Outcome, WorkQueue
 from billing_reconciler.runtime.scheduler import RefreshScheduler, ScheduledDomain
 from billing_reconciler.store import InboxRepository, Store
 from billing_reconciler.stripe_gateway import StripeGateway
@@ -57,6 +57,7 @@ LEADER_REASON = "leadership acquired"
 DEFAULT_FAILING_INTERVALS = 3
 # ... and this interval for a domain whose schedule is disabled.
 FALLBACK_INTERVAL_SECONDS = 300
+WEBHOOK_DEBOUNCE = Debounce(quiet=0.25, max_wait=2.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,8 @@ class ServeSettings:
     failing_intervals: int = DEFAULT_FAILING_INTERVALS
     # uvicorn's share of the grace period for open HTTP connections to finish.
     http_drain_seconds: float = 3.0
+    # Webhook-triggered runs wait for a burst to settle (bounded: see `queue.Debounce`).
+    webhook_debounce: Debounce = WEBHOOK_DEBOUNCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +251,9 @@ class Runtime:
         )
         self.inbox = InboxPump(
             store=self.store,
-            enqueue=lambda request, on_done: self.queue.put(request, on_done=on_done),
+            enqueue=lambda request, on_done: self.queue.put(
+                request, on_done=on_done, debounce=self.settings.webhook_debounce
+            ),
             handles=self.domains.__contains__,
             poll_seconds=self.settings.inbox_poll_seconds,
         )

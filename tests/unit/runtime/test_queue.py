@@ -14,6 +14,7 @@ import pytest
 from billing_reconciler.runtime.events import ReconcileRequest
 from billing_reconciler.runtime.queue import (
     Backoff,
+    Debounce,
     Outcome,
     PermanentError,
     TransientError,
@@ -98,6 +99,37 @@ def test_a_waiting_whole_domain_request_absorbs_scoped_ones() -> None:
     assert queue.put(ReconcileRequest("customer", frozenset({"cus_1"}), "x"))
     queue.run_pending()
     assert [c.scope for c in handler.calls] == [None, frozenset({"cus_1"})]
+
+
+def test_a_debounced_burst_waits_for_quiet_but_not_past_the_max_wait() -> None:
+    clock = FakeClock()
+    handler = Recorder()
+    queue = WorkQueue(handler, clock=clock)
+    settle = Debounce(quiet=0.5, max_wait=2.0)
+    queue.put(catalog("team"), debounce=settle)
+    assert queue.next_ready_in() == 0.5
+    # A steady stream, one request every 0.3 s, keeps pushing the run back ...
+    for _ in range(5):
+        clock.advance(0.3)
+        queue.put(catalog("team"), debounce=settle)
+        assert queue.run_pending() == 0
+    # ... until 2 s after the first request, when it runs regardless.
+    clock.advance(0.5)
+    assert queue.run_pending() == 1
+    queue.put(catalog("team"), debounce=settle)
+    clock.advance(0.5)
+    assert queue.run_pending() == 1
+    assert len(handler.calls) == 2
+
+
+def test_an_undebounced_request_does_not_hurry_a_debounced_one() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(Recorder(), clock=clock)
+    queue.put(catalog("team"), debounce=Debounce(quiet=1, max_wait=5))
+    queue.put(catalog("team"))
+    assert queue.run_pending() == 0
+    clock.advance(1)
+    assert queue.run_pending() == 1
 
 
 def test_different_keys_run_in_arrival_order() -> None:
