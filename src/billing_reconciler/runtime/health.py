@@ -7,12 +7,15 @@ probe runs in FastAPI's thread pool because the checks may touch the database.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+
+from billing_reconciler.config import redact
 
 _log = structlog.get_logger(__name__)
 
@@ -26,6 +29,13 @@ class Readiness:
 
 
 ReadinessProbe = Callable[[], Readiness]
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]*@")
+
+
+def _scrub(text: str) -> str:
+    """A check may quote an error message: mask Stripe keys, webhook secrets, URL passwords."""
+    return _URL_PASSWORD.sub(r"\1***@", redact(text))
 
 
 def health_router(readiness: ReadinessProbe) -> APIRouter:
@@ -44,10 +54,11 @@ def health_router(readiness: ReadinessProbe) -> APIRouter:
             answer = readiness()
         except Exception as error:  # a failing probe means "not ready", never a 500
             # Only the class name: exception text may carry a database URL or a key.
-            _log.exception("readiness probe failed", error=type(error).__name__)
+            _log.warning("readiness probe failed", error=type(error).__name__)
             answer = Readiness(ready=False, checks={"readiness": type(error).__name__})
+        checks = {name: _scrub(str(verdict)) for name, verdict in answer.checks.items()}
         return JSONResponse(
-            {"ready": answer.ready, "checks": dict(answer.checks)},
+            {"ready": answer.ready, "checks": checks},
             status_code=200 if answer.ready else 503,
         )
 

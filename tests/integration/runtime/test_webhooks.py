@@ -402,6 +402,24 @@ def test_a_failing_readiness_probe_means_not_ready(store: Store, enqueued: Enque
     assert "hunter2" not in response.text
 
 
+def test_readiness_checks_are_served_without_secrets(store: Store, enqueued: Enqueued) -> None:
+    def readiness() -> Readiness:
+        return Readiness(
+            ready=False,
+            checks={
+                "store": "unreachable: postgresql://billing:hunter2@db:5432/billing",
+                "reconcile:catalog": "failing: Invalid API Key provided: sk_test_abcdefgh12345678",
+            },
+        )
+
+    with TestClient(build_app(store, enqueued, readiness=readiness)) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "hunter2" not in response.text
+    assert "abcdefgh1234" not in response.text
+    assert "postgresql://billing:***@db:5432/billing" in response.text
+
+
 def test_metrics_expose_the_webhook_counters(client: TestClient) -> None:
     body = event_body()
     client.post(WEBHOOK_PATH, content=body, headers=signed(body))
