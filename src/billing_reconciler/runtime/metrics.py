@@ -97,7 +97,7 @@ class Metrics:
         )
         self.stripe_rate_limited = Counter(
             f"{PREFIX}_stripe_rate_limited",
-            "Stripe calls that ended in 429 Too Many Requests.",
+            "Stripe answers of 429 Too Many Requests, including ones a retry absorbed.",
             ["endpoint"],
             registry=r,
         )
@@ -142,8 +142,8 @@ class Metrics:
         ).inc()
         if outcome.retries:
             self.stripe_retries.labels(endpoint=outcome.endpoint).inc(outcome.retries)
-        if outcome.status == 429:
-            self.stripe_rate_limited.labels(endpoint=outcome.endpoint).inc()
+        if outcome.rate_limited:
+            self.stripe_rate_limited.labels(endpoint=outcome.endpoint).inc(outcome.rate_limited)
 
     def webhook(self, outcome: WebhookOutcome, reason: RejectReason | None = None) -> None:
         """Count one webhook delivery; rejections say why."""

@@ -39,6 +39,8 @@ class RequestOutcome:
     error: str | None
     retries: int
     duration_seconds: float
+    rate_limited: int = 0
+    """Attempts Stripe answered 429 (Too Many Requests), including ones a retry absorbed."""
 
 
 def key_mode(api_key: str) -> KeyMode:
@@ -96,24 +98,34 @@ class StripeGateway:
         """
         started = time.monotonic()
         attempts = 0
+        rate_limited = 0
 
         def attempt() -> R:
-            nonlocal attempts
+            nonlocal attempts, rate_limited
             attempts += 1
             self.limiter.acquire()
             try:
                 return send()
             except stripe.StripeError as error:
-                raise translate(error) from error
+                translated = translate(error)
+                if translated.http_status == 429:
+                    rate_limited += 1
+                raise translated from error
 
         try:
             result = self.retry.run(attempt).value
         except StripeGatewayError as error:
             self._report(
-                method, endpoint, error.http_status, type(error).__name__, attempts, started
+                method,
+                endpoint,
+                error.http_status,
+                type(error).__name__,
+                attempts,
+                started,
+                rate_limited,
             )
             raise
-        self._report(method, endpoint, _status_of(result), None, attempts, started)
+        self._report(method, endpoint, _status_of(result), None, attempts, started, rate_limited)
         return result
 
     def _report(
@@ -124,6 +136,7 @@ class StripeGateway:
         error: str | None,
         attempts: int,
         started: float,
+        rate_limited: int,
     ) -> None:
         if self._on_request is None:
             return
@@ -134,6 +147,7 @@ class StripeGateway:
             error=error,
             retries=max(attempts - 1, 0),
             duration_seconds=time.monotonic() - started,
+            rate_limited=rate_limited,
         )
         self._on_request(outcome)
 

@@ -12,7 +12,7 @@ def value(metrics: Metrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(f"{P}_{name}", labels)
 
 
-def outcome(status: int | None, retries: int = 0) -> RequestOutcome:
+def outcome(status: int | None, retries: int = 0, rate_limited: int = 0) -> RequestOutcome:
     return RequestOutcome(
         method="POST",
         endpoint="/v1/prices/{id}",
@@ -20,6 +20,7 @@ def outcome(status: int | None, retries: int = 0) -> RequestOutcome:
         error=None if status == 200 else "TransientStripeError",
         retries=retries,
         duration_seconds=0.01,
+        rate_limited=rate_limited,
     )
 
 
@@ -51,15 +52,15 @@ def test_a_failed_run_does_not_move_the_last_success() -> None:
 
 def test_stripe_requests_retries_and_rate_limits() -> None:
     metrics = Metrics()
-    metrics.observe_stripe_request(outcome(200, retries=2))
-    metrics.observe_stripe_request(outcome(429, retries=3))
+    metrics.observe_stripe_request(outcome(200, retries=2, rate_limited=1))  # absorbed
+    metrics.observe_stripe_request(outcome(429, retries=3, rate_limited=4))  # gave up
     metrics.observe_stripe_request(outcome(None))
     labels = {"method": "POST", "endpoint": "/v1/prices/{id}"}
     assert value(metrics, "stripe_requests_total", status="200", **labels) == 1
     assert value(metrics, "stripe_requests_total", status="429", **labels) == 1
     assert value(metrics, "stripe_requests_total", status="error", **labels) == 1
     assert value(metrics, "stripe_retries_total", endpoint="/v1/prices/{id}") == 5
-    assert value(metrics, "stripe_rate_limited_total", endpoint="/v1/prices/{id}") == 1
+    assert value(metrics, "stripe_rate_limited_total", endpoint="/v1/prices/{id}") == 5
 
 
 def test_webhooks_count_by_outcome_and_reason_from_zero() -> None:
