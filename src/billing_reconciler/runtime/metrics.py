@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
+from billing_reconciler.store import RunResult
 from billing_reconciler.stripe_gateway import RequestOutcome
 
 PREFIX: Final = "billing_reconciler"
@@ -43,8 +44,12 @@ REJECT_REASONS: Final[tuple[RejectReason, ...]] = (
     "bad_payload",
 )
 
-# The store's RunResult for a failed run; every other finished result counts as a success.
-FAILED_RESULT: Final = "failed"
+# Run results (the store's RunResult values) that count as an error, and as a success; any
+# other (e.g. `interrupted` by a shutdown) is neither.
+FAILED_RESULT: Final = RunResult.FAILED.value
+SUCCESSFUL_RESULTS: Final = frozenset(
+    {RunResult.NO_CHANGES.value, RunResult.CHANGES_PENDING.value, RunResult.APPLIED.value}
+)
 
 # Reconciles take from tens of milliseconds (nothing changed, small catalog) to minutes (a
 # first apply paced at 25 req/s).
@@ -131,7 +136,7 @@ class Metrics:
         self.reconcile_duration.labels(domain=domain).observe(seconds)
         if result == FAILED_RESULT:
             self.reconcile_errors.labels(domain=domain).inc()
-        else:
+        elif result in SUCCESSFUL_RESULTS:
             self.last_success.labels(domain=domain).set(self._clock())
 
     def observe_stripe_request(self, outcome: RequestOutcome) -> None:

@@ -41,13 +41,16 @@ def test_reconcile_runs_errors_duration_and_last_success() -> None:
     )
 
 
-def test_a_failed_run_does_not_move_the_last_success() -> None:
+def test_failed_and_interrupted_runs_do_not_move_the_last_success() -> None:
     now = [100.0]
     metrics = Metrics(clock=lambda: now[0])
     metrics.reconcile_finished("catalog", "no_changes", 0.1)
     now[0] = 200.0
     metrics.reconcile_finished("catalog", "failed", 0.1)
+    metrics.reconcile_finished("catalog", "interrupted", 0.1)  # a shutdown mid-apply
     assert value(metrics, "reconcile_last_success_timestamp_seconds", domain="catalog") == 100.0
+    assert value(metrics, "reconcile_errors_total", domain="catalog") == 1
+    assert value(metrics, "reconcile_runs_total", domain="catalog", result="interrupted") == 1
 
 
 def test_stripe_requests_retries_and_rate_limits() -> None:
