@@ -65,11 +65,15 @@ def invalid_enum(param: str, allowed: tuple[str, ...]) -> StripeError:
     )
 
 
-def no_such(resource: str, object_id: str, *, param: str = "id") -> StripeError:
-    """404 `resource_missing`, as for `GET /v1/prices/price_nope`."""
+def no_such(
+    resource: str, object_id: str, *, param: str = "id", in_body: bool = False
+) -> StripeError:
+    """`resource_missing`: 404 for an object named in the URL (`GET /v1/prices/price_nope`),
+    400 for one named in a request parameter (`POST /v1/prices product=prod_nope`), as Stripe
+    answers: the URL exists, the request is what is invalid."""
     return StripeError(
         f"No such {resource}: '{object_id}'",
-        status=404,
+        status=400 if in_body else 404,
         code="resource_missing",
         param=param,
     )

@@ -18,12 +18,18 @@ _CURRENCY = re.compile(r"[a-z]{3}")
 
 
 def fetch(
-    ctx: RequestContext, kind: str, object_id: str, noun: str, *, param: str = "id"
+    ctx: RequestContext,
+    kind: str,
+    object_id: str,
+    noun: str,
+    *,
+    param: str = "id",
+    in_body: bool = False,
 ) -> StripeObject:
-    """The stored object, or Stripe's 404 `No such <noun>: '<id>'`."""
+    """The stored object, or Stripe's `No such <noun>: '<id>'` (400 when `in_body`, else 404)."""
     obj = ctx.store.get(kind, object_id)
     if obj is None:
-        raise no_such(noun, object_id, param=param)
+        raise no_such(noun, object_id, param=param, in_body=in_body)
     return obj
 
 

@@ -82,7 +82,7 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     check_enum(params.get("tax_exempt"), "tax_exempt", TAX_EXEMPT)
     clock = params.get("test_clock")
     if clock is not None:
-        fetch(ctx, "test_helpers.test_clock", clock, "test_clock", param="test_clock")
+        fetch(ctx, "test_helpers.test_clock", clock, "test_clock", param="test_clock", in_body=True)
     customer: StripeObject = {
         "id": new_id("cus"),
         "object": "customer",

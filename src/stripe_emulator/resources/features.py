@@ -108,7 +108,12 @@ def attach(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     """`POST /v1/products/{product}/features`: attaching twice is refused."""
     product = fetch(ctx, "product", path["product"], "product", param="product")
     feature = fetch(
-        ctx, FEATURE, params["entitlement_feature"], "feature", param="entitlement_feature"
+        ctx,
+        FEATURE,
+        params["entitlement_feature"],
+        "feature",
+        param="entitlement_feature",
+        in_body=True,
     )
     if not feature["active"]:
         raise invalid(

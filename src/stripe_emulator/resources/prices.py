@@ -188,7 +188,7 @@ def _product_for(ctx: RequestContext, params: Params) -> str:
             param="product_data",
         )
     if "product" in params:
-        fetch(ctx, "product", params["product"], "product", param="product")
+        fetch(ctx, "product", params["product"], "product", param="product", in_body=True)
         product_id: str = params["product"]
         return product_id
     if "product_data" in params:
@@ -275,7 +275,7 @@ def _recurring(ctx: RequestContext, raw: dict[str, Any] | None) -> dict[str, Any
                 "recurring[meter] can only be set when recurring[usage_type] is metered.",
                 param="recurring[meter]",
             )
-        fetch(ctx, "billing.meter", meter, "billing meter", param="recurring[meter]")
+        fetch(ctx, "billing.meter", meter, "billing meter", param="recurring[meter]", in_body=True)
     return {
         "interval": raw["interval"],
         "interval_count": interval_count,
@@ -466,5 +466,5 @@ def price_or_404(ctx: RequestContext, price_id: str, *, param: str) -> StripeObj
     """A price referenced by another resource."""
     price = ctx.store.get(KIND, price_id)
     if price is None:
-        raise no_such("price", price_id, param=param)
+        raise no_such("price", price_id, param=param, in_body=True)
     return price

@@ -348,12 +348,6 @@ def test_saved_plan_older_than_24_hours_is_refused(
     assert emulator.control.requests() == []  # refused before observing anything
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="emulator fidelity: a missing object named in a request parameter (POST /v1/prices "
-    "product=prod_missing) answers 404; Stripe answers 400 invalid_request_error with code "
-    "resource_missing (404 is for a missing object in the URL path)",
-)
 def test_missing_object_in_a_parameter_is_stripes_400(emulator: Any) -> None:
     with pytest.raises(stripe.InvalidRequestError) as raised:
         sdk(emulator).v1.prices.create(
