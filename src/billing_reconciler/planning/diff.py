@@ -238,9 +238,11 @@ def _plan_features(
     applied: Mapping[str, AppliedState],
 ) -> None:
     ours = _ours(builder, observed)
-    unmarked = {f.lookup_key: f for f in observed if f.owner is None}
+    unmarked = {f.lookup_key: f for f in observed if f.owner is None and f.active}
     for feature in desired:
-        live = next(iter(ours.get(feature.key, [])), None)
+        # Stripe never unarchives a feature: an archived one is history, and a new feature
+        # (its lookup key is free again) takes its place.
+        live = next((f for f in ours.get(feature.key, []) if f.active), None)
         if live is None:
             _create_or_adopt_feature(builder, feature, unmarked.get(feature.lookup_key))
             continue

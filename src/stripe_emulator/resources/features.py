@@ -53,14 +53,15 @@ def register(router: Router) -> None:
 
 
 def create_feature(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
-    """`POST /v1/entitlements/features`: lookup keys are unique."""
+    """`POST /v1/entitlements/features`: lookup keys are unique among active features (an
+    archived feature's key can be taken by a new one, since archived features stay archived)."""
     key = params["lookup_key"]
     if len(key) > LOOKUP_KEY_MAX_LENGTH:
         raise invalid(
             f"Invalid lookup_key: must be at most {LOOKUP_KEY_MAX_LENGTH} characters",
             param="lookup_key",
         )
-    if ctx.store.collection(FEATURE).lookup("lookup_key", key):
+    if any(f["active"] for f in ctx.store.collection(FEATURE).lookup("lookup_key", key)):
         raise invalid(f"A feature with lookup_key `{key}` already exists.", param="lookup_key")
     feature: StripeObject = {
         "id": new_id("feat"),
@@ -93,8 +94,11 @@ def list_features(ctx: RequestContext, params: Params, path: dict[str, str]) -> 
 
 
 def update_feature(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
-    """`POST /v1/entitlements/features/{id}`: name, active, metadata."""
+    """`POST /v1/entitlements/features/{id}`: name, active, metadata. An archived feature
+    can be neither edited nor unarchived."""
     before = fetch(ctx, FEATURE, path["id"], "feature")
+    if not before["active"]:
+        raise invalid("Archived features cannot be updated.", param="active")
     after = copy.deepcopy(before)
     for field in ("name", "active"):
         if field in params:

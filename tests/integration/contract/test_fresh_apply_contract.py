@@ -45,8 +45,7 @@ UNREACHABLE = "http://127.0.0.1:9"
 LISTS_OF_A_PLAN = [
     ("GET", "/v1/products"),
     ("GET", "/v1/billing/meters"),
-    ("GET", "/v1/entitlements/features"),  # archived=false
-    ("GET", "/v1/entitlements/features"),  # archived=true
+    ("GET", "/v1/entitlements/features"),  # no `archived` filter: active and archived
     ("GET", "/v1/prices"),
 ]
 EXPECTED: list[tuple[str, str]] = [

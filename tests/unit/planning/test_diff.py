@@ -208,3 +208,18 @@ def test_objects_of_another_installation_are_never_touched() -> None:
     assert all(s.key.endswith("team") or "team" in s.key for s in plan.steps)
     assert not any(s.action is Action.ARCHIVE for s in plan.steps)
     assert plan.orphans == ()
+
+
+def test_archived_feature_desired_again_is_created_anew() -> None:
+    from billing_reconciler.model import FeatureRecord, Ownership
+
+    feature = FeatureRecord(key="feature/sso", lookup_key="sso", title="SSO")
+    archived = dataclasses.replace(
+        feature,
+        active=False,
+        stripe_id="feat_old",
+        owner=Ownership(installation_id="test", key="feature/sso"),
+    )
+    plan = diff(Catalog(features=(feature,)), Catalog(features=(archived,)), {}, policy())
+    [step] = plan.steps
+    assert (step.action, step.key, step.stripe_id) == (Action.CREATE, "feature/sso", None)
