@@ -57,7 +57,7 @@ LEADER_REASON = "leadership acquired"
 DEFAULT_FAILING_INTERVALS = 3
 # ... and this interval for a domain whose schedule is disabled.
 FALLBACK_INTERVAL_SECONDS = 300
-WEBHOOK_DEBOUNCE = Debounce(quiet=0.25, max_wait=2.0)
+WEBHOOK_DEBOUNCE = Debounce(quiet=0.25, max_wait=5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +92,11 @@ class InboxPump:
         enqueue: Callable[[ReconcileRequest, OnDone], object],
         handles: Callable[[str], bool],
         poll_seconds: float,
+        gather_seconds: float = 0.05,
         batch: int = 500,
     ) -> None:
         self._store = store
+        self._gather_seconds = gather_seconds
         self._enqueue = enqueue
         self._handles = handles
         self._poll_seconds = poll_seconds
@@ -126,7 +128,10 @@ class InboxPump:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self._poll_seconds)
+            if self._wake.wait(self._poll_seconds):
+                # Webhooks come in bursts: gather a few before claiming, rather than paying
+                # a claim transaction per event (the queue debounces the runs anyway).
+                self._stop.wait(self._gather_seconds)
             self._wake.clear()
             try:
                 self.flush()
