@@ -506,7 +506,7 @@ def test_sigterm_during_an_apply_finishes_the_step_and_exits_0(
     [interrupted] = [r for r in runs(pg_store) if r.mode is RunMode.APPLY]
     assert interrupted.result is RunResult.FAILED
     assert interrupted.error is not None
-    assert "stopped writing after step" in interrupted.error
+    assert "stopped writing after" in interrupted.error
     assert lease_pid(pg_store) is None, "the lease is released on the way out"
 
 

@@ -204,7 +204,7 @@ class CatalogDomain:
             )
             if applied < total and not may_write():
                 raise WritingStopped(
-                    f"stopped writing after step {applied} of {total}: "
+                    f"stopped writing after {applied} of {total} steps: "
                     "leadership lost or shutting down"
                 )
 
