@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -74,12 +75,13 @@ class RefreshScheduler:
                 )
         self._scheduler.start()
 
+    def jobs(self) -> list[Any]:
+        """APScheduler's jobs (for tests and diagnostics)."""
+        return list(self._scheduler.get_jobs())
+
     def job_intervals(self) -> dict[str, float]:
-        """Seconds between runs of each scheduled job (for tests and status)."""
-        return {
-            job.id: float(job.trigger.interval.total_seconds())
-            for job in self._scheduler.get_jobs()
-        }
+        """Seconds between runs of each scheduled job."""
+        return {job.id: float(job.trigger.interval.total_seconds()) for job in self.jobs()}
 
     def stop(self) -> None:
         if self._scheduler.running:
