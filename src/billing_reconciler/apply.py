@@ -13,7 +13,9 @@ failure; nothing after that step runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -68,16 +70,60 @@ class Applier:
     run_id: str
     desired_fields: Mapping[str, Mapping[str, Any]]
     on_step: Callable[[StepOutcome], None] | None = None
+    concurrency: int = 1
 
     def apply(self, plan: Plan) -> list[StepOutcome]:
+        """Run the batches in the plan's order; the steps of one batch, at most `concurrency`
+        at a time. `on_step` sees each step as it completes; if it raises (the runtime's way of
+        saying "stop writing"), no further step starts, and the ones in flight finish and are
+        journaled before the error propagates. A failed step stops the apply the same way."""
         ids: dict[str, str] = dict(plan.known_ids)
         outcomes: list[StepOutcome] = []
-        for index, step in enumerate(plan.steps):
-            outcome = self._apply_step(plan, index, step, ids)
-            outcomes.append(outcome)
-            if self.on_step is not None:
-                self.on_step(outcome)
+        for batch in _batches(plan.steps):
+            outcomes.extend(self._apply_batch(plan, batch, ids))
         return outcomes
+
+    def _apply_batch(
+        self, plan: Plan, batch: list[tuple[int, Step]], ids: dict[str, str]
+    ) -> list[StepOutcome]:
+        if self.concurrency <= 1 or len(batch) == 1:
+            sequential: list[StepOutcome] = []
+            for index, step in batch:
+                sequential.append(self._apply_step(plan, index, step, ids))
+                self._report(sequential[-1])
+            return sequential
+        stop = threading.Event()
+
+        def run(index: int, step: Step) -> StepOutcome | None:
+            return None if stop.is_set() else self._apply_step(plan, index, step, ids)
+
+        done: list[StepOutcome] = []
+        failures: list[ApplyError] = []
+        pool = ThreadPoolExecutor(min(self.concurrency, len(batch)), thread_name_prefix="apply")
+        try:
+            for future in as_completed([pool.submit(run, i, step) for i, step in batch]):
+                try:
+                    outcome = future.result()
+                except ApplyError as failure:
+                    stop.set()
+                    failures.append(failure)
+                    continue
+                if outcome is not None:
+                    done.append(outcome)
+                    self._report(outcome)
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if failures:
+            # The first failing step in plan order, whatever order the threads finished in.
+            raise min(failures, key=lambda failure: failure.index)
+        return sorted(done, key=lambda outcome: outcome.index)
+
+    def _report(self, outcome: StepOutcome) -> None:
+        if self.on_step is not None:
+            self.on_step(outcome)
 
     def _apply_step(self, plan: Plan, index: int, step: Step, ids: dict[str, str]) -> StepOutcome:
         self._journal_begin(plan, index, step)
@@ -164,6 +210,18 @@ class Applier:
             JournalRepository(session).mark_done(
                 self._journal_key(step), stripe_id=stripe_id, request_id=request_id
             )
+
+
+def _batches(steps: Sequence[Step]) -> list[list[tuple[int, Step]]]:
+    """Consecutive steps of the same batch, in plan order (a step without one stands alone)."""
+    batches: list[list[tuple[int, Step]]] = []
+    for index, step in enumerate(steps):
+        previous = batches[-1][-1][1] if batches else None
+        if previous is not None and step.batch is not None and previous.batch == step.batch:
+            batches[-1].append((index, step))
+        else:
+            batches.append([(index, step)])
+    return batches
 
 
 def _operation(step: Step) -> Operation | None:

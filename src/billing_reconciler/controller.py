@@ -180,6 +180,7 @@ class CatalogController:
                 run_id=run_id,
                 desired_fields=planned.desired_fields,
                 on_step=on_step,
+                concurrency=self.state.config.reconcile.apply_concurrency,
             ).apply(planned.plan)
             residual = self.plan(planned.options).plan
         except Exception as error:

@@ -95,9 +95,8 @@ class PlanBuilder:
             step.stripe_id or "",
             canonical_json(_plain(before)),
         )
-        self._steps.append(
-            (phase, len(self._steps), dataclasses.replace(step, idempotency_key=key))
-        )
+        step = dataclasses.replace(step, idempotency_key=key, batch=int(phase))
+        self._steps.append((phase, len(self._steps), step))
 
     def record_drift(
         self, key: str, drift: tuple[FieldChange, ...], applied: Mapping[str, Any]

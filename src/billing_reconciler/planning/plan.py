@@ -73,6 +73,9 @@ class Step:
     parent: Ref | None = None
     impact: str | None = None
     idempotency_key: str = ""
+    # Steps with the same batch are independent of each other (one phase of DESIGN §7's
+    # order) and may be sent concurrently; None: a batch of its own.
+    batch: int | None = None
 
     @property
     def destructive(self) -> bool:

@@ -118,11 +118,7 @@ def render_markdown(plan: Plan) -> str:
         lines += ["| | action | object | reason | changes |", "|---|---|---|---|---|"]
         for step in plan.steps:
             flag = "⚠️ **destructive**" if step.destructive else ""
-            changes = "<br>".join(
-                f"`{path}`: {before} → {after}"
-                for c in step.changes
-                for path, before, after in leaf_changes(c, _currency_of(step))
-            )
+            changes = "<br>".join(_markdown_changes(step))
             lines.append(
                 f"| `{SYMBOLS[step.action]}` {flag} | {step.action.value} | "
                 f"`{step.key}` | {step.reason.value} | {changes} |"
@@ -147,6 +143,18 @@ def render_markdown(plan: Plan) -> str:
         f"<sub>installation `{plan.installation_id}` · revision `{plan.desired_revision}`</sub>"
     )
     return "\n".join(lines) + "\n"
+
+
+def _markdown_changes(step: Step) -> list[str]:
+    currency = _currency_of(step)
+    if step.changes:
+        return [
+            f"`{path}`: {before} → {after}"
+            for change in step.changes
+            for path, before, after in leaf_changes(change, currency)
+        ]
+    # A new object: what it will be (a reviewer must see what a new price costs).
+    return [f"`{path}`: {value}" for path, value in _flatten(step.params, currency)]
 
 
 def leaf_changes(change: FieldChange, currency: str | None) -> list[tuple[str, str, str]]:

@@ -82,6 +82,7 @@ def _step_to_dict(step: Step) -> dict[str, Any]:
         "impact": step.impact,
         "destructive": step.destructive,
         "idempotency_key": step.idempotency_key,
+        "batch": step.batch,
     }
 
 
@@ -155,6 +156,7 @@ def _step_from_dict(data: dict[str, Any]) -> Step:
         parent=None if data["parent"] is None else Ref(data["parent"]),
         impact=data["impact"],
         idempotency_key=data["idempotency_key"],
+        batch=data.get("batch"),
     )
 
 

@@ -22,6 +22,7 @@ reconcile:
   installation_id: {installation}
   prune: {prune}
   drift: {drift}
+  apply_concurrency: {concurrency}
 """
 
 CATALOG_YAML = """\
@@ -92,11 +93,17 @@ def write_desired(
     installation: str = "default",
     prune: bool = False,
     drift: str = "correct",
+    concurrency: int = 8,
 ) -> DesiredState:
     """Write desired/ under `root` and load it; fail the test on any diagnostic error."""
     (root / "plans").mkdir(parents=True, exist_ok=True)
     (root / "billing.yaml").write_text(
-        BILLING_YAML.format(installation=installation, prune=str(prune).lower(), drift=drift)
+        BILLING_YAML.format(
+            installation=installation,
+            prune=str(prune).lower(),
+            drift=drift,
+            concurrency=concurrency,
+        )
     )
     (root / "plans" / "catalog.yaml").write_text(textwrap.dedent(catalog))
     result = load_desired(root)

@@ -276,11 +276,16 @@ def test_permanent_400_stops_with_step_message_and_request_id_then_rerun_resumes
         assert run is not None
         entries = JournalRepository(session).for_run(run.run_id)
     failed_at = keys.index(failing_key)
-    assert [e.object_key for e in entries] == keys[: failed_at + 1]
-    assert {e.state for e in entries[:failed_at]} == {JournalState.DONE}
-    assert entries[failed_at].state is JournalState.FAILED
-    assert entries[failed_at].request_id == error.request_id
-    assert "No such product" in (entries[failed_at].error or "")
+    by_index = {e.step_index: e for e in entries}
+    # Everything before the failing step is done; the failing step is failed; steps of its
+    # batch (sent concurrently) may have run too, but no later batch started.
+    assert all(by_index[i].state is JournalState.DONE for i in range(failed_at))
+    failed = by_index[failed_at]
+    assert failed.state is JournalState.FAILED
+    assert failed.request_id == error.request_id
+    assert "No such product" in (failed.error or "")
+    batch = planned.plan.steps[failed_at].batch
+    assert all(planned.plan.steps[i].batch == batch for i in by_index if i > failed_at)
 
     emulator.control.clear_requests()
     assert_converged_from_scratch(make_controller(state))

@@ -130,7 +130,11 @@ def test_fresh_reconcile_then_no_op_makes_exactly_the_recorded_calls(
         timeout_seconds=30,
         on_request=calls.append,
     )
-    state = write_desired(tmp_path / "desired", CATALOG_YAML, installation="contract")
+    # One step at a time: the recorded sequence is then the exact order apply sends requests
+    # in (concurrent steps of one batch would complete in any order).
+    state = write_desired(
+        tmp_path / "desired", CATALOG_YAML, installation="contract", concurrency=1
+    )
     store = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
     if RECORDING:
         CASSETTE.unlink(missing_ok=True)  # vcrpy's "all" would append to the old recording
