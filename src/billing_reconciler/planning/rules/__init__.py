@@ -1,0 +1,1 @@
+"""The diff's rules, one module per kind of object (DESIGN §4, §5)."""
