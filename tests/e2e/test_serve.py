@@ -408,7 +408,7 @@ def test_two_replicas_one_writer_and_a_killed_leader_hands_over_without_double_w
     emulator: EmulatorHandle,
 ) -> None:
     # Slow Stripe down so the first apply (39 steps) is still running when its writer dies.
-    emulator.control.set_latency(40)
+    emulator.control.set_latency(80)
     first = launch(postgres_database_url, "first")
     second = launch(postgres_database_url, "second")
     by_pid = {first.process.pid: first, second.process.pid: second}
@@ -485,7 +485,7 @@ def test_sigterm_during_an_apply_finishes_the_step_and_exits_0(
     pg_store: Store,
     emulator: EmulatorHandle,
 ) -> None:
-    emulator.control.set_latency(40)
+    emulator.control.set_latency(80)
     serve = launch(postgres_database_url)
     serve.wait_healthy()
     eventually(
