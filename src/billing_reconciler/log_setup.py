@@ -35,6 +35,8 @@ def configure_logging(*, json: bool | None = None, level: int = logging.INFO) ->
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # Tracebacks as text in JSON lines too (the console renderer formats its own).
+            *([structlog.processors.format_exc_info] if as_json else []),
             _scrub_secrets,
             renderer,
         ],

@@ -13,6 +13,7 @@ import hashlib
 import heapq
 import hmac
 import itertools
+import socket
 import threading
 import time
 from collections import deque
@@ -96,7 +97,12 @@ class WebhookDispatcher:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        with httpx.Client(timeout=self.timeout_seconds) as client:
+        # Without TCP_NODELAY each small POST waits ~40 ms on Nagle + delayed ACK, which turns a
+        # burst of deliveries into minutes; Stripe's own senders do not stall like that.
+        transport = httpx.HTTPTransport(
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        )
+        with httpx.Client(timeout=self.timeout_seconds, transport=transport) as client:
             while (delivery := self._next_due()) is not None:
                 try:
                     self._attempt(client, delivery)
