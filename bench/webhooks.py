@@ -294,7 +294,7 @@ def run_backend(
 ) -> dict[str, Any]:
     batch = signed_events(events, uuid.uuid4().hex[:8])
     # Other work on the machine skews the numbers; record how busy it was.
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load_before = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     with served(database_url) as (port, conn, cpu):
         # Warm up the first-request paths, outside the timed window.
         warm = signed_events(concurrency, "warm" + uuid.uuid4().hex[:6])
