@@ -17,9 +17,10 @@ GIL of the reconciler are measured alone. Reported per (size, latency):
   per object type and no per-object GETs; diff CPU < 1 s at 10,000 prices; apply throughput
   within 90% of the rate budget with zero failed requests.
 
-A cold apply is sequential (one request in flight), so at 100 ms its throughput is bound by
-latency, not by the budget; a cold apply estimated above `--max-minutes` is skipped (the
-catalog is then applied at 0 ms so the no-op plan can still be measured at that latency).
+Apply sends the steps of one phase concurrently (`reconcile.apply_concurrency`, default 16),
+paced by the rate budget, so at 100 ms latency its throughput is still bound by the budget; a
+cold apply estimated above `--max-minutes` is skipped (the catalog is then applied at 0 ms so
+the no-op plan can still be measured at that latency).
 """
 
 from __future__ import annotations
@@ -292,9 +293,12 @@ def targets(size: int, noop: dict[str, Any], cold: dict[str, Any] | None) -> dic
     return result
 
 
+APPLY_CONCURRENCY = 16  # the default of reconcile.apply_concurrency
+
+
 def estimated_cold_minutes(size: int, latency_ms: int, rate: int) -> float:
     posts = size + 2 * (size // PRICES_PER_PRODUCT) + 2 * len(FEATURES)
-    per_post = max(latency_ms / 1000, 1 / rate)
+    per_post = max(latency_ms / 1000 / APPLY_CONCURRENCY, 1 / rate)
     return posts * per_post / 60
 
 

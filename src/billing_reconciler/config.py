@@ -263,7 +263,7 @@ class ReconcileConfig(_Frozen):
     """What to do when someone edited a field we manage in Stripe."""
     rate_limit_per_second: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = None
     """Client-side request budget; null = 25 with a test key, 100 with a live key."""
-    apply_concurrency: Annotated[StrictInt, Field(ge=1, le=32)] = 8
+    apply_concurrency: Annotated[StrictInt, Field(ge=1, le=32)] = 16
     """Steps of one plan phase (independent of each other) sent at once; 1 = one at a time.
     The request budget still paces them; concurrency only hides Stripe's latency."""
     adopt: tuple[

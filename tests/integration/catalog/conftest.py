@@ -93,7 +93,7 @@ def write_desired(
     installation: str = "default",
     prune: bool = False,
     drift: str = "correct",
-    concurrency: int = 8,
+    concurrency: int = 16,
 ) -> DesiredState:
     """Write desired/ under `root` and load it; fail the test on any diagnostic error."""
     (root / "plans").mkdir(parents=True, exist_ok=True)
