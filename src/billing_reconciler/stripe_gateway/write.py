@@ -19,15 +19,8 @@ from billing_reconciler.stripe_gateway.client import StripeGateway
 from billing_reconciler.stripe_gateway.errors import PermanentStripeError
 
 if TYPE_CHECKING:
-    from stripe.params import (
-        PriceCreateParams,
-        PriceUpdateParams,
-        ProductCreateParams,
-        ProductFeatureCreateParams,
-        ProductUpdateParams,
-    )
+    from stripe.params import ProductFeatureCreateParams
     from stripe.params.billing import MeterCreateParams, MeterUpdateParams
-    from stripe.params.entitlements import FeatureCreateParams, FeatureUpdateParams
 
 
 class Operation(StrEnum):
@@ -108,12 +101,9 @@ def _call_for(
     match kind:
         case Kind.METER:
             return _meter_call(sdk, operation, params, options, target_id)
-        case Kind.FEATURE:
-            return _feature_call(sdk, operation, params, options, target_id)
-        case Kind.PRODUCT:
-            return _product_call(sdk, operation, params, options, target_id)
-        case Kind.PRICE:
-            return _price_call(sdk, operation, params, options, target_id)
+        case Kind.FEATURE | Kind.PRODUCT | Kind.PRICE:
+            endpoint = _archivable_endpoint(sdk, kind)
+            return _archivable_call(endpoint, operation, params, options, target_id)
         case Kind.PRODUCT_FEATURE:
             return _product_feature_call(sdk, operation, params, options, target_id, parent_id)
         case Kind.PLAN:
@@ -163,73 +153,48 @@ def _meter_call(
     raise _unsupported(Kind.METER, operation)
 
 
-def _feature_call(
-    sdk: stripe.StripeClient,
+@dataclass(frozen=True, slots=True)
+class _ArchivableEndpoint:
+    """A collection whose objects are archived by updating `active` (features, products,
+    prices): create at `path`, update at `path/{id}`."""
+
+    kind: Kind
+    path: str
+    create: Callable[[Any, stripe.RequestOptions], stripe.StripeObject]
+    update: Callable[[str, Any, stripe.RequestOptions], stripe.StripeObject]
+
+
+def _archivable_endpoint(sdk: stripe.StripeClient, kind: Kind) -> _ArchivableEndpoint:
+    # The SDK types each endpoint's params as its own TypedDict; the step's plain mapping
+    # was checked by the planner (and is by Stripe), so the endpoints take it as it is.
+    v1 = sdk.v1
+    match kind:
+        case Kind.FEATURE:
+            service: Any = v1.entitlements.features
+            path = "/v1/entitlements/features"
+        case Kind.PRODUCT:
+            service = v1.products
+            path = "/v1/products"
+        case Kind.PRICE:
+            service = v1.prices
+            path = "/v1/prices"
+        case _:
+            raise ValueError(f"a {kind.value} is not archived through `active`")
+    return _ArchivableEndpoint(kind, path, service.create, service.update)
+
+
+def _archivable_call(
+    endpoint: _ArchivableEndpoint,
     operation: Operation,
     params: dict[str, Any],
     options: stripe.RequestOptions,
     target_id: str | None,
 ) -> _Call:
-    features = sdk.v1.entitlements.features
     if operation is Operation.CREATE:
-        return _Call(
-            "POST",
-            "/v1/entitlements/features",
-            lambda: features.create(cast("FeatureCreateParams", params), options),
-        )
-    update = _with_active(params, operation, kind=Kind.FEATURE)
-    ident = _required(target_id, kind=Kind.FEATURE, operation=operation)
-    return _Call(
-        "POST",
-        "/v1/entitlements/features/{id}",
-        lambda: features.update(ident, cast("FeatureUpdateParams", update), options),
-    )
-
-
-def _product_call(
-    sdk: stripe.StripeClient,
-    operation: Operation,
-    params: dict[str, Any],
-    options: stripe.RequestOptions,
-    target_id: str | None,
-) -> _Call:
-    products = sdk.v1.products
-    if operation is Operation.CREATE:
-        return _Call(
-            "POST",
-            "/v1/products",
-            lambda: products.create(cast("ProductCreateParams", params), options),
-        )
-    update = _with_active(params, operation, kind=Kind.PRODUCT)
-    ident = _required(target_id, kind=Kind.PRODUCT, operation=operation)
-    return _Call(
-        "POST",
-        "/v1/products/{id}",
-        lambda: products.update(ident, cast("ProductUpdateParams", update), options),
-    )
-
-
-def _price_call(
-    sdk: stripe.StripeClient,
-    operation: Operation,
-    params: dict[str, Any],
-    options: stripe.RequestOptions,
-    target_id: str | None,
-) -> _Call:
-    prices = sdk.v1.prices
-    if operation is Operation.CREATE:
-        return _Call(
-            "POST",
-            "/v1/prices",
-            lambda: prices.create(cast("PriceCreateParams", params), options),
-        )
-    update = _with_active(params, operation, kind=Kind.PRICE)
-    ident = _required(target_id, kind=Kind.PRICE, operation=operation)
-    return _Call(
-        "POST",
-        "/v1/prices/{id}",
-        lambda: prices.update(ident, cast("PriceUpdateParams", update), options),
-    )
+        return _Call("POST", endpoint.path, lambda: endpoint.create(params, options))
+    update = _with_active(params, operation, kind=endpoint.kind)
+    ident = _required(target_id, kind=endpoint.kind, operation=operation)
+    return _Call("POST", endpoint.path + "/{id}", lambda: endpoint.update(ident, update, options))
 
 
 def _product_feature_call(
