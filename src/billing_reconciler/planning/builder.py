@@ -149,7 +149,11 @@ def _plain(value: object) -> Any:
 
 
 def fingerprint(observed: Catalog) -> str:
-    """A digest of the observed state a plan was computed from (saved plans compare it)."""
+    """A digest of the observed state a plan was computed from (saved plans compare it).
+
+    Records become nested tuples (mappings sorted by key, so Stripe's key order does not
+    matter) whose `repr` is hashed: several times cheaper than JSON through `asdict`, which
+    counts at 10,000 prices."""
     parts: list[str] = []
     for records in (
         observed.meters,
@@ -159,6 +163,29 @@ def fingerprint(observed: Catalog) -> str:
         observed.product_features,
         observed.plans,
     ):
-        views = sorted(canonical_json(_plain(record)) for record in records)
-        parts.append("[" + ",".join(views) + "]")
+        parts.append(repr(sorted(repr(_canonical(record)) for record in records)))
     return digest(*parts, length=24)
+
+
+def _canonical(value: object) -> object:
+    if value is None or isinstance(value, str | int):
+        return value
+    names = _field_names(type(value))
+    if names is not None:
+        return (type(value).__name__, *(_canonical(getattr(value, n)) for n in names))
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _canonical(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_canonical(v) for v in value)
+    return value
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """The fields of a dataclass type, None for any other type (cached per type)."""
+    if cls not in _FIELD_NAMES:
+        is_record = dataclasses.is_dataclass(cls)
+        _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls)) if is_record else None
+    return _FIELD_NAMES[cls]

@@ -223,3 +223,19 @@ def test_archived_feature_desired_again_is_created_anew() -> None:
     plan = diff(Catalog(features=(feature,)), Catalog(features=(archived,)), {}, policy())
     [step] = plan.steps
     assert (step.action, step.key, step.stripe_id) == (Action.CREATE, "feature/sso", None)
+
+
+def test_fingerprint_ignores_key_order_and_sees_every_field() -> None:
+    from billing_reconciler.planning.builder import fingerprint
+
+    desired = _desired("team")
+    observed = _converged(desired)
+    product_ = observed.products[0]
+    one = dataclasses.replace(product_, metadata={"a": "1", "b": "2"})
+    other_order = dataclasses.replace(product_, metadata={"b": "2", "a": "1"})
+    changed = dataclasses.replace(product_, metadata={"a": "1", "b": "3"})
+    base = fingerprint(dataclasses.replace(observed, products=(one,)))
+    assert fingerprint(dataclasses.replace(observed, products=(other_order,))) == base
+    assert fingerprint(dataclasses.replace(observed, products=(changed,))) != base
+    cheaper = dataclasses.replace(observed.prices[0], unit_amount=999)
+    assert fingerprint(dataclasses.replace(observed, prices=(cheaper,))) != fingerprint(observed)
