@@ -39,9 +39,11 @@ unit: install
 integration: install
 	$(BIN)/pytest tests/integration
 
+## Benchmarks (not tests): JSON reports; results are kept in bench/RESULTS.md.
 bench: install
 	$(BIN)/python bench/emulator.py
 	$(BIN)/python bench/catalog.py
+	$(BIN)/python bench/webhooks.py
 
 schema: install
 	$(BIN)/reconcile schema --write
