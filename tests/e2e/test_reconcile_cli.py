@@ -112,3 +112,38 @@ def test_missing_key_is_a_clear_error(workdir: Path) -> None:
     done = reconcile("--dry-run", cwd=workdir)
     assert done.returncode == 1
     assert "STRIPE_API_KEY" in done.stderr
+
+
+def test_dry_run_works_with_a_read_only_database_user(
+    workdir: Path, postgres_database_url: str
+) -> None:
+    """A PR check plans against the production store through a read-only user: the plan and
+    its exit code stand; only the audit row is lost, with a warning."""
+    import uuid
+
+    import psycopg
+
+    from billing_reconciler.store import Store
+
+    Store.open(postgres_database_url).close()  # migrated by the owner
+    role = f"br_ro_{uuid.uuid4().hex[:8]}"
+    database = postgres_database_url.rsplit("/", 1)[1]
+    admin_url = postgres_database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
+        admin.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    try:
+        host = admin_url.split("@", 1)[1]
+        env = {"BILLING_DATABASE_URL": f"postgresql://{role}@{host}"}
+        done = reconcile("--dry-run", "--emulator", cwd=workdir, env=env)
+        assert done.returncode == 2, done.stderr
+        assert "to create" in done.stdout
+        assert "warning: the dry run was not recorded" in done.stderr
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'REVOKE ALL ON DATABASE "{database}" FROM {role}')
+            admin.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
+            admin.execute(f"REVOKE USAGE ON SCHEMA public FROM {role}")
+            admin.execute(f"DROP ROLE {role}")

@@ -19,6 +19,7 @@ from typing import Annotated
 
 import structlog
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from billing_reconciler.apply import ApplyError, StepOutcome
 from billing_reconciler.config import ConfigError, Environment, key_mode, load_environment, redact
@@ -166,7 +167,7 @@ def _plan_and_maybe_apply(controller: CatalogController, request: RunRequest) ->
     if request.out is not None:
         request.out.write_text(plan_to_json(plan), encoding="utf-8")
     if request.dry_run:
-        controller.record_dry_run(plan)
+        _record_dry_run(controller, plan)
         if plan.refused:
             return EXIT_ERROR
         return EXIT_CHANGES_PENDING if plan.has_changes else EXIT_OK
@@ -176,6 +177,19 @@ def _plan_and_maybe_apply(controller: CatalogController, request: RunRequest) ->
         return EXIT_OK if not plan.adoptable else _adoption_pending(plan)
     _confirm(request.auto_approve)
     return _apply(controller, planned)
+
+
+def _record_dry_run(controller: CatalogController, plan: Plan) -> None:
+    """Audit the dry run; a read-only store (a PR check with a read-only database user) only
+    loses the audit row, never the plan or its exit code."""
+    try:
+        controller.record_dry_run(plan)
+    except SQLAlchemyError as error:
+        typer.echo(
+            f"warning: the dry run was not recorded in the store ({type(error).__name__}: "
+            f"{redact(str(error)).splitlines()[0]})",
+            err=True,
+        )
 
 
 def _adoption_pending(plan: Plan) -> int:
