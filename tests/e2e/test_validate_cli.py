@@ -17,9 +17,10 @@ import pytest
 from typer.testing import CliRunner
 
 from billing_reconciler.cli import app
+from tests import compat_files
 
 REPO = Path(__file__).resolve().parents[2]
-COMPAT = REPO.parent / "shared/compat/frontier"
+COMPAT = compat_files.FRONTIER
 RECONCILE = Path(sys.executable).with_name("reconcile")
 
 BILLING = """\
@@ -458,8 +459,6 @@ def test_missing_desired_directory(tmp_path: Path) -> None:
 
 
 def _frontier_layout(tmp_path: Path) -> Path:
-    if not COMPAT.is_dir():
-        pytest.skip("../shared/compat is not checked out")
     desired = tmp_path / "desired"
     (desired / "plans").mkdir(parents=True)
     shutil.copyfile(COMPAT / "billing-config-sample.yaml", desired / "billing.yaml")

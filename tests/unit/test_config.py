@@ -19,9 +19,10 @@ from billing_reconciler.config import (
     parse_duration,
     redact,
 )
+from tests import compat_files
 
-# The shared compatibility fixtures sit beside the repository (DESIGN §3: ../shared/compat).
-SAMPLE = Path(__file__).resolve().parents[3] / "shared/compat/frontier/billing-config-sample.yaml"
+# Frontier's sample config, vendored from ../shared/compat (tests/compat/).
+SAMPLE = compat_files.FRONTIER_BILLING
 KEY = "sk_test_51AbCdEfGhIjKlMnOp1234"
 
 
@@ -51,7 +52,6 @@ def test_reconcile_defaults() -> None:
     assert reconcile.adopt == ()
 
 
-@pytest.mark.skipif(not SAMPLE.is_file(), reason="../shared/compat is not checked out")
 def test_frontier_sample_loads_with_british_spelling_warning() -> None:
     raw = yaml.safe_load(SAMPLE.read_text(encoding="utf-8"))
     config = BillingConfig.model_validate(raw)

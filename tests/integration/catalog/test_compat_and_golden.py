@@ -21,10 +21,11 @@ import pytest
 from billing_reconciler.desired import load_desired
 from billing_reconciler.planning.render import render_markdown, render_text
 from billing_reconciler.planning.serialize import plan_from_json, plan_to_dict, plan_to_json
+from tests import compat_files
 
 from .conftest import MakeController, converge, write_desired
 
-FRONTIER = Path(__file__).resolve().parents[4] / "shared" / "compat" / "frontier"
+FRONTIER = compat_files.FRONTIER
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("BR_UPDATE_GOLDEN") == "1"
 

@@ -1,4 +1,4 @@
-"""Response shapes vs Stripe's published example objects (`shared/compat/stripe/fixtures3.json`).
+"""Response shapes vs Stripe's published example objects (`tests/compat/stripe/fixtures3.json`).
 
 For every resource the emulator serves, each field of Stripe's example must be present in the
 emulator's response with the same JSON type (null is compatible with anything: both sides
@@ -10,16 +10,16 @@ an attribute the SDK's resource class declares. Deliberate differences are liste
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import stripe
 
+from tests import compat_files
 from tests.fixtures.emulator import TEST_API_KEY, EmulatorHandle
 
-FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "compat" / "stripe" / "fixtures3.json"
+FIXTURES = compat_files.STRIPE_FIXTURES
 
 # (resource, dotted field) -> why the emulator does not return it.
 OMISSIONS: dict[tuple[str, str], str] = {

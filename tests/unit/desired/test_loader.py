@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from billing_reconciler.desired import DesiredState, LoadResult, load_desired
+from tests import compat_files
 
 REPO = Path(__file__).resolve().parents[3]
-COMPAT = REPO.parent / "shared/compat/frontier"
+COMPAT = compat_files.FRONTIER
 
 BILLING = "billing:\n  default_currency: eur\n"
 
@@ -30,8 +31,6 @@ def loaded(result: LoadResult) -> DesiredState:
 
 @pytest.fixture
 def frontier(tmp_path: Path) -> Path:
-    if not COMPAT.is_dir():
-        pytest.skip("../shared/compat is not checked out")
     (tmp_path / "plans").mkdir()
     shutil.copyfile(COMPAT / "billing-config-sample.yaml", tmp_path / "billing.yaml")
     shutil.copyfile(COMPAT / "plans-sample.yaml", tmp_path / "plans" / "sample.yaml")

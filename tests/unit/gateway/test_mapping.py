@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,15 +22,14 @@ from billing_reconciler.stripe_gateway import (
     map_product,
     map_product_feature,
 )
+from tests import compat_files
 
-# The shared compatibility fixtures sit beside the repository (../shared/compat).
-FIXTURES = Path(__file__).resolve().parents[4] / "shared/compat/stripe/fixtures3.json"
+# Stripe's published example objects, vendored from ../shared/compat (tests/compat/).
+FIXTURES = compat_files.STRIPE_FIXTURES
 
 
 @pytest.fixture(scope="module")
 def stripe_fixtures() -> dict[str, Any]:
-    if not FIXTURES.exists():
-        pytest.skip("../shared/compat is not checked out")
     resources: dict[str, Any] = json.loads(FIXTURES.read_text())["resources"]
     return resources
 

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from billing_reconciler.runtime.events import ROUTED_EVENT_TYPES, ReconcileRequest, route_event
+from tests import compat_files
 
-# The shared compatibility fixtures sit beside the repository (../shared/compat).
-FIXTURES = Path(__file__).resolve().parents[4] / "shared/compat/stripe/fixtures3.json"
+# Stripe's published example objects, vendored from ../shared/compat (tests/compat/).
+FIXTURES = compat_files.STRIPE_FIXTURES
 
 OURS = {"managed_by": "billing-reconciler", "br_installation": "default"}
 
 
 @pytest.fixture(scope="module")
 def resources() -> dict[str, Any]:
-    if not FIXTURES.exists():
-        pytest.skip("../shared/compat is not checked out")
     loaded: dict[str, Any] = json.loads(FIXTURES.read_text())["resources"]
     return loaded
 
