@@ -528,14 +528,21 @@ def test_an_invalid_desired_state_is_reported_and_the_last_valid_one_still_enfor
         # Broken YAML: read as "no products", it would ask to archive everything.
         (workdir / "desired" / "plans" / "catalog.yaml").write_text("products: [\n")
         client.v1.products.update(product.id, {"name": "Edited while desired/ is broken"})
+        # A run already queued may still have read the valid files; wait until one has read
+        # the broken ones (readiness says so), then edit again.
+        eventually(
+            lambda: serve.get("/readyz").status_code == 503,
+            timeout=10,
+            what="readiness to report the invalid desired state",
+        )
+        assert "invalid" in serve.get("/readyz").json()["checks"]["desired"]
+        client.v1.products.update(product.id, {"name": "Edited again while desired/ is broken"})
         eventually(
             lambda: client.v1.products.retrieve(product.id).name == product.name,
             timeout=10,
             what="the drift to be reverted from the last valid state",
         )
-        ready = serve.get("/readyz")
-        assert ready.status_code == 503
-        assert "invalid" in ready.json()["checks"]["desired"]
+        assert serve.get("/readyz").status_code == 503
 
         status = subprocess.run(
             [sys.executable, "-m", "billing_reconciler", "status", "--format", "json"],
