@@ -251,6 +251,9 @@ def _plan_default_prices(
         current_id = builder.known_ids.get(want)
         if live is not None and want not in replaced and live.default_price_id == current_id:
             continue
+        # Shown as Stripe ids where they exist, so a reviewer sees which price becomes default.
+        before = live.default_price_id if live else None
+        after = f"new {want}" if want in replaced or current_id is None else current_id
         builder.add(
             Phase.REPOINT,
             Step(
@@ -259,7 +262,7 @@ def _plan_default_prices(
                 product.key,
                 Reason.DEFAULT_PRICE_REPOINT,
                 {"default_price": Ref(want)},
-                (FieldChange("default_price", live.default_price_key if live else None, want),),
+                (FieldChange("default_price", before, after),),
                 stripe_id=live.stripe_id if live else None,
                 parent=Ref(product.key),
             ),
