@@ -3,39 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "desired"
-
-
-def reconcile(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "BILLING_"))}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "billing_reconciler", *args],
-        cwd=cwd,
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    shutil.copytree(EXAMPLE, tmp_path / "desired")
-    return tmp_path
+from tests.e2e.cli import EXAMPLE, reconcile
 
 
 def test_demo_applies_then_reports_no_changes(tmp_path: Path) -> None:

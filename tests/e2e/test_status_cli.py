@@ -3,35 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def reconcile(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "BILLING_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "billing_reconciler", *args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    shutil.copytree(REPO / "desired", tmp_path / "desired")
-    return tmp_path
+from tests.e2e.cli import reconcile
 
 
 def test_status_of_a_fresh_store_then_suspend_and_resume(workdir: Path) -> None:

@@ -11,7 +11,7 @@ import contextlib
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -249,6 +249,16 @@ KNOWN_ERRORS = (
 )
 
 
+def run_and_exit(command: Callable[[], int]) -> None:
+    """Run a command body; exit with its code, or print a known error and exit 1."""
+    try:
+        code = command()
+    except KNOWN_ERRORS as error:
+        exit_with(error)
+    else:
+        exit_with(code)
+
+
 def register(app: typer.Typer) -> None:
     """`reconcile` runs when no subcommand is given; `reconcile demo` shows the whole loop."""
 
@@ -297,12 +307,7 @@ def register(app: typer.Typer) -> None:
             allow_mass_archive=allow_mass_archive,
             use_emulator=emulator,
         )
-        try:
-            code = run(request)
-        except KNOWN_ERRORS as error:
-            exit_with(error)
-        else:
-            exit_with(code)
+        run_and_exit(lambda: run(request))
 
     @app.command("demo")
     def demo(
@@ -319,12 +324,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Reconcile desired/ against the embedded emulator and SQLite: apply, then a no-op run."""
         configure_logging()
-        try:
-            code = run_demo(desired, state_dir)
-        except KNOWN_ERRORS as error:
-            exit_with(error)
-        else:
-            exit_with(code)
+        run_and_exit(lambda: run_demo(desired, state_dir))
 
 
 def run_demo(directory: Path, state_dir: Path | None) -> int:

@@ -27,12 +27,11 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from billing_reconciler.cli.reconcile_cmd import (
     EMULATOR_KEY,
-    KNOWN_ERRORS,
     CliError,
     emulator_state_file,
-    exit_with,
     git_revision,
     load_valid_desired,
+    run_and_exit,
 )
 from billing_reconciler.config import Secret, key_mode, load_environment
 from billing_reconciler.log_setup import configure_logging
@@ -161,9 +160,4 @@ def register(app: typer.Typer) -> None:
             workers=workers,
             grace_seconds=grace_seconds,
         )
-        try:
-            code = run_serve(request)
-        except KNOWN_ERRORS as error:
-            exit_with(error)
-        else:
-            exit_with(code)
+        run_and_exit(lambda: run_serve(request))

@@ -21,7 +21,12 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from billing_reconciler.cli.reconcile_cmd import KNOWN_ERRORS, CliError, exit_with
+from billing_reconciler.cli.reconcile_cmd import (
+    KNOWN_ERRORS,
+    CliError,
+    exit_with,
+    run_and_exit,
+)
 from billing_reconciler.config import load_environment
 from billing_reconciler.desired import load_desired
 from billing_reconciler.runtime.events import CATALOG
@@ -249,12 +254,7 @@ def register(app: typer.Typer) -> None:
         ] = StatusFormat.TEXT,
     ) -> None:
         """Per domain the last run, drift and orphans; pending steps; leader; suspension."""
-        try:
-            code = run_status(desired, fmt)
-        except KNOWN_ERRORS as error:
-            exit_with(error)
-        else:
-            exit_with(code)
+        run_and_exit(lambda: run_status(desired, fmt))
 
     @app.command("suspend")
     def suspend(
