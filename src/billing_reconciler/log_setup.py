@@ -4,9 +4,10 @@ are scrubbed from every value before any renderer sees it."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import MutableMapping
-from typing import Any
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Final
 
 import structlog
 
@@ -22,8 +23,41 @@ def _scrub_secrets(
     return event
 
 
-def configure_logging(*, json: bool | None = None, level: int = logging.INFO) -> None:
-    """Log to stderr (stdout carries plans). `json=None`: JSON unless stderr is a terminal."""
+LOG_LEVEL_ENV: Final[str] = "BILLING_LOG_LEVEL"
+LEVELS: Final[Mapping[str, int]] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+}
+
+
+def resolve_level(level_name: str | None, env: Mapping[str, str] | None = None) -> int:
+    """`level_name` (an option) wins; else `BILLING_LOG_LEVEL`; else info.
+
+    An unknown name is refused rather than silently defaulted: a typo in `debug` would
+    otherwise hide exactly the lines someone asked for.
+    """
+    environ = os.environ if env is None else env
+    allowed = "|".join(LEVELS)
+    if level_name is not None:
+        source, raw = "log level", level_name
+    else:
+        source, raw = LOG_LEVEL_ENV, environ.get(LOG_LEVEL_ENV, "")
+        if not raw.strip():
+            return logging.INFO
+    level = LEVELS.get(raw.strip().lower())
+    if level is None:
+        raise ValueError(f"{source} must be one of {allowed}, got {raw!r}")
+    return level
+
+
+def configure_logging(*, json: bool | None = None, level_name: str | None = None) -> None:
+    """Log to stderr (stdout carries plans). `json=None`: JSON unless stderr is a terminal.
+
+    `level_name`: debug, info or warning (any case); None reads `BILLING_LOG_LEVEL`, else
+    info. Raises ValueError naming the allowed values for anything else.
+    """
+    level = resolve_level(level_name)
     as_json = not sys.stderr.isatty() if json is None else json
     renderer: Any = (
         structlog.processors.JSONRenderer()

@@ -26,3 +26,40 @@ def test_json_logs_carry_tracebacks_and_never_secrets(capsys: pytest.CaptureFixt
     assert "RuntimeError" in record["exception"]
     assert KEY not in line
     assert record["api_key"].startswith("sk_live_")
+
+
+def test_debug_lines_show_only_at_debug(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BILLING_LOG_LEVEL", raising=False)
+    configure_logging(json=True)
+    structlog.get_logger("test").debug("hidden")
+    assert "hidden" not in capsys.readouterr().err
+    configure_logging(json=True, level_name="DEBUG")
+    structlog.get_logger("test").debug("shown")
+    assert json.loads(capsys.readouterr().err.strip())["event"] == "shown"
+
+
+def test_environment_sets_the_level_and_the_option_wins(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BILLING_LOG_LEVEL", "warning")
+    configure_logging(json=True)
+    structlog.get_logger("test").info("quiet")
+    assert "quiet" not in capsys.readouterr().err
+    configure_logging(json=True, level_name="info")
+    structlog.get_logger("test").info("loud")
+    assert "loud" in capsys.readouterr().err
+
+
+def test_an_invalid_environment_level_names_the_variable_and_the_choices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BILLING_LOG_LEVEL", "verbose")
+    with pytest.raises(ValueError, match=r"BILLING_LOG_LEVEL must be one of debug\|info\|warning"):
+        configure_logging(json=True)
+
+
+def test_an_invalid_option_level_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"debug\|info\|warning.*'loud'"):
+        configure_logging(json=True, level_name="loud")
