@@ -313,7 +313,6 @@ def _dig(raw: object, *keys: str) -> object:
 
 _SECRET_PREFIX = re.compile(r"^(?:(?:sk|rk)_(?:test|live)_|whsec_)")
 _SECRET_IN_TEXT = re.compile(r"(?:sk|rk)_(?:test|live)_[A-Za-z0-9]+|whsec_[A-Za-z0-9+/=]+")
-_KEY_SHAPE = re.compile(r"^(?:sk|rk)_(?:test|live)_[A-Za-z0-9]{8,}$")
 
 
 class ConfigError(ValueError):
@@ -427,12 +426,58 @@ def _value_or_file(env: Mapping[str, str], name: str) -> str | None:
 
 
 def _stripe_key(text: str) -> Secret:
-    if not _KEY_SHAPE.match(text):
-        raise ConfigError(
-            f"STRIPE_API_KEY does not look like a secret (sk_) or restricted (rk_) key: "
-            f"{mask(text)!r}"
-        )
+    problem = key_problem(text)
+    if problem is not None:
+        raise ConfigError(f"STRIPE_API_KEY {problem}")
     return Secret(text)
+
+
+_KEY_PREFIX = re.compile(r"^(?:sk|rk)_(?:test|live)_")
+_ANY_PREFIX = re.compile(r"^[a-z]{2,6}_(?:(?:test|live)_)?")
+_KEY_BODY = re.compile(r"^[A-Za-z0-9]*$")
+_MIN_KEY_BODY = 8
+_PREFIXES = "sk_test_, sk_live_, rk_test_ or rk_live_"
+
+
+def key_problem(text: str) -> str | None:
+    """What is wrong with `text` as a Stripe secret or restricted key, or None.
+
+    Each answer names one concrete fault and agrees with the masked value shown beside it (a
+    short `sk_test_` key is "too short", not "does not look like a secret key"); none quotes
+    more of the key than its kind prefix.
+    """
+    if text[:1] in ("'", '"'):
+        return "starts with a quote: set the key without quotes"
+    prefix = _KEY_PREFIX.match(text)
+    if prefix is None:
+        return _bad_prefix(text)
+    body = text[prefix.end() :]
+    if not _KEY_BODY.match(body):
+        return (
+            f"contains characters a Stripe key never has (after {prefix.group(0)} come only "
+            "letters and digits): check for spaces or a pasted line break"
+        )
+    if len(body) < _MIN_KEY_BODY:
+        shown = mask(text)
+        return f"is too short to be a Stripe key ({shown}: {len(body)} characters after the prefix)"
+    return None
+
+
+def _bad_prefix(text: str) -> str:
+    found = _ANY_PREFIX.match(text)
+    if found is None:
+        return f"does not start with {_PREFIXES}"
+    prefix = found.group(0)
+    if prefix in ("sk_", "rk_"):
+        return f"starts with {prefix!r} but not {prefix}test_ or {prefix}live_"
+    kind = _KNOWN_OTHER_KINDS.get(prefix[:3], "")
+    return f"starts with {prefix!r}{kind}; a secret or restricted key starts with {_PREFIXES}"
+
+
+_KNOWN_OTHER_KINDS: Final[dict[str, str]] = {
+    "pk_": " (a publishable key, which cannot manage a catalog)",
+    "whs": " (a webhook secret: it belongs in BILLING_WEBHOOK_SECRETS)",
+}
 
 
 def config_json_schema() -> dict[str, Any]:

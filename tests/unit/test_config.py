@@ -208,7 +208,7 @@ def test_environment_from_files(tmp_path: Path) -> None:
     [
         ({"STRIPE_API_KEY": KEY, "STRIPE_API_KEY_FILE": "/x"}, "not both"),
         ({"STRIPE_API_KEY_FILE": "/nonexistent/key"}, "cannot read"),
-        ({"STRIPE_API_KEY": "pk_test_abcdefghijklmnop"}, "does not look like"),
+        ({"STRIPE_API_KEY": "pk_test_abcdefghijklmnop"}, "publishable"),
     ],
 )
 def test_environment_errors(env: dict[str, str], fragment: str) -> None:
