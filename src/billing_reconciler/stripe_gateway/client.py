@@ -4,18 +4,33 @@ Every call into the SDK goes through `StripeGateway.request`, which takes a toke
 limiter, translates SDK exceptions (`errors.translate`), retries transient ones under the retry
 policy, and reports one `RequestOutcome` per logical call for metrics. The SDK's own network
 retries are off: two retry loops would multiply attempts and hide them from our budget.
+
+At debug level every HTTP attempt is logged (`stripe request`: method, path, status, request
+id, idempotency key, latency, retries so far) by the SDK's HTTP client, the one place that sees
+all of them; bodies, query strings and headers other than the idempotency key never are.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+from urllib.parse import urlsplit
 
 import stripe
+import structlog
 
-from billing_reconciler.stripe_gateway.errors import StripeGatewayError, scrub, translate
+from billing_reconciler.config import mask
+from billing_reconciler.stripe_gateway.errors import (
+    StripeAuthenticationError,
+    StripeGatewayError,
+    StripeUnreachableError,
+    TransientStripeError,
+    connection_failure_reason,
+    translate,
+)
 from billing_reconciler.stripe_gateway.pacing import KeyMode, RateLimiter, default_rate_limit
 from billing_reconciler.stripe_gateway.retry import RetryPolicy
 
@@ -24,6 +39,13 @@ if TYPE_CHECKING:
     from stripe._base_address import BaseAddresses
 
 R = TypeVar("R")
+
+_log = structlog.get_logger("billing_reconciler.stripe")
+
+STRIPE_API_BASE: Final[str] = "https://api.stripe.com"
+CONNECT_TIMEOUT_SECONDS: Final[float] = 3.0
+"""Connecting takes milliseconds when the host is up; waiting the full request timeout for
+a host that drops packets would keep the user in silence for half a minute."""
 
 _LIVE_PREFIXES = ("sk_live_", "rk_live_")
 _TEST_PREFIXES = ("sk_test_", "rk_test_")
@@ -53,9 +75,8 @@ def key_mode(api_key: str) -> KeyMode:
 
 
 def redact_key(api_key: str) -> str:
-    """The key as logs may show it: prefix and last four characters."""
-    redacted = scrub(api_key)
-    return redacted if redacted != api_key else "…" + api_key[-4:]
+    """The key as logs may show it: prefix and last four characters (none of a short key)."""
+    return mask(api_key)
 
 
 class StripeGateway:
@@ -77,12 +98,21 @@ class StripeGateway:
         self.limiter = RateLimiter(rate_limit_per_second or default_rate_limit(self.key_mode))
         self.retry = retry or RetryPolicy()
         self._on_request = on_request
+        self._attempt = _AttemptCounter()
         self.sdk = stripe.StripeClient(
             api_key,
             base_addresses=_base_addresses(api_base),
             max_network_retries=0,
-            http_client=stripe.RequestsClient(timeout=timeout_seconds),
+            http_client=_LoggedHttpClient(
+                timeout=(min(CONNECT_TIMEOUT_SECONDS, timeout_seconds), timeout_seconds),
+                retries_so_far=self._attempt.retries,
+            ),
         )
+
+    @property
+    def base_url(self) -> str:
+        """Where requests go: the configured base (emulator, proxy) or Stripe's API."""
+        return (self.api_base or STRIPE_API_BASE).rstrip("/")
 
     def __repr__(self) -> str:
         return (
@@ -102,24 +132,25 @@ class StripeGateway:
 
         def attempt() -> R:
             nonlocal attempts, rate_limited
+            self._attempt.set(attempts)
             attempts += 1
             self.limiter.acquire()
             try:
                 return send()
             except stripe.StripeError as error:
-                translated = translate(error)
+                translated = self._translate(error)
                 if translated.http_status == 429:
                     rate_limited += 1
                 raise translated from error
 
         try:
-            result = self.retry.run(attempt).value
+            result = self.retry.run(attempt, on_retry=self._warn_unreachable).value
         except StripeGatewayError as error:
             self._report(
                 method,
                 endpoint,
                 error.http_status,
-                type(error).__name__,
+                _error_label(error),
                 attempts,
                 started,
                 rate_limited,
@@ -127,6 +158,35 @@ class StripeGateway:
             raise
         self._report(method, endpoint, _status_of(result), None, attempts, started, rate_limited)
         return result
+
+    def _translate(self, error: stripe.StripeError) -> StripeGatewayError:
+        # The two failures a user fixes outside this program get a message saying what to
+        # fix; the SDK's own text ("let us know at support@stripe.com") does not.
+        if isinstance(error, stripe.AuthenticationError):
+            return StripeAuthenticationError(
+                f"Stripe rejected the API key (401): check STRIPE_API_KEY ({self._redacted_key})",
+                code=error.code,
+                http_status=error.http_status,
+                request_id=error.request_id,
+            )
+        if isinstance(error, stripe.APIConnectionError):
+            return StripeUnreachableError(self.base_url, connection_failure_reason(error))
+        return translate(error)
+
+    def _warn_unreachable(
+        self, retry_number: int, error: TransientStripeError, delay: float
+    ) -> None:
+        # Warning, not debug: at the default level the user otherwise waits through the
+        # whole backoff in silence before learning that the address is wrong.
+        if isinstance(error, StripeUnreachableError):
+            _log.warning(
+                "stripe unreachable, retrying",
+                base_url=error.base_url,
+                reason=error.reason,
+                attempt=retry_number + 1,
+                max_attempts=self.retry.max_attempts,
+                retry_in_seconds=round(delay, 2),
+            )
 
     def _report(
         self,
@@ -150,6 +210,88 @@ class StripeGateway:
             rate_limited=rate_limited,
         )
         self._on_request(outcome)
+
+
+class _AttemptCounter(threading.local):
+    """Retries so far of the call running on this thread, for the HTTP client's log line.
+
+    Thread-local because apply workers share one gateway and each runs its own call.
+    """
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def set(self, retries: int) -> None:
+        self.value = retries
+
+    def retries(self) -> int:
+        return self.value
+
+
+class _LoggedHttpClient(stripe.RequestsClient):
+    """The SDK's requests client, logging each exchange at debug (never a body or a key)."""
+
+    def __init__(self, *, timeout: tuple[float, float], retries_so_far: Callable[[], int]):
+        super().__init__(timeout=timeout)
+        self._retries_so_far = retries_so_far
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,  # the base class's telemetry hook; unused here
+    ) -> tuple[Any, int, Mapping[str, str]]:
+        started = time.monotonic()
+        try:
+            content, status, response_headers = super().request(method, url, headers, post_data)
+        except stripe.StripeError as error:
+            self._log(method, url, headers, started, None, None, type(error).__name__)
+            raise
+        request_id = _header(response_headers, "request-id")
+        self._log(method, url, headers, started, status, request_id, None)
+        return content, status, response_headers
+
+    def _log(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        started: float,
+        status: int | None,
+        request_id: str | None,
+        error: str | None,
+    ) -> None:
+        _log.debug(
+            "stripe request",
+            method=method.upper(),
+            # The path only: list queries carry params, which are not for logs.
+            path=urlsplit(url).path,
+            status=status,
+            request_id=request_id,
+            idempotency_key=_header(headers, "idempotency-key"),
+            latency_ms=round((time.monotonic() - started) * 1000, 1),
+            retries=self._retries_so_far(),
+            **({"error": error} if error else {}),
+        )
+
+
+def _error_label(error: StripeGatewayError) -> str:
+    # Metrics label by retry class, not by subclass: dashboards count transient vs permanent.
+    return (
+        "TransientStripeError"
+        if isinstance(error, TransientStripeError)
+        else ("PermanentStripeError")
+    )
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    for key, value in (headers or {}).items():
+        if key.lower() == name:
+            return str(value)
+    return None
 
 
 def _base_addresses(api_base: str | None) -> BaseAddresses | None:

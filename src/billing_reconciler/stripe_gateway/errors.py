@@ -9,26 +9,21 @@ errors end up in logs, plans and the apply journal (DESIGN §8).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import TypedDict
 
 import stripe
 
-# Stripe secret keys, restricted keys and webhook secrets. Publishable keys (pk_) are not
-# secrets and stay readable.
-_SECRET = re.compile(r"\b(sk|rk)_(test|live)_[A-Za-z0-9]+|\bwhsec_[A-Za-z0-9]+")
+from billing_reconciler.config import redact
 
 
 def scrub(text: str) -> str:
-    """`text` with every secret shortened to its prefix and last four characters."""
-    return _SECRET.sub(_redact_match, text)
+    """`text` with every secret shortened to its prefix and last four characters.
 
-
-def _redact_match(match: re.Match[str]) -> str:
-    secret = match.group(0)
-    prefix = secret[: secret.index("_", 3) + 1] if not secret.startswith("whsec_") else "whsec_"
-    return f"{prefix}…{secret[-4:]}" if len(secret) - len(prefix) > 8 else f"{prefix}…"
+    The same masking as `config.redact`, on purpose: two rules would show the same key two
+    ways (or one of them too much of it).
+    """
+    return redact(text)
 
 
 class StripeGatewayError(Exception):
@@ -92,6 +87,57 @@ class TransientStripeError(StripeGatewayError):
 
 class PermanentStripeError(StripeGatewayError):
     """Sending the same request again cannot succeed: the step fails with Stripe's message."""
+
+
+class StripeAuthenticationError(PermanentStripeError):
+    """Stripe refused the API key (401). The only fix is another key, so the message says
+    that and nothing else (the SDK's text quotes the key and links to the dashboard)."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class StripeUnreachableError(TransientStripeError):
+    """No HTTP answer at all from `base_url` (refused, DNS, timeout): `reason` says which."""
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        super().__init__(f"cannot reach {base_url}: {reason}")
+        self.base_url = base_url
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def connection_failure_reason(error: BaseException) -> str:
+    """The root cause of a connection failure in a few words (`connection refused`).
+
+    The SDK wraps requests, which wraps urllib3, which wraps the socket error: the innermost
+    OS error says what happened; the wrappers only add pool and object addresses.
+    """
+    chain = _exception_chain(error)
+    for cause in reversed(chain):
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror[0].lower() + cause.strerror[1:]
+    # Checked after the OS errors: urllib3 files a refused connection under a Timeout class.
+    if any(isinstance(e, TimeoutError) or "Timeout" in type(e).__name__ for e in chain):
+        return "timed out"
+    return type(chain[-1]).__name__
+
+
+def _exception_chain(error: BaseException) -> list[BaseException]:
+    # Causes, contexts, exception arguments and urllib3's `reason`, outermost first.
+    found: list[BaseException] = []
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked += list(current.args)
+        pending += [e for e in linked if isinstance(e, BaseException)]
+    return found
 
 
 def translate(error: stripe.StripeError) -> StripeGatewayError:

@@ -18,6 +18,9 @@ from billing_reconciler.stripe_gateway.errors import TransientStripeError
 
 T = TypeVar("T")
 
+RetryHook = Callable[[int, TransientStripeError, float], None]
+"""Called as `(retry_number, error, delay_seconds)` before each retry's sleep."""
+
 
 @dataclass(frozen=True, slots=True)
 class Attempted(Generic[T]):
@@ -56,15 +59,22 @@ class RetryPolicy:
         ceiling = min(self.max_delay, self.base_delay * (2**retry_number))
         return self.rng.uniform(0.0, ceiling)
 
-    def run(self, attempt: Callable[[], T]) -> Attempted[T]:
-        """Call `attempt` until it succeeds, raises a permanent error, or attempts run out."""
+    def run(self, attempt: Callable[[], T], *, on_retry: RetryHook | None = None) -> Attempted[T]:
+        """Call `attempt` until it succeeds, raises a permanent error, or attempts run out.
+
+        `on_retry(retry_number, error, delay)` runs before each backoff sleep, so a caller can
+        say what it is waiting for while it waits (not only after the last attempt failed).
+        """
         for retry_number in range(self.max_attempts):
             try:
                 return Attempted(attempt(), retry_number)
             except TransientStripeError as error:
                 if retry_number + 1 >= self.max_attempts:
                     raise
-                self.sleep(self.delay(retry_number, error))
+                delay = self.delay(retry_number, error)
+                if on_retry is not None:
+                    on_retry(retry_number, error, delay)
+                self.sleep(delay)
         raise AssertionError("unreachable: the loop returns or raises")
 
 
