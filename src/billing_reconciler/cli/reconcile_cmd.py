@@ -11,7 +11,7 @@ import contextlib
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -21,21 +21,44 @@ import structlog
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from billing_reconciler.apply import ApplyError, StepOutcome
-from billing_reconciler.config import ConfigError, Environment, key_mode, load_environment, redact
-from billing_reconciler.controller import CatalogController, Planned, PlanOptions, ReconcileError
+from billing_reconciler.apply import StepOutcome
+from billing_reconciler.cli.common import (
+    EXIT_CHANGES_PENDING,
+    EXIT_ERROR,
+    EXIT_OK,
+    KNOWN_ERRORS,
+    CliError,
+    LogLevelOption,
+    exit_with,
+    run_and_exit,
+)
+from billing_reconciler.cli.writer import (
+    StillWriter,
+    mention_suspension,
+    refuse_if_suspended,
+    writer_lock,
+)
+from billing_reconciler.config import Environment, key_mode, load_environment, redact
+from billing_reconciler.controller import CatalogController, Planned, PlanOptions
 from billing_reconciler.desired import load_desired
 from billing_reconciler.desired.state import DesiredState
-from billing_reconciler.log_setup import configure_logging
 from billing_reconciler.planning.plan import Plan
 from billing_reconciler.planning.render import render_markdown, render_text, summary_line
 from billing_reconciler.planning.serialize import PlanFormatError, plan_from_json, plan_to_json
 from billing_reconciler.store import Store
-from billing_reconciler.stripe_gateway import StripeGateway, StripeGatewayError
+from billing_reconciler.stripe_gateway import StripeGateway
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CHANGES_PENDING = 2
+# Re-exported: the other command modules import them from here.
+__all__ = [
+    "EXIT_CHANGES_PENDING",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "KNOWN_ERRORS",
+    "CliError",
+    "exit_with",
+    "run_and_exit",
+]
+
 EMULATOR_KEY = "sk_test_emulator"
 
 log = structlog.get_logger("billing_reconciler.cli")
@@ -45,10 +68,6 @@ class Format(StrEnum):
     TEXT = "text"
     JSON = "json"
     MARKDOWN = "markdown"
-
-
-class CliError(Exception):
-    """An error to print as one line and exit 1."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +150,8 @@ class RunRequest:
     confirm_live: bool
     allow_mass_archive: bool
     use_emulator: bool
+    wait_lock_seconds: float = 0.0
+    ignore_suspension: bool = False
 
 
 def run(request: RunRequest) -> int:
@@ -151,12 +172,29 @@ def run(request: RunRequest) -> int:
                 store=store,
                 git_revision=git_revision(request.directory),
             )
-            return _plan_and_maybe_apply(controller, request)
+            with _as_writer(store, state, request) as still_writer:
+                return _plan_and_maybe_apply(controller, request, still_writer)
         finally:
             store.close()
 
 
-def _plan_and_maybe_apply(controller: CatalogController, request: RunRequest) -> int:
+@contextlib.contextmanager
+def _as_writer(store: Store, state: DesiredState, request: RunRequest) -> Iterator[StillWriter]:
+    """An apply runs as the one writer (see cli/writer.py); a dry run writes nothing to
+    Stripe, so it takes no lock and is not stopped by a suspension."""
+    if request.dry_run:
+        mention_suspension(store)
+        yield lambda: True
+        return
+    refuse_if_suspended(store, ignore=request.ignore_suspension)
+    installation = state.config.reconcile.installation_id
+    with writer_lock(store, installation, wait_seconds=request.wait_lock_seconds) as still:
+        yield still
+
+
+def _plan_and_maybe_apply(
+    controller: CatalogController, request: RunRequest, still_writer: StillWriter
+) -> int:
     options = PlanOptions(adopt_all=request.adopt, allow_mass_archive=request.allow_mass_archive)
     if request.saved_plan is not None:
         planned = controller.check_saved_plan(_read_plan(request.saved_plan))
@@ -176,7 +214,7 @@ def _plan_and_maybe_apply(controller: CatalogController, request: RunRequest) ->
     if not plan.steps:
         return EXIT_OK if not plan.adoptable else _adoption_pending(plan)
     _confirm(request.auto_approve)
-    return _apply(controller, planned)
+    return _apply(controller, planned, still_writer)
 
 
 def _record_dry_run(controller: CatalogController, plan: Plan) -> None:
@@ -202,7 +240,7 @@ def _adoption_pending(plan: Plan) -> int:
 def _read_plan(path: Path) -> Plan:
     try:
         return plan_from_json(path.read_text(encoding="utf-8"))
-    except (OSError, PlanFormatError) as error:
+    except (OSError, UnicodeDecodeError, PlanFormatError) as error:
         raise CliError(f"cannot read saved plan {path}: {error}") from error
 
 
@@ -216,12 +254,16 @@ def _confirm(auto_approve: bool) -> None:
         raise CliError("apply cancelled")
 
 
-def _apply(controller: CatalogController, planned: Planned) -> int:
+def _apply(controller: CatalogController, planned: Planned, still_writer: StillWriter) -> int:
     def report(outcome: StepOutcome) -> None:
         step = outcome.step
         replay = " (replayed)" if outcome.replayed else ""
         target = f" {outcome.stripe_id}" if outcome.stripe_id else ""
         typer.echo(f"  done: {step.action.value} {step.key}{target}{replay}", err=True)
+        # Raising here stops the apply after this step: a writer that lost its lock must
+        # not write beside the one that took it.
+        if not still_writer():
+            raise CliError(f"lost the writer lock after {step.key}; the apply stopped there")
 
     run_id, outcomes, residual = controller.apply(planned, on_step=report)
     log.info("apply finished", run_id=run_id, steps=len(outcomes))
@@ -231,32 +273,6 @@ def _apply(controller: CatalogController, planned: Planned) -> int:
         return EXIT_ERROR
     typer.echo(f"Apply complete ({len(outcomes)} steps). Re-plan: {summary_line(residual)}")
     return EXIT_OK
-
-
-def exit_with(code_or_error: int | Exception) -> None:
-    if isinstance(code_or_error, Exception):
-        typer.echo(f"error: {redact(str(code_or_error))}", err=True)
-        raise typer.Exit(EXIT_ERROR)
-    raise typer.Exit(code_or_error)
-
-
-KNOWN_ERRORS = (
-    CliError,
-    ConfigError,
-    ReconcileError,
-    ApplyError,
-    StripeGatewayError,
-)
-
-
-def run_and_exit(command: Callable[[], int]) -> None:
-    """Run a command body; exit with its code, or print a known error and exit 1."""
-    try:
-        code = command()
-    except KNOWN_ERRORS as error:
-        exit_with(error)
-    else:
-        exit_with(code)
 
 
 def register(app: typer.Typer) -> None:
@@ -291,10 +307,23 @@ def register(app: typer.Typer) -> None:
         emulator: Annotated[
             bool, typer.Option("--emulator", help="Use the embedded Stripe emulator.")
         ] = False,
+        wait_lock: Annotated[
+            float,
+            typer.Option(
+                "--wait-lock",
+                min=0,
+                metavar="SECONDS",
+                help="When another writer holds the lock, wait up to SECONDS for it.",
+            ),
+        ] = 0.0,
+        ignore_suspension: Annotated[
+            bool,
+            typer.Option("--ignore-suspension", help="Apply even while applying is suspended."),
+        ] = False,
+        log_level: LogLevelOption = None,
     ) -> None:
         if ctx.invoked_subcommand is not None:
             return
-        configure_logging()
         request = RunRequest(
             directory=desired,
             dry_run=dry_run,
@@ -306,8 +335,10 @@ def register(app: typer.Typer) -> None:
             confirm_live=confirm_live,
             allow_mass_archive=allow_mass_archive,
             use_emulator=emulator,
+            wait_lock_seconds=wait_lock,
+            ignore_suspension=ignore_suspension,
         )
-        run_and_exit(lambda: run(request))
+        run_and_exit(lambda: run(request), log_level=log_level)
 
     @app.command("demo")
     def demo(
@@ -321,10 +352,10 @@ def register(app: typer.Typer) -> None:
                 help="Keep the emulator and SQLite state here (default: a fresh temp dir).",
             ),
         ] = None,
+        log_level: LogLevelOption = None,
     ) -> None:
         """Reconcile desired/ against the embedded emulator and SQLite: apply, then a no-op run."""
-        configure_logging()
-        run_and_exit(lambda: run_demo(desired, state_dir))
+        run_and_exit(lambda: run_demo(desired, state_dir), log_level=log_level)
 
 
 def run_demo(directory: Path, state_dir: Path | None) -> int:
@@ -346,11 +377,14 @@ def run_demo(directory: Path, state_dir: Path | None) -> int:
             git_revision=git_revision(directory),
         )
         typer.echo(f"== Run 1: reconcile {directory} against the Stripe emulator at {emulator.url}")
+        # A --state-dir may be shared: its store gets one writer like any other.
+        installation = state.config.reconcile.installation_id
+        still_writer = stack.enter_context(writer_lock(store, installation, wait_seconds=0))
         planned = controller.plan()
         typer.echo(render_text(planned.plan), nl=False)
         if planned.plan.refused:
             return EXIT_ERROR
-        code = _apply(controller, planned)
+        code = _apply(controller, planned, still_writer)
         if code != EXIT_OK:
             return code
         typer.echo("\n== Run 2: the same desired state again (expect no changes)")

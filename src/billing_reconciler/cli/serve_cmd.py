@@ -25,6 +25,7 @@ import structlog
 import typer
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from billing_reconciler.cli.common import LogLevelOption
 from billing_reconciler.cli.reconcile_cmd import (
     EMULATOR_KEY,
     CliError,
@@ -34,7 +35,6 @@ from billing_reconciler.cli.reconcile_cmd import (
     run_and_exit,
 )
 from billing_reconciler.config import Secret, key_mode, load_environment
-from billing_reconciler.log_setup import configure_logging
 from billing_reconciler.runtime.service import Runtime, ServeSettings, StripeAccess, bind
 from billing_reconciler.runtime.webhooks import WEBHOOK_PATH
 from billing_reconciler.store import default_actor
@@ -148,9 +148,9 @@ def register(app: typer.Typer) -> None:
             float,
             typer.Option("--grace-seconds", min=1, help="Shutdown grace period (SIGTERM)."),
         ] = 30.0,
+        log_level: LogLevelOption = None,
     ) -> None:
         """Serve webhooks, probes and metrics, and keep Stripe converged (leader only)."""
-        configure_logging()
         request = ServeRequest(
             directory=desired,
             host=host,
@@ -160,4 +160,4 @@ def register(app: typer.Typer) -> None:
             workers=workers,
             grace_seconds=grace_seconds,
         )
-        run_and_exit(lambda: run_serve(request))
+        run_and_exit(lambda: run_serve(request), log_level=log_level)

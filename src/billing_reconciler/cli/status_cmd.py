@@ -21,10 +21,10 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from billing_reconciler.cli.reconcile_cmd import (
-    KNOWN_ERRORS,
+from billing_reconciler.cli.common import (
+    EXIT_OK,
     CliError,
-    exit_with,
+    LogLevelOption,
     run_and_exit,
 )
 from billing_reconciler.config import load_environment
@@ -252,36 +252,45 @@ def register(app: typer.Typer) -> None:
         fmt: Annotated[
             StatusFormat, typer.Option("--format", help="Output format.")
         ] = StatusFormat.TEXT,
+        log_level: LogLevelOption = None,
     ) -> None:
         """Per domain the last run, drift and orphans; pending steps; leader; suspension."""
-        run_and_exit(lambda: run_status(desired, fmt))
+        run_and_exit(lambda: run_status(desired, fmt), log_level=log_level)
 
     @app.command("suspend")
     def suspend(
         reason: Annotated[str, typer.Option("--reason", help="Why (shown by status).")],
         desired: DesiredDir = Path("desired"),
+        log_level: LogLevelOption = None,
     ) -> None:
         """Pause applying (every replica); plans are still computed and reported."""
-        try:
-            if not reason.strip():
-                raise CliError("--reason must say why applying is suspended")
-            store = _open_store(desired)
-            try:
-                with store.session() as session:
-                    ControllerStateRepository(session).suspend(reason.strip(), default_actor())
-            finally:
-                store.close()
-        except KNOWN_ERRORS as error:
-            exit_with(error)
-        typer.echo("Applying is suspended; plans are still computed. `reconcile resume` lifts it.")
+        run_and_exit(lambda: run_suspend(desired, reason), log_level=log_level)
 
     @app.command("resume")
-    def resume(desired: DesiredDir = Path("desired")) -> None:
+    def resume(desired: DesiredDir = Path("desired"), log_level: LogLevelOption = None) -> None:
         """Lift a suspension: the next run applies again."""
-        store = _open_store(desired)
-        try:
-            with store.session() as session:
-                lifted = ControllerStateRepository(session).resume()
-        finally:
-            store.close()
-        typer.echo("Applying resumed." if lifted else "Applying was not suspended.")
+        run_and_exit(lambda: run_resume(desired), log_level=log_level)
+
+
+def run_suspend(directory: Path, reason: str) -> int:
+    if not reason.strip():
+        raise CliError("--reason must say why applying is suspended")
+    store = _open_store(directory)
+    try:
+        with store.session() as session:
+            ControllerStateRepository(session).suspend(reason.strip(), default_actor())
+    finally:
+        store.close()
+    typer.echo("Applying is suspended; plans are still computed. `reconcile resume` lifts it.")
+    return EXIT_OK
+
+
+def run_resume(directory: Path) -> int:
+    store = _open_store(directory)
+    try:
+        with store.session() as session:
+            lifted = ControllerStateRepository(session).resume()
+    finally:
+        store.close()
+    typer.echo("Applying resumed." if lifted else "Applying was not suspended.")
+    return EXIT_OK

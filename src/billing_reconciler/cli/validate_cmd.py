@@ -13,8 +13,10 @@ from typing import Annotated
 
 import typer
 
+from billing_reconciler.cli.common import EXIT_ERROR, EXIT_OK, LogLevelOption, run_and_exit
 from billing_reconciler.desired import Diagnostic, LoadResult, load_desired
 from billing_reconciler.desired.schema_export import rendered_schemas, write_schemas
+from billing_reconciler.desired.state import DesiredState
 
 JSON_FORMAT_VERSION = 1
 
@@ -40,8 +42,13 @@ def validate_command(
     output: Annotated[
         OutputFormat, typer.Option("--format", help="text, json or github (annotations).")
     ] = OutputFormat.text,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Check desired/ (billing.yaml and every plan file): every problem, with its position."""
+    run_and_exit(lambda: run_validate(desired, output), log_level=log_level)
+
+
+def run_validate(desired: Path, output: OutputFormat) -> int:
     result = load_desired(desired)
     renderers = {
         OutputFormat.text: render_text,
@@ -49,7 +56,7 @@ def validate_command(
         OutputFormat.github: render_github,
     }
     typer.echo(renderers[output](result, desired), nl=False)
-    raise typer.Exit(code=1 if result.state is None else 0)
+    return EXIT_ERROR if result.state is None else EXIT_OK
 
 
 def schema_command(
@@ -57,14 +64,20 @@ def schema_command(
         bool, typer.Option("--write", help="Write the schemas into --out instead of printing.")
     ] = False,
     out: Annotated[Path, typer.Option("--out", help="Directory for --write.")] = Path("schemas"),
+    log_level: LogLevelOption = None,
 ) -> None:
     """Print the JSON Schemas of billing.yaml and plan files, or write them (--write)."""
+    run_and_exit(lambda: run_schema(write, out), log_level=log_level)
+
+
+def run_schema(write: bool, out: Path) -> int:
     if write:
         for written in write_schemas(out):
             typer.echo(f"wrote {written}")
-        return
+        return EXIT_OK
     schemas = {name: json.loads(text) for name, text in rendered_schemas().items()}
     typer.echo(json.dumps(schemas, indent=2))
+    return EXIT_OK
 
 
 def render_text(result: LoadResult, desired: Path) -> str:
@@ -103,12 +116,17 @@ def _summary(result: LoadResult, desired: Path) -> str:
     state = result.state
     if state is None:
         return f"{desired}: invalid: {errors} error(s), {warnings} warning(s)"
-    prices = sum(len(p.prices) for p in state.products)
+    prices = _price_count(state)
     return (
         f"{desired}: valid ({len(state.features)} features, {len(state.products)} products, "
         f"{prices} prices, {len(state.plans)} plans; revision {state.revision}; "
         f"{warnings} warning(s))"
     )
+
+
+def _price_count(state: DesiredState) -> int:
+    # One definition for the text summary and the JSON counts, so they cannot disagree.
+    return sum(len(product.prices) for product in state.products)
 
 
 def _counts(result: LoadResult) -> dict[str, int]:
@@ -117,6 +135,7 @@ def _counts(result: LoadResult) -> dict[str, int]:
         counts |= {
             "features": len(result.state.features),
             "products": len(result.state.products),
+            "prices": _price_count(result.state),
             "plans": len(result.state.plans),
         }
     return counts
