@@ -81,6 +81,11 @@ class Applier:
         outcomes: list[StepOutcome] = []
         for batch in _batches(plan.steps):
             outcomes.extend(self._apply_batch(plan, batch, ids))
+        # Store-only records the store lost; journaled like steps, after them.
+        offset = len(plan.steps)
+        for index, step in enumerate(plan.restores, start=offset):
+            outcomes.append(self._apply_step(plan, index, step, ids))
+            self._report(outcomes[-1])
         return outcomes
 
     def _apply_batch(
@@ -179,6 +184,7 @@ class Applier:
                     object_key=step.key,
                     action=step.action.value,
                     idempotency_key=self._journal_key(step),
+                    step_key=step.idempotency_key,
                 )
             )
 
@@ -232,7 +238,10 @@ def _operation(step: Step) -> Operation | None:
         case Action.UPDATE:
             return Operation.UPDATE
         case Action.ADOPT:
-            return None if step.kind is Kind.METER else Operation.UPDATE
+            # A meter carries no marker to stamp: adopting it only aligns its display name.
+            if step.kind is Kind.METER:
+                return Operation.UPDATE if step.params else None
+            return Operation.UPDATE
         case Action.REACTIVATE:
             return Operation.REACTIVATE if step.kind is Kind.METER else Operation.UPDATE
         case Action.ARCHIVE:

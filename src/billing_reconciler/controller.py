@@ -7,21 +7,25 @@ store's run table (who, when, which revision, which plan, what came of it).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from billing_reconciler.apply import Applier, StepOutcome
 from billing_reconciler.desired.state import DesiredState
-from billing_reconciler.domains.catalog import desired_catalog, products_with_features
+from billing_reconciler.domains.catalog import desired_catalog
 from billing_reconciler.model import Catalog, CatalogRecord, Kind, PlanRecord, object_key
 from billing_reconciler.planning.builder import AppliedState, PlanPolicy
 from billing_reconciler.planning.diff import diff
 from billing_reconciler.planning.fields import comparable_fields
 from billing_reconciler.planning.plan import Action, Plan, Step
+from billing_reconciler.planning.rules.attachments import products_to_list
 from billing_reconciler.planning.scope import restrict
 from billing_reconciler.store import (
+    JournalRepository,
     LastAppliedRepository,
     PlanRepository,
     PlanState,
@@ -40,6 +44,8 @@ from billing_reconciler.stripe_gateway import (
 DOMAIN = "catalog"
 # Saved plans expire with Stripe's idempotency keys (DESIGN §6).
 PLAN_MAX_AGE_SECONDS = 24 * 3600
+# Stripe keeps an idempotency key for at least 24 hours.
+KEY_WINDOW_SECONDS = 25 * 3600
 
 
 class ReconcileError(RuntimeError):
@@ -90,19 +96,22 @@ class CatalogController:
                 .items()
             }
             plans = tuple(_plan_record(row) for row in PlanRepository(session).list_all())
-        feature_products = products_with_features(desired, applied)
         observed = observe_catalog(
             self.gateway,
-            products_with_features=[
-                applied[key].stripe_id or "" for key in feature_products if key in applied
-            ],
+            products_with_features=functools.partial(
+                products_to_list,
+                desired,
+                applied_keys=applied,
+                installation_id=self.installation_id,
+                verify=self.state.config.reconcile.verify_attachments,
+            ),
         )
         return replace(observed, plans=plans), applied
 
     def plan(self, options: PlanOptions = PlanOptions()) -> Planned:
         desired = self.desired()
         observed, applied = self.observe(desired)
-        policy = self._policy(options)
+        policy = replace(self._policy(options), spent_keys=self._spent_keys())
         plan = diff(desired, observed, applied, policy)
         if options.scope is not None:
             plan = restrict(plan, options.scope)
@@ -122,7 +131,15 @@ class CatalogController:
             adopt_keys=frozenset(settings.adopt),
             allow_mass_archive=options.allow_mass_archive,
             now=int(self.clock()),
+            verify_attachments=settings.verify_attachments,
         )
+
+    def _spent_keys(self) -> frozenset[str]:
+        """Keys of steps completed within Stripe's idempotency window (plus an hour of slack
+        for clock skew): the plan must not give them to new writes."""
+        since = datetime.fromtimestamp(self.clock() - KEY_WINDOW_SECONDS, UTC)
+        with self.store.session() as session:
+            return JournalRepository(session).spent_step_keys(self.installation_id, since=since)
 
     def _with_impact(self, plan: Plan) -> Plan:
         """State how many active subscriptions sit on each price a step supersedes or archives."""
@@ -186,7 +203,7 @@ class CatalogController:
         except Exception as error:
             self._finish_run(run_id, RunResult.FAILED, planned.plan, error=str(error))
             raise
-        converged = not residual.steps
+        converged = not residual.has_work
         self._finish_run(
             run_id,
             RunResult.APPLIED if converged else RunResult.FAILED,

@@ -13,7 +13,8 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeAlias
@@ -30,6 +31,16 @@ OWNERSHIP_METADATA_KEYS = frozenset({META_MANAGED_BY, META_KEY, META_INSTALLATIO
 META_PLANS = "br_plans"
 META_BEHAVIOR = "br_behavior"
 META_PROTECT = "br_protect"
+# The features we attached to a product, written after its attachments changed: the inventory
+# that spares observation one `/v1/products/{id}/features` call per product (Stripe has no
+# account-wide list of product features). Not user metadata: never diffed as such.
+META_FEATURES = "br_features"
+INVENTORY_METADATA_KEYS = frozenset({META_FEATURES})
+# `br_features` of a product with no attachments: an empty value would unset the key, and an
+# absent key means "not recorded" (a product from before the inventory, or not ours).
+NO_FEATURES = "-"
+# Stripe caps a metadata value at 500 characters; a longer list is recorded as its digest.
+_INVENTORY_MAX = 500
 
 JSONScalar: TypeAlias = str | int | bool | None
 JSONValue: TypeAlias = JSONScalar | list["JSONValue"] | dict[str, "JSONValue"]
@@ -80,8 +91,33 @@ class Ownership:
 
 
 def user_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
-    """Live metadata without the ownership marker keys."""
-    return {k: v for k, v in metadata.items() if k not in OWNERSHIP_METADATA_KEYS}
+    """Live metadata without the ownership marker and inventory keys."""
+    return {
+        k: v
+        for k, v in metadata.items()
+        if k not in OWNERSHIP_METADATA_KEYS and k not in INVENTORY_METADATA_KEYS
+    }
+
+
+def features_inventory(feature_keys: Iterable[str]) -> str:
+    """The `br_features` value recording these attached features (`feature/<name>` keys)."""
+    names = sorted({key.split("/", 1)[1] for key in feature_keys})
+    if not names:
+        return NO_FEATURES
+    value = ",".join(names)
+    if len(value) <= _INVENTORY_MAX:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+
+
+def recorded_features(value: str | None) -> frozenset[str] | None:
+    """Feature keys a `br_features` value names; None when it names none we can read (absent,
+    or a digest)."""
+    if value is None or value.startswith("sha256:"):
+        return None
+    if value == NO_FEATURES:
+        return frozenset()
+    return frozenset(object_key(Kind.FEATURE, name) for name in value.split(",") if name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +190,8 @@ class ProductRecord:
     default_price_id: str | None = None
     owner: Ownership | None = None
     protect: bool = False
+    # The live `br_features` value (see META_FEATURES); None when absent.
+    features_record: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

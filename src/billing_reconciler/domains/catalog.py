@@ -207,13 +207,3 @@ def _plan(plan: PlanSpec) -> PlanRecord:
         on_start_credits=plan.on_start_credits,
         metadata=dict(plan.metadata),
     )
-
-
-def products_with_features(desired: Catalog, applied_keys: Iterable[str]) -> set[str]:
-    """Product keys whose feature attachments must be observed (desired or applied before)."""
-    keys = {pf.product_key for pf in desired.product_features}
-    prefix = Kind.PRODUCT_FEATURE.value + "/"
-    for key in applied_keys:
-        if key.startswith(prefix):
-            keys.add(object_key(Kind.PRODUCT, key[len(prefix) :].split("/", 1)[0]))
-    return keys

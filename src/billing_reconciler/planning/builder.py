@@ -15,6 +15,7 @@ from typing import Any
 
 from billing_reconciler.model import Catalog, Kind, Ownership
 from billing_reconciler.planning.plan import (
+    Action,
     DriftItem,
     FieldChange,
     Notice,
@@ -22,6 +23,7 @@ from billing_reconciler.planning.plan import (
     Step,
     canonical_json,
     digest,
+    refs_in,
 )
 
 
@@ -34,6 +36,7 @@ class Phase(IntEnum):
     REPOINT = 60
     PLANS = 70
     DETACH = 80
+    RECORD_FEATURES = 85
     ARCHIVE_PRICES = 90
     ARCHIVE_PRODUCTS = 100
     ARCHIVE_FEATURES = 110
@@ -54,6 +57,11 @@ class PlanPolicy:
     adopt_keys: frozenset[str] = frozenset()
     allow_mass_archive: bool = False
     now: int = 0
+    # Plan keys of steps already completed within Stripe's 24 h idempotency window (from the
+    # journal): a new step never gets one of them, even when it repeats the very same write.
+    spent_keys: frozenset[str] = frozenset()
+    # List every product's attachments instead of trusting its `br_features` record.
+    verify_attachments: bool = False
 
     def owner(self, key: str) -> Ownership:
         return Ownership(installation_id=self.installation_id, key=key, revision=self.revision)
@@ -80,14 +88,34 @@ class PlanBuilder:
     warnings: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
     known_ids: dict[str, str] = field(default_factory=dict)
+    _restores: list[Step] = field(default_factory=list)
+
+    def restore(self, step: Step) -> None:
+        """Queue a store-only record the store lost (see `Plan.restores`)."""
+        self._restores.append(
+            dataclasses.replace(
+                step,
+                idempotency_key=self._unspent(
+                    digest(
+                        self.policy.installation_id,
+                        "restore",
+                        step.key,
+                        canonical_json(step.params),
+                    )
+                ),
+            )
+        )
 
     def add(self, phase: Phase, step: Step, *, before: object = None) -> None:
         """Queue `step`, deriving its idempotency key from what it does and what it acts on.
 
-        The live state it acts on is part of the key: reverting the same drift twice within
-        Stripe's 24 h key lifetime must send a new request, not replay the first response.
+        A key may replay only the write it was made for: a retry, or the same step after a
+        crash (its journal row is not `done`, so the rerun derives the same key). The same
+        write intended again after it completed (archive, reactivate, archive again within
+        Stripe's 24 h key lifetime) must not reuse the spent key, or Stripe replays the first
+        response and nothing happens; it takes the next key of the same derivation instead.
         """
-        key = digest(
+        intent = digest(
             self.policy.installation_id,
             step.action.value,
             step.key,
@@ -95,8 +123,15 @@ class PlanBuilder:
             step.stripe_id or "",
             canonical_json(_plain(before)),
         )
-        step = dataclasses.replace(step, idempotency_key=key, batch=int(phase))
+        step = dataclasses.replace(step, idempotency_key=self._unspent(intent), batch=int(phase))
         self._steps.append((phase, len(self._steps), step))
+
+    def _unspent(self, intent: str) -> str:
+        key, generation = intent, 0
+        while key in self.policy.spent_keys:
+            generation += 1
+            key = digest(intent, f"generation {generation}")
+        return key
 
     def record_drift(
         self, key: str, drift: tuple[FieldChange, ...], applied: Mapping[str, Any]
@@ -127,8 +162,10 @@ class PlanBuilder:
         return tuple(step for _, _, step in ordered)
 
     def build(self, *, observed: Catalog) -> Plan:
+        steps = self.steps()
+        self._refuse_unresolvable(steps)
         return Plan(
-            steps=self.steps(),
+            steps=steps,
             installation_id=self.policy.installation_id,
             desired_revision=self.policy.revision,
             fingerprint=fingerprint(observed),
@@ -139,7 +176,37 @@ class PlanBuilder:
             warnings=tuple(self.warnings),
             refusals=tuple(self.refusals),
             known_ids=dict(sorted(self.known_ids.items())),
+            restores=tuple(sorted(self._restores, key=lambda s: s.key)),
         )
+
+    def _refuse_unresolvable(self, steps: tuple[Step, ...]) -> None:
+        """Refuse, before any write, a plan whose step refers to an object that will have no
+        Stripe id when the step runs: one awaiting adoption, or one the plan cannot make.
+        Found at apply time, it would stop the apply half-way."""
+        resolvable = set(self.known_ids)
+        awaiting = {notice.key: notice for notice in self.adoptable}
+        for step in steps:
+            refs = [*refs_in(step.params), *([step.parent] if step.parent else [])]
+            for missing in dict.fromkeys(r.key for r in refs if r.key not in resolvable):
+                self.refusals.append(_unresolvable(step, missing, awaiting.get(missing)))
+            if step.action in _MAKES_AN_ID:
+                resolvable.add(step.key)
+
+
+_MAKES_AN_ID = frozenset({Action.CREATE, Action.SUPERSEDE, Action.REACTIVATE, Action.ADOPT})
+
+
+def _unresolvable(step: Step, missing: str, adoptable: Notice | None) -> str:
+    if adoptable is not None:
+        return (
+            f"{step.key} depends on {missing}, which awaits adoption ({adoptable.message}; "
+            f"Stripe id {adoptable.stripe_id}): re-run with --adopt, or list {missing!r} under "
+            "reconcile.adopt"
+        )
+    return (
+        f"{step.key} depends on {missing}, which neither exists in Stripe nor is created by "
+        "this plan"
+    )
 
 
 def _plain(value: object) -> Any:

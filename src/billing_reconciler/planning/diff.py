@@ -41,14 +41,37 @@ def diff(
 ) -> Plan:
     """Compare desired with observed (and what we last applied) and return the ordered Plan."""
     builder = PlanBuilder(policy)
-    plan_meters(builder, desired.meters, observed.meters, applied)
+    plan_meters(builder, desired.meters, observed, applied)
     plan_features(builder, desired.features, observed.features, applied)
     products = plan_products(builder, desired.products, observed.products, applied)
     plan_prices(builder, desired, observed, applied, products)
     plan_product_features(builder, desired, observed, applied)
-    plan_plans(builder, desired.plans, observed.plans)
+    plan_plans(builder, desired.plans, observed.plans, observed.products)
     _guard_mass_archive(builder, observed, applied)
+    _notice_blind_drift(builder, observed, applied)
     return builder.build(observed=observed)
+
+
+def _notice_blind_drift(
+    builder: PlanBuilder, observed: Catalog, applied: Mapping[str, AppliedState]
+) -> None:
+    """Stripe's metadata is the inventory, so a new or lost store plans the same steps; only
+    the third side of the diff is missing, and the reader should know."""
+    if applied:
+        return
+    installation = builder.policy.installation_id
+    records: list[FeatureRecord | ProductRecord | PriceRecord] = [
+        *observed.features,
+        *observed.products,
+        *observed.prices,
+    ]
+    managed = sum(1 for r in records if r.owner and r.owner.installation_id == installation)
+    if managed:
+        builder.warnings.append(
+            f"the store holds no last-applied state for the {managed} managed objects in "
+            "Stripe (a new or lost store): a live value that differs from desired is planned as "
+            "a desired change, since drift cannot be told apart from it"
+        )
 
 
 # --- the mass-archive guard ----------------------------------------------------------------

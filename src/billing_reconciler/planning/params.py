@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from billing_reconciler.model import (
+    META_FEATURES,
+    NO_FEATURES,
     CurrencyOption,
     FeatureRecord,
     MeterRecord,
@@ -69,10 +71,9 @@ def feature_create_params(feature: FeatureRecord, owner: Ownership) -> dict[str,
 
 
 def product_create_params(product: ProductRecord, owner: Ownership) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "name": product.title,
-        "metadata": metadata_params(owner, product.metadata),
-    }
+    # A new product has no attachments yet: its inventory says so until they are made.
+    metadata = {**metadata_params(owner, product.metadata), META_FEATURES: NO_FEATURES}
+    params: dict[str, Any] = {"name": product.title, "metadata": metadata}
     if product.description:
         params["description"] = product.description
     return params

@@ -41,6 +41,8 @@ class Reason(StrEnum):
     READDED = "readded"
     ADOPT_REQUESTED = "adopt_requested"
     DUPLICATE = "duplicate"
+    # A store-only record (a plan) the store lost while Stripe shows it was applied.
+    STORE_LOST = "store_lost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,10 @@ class Plan:
     refusals: tuple[str, ...] = ()
     # Stripe ids of existing objects the steps refer to by key (see `Ref`).
     known_ids: Mapping[str, str] = field(default_factory=dict)
+    # Store-only records to write again because the store lost them (a new or lost store)
+    # while Stripe shows they were applied: no change to Stripe or to what the host sees, so
+    # they are neither "changes pending" nor counted; apply writes them after the steps.
+    restores: tuple[Step, ...] = ()
 
     @property
     def has_changes(self) -> bool:
@@ -124,37 +130,33 @@ class Plan:
         return bool(self.steps) or bool(self.adoptable)
 
     @property
+    def has_work(self) -> bool:
+        """Apply has something to do: steps, or store records to restore."""
+        return bool(self.steps) or bool(self.restores)
+
+    @property
     def refused(self) -> bool:
         return bool(self.refusals)
 
     def counts(self) -> dict[str, int]:
-        """The summary line's numbers. Steps that only complete another (the archive of a
-        superseded price, the default-price repoint to a price created here) are not counted
-        again."""
-        counts = {"create": 0, "update": 0, "supersede": 0, "archive": 0, "adopt": 0}
-        new_prices = {
-            step.key
-            for step in self.steps
-            if step.action in (Action.CREATE, Action.SUPERSEDE, Action.REACTIVATE)
-        }
+        """The summary line's numbers: every step apply will run, counted once by its action
+        (the archive that completes a supersede and a default-price repoint are steps too, so
+        the total matches `Apply complete (N steps)`)."""
+        counts = {action.value: 0 for action in Action}
         for step in self.steps:
-            if step.reason is Reason.SUPERSEDED:
-                continue
-            target = step.params.get("default_price")
-            if isinstance(target, Ref) and target.key in new_prices:
-                continue
-            match step.action:
-                case Action.CREATE | Action.REACTIVATE:
-                    counts["create"] += 1
-                case Action.UPDATE:
-                    counts["update"] += 1
-                case Action.SUPERSEDE:
-                    counts["supersede"] += 1
-                case Action.ARCHIVE:
-                    counts["archive"] += 1
-                case Action.ADOPT:
-                    counts["adopt"] += 1
+            counts[step.action.value] += 1
         return counts
+
+
+def refs_in(value: Any) -> list[Ref]:
+    """Every `Ref` inside a step's parameters (nested mappings and lists included)."""
+    if isinstance(value, Ref):
+        return [value]
+    if isinstance(value, Mapping):
+        return [ref for v in value.values() for ref in refs_in(v)]
+    if isinstance(value, list | tuple):
+        return [ref for v in value for ref in refs_in(v)]
+    return []
 
 
 def canonical_json(value: Any) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from billing_reconciler.model import OWNERSHIP_METADATA_KEYS, JSONValue
+from billing_reconciler.model import INVENTORY_METADATA_KEYS, OWNERSHIP_METADATA_KEYS, JSONValue
 from billing_reconciler.money import format_amount, is_valid_currency
 from billing_reconciler.planning.plan import Action, FieldChange, Plan, Ref, Step
 
@@ -27,6 +27,8 @@ LEGEND = (
     "- archive   <= adopt   ^ reactivate"
 )
 _AMOUNT_FIELDS = ("unit_amount", "flat_amount")
+# Our bookkeeping keys: noise in a new object's listing (a change of them is still shown).
+_HIDDEN_METADATA = OWNERSHIP_METADATA_KEYS | INVENTORY_METADATA_KEYS
 
 
 def summary_line(plan: Plan) -> str:
@@ -39,9 +41,9 @@ def summary_line(plan: Plan) -> str:
         f"Plan: {counts['create']} to create, {counts['update']} to update, "
         f"{counts['supersede']} to supersede, {counts['archive']} to archive."
     )
-    extra = []
-    if counts["adopt"]:
-        extra.append(f"{counts['adopt']} to adopt")
+    extra = [
+        f"{counts[action]} to {action}" for action in ("adopt", "reactivate") if counts[action]
+    ]
     if plan.adoptable:
         extra.append(f"{len(plan.adoptable)} awaiting adoption")
     return line if not extra else f"{line[:-1]}, {', '.join(extra)}."
@@ -103,6 +105,10 @@ def _sections_text(plan: Plan) -> list[str]:
                 f"  ? {n.kind.value} {n.key} {n.stripe_id or ''}: {n.message}" for n in notices
             ]
             lines.append("")
+    if plan.restores:
+        lines.append("Store records to restore (lost by the store; Stripe shows them applied):")
+        lines += [f"  + {step.key}" for step in plan.restores]
+        lines.append("")
     if plan.warnings:
         lines += ["Warnings:", *(f"  ! {w}" for w in plan.warnings), ""]
     if plan.refusals:
@@ -179,7 +185,7 @@ def _currency_of(step: Step) -> str | None:
 def _flatten(value: Any, currency: str | None, prefix: str = "") -> Iterator[tuple[str, str]]:
     if isinstance(value, Mapping) and value:
         for key, inner in sorted(value.items()):
-            if prefix == "metadata" and key in OWNERSHIP_METADATA_KEYS:
+            if prefix == "metadata" and key in _HIDDEN_METADATA:
                 continue
             path = f"{prefix}.{key}" if prefix else str(key)
             # A currency option is shown in its own currency.

@@ -53,6 +53,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "warnings": list(plan.warnings),
         "refusals": list(plan.refusals),
         "known_ids": dict(plan.known_ids),
+        "restores": [_step_to_dict(step) for step in plan.restores],
     }
 
 
@@ -132,6 +133,7 @@ def _plan_from_dict(data: dict[str, Any]) -> Plan:
         warnings=tuple(data["warnings"]),
         refusals=tuple(data["refusals"]),
         known_ids=dict(data["known_ids"]),
+        restores=tuple(_step_from_dict(s) for s in data.get("restores", [])),
     )
 
 

@@ -172,7 +172,7 @@ class CatalogDomain:
             controller.record_dry_run(plan, run_id=run_id)
             raise PermanentError("the plan was refused: " + "; ".join(plan.refusals))
         suspension = self._suspension()
-        if plan.steps and suspension is None and may_write():
+        if plan.has_work and suspension is None and may_write():
             return self._apply(controller, planned, request, run_id, may_write)
         controller.record_dry_run(plan, run_id=run_id)
         result = RunResult.CHANGES_PENDING if plan.has_changes else RunResult.NO_CHANGES

@@ -36,6 +36,8 @@ class JournalEntry:
     object_key: str
     action: str
     idempotency_key: str
+    # The key the plan gave the step; None for callers that journal no plan step.
+    step_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,7 @@ class JournalRepository:
                 object_key=entry.object_key,
                 action=entry.action,
                 idempotency_key=entry.idempotency_key,
+                step_key=entry.step_key,
                 state=JournalState.PENDING.value,
                 started_at=self._clock(),
             )
@@ -165,6 +168,17 @@ class JournalRepository:
             JournalModel.state == JournalState.DONE.value,
         )
         return set(self._session.scalars(query))
+
+    def spent_step_keys(self, installation_id: str, *, since: datetime) -> frozenset[str]:
+        """Plan keys of steps completed since `since`: Stripe has answered them for good, so a
+        later plan must give its steps other keys (Stripe keeps keys for 24 hours)."""
+        query = select(JournalModel.step_key).where(
+            JournalModel.installation_id == installation_id,
+            JournalModel.state == JournalState.DONE.value,
+            JournalModel.step_key.is_not(None),
+            JournalModel.started_at >= since,
+        )
+        return frozenset(key for key in self._session.scalars(query) if key)
 
     def _finish(
         self,

@@ -111,6 +111,7 @@ class JournalModel(Base):
         CheckConstraint("state IN ('pending', 'done', 'failed')", name="state"),
         Index(None, "installation_id", "state"),
         Index(None, "run_id"),
+        Index(None, "installation_id", "step_key"),
     )
 
     id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True, autoincrement=True)
@@ -121,6 +122,8 @@ class JournalModel(Base):
     object_key: Mapped[str] = mapped_column(String(KEY))
     action: Mapped[str] = mapped_column(String(32))
     idempotency_key: Mapped[str] = mapped_column(String(KEY), unique=True)
+    # The plan's key for the step (`idempotency_key` is it bound to the run); migration 0002.
+    step_key: Mapped[str | None] = mapped_column(String(KEY))
     state: Mapped[str] = mapped_column(String(16))
     stripe_id: Mapped[str | None] = mapped_column(String(KEY))
     error: Mapped[str | None] = mapped_column(Text)

@@ -124,6 +124,7 @@ def map_product(obj: StripeDict) -> ProductRecord:
         default_price_id=_id_of(obj.get("default_price")),
         owner=owner,
         protect=_protected(metadata),
+        features_record=metadata.get(model.META_FEATURES),
     )
 
 

@@ -8,15 +8,15 @@ read-after-write decisions (DESIGN §4).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import stripe
 
-from billing_reconciler.model import Catalog
+from billing_reconciler.model import Catalog, ProductRecord
 from billing_reconciler.stripe_gateway.client import StripeGateway
 from billing_reconciler.stripe_gateway.errors import PermanentStripeError
-from billing_reconciler.stripe_gateway.mapping import map_catalog
+from billing_reconciler.stripe_gateway.mapping import map_catalog, map_product
 
 if TYPE_CHECKING:
     from stripe.params import (
@@ -57,19 +57,25 @@ def list_all(
         page_params["starting_after"] = objects[-1]["id"]
 
 
+FeatureProducts = Iterable[str] | Callable[[Sequence[ProductRecord]], Iterable[str]]
+
+
 def observe_catalog(
-    gateway: StripeGateway, *, products_with_features: Iterable[str] | None = None
+    gateway: StripeGateway, *, products_with_features: FeatureProducts | None = None
 ) -> Catalog:
     """The live catalog: meters, features, products, prices, and product features.
 
     Stripe has no account-wide list of product features, only `/v1/products/{id}/features`,
-    so attachments are listed only for the product ids in `products_with_features` (the
-    planner passes products with features desired or last applied). Listing them for every
-    product would cost one request per product and break the ceil(N/100) budget. Ids of
-    products that no longer exist (deleted in Stripe since we last applied) have no features.
+    so attachments are listed only for the product ids `products_with_features` names: ids, or
+    a function of the live products that picks them (the planner's rule: products whose
+    attachment record may be out of date). Listing them for every product would cost one
+    request per product and break the ceil(N/100) budget. Ids of products that no longer
+    exist (deleted in Stripe since we last applied) have no features.
     """
     products = list(_products(gateway))
     observed_ids = {obj["id"] for obj in products}
+    if callable(products_with_features):
+        products_with_features = products_with_features([map_product(p) for p in products])
     return map_catalog(
         meters=list(_meters(gateway)),
         features=list(_features(gateway)),

@@ -66,8 +66,11 @@ def big_catalog() -> str:
 
 
 # Mutating requests of a fresh apply of `big_catalog()`: features, products, prices, feature
-# attachments, and one default-price repoint per product (plans live in the store only).
-EXPECTED_POSTS = len(FEATURES) + PRODUCTS + PRODUCTS * PRICES_PER_PRODUCT + PRODUCTS + PRODUCTS
+# attachments, one default-price repoint per product, and one `br_features` record per product
+# (each has a feature; plans live in the store only).
+EXPECTED_POSTS = (
+    len(FEATURES) + PRODUCTS + PRODUCTS * PRICES_PER_PRODUCT + PRODUCTS + PRODUCTS + PRODUCTS
+)
 EXPECTED_COUNTS = {
     "feature": len(FEATURES),
     "product": PRODUCTS,

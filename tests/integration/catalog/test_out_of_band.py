@@ -15,6 +15,7 @@ from typing import Any
 
 import stripe
 
+from billing_reconciler.desired import load_desired
 from billing_reconciler.model import Kind
 from billing_reconciler.planning.plan import Action
 
@@ -63,6 +64,7 @@ def test_product_deleted_in_the_dashboard_is_recreated(
     assert [(s.action, s.key) for s in plan.steps] == [
         (Action.CREATE, "product/addon"),
         (Action.CREATE, "product_feature/addon/export"),
+        (Action.UPDATE, "product/addon"),  # its `br_features` record, after attaching
     ]
     converge(controller)
     [again] = managed(client, "product/addon")
@@ -80,7 +82,15 @@ def test_feature_detached_in_the_dashboard_is_reattached(
     assert attachment.entitlement_feature.lookup_key == "export"
     client.v1.products.features.delete(reports.id, attachment.id)
 
-    controller = make_controller(state)
+    # Observation trusts the product's `br_features` record (Stripe has no account-wide list
+    # of attachments): a detach in the dashboard alone is not seen by a default plan ...
+    assert make_controller(state).plan().plan.steps == ()
+    # ... and is by one that verifies attachments.
+    billing = tmp_path / "billing.yaml"
+    billing.write_text(billing.read_text() + "  verify_attachments: true\n")
+    result = load_desired(tmp_path)
+    assert result.state is not None, [str(d) for d in result.diagnostics]
+    controller = make_controller(result.state)
     plan = controller.plan().plan
     assert [(s.action, s.kind) for s in plan.steps] == [(Action.CREATE, Kind.PRODUCT_FEATURE)]
     converge(controller)

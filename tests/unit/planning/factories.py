@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from billing_reconciler.model import (
+    NO_FEATURES,
     Catalog,
     Kind,
     Ownership,
@@ -68,6 +69,9 @@ def live(record: Any, *, installation: str = INSTALLATION, marked: bool = True, 
         Ownership(installation_id=installation, key=record.key, revision="rev0") if marked else None
     )
     values: dict[str, Any] = {"stripe_id": f"{prefix}_{next(_counter):06d}", "owner": owner}
+    if isinstance(record, ProductRecord) and marked:
+        # We create products with an empty attachment inventory (`br_features`).
+        values["features_record"] = NO_FEATURES
     values.update(kw)
     return dataclasses.replace(record, **values)
 

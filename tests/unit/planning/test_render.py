@@ -36,7 +36,7 @@ def test_nested_currency_options_show_only_the_leaves_that_differ() -> None:
     ]
 
 
-def test_text_plan_of_a_supersede_marks_the_forcing_field_and_counts_once() -> None:
+def test_text_plan_of_a_supersede_marks_the_forcing_field_and_counts_every_step() -> None:
     desired = Catalog(products=(product("team"),), prices=(price("team"),))
     observed_products, observed_prices = link(
         [live(desired.products[0])], [live(desired.prices[0])]
@@ -46,7 +46,8 @@ def test_text_plan_of_a_supersede_marks_the_forcing_field_and_counts_once() -> N
     text = render_text(diff(changed, observed, applied_from(observed), policy()))
     assert "-/+ price/team/monthly" in text
     assert "unit_amount: 10.00 USD -> 15.00 USD  # forces supersede" in text
-    assert text.rstrip().endswith("Plan: 0 to create, 0 to update, 1 to supersede, 0 to archive.")
+    # Supersede, the repoint of the default price, and the archive of the old price: 3 steps.
+    assert text.rstrip().endswith("Plan: 0 to create, 1 to update, 1 to supersede, 1 to archive.")
     markdown = render_markdown(diff(changed, observed, applied_from(observed), policy()))
     assert "⚠️ **destructive**" in markdown
 

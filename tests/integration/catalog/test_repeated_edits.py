@@ -1,0 +1,54 @@
+"""A write intended again after it completed gets a new idempotency key (issue 8, defect 1).
+
+Stripe replays the stored response for a key it has seen within 24 hours. A key derived from
+the step alone repeats when the same edit is made twice (4900 -> 5900 -> 4900 -> 5900): the
+second archive of the old price replayed the first one and archived nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import stripe
+
+from billing_reconciler.controller import CatalogController
+
+from .conftest import MakeController, write_desired
+
+CATALOG = """\
+products:
+  - name: team
+    title: Team
+    prices:
+      - name: monthly
+        interval: month
+        amount: {amount}
+        currency: usd
+"""
+
+
+def apply(controller: CatalogController) -> list[Any]:
+    planned = controller.plan()
+    assert not planned.plan.refused, planned.plan.refusals
+    _, outcomes, residual = controller.apply(planned)
+    assert residual.steps == (), [(s.action.value, s.key) for s in residual.steps]
+    return outcomes
+
+
+def test_the_same_edit_twice_is_applied_twice(
+    tmp_path: Path,
+    emulator: Any,
+    stripe_client: stripe.StripeClient,
+    make_controller: MakeController,
+) -> None:
+    for amount in (4900, 5900, 4900, 5900, 4900):
+        state = write_desired(tmp_path, CATALOG.format(amount=amount))
+        outcomes = apply(make_controller(state))
+        assert not any(o.replayed for o in outcomes), amount
+        live = stripe_client.v1.prices.list({"active": True}).data
+        assert [p.unit_amount for p in live] == [amount]
+    # Every mutating request was a fresh write: none was answered from Stripe's key store.
+    posts = emulator.control.requests(method="POST")
+    assert posts
+    assert not any(entry.replayed for entry in posts)
