@@ -1,0 +1,91 @@
+"""`reconcile emulator` keeps no state unless told, never shares `--emulator`'s state file,
+and the example that README.md and docs/emulator.md both give works as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from billing_reconciler.cli.reconcile_cmd import emulator_state_file
+from tests.e2e.cli import REPO, reconcile
+from tests.e2e.test_serve import free_port
+
+EXAMPLE_START = "reconcile emulator --port 12111"
+
+
+def sh_blocks(markdown: Path) -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", markdown.read_text(encoding="utf-8"), re.DOTALL)
+
+
+def the_example(markdown: Path) -> list[str]:
+    """The two-line example: start the emulator, then plan against it."""
+    (block,) = [b for b in sh_blocks(markdown) if EXAMPLE_START in b]
+    lines = [line for line in block.splitlines() if line.strip()]
+    start = next(n for n, line in enumerate(lines) if line.startswith(EXAMPLE_START))
+    return lines[start : start + 2]
+
+
+def start_emulator(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    argv = [a.replace("12111", str(port)) for a in args]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "BILLING_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "billing_reconciler", *argv],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert "listening on" in line, line
+    return process, port
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=20)
+
+
+def test_readme_and_docs_give_the_same_example() -> None:
+    readme = the_example(REPO / "README.md")
+    docs = the_example(REPO / "docs" / "emulator.md")
+    assert readme == docs
+
+
+def test_the_example_works_and_keeps_a_state_file_of_its_own(workdir: Path) -> None:
+    start, plan = the_example(REPO / "README.md")
+    start_args = shlex.split(start, comments=True)[1:]
+    state = Path(start_args[start_args.index("--state") + 1])
+    # Never the embedded emulator's file of `reconcile --emulator` run from the same place.
+    assert (workdir / state).resolve() != emulator_state_file(workdir / "desired")
+
+    process, port = start_emulator(start_args, workdir)
+    try:
+        words = shlex.split(plan.replace("12111", str(port)))
+        env = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
+        command = [w for w in words if w not in {f"{k}={v}" for k, v in env.items()}]
+        assert command[0] == "reconcile"
+        planned = reconcile(*command[1:], cwd=workdir, env=env)
+        assert planned.returncode == 2, planned.stderr
+        assert "to create" in planned.stdout
+    finally:
+        stop(process)
+    assert (workdir / state).is_file(), "the emulator saved its state on exit"
+    assert not emulator_state_file(workdir / "desired").exists()
+
+
+def test_without_state_the_emulator_writes_no_file(tmp_path: Path) -> None:
+    process, _ = start_emulator(["emulator", "--port", "12111"], tmp_path)
+    time.sleep(0.2)
+    stop(process)
+    assert process.returncode == 0
+    assert list(tmp_path.rglob("*")) == []
