@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from billing_reconciler.runtime.leader import Leadership, leader_lock_for
 from billing_reconciler.store import ControllerStateRepository, LeaseRepository, Store
-from tests.e2e.cli import reconcile
+from tests.e2e.cli import REPO, reconcile
 from tests.e2e.test_serve import INSTALLATION, Serve, eventually, lease_pid
 from tests.fixtures.emulator import TEST_API_KEY, EmulatorHandle
 
@@ -228,3 +229,70 @@ def test_a_suspension_refuses_an_apply_unless_ignored_and_dry_runs_still_plan(
             assert ControllerStateRepository(session).suspension() is not None
     finally:
         store.close()
+
+
+def test_demo_on_a_shared_state_dir_takes_the_writer_lock(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    store = Store.open(f"sqlite:///{state_dir / 'state.db'}")
+    leadership = Leadership(
+        leader_lock_for(store, INSTALLATION),
+        store=store,
+        installation_id=INSTALLATION,
+        holder="ops@bastion pid 4242",
+    )
+    try:
+        assert leadership.step()
+        done = reconcile("demo", "--state-dir", str(state_dir), cwd=REPO)
+        assert done.returncode == 1, done.stderr
+        assert "another writer holds the file lock" in done.stderr
+        assert "ops@bastion pid 4242" in done.stderr
+        assert "Apply complete" not in done.stdout
+    finally:
+        leadership.stop()
+        store.close()
+
+
+@pytest.mark.postgres
+def test_an_apply_that_loses_its_lock_stops_and_never_takes_it_back(
+    workdir: Path, postgres_database_url: str, pg_store: Store, emulator: EmulatorHandle
+) -> None:
+    emulator.control.set_latency(300)  # observation alone takes seconds: time to cut in
+    env = {
+        "BILLING_DATABASE_URL": postgres_database_url,
+        "STRIPE_API_KEY": TEST_API_KEY,
+        "STRIPE_API_BASE": emulator.url,
+    }
+    first = subprocess.Popen(
+        [sys.executable, "-m", "billing_reconciler", "--auto-approve"],
+        cwd=workdir,
+        env={**_clean_env(), **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def cli_leads() -> bool:
+            with pg_store.session() as session:
+                lease = LeaseRepository(session).current(f"leader/{INSTALLATION}")
+            return lease is not None and lease.holder.endswith(f"pid {first.pid}")
+
+        eventually(cli_leads, timeout=20, what="the CLI apply's lease")
+        admin = postgres_database_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(admin, autocommit=True) as connection:
+            killed = connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'billing-reconciler-leader' "
+                "AND datname = current_database()"
+            ).fetchall()
+        assert killed == [(True,)]
+    finally:
+        out, err = first.communicate(timeout=90)
+        emulator.control.set_latency(0)
+    assert first.returncode == 1, err
+    assert "lost the writer lock after" in err
+    assert "Apply complete" not in out
+    done = [line for line in err.splitlines() if line.strip().startswith("done:")]
+    assert len(done) <= 16, "it stopped with the steps in flight, not at the end"

@@ -43,7 +43,7 @@ LogLevelOption = Annotated[
     typer.Option(
         "--log-level",
         case_sensitive=False,
-        help="debug, info or warning (default: BILLING_LOG_LEVEL, else info).",
+        help="Log threshold (default: BILLING_LOG_LEVEL, else info).",
     ),
 ]
 

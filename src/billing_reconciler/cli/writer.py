@@ -121,6 +121,7 @@ def writer_lock(
         store=store,
         installation_id=installation_id,
         holder=cli_holder(),
+        once=True,
     )
     try:
         _acquire(leadership, store, installation_id, wait_seconds)

@@ -276,6 +276,9 @@ class Leadership:
     `step()` is one round (acquire if follower; verify and renew the lease if leader); the
     background thread started by `start()` runs it every `retry_seconds`/`check_seconds`.
     `on_change(is_leader)` is called on every transition, from whichever thread noticed it.
+
+    `once=True` is for a one-shot writer (a CLI apply): after losing the lock it never takes
+    it again, since another writer may have written in between and its plan is stale.
     """
 
     def __init__(
@@ -288,6 +291,7 @@ class Leadership:
         retry_seconds: float = DEFAULT_RETRY_SECONDS,
         check_seconds: float = DEFAULT_CHECK_SECONDS,
         on_change: Callable[[bool], None] | None = None,
+        once: bool = False,
     ) -> None:
         self.lock = lock
         self.holder = holder
@@ -298,8 +302,10 @@ class Leadership:
         # How long `status` keeps calling a lease live without a renewal.
         self._lease_ttl = timedelta(seconds=max(10.0, 5 * check_seconds))
         self._on_change = on_change
+        self._once = once
         self._mutex = threading.Lock()
         self._leader = False
+        self._lost = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -320,7 +326,7 @@ class Leadership:
 
     def step(self) -> bool:
         """One round of the election; True while leader."""
-        if self._stop.is_set():
+        if self._stop.is_set() or (self._once and self._lost):
             return False
         if self.check() if self._leader else self._try_acquire():
             self._record_lease()
@@ -339,6 +345,7 @@ class Leadership:
             if self._leader == leader:
                 return
             self._leader = leader
+            self._lost = self._lost or not leader
         if leader:
             _log.info("became leader", lock=self.lock.description, holder=self.holder)
         else:
