@@ -13,9 +13,12 @@ from collections.abc import Sequence
 
 import typer
 
-# Typer vendors its own click (typer._click); the standalone `click` package, if installed
-# at all, raises different classes, so these must come from Typer's copy.
-from typer._click.exceptions import ClickException
+# Recent Typer versions vendor their own click (typer._click); the standalone `click` (still
+# installed for uvicorn) raises different classes, so catch Typer's copy when it has one.
+try:
+    from typer._click.exceptions import ClickException
+except ImportError:  # an older Typer, built on the click package
+    from click.exceptions import ClickException  # type: ignore[assignment]
 
 from billing_reconciler.cli import (
     emulator_cmd,
