@@ -42,7 +42,7 @@ from billing_reconciler.config import Environment, key_mode, load_environment, r
 from billing_reconciler.controller import CatalogController, Planned, PlanOptions
 from billing_reconciler.desired import load_desired
 from billing_reconciler.desired.state import DesiredState
-from billing_reconciler.planning.plan import Plan
+from billing_reconciler.planning.plan import Plan, Reason
 from billing_reconciler.planning.render import render_markdown, render_text, summary_line
 from billing_reconciler.planning.serialize import PlanFormatError, plan_from_json, plan_to_json
 from billing_reconciler.store import Store
@@ -211,7 +211,7 @@ def _plan_and_maybe_apply(
         return EXIT_CHANGES_PENDING if plan.has_changes else EXIT_OK
     if plan.refused:
         raise CliError("the plan was refused; nothing was applied")
-    if not plan.steps:
+    if not plan.has_work:
         return EXIT_OK if not plan.adoptable else _adoption_pending(plan)
     _confirm(request.auto_approve)
     return _apply(controller, planned, still_writer)
@@ -267,11 +267,16 @@ def _apply(controller: CatalogController, planned: Planned, still_writer: StillW
 
     run_id, outcomes, residual = controller.apply(planned, on_step=report)
     log.info("apply finished", run_id=run_id, steps=len(outcomes))
-    if residual.steps:
+    if residual.has_work:
         typer.echo("error: apply did not converge; the re-plan still has changes:", err=True)
         typer.echo(render_text(residual), err=True, nl=False)
         return EXIT_ERROR
-    typer.echo(f"Apply complete ({len(outcomes)} steps). Re-plan: {summary_line(residual)}")
+    restored = sum(1 for outcome in outcomes if outcome.step.reason is Reason.STORE_LOST)
+    also = f", {restored} store records restored" if restored else ""
+    typer.echo(
+        f"Apply complete ({len(outcomes) - restored} steps{also}). "
+        f"Re-plan: {summary_line(residual)}"
+    )
     return EXIT_OK
 
 
