@@ -25,6 +25,7 @@ from billing_reconciler.planning.plan import Action, Plan, Step
 from billing_reconciler.planning.rules.attachments import products_to_list
 from billing_reconciler.planning.scope import restrict
 from billing_reconciler.store import (
+    ControllerStateRepository,
     JournalRepository,
     LastAppliedRepository,
     PlanRepository,
@@ -111,7 +112,8 @@ class CatalogController:
     def plan(self, options: PlanOptions = PlanOptions()) -> Planned:
         desired = self.desired()
         observed, applied = self.observe(desired)
-        policy = replace(self._policy(options), spent_keys=self._spent_keys())
+        spent, salt = self._key_history()
+        policy = replace(self._policy(options), spent_keys=spent, key_salt=salt)
         plan = diff(desired, observed, applied, policy)
         if options.scope is not None:
             plan = restrict(plan, options.scope)
@@ -134,12 +136,14 @@ class CatalogController:
             verify_attachments=settings.verify_attachments,
         )
 
-    def _spent_keys(self) -> frozenset[str]:
+    def _key_history(self) -> tuple[frozenset[str], str]:
         """Keys of steps completed within Stripe's idempotency window (plus an hour of slack
-        for clock skew): the plan must not give them to new writes."""
+        for clock skew), which the plan must not give to new writes, and the store's identity,
+        which salts every key (a lost store's spent keys are unknown to its successor)."""
         since = datetime.fromtimestamp(self.clock() - KEY_WINDOW_SECONDS, UTC)
         with self.store.session() as session:
-            return JournalRepository(session).spent_step_keys(self.installation_id, since=since)
+            spent = JournalRepository(session).spent_step_keys(self.installation_id, since=since)
+            return spent, ControllerStateRepository(session).store_id()
 
     def _with_impact(self, plan: Plan) -> Plan:
         """State how many active subscriptions sit on each price a step supersedes or archives."""

@@ -60,6 +60,8 @@ class PlanPolicy:
     # Plan keys of steps already completed within Stripe's 24 h idempotency window (from the
     # journal): a new step never gets one of them, even when it repeats the very same write.
     spent_keys: frozenset[str] = frozenset()
+    # The store's identity: a new or lost store derives keys no earlier store sent.
+    key_salt: str = ""
     # List every product's attachments instead of trusting its `br_features` record.
     verify_attachments: bool = False
 
@@ -98,6 +100,7 @@ class PlanBuilder:
                 idempotency_key=self._unspent(
                     digest(
                         self.policy.installation_id,
+                        self.policy.key_salt,
                         "restore",
                         step.key,
                         canonical_json(step.params),
@@ -117,6 +120,7 @@ class PlanBuilder:
         """
         intent = digest(
             self.policy.installation_id,
+            self.policy.key_salt,
             step.action.value,
             step.key,
             canonical_json(step.params),

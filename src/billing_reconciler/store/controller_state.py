@@ -17,6 +17,8 @@ from billing_reconciler.store._common import Clock, dialect_insert, utc_now
 from billing_reconciler.store.tables import ControllerStateModel, LeaseModel
 
 SUSPENDED = "suspended"
+# Written once by migration 0003; salts idempotency keys (see that migration).
+STORE_ID = "store_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,13 @@ class ControllerStateRepository:
             return None
         value, since = row
         return Suspension(reason=str(value["reason"]), actor=str(value["actor"]), since=since)
+
+    def store_id(self) -> str:
+        """This store's own identity (made by migration 0003); "" if someone deleted it."""
+        value = self._session.execute(
+            select(ControllerStateModel.value).where(ControllerStateModel.key == STORE_ID)
+        ).scalar_one_or_none()
+        return str(value.get("id", "")) if isinstance(value, dict) else ""
 
     def _put(self, key: str, value: dict[str, Any], now: datetime) -> None:
         self._session.execute(

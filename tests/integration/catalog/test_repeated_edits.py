@@ -13,6 +13,7 @@ from typing import Any
 import stripe
 
 from billing_reconciler.controller import CatalogController
+from billing_reconciler.store import Store
 
 from .conftest import MakeController, write_desired
 
@@ -52,3 +53,28 @@ def test_the_same_edit_twice_is_applied_twice(
     posts = emulator.control.requests(method="POST")
     assert posts
     assert not any(entry.replayed for entry in posts)
+
+
+def test_a_new_store_never_replays_a_lost_stores_writes(
+    tmp_path: Path,
+    emulator: Any,
+    stripe_client: stripe.StripeClient,
+    make_controller: MakeController,
+) -> None:
+    """The journal of a lost store took its spent keys with it; the successor's keys are
+    salted with its own identity, so the same edit made again is still a fresh write."""
+    lost = Store.open(f"sqlite:///{tmp_path / 'lost.db'}")
+    for amount in (4900, 5900, 4900):
+        apply(make_controller(write_desired(tmp_path, CATALOG.format(amount=amount)), store=lost))
+    lost.close()
+
+    fresh = Store.open(f"sqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        state = write_desired(tmp_path, CATALOG.format(amount=5900))
+        outcomes = apply(make_controller(state, store=fresh))
+        assert outcomes
+        assert not any(o.replayed for o in outcomes)
+    finally:
+        fresh.close()
+    live = stripe_client.v1.prices.list({"active": True}).data
+    assert [p.unit_amount for p in live] == [5900]
