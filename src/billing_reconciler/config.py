@@ -266,6 +266,9 @@ class ReconcileConfig(_Frozen):
     apply_concurrency: Annotated[StrictInt, Field(ge=1, le=32)] = 16
     """Steps of one plan phase (independent of each other) sent at once; 1 = one at a time.
     The request budget still paces them; concurrency only hides Stripe's latency."""
+    verify_attachments: StrictBool = False
+    """List every managed product's features on each plan (one call per product) instead of
+    trusting the `br_features` record: finds attachments removed in the dashboard."""
     adopt: tuple[
         Annotated[StrictStr, BeforeValidator(_lower), Field(pattern=BR_KEY_PATTERN)], ...
     ] = ()

@@ -187,7 +187,7 @@ class CatalogDomain:
         run_id: str,
         may_write: MayWrite,
     ) -> DomainRunResult:
-        total = len(planned.plan.steps)
+        total = len(planned.plan.steps) + len(planned.plan.restores)
         applied = 0
 
         def after_step(outcome: StepOutcome) -> None:
@@ -215,10 +215,11 @@ class CatalogDomain:
             return self._result(
                 request, run_id, INTERRUPTED, RunMode.APPLY, planned.plan, applied=applied
             )
-        if residual.steps:
+        if residual.has_work:
             # Recorded as failed by the controller. Usually Stripe changed under us mid-apply;
             # the retry re-plans from what is there now.
-            raise TransientError(f"apply did not converge: {len(residual.steps)} step(s) remain")
+            remaining = len(residual.steps) + len(residual.restores)
+            raise TransientError(f"apply did not converge: {remaining} step(s) remain")
         _log.info("reconcile finished", result=RunResult.APPLIED.value, applied=applied)
         return self._result(
             request, run_id, RunResult.APPLIED.value, RunMode.APPLY, planned.plan, applied=applied
