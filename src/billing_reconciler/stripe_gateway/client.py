@@ -264,6 +264,11 @@ class _LoggedHttpClient(stripe.RequestsClient):
         request_id: str | None,
         error: str | None,
     ) -> None:
+        if not structlog.is_configured():
+            # structlog's defaults print every level to stdout, which carries plans: a
+            # program that never set up logging (a library user, a benchmark) gets no
+            # request lines rather than debug noise in its output.
+            return
         _log.debug(
             "stripe request",
             method=method.upper(),
