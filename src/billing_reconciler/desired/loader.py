@@ -20,11 +20,11 @@ from billing_reconciler.desired.normalize import (
     plan_spec,
     product_spec,
 )
-from billing_reconciler.desired.references import Catalog, check_references
+from billing_reconciler.desired.references import Catalog, UnparsedFiles, check_references
 from billing_reconciler.desired.schema_export import billing_schema
 from billing_reconciler.desired.state import DesiredState, ProductSpec, content_revision
 from billing_reconciler.desired.validation import validate
-from billing_reconciler.desired.yaml_source import SourceDocument, load_yaml_file
+from billing_reconciler.desired.yaml_source import MAX_FILE_BYTES, SourceDocument, load_yaml_file
 
 CONFIG_FILE = "billing.yaml"
 PLAN_SUFFIXES = frozenset({".yaml", ".yml"})
@@ -66,12 +66,14 @@ def load_desired(directory: Path) -> LoadResult:
     config_file = directory / CONFIG_FILE
     loaded = _load_config(config_file, diagnostics)
     entries = PlanEntries()
+    unparsed: list[str | None] = []
     plans_dir = _plans_directory(loaded, base=directory, diagnostics=diagnostics)
     if plans_dir is not None:
         for file in _plan_files(plans_dir, exclude=config_file):
-            _read_plan_file(file, entries, diagnostics)
+            if not _read_plan_file(file, entries, diagnostics):
+                unparsed.append(_text_of(file))
     diagnostics.extend(entries.diagnostics)
-    state = _build_state(directory, loaded, entries, diagnostics)
+    state = _build_state(directory, loaded, entries, UnparsedFiles(tuple(unparsed)), diagnostics)
     ordered = tuple(sorted(set(diagnostics), key=sort_key))
     has_errors = any(d.is_error for d in ordered)
     return LoadResult(state=None if has_errors else state, diagnostics=ordered)
@@ -165,7 +167,8 @@ def _plan_files(directory: Path, *, exclude: Path) -> list[Path]:
     return sorted(found)
 
 
-def _read_plan_file(file: Path, entries: PlanEntries, diagnostics: list[Diagnostic]) -> None:
+def _read_plan_file(file: Path, entries: PlanEntries, diagnostics: list[Diagnostic]) -> bool:
+    """Read one plan file into `entries`; False when it could not be parsed at all."""
     display = display_path(file)
     documents, problems = load_yaml_file(file, display)
     diagnostics.extend(problems)
@@ -175,10 +178,25 @@ def _read_plan_file(file: Path, entries: PlanEntries, diagnostics: list[Diagnost
         )
     for document in documents:
         read_plan_document(document, entries)
+    return not problems
+
+
+def _text_of(file: Path) -> str | None:
+    """An unparsable file's text, lower-cased, to tell which names it may define."""
+    try:
+        if file.stat().st_size > MAX_FILE_BYTES:
+            return None
+        return file.read_text(encoding="utf-8").lower()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _build_state(
-    directory: Path, loaded: _Config, entries: PlanEntries, diagnostics: list[Diagnostic]
+    directory: Path,
+    loaded: _Config,
+    entries: PlanEntries,
+    unparsed: UnparsedFiles,
+    diagnostics: list[Diagnostic],
 ) -> DesiredState:
     currency = loaded.config.billing.currency
     features = [Located(feature_spec(f.item), f.document, f.loc) for f in entries.features]
@@ -197,6 +215,7 @@ def _build_state(
         products=products,
         plans=plans,
         invalid_names=entries.invalid_names,
+        unparsed=unparsed,
     )
     diagnostics.extend(check_references(catalog))
     all_features = tuple(sorted((f.item for f in features + implied), key=lambda f: f.name))

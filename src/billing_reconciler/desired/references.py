@@ -3,12 +3,15 @@
 Each rule is a small function returning diagnostics positioned at the node that is wrong
 (the plan's product reference, the duplicate name, the config key). References to entries
 that failed their own validation are not reported again: the user already has that error.
+Nor are references to names a plan file that failed to parse may define: one mistake (a YAML
+syntax error, a duplicate key) gets one error, not one more per plan naming its products.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from billing_reconciler.config import BillingConfig
 from billing_reconciler.desired.diagnostics import Diagnostic
@@ -17,6 +20,22 @@ from billing_reconciler.desired.state import FeatureSpec, PlanSpec, ProductSpec
 from billing_reconciler.desired.yaml_source import Loc, SourceDocument
 
 _Entry = Located[FeatureSpec] | Located[ProductSpec] | Located[PlanSpec]
+
+
+@dataclass(frozen=True, slots=True)
+class UnparsedFiles:
+    """Plan files that failed to parse: their text (lower-case), or None if unreadable."""
+
+    texts: tuple[str | None, ...] = ()
+
+    def may_define(self, name: str) -> bool:
+        """Whether `name` occurs as a whole word in one of them (or one could not be read).
+
+        A word match, not a parse: the file is broken, so this is the best there is, and a
+        false match only postpones an error until the file parses again.
+        """
+        word = re.compile(rf"(?<![\w-]){re.escape(name.lower())}(?![\w-])")
+        return any(text is None or word.search(text) for text in self.texts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +51,12 @@ class Catalog:
     products: list[Located[ProductSpec]]
     plans: list[Located[PlanSpec]]
     invalid_names: dict[Kind, set[str]]
+    unparsed: UnparsedFiles = field(default_factory=UnparsedFiles)
+
+    def unknown(self, kind: Kind, name: str) -> bool:
+        """Whether `name` is worth reporting as missing: not an entry that failed its own
+        validation, and not possibly defined in a file that could not be parsed."""
+        return name not in self.invalid_names[kind] and not self.unparsed.may_define(name)
 
     def product(self, name: str) -> ProductSpec | None:
         """The product called `name` (lower-case), if any."""
@@ -146,7 +171,6 @@ def _meters(catalog: Catalog) -> Iterator[Diagnostic]:
 
 def _plan_products(catalog: Catalog) -> Iterator[Diagnostic]:
     known = {p.item.name for p in catalog.products}
-    broken = catalog.invalid_names["product"]
     for plan in catalog.plans:
         seen: set[str] = set()
         for index, name in enumerate(plan.item.products):
@@ -154,7 +178,7 @@ def _plan_products(catalog: Catalog) -> Iterator[Diagnostic]:
             if name in seen:
                 yield plan.diagnostic(f"plan lists product '{name}' twice", at=at)
             seen.add(name)
-            if name not in known and name not in broken:
+            if name not in known and catalog.unknown("product", name):
                 yield plan.diagnostic(
                     f"plan '{plan.item.name}' references unknown product '{name}'", at=at
                 )
@@ -218,14 +242,16 @@ def _distinct_plans(catalog: Catalog) -> Iterator[Diagnostic]:
 
 def _overdraft_product(catalog: Catalog) -> Iterator[Diagnostic]:
     name = catalog.config.billing.customer.credit_overdraft_product.lower()
-    if not name or name in catalog.invalid_names["product"]:
+    if not name:
         return
     loc = ("billing", "customer", "credit_overdraft_product")
     product = catalog.product(name)
-    if product is None:
+    if product is None and catalog.unknown("product", name):
         yield from catalog.config_diagnostic(
             loc, f"credit_overdraft_product '{name}' does not exist"
         )
+    elif product is None:
+        return
     elif product.behavior != "credits":
         yield from catalog.config_diagnostic(
             loc,
@@ -240,12 +266,13 @@ def _overdraft_product(catalog: Catalog) -> Iterator[Diagnostic]:
 
 def _default_plan(catalog: Catalog) -> Iterator[Diagnostic]:
     name = catalog.config.billing.customer.default_plan.lower()
-    if not name or name in catalog.invalid_names["plan"]:
+    if not name:
         return
     loc = ("billing", "customer", "default_plan")
     plan = catalog.plan(name)
     if plan is None:
-        yield from catalog.config_diagnostic(loc, f"default_plan '{name}' does not exist")
+        if catalog.unknown("plan", name):
+            yield from catalog.config_diagnostic(loc, f"default_plan '{name}' does not exist")
         return
     charged = [
         f"{product.name}/{price.name}"
@@ -271,7 +298,8 @@ def _adopt_keys(catalog: Catalog) -> Iterator[Diagnostic]:
         known |= {f"meter/{p.meter.event_name}" for p in product.item.prices if p.meter}
     document = catalog.config_document
     for index, key in enumerate(catalog.config.reconcile.adopt):
-        if key not in known and document is not None:
+        named = key.rsplit("/", 1)[-1]
+        if key not in known and document is not None and not catalog.unparsed.may_define(named):
             yield document.diagnostic(
                 ("reconcile", "adopt", index),
                 f"adopt: '{key}' names nothing in the desired state",
