@@ -6,12 +6,18 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test lint typecheck imports unit integration bench schema record clean
 
+# Each step says what it is doing, and the main install shows pip's own progress (what it is
+# collecting, downloading, building): on a fresh machine it takes a while, silence reads as a hang.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	@echo "==> [1/3] creating the virtual environment in $(VENV) ($$($(PYTHON) --version))"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@echo "==> [2/3] upgrading pip"
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	@echo "==> [3/3] installing billing-reconciler and its dev tools (pip progress follows)"
+	$(BIN)/pip install --disable-pip-version-check --progress-bar on -e '.[dev]'
 	@touch $(STAMP)
+	@echo "==> $(VENV) is ready"
 
 install: $(STAMP)
 
