@@ -166,8 +166,9 @@ def test_wait_lock_gives_up_after_its_time(
 def test_status_and_a_second_apply_name_a_running_cli_apply(
     workdir: Path, pg_env: dict[str, str], pg_store: Store, emulator: EmulatorHandle
 ) -> None:
-    # A slow Stripe (150 ms a request), so the first apply is caught mid-way.
-    emulator.control.set_latency(150)
+    # A slow Stripe (1 s a request) until the second apply has been refused, so the first
+    # apply is still running then even on a loaded machine; then fast again.
+    emulator.control.set_latency(1000)
     env = {**pg_env, "STRIPE_API_KEY": TEST_API_KEY, "STRIPE_API_BASE": emulator.url}
     first = subprocess.Popen(
         [sys.executable, "-m", "billing_reconciler", "--auto-approve"],
