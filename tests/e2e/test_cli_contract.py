@@ -98,6 +98,13 @@ def test_log_level_option_and_environment_variable_are_honoured(workdir: Path) -
     assert from_env.returncode == 0, from_env.stderr
     assert levels(from_env.stderr) <= {"warning", "error"}
 
+    # Before the subcommand's name it applies to the subcommand (demo logs at info).
+    demo = reconcile("--log-level", "warning", "demo", cwd=workdir)
+    assert demo.returncode == 0, demo.stderr
+    assert levels(demo.stderr) <= {"warning", "error"}
+    demo_info = reconcile("demo", cwd=workdir)
+    assert "info" in levels(demo_info.stderr)
+
     debug = reconcile("--dry-run", "--emulator", "--log-level", "debug", cwd=workdir)
     assert debug.returncode == 0, debug.stderr
     assert "debug" in levels(debug.stderr)

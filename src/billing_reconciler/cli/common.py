@@ -48,10 +48,22 @@ LogLevelOption = Annotated[
 ]
 
 
+class _GroupLevel:
+    """`reconcile --log-level debug status`: the level given before the subcommand's name
+    (parsed by the group callback), used when the subcommand is given none of its own."""
+
+    level: LogLevel | None = None
+
+
+def remember_group_log_level(level: LogLevel | None) -> None:
+    _GroupLevel.level = level
+
+
 def setup_logging(level: LogLevel | None) -> None:
     """Configure structlog; an invalid BILLING_LOG_LEVEL is a CliError, not a traceback."""
+    chosen = level if level is not None else _GroupLevel.level
     try:
-        configure_logging(level_name=None if level is None else level.value)
+        configure_logging(level_name=None if chosen is None else chosen.value)
     except ValueError as error:
         raise CliError(str(error)) from error
 

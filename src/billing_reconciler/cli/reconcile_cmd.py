@@ -30,6 +30,7 @@ from billing_reconciler.cli.common import (
     CliError,
     LogLevelOption,
     exit_with,
+    remember_group_log_level,
     run_and_exit,
 )
 from billing_reconciler.cli.writer import (
@@ -327,6 +328,8 @@ def register(app: typer.Typer) -> None:
         ] = False,
         log_level: LogLevelOption = None,
     ) -> None:
+        # Runs before every subcommand too: reset what an earlier in-process run remembered.
+        remember_group_log_level(log_level)
         if ctx.invoked_subcommand is not None:
             return
         request = RunRequest(
