@@ -1,7 +1,8 @@
 """Collects the steps, drift and notices the diff decides, and orders them into a Plan.
 
-The order is DESIGN §7's: meters, features, products, prices, attachments, default-price
-repoints, plan records, then removals in reverse dependency order. Within a phase steps are
+The order is DESIGN §7's: meters, features, products, prices, attachments and detachments,
+default-price repoints, plan records, the products' attachment records (`br_features`) where
+no repoint carried them, then removals in reverse dependency order. Within a phase steps are
 sorted by key, so the same inputs always give the same plan, and apply executes it as printed.
 """
 
@@ -35,7 +36,9 @@ class Phase(IntEnum):
     ATTACH = 50
     REPOINT = 60
     PLANS = 70
-    DETACH = 80
+    # Detaching needs nothing archived first; before the repoints, so the product update that
+    # repoints a default price can also record the product's attachments (one request).
+    DETACH = 55
     RECORD_FEATURES = 85
     ARCHIVE_PRICES = 90
     ARCHIVE_PRODUCTS = 100
@@ -84,6 +87,8 @@ class AppliedState:
 class PlanBuilder:
     policy: PlanPolicy
     _steps: list[tuple[Phase, int, Step]] = field(default_factory=list)
+    # What each queued step acts on (by queue position), for re-deriving an amended key.
+    _befores: list[object] = field(default_factory=list)
     drift: list[DriftItem] = field(default_factory=list)
     orphans: list[Notice] = field(default_factory=list)
     adoptable: list[Notice] = field(default_factory=list)
@@ -118,6 +123,25 @@ class PlanBuilder:
         Stripe's 24 h key lifetime) must not reuse the spent key, or Stripe replays the first
         response and nothing happens; it takes the next key of the same derivation instead.
         """
+        self._steps.append((phase, len(self._steps), self._keyed(phase, step, before)))
+        self._befores.append(before)
+
+    def merge_metadata(
+        self, phase: Phase, key: str, metadata: Mapping[str, str], change: FieldChange
+    ) -> bool:
+        """Fold a metadata write into the queued `phase` step of `key`, if there is one (one
+        request instead of two); False when there is none."""
+        for position, (queued_phase, order, step) in enumerate(self._steps):
+            if queued_phase is not phase or step.key != key:
+                continue
+            params = {**step.params, "metadata": {**step.params.get("metadata", {}), **metadata}}
+            merged = dataclasses.replace(step, params=params, changes=(*step.changes, change))
+            keyed = self._keyed(phase, merged, self._befores[order])
+            self._steps[position] = (queued_phase, order, keyed)
+            return True
+        return False
+
+    def _keyed(self, phase: Phase, step: Step, before: object) -> Step:
         intent = digest(
             self.policy.installation_id,
             self.policy.key_salt,
@@ -127,8 +151,7 @@ class PlanBuilder:
             step.stripe_id or "",
             canonical_json(_plain(before)),
         )
-        step = dataclasses.replace(step, idempotency_key=self._unspent(intent), batch=int(phase))
-        self._steps.append((phase, len(self._steps), step))
+        return dataclasses.replace(step, idempotency_key=self._unspent(intent), batch=int(phase))
 
     def _unspent(self, intent: str) -> str:
         key, generation = intent, 0

@@ -66,11 +66,9 @@ def big_catalog() -> str:
 
 
 # Mutating requests of a fresh apply of `big_catalog()`: features, products, prices, feature
-# attachments, one default-price repoint per product, and one `br_features` record per product
-# (each has a feature; plans live in the store only).
-EXPECTED_POSTS = (
-    len(FEATURES) + PRODUCTS + PRODUCTS * PRICES_PER_PRODUCT + PRODUCTS + PRODUCTS + PRODUCTS
-)
+# attachments, and one default-price repoint per product, which also records the product's
+# attachments in its `br_features` metadata (plans live in the store only).
+EXPECTED_POSTS = len(FEATURES) + PRODUCTS + PRODUCTS * PRICES_PER_PRODUCT + PRODUCTS + PRODUCTS
 EXPECTED_COUNTS = {
     "feature": len(FEATURES),
     "product": PRODUCTS,

@@ -62,10 +62,10 @@ EXPECTED: list[tuple[str, str]] = [
     ("POST", "/v1/prices"),
     ("POST", "/v1/prices"),
     ("POST", "/v1/products/{product}/features"),
+    # default-price repoints; the product with a feature also records it in its
+    # `br_features` metadata (after attaching)
     ("POST", "/v1/products/{id}"),
     ("POST", "/v1/products/{id}"),
-    ("POST", "/v1/products/{id}"),
-    # the product with a feature records it in its `br_features` metadata, after attaching
     ("POST", "/v1/products/{id}"),
     # convergence check: re-observe; the product's record matches, so its features are not
     # listed (ceil(N/100) list calls per type, nothing per product)

@@ -205,7 +205,11 @@ def _record(
     before: str | None,
     after: str,
 ) -> None:
-    """Write the product's attachment inventory, after its attachments changed."""
+    """Write the product's attachment inventory, after its attachments changed: folded into
+    the product's default-price repoint when it has one (that runs after attaching too)."""
+    change = FieldChange(f"metadata.{META_FEATURES}", before, after)
+    if builder.merge_metadata(Phase.REPOINT, product_key, {META_FEATURES: after}, change):
+        return
     builder.add(
         Phase.RECORD_FEATURES,
         Step(
@@ -214,7 +218,7 @@ def _record(
             product_key,
             Reason.DESIRED_CHANGED,
             {"metadata": {META_FEATURES: after}},
-            (FieldChange(f"metadata.{META_FEATURES}", before, after),),
+            (change,),
             stripe_id=live.stripe_id if live else None,
             parent=Ref(product_key),
         ),
