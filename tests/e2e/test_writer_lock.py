@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -138,13 +137,33 @@ def test_on_postgresql_another_holder_of_the_advisory_lock_makes_an_apply_refuse
 def test_wait_lock_applies_once_the_holder_releases(
     workdir: Path, pg_env: dict[str, str], holder: Leadership, pg_store: Store
 ) -> None:
-    threading.Timer(2.0, holder.stop).start()
-    started = time.monotonic()
-    applied = reconcile(*APPLY, "--wait-lock", "30", cwd=workdir, env=pg_env)
-    assert applied.returncode == 0, applied.stderr
-    assert time.monotonic() - started >= 2.0
-    assert "waiting up to 30 s for the writer lock held by ops@bastion pid 4242" in applied.stderr
-    assert "Re-plan: No changes." in applied.stdout
+    stderr_path = workdir / "apply.stderr"
+    with stderr_path.open("w") as stderr:
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "billing_reconciler", *APPLY, "--wait-lock", "30"],
+            cwd=workdir,
+            env={**_clean_env(), **pg_env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        try:
+            # Release only once the CLI says it waits, however slowly it started.
+            eventually(
+                lambda: (
+                    "waiting up to 30 s for the writer lock held by ops@bastion pid 4242"
+                    in stderr_path.read_text()
+                ),
+                timeout=30,
+                what="the CLI to wait for the lock",
+            )
+            assert waiting.poll() is None, "still waiting, not refused"
+            holder.stop()
+        finally:
+            out, _ = waiting.communicate(timeout=90)
+    assert waiting.returncode == 0, stderr_path.read_text()
+    assert "Re-plan: No changes." in out
     with pg_store.session() as session:
         # The CLI released its lease with its lock.
         assert LeaseRepository(session).current(f"leader/{INSTALLATION}") is None
