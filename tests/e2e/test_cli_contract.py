@@ -163,3 +163,12 @@ def test_validate_json_counts_prices_like_the_text_summary(workdir: Path) -> Non
     assert {k: counts.get(k) for k in named} == dict(
         zip(named, map(int, summary.groups()), strict=True)
     )
+
+
+def test_a_saved_plan_that_is_not_utf8_is_a_plain_error(workdir: Path) -> None:
+    saved = workdir / "plan.json"
+    saved.write_bytes(b'{"format_version": 1, "note": "\xff\xfe"}')
+    done = reconcile("--emulator", "--plan", str(saved), "--auto-approve", cwd=workdir)
+    assert done.returncode == 1, done.stderr
+    assert f"error: cannot read saved plan {saved}" in done.stderr
+    assert "internal error" not in done.stderr
