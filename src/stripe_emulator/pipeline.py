@@ -63,7 +63,12 @@ class Pipeline:
         self.router = router
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
-        """Answer one request and record it in the request log."""
+        """Answer one request and record it in the request log.
+
+        The log stamps each request when it arrived, not when it was answered: Stripe counts
+        requests against the rate limit as they come in, and a backlog answered at once (the
+        emulator shares the machine with its clients) must not look like a burst."""
+        received = self.emulator.clock.now_float()
         request_id = new_request_id()
         key = request.headers.get("idempotency-key")
         replayed = False
@@ -82,7 +87,7 @@ class Pipeline:
                 path=request.path,
                 status=response.status,
                 idempotency_key=key,
-                timestamp=self.emulator.clock.now_float(),
+                timestamp=received,
                 request_id=response.headers["Request-Id"],
                 replayed=replayed,
             )

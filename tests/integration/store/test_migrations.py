@@ -11,7 +11,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from billing_reconciler.store import Store, current_revision, head_revision, normalize_url
+from billing_reconciler.store import (
+    ControllerStateRepository,
+    Store,
+    current_revision,
+    head_revision,
+    normalize_url,
+)
 from billing_reconciler.store.tables import Base
 
 
@@ -44,12 +50,17 @@ def test_reopening_is_idempotent_and_keeps_rows(database_url: str) -> None:
             text("INSERT INTO controller_state (key, value, updated_at) VALUES ('k', '{}', :t)"),
             {"t": "2025-01-01 00:00:00"},
         )
+    identities = set()
     for _ in range(2):
         with Store.open(database_url) as store, store.session() as session:
-            count = session.execute(text("SELECT count(*) FROM controller_state")).scalar_one()
-            assert count == 1
+            keys = session.execute(text("SELECT key FROM controller_state ORDER BY key")).all()
+            # Our row, and the store's identity (migration 0003), made once and kept.
+            assert [row[0] for row in keys] == ["k", "store_id"]
+            identities.add(ControllerStateRepository(session).store_id())
             versions = session.execute(text("SELECT version_num FROM alembic_version")).all()
             assert [row[0] for row in versions] == [head_revision()]
+    assert len(identities) == 1
+    assert "" not in identities
 
 
 def test_sqlite_creates_its_directory_and_runs_in_wal_with_foreign_keys(tmp_path: Path) -> None:
