@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any, Final
+from typing import Any, Final, TextIO, cast
 
 import structlog
 
@@ -51,6 +51,23 @@ def resolve_level(level_name: str | None, env: Mapping[str, str] | None = None) 
     return level
 
 
+class _CurrentStderr:
+    """Whatever `sys.stderr` is when a line is written, not when logging was configured: a
+    test runner or an embedding program that swaps stderr must not leave us writing to a
+    closed stream."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _traceback_hidden(stream: TextIO, _exc_info: Any) -> None:
+    # A person at a terminal gets one line, never a Python traceback; they ask for it.
+    stream.write("\n  (traceback hidden; run with --log-level debug to see it)")
+
+
 def configure_logging(*, json: bool | None = None, level_name: str | None = None) -> None:
     """Log to stderr (stdout carries plans). `json=None`: JSON unless stderr is a terminal.
 
@@ -62,7 +79,12 @@ def configure_logging(*, json: bool | None = None, level_name: str | None = None
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else structlog.dev.ConsoleRenderer(
+            colors=False,
+            exception_formatter=(
+                structlog.dev.plain_traceback if level <= logging.DEBUG else _traceback_hidden
+            ),
+        )
     )
     structlog.configure(
         processors=[
@@ -75,6 +97,6 @@ def configure_logging(*, json: bool | None = None, level_name: str | None = None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=False,
     )

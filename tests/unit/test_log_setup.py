@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 
 import pytest
 import structlog
@@ -63,3 +65,26 @@ def test_an_invalid_environment_level_names_the_variable_and_the_choices(
 def test_an_invalid_option_level_is_refused() -> None:
     with pytest.raises(ValueError, match=r"debug\|info\|warning.*'loud'"):
         configure_logging(json=True, level_name="loud")
+
+
+def test_lines_go_to_the_current_stderr_even_after_it_was_swapped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configure_logging(json=True, level_name="info")
+    swapped = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", swapped)
+    structlog.get_logger("t").info("after the swap")
+    assert "after the swap" in swapped.getvalue()
+
+
+def test_a_terminal_gets_no_traceback_unless_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    for level, shown in (("info", False), ("debug", True)):
+        out = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", out)
+        configure_logging(json=False, level_name=level)
+        try:
+            raise ZeroDivisionError("boom")
+        except ZeroDivisionError:
+            structlog.get_logger("t").exception("internal error")
+        assert ("Traceback (most recent call last)" in out.getvalue()) is shown, level
+        assert "internal error" in out.getvalue()
