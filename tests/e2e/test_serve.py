@@ -170,15 +170,6 @@ def launch(workdir: Path, emulator: EmulatorHandle) -> Iterator[Callable[..., Se
         serve.stop()
 
 
-@pytest.fixture
-def pg_store(postgres_database_url: str) -> Iterator[Store]:
-    store = Store.open(postgres_database_url)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
 def sdk(emulator: EmulatorHandle) -> stripe.StripeClient:
     url = emulator.url
     return stripe.StripeClient(

@@ -42,15 +42,6 @@ def pg_env(postgres_database_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def pg_store(postgres_database_url: str) -> Iterator[Store]:
-    store = Store.open(postgres_database_url)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-@pytest.fixture
 def holder(pg_store: Store) -> Iterator[Leadership]:
     """This test process, holding the installation's advisory lock as a serve replica would."""
     leadership = Leadership(
@@ -189,15 +180,7 @@ def test_status_and_a_second_apply_name_a_running_cli_apply(
     # apply is still running then even on a loaded machine; then fast again.
     emulator.control.set_latency(1000)
     env = {**pg_env, "STRIPE_API_KEY": TEST_API_KEY, "STRIPE_API_BASE": emulator.url}
-    first = subprocess.Popen(
-        [sys.executable, "-m", "billing_reconciler", "--auto-approve"],
-        cwd=workdir,
-        env={**_clean_env(), **env},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = start_apply(workdir, env)
     try:
 
         def cli_lease() -> str | None:
@@ -217,6 +200,19 @@ def test_status_and_a_second_apply_name_a_running_cli_apply(
         out, err = first.communicate(timeout=90)
     assert first.returncode == 0, err
     assert "Re-plan: No changes." in out
+
+
+def start_apply(workdir: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`reconcile --auto-approve` in the background, its output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "billing_reconciler", "--auto-approve"],
+        cwd=workdir,
+        env={**_clean_env(), **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _clean_env() -> dict[str, str]:
@@ -283,15 +279,7 @@ def test_an_apply_that_loses_its_lock_stops_and_never_takes_it_back(
         "STRIPE_API_KEY": TEST_API_KEY,
         "STRIPE_API_BASE": emulator.url,
     }
-    first = subprocess.Popen(
-        [sys.executable, "-m", "billing_reconciler", "--auto-approve"],
-        cwd=workdir,
-        env={**_clean_env(), **env},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = start_apply(workdir, env)
     try:
 
         def cli_leads() -> bool:

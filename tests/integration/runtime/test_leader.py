@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -28,15 +28,6 @@ from billing_reconciler.runtime.leader import (
 from billing_reconciler.store import LeaseRepository, Store
 
 INSTALLATION = "acme-test"
-
-
-@pytest.fixture
-def pg_store(postgres_database_url: str) -> Iterator[Store]:
-    store = Store.open(postgres_database_url)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def leadership(store: Store, holder: str, changes: list[bool] | None = None) -> Leadership:
