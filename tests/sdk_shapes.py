@@ -136,6 +136,8 @@ def _check_object(data: Any, cls: type[StripeObject], path: str, problems: list[
     for name in sorted(set(data) - set(fields) - _implicit(cls)):
         problems.append(f"{path}.{name}: unknown (not declared by {cls.__qualname__})")
     for name, hint in fields.items():
+        if name == "data" and cls.__name__ == "ListObject":
+            continue
         if name not in data:
             if not _is_optional(hint):
                 problems.append(f"{path}.{name}: missing (non-Optional in {cls.__qualname__})")
@@ -201,7 +203,11 @@ def _check_generic(
         problems.append(f"{path}: type: expected an object, got {_kind(value)}")
         return
     if issubclass(origin, ListObject):
-        _check_object(value, ListObject, path, problems)
+        # The envelope (`data: List[T]` is checked against the list's own item class).
+        envelope = {k: v for k, v in value.items() if k != "data"}
+        _check_object(envelope, ListObject, path, problems)
+        if not isinstance(value.get("data"), list):
+            problems.append(f"{path}.data: missing or not a list")
         for index, item in enumerate(value.get("data") or []):
             _check_value(item, args[0], f"{path}.data[{index}]", problems)
         return

@@ -15,6 +15,7 @@ def build_router(emulator: Emulator) -> Router:
         meters,
         prices,
         products,
+        tax_ids,
         test_clocks,
         webhook_endpoints,
     )
@@ -24,6 +25,7 @@ def build_router(emulator: Emulator) -> Router:
         products,
         prices,
         customers,
+        tax_ids,
         meters,
         features,
         webhook_endpoints,

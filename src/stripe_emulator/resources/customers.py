@@ -1,18 +1,33 @@
-"""Customers (address, tax settings, test clock) and their balance transactions."""
+"""Customers (address, tax, tax ids, invoice settings, test clock, cash balance) and their
+balance transactions.
+
+Includable fields are rendered here, not by `render.INCLUDABLE`'s defaults: `tax` (computed
+by `stripe_emulator.tax` from the shipping address, billing address, then `tax.ip_address`),
+`tax_ids` (the customer's tax ids, `resources/tax_ids.py`), `subscriptions` and `sources`
+(lists a later module fills through `INCLUDED_LISTS`), `cash_balance`, and
+`invoice_settings.default_payment_method` (expandable to the payment method).
+
+Deleting a customer runs every hook registered with `on_customer_deleted` first (a
+subscriptions module registers one to cancel the customer's subscriptions), then removes its
+tax ids and cash balance, keeps a tombstone and emits `customer.deleted`.
+"""
 
 from __future__ import annotations
 
 import copy
+import re
 import secrets
 import string
+from collections.abc import Callable
 from typing import Any
 
+from stripe_emulator import tax
 from stripe_emulator.core import RequestContext
-from stripe_emulator.errors import invalid
+from stripe_emulator.errors import StripeError, invalid, no_such
 from stripe_emulator.ids import new_id
 from stripe_emulator.listing import expand_of, list_response
 from stripe_emulator.params import Params
-from stripe_emulator.render import render
+from stripe_emulator.render import ExpandTree, list_expand_tree, render
 from stripe_emulator.resources._common import (
     apply_metadata,
     check_enum,
@@ -23,6 +38,12 @@ from stripe_emulator.resources._common import (
     nullable,
     save_update,
 )
+from stripe_emulator.resources.tax_ids import (
+    check_tax_id,
+    delete_all_of,
+    new_tax_id,
+    tax_ids_of,
+)
 from stripe_emulator.routing import Router
 from stripe_emulator.state import StripeObject
 
@@ -31,6 +52,35 @@ KIND = "customer"
 TOMBSTONE = "deleted_customer"
 TRANSACTION = "customer_balance_transaction"
 TAX_EXEMPT = ("none", "exempt", "reverse")
+RECONCILIATION_MODES = ("automatic", "manual", "merchant_default")
+# The payment methods module's collection (`customer` holds the attached customer's id) and
+# the cash balance layout it shares (`cashbal_<customer>`, see `cash_balance_of`).
+PAYMENT_METHOD = "payment_method"
+CASH_BALANCE = "cash_balance"
+# Embedded lists (`tax_ids`, `subscriptions`, `sources`) show their first page, as Stripe's.
+EMBEDDED_LIST_LIMIT = 10
+_INVOICE_PREFIX = re.compile(r"[A-Z0-9]{3,12}")
+
+CustomerDeletionHook = Callable[[RequestContext, StripeObject], None]
+ListProvider = Callable[[RequestContext, StripeObject], list[StripeObject]]
+
+# Run, in registration order, before a customer is deleted (by the API or with its test
+# clock). A subscriptions module registers one to cancel the customer's subscriptions.
+DELETION_HOOKS: list[CustomerDeletionHook] = []
+# `subscriptions` / `sources` when expanded: a module serving them registers a provider of
+# the customer's objects, newest first; without one they are empty lists.
+INCLUDED_LISTS: dict[str, ListProvider] = {}
+_OWN_EXPANSIONS = frozenset(
+    {"tax", "tax_ids", "subscriptions", "sources", "cash_balance", "invoice_settings"}
+)
+
+
+def on_customer_deleted(hook: CustomerDeletionHook) -> None:
+    """Register `hook(ctx, customer)` to run before any customer is deleted (idempotent)."""
+    if hook not in DELETION_HOOKS:
+        DELETION_HOOKS.append(hook)
+
+
 _ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
 _SIMPLE_FIELDS = (
     "description",
@@ -55,6 +105,10 @@ def register(router: Router) -> None:
     router.add(
         "DELETE", "/v1/customers/{customer}", f"{p}delete_params.CustomerDeleteParams", delete
     )
+    cash = "/v1/customers/{customer}/cash_balance"
+    cp = "_customer_cash_balance_"
+    router.add("GET", cash, f"{cp}retrieve_params.CustomerCashBalanceRetrieveParams", get_cash)
+    router.add("POST", cash, f"{cp}update_params.CustomerCashBalanceUpdateParams", update_cash)
     tx = "/v1/customers/{customer}/balance_transactions"
     bp = "_customer_balance_transaction_"
     router.add(
@@ -80,15 +134,26 @@ def register(router: Router) -> None:
 def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`POST /v1/customers`."""
     check_enum(params.get("tax_exempt"), "tax_exempt", TAX_EXEMPT)
+    _refuse_legacy_sources(params, ("payment_method", "source"))
+    _check_invoice_prefix(params.get("invoice_prefix"))
+    tax_id_data: list[dict[str, str]] = params.get("tax_id_data", [])
+    for index, datum in enumerate(tax_id_data):
+        check_tax_id(datum["type"], datum["value"], param_prefix=f"tax_id_data[{index}]")
+    created = ctx.now()
     clock = params.get("test_clock")
     if clock is not None:
-        fetch(ctx, "test_helpers.test_clock", clock, "test_clock", param="test_clock", in_body=True)
+        frozen = fetch(
+            ctx, "test_helpers.test_clock", clock, "test_clock", param="test_clock", in_body=True
+        )
+        # Objects on a test clock live in its time.
+        created = frozen["frozen_time"]
+    customer_id = new_id("cus")
     customer: StripeObject = {
-        "id": new_id("cus"),
+        "id": customer_id,
         "object": "customer",
-        "address": _address(params.get("address")),
+        "address": _address(nullable(params.get("address"))),
         "balance": params.get("balance", 0),
-        "created": ctx.now(),
+        "created": created,
         "currency": None,
         "customer_account": None,
         "default_source": None,
@@ -97,24 +162,30 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         "discount": None,
         "email": None,
         "invoice_prefix": _invoice_prefix(),
-        "invoice_settings": _invoice_settings(params.get("invoice_settings")),
+        "invoice_settings": _invoice_settings(
+            ctx, customer_id, params.get("invoice_settings"), None
+        ),
         "livemode": False,
         "metadata": new_metadata(params.get("metadata")),
         "name": None,
         "next_invoice_sequence": params.get("next_invoice_sequence", 1),
         "phone": None,
         "preferred_locales": params.get("preferred_locales", []),
-        "shipping": _shipping(params.get("shipping")),
-        "tax_exempt": params.get("tax_exempt", "none"),
+        "shipping": _shipping(nullable(params.get("shipping"))),
+        "tax_exempt": nullable(params.get("tax_exempt")) or "none",
         "test_clock": clock,
-        "tax": _tax(params.get("tax")),
+        "tax": {"ip_address": None},
     }
     for field in _SIMPLE_FIELDS:
         if field in params:
             customer[field] = nullable(params[field])
+    customer["tax"] = _tax(customer, params.get("tax"))
     ctx.store.insert(KIND, customer)
+    _set_cash_settings(ctx, customer_id, params.get("cash_balance"))
     ctx.emit("customer.created", customer)
-    return render(ctx.store, customer, expand_of(params))
+    for datum in tax_id_data:
+        new_tax_id(ctx, datum["type"], datum["value"], customer_id=customer_id)
+    return render_customer(ctx, ctx.store.get(KIND, customer_id) or customer, expand_of(params))
 
 
 def retrieve(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
@@ -122,19 +193,32 @@ def retrieve(ctx: RequestContext, params: Params, path: dict[str, str]) -> Strip
     tombstone = ctx.store.get(TOMBSTONE, path["customer"])
     if tombstone is not None:
         return deleted_stub(tombstone)
-    return render(ctx.store, fetch(ctx, KIND, path["customer"], "customer"), expand_of(params))
+    customer = fetch(ctx, KIND, path["customer"], "customer")
+    return render_customer(ctx, customer, expand_of(params))
 
 
 def list_customers(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`GET /v1/customers` with `email`, `test_clock`, `created` filters."""
     equals: dict[str, Any] = {k: [params[k]] for k in ("email", "test_clock") if k in params}
-    return list_response(ctx.store, kind=KIND, params=params, url="/v1/customers", equals=equals)
+    paths: list[str] = params.get("expand", [])
+    own = [p for p in paths if p.split(".")[1:2] and p.split(".")[1] in _OWN_EXPANSIONS]
+    rest = {**params, "expand": [p for p in paths if p not in own]}
+    page = list_response(ctx.store, kind=KIND, params=rest, url="/v1/customers", equals=equals)
+    tree = list_expand_tree(own)
+    if tree:
+        for item in page["data"]:
+            stored = ctx.store.get(KIND, item["id"])
+            if stored is not None:
+                item.update(_own_expansions(ctx, stored, tree))
+    return page
 
 
 def update(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`POST /v1/customers/{customer}`."""
     before = fetch(ctx, KIND, path["customer"], "customer")
     check_enum(nullable(params.get("tax_exempt")), "tax_exempt", TAX_EXEMPT)
+    _refuse_legacy_sources(params, ("default_source", "source"))
+    _check_invoice_prefix(params.get("invoice_prefix"))
     after = copy.deepcopy(before)
     for field in _SIMPLE_FIELDS:
         if field in params:
@@ -147,30 +231,221 @@ def update(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         after["tax_exempt"] = nullable(params["tax_exempt"]) or "none"
     if "invoice_settings" in params:
         after["invoice_settings"] = _invoice_settings(
-            params["invoice_settings"], after["invoice_settings"]
+            ctx, before["id"], params["invoice_settings"], after["invoice_settings"]
         )
     for field in ("balance", "next_invoice_sequence", "preferred_locales"):
         if field in params:
             after[field] = params[field]
-    if "tax" in params:
-        after["tax"] = _tax(params["tax"])
+    after["tax"] = _tax(after, params.get("tax"))
     after["metadata"] = apply_metadata(after["metadata"], params.get("metadata"))
+    _set_cash_settings(ctx, before["id"], params.get("cash_balance"))
     save_update(ctx, KIND, before, after, "customer.updated")
-    return render(ctx.store, ctx.store.get(KIND, after["id"]) or after, expand_of(params))
+    stored = ctx.store.get(KIND, after["id"]) or after
+    return render_customer(ctx, stored, expand_of(params))
 
 
 def delete(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
-    """`DELETE /v1/customers/{customer}`."""
+    """`DELETE /v1/customers/{customer}`: refused while the customer has a cash balance."""
     customer = fetch(ctx, KIND, path["customer"], "customer")
+    cash = ctx.store.get(CASH_BALANCE, cash_balance_id(customer["id"]))
+    if cash is not None and cash.get("available"):
+        raise invalid(
+            "You cannot delete a customer with a cash balance, even if the balance is 0.",
+            param="customer",
+        )
     delete_customer(ctx, customer)
     return deleted_stub(customer)
 
 
 def delete_customer(ctx: RequestContext, customer: StripeObject) -> None:
-    """Remove a customer, keep its tombstone, emit `customer.deleted`."""
+    """Run the deletion hooks, remove the customer with its tax ids and cash balance, keep
+    its tombstone, emit `customer.deleted`."""
+    for hook in list(DELETION_HOOKS):
+        hook(ctx, customer)
+    current = ctx.store.get(KIND, customer["id"]) or customer
+    delete_all_of(ctx, current)
+    if ctx.store.get(CASH_BALANCE, cash_balance_id(customer["id"])) is not None:
+        ctx.store.delete(CASH_BALANCE, cash_balance_id(customer["id"]))
     ctx.store.delete(KIND, customer["id"])
     ctx.store.insert(TOMBSTONE, {"id": customer["id"], "object": KIND})
-    ctx.emit("customer.deleted", customer)
+    ctx.emit("customer.deleted", current)
+
+
+def render_customer(ctx: RequestContext, customer: StripeObject, tree: ExpandTree) -> StripeObject:
+    """The customer's response, with its own includable and nested expansions."""
+    out = render(ctx.store, customer, {k: v for k, v in tree.items() if k not in _OWN_EXPANSIONS})
+    out.update(_own_expansions(ctx, customer, tree))
+    return out
+
+
+def _own_expansions(ctx: RequestContext, customer: StripeObject, tree: ExpandTree) -> StripeObject:
+    out: StripeObject = {}
+    for name, subtree in tree.items():
+        if name not in _OWN_EXPANSIONS:
+            continue
+        if name == "tax":
+            _no_deeper(subtree, name)
+            out[name] = tax_view(customer)
+        elif name == "cash_balance":
+            _no_deeper(subtree, name)
+            out[name] = cash_balance_view(ctx, customer["id"])
+        elif name == "invoice_settings":
+            out[name] = _expanded_invoice_settings(ctx, customer, subtree)
+        else:
+            if name == "tax_ids":
+                items = tax_ids_of(ctx, customer)
+            else:
+                provider = INCLUDED_LISTS.get(name)
+                items = provider(ctx, customer) if provider is not None else []
+            out[name] = _embedded_list(ctx, customer, name, items, subtree)
+    return out
+
+
+def _embedded_list(
+    ctx: RequestContext,
+    customer: StripeObject,
+    name: str,
+    items: list[StripeObject],
+    subtree: ExpandTree,
+) -> StripeObject:
+    for key in subtree:
+        if key != "data":
+            raise _not_expandable(f"{name}.{key}")
+    shown = items[:EMBEDDED_LIST_LIMIT]
+    return {
+        "object": "list",
+        "data": [render(ctx.store, item, subtree.get("data", {})) for item in shown],
+        "has_more": len(items) > len(shown),
+        "url": f"/v1/customers/{customer['id']}/{name}",
+    }
+
+
+def _expanded_invoice_settings(
+    ctx: RequestContext, customer: StripeObject, subtree: ExpandTree
+) -> StripeObject:
+    settings: StripeObject = copy.deepcopy(customer["invoice_settings"])
+    for key, deeper in subtree.items():
+        if key != "default_payment_method":
+            raise _not_expandable(f"invoice_settings.{key}")
+        pm_id = settings.get(key)
+        target = ctx.store.get(PAYMENT_METHOD, pm_id) if isinstance(pm_id, str) else None
+        if target is not None:
+            settings[key] = render(ctx.store, target, deeper)
+    return settings
+
+
+def _no_deeper(subtree: ExpandTree, name: str) -> None:
+    if subtree:
+        raise _not_expandable(f"{name}.{next(iter(subtree))}")
+
+
+def _not_expandable(path: str) -> StripeError:
+    return invalid(f"This property cannot be expanded ({path}).", param="expand")
+
+
+def tax_view(customer: StripeObject) -> StripeObject:
+    """`customer.tax`, from the customer's addresses and IP address (`stripe_emulator.tax`)."""
+    location = tax.customer_location(customer)
+    return {
+        "automatic_tax": tax.customer_automatic_tax(location),
+        "ip_address": (customer.get("tax") or {}).get("ip_address"),
+        "location": location.as_stripe() if location is not None else None,
+        "provider": "stripe",
+    }
+
+
+def _tax(customer: StripeObject, raw: dict[str, Any] | None) -> StripeObject:
+    # Stored (and in event payloads) as computed now; rendered only when expanded.
+    current = dict(customer.get("tax") or {})
+    raw = raw or {}
+    validate = raw.get("validate_location")
+    check_enum(validate, "tax[validate_location]", ("auto", "deferred", "immediately"))
+    if "ip_address" in raw:
+        current["ip_address"] = nullable(raw["ip_address"])
+    view = tax_view({**customer, "tax": current})
+    if validate == "immediately" and view["location"] is None:
+        raise invalid(
+            "The customer's location isn't recognized: give a shipping or billing address with "
+            "a country (and a postal code in the US), or a tax[ip_address].",
+            code="customer_tax_location_invalid",
+        )
+    return view
+
+
+def cash_balance_id(customer_id: str) -> str:
+    """The store id of a customer's cash balance (shared with the payment methods module)."""
+    return f"cashbal_{customer_id}"
+
+
+def cash_balance_view(ctx: RequestContext, customer_id: str) -> StripeObject:
+    """Stripe's `cash_balance` object (no id); empty `available` until funded."""
+    stored = ctx.store.get(CASH_BALANCE, cash_balance_id(customer_id))
+    if stored is not None:
+        return {k: copy.deepcopy(v) for k, v in stored.items() if k != "id"}
+    return {
+        "object": CASH_BALANCE,
+        "available": {},
+        "customer": customer_id,
+        "customer_account": None,
+        "livemode": False,
+        "settings": {"reconciliation_mode": "automatic", "using_merchant_default": True},
+    }
+
+
+def _set_cash_settings(ctx: RequestContext, customer_id: str, raw: dict[str, Any] | None) -> None:
+    mode = ((raw or {}).get("settings") or {}).get("reconciliation_mode")
+    if mode is None:
+        return
+    check_enum(mode, "cash_balance[settings][reconciliation_mode]", RECONCILIATION_MODES)
+    stored = ctx.store.get(CASH_BALANCE, cash_balance_id(customer_id))
+    balance = (
+        copy.deepcopy(stored)
+        if stored is not None
+        else {
+            "id": cash_balance_id(customer_id),
+            **cash_balance_view(ctx, customer_id),
+        }
+    )
+    balance["settings"] = {
+        "reconciliation_mode": "automatic" if mode == "merchant_default" else mode,
+        "using_merchant_default": mode == "merchant_default",
+    }
+    if stored is None:
+        ctx.store.insert(CASH_BALANCE, balance)
+    else:
+        ctx.store.replace(CASH_BALANCE, balance)
+
+
+def get_cash(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`GET /v1/customers/{customer}/cash_balance`."""
+    customer = fetch(ctx, KIND, path["customer"], "customer")
+    return cash_balance_view(ctx, customer["id"])
+
+
+def update_cash(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`POST /v1/customers/{customer}/cash_balance` (`settings[reconciliation_mode]`)."""
+    customer = fetch(ctx, KIND, path["customer"], "customer")
+    _set_cash_settings(ctx, customer["id"], params)
+    return cash_balance_view(ctx, customer["id"])
+
+
+def _refuse_legacy_sources(params: Params, names: tuple[str, ...]) -> None:
+    for name in names:
+        if name in params:
+            raise invalid(
+                f"The emulator does not support `{name}` on customers: attach a payment method "
+                "with POST /v1/payment_methods/{id}/attach and set "
+                "invoice_settings[default_payment_method].",
+                param=name,
+            )
+
+
+def _check_invoice_prefix(value: Any) -> None:
+    if value is not None and not _INVOICE_PREFIX.fullmatch(value):
+        raise invalid(
+            "Invoice prefix must be 3 to 12 uppercase letters or numbers.",
+            param="invoice_prefix",
+        )
 
 
 def create_transaction(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
@@ -261,9 +536,12 @@ def _shipping(raw: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _invoice_settings(
-    raw: dict[str, Any] | None, current: dict[str, Any] | None = None
+    ctx: RequestContext,
+    customer_id: str,
+    raw: dict[str, Any] | None,
+    current: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    settings = (
+    settings: dict[str, Any] = (
         copy.deepcopy(current)
         if current
         else {
@@ -274,18 +552,31 @@ def _invoice_settings(
         }
     )
     for key, value in (raw or {}).items():
-        settings[key] = nullable(value)
+        if key == "rendering_options" and isinstance(value, dict):
+            settings[key] = {
+                "amount_tax_display": nullable(value.get("amount_tax_display")),
+                "template": nullable(value.get("template")),
+            }
+        else:
+            settings[key] = nullable(value)
+    if "default_payment_method" in (raw or {}) and settings["default_payment_method"]:
+        _check_default_payment_method(ctx, customer_id, settings["default_payment_method"])
     return settings
 
 
-def _tax(raw: dict[str, Any] | None) -> dict[str, Any]:
-    # Includable `tax`: without Stripe Tax there is no location to recognise.
-    return {
-        "automatic_tax": "unrecognized_location",
-        "ip_address": nullable((raw or {}).get("ip_address")),
-        "location": None,
-        "provider": "stripe",
-    }
+def _check_default_payment_method(ctx: RequestContext, customer_id: str, pm_id: str) -> None:
+    """Stripe's rule: the default payment method is one attached to this customer."""
+    param = "invoice_settings[default_payment_method]"
+    pm = ctx.store.get(PAYMENT_METHOD, pm_id)
+    if pm is None:
+        raise no_such("PaymentMethod", pm_id, param=param, in_body=True)
+    if pm.get("customer") != customer_id:
+        raise invalid(
+            f"The customer does not have a payment method with the ID {pm_id}. The payment "
+            "method must be attached to the customer.",
+            param=param,
+            code="resource_missing",
+        )
 
 
 def _invoice_prefix() -> str:

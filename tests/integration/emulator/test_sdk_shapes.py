@@ -308,9 +308,14 @@ CASES: list[ShapeCase] = [
     ShapeCase("entitlements feature", _feature, stripe.entitlements.Feature),
     ShapeCase("product feature", _product_feature, stripe.ProductFeature),
     ShapeCase("customer", _customer, stripe.Customer),
+    ShapeCase("customer expanded", _customer_expanded, stripe.Customer),
     ShapeCase(
         "customer balance transaction", _balance_transaction, stripe.CustomerBalanceTransaction
     ),
+    ShapeCase("tax id", _tax_id, stripe.TaxId),
+    ShapeCase("account tax id", _account_tax_id, stripe.TaxId),
+    ShapeCase("deleted tax id", _deleted_tax_id, stripe.TaxId),
+    ShapeCase("cash balance", _cash_balance, stripe.CashBalance),
     ShapeCase("webhook endpoint", _webhook_endpoint, stripe.WebhookEndpoint),
     ShapeCase("webhook endpoint (create)", _webhook_endpoint_created, stripe.WebhookEndpoint),
     ShapeCase("event", _event, stripe.Event),
