@@ -111,6 +111,27 @@ class EmulatorControl:
         """Seconds to wait before each retry of a failed delivery."""
         self._post("webhooks/config", {"retry_delays": delays})
 
+    def fund_cash_balance(
+        self, customer: str, amount: int, currency: str, *, reference: str | None = None
+    ) -> dict[str, Any]:
+        """A test bank transfer into the customer's cash balance, applied to its waiting
+        `customer_balance` payment intents (the same logic as
+        `POST /v1/test_helpers/customers/{customer}/fund_cash_balance`); returns the `funded`
+        cash balance transaction."""
+        body: dict[str, Any] = {"amount": amount, "currency": currency}
+        if reference is not None:
+            body["reference"] = reference
+        return self._post(f"customers/{customer}/fund_cash_balance", body)
+
+    def authenticate_payment_intent(self, intent: str, outcome: str = "succeed") -> dict[str, Any]:
+        """Complete (`succeed`) or fail (`fail`) the 3D Secure step of a payment intent in
+        `requires_action`, as the customer would; returns the payment intent."""
+        return self._post(f"payment_intents/{intent}/authenticate", {"outcome": outcome})
+
+    def authenticate_setup_intent(self, intent: str, outcome: str = "succeed") -> dict[str, Any]:
+        """Complete or fail the authentication of a setup intent in `requires_action`."""
+        return self._post(f"setup_intents/{intent}/authenticate", {"outcome": outcome})
+
     def health(self) -> dict[str, Any]:
         """Object counts per type and the emulator time."""
         return self._get("health")

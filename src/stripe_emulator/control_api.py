@@ -12,8 +12,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from stripe_emulator.core import Emulator
+from stripe_emulator.core import Emulator, RequestContext
+from stripe_emulator.errors import StripeError
 from stripe_emulator.forms import parse_query
+from stripe_emulator.ids import new_request_id
 from stripe_emulator.operations import FAULT_KINDS, Fault
 from stripe_emulator.pipeline import ApiRequest, ApiResponse
 
@@ -47,17 +49,28 @@ class OperatorApi:
             ("GET", "webhooks/deliveries"): self._deliveries,
             ("POST", "webhooks/config"): self._webhook_config,
             ("POST", "save"): self._save,
+            # `<collection>/*/<action>`: the id in the path reaches the handler as query["id"].
+            ("POST", "customers/*/fund_cash_balance"): self._fund_cash_balance,
+            ("POST", "payment_intents/*/authenticate"): self._authenticate_payment_intent,
+            ("POST", "setup_intents/*/authenticate"): self._authenticate_setup_intent,
         }
 
     def handle(self, request: ApiRequest) -> ApiResponse:
         """Answer one operator request."""
         name = request.path.removeprefix("/_emulator/").strip("/")
         handler = self._handlers.get((request.method, name))
+        parts = name.split("/")
+        path_id: str | None = None
+        if handler is None and len(parts) == 3:
+            handler = self._handlers.get((request.method, f"{parts[0]}/*/{parts[2]}"))
+            path_id = parts[1]
         if handler is None:
             return _json(404, {"error": f"no operator endpoint {request.method} {request.path}"})
         try:
             body: Json = json.loads(request.body) if request.body else {}
             query = {k: v for k, v in parse_query(request.query).items() if isinstance(v, str)}
+            if path_id is not None:
+                query["id"] = path_id
             with self.emulator.lock:
                 return _json(200, handler(body, query))
         except (ControlError, ValueError, KeyError, TypeError) as error:
@@ -151,6 +164,53 @@ class OperatorApi:
         delays = tuple(float(d) for d in body["retry_delays"])
         self.emulator.webhooks.retry_delays = delays
         return {"retry_delays": list(delays)}
+
+    def _stripe_call(self, path: str, call: Callable[[RequestContext], Json]) -> Json:
+        # Resource logic run as a request would run it (events, webhooks), answered as JSON.
+        context = RequestContext(self.emulator, new_request_id(), None, path)
+        try:
+            result = call(context)
+        except StripeError as error:
+            raise ControlError(error.message) from None
+        self.emulator.changed()
+        return result
+
+    def _fund_cash_balance(self, body: Json, query: dict[str, str]) -> Json:
+        from stripe_emulator.resources import payment_intents
+
+        customer = query["id"]
+        return self._stripe_call(
+            f"/_emulator/customers/{customer}/fund_cash_balance",
+            lambda ctx: payment_intents.fund_cash_balance(
+                ctx, customer, int(body["amount"]), str(body["currency"]), body.get("reference")
+            ),
+        )
+
+    def _authenticate_payment_intent(self, body: Json, query: dict[str, str]) -> Json:
+        from stripe_emulator.render import render
+        from stripe_emulator.resources import payment_intents
+
+        intent = query["id"]
+        return self._stripe_call(
+            f"/_emulator/payment_intents/{intent}/authenticate",
+            lambda ctx: render(
+                ctx.store,
+                payment_intents.complete_authentication(ctx, intent, str(body["outcome"])),
+            ),
+        )
+
+    def _authenticate_setup_intent(self, body: Json, query: dict[str, str]) -> Json:
+        from stripe_emulator.render import render
+        from stripe_emulator.resources import setup_intents
+
+        intent = query["id"]
+        return self._stripe_call(
+            f"/_emulator/setup_intents/{intent}/authenticate",
+            lambda ctx: render(
+                ctx.store,
+                setup_intents.complete_authentication(ctx, intent, str(body["outcome"])),
+            ),
+        )
 
     def _save(self, body: Json, query: dict[str, str]) -> Json:
         if self.emulator.state_file is None:

@@ -13,8 +13,11 @@ def build_router(emulator: Emulator) -> Router:
         events,
         features,
         meters,
+        payment_intents,
+        payment_methods,
         prices,
         products,
+        setup_intents,
         tax_ids,
         test_clocks,
         webhook_endpoints,
@@ -31,6 +34,9 @@ def build_router(emulator: Emulator) -> Router:
         webhook_endpoints,
         events,
         test_clocks,
+        payment_methods,
+        payment_intents,
+        setup_intents,
     )
     for module in modules:
         module.register(router)
