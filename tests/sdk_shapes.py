@@ -41,10 +41,19 @@ from stripe._stripe_object import StripeObject, UntypedStripeObject
 _DELETED_STUB_FIELDS = frozenset({"id", "object", "deleted"})
 
 
-def shape_problems(data: Any, cls: type[StripeObject], path: str = "") -> list[str]:
-    """Every difference between `data` (parsed JSON) and what `cls` declares."""
+def shape_problems(
+    data: Any, cls: type[StripeObject], path: str = "", *, listed: bool = False
+) -> list[str]:
+    """Every difference between `data` (parsed JSON) and what `cls` declares; with `listed`,
+    `data` is a list envelope (`ListObject[cls]`) whose items are checked."""
+    from stripe._list_object import ListObject
+
     problems: list[str] = []
-    _check_object(data, cls, path or cls.__name__, problems)
+    where = path or (f"list of {cls.__name__}" if listed else cls.__name__)
+    if listed:
+        _check_generic(data, ListObject, (cls,), where, problems)
+    else:
+        _check_object(data, cls, where, problems)
     return problems
 
 

@@ -40,6 +40,7 @@ class ShapeCase:
     name: str
     make: Callable[[stripe.StripeClient], Served]
     cls: type[StripeObject]
+    listed: bool = False  # `make` returns a list envelope of `cls` objects
 
 
 def _product(client: stripe.StripeClient) -> Served:
@@ -282,6 +283,41 @@ def _advanced_test_clock(client: stripe.StripeClient) -> Served:
     )
 
 
+def _customer_list(client: stripe.StripeClient) -> Served:
+    _customer(client)
+    _customer_expanded(client)
+    expand = ["data.tax", "data.tax_ids", "data.subscriptions", "data.sources", "data.test_clock"]
+    return served(client.v1.customers.list({"expand": expand}))
+
+
+def _customer_tax_id_list(client: stripe.StripeClient) -> Served:
+    customer = client.v1.customers.create(
+        {"tax_id_data": [{"type": "eu_vat", "value": "DE000000000"}]}
+    )
+    return served(client.v1.customers.tax_ids.list(customer.id))
+
+
+def _account_tax_id_list(client: stripe.StripeClient) -> Served:
+    client.v1.tax_ids.create({"type": "in_gst", "value": "12ABCDE3456FGZH"})
+    return served(client.v1.tax_ids.list())
+
+
+def _customer_updated_with_payment_method(client: stripe.StripeClient) -> Served:
+    customer = client.v1.customers.create({"invoice_settings": {"footer": "f"}})
+    return served(
+        client.v1.customers.update(
+            customer.id,
+            {
+                "address": {"country": "GB"},
+                "tax": {"ip_address": "203.0.113.1"},
+                "tax_exempt": "reverse",
+                "invoice_settings": {"default_payment_method": "", "custom_fields": ""},
+                "expand": ["tax", "invoice_settings.default_payment_method", "subscriptions"],
+            },
+        )
+    )
+
+
 def _deleted(kind: str) -> Callable[[stripe.StripeClient], Served]:
     def make(client: stripe.StripeClient) -> Served:
         if kind == "product":
@@ -309,12 +345,16 @@ CASES: list[ShapeCase] = [
     ShapeCase("product feature", _product_feature, stripe.ProductFeature),
     ShapeCase("customer", _customer, stripe.Customer),
     ShapeCase("customer expanded", _customer_expanded, stripe.Customer),
+    ShapeCase("customer list, expanded", _customer_list, stripe.Customer, listed=True),
+    ShapeCase("customer updated", _customer_updated_with_payment_method, stripe.Customer),
     ShapeCase(
         "customer balance transaction", _balance_transaction, stripe.CustomerBalanceTransaction
     ),
     ShapeCase("tax id", _tax_id, stripe.TaxId),
     ShapeCase("account tax id", _account_tax_id, stripe.TaxId),
     ShapeCase("deleted tax id", _deleted_tax_id, stripe.TaxId),
+    ShapeCase("customer tax id list", _customer_tax_id_list, stripe.TaxId, listed=True),
+    ShapeCase("account tax id list", _account_tax_id_list, stripe.TaxId, listed=True),
     ShapeCase("cash balance", _cash_balance, stripe.CashBalance),
     ShapeCase("webhook endpoint", _webhook_endpoint, stripe.WebhookEndpoint),
     ShapeCase("webhook endpoint (create)", _webhook_endpoint_created, stripe.WebhookEndpoint),
@@ -343,7 +383,8 @@ def test_served_object_matches_sdk_class(
     case: ShapeCase, stripe_client: stripe.StripeClient, emulator: EmulatorHandle
 ) -> None:
     data = case.make(stripe_client)
-    assert shape_problems(data, case.cls) == []
+    assert data["object"] == ("list" if case.listed else data["object"])
+    assert shape_problems(data, case.cls, listed=case.listed) == []
     # `data.object` of every event the case emitted is a served object too (`plan.*` events
     # carry the legacy plan object, which the SDK no longer types as an event payload here).
     problems: list[str] = []
