@@ -761,7 +761,7 @@ def _charge(
         "application": None,
         "application_fee": None,
         "application_fee_amount": None,
-        "balance_transaction": new_id("txn") if ok else None,
+        "balance_transaction": None,
         "billing_details": copy.deepcopy(pm["billing_details"]),
         "calculated_statement_descriptor": "EMULATOR",
         "captured": ok and captured,
