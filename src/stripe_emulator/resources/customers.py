@@ -57,6 +57,7 @@ RECONCILIATION_MODES = ("automatic", "manual", "merchant_default")
 # the cash balance layout it shares (`cashbal_<customer>`, see `cash_balance_of`).
 PAYMENT_METHOD = "payment_method"
 CASH_BALANCE = "cash_balance"
+CASH_TRANSACTION = "customer_cash_balance_transaction"
 # Embedded lists (`tax_ids`, `subscriptions`, `sources`) show their first page, as Stripe's.
 EMBEDDED_LIST_LIMIT = 10
 _INVOICE_PREFIX = re.compile(r"[A-Z0-9]{3,12}")
@@ -109,6 +110,20 @@ def register(router: Router) -> None:
     cp = "_customer_cash_balance_"
     router.add("GET", cash, f"{cp}retrieve_params.CustomerCashBalanceRetrieveParams", get_cash)
     router.add("POST", cash, f"{cp}update_params.CustomerCashBalanceUpdateParams", update_cash)
+    ctx_ = "/v1/customers/{customer}/cash_balance_transactions"
+    ctp = "_customer_cash_balance_transaction_"
+    router.add(
+        "GET",
+        ctx_,
+        f"{ctp}list_params.CustomerCashBalanceTransactionListParams",
+        list_cash_transactions,
+    )
+    router.add(
+        "GET",
+        ctx_ + "/{transaction}",
+        f"{ctp}retrieve_params.CustomerCashBalanceTransactionRetrieveParams",
+        retrieve_cash_transaction,
+    )
     tx = "/v1/customers/{customer}/balance_transactions"
     bp = "_customer_balance_transaction_"
     router.add(
@@ -427,6 +442,34 @@ def update_cash(ctx: RequestContext, params: Params, path: dict[str, str]) -> St
     customer = fetch(ctx, KIND, path["customer"], "customer")
     _set_cash_settings(ctx, customer["id"], params)
     return cash_balance_view(ctx, customer["id"])
+
+
+def list_cash_transactions(
+    ctx: RequestContext, params: Params, path: dict[str, str]
+) -> StripeObject:
+    """`GET /v1/customers/{customer}/cash_balance_transactions`, newest first (the payment
+    methods module records them; a scan of the collection: there is no index by customer)."""
+    customer = fetch(ctx, KIND, path["customer"], "customer")
+    customer_id = customer["id"]
+    return list_response(
+        ctx.store,
+        kind=CASH_TRANSACTION,
+        params=params,
+        url=f"/v1/customers/{customer_id}/cash_balance_transactions",
+        predicate=lambda t: t.get("customer") == customer_id,
+    )
+
+
+def retrieve_cash_transaction(
+    ctx: RequestContext, params: Params, path: dict[str, str]
+) -> StripeObject:
+    """`GET /v1/customers/{customer}/cash_balance_transactions/{transaction}`."""
+    fetch(ctx, KIND, path["customer"], "customer")
+    noun = "customer cash balance transaction"
+    transaction = fetch(ctx, CASH_TRANSACTION, path["transaction"], noun)
+    if transaction.get("customer") != path["customer"]:
+        raise no_such(noun, path["transaction"])
+    return render(ctx.store, transaction, expand_of(params))
 
 
 def _refuse_legacy_sources(params: Params, names: tuple[str, ...]) -> None:

@@ -464,3 +464,59 @@ def test_deleting_a_customer_runs_the_hooks_and_removes_its_tax_ids(
     on_clock = stripe_client.v1.customers.create({"test_clock": clock.id})
     stripe_client.v1.test_helpers.test_clocks.delete(clock.id)
     assert deletion_log[-1] == (on_clock.id, True)
+
+
+def _insert_cash_transaction(emulator: EmulatorHandle, customer: str, amount: int) -> str:
+    """A `funded` transaction as the payment methods module records it."""
+    emu = emulator.server.emulator
+    tx_id = f"ccsbtxn_test{len(emu.store.collection('customer_cash_balance_transaction')) + 1}"
+    with emu.lock:
+        emu.store.insert(
+            "customer_cash_balance_transaction",
+            {
+                "id": tx_id,
+                "object": "customer_cash_balance_transaction",
+                "adjusted_for_overdraft": None,
+                "applied_to_payment": None,
+                "created": 1_700_000_000,
+                "currency": "eur",
+                "customer": customer,
+                "customer_account": None,
+                "ending_balance": amount,
+                "funded": {
+                    "bank_transfer": {
+                        "eu_bank_transfer": None,
+                        "gb_bank_transfer": None,
+                        "jp_bank_transfer": None,
+                        "reference": "REF",
+                        "type": "eu_bank_transfer",
+                        "us_bank_transfer": None,
+                    }
+                },
+                "livemode": False,
+                "net_amount": amount,
+                "refunded_from_payment": None,
+                "transferred_to_balance": None,
+                "type": "funded",
+                "unapplied_from_payment": None,
+            },
+        )
+    return tx_id
+
+
+def test_cash_balance_transactions(
+    stripe_client: stripe.StripeClient, emulator: EmulatorHandle
+) -> None:
+    customer = stripe_client.v1.customers.create({})
+    other = stripe_client.v1.customers.create({})
+    first = _insert_cash_transaction(emulator, customer.id, 500)
+    _insert_cash_transaction(emulator, other.id, 700)
+    second = _insert_cash_transaction(emulator, customer.id, 900)
+    txns = stripe_client.v1.customers.cash_balance_transactions
+    listed = txns.list(customer.id)
+    assert [t.id for t in listed.data] == [second, first]
+    assert listed.url == f"/v1/customers/{customer.id}/cash_balance_transactions"
+    assert txns.retrieve(customer.id, first).net_amount == 500
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        txns.retrieve(other.id, first)
+    assert excinfo.value.http_status == 404
