@@ -26,6 +26,7 @@ from stripe_emulator.resources._common import (
     save_update,
 )
 from stripe_emulator.resources._payments import PaymentError, error_object
+from stripe_emulator.resources.customers import on_customer_deleted
 from stripe_emulator.resources.test_cards import (
     DECLINE_MESSAGES,
     TEST_PAYMENT_METHODS,
@@ -64,6 +65,22 @@ def register(router: Router) -> None:
         f"{c}retrieve_params.CustomerPaymentMethodRetrieveParams",
         retrieve_of_customer,
     )
+    on_customer_deleted(detach_all)
+
+
+def detach_all(ctx: RequestContext, customer: StripeObject) -> None:
+    """A deleted customer's payment methods are detached (`payment_method.detached`)."""
+    attached = [
+        pm
+        for pm in ctx.store.collection(KIND).objects.values()
+        if pm.get("customer") == customer["id"]
+    ]
+    for pm in attached:
+        after = copy.deepcopy(pm)
+        after["customer"] = None
+        after["_consumed"] = True
+        ctx.store.replace(KIND, after)
+        ctx.emit("payment_method.detached", after, previous_attributes={"customer": customer["id"]})
 
 
 # --- building -----------------------------------------------------------------------------

@@ -6,8 +6,6 @@ against the SDK's resource classes and Stripe's published examples."""
 from __future__ import annotations
 
 import json
-import types
-import typing
 from typing import Any
 
 import httpx
@@ -16,6 +14,7 @@ import stripe
 
 from tests import compat_files
 from tests.fixtures.emulator import TEST_API_KEY, EmulatorHandle
+from tests.sdk_shapes import shape_problems
 
 Client = stripe.StripeClient
 
@@ -185,6 +184,14 @@ def test_attaching_a_declining_card_fails_the_card_check(
     assert declined.value.error is not None
     assert declined.value.error.decline_code == decline_code
     assert declined.value.http_status == 402
+
+
+def test_deleting_a_customer_detaches_its_payment_methods(stripe_client: Client) -> None:
+    customer = _customer(stripe_client)
+    pm = stripe_client.v1.payment_methods.attach("pm_card_visa", {"customer": customer})
+    stripe_client.v1.customers.delete(customer)
+    assert stripe_client.v1.payment_methods.retrieve(pm.id).customer is None
+    assert _event_types(stripe_client)[-2:] == ["payment_method.detached", "customer.deleted"]
 
 
 # --- payment intents: cards --------------------------------------------------------------
@@ -730,60 +737,6 @@ def test_payment_events_reach_webhook_endpoints(
 # --- shapes ------------------------------------------------------------------------------
 
 
-def _annotations(cls: type) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for base in reversed(cls.__mro__):
-        found.update(
-            {
-                k: v
-                for k, v in getattr(base, "__annotations__", {}).items()
-                if not k.startswith("_") and k != "OBJECT_NAME"
-            }
-        )
-    return found
-
-
-def _optional(hint: Any) -> bool:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return type(None) in typing.get_args(hint)
-    return False
-
-
-def _check_shape(obj: dict[str, Any], cls: type, where: str, problems: list[str]) -> None:
-    declared = _annotations(cls)
-    for name in set(obj) - set(declared):
-        problems.append(f"{where}.{name}: not in {cls.__qualname__}")
-    for name, hint in declared.items():
-        if not _optional(hint) and name not in obj:
-            problems.append(f"{where}.{name}: required by {cls.__qualname__}, missing")
-        value = obj.get(name)
-        nested = _nested_class(hint)
-        if isinstance(value, dict) and nested is not None:
-            _check_shape(value, nested, f"{where}.{name}", problems)
-        if isinstance(value, list) and value and isinstance(value[0], dict):
-            item = (
-                _nested_class(typing.get_args(_strip_optional(hint))[0])
-                if typing.get_args(_strip_optional(hint))
-                else None
-            )
-            if item is not None:
-                _check_shape(value[0], item, f"{where}.{name}[0]", problems)
-
-
-def _strip_optional(hint: Any) -> Any:
-    if _optional(hint):
-        rest = [a for a in typing.get_args(hint) if a is not type(None)]
-        return rest[0] if len(rest) == 1 else hint
-    return hint
-
-
-def _nested_class(hint: Any) -> type | None:
-    hint = _strip_optional(hint)
-    # Inner classes of a resource (PaymentIntent.NextAction ...), not other resources.
-    nested = isinstance(hint, type) and issubclass(hint, stripe.StripeObject)
-    return hint if nested and "." in hint.__qualname__ else None
-
-
 class Raw:
     def __init__(self, url: str) -> None:
         self.http = httpx.Client(base_url=url, auth=(TEST_API_KEY, ""))
@@ -801,7 +754,7 @@ class Raw:
         return body
 
 
-def _served(raw: Raw) -> dict[str, tuple[dict[str, Any], type]]:
+def _served(raw: Raw) -> dict[str, tuple[dict[str, Any], type[stripe.StripeObject]]]:
     customer = raw.post("/v1/customers", {"email": "s@example.com"})["id"]
     card = raw.post(
         "/v1/payment_methods",
@@ -878,17 +831,47 @@ def _served(raw: Raw) -> dict[str, tuple[dict[str, Any], type]]:
 
 
 @pytest.fixture
-def served(emulator: EmulatorHandle) -> dict[str, tuple[dict[str, Any], type]]:
+def served(emulator: EmulatorHandle) -> dict[str, tuple[dict[str, Any], type[stripe.StripeObject]]]:
     return _served(Raw(emulator.url))
 
 
 def test_objects_have_exactly_the_sdk_fields(
-    served: dict[str, tuple[dict[str, Any], type]],
+    served: dict[str, tuple[dict[str, Any], type[stripe.StripeObject]]],
 ) -> None:
-    problems: list[str] = []
-    for name, (obj, cls) in served.items():
-        _check_shape(obj, cls, name, problems)
+    # tests/sdk_shapes.py: no unknown field, every non-Optional field, JSON types, nested.
+    problems = [p for name, (obj, cls) in served.items() for p in shape_problems(obj, cls, name)]
     assert problems == []
+
+
+def test_lists_and_event_objects_have_the_sdk_fields(
+    emulator: EmulatorHandle, served: dict[str, tuple[dict[str, Any], type[stripe.StripeObject]]]
+) -> None:
+    raw = Raw(emulator.url)
+    customer = served["payment_intent"][0]["customer"]
+    listed: list[tuple[dict[str, Any], type[stripe.StripeObject]]] = [
+        (raw.get(f"/v1/customers/{customer}/payment_methods"), stripe.PaymentMethod),
+        (raw.get("/v1/payment_methods"), stripe.PaymentMethod),
+        (raw.get("/v1/payment_intents"), stripe.PaymentIntent),
+        (raw.get("/v1/setup_intents"), stripe.SetupIntent),
+    ]
+    problems = [p for body, cls in listed for p in shape_problems(body, cls, listed=True)]
+    classes: dict[str, type[stripe.StripeObject]] = {
+        "payment_method": stripe.PaymentMethod,
+        "payment_intent": stripe.PaymentIntent,
+        "setup_intent": stripe.SetupIntent,
+        "charge": stripe.Charge,
+        "customer_cash_balance_transaction": stripe.CustomerCashBalanceTransaction,
+        "cash_balance": stripe.CashBalance,
+    }
+    events = raw.get("/v1/events?limit=100")["data"]
+    seen = set()
+    for event in events:
+        obj = event["data"]["object"]
+        if obj["object"] in classes:
+            seen.add(obj["object"])
+            problems += shape_problems(obj, classes[obj["object"]], event["type"])
+    assert problems == []
+    assert seen == set(classes) - {"cash_balance"}
 
 
 @pytest.mark.parametrize(
@@ -901,7 +884,9 @@ def test_objects_have_exactly_the_sdk_fields(
     ],
 )
 def test_shape_matches_stripe_example(
-    served: dict[str, tuple[dict[str, Any], type]], resource: str, served_as: str
+    served: dict[str, tuple[dict[str, Any], type[stripe.StripeObject]]],
+    resource: str,
+    served_as: str,
 ) -> None:
     example = json.loads(compat_files.STRIPE_FIXTURES.read_text())["resources"][resource]
     obj = served[served_as][0]
