@@ -186,13 +186,16 @@ def test_unmarked_lookalike_is_adoptable_then_adopted(
     plan = controller.plan().plan
     assert "product/credits" in [n.key for n in plan.adoptable]
     assert "product/credits" not in [s.key for s in plan.steps if s.action is Action.CREATE]
+    # Its price needs the product's id: the plan is refused before any write (issue 8).
+    assert any("depends on product/credits" in r and "--adopt" in r for r in plan.refusals)
 
     from billing_reconciler.controller import PlanOptions
 
     planned = controller.plan(PlanOptions(adopt_all=True))
     adopt = [s for s in planned.plan.steps if s.action is Action.ADOPT]
     assert [s.stripe_id for s in adopt] == [human.id]
-    controller.apply(planned)
+    _, _, residual = controller.apply(planned)
+    assert residual.steps == (), [(s.action.value, s.key) for s in residual.steps]  # one apply
     assert client.v1.products.retrieve(human.id).metadata["br_key"] == "product/credits"
 
 
@@ -306,3 +309,26 @@ def test_currency_option_change_updates_in_place_and_tier_change_supersedes(
     assert current.id != original.id
     assert current.recurring is not None
     assert current.recurring.meter == original.recurring.meter  # same meter, not a new one
+
+
+def test_a_lookalike_with_its_features_already_attached_is_adopted_in_one_apply(
+    tmp_path: Path, emulator: Any, make_controller: MakeController
+) -> None:
+    """The look-alike's existing attachments are listed (it is an adoption candidate), so
+    adopting it attaches only what is missing and records the product's attachments."""
+    client = sdk(emulator)
+    feature = client.v1.entitlements.features.create(
+        {"name": "API access", "lookup_key": "api_access"}
+    )
+    human = client.v1.products.create({"name": "Base platform"})
+    client.v1.products.features.create(human.id, {"entitlement_feature": feature.id})
+    controller = make_controller(write_desired(tmp_path))
+    from billing_reconciler.controller import PlanOptions
+
+    planned = controller.plan(PlanOptions(adopt_all=True))
+    assert not planned.plan.refused, planned.plan.refusals
+    assert "product_feature/base/api_access" not in [s.key for s in planned.plan.steps]
+    _, _, residual = controller.apply(planned)
+    assert residual.steps == (), [(s.action.value, s.key) for s in residual.steps]
+    [attachment] = client.v1.products.features.list(human.id).data
+    assert attachment.entitlement_feature.id == feature.id

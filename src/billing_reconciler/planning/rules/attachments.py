@@ -112,23 +112,33 @@ def plan_product_features(
     wanted = wanted_features(desired)
     store = _store_view(applied)
     live_products = _ours(builder, observed.products)
+    # By the product's Stripe id: a look-alike being adopted has no key of ours yet.
     live_by_product: dict[str, dict[str, ProductFeatureRecord]] = defaultdict(dict)
     for pf in observed.product_features:
-        live_by_product[pf.product_key][pf.feature_key] = pf
+        live_by_product[pf.product_stripe_id or ""][pf.feature_key] = pf
     for product_key, features in sorted(wanted.items()):
         live = live_products.get(product_key)
         trusted = not builder.policy.verify_attachments
         if trusted and live and record_in_sync(live, features, _for(store, product_key)):
             continue
-        attached = live_by_product.get(product_key, {})
+        product_id = live.stripe_id if live else builder.known_ids.get(product_key)
+        attached = live_by_product.get(product_id or "", {})
         ours = recorded_features(live.features_record) if live else None
         _attach(builder, product_key, features, attached, applied)
         _detach(builder, product_key, features, attached, applied, ours or frozenset())
         # Written after the attachments change (a later phase), so a record that matches the
         # desired set never claims attachments that are not there.
-        recorded = live.features_record if live else NO_FEATURES
+        recorded = _recorded(builder, product_key, live)
         if recorded != features_inventory(features):
             _record(builder, product_key, live, recorded, features_inventory(features))
+
+
+def _recorded(builder: PlanBuilder, product_key: str, live: ProductRecord | None) -> str | None:
+    """The product's `br_features` once this plan's earlier steps ran: a product it creates
+    starts with an empty record; one it adopts (a known id, not yet ours) has none."""
+    if live is not None:
+        return live.features_record
+    return None if product_key in builder.known_ids else NO_FEATURES
 
 
 def _ours(builder: PlanBuilder, products: Iterable[ProductRecord]) -> dict[str, ProductRecord]:
