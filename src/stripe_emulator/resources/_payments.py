@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from stripe_emulator.core import RequestContext
 from stripe_emulator.errors import StripeError, invalid
 from stripe_emulator.params import Params
+from stripe_emulator.render import EXPANDABLE
 from stripe_emulator.routing import Handler, Route, Router
 from stripe_emulator.state import StripeObject
 
@@ -114,3 +115,9 @@ def raise_last_error(
         status=status,
         type_=last_error["type"],
     )
+
+
+def expandable_when_null(kind: str, *fields: str) -> None:
+    """Let `expand` keep these reference fields null while they are unset (as Stripe does)
+    instead of refusing them; `render.EXPANDABLE` is the shared registry."""
+    EXPANDABLE[kind] = EXPANDABLE.get(kind, frozenset()) | frozenset(fields)

@@ -40,6 +40,7 @@ from stripe_emulator.resources._intent_params import (
 from stripe_emulator.resources._payments import (
     add_route,
     error_object,
+    expandable_when_null,
     raise_last_error,
     refuse_payment_method_types,
 )
@@ -84,6 +85,28 @@ def register(router: Router) -> None:
         "/v1/test_helpers/customers/{customer}/fund_cash_balance",
         "test_helpers._customer_fund_cash_balance_params.CustomerFundCashBalanceParams",
         fund_cash_balance_endpoint,
+    )
+    expandable_when_null(
+        KIND,
+        "application",
+        "customer",
+        "latest_charge",
+        "on_behalf_of",
+        "payment_method",
+        "review",
+        "source",
+    )
+    expandable_when_null(
+        CHARGE,
+        "application",
+        "application_fee",
+        "balance_transaction",
+        "customer",
+        "failure_balance_transaction",
+        "on_behalf_of",
+        "payment_intent",
+        "review",
+        "source_transfer",
     )
 
 

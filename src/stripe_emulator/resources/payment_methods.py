@@ -25,7 +25,11 @@ from stripe_emulator.resources._common import (
     nullable,
     save_update,
 )
-from stripe_emulator.resources._payments import PaymentError, error_object
+from stripe_emulator.resources._payments import (
+    PaymentError,
+    error_object,
+    expandable_when_null,
+)
 from stripe_emulator.resources.customers import on_customer_deleted
 from stripe_emulator.resources.test_cards import (
     DECLINE_MESSAGES,
@@ -66,6 +70,7 @@ def register(router: Router) -> None:
         retrieve_of_customer,
     )
     on_customer_deleted(detach_all)
+    expandable_when_null(KIND, "customer")
 
 
 def detach_all(ctx: RequestContext, customer: StripeObject) -> None:

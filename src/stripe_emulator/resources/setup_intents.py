@@ -35,6 +35,7 @@ from stripe_emulator.resources._intent_params import (
 from stripe_emulator.resources._payments import (
     add_route,
     error_object,
+    expandable_when_null,
     raise_last_error,
     refuse_payment_method_types,
 )
@@ -60,6 +61,16 @@ def register(router: Router) -> None:
     add_route(router, "POST", one, SetupIntentUpdateParams, update)
     add_route(router, "POST", one + "/confirm", SetupIntentConfirmParams, confirm)
     router.add("POST", one + "/cancel", f"{p}cancel_params.SetupIntentCancelParams", cancel)
+    expandable_when_null(
+        KIND,
+        "application",
+        "customer",
+        "latest_attempt",
+        "mandate",
+        "on_behalf_of",
+        "payment_method",
+        "single_use_mandate",
+    )
 
 
 def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:

@@ -450,6 +450,34 @@ def test_cancel_and_list(stripe_client: Client) -> None:
     assert _event_types(stripe_client)[-1] == "payment_intent.canceled"
 
 
+def test_unset_references_expand_to_null(stripe_client: Client) -> None:
+    intent = stripe_client.v1.payment_intents.create(
+        {
+            "amount": 1000,
+            "currency": "usd",
+            "expand": ["customer", "payment_method", "latest_charge"],
+        }
+    )
+    assert (intent.customer, intent.payment_method, intent.latest_charge) == (None, None, None)
+    customer = _customer(stripe_client)
+    paid = stripe_client.v1.payment_intents.create(
+        {
+            "amount": 1000,
+            "currency": "usd",
+            "customer": customer,
+            "payment_method": "pm_card_visa",
+            "confirm": True,
+            "expand": ["customer", "payment_method"],
+        }
+    )
+    assert isinstance(paid.customer, stripe.Customer)
+    assert isinstance(paid.payment_method, stripe.PaymentMethod)
+    setup = stripe_client.v1.setup_intents.create({"expand": ["customer", "payment_method"]})
+    assert (setup.customer, setup.payment_method) == (None, None)
+    pm = stripe_client.v1.payment_methods.retrieve("pm_card_visa", {"expand": ["customer"]})
+    assert pm.customer is None
+
+
 def test_intent_parameters_are_validated(stripe_client: Client) -> None:
     intents = stripe_client.v1.payment_intents
     with pytest.raises(stripe.InvalidRequestError) as refused:
