@@ -7,6 +7,11 @@ by `stripe_emulator.tax` from the shipping address, billing address, then `tax.i
 (lists a later module fills through `INCLUDED_LISTS`), `cash_balance`, and
 `invoice_settings.default_payment_method` (expandable to the payment method).
 
+`payment_method` on create attaches that payment method (or a minted test one) through the
+payment methods module after `customer.created`, every refusal checked first; legacy `source`
+and `default_source` are refused. `invoice_settings.default_payment_method` must name a
+payment method attached to the customer (`""` unsets it).
+
 Deleting a customer runs every hook registered with `on_customer_deleted` first (a
 subscriptions module registers one to cancel the customer's subscriptions), then removes its
 tax ids and cash balance, keeps a tombstone and emits `customer.deleted`.
@@ -149,8 +154,14 @@ def register(router: Router) -> None:
 def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`POST /v1/customers`."""
     check_enum(params.get("tax_exempt"), "tax_exempt", TAX_EXEMPT)
-    _refuse_legacy_sources(params, ("payment_method", "source"))
+    _refuse_legacy_sources(params, ("source",))
     _check_invoice_prefix(params.get("invoice_prefix"))
+    customer_id = new_id("cus")
+    payment_method = (
+        _attachable(ctx, params["payment_method"], customer_id)
+        if "payment_method" in params
+        else None
+    )
     tax_id_data: list[dict[str, str]] = params.get("tax_id_data", [])
     for index, datum in enumerate(tax_id_data):
         check_tax_id(datum["type"], datum["value"], param_prefix=f"tax_id_data[{index}]")
@@ -162,7 +173,6 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         )
         # Objects on a test clock live in its time.
         created = frozen["frozen_time"]
-    customer_id = new_id("cus")
     customer: StripeObject = {
         "id": customer_id,
         "object": "customer",
@@ -178,7 +188,11 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         "email": None,
         "invoice_prefix": _invoice_prefix(),
         "invoice_settings": _invoice_settings(
-            ctx, customer_id, params.get("invoice_settings"), None
+            ctx,
+            customer_id,
+            params.get("invoice_settings"),
+            None,
+            attaching=payment_method["id"] if payment_method else None,
         ),
         "livemode": False,
         "metadata": new_metadata(params.get("metadata")),
@@ -198,6 +212,10 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     ctx.store.insert(KIND, customer)
     _set_cash_settings(ctx, customer_id, params.get("cash_balance"))
     ctx.emit("customer.created", customer)
+    if payment_method is not None:
+        from stripe_emulator.resources import payment_methods
+
+        payment_methods.attach_to(ctx, payment_method, customer_id)
     for datum in tax_id_data:
         new_tax_id(ctx, datum["type"], datum["value"], customer_id=customer_id)
     return render_customer(ctx, ctx.store.get(KIND, customer_id) or customer, expand_of(params))
@@ -583,6 +601,8 @@ def _invoice_settings(
     customer_id: str,
     raw: dict[str, Any] | None,
     current: dict[str, Any] | None,
+    *,
+    attaching: str | None = None,
 ) -> dict[str, Any]:
     settings: dict[str, Any] = (
         copy.deepcopy(current)
@@ -602,9 +622,27 @@ def _invoice_settings(
             }
         else:
             settings[key] = nullable(value)
-    if "default_payment_method" in (raw or {}) and settings["default_payment_method"]:
-        _check_default_payment_method(ctx, customer_id, settings["default_payment_method"])
+    default = settings["default_payment_method"]
+    if "default_payment_method" in (raw or {}) and default and default != attaching:
+        _check_default_payment_method(ctx, customer_id, default)
     return settings
+
+
+def _attachable(ctx: RequestContext, pm_id: str, customer_id: str) -> StripeObject:
+    """The payment method `payment_method` names on a customer create, checked before anything
+    is created: every refusal of `payment_methods.attach_to` (attached elsewhere, spent, a
+    card whose check declines: 402) is raised before it changes anything, so it is asked to
+    raise it now; the attachment itself follows `customer.created`."""
+    from stripe_emulator.resources import payment_methods
+
+    pm = payment_methods.resolve(ctx, pm_id, param="payment_method")
+    if pm.get("customer") is not None:
+        payment_methods.attach_to(ctx, pm, customer_id)
+    payment_methods.check_reusable(pm, param="payment_method")
+    card = payment_methods.behaviour(pm)
+    if card is not None and card.declines_on_setup and card.decline_code is not None:
+        payment_methods.attach_to(ctx, pm, customer_id)
+    return pm
 
 
 def _check_default_payment_method(ctx: RequestContext, customer_id: str, pm_id: str) -> None:

@@ -359,6 +359,54 @@ def test_default_payment_method_must_be_attached(
     assert event.data.previous_attributes["invoice_settings"]["default_payment_method"] == attached
 
 
+def test_default_payment_method_through_the_payment_methods_api(
+    stripe_client: stripe.StripeClient,
+) -> None:
+    customer = stripe_client.v1.customers.create({})
+    pm = stripe_client.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+    updated = stripe_client.v1.customers.update(
+        customer.id, {"invoice_settings": {"default_payment_method": pm.id}}
+    )
+    assert updated.invoice_settings is not None
+    assert updated.invoice_settings.default_payment_method == pm.id
+    elsewhere = stripe_client.v1.payment_methods.attach(
+        "pm_card_mastercard", {"customer": stripe_client.v1.customers.create({}).id}
+    )
+    with pytest.raises(stripe.InvalidRequestError, match="does not have a payment method"):
+        stripe_client.v1.customers.update(
+            customer.id, {"invoice_settings": {"default_payment_method": elsewhere.id}}
+        )
+
+
+def test_payment_method_on_create_attaches_it(stripe_client: stripe.StripeClient) -> None:
+    pm = stripe_client.v1.payment_methods.create(
+        {
+            "type": "card",
+            "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"},
+        }
+    )
+    customer = stripe_client.v1.customers.create(
+        {"payment_method": pm.id, "invoice_settings": {"default_payment_method": pm.id}}
+    )
+    assert customer.invoice_settings is not None
+    assert customer.invoice_settings.default_payment_method == pm.id
+    assert stripe_client.v1.payment_methods.retrieve(pm.id).customer == customer.id
+    assert _event_types(stripe_client)[-2:] == ["customer.created", "payment_method.attached"]
+    with pytest.raises(stripe.InvalidRequestError, match="already been attached"):
+        stripe_client.v1.customers.create({"payment_method": pm.id})
+    minted = stripe_client.v1.customers.create({"payment_method": "pm_card_visa"})
+    attached = stripe_client.v1.customers.payment_methods.list(minted.id).data
+    assert [p.card.last4 for p in attached] == ["4242"]  # type: ignore[union-attr]
+    before = len(stripe_client.v1.customers.list({"limit": 100}).data)
+    with pytest.raises(stripe.CardError) as excinfo:
+        stripe_client.v1.customers.create({"payment_method": "pm_card_chargeDeclined"})
+    assert excinfo.value.code == "card_declined"
+    with pytest.raises(stripe.InvalidRequestError, match="No such PaymentMethod") as missing:
+        stripe_client.v1.customers.create({"payment_method": "pm_nope"})
+    assert _error(missing).param == "payment_method"
+    assert len(stripe_client.v1.customers.list({"limit": 100}).data) == before
+
+
 def test_invoice_settings_and_refused_legacy_params(stripe_client: stripe.StripeClient) -> None:
     customer = stripe_client.v1.customers.create(
         {"invoice_settings": {"rendering_options": {"amount_tax_display": "include_inclusive_tax"}}}
@@ -369,10 +417,13 @@ def test_invoice_settings_and_refused_legacy_params(stripe_client: stripe.Stripe
         "amount_tax_display": "include_inclusive_tax",
         "template": None,
     }
-    for params in ({"source": "tok_visa"}, {"payment_method": "pm_card_visa"}):
-        with pytest.raises(stripe.InvalidRequestError) as excinfo:
-            stripe_client.v1.customers.create(params)  # type: ignore[arg-type]
-        assert _error(excinfo).param == next(iter(params))
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        stripe_client.v1.customers.create({"source": "tok_visa"})
+    assert _error(excinfo).param == "source"
+    customer = stripe_client.v1.customers.create({})
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        stripe_client.v1.customers.update(customer.id, {"default_source": "card_1"})
+    assert _error(excinfo).param == "default_source"
     with pytest.raises(stripe.InvalidRequestError) as excinfo:
         stripe_client.v1.customers.create({"invoice_prefix": "ab"})
     assert _error(excinfo).param == "invoice_prefix"
