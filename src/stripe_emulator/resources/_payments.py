@@ -121,3 +121,12 @@ def expandable_when_null(kind: str, *fields: str) -> None:
     """Let `expand` keep these reference fields null while they are unset (as Stripe does)
     instead of refusing them; `render.EXPANDABLE` is the shared registry."""
     EXPANDABLE[kind] = EXPANDABLE.get(kind, frozenset()) | frozenset(fields)
+
+
+def time_for(ctx: RequestContext, customer_id: str | None) -> int:
+    """Now, for an object of this customer: its test clock's frozen time if it has one
+    (objects on a test clock live in its time), else the emulator clock."""
+    customer = ctx.store.get("customer", customer_id) if customer_id else None
+    clock_id = customer.get("test_clock") if customer else None
+    clock = ctx.store.get("test_helpers.test_clock", clock_id) if clock_id else None
+    return int(clock["frozen_time"]) if clock else ctx.now()

@@ -12,6 +12,7 @@ import copy
 
 from stripe_emulator.core import RequestContext
 from stripe_emulator.ids import new_id
+from stripe_emulator.resources._payments import time_for
 from stripe_emulator.state import StripeObject
 
 KIND = "cash_balance"
@@ -74,7 +75,7 @@ def move(
         "object": TRANSACTION,
         "adjusted_for_overdraft": None,
         "applied_to_payment": None,
-        "created": ctx.now(),
+        "created": time_for(ctx, customer_id),
         "currency": currency,
         "customer": customer_id,
         "customer_account": None,

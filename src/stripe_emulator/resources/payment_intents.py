@@ -43,6 +43,7 @@ from stripe_emulator.resources._payments import (
     expandable_when_null,
     raise_last_error,
     refuse_payment_method_types,
+    time_for,
 )
 from stripe_emulator.resources.currencies import ISO_4217, MINIMUM_AMOUNTS
 from stripe_emulator.routing import Router
@@ -137,7 +138,7 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
             "automatic_payment_methods.",
             param="automatic_payment_methods",
         )
-    now = ctx.now()
+    now = time_for(ctx, customer)
     intent_id = new_id("pi")
     types = list(allowed) if allowed else ["card"]
     intent: StripeObject = {
@@ -688,7 +689,7 @@ def cancel(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         )
         after["_funded"] = 0
     after["status"] = "canceled"
-    after["canceled_at"] = ctx.now()
+    after["canceled_at"] = time_for(ctx, after["customer"])
     after["cancellation_reason"] = params.get("cancellation_reason")
     after["next_action"] = None
     after["amount_capturable"] = 0
@@ -788,7 +789,7 @@ def _charge(
         "billing_details": copy.deepcopy(pm["billing_details"]),
         "calculated_statement_descriptor": "EMULATOR",
         "captured": ok and captured,
-        "created": ctx.now(),
+        "created": time_for(ctx, intent["customer"]),
         "currency": intent["currency"],
         "customer": intent["customer"],
         "description": intent["description"],

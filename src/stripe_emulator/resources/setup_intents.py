@@ -38,6 +38,7 @@ from stripe_emulator.resources._payments import (
     expandable_when_null,
     raise_last_error,
     refuse_payment_method_types,
+    time_for,
 )
 from stripe_emulator.routing import Router
 from stripe_emulator.state import StripeObject
@@ -110,7 +111,7 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         ),
         "cancellation_reason": None,
         "client_secret": f"{intent_id}_secret_{_random(32)}",
-        "created": ctx.now(),
+        "created": time_for(ctx, customer),
         "customer": customer,
         "customer_account": None,
         "description": params.get("description"),

@@ -743,6 +743,26 @@ def test_customer_balance_needs_a_customer_and_canceling_returns_funds(
         emulator.control.fund_cash_balance("cus_missing", 100, "usd")
 
 
+def test_objects_of_a_test_clock_customer_live_in_its_time(
+    stripe_client: Client, emulator: EmulatorHandle
+) -> None:
+    clock = stripe_client.v1.test_helpers.test_clocks.create({"frozen_time": 1_700_000_000})
+    customer = stripe_client.v1.customers.create({"test_clock": clock.id}).id
+    intent = stripe_client.v1.payment_intents.create(
+        {
+            "amount": 1000,
+            "currency": "usd",
+            "customer": customer,
+            "payment_method": "pm_card_visa",
+            "confirm": True,
+        }
+    )
+    charge = stripe_client.v1.charges.retrieve(str(intent.latest_charge))
+    setup = stripe_client.v1.setup_intents.create({"customer": customer})
+    funded = emulator.control.fund_cash_balance(customer, 100, "usd")
+    assert {intent.created, charge.created, setup.created, funded["created"]} == {1_700_000_000}
+
+
 # --- events and webhooks -----------------------------------------------------------------
 
 
