@@ -318,6 +318,127 @@ def _customer_updated_with_payment_method(client: stripe.StripeClient) -> Served
     )
 
 
+def _card(client: stripe.StripeClient) -> stripe.PaymentMethod:
+    return client.v1.payment_methods.create(
+        {
+            "type": "card",
+            "card": {"number": "4242424242424242", "exp_month": 8, "exp_year": 2040, "cvc": "1"},
+            "billing_details": {"email": "j@example.com", "address": {"country": "US"}},
+            "metadata": {"order": "1"},
+        }
+    )
+
+
+def _attached_card(client: stripe.StripeClient) -> Served:
+    customer = client.v1.customers.create({})
+    return served(client.v1.payment_methods.attach(_card(client).id, {"customer": customer.id}))
+
+
+def _customer_balance_method(client: stripe.StripeClient) -> Served:
+    return served(client.v1.payment_methods.create({"type": "customer_balance"}))
+
+
+def _intent(client: stripe.StripeClient, **params: Any) -> Served:
+    base: dict[str, Any] = {"amount": 1099, "currency": "usd", "confirm": True}
+    return served(client.v1.payment_intents.create({**base, **params}))
+
+
+def _succeeded_intent(client: stripe.StripeClient) -> Served:
+    customer = client.v1.customers.create({})
+    pm = client.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+    return _intent(
+        client, customer=customer.id, payment_method=pm.id, expand=["latest_charge", "customer"]
+    )
+
+
+def _declined_intent(client: stripe.StripeClient) -> Served:
+    with pytest.raises(stripe.CardError) as excinfo:
+        client.v1.payment_intents.create(
+            {
+                "amount": 1099,
+                "currency": "usd",
+                "payment_method": "pm_card_chargeDeclined",
+                "confirm": True,
+            }
+        )
+    intent = excinfo.value.error.payment_intent  # type: ignore[union-attr]
+    assert intent is not None
+    return served(client.v1.payment_intents.retrieve(intent.id))
+
+
+def _bank_transfer_intent(client: stripe.StripeClient) -> Served:
+    customer = client.v1.customers.create({})
+    return _intent(
+        client,
+        currency="eur",
+        customer=customer.id,
+        payment_method_data={"type": "customer_balance"},
+        payment_method_options={
+            "customer_balance": {
+                "funding_type": "bank_transfer",
+                "bank_transfer": {"type": "eu_bank_transfer"},
+            }
+        },
+    )
+
+
+def _manual_capture_intent(client: stripe.StripeClient) -> Served:
+    intent = client.v1.payment_intents.create(
+        {
+            "amount": 1099,
+            "currency": "usd",
+            "payment_method": "pm_card_visa",
+            "confirm": True,
+            "capture_method": "manual",
+        }
+    )
+    return served(client.v1.payment_intents.capture(intent.id, {"amount_to_capture": 500}))
+
+
+def _canceled_intent(client: stripe.StripeClient) -> Served:
+    intent = client.v1.payment_intents.create({"amount": 1099, "currency": "usd"})
+    return served(client.v1.payment_intents.cancel(intent.id, {"cancellation_reason": "abandoned"}))
+
+
+def _charge(client: stripe.StripeClient) -> Served:
+    intent = _intent(client, payment_method="pm_card_visa")
+    return served(client.v1.charges.retrieve(intent["latest_charge"]))
+
+
+def _setup_intent(client: stripe.StripeClient) -> Served:
+    customer = client.v1.customers.create({})
+    return served(
+        client.v1.setup_intents.create(
+            {"customer": customer.id, "payment_method": "pm_card_visa", "confirm": True}
+        )
+    )
+
+
+def _setup_intent_requires_action(client: stripe.StripeClient) -> Served:
+    return served(
+        client.v1.setup_intents.create(
+            {"payment_method": "pm_card_authenticationRequiredOnSetup", "confirm": True}
+        )
+    )
+
+
+def _funded(client: stripe.StripeClient) -> stripe.Customer:
+    customer = client.v1.customers.create({})
+    client.v1.test_helpers.customers.fund_cash_balance(
+        customer.id, {"amount": 500, "currency": "eur", "reference": "R1"}
+    )
+    return customer
+
+
+def _cash_balance_transaction(client: stripe.StripeClient) -> Served:
+    customer = _funded(client)
+    return served(client.v1.customers.cash_balance_transactions.list(customer.id))
+
+
+def _funded_cash_balance(client: stripe.StripeClient) -> Served:
+    return served(client.v1.customers.cash_balance.retrieve(_funded(client).id))
+
+
 def _deleted(kind: str) -> Callable[[stripe.StripeClient], Served]:
     def make(client: stripe.StripeClient) -> Served:
         if kind == "product":
@@ -356,6 +477,28 @@ CASES: list[ShapeCase] = [
     ShapeCase("customer tax id list", _customer_tax_id_list, stripe.TaxId, listed=True),
     ShapeCase("account tax id list", _account_tax_id_list, stripe.TaxId, listed=True),
     ShapeCase("cash balance", _cash_balance, stripe.CashBalance),
+    ShapeCase("cash balance funded", _funded_cash_balance, stripe.CashBalance),
+    ShapeCase(
+        "cash balance transactions",
+        _cash_balance_transaction,
+        stripe.CustomerCashBalanceTransaction,
+        listed=True,
+    ),
+    ShapeCase("payment method card", _attached_card, stripe.PaymentMethod),
+    ShapeCase("payment method customer_balance", _customer_balance_method, stripe.PaymentMethod),
+    ShapeCase("payment intent succeeded", _succeeded_intent, stripe.PaymentIntent),
+    ShapeCase("payment intent declined", _declined_intent, stripe.PaymentIntent),
+    ShapeCase(
+        "payment intent requires_action",
+        lambda c: _intent(c, payment_method="pm_card_authenticationRequired"),
+        stripe.PaymentIntent,
+    ),
+    ShapeCase("payment intent bank transfer", _bank_transfer_intent, stripe.PaymentIntent),
+    ShapeCase("payment intent captured", _manual_capture_intent, stripe.PaymentIntent),
+    ShapeCase("payment intent canceled", _canceled_intent, stripe.PaymentIntent),
+    ShapeCase("charge", _charge, stripe.Charge),
+    ShapeCase("setup intent", _setup_intent, stripe.SetupIntent),
+    ShapeCase("setup intent requires_action", _setup_intent_requires_action, stripe.SetupIntent),
     ShapeCase("webhook endpoint", _webhook_endpoint, stripe.WebhookEndpoint),
     ShapeCase("webhook endpoint (create)", _webhook_endpoint_created, stripe.WebhookEndpoint),
     ShapeCase("event", _event, stripe.Event),
@@ -375,6 +518,12 @@ EVENT_OBJECT_CLASSES: dict[str, type[StripeObject]] = {
     "tax_id": stripe.TaxId,
     "billing.meter": stripe.billing.Meter,
     "test_helpers.test_clock": stripe.test_helpers.TestClock,
+    "payment_method": stripe.PaymentMethod,
+    "payment_intent": stripe.PaymentIntent,
+    "setup_intent": stripe.SetupIntent,
+    "charge": stripe.Charge,
+    "customer_cash_balance_transaction": stripe.CustomerCashBalanceTransaction,
+    "cash_balance": stripe.CashBalance,
 }
 
 
