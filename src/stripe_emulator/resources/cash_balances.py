@@ -49,6 +49,13 @@ def available(ctx: RequestContext, customer_id: str, currency: str) -> int:
     return int(amount)
 
 
+def automatic(ctx: RequestContext, customer_id: str) -> bool:
+    """Whether funds go to waiting payments by themselves (`reconciliation_mode`
+    `automatic`; `manual` waits for `apply_customer_balance`)."""
+    settings = balance_of(ctx, customer_id)["settings"]
+    return bool(settings.get("reconciliation_mode", "automatic") == "automatic")
+
+
 def render_balance(balance: StripeObject) -> StripeObject:
     """Stripe's `cash_balance` object (no id)."""
     return {k: copy.deepcopy(v) for k, v in balance.items() if k != "id"}

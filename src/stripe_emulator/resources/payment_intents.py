@@ -79,6 +79,12 @@ def register(router: Router) -> None:
     router.add("POST", one + "/cancel", f"{p}cancel_params.PaymentIntentCancelParams", cancel)
     router.add("POST", one + "/capture", f"{p}capture_params.PaymentIntentCaptureParams", capture)
     router.add(
+        "POST",
+        one + "/apply_customer_balance",
+        f"{p}apply_customer_balance_params.PaymentIntentApplyCustomerBalanceParams",
+        apply_customer_balance,
+    )
+    router.add(
         "GET", "/v1/charges/{charge}", "_charge_retrieve_params.ChargeRetrieveParams", get_charge
     )
     router.add(
@@ -495,17 +501,22 @@ def _start_bank_transfer(ctx: RequestContext, intent: StripeObject) -> StripeObj
         },
     }
     ctx.store.replace(KIND, intent)
-    applied = _apply_cash(ctx, intent)
+    applied = _apply_cash(ctx, intent) if cash_balances.automatic(ctx, customer) else intent
     if applied["status"] == "requires_action":
         ctx.emit("payment_intent.requires_action", applied)
     return applied
 
 
-def _apply_cash(ctx: RequestContext, intent: StripeObject) -> StripeObject:
-    """Move what the customer's cash balance holds onto one waiting intent."""
+def _apply_cash(
+    ctx: RequestContext, intent: StripeObject, limit: int | None = None
+) -> StripeObject:
+    """Move what the customer's cash balance holds (at most `limit`) onto one waiting
+    intent."""
     customer, cur = intent["customer"], intent["currency"]
     remaining = intent["amount"] - intent["_funded"]
     take = min(cash_balances.available(ctx, customer, cur), remaining)
+    if limit is not None:
+        take = min(take, limit)
     if take <= 0:
         return intent
     cash_balances.move(
@@ -574,11 +585,44 @@ def fund_cash_balance(
     for intent in sorted(waiting, key=lambda pi: pi["created"]):
         if cash_balances.available(ctx, customer_id, cur) <= 0:
             break
-        _apply_cash(ctx, intent)
+        if cash_balances.automatic(ctx, customer_id):
+            _apply_cash(ctx, intent)
     if cash_balances.available(ctx, customer_id, cur) > 0:
         balance = cash_balances.balance_of(ctx, customer_id)
         ctx.emit("cash_balance.funds_available", cash_balances.render_balance(balance))
     return funded
+
+
+def apply_customer_balance(
+    ctx: RequestContext, params: Params, path: dict[str, str]
+) -> StripeObject:
+    """`POST /v1/payment_intents/{intent}/apply_customer_balance`: reconcile by hand (what
+    `reconciliation_mode=manual` needs), `amount` defaulting to what remains."""
+    intent = _intent(ctx, path)
+    waiting = (intent["next_action"] or {}).get("type") == "display_bank_transfer_instructions"
+    if intent["status"] != "requires_action" or not waiting:
+        raise invalid(
+            "Only a customer_balance PaymentIntent awaiting funds can have the customer "
+            "balance applied.",
+            param="intent",
+            code="payment_intent_unexpected_state",
+        )
+    if "currency" in params and _currency(params["currency"]) != intent["currency"]:
+        raise invalid("The currency must match the PaymentIntent's currency.", param="currency")
+    remaining = intent["amount"] - intent["_funded"]
+    amount = params.get("amount", remaining)
+    if not 0 < amount <= remaining:
+        raise invalid(
+            f"The amount must be positive and at most the amount remaining ({remaining}).",
+            param="amount",
+        )
+    if cash_balances.available(ctx, intent["customer"], intent["currency"]) < amount:
+        raise invalid(
+            "The customer's cash balance does not hold that amount.",
+            param="amount",
+            code="balance_insufficient",
+        )
+    return render(ctx.store, _apply_cash(ctx, intent, amount), expand_of(params))
 
 
 def fund_cash_balance_endpoint(

@@ -711,6 +711,35 @@ def test_bank_transfer_instructions_then_funding_completes(
     assert next_one.status == "succeeded"
 
 
+def test_manual_reconciliation_waits_for_apply_customer_balance(
+    stripe_client: Client, emulator: EmulatorHandle
+) -> None:
+    customer = stripe_client.v1.customers.create(
+        {"cash_balance": {"settings": {"reconciliation_mode": "manual"}}}
+    ).id
+    intent = _bank_transfer_intent(stripe_client, customer, 5000)
+    emulator.control.fund_cash_balance(customer, 6000, "usd")
+    waiting = stripe_client.v1.payment_intents.retrieve(intent.id)
+    assert waiting.status == "requires_action"
+    assert _event_types(stripe_client)[-1] == "cash_balance.funds_available"
+    intents = stripe_client.v1.payment_intents
+    partial = intents.apply_customer_balance(intent.id, {"amount": 2000, "currency": "usd"})
+    assert partial.next_action is not None
+    assert partial.next_action.display_bank_transfer_instructions is not None
+    assert partial.next_action.display_bank_transfer_instructions.amount_remaining == 3000
+    with pytest.raises(stripe.InvalidRequestError) as too_much:
+        intents.apply_customer_balance(intent.id, {"amount": 4000})
+    assert too_much.value.param == "amount"
+    done = intents.apply_customer_balance(intent.id)
+    assert (done.status, done.amount_received) == ("succeeded", 5000)
+    with pytest.raises(stripe.InvalidRequestError) as late:
+        intents.apply_customer_balance(intent.id)
+    assert late.value.code == "payment_intent_unexpected_state"
+    balance = stripe_client.v1.customers.cash_balance.retrieve(customer)
+    assert balance.available is not None
+    assert balance.available["usd"] == 1000
+
+
 def test_customer_balance_needs_a_customer_and_canceling_returns_funds(
     stripe_client: Client, emulator: EmulatorHandle
 ) -> None:
