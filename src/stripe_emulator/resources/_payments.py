@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from stripe_emulator.core import RequestContext
 from stripe_emulator.errors import StripeError, invalid
 from stripe_emulator.params import Params
-from stripe_emulator.render import EXPANDABLE
+from stripe_emulator.render import EXPANDABLE, INCLUDABLE
 from stripe_emulator.routing import Handler, Route, Router
 from stripe_emulator.state import StripeObject
 
@@ -130,3 +130,8 @@ def time_for(ctx: RequestContext, customer_id: str | None) -> int:
     clock_id = customer.get("test_clock") if customer else None
     clock = ctx.store.get("test_helpers.test_clock", clock_id) if clock_id else None
     return int(clock["frozen_time"]) if clock else ctx.now()
+
+
+def includable(kind: str, *fields: str) -> None:
+    """Fields Stripe leaves out unless expanded (`render.INCLUDABLE`, the shared registry)."""
+    INCLUDABLE[kind] = INCLUDABLE.get(kind, frozenset()) | frozenset(fields)

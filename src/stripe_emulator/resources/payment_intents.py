@@ -41,6 +41,7 @@ from stripe_emulator.resources._payments import (
     add_route,
     error_object,
     expandable_when_null,
+    includable,
     raise_last_error,
     refuse_payment_method_types,
     time_for,
@@ -103,6 +104,7 @@ def register(router: Router) -> None:
         "review",
         "source",
     )
+    includable(CHARGE, "refunds")
     expandable_when_null(
         CHARGE,
         "application",
@@ -797,6 +799,15 @@ def _charge(
             "card": {
                 "amount_authorized": intent["amount"] if ok else None,
                 "authorization_code": None,
+                "extended_authorization": {"status": "disabled"},
+                "incremental_authorization": {"status": "unavailable"},
+                "installments": None,
+                "multicapture": {"status": "unavailable"},
+                "network_token": {"used": False},
+                "overcapture": {
+                    "maximum_amount_capturable": intent["amount"],
+                    "status": "unavailable",
+                },
                 "brand": card["brand"],
                 "checks": copy.deepcopy(card["checks"]),
                 "country": card["country"],
@@ -810,6 +821,7 @@ def _charge(
                 "network_transaction_id": None,
                 "regulated_status": card["regulated_status"],
                 "three_d_secure": None,
+                "transaction_link_id": None,
                 "wallet": None,
             },
             "type": "card",
@@ -820,8 +832,9 @@ def _charge(
     if failure is not None:
         error = payment_methods.last_error_for_decline(ctx, pm, failure, None)
         message = error["message"]
+    charge_id = new_id("ch")
     charge: StripeObject = {
-        "id": new_id("ch"),
+        "id": charge_id,
         "object": CHARGE,
         "amount": intent["amount"],
         "amount_captured": intent["amount"] if ok and captured else 0,
@@ -867,6 +880,13 @@ def _charge(
         "receipt_number": None,
         "receipt_url": None,
         "refunded": False,
+        # Includable since 2022-11-15: served only with `expand[]=refunds`.
+        "refunds": {
+            "object": "list",
+            "data": [],
+            "has_more": False,
+            "url": f"/v1/charges/{charge_id}/refunds",
+        },
         "review": None,
         "shipping": copy.deepcopy(intent["shipping"]),
         "source": None,
