@@ -156,12 +156,7 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     check_enum(params.get("tax_exempt"), "tax_exempt", TAX_EXEMPT)
     _refuse_legacy_sources(params, ("source",))
     _check_invoice_prefix(params.get("invoice_prefix"))
-    customer_id = new_id("cus")
-    payment_method = (
-        _attachable(ctx, params["payment_method"], customer_id)
-        if "payment_method" in params
-        else None
-    )
+    _check_cash_settings(params.get("cash_balance"))
     tax_id_data: list[dict[str, str]] = params.get("tax_id_data", [])
     for index, datum in enumerate(tax_id_data):
         check_tax_id(datum["type"], datum["value"], param_prefix=f"tax_id_data[{index}]")
@@ -173,6 +168,12 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         )
         # Objects on a test clock live in its time.
         created = frozen["frozen_time"]
+    customer_id = new_id("cus")
+    payment_method = (
+        _attachable(ctx, params["payment_method"], customer_id)
+        if "payment_method" in params
+        else None
+    )
     customer: StripeObject = {
         "id": customer_id,
         "object": "customer",
@@ -425,11 +426,21 @@ def cash_balance_view(ctx: RequestContext, customer_id: str) -> StripeObject:
     }
 
 
-def _set_cash_settings(ctx: RequestContext, customer_id: str, raw: dict[str, Any] | None) -> None:
-    mode = ((raw or {}).get("settings") or {}).get("reconciliation_mode")
+def _check_cash_settings(raw: dict[str, Any] | None, prefix: str = "cash_balance") -> str | None:
+    mode: str | None = ((raw or {}).get("settings") or {}).get("reconciliation_mode")
+    param = (
+        f"{prefix}[settings][reconciliation_mode]" if prefix else "settings[reconciliation_mode]"
+    )
+    check_enum(mode, param, RECONCILIATION_MODES)
+    return mode
+
+
+def _set_cash_settings(
+    ctx: RequestContext, customer_id: str, raw: dict[str, Any] | None, prefix: str = "cash_balance"
+) -> None:
+    mode = _check_cash_settings(raw, prefix)
     if mode is None:
         return
-    check_enum(mode, "cash_balance[settings][reconciliation_mode]", RECONCILIATION_MODES)
     stored = ctx.store.get(CASH_BALANCE, cash_balance_id(customer_id))
     balance = (
         copy.deepcopy(stored)
@@ -458,7 +469,7 @@ def get_cash(ctx: RequestContext, params: Params, path: dict[str, str]) -> Strip
 def update_cash(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`POST /v1/customers/{customer}/cash_balance` (`settings[reconciliation_mode]`)."""
     customer = fetch(ctx, KIND, path["customer"], "customer")
-    _set_cash_settings(ctx, customer["id"], params)
+    _set_cash_settings(ctx, customer["id"], params, prefix="")
     return cash_balance_view(ctx, customer["id"])
 
 

@@ -471,7 +471,14 @@ def test_cash_balance(stripe_client: stripe.StripeClient, emulator: EmulatorHand
         stripe_client.v1.customers.cash_balance.update(
             manual.id, {"settings": {"reconciliation_mode": "sometimes"}}
         )
+    assert _error(excinfo).param == "settings[reconciliation_mode]"
+    before = len(stripe_client.v1.customers.list().data)
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        stripe_client.v1.customers.create(
+            {"cash_balance": {"settings": {"reconciliation_mode": "sometimes"}}}
+        )
     assert _error(excinfo).param == "cash_balance[settings][reconciliation_mode]"
+    assert len(stripe_client.v1.customers.list().data) == before
     # Funds (as the payment methods module records them) block deletion, even at zero.
     store = emulator.server.emulator.store
     with emulator.server.emulator.lock:
