@@ -12,12 +12,14 @@ def build_router(emulator: Emulator) -> Router:
         customers,
         events,
         features,
+        invoices,
         meters,
         payment_intents,
         payment_methods,
         prices,
         products,
         setup_intents,
+        subscriptions,
         tax_ids,
         test_clocks,
         webhook_endpoints,
@@ -37,8 +39,11 @@ def build_router(emulator: Emulator) -> Router:
         payment_methods,
         payment_intents,
         setup_intents,
+        invoices,
+        subscriptions,
     )
     for module in modules:
         module.register(router)
-    del emulator
+    if subscriptions.advance_clock not in emulator.clock_hooks:
+        emulator.clock_hooks.append(subscriptions.advance_clock)
     return router

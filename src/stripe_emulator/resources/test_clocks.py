@@ -1,8 +1,10 @@
 """Test clocks: create, retrieve, list, advance, delete.
 
 Advancing is immediate (Stripe moves through `advancing` to `ready` asynchronously; here both
-events are emitted at once). Resources that bill over time register a hook on
-`Emulator.clock_hooks` to run renewals and trial ends between the old and new frozen time.
+events are emitted at once, and the stored clock is `advancing` while the hooks run).
+Resources that bill over time register a hook on `Emulator.clock_hooks` (the subscriptions
+module's `advance_clock`) to run renewals, invoice finalization and trial ends between the old
+and new frozen time, in time order, moving the clock's `frozen_time` to each moment.
 """
 
 from __future__ import annotations
@@ -94,10 +96,14 @@ def advance(ctx: RequestContext, params: Params, path: dict[str, str]) -> Stripe
         )
     advancing = copy.deepcopy(before)
     advancing["status"] = "advancing"
+    ctx.store.replace(KIND, advancing)
     ctx.emit("test_helpers.test_clock.advancing", advancing)
+    # Each hook walks its objects through what falls due up to `target` in time order,
+    # moving the stored clock's `frozen_time` to each moment as it goes.
     for hook in ctx.emulator.clock_hooks:
-        hook(ctx, before, target)
-    after = copy.deepcopy(before)
+        hook(ctx, advancing, target)
+    after = copy.deepcopy(ctx.store.get(KIND, before["id"]) or advancing)
+    after["status"] = "ready"
     after["frozen_time"] = target
     ctx.store.replace(KIND, after)
     ctx.emit("test_helpers.test_clock.ready", after)

@@ -1,0 +1,1271 @@
+"""Subscriptions and their items: create, retrieve, list, update, cancel;
+`/v1/subscription_items`; renewals, trial ends and period-end cancellations driven by test
+clocks (`advance_clock`, registered on `Emulator.clock_hooks`).
+
+Periods live on the items (`current_period_start/end`, API `2026-10-28.endive`), anchored at
+`billing_cycle_anchor` (`billing_time`). Every item of a subscription shares one interval.
+
+Status machine (Stripe's): a `charge_automatically` subscription starts `incomplete` until its
+first invoice is paid (`active`), `incomplete_expired` 23 hours later if it never is;
+`trialing` until `trial_end`, then `active` with a renewal invoice (or `canceled` / `paused`
+without a payment method, as `trial_settings.end_behavior.missing_payment_method` says);
+a failed renewal payment makes it `past_due`, paying the invoice makes it `active` again;
+`canceled` by cancel, by `cancel_at_period_end` / `cancel_at`, or when its customer is deleted.
+
+Proration (`proration_behavior=create_prorations`, the default, or `always_invoice`): each
+changed item gets an "Unused time" credit for its old amount and a "Remaining time" charge for
+its new one over `[proration_date, current_period_end)` of the period, to the second
+(`billing_time.prorated`), as pending invoice items (invoiced at once with `always_invoice`).
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+from datetime import UTC, datetime
+from typing import Any
+
+from stripe_emulator import billing_time
+from stripe_emulator.core import RequestContext
+from stripe_emulator.errors import invalid, no_such
+from stripe_emulator.ids import new_id
+from stripe_emulator.listing import envelope, expand_of, list_response
+from stripe_emulator.params import Params
+from stripe_emulator.render import render
+from stripe_emulator.resources import customers, invoices, payment_intents, payment_methods
+from stripe_emulator.resources._common import (
+    apply_metadata,
+    check_enum,
+    currency,
+    deleted_stub,
+    fetch,
+    new_metadata,
+    previous_attributes,
+)
+from stripe_emulator.resources._payments import expandable_when_null
+from stripe_emulator.resources.prices import as_plan
+from stripe_emulator.routing import Router
+from stripe_emulator.state import INDEXED_FIELDS, StripeObject
+
+KIND = "subscription"
+CLOCK = "test_helpers.test_clock"
+STATUSES = (
+    "incomplete",
+    "incomplete_expired",
+    "trialing",
+    "active",
+    "past_due",
+    "canceled",
+    "unpaid",
+    "paused",
+)
+LIST_STATUSES = (*STATUSES, "all", "ended")
+PAYMENT_BEHAVIORS = (
+    "allow_incomplete",
+    "default_incomplete",
+    "error_if_incomplete",
+    "pending_if_incomplete",
+)
+PRORATION_BEHAVIORS = ("always_invoice", "create_prorations", "none")
+MISSING_PM_BEHAVIORS = ("cancel", "create_invoice", "pause")
+COLLECTION_METHODS = ("charge_automatically", "send_invoice")
+DAY = 24 * 3600
+INCOMPLETE_EXPIRY = 23 * 3600
+TRIAL_WILL_END_NOTICE = 3 * DAY
+_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "cad": "CA$", "aud": "A$"}
+_ZERO_DECIMAL = frozenset({"jpy", "krw", "vnd", "clp", "isk", "xaf", "xof", "bif", "djf"})
+
+INDEXED_FIELDS.setdefault(KIND, ("customer", "status", "test_clock"))
+INDEXED_FIELDS.setdefault(invoices.KIND, ("customer", "status", "_subscription", "test_clock"))
+INDEXED_FIELDS.setdefault(invoices.ITEM, ("customer",))
+expandable_when_null(
+    KIND,
+    "customer",
+    "default_payment_method",
+    "latest_invoice",
+    "test_clock",
+    "schedule",
+    "pending_setup_intent",
+    "on_behalf_of",
+    "application",
+    "default_source",
+)
+
+
+def register(router: Router) -> None:
+    """Attach the subscription and subscription item endpoints; hook customer deletion,
+    invoice payments, `customer.subscriptions` and subscription previews."""
+    p = "_subscription_"
+    base, one = "/v1/subscriptions", "/v1/subscriptions/{subscription}"
+    router.add("POST", base, f"{p}create_params.SubscriptionCreateParams", create)
+    router.add("GET", base, f"{p}list_params.SubscriptionListParams", list_subscriptions)
+    router.add("GET", one, f"{p}retrieve_params.SubscriptionRetrieveParams", retrieve)
+    router.add("POST", one, f"{p}update_params.SubscriptionUpdateParams", update)
+    router.add("DELETE", one, f"{p}cancel_params.SubscriptionCancelParams", cancel)
+    q = "_subscription_item_"
+    items, item = "/v1/subscription_items", "/v1/subscription_items/{item}"
+    router.add("GET", items, f"{q}list_params.SubscriptionItemListParams", list_items)
+    router.add("POST", items, f"{q}create_params.SubscriptionItemCreateParams", create_item)
+    router.add("GET", item, f"{q}retrieve_params.SubscriptionItemRetrieveParams", retrieve_item)
+    router.add("POST", item, f"{q}update_params.SubscriptionItemUpdateParams", update_item)
+    router.add("DELETE", item, f"{q}delete_params.SubscriptionItemDeleteParams", delete_item)
+    customers.on_customer_deleted(_cancel_for_deleted_customer)
+    customers.INCLUDED_LISTS["subscriptions"] = _of_customer
+    if _on_invoice_payment not in invoices.PAYMENT_HOOKS:
+        invoices.PAYMENT_HOOKS.append(_on_invoice_payment)
+    invoices.PREVIEW["subscription"] = preview
+
+
+# --- create -------------------------------------------------------------------------------
+
+
+def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`POST /v1/subscriptions`."""
+    _refuse_unsupported(params)
+    if "customer" not in params:
+        raise invalid("Missing required param: customer.", param="customer")
+    customer = fetch(
+        ctx, "customer", params["customer"], "customer", param="customer", in_body=True
+    )
+    raw_items = params.get("items") or []
+    if not raw_items:
+        raise invalid("Missing required param: items.", param="items")
+    behavior = params.get("payment_behavior", "allow_incomplete")
+    check_enum(behavior, "payment_behavior", PAYMENT_BEHAVIORS)
+    method = params.get("collection_method", "charge_automatically")
+    check_enum(method, "collection_method", COLLECTION_METHODS)
+    if method == "send_invoice" and "days_until_due" not in params:
+        raise invalid(
+            "Missing required param: days_until_due (required with "
+            "collection_method=send_invoice).",
+            param="days_until_due",
+        )
+    if method == "charge_automatically" and "days_until_due" in params:
+        raise invalid(
+            "`days_until_due` can only be set with collection_method=send_invoice.",
+            param="days_until_due",
+        )
+    missing_pm = ((params.get("trial_settings") or {}).get("end_behavior") or {}).get(
+        "missing_payment_method", "create_invoice"
+    )
+    check_enum(
+        missing_pm, "trial_settings[end_behavior][missing_payment_method]", MISSING_PM_BEHAVIORS
+    )
+    cctx = invoices.clocked(ctx, customer["id"])
+    now = cctx.now()
+    prices = [_price_for(ctx, raw, f"items[{i}]") for i, raw in enumerate(raw_items)]
+    cur = _currency_of(params, prices)
+    _check_intervals(prices)
+    pm = params.get("default_payment_method")
+    if pm is not None:
+        _check_attached(ctx, pm, customer["id"], "default_payment_method")
+    trial_end = _trial_end(params, prices, now)
+    anchor = trial_end if trial_end is not None else now
+    interval, count = _interval(prices[0])
+    period = (
+        (now, trial_end)
+        if trial_end is not None
+        else (
+            now,
+            billing_time.add_intervals(anchor, interval, count),
+        )
+    )
+    sub_id = new_id("sub")
+    items = [
+        _item(sub_id, price, raw.get("quantity", 1), raw.get("metadata"), period, now)
+        for price, raw in zip(prices, raw_items, strict=True)
+    ]
+    for item, price in zip(items, prices, strict=True):
+        _set_unit(item, price, cur)
+    sub: StripeObject = {
+        "id": sub_id,
+        "object": KIND,
+        "application": None,
+        "application_fee_percent": None,
+        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
+        "billing_cycle_anchor": anchor,
+        "billing_cycle_anchor_config": None,
+        "billing_mode": {"flexible": None, "type": "classic", "updated_at": None},
+        "billing_schedules": [],
+        "billing_thresholds": None,
+        "cancel_at": None,
+        "cancel_at_period_end": bool(params.get("cancel_at_period_end", False)),
+        "canceled_at": None,
+        "cancellation_details": {"comment": None, "feedback": None, "reason": None},
+        "collection_method": method,
+        "created": now,
+        "currency": cur,
+        "customer": customer["id"],
+        "customer_account": None,
+        "days_until_due": params.get("days_until_due"),
+        "default_payment_method": pm,
+        "default_source": None,
+        "default_tax_rates": [],
+        "description": params.get("description"),
+        "discounts": [],
+        "ended_at": None,
+        "invoice_settings": {
+            "account_tax_ids": None,
+            "custom_fields": None,
+            "description": None,
+            "footer": None,
+            "issuer": {"type": "self"},
+        },
+        "items": envelope(items, False, f"/v1/subscription_items?subscription={sub_id}"),
+        "latest_invoice": None,
+        "livemode": False,
+        "managed_payments": None,
+        "metadata": new_metadata(params.get("metadata")),
+        "next_pending_invoice_item_invoice": None,
+        "on_behalf_of": None,
+        "pause_collection": None,
+        "payment_settings": {
+            "payment_method_options": None,
+            "payment_method_types": None,
+            "save_default_payment_method": "off",
+        },
+        "pending_invoice_item_interval": None,
+        "pending_setup_intent": None,
+        "pending_update": None,
+        "presentment_details": None,
+        "schedule": None,
+        "start_date": now,
+        "status": "trialing" if trial_end is not None else "incomplete",
+        "status_details": None,
+        "test_clock": customer.get("test_clock"),
+        "transfer_data": None,
+        "trial_end": trial_end,
+        "trial_settings": {"end_behavior": {"missing_payment_method": missing_pm}},
+        "trial_start": now if trial_end is not None else None,
+    }
+    if "cancel_at" in params and params["cancel_at"] not in ("", None):
+        sub["cancel_at"] = int(params["cancel_at"])
+    if method == "send_invoice" and trial_end is None:
+        sub["status"] = "active"
+    if behavior == "error_if_incomplete" and sub["status"] == "incomplete":
+        _charge_would_succeed_or_raise(cctx, sub, customer, _first_amount(sub))
+    ctx.store.insert(KIND, sub)
+    cctx.emit("customer.subscription.created", sub)
+    _first_invoice(cctx, sub, customer, confirm=behavior != "default_incomplete")
+    current = ctx.store.get(KIND, sub_id) or sub
+    return render(ctx.store, current, expand_of(params))
+
+
+def _refuse_unsupported(params: Params) -> None:
+    for name in (
+        "billing_cycle_anchor",
+        "billing_cycle_anchor_config",
+        "backdate_start_date",
+        "add_invoice_items",
+        "discounts",
+        "customer_account",
+        "billing_schedules",
+        "pending_invoice_item_interval",
+        "default_source",
+    ):
+        if name in params:
+            raise invalid(
+                f"`{name}` is not supported by the emulator (docs/emulator.md).", param=name
+            )
+    if (params.get("automatic_tax") or {}).get("enabled"):
+        raise invalid(
+            "Automatic tax on subscriptions is not supported by the emulator yet.",
+            param="automatic_tax[enabled]",
+        )
+
+
+def _price_for(ctx: RequestContext, raw: dict[str, Any], where: str) -> StripeObject:
+    if "price_data" in raw or "plan" in raw:
+        name = "price_data" if "price_data" in raw else "plan"
+        raise invalid(
+            f"`{where}[{name}]` is not supported by the emulator; pass `price`.",
+            param=f"{where}[{name}]",
+        )
+    if "price" not in raw:
+        raise invalid(f"Missing required param: {where}[price].", param=f"{where}[price]")
+    price = fetch(ctx, "price", raw["price"], "price", param=f"{where}[price]", in_body=True)
+    if price["recurring"] is None:
+        raise invalid(
+            "The price specified is set to `type=one_time` but this field only accepts prices "
+            "with `type=recurring`.",
+            param=f"{where}[price]",
+        )
+    if not price["active"]:
+        raise invalid(
+            "The price specified is inactive. This field only accepts active prices.",
+            param=f"{where}[price]",
+        )
+    if price["recurring"]["usage_type"] == "metered":
+        raise invalid(
+            "Metered prices are not supported by the emulator's subscriptions yet.",
+            param=f"{where}[price]",
+        )
+    if price["billing_scheme"] != "per_unit":
+        raise invalid(
+            "Tiered prices are not supported by the emulator's subscriptions yet.",
+            param=f"{where}[price]",
+        )
+    if "quantity" in raw and int(raw["quantity"]) < 0:
+        raise invalid("Invalid quantity: must be at least 0.", param=f"{where}[quantity]")
+    return price
+
+
+def _currency_of(params: Params, prices: list[StripeObject]) -> str:
+    cur = currency(params["currency"]) if "currency" in params else prices[0]["currency"]
+    for i, price in enumerate(prices):
+        if _unit_amount(price, cur) is None:
+            raise invalid(
+                f"The price {price['id']} does not have a currency option for {cur}.",
+                param=f"items[{i}][price]",
+            )
+    return cur
+
+
+def _unit_amount(price: StripeObject, cur: str) -> int | None:
+    if price["currency"] == cur:
+        return int(price["unit_amount"] or 0)
+    option = (price.get("currency_options") or {}).get(cur)
+    if option is None or option.get("unit_amount") is None:
+        return None
+    return int(option["unit_amount"])
+
+
+def _interval(price: StripeObject) -> tuple[str, int]:
+    recurring = price["recurring"]
+    return str(recurring["interval"]), int(recurring["interval_count"])
+
+
+def _check_intervals(prices: list[StripeObject]) -> None:
+    first = _interval(prices[0])
+    for i, price in enumerate(prices[1:], start=1):
+        if _interval(price) != first:
+            raise invalid(
+                "The price specified has a different billing interval than the other items; "
+                "all items of a subscription must share one interval.",
+                param=f"items[{i}][price]",
+            )
+
+
+def _trial_end(params: Params, prices: list[StripeObject], now: int) -> int | None:
+    if "trial_end" in params and "trial_period_days" in params:
+        raise invalid(
+            "You may only specify one of these parameters: trial_end, trial_period_days.",
+            param="trial_end",
+        )
+    if "trial_end" in params:
+        value = params["trial_end"]
+        if value == "now":
+            return None
+        end = int(value)
+        if end <= now:
+            raise invalid("Invalid timestamp: must be in the future.", param="trial_end")
+        return end
+    if "trial_period_days" in params:
+        days = int(params["trial_period_days"])
+        if days < 0 or days > 730:
+            raise invalid(
+                "Invalid trial_period_days: must be between 0 and 730.", param="trial_period_days"
+            )
+        return now + days * DAY if days else None
+    if params.get("trial_from_plan"):
+        days = prices[0]["recurring"].get("trial_period_days")
+        return now + int(days) * DAY if days else None
+    return None
+
+
+def _item(
+    sub_id: str,
+    price: StripeObject,
+    quantity: int,
+    metadata: Any,
+    period: tuple[int, int],
+    now: int,
+) -> StripeObject:
+    public = {k: copy.deepcopy(v) for k, v in price.items() if not k.startswith("_")}
+    public.pop("currency_options", None)
+    public.pop("tiers", None)
+    return {
+        "id": new_id("si"),
+        "object": "subscription_item",
+        "billed_until": None,
+        "billing_thresholds": None,
+        "created": now,
+        "current_period_end": period[1],
+        "current_period_start": period[0],
+        "current_trial": None,
+        "discounts": [],
+        "metadata": new_metadata(metadata),
+        "plan": as_plan(price),
+        "price": public,
+        "quantity": int(quantity),
+        "subscription": sub_id,
+        "tax_rates": [],
+    }
+
+
+def _check_attached(ctx: RequestContext, pm_id: str, customer_id: str, param: str) -> None:
+    pm = ctx.store.get(payment_methods.KIND, pm_id)
+    if pm is None or pm.get("customer") != customer_id:
+        raise invalid(
+            f"The customer does not have a payment method with the ID {pm_id}. The payment "
+            "method must be attached to the customer.",
+            param=param,
+        )
+
+
+def _first_amount(sub: StripeObject) -> int:
+    return sum(_item_amount(item, sub["currency"]) for item in sub["items"]["data"])
+
+
+def _item_amount(item: StripeObject, cur: str) -> int:
+    return _item_unit(item, cur) * int(item["quantity"] or 0)
+
+
+def _item_unit(item: StripeObject, cur: str) -> int:
+    price = item["price"]
+    if price["currency"] == cur:
+        return int(price["unit_amount"] or 0)
+    return int(item.get("_unit_amount", price["unit_amount"] or 0))
+
+
+def _charge_would_succeed_or_raise(
+    ctx: RequestContext, sub: StripeObject, customer: StripeObject, amount: int
+) -> None:
+    """`error_if_incomplete`: a first payment that would fail answers its 402 (a real
+    declined PaymentIntent) before anything of the subscription exists."""
+    if amount == 0:
+        return
+    pm_id = sub["default_payment_method"] or (customer.get("invoice_settings") or {}).get(
+        "default_payment_method"
+    )
+    if pm_id is None:
+        raise invalid(
+            "This customer has no attached payment source or default payment method. Please "
+            "consider adding a default payment method.",
+            code="resource_missing",
+        )
+    pm = ctx.store.get(payment_methods.KIND, pm_id)
+    card = payment_methods.behaviour(pm) if pm is not None else None
+    if card is None or (card.decline_code is None and card.authentication != "always"):
+        return
+    payment_intents.create(
+        ctx,
+        {
+            "amount": amount,
+            "currency": sub["currency"],
+            "customer": customer["id"],
+            "payment_method": pm_id,
+            "confirm": True,
+            "off_session": True,
+        },
+        {},
+    )
+
+
+def _first_invoice(
+    ctx: RequestContext, sub: StripeObject, customer: StripeObject, *, confirm: bool
+) -> None:
+    trial = sub["status"] == "trialing"
+    period = _period(sub)
+    invoice = invoices.draft(
+        ctx,
+        customer,
+        cur=sub["currency"],
+        billing_reason="subscription_create",
+        collection_method=sub["collection_method"],
+        days_until_due=sub["days_until_due"],
+        subscription=sub,
+        auto_advance=True,
+    )
+    for item in sub["items"]["data"]:
+        _item_line(ctx, invoice, sub, item, period, trial=trial)
+    taken = invoices.pull_pending_items(ctx, invoice, subscription_id=sub["id"])
+    invoices.claim_items(ctx, invoice, taken)
+    invoice["period_start"] = invoice["period_end"] = ctx.now()
+    invoices.recompute(invoice)
+    ctx.store.replace(invoices.KIND, invoice)
+    _set_latest_invoice(ctx, sub["id"], invoice["id"])
+    invoices.announce_created(ctx, invoice)
+    finalized = invoices.finalize(ctx, invoice)
+    if (
+        finalized["status"] == "open"
+        and finalized["collection_method"] == "charge_automatically"
+        and confirm
+    ):
+        invoices.attempt_payment(ctx, finalized, off_session=False)
+
+
+def _set_latest_invoice(ctx: RequestContext, sub_id: str, invoice_id: str) -> None:
+    current = ctx.store.get(KIND, sub_id)
+    if current is None:
+        return
+    after = copy.deepcopy(current)
+    after["latest_invoice"] = invoice_id
+    ctx.store.replace(KIND, after)
+
+
+def _period(sub: StripeObject) -> tuple[int, int]:
+    first = sub["items"]["data"][0]
+    return int(first["current_period_start"]), int(first["current_period_end"])
+
+
+def _item_line(
+    ctx: RequestContext,
+    invoice: StripeObject,
+    sub: StripeObject,
+    item: StripeObject,
+    period: tuple[int, int],
+    *,
+    trial: bool,
+) -> None:
+    price = item["price"]
+    product = _product_name(ctx, price["product"])
+    quantity = int(item["quantity"] or 0)
+    unit = _item_unit(item, sub["currency"])
+    if trial:
+        description = f"Trial period for {product}"
+        amount = 0
+    else:
+        description = (
+            f"{quantity} × {product} (at {_money(unit, sub['currency'])} / "
+            f"{_interval_words(price)})"
+        )
+        amount = unit * quantity
+    invoices.line(
+        invoice,
+        amount=amount,
+        description=description,
+        period=period,
+        price={"id": price["id"], "product": price["product"], "unit_amount_decimal": str(unit)},
+        quantity=quantity,
+        subscription_id=sub["id"],
+        subscription_item=item["id"],
+        metadata=item["metadata"],
+    )
+
+
+def _product_name(ctx: RequestContext, product_id: str) -> str:
+    product = ctx.store.get("product", product_id)
+    return str(product["name"]) if product else product_id
+
+
+def _money(amount: int, cur: str) -> str:
+    symbol = _SYMBOLS.get(cur, cur.upper() + " ")
+    if cur in _ZERO_DECIMAL:
+        return f"{symbol}{amount}"
+    return f"{symbol}{amount / 100:.2f}"
+
+
+def _interval_words(price: StripeObject) -> str:
+    interval, count = _interval(price)
+    return interval if count == 1 else f"every {count} {interval}s"
+
+
+# --- retrieve / list ----------------------------------------------------------------------
+
+
+def retrieve(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`GET /v1/subscriptions/{subscription}`."""
+    return render(ctx.store, _sub(ctx, path["subscription"]), expand_of(params))
+
+
+def list_subscriptions(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`GET /v1/subscriptions`: not canceled unless `status` says so (`all`, `ended`)."""
+    status = params.get("status")
+    check_enum(status, "status", LIST_STATUSES)
+    equals: dict[str, list[Any]] = {}
+    for name in ("customer", "test_clock"):
+        if name in params:
+            equals[name] = [params[name]]
+    if status is None:
+        equals["status"] = [s for s in STATUSES if s not in ("canceled", "incomplete_expired")]
+    elif status == "ended":
+        equals["status"] = ["canceled", "incomplete_expired"]
+    elif status != "all":
+        equals["status"] = [status]
+    price = params.get("price") or params.get("plan")
+    method = params.get("collection_method")
+
+    def matches(sub: StripeObject) -> bool:
+        if method is not None and sub["collection_method"] != method:
+            return False
+        return price is None or any(i["price"]["id"] == price for i in sub["items"]["data"])
+
+    return list_response(
+        ctx.store,
+        kind=KIND,
+        params=params,
+        url="/v1/subscriptions",
+        equals=equals,
+        predicate=matches,
+    )
+
+
+def _of_customer(ctx: RequestContext, customer: StripeObject) -> list[StripeObject]:
+    subs = ctx.store.collection(KIND).lookup("customer", customer["id"])
+    return [s for s in reversed(subs) if s["status"] not in ("canceled", "incomplete_expired")]
+
+
+def _sub(
+    ctx: RequestContext, sub_id: str, *, param: str = "id", in_body: bool = False
+) -> StripeObject:
+    return fetch(ctx, KIND, sub_id, "subscription", param=param, in_body=in_body)
+
+
+# --- update -------------------------------------------------------------------------------
+
+
+def update(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`POST /v1/subscriptions/{subscription}`."""
+    before = _sub(ctx, path["subscription"])
+    cctx = invoices.clocked(ctx, before["customer"])
+    after, prorations = apply_update(cctx, before, params, save=True)
+    _save(cctx, before, after)
+    if prorations and params.get("proration_behavior") == "always_invoice":
+        _invoice_now(cctx, after, billing_reason="subscription_update")
+    current = ctx.store.get(KIND, after["id"]) or after
+    return render(ctx.store, current, expand_of(params))
+
+
+def apply_update(
+    ctx: RequestContext, before: StripeObject, params: Params, *, save: bool
+) -> tuple[StripeObject, list[StripeObject]]:
+    """The subscription after `params` and its proration invoice items (inserted, with
+    `invoiceitem.created`, only when `save`)."""
+    if before["status"] in ("canceled", "incomplete_expired"):
+        raise invalid(
+            "A canceled subscription can only update its cancellation_details and metadata."
+        )
+    for name in (
+        "billing_cycle_anchor",
+        "add_invoice_items",
+        "discounts",
+        "pause_collection",
+        "billing_schedules",
+        "pending_invoice_item_interval",
+        "default_source",
+        "trial_end",
+        "trial_from_plan",
+    ):
+        if name in params:
+            raise invalid(
+                f"`{name}` on subscription update is not supported by the emulator "
+                "(docs/emulator.md).",
+                param=name,
+            )
+    behavior = params.get("proration_behavior", "create_prorations")
+    check_enum(behavior, "proration_behavior", PRORATION_BEHAVIORS)
+    check_enum(params.get("payment_behavior"), "payment_behavior", PAYMENT_BEHAVIORS)
+    after = copy.deepcopy(before)
+    now = ctx.now()
+    at = int(params.get("proration_date", now))
+    if "cancel_at_period_end" in params:
+        after["cancel_at_period_end"] = bool(params["cancel_at_period_end"])
+        if after["cancel_at_period_end"]:
+            after["cancel_at"] = _period(after)[1]
+            after["cancellation_details"]["reason"] = "cancellation_requested"
+        else:
+            after["cancel_at"] = None
+            after["cancellation_details"]["reason"] = None
+    if "cancel_at" in params:
+        value = params["cancel_at"]
+        after["cancel_at"] = None if value in ("", None) else int(value)
+        after["cancel_at_period_end"] = False
+    if "cancellation_details" in params:
+        details = params["cancellation_details"] or {}
+        for key in ("comment", "feedback"):
+            if key in details:
+                after["cancellation_details"][key] = details[key] or None
+    if "collection_method" in params:
+        check_enum(params["collection_method"], "collection_method", COLLECTION_METHODS)
+        after["collection_method"] = params["collection_method"]
+    if "days_until_due" in params:
+        after["days_until_due"] = params["days_until_due"]
+    if after["collection_method"] == "send_invoice" and after["days_until_due"] is None:
+        raise invalid(
+            "Missing required param: days_until_due (required with "
+            "collection_method=send_invoice).",
+            param="days_until_due",
+        )
+    if after["collection_method"] == "charge_automatically":
+        after["days_until_due"] = None
+    if "default_payment_method" in params:
+        pm = params["default_payment_method"] or None
+        if pm is not None:
+            _check_attached(ctx, pm, after["customer"], "default_payment_method")
+        after["default_payment_method"] = pm
+    if "description" in params:
+        after["description"] = params["description"] or None
+    if "trial_settings" in params:
+        value = ((params["trial_settings"] or {}).get("end_behavior") or {}).get(
+            "missing_payment_method"
+        )
+        check_enum(
+            value, "trial_settings[end_behavior][missing_payment_method]", MISSING_PM_BEHAVIORS
+        )
+        if value is not None:
+            after["trial_settings"]["end_behavior"]["missing_payment_method"] = value
+    after["metadata"] = apply_metadata(after["metadata"], params.get("metadata"))
+    changes: list[tuple[StripeObject | None, StripeObject | None]] = []
+    if "items" in params:
+        changes = _apply_items(ctx, after, params["items"], now)
+    prorations: list[StripeObject] = []
+    prorate = behavior != "none" and after["status"] not in ("trialing", "incomplete")
+    if prorate:
+        customer = ctx.store.get("customer", after["customer"])
+        assert customer is not None
+        for old, new in changes:
+            prorations.extend(_prorate(ctx, customer, after, old, new, at))
+        if save:
+            for ii in prorations:
+                ctx.store.insert(invoices.ITEM, ii)
+                ctx.emit("invoiceitem.created", ii)
+    return after, prorations
+
+
+def _apply_items(
+    ctx: RequestContext, sub: StripeObject, raw_items: list[dict[str, Any]], now: int
+) -> list[tuple[StripeObject | None, StripeObject | None]]:
+    """Apply `items[]` (add, change price / quantity / metadata, delete); returns the
+    (old, new) version of each item whose amount changed."""
+    data: list[StripeObject] = sub["items"]["data"]
+    by_id = {item["id"]: item for item in data}
+    period = _period(sub)
+    changes: list[tuple[StripeObject | None, StripeObject | None]] = []
+    for i, raw in enumerate(raw_items):
+        where = f"items[{i}]"
+        if "id" in raw:
+            current = by_id.get(raw["id"])
+            if current is None:
+                raise invalid(f"Invalid subscription_item id: {raw['id']}", param=f"{where}[id]")
+            old = copy.deepcopy(current)
+            if raw.get("deleted"):
+                data.remove(current)
+                del by_id[current["id"]]
+                changes.append((old, None))
+                continue
+            if "price" in raw and raw["price"] != current["price"]["id"]:
+                price = _price_for(ctx, raw, where)
+                _check_item_price(sub, price, where)
+                fresh = _item(sub["id"], price, current["quantity"], None, period, now)
+                current["price"], current["plan"] = fresh["price"], fresh["plan"]
+                _set_unit(current, price, sub["currency"])
+            if "quantity" in raw:
+                if int(raw["quantity"]) < 0:
+                    raise invalid(
+                        "Invalid quantity: must be at least 0.", param=f"{where}[quantity]"
+                    )
+                current["quantity"] = int(raw["quantity"])
+            if "metadata" in raw:
+                current["metadata"] = apply_metadata(current["metadata"], raw["metadata"])
+            if _item_amount(old, sub["currency"]) != _item_amount(current, sub["currency"]):
+                changes.append((old, copy.deepcopy(current)))
+        else:
+            price = _price_for(ctx, raw, where)
+            _check_item_price(sub, price, where)
+            if any(item["price"]["id"] == price["id"] for item in data):
+                raise invalid(
+                    "Cannot add multiple subscription items with the same price.",
+                    param=f"{where}[price]",
+                )
+            fresh = _item(
+                sub["id"], price, raw.get("quantity", 1), raw.get("metadata"), period, now
+            )
+            _set_unit(fresh, price, sub["currency"])
+            data.append(fresh)
+            changes.append((None, copy.deepcopy(fresh)))
+    if not data:
+        raise invalid(
+            "A subscription must have at least one active item; cancel it instead.",
+            param="items",
+        )
+    return changes
+
+
+def _check_item_price(sub: StripeObject, price: StripeObject, where: str) -> None:
+    if _unit_amount(price, sub["currency"]) is None:
+        raise invalid(
+            f"The price {price['id']} does not have a currency option for {sub['currency']}.",
+            param=f"{where}[price]",
+        )
+    first = sub["items"]["data"][0]["price"] if sub["items"]["data"] else price
+    if _interval(price) != _interval(first):
+        raise invalid(
+            "Changing a subscription's billing interval is not supported by the emulator; "
+            "all items share one interval.",
+            param=f"{where}[price]",
+        )
+
+
+def _set_unit(item: StripeObject, price: StripeObject, cur: str) -> None:
+    if price["currency"] != cur:
+        item["_unit_amount"] = _unit_amount(price, cur)
+    else:
+        item.pop("_unit_amount", None)
+
+
+def _prorate(
+    ctx: RequestContext,
+    customer: StripeObject,
+    sub: StripeObject,
+    old: StripeObject | None,
+    new: StripeObject | None,
+    at: int,
+) -> list[StripeObject]:
+    start, end = _period(sub)
+    when = datetime.fromtimestamp(at, UTC).strftime("%d %b %Y")
+    items: list[StripeObject] = []
+    for version, sign, words in ((old, -1, "Unused time"), (new, 1, "Remaining time")):
+        if version is None:
+            continue
+        amount = billing_time.prorated(_item_amount(version, sub["currency"]), start, end, at)
+        if amount == 0:
+            continue
+        price = version["price"]
+        quantity = int(version["quantity"] or 0)
+        product = _product_name(ctx, price["product"])
+        unit = _item_unit(version, sub["currency"])
+        items.append(
+            invoices.build_item(
+                ctx,
+                customer,
+                amount=sign * amount,
+                cur=sub["currency"],
+                description=f"{words} on {quantity} × {product} after {when}",
+                period=(at, end),
+                price={
+                    "id": price["id"],
+                    "product": price["product"],
+                    "unit_amount_decimal": str(unit),
+                },
+                quantity=quantity,
+                subscription_id=sub["id"],
+                subscription_item=version["id"],
+                proration=True,
+            )
+        )
+    return items
+
+
+def _save(ctx: RequestContext, before: StripeObject, after: StripeObject) -> None:
+    changes = previous_attributes(before, after)
+    if not changes:
+        return
+    ctx.store.replace(KIND, after)
+    ctx.emit("customer.subscription.updated", after, previous_attributes=changes)
+
+
+def _invoice_now(
+    ctx: RequestContext, sub: StripeObject, *, billing_reason: str
+) -> StripeObject | None:
+    """Invoice the subscription's pending items at once (finalized and charged)."""
+    customer = ctx.store.get("customer", sub["customer"])
+    assert customer is not None
+    invoice = invoices.draft(
+        ctx,
+        customer,
+        cur=sub["currency"],
+        billing_reason=billing_reason,
+        collection_method=sub["collection_method"],
+        days_until_due=sub["days_until_due"],
+        subscription=sub,
+    )
+    taken = invoices.pull_pending_items(ctx, invoice, subscription_id=sub["id"])
+    if not taken:
+        ctx.store.delete(invoices.KIND, invoice["id"])
+        return None
+    invoices.claim_items(ctx, invoice, taken)
+    invoices.recompute(invoice)
+    ctx.store.replace(invoices.KIND, invoice)
+    _set_latest_invoice(ctx, sub["id"], invoice["id"])
+    invoices.announce_created(ctx, invoice)
+    finalized = invoices.finalize(ctx, invoice)
+    if finalized["status"] == "open" and finalized["collection_method"] == "charge_automatically":
+        finalized = invoices.attempt_payment(ctx, finalized)
+    return finalized
+
+
+# --- cancel -------------------------------------------------------------------------------
+
+
+def cancel(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`DELETE /v1/subscriptions/{subscription}` (`invoice_now`, `prorate`)."""
+    sub = _sub(ctx, path["subscription"])
+    if sub["status"] in ("canceled", "incomplete_expired"):
+        raise invalid(
+            f"No such subscription: '{sub['id']}' is already canceled.",
+            code="resource_missing",
+        )
+    cctx = invoices.clocked(ctx, sub["customer"])
+    if params.get("prorate") and sub["status"] in ("active", "past_due"):
+        customer = ctx.store.get("customer", sub["customer"])
+        assert customer is not None
+        for item in sub["items"]["data"]:
+            for ii in _prorate(cctx, customer, sub, item, None, cctx.now()):
+                ctx.store.insert(invoices.ITEM, ii)
+                cctx.emit("invoiceitem.created", ii)
+    details = params.get("cancellation_details") or {}
+    after = _cancel(cctx, sub, reason="cancellation_requested", details=details)
+    if params.get("invoice_now"):
+        _invoice_now(cctx, after, billing_reason="subscription_update")
+    current = ctx.store.get(KIND, sub["id"]) or after
+    return render(ctx.store, current, expand_of(params))
+
+
+def _cancel(
+    ctx: RequestContext,
+    sub: StripeObject,
+    *,
+    reason: str,
+    details: dict[str, Any] | None = None,
+) -> StripeObject:
+    now = ctx.now()
+    after = copy.deepcopy(sub)
+    after["status"] = "canceled"
+    after["canceled_at"] = now
+    after["ended_at"] = now
+    after["cancellation_details"]["reason"] = reason
+    for key in ("comment", "feedback"):
+        if key in (details or {}):
+            after["cancellation_details"][key] = (details or {})[key] or None
+    ctx.store.replace(KIND, after)
+    ctx.emit("customer.subscription.deleted", after)
+    return after
+
+
+def _cancel_for_deleted_customer(ctx: RequestContext, customer: StripeObject) -> None:
+    cctx = invoices.clocked(ctx, customer["id"])
+    for sub in list(ctx.store.collection(KIND).lookup("customer", customer["id"])):
+        if sub["status"] not in ("canceled", "incomplete_expired"):
+            _cancel(cctx, sub, reason="cancellation_requested")
+
+
+# --- invoice payments move the status -----------------------------------------------------
+
+
+def _on_invoice_payment(ctx: RequestContext, invoice: StripeObject, succeeded: bool) -> None:
+    sub_id = invoice.get("_subscription")
+    sub = ctx.store.get(KIND, sub_id) if sub_id else None
+    if sub is None or sub["status"] in ("canceled", "incomplete_expired"):
+        return
+    after = copy.deepcopy(sub)
+    if succeeded and sub["status"] in ("incomplete", "past_due", "unpaid"):
+        if sub["latest_invoice"] == invoice["id"] or sub["status"] != "incomplete":
+            after["status"] = "active"
+    elif not succeeded and sub["status"] == "active" and invoice["billing_reason"] != "manual":
+        after["status"] = "past_due"
+    _save(ctx, sub, after)
+
+
+# --- time: renewals, trial ends, period-end cancellations ---------------------------------
+
+
+def advance_clock(ctx: RequestContext, clock: StripeObject, target: int) -> None:
+    """Walk every subscription and invoice of the clock's customers through what falls due
+    up to `target`, in time order, with the clock's frozen time moved to each moment."""
+    clock_id = clock["id"]
+    while True:
+        due = _next_due(ctx, clock_id, target)
+        if due is None:
+            break
+        at, action, object_id = due
+        current = ctx.store.get(CLOCK, clock_id)
+        if current is None:
+            return
+        if current["frozen_time"] != at:
+            moved = copy.deepcopy(current)
+            moved["frozen_time"] = at
+            ctx.store.replace(CLOCK, moved)
+        _run(ctx, action, object_id)
+
+
+def _next_due(ctx: RequestContext, clock_id: str, target: int) -> tuple[int, str, str] | None:
+    candidates: list[tuple[int, int, str, str]] = []
+    for sub in ctx.store.collection(KIND).lookup("test_clock", clock_id):
+        due = _sub_due(sub)
+        if due is not None and due[0] <= target:
+            candidates.append((due[0], 0, due[1], sub["id"]))
+    for invoice in ctx.store.collection(invoices.KIND).lookup("test_clock", clock_id):
+        if invoice["status"] == "draft" and invoice["auto_advance"]:
+            when = invoice["automatically_finalizes_at"]
+            if when is not None and when <= target:
+                candidates.append((int(when), 1, "finalize", invoice["id"]))
+    if not candidates:
+        return None
+    at, _, action, object_id = heapq.nsmallest(1, candidates)[0]
+    return at, action, object_id
+
+
+def _sub_due(sub: StripeObject) -> tuple[int, str] | None:
+    status = sub["status"]
+    if status == "incomplete":
+        return sub["created"] + INCOMPLETE_EXPIRY, "expire"
+    if status == "trialing":
+        notice = sub["trial_end"] - TRIAL_WILL_END_NOTICE
+        if not sub.get("_trial_will_end_sent") and notice > sub["created"]:
+            return notice, "trial_will_end"
+        return sub["trial_end"], "trial_end"
+    if status in ("active", "past_due"):
+        end = _period(sub)[1]
+        if sub["cancel_at"] is not None and sub["cancel_at"] <= end:
+            return sub["cancel_at"], "cancel_at"
+        return end, "period_end"
+    return None
+
+
+def _run(ctx: RequestContext, action: str, object_id: str) -> None:
+    if action == "finalize":
+        invoice = ctx.store.get(invoices.KIND, object_id)
+        assert invoice is not None
+        cctx = invoices.clocked(ctx, invoice["customer"])
+        finalized = invoices.finalize(cctx, invoice)
+        if (
+            finalized["status"] == "open"
+            and finalized["collection_method"] == "charge_automatically"
+        ):
+            invoices.attempt_payment(cctx, finalized)
+        return
+    sub = ctx.store.get(KIND, object_id)
+    assert sub is not None
+    cctx = invoices.clocked(ctx, sub["customer"])
+    if action == "expire":
+        _expire(cctx, sub)
+    elif action == "trial_will_end":
+        marked = copy.deepcopy(sub)
+        marked["_trial_will_end_sent"] = True
+        ctx.store.replace(KIND, marked)
+        cctx.emit("customer.subscription.trial_will_end", marked)
+    elif action == "trial_end":
+        _end_trial(cctx, sub)
+    elif action == "cancel_at":
+        _cancel(cctx, sub, reason="cancellation_requested")
+    elif action == "period_end":
+        if sub["cancel_at_period_end"]:
+            _cancel(cctx, sub, reason="cancellation_requested")
+        else:
+            _renew(cctx, sub)
+
+
+def _expire(ctx: RequestContext, sub: StripeObject) -> None:
+    after = copy.deepcopy(sub)
+    after["status"] = "incomplete_expired"
+    after["ended_at"] = ctx.now()
+    _save(ctx, sub, after)
+    invoice = ctx.store.get(invoices.KIND, sub["latest_invoice"] or "")
+    if invoice is not None and invoice["status"] == "open":
+        invoices.void(ctx, {}, {"invoice": invoice["id"]})
+
+
+def _end_trial(ctx: RequestContext, sub: StripeObject) -> None:
+    customer = ctx.store.get("customer", sub["customer"])
+    has_pm = bool(
+        sub["default_payment_method"]
+        or ((customer or {}).get("invoice_settings") or {}).get("default_payment_method")
+    )
+    behavior = sub["trial_settings"]["end_behavior"]["missing_payment_method"]
+    if not has_pm and sub["collection_method"] == "charge_automatically":
+        if behavior == "cancel":
+            _cancel(ctx, sub, reason="cancellation_requested")
+            return
+        if behavior == "pause":
+            after = copy.deepcopy(sub)
+            after["status"] = "paused"
+            _save(ctx, sub, after)
+            ctx.emit("customer.subscription.paused", after)
+            return
+    _renew(ctx, sub, from_trial=True)
+
+
+def _renew(ctx: RequestContext, sub: StripeObject, *, from_trial: bool = False) -> None:
+    """The next period starts at the end of the current one; its invoice is drafted now and
+    finalized an hour later (auto_advance)."""
+    start = _period(sub)[1]
+    interval, count = _interval(sub["items"]["data"][0]["price"])
+    _, end = billing_time.period_containing(sub["billing_cycle_anchor"], interval, count, start)
+    after = copy.deepcopy(sub)
+    for item in after["items"]["data"]:
+        item["current_period_start"] = start
+        item["current_period_end"] = end
+    if from_trial:
+        after["status"] = "active"
+    _save(ctx, sub, after)
+    renewal_invoice(ctx, after, save=True)
+
+
+def renewal_invoice(
+    ctx: RequestContext,
+    sub: StripeObject,
+    *,
+    save: bool,
+    extra_items: list[StripeObject] | None = None,
+) -> StripeObject:
+    """The subscription's invoice for its current period: a line per item, then its
+    pending invoice items (and `extra_items`, for a preview). Saved as a draft with
+    `invoice.created` when `save`."""
+    customer = ctx.store.get("customer", sub["customer"])
+    assert customer is not None
+    invoice = invoices.draft(
+        ctx,
+        customer,
+        cur=sub["currency"],
+        billing_reason="subscription_cycle",
+        collection_method=sub["collection_method"],
+        days_until_due=sub["days_until_due"],
+        subscription=sub,
+        auto_advance=True,
+        save=save,
+    )
+    period = _period(sub)
+    taken = invoices.pull_pending_items(ctx, invoice, subscription_id=sub["id"])
+    for ii in extra_items or []:
+        invoices.add_item_line(invoice, ii)
+    for item in sub["items"]["data"]:
+        _item_line(ctx, invoice, sub, item, period, trial=False)
+    # Stripe lists the prorations (the previous period's changes) first, then the new period.
+    invoice["period_start"], invoice["period_end"] = period[0], period[0]
+    invoices.recompute(invoice)
+    if save:
+        invoices.claim_items(ctx, invoice, taken)
+        ctx.store.replace(invoices.KIND, invoice)
+        _set_latest_invoice(ctx, sub["id"], invoice["id"])
+        invoices.announce_created(ctx, invoice)
+    return invoice
+
+
+# --- preview ------------------------------------------------------------------------------
+
+
+def preview(ctx: RequestContext, params: Params) -> StripeObject:
+    """`create_preview` for a subscription: its next invoice (with `subscription_details`
+    applied first, prorations included), computed and not saved."""
+    if "subscription" not in params:
+        raise invalid(
+            "Previewing a new subscription (subscription_details without subscription) is not "
+            "supported by the emulator; pass `subscription`.",
+            param="subscription",
+        )
+    sub = _sub(ctx, params["subscription"], param="subscription", in_body=True)
+    if "customer" in params and params["customer"] != sub["customer"]:
+        raise invalid("The subscription does not belong to this customer.", param="customer")
+    if sub["status"] in ("canceled", "incomplete_expired"):
+        raise invalid(
+            "No upcoming invoices for a canceled subscription.",
+            code="invoice_upcoming_none",
+        )
+    cctx = invoices.clocked(ctx, sub["customer"])
+    details = params.get("subscription_details") or {}
+    update_params: Params = {}
+    for name in ("items", "proration_behavior", "proration_date", "cancel_at_period_end"):
+        if name in details:
+            update_params[name] = details[name]
+    simulated, prorations = apply_update(cctx, sub, update_params, save=False)
+    if update_params.get("proration_behavior") == "always_invoice" and prorations:
+        invoice = invoices.draft(
+            cctx,
+            ctx.store.get("customer", sub["customer"]) or {},
+            cur=sub["currency"],
+            billing_reason="subscription_update",
+            subscription=simulated,
+            save=False,
+        )
+        for ii in prorations:
+            invoices.add_item_line(invoice, ii)
+        invoices.recompute(invoice)
+        return invoices.preview_view(invoice)
+    upcoming = copy.deepcopy(simulated)
+    start = _period(upcoming)[1]
+    interval, count = _interval(upcoming["items"]["data"][0]["price"])
+    _, end = billing_time.period_containing(
+        upcoming["billing_cycle_anchor"], interval, count, start
+    )
+    for item in upcoming["items"]["data"]:
+        item["current_period_start"], item["current_period_end"] = start, end
+    invoice = renewal_invoice(cctx, upcoming, save=False, extra_items=prorations)
+    invoice["created"] = start
+    invoice["automatically_finalizes_at"] = start + invoices.FINALIZE_DELAY
+    invoice["period_start"] = invoice["period_end"] = start
+    if "proration_date" in update_params and invoice["parent"]:
+        invoice["parent"]["subscription_details"]["subscription_proration_date"] = update_params[
+            "proration_date"
+        ]
+    return invoices.preview_view(invoice)
+
+
+# --- subscription items -------------------------------------------------------------------
+
+
+def _find_item(ctx: RequestContext, item_id: str) -> tuple[StripeObject, StripeObject]:
+    for sub in ctx.store.collection(KIND).objects.values():
+        for item in sub["items"]["data"]:
+            if item["id"] == item_id:
+                return sub, item
+    raise no_such("subscription_item", item_id)
+
+
+def list_items(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`GET /v1/subscription_items?subscription=...` (one page)."""
+    if "subscription" not in params:
+        raise invalid("Missing required param: subscription.", param="subscription")
+    sub = _sub(ctx, params["subscription"], param="subscription", in_body=True)
+    data = sub["items"]["data"]
+    limit = int(params.get("limit", 10))
+    return envelope(
+        [render(ctx.store, i) for i in data[:limit]],
+        len(data) > limit,
+        "/v1/subscription_items",
+    )
+
+
+def retrieve_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`GET /v1/subscription_items/{item}`."""
+    _, item = _find_item(ctx, path["item"])
+    return render(ctx.store, item, expand_of(params))
+
+
+def create_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`POST /v1/subscription_items`: an item added through a subscription update."""
+    sub = _sub(ctx, params["subscription"], param="subscription", in_body=True)
+    raw: dict[str, Any] = {
+        k: params[k] for k in ("price", "quantity", "metadata", "price_data", "plan") if k in params
+    }
+    known = {i["id"] for i in sub["items"]["data"]}
+    after = _item_update(ctx, sub, [raw], params)
+    added = [i for i in after["items"]["data"] if i["id"] not in known]
+    return render(ctx.store, added[0], expand_of(params))
+
+
+def update_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`POST /v1/subscription_items/{item}` (price, quantity, metadata, proration)."""
+    sub, item = _find_item(ctx, path["item"])
+    raw: dict[str, Any] = {"id": item["id"]}
+    for k in ("price", "quantity", "metadata", "price_data", "plan"):
+        if k in params:
+            raw[k] = params[k]
+    after = _item_update(ctx, sub, [raw], params)
+    return render(
+        ctx.store,
+        next(i for i in after["items"]["data"] if i["id"] == item["id"]),
+        expand_of(params),
+    )
+
+
+def delete_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`DELETE /v1/subscription_items/{item}`."""
+    sub, item = _find_item(ctx, path["item"])
+    _item_update(ctx, sub, [{"id": item["id"], "deleted": True}], params)
+    return deleted_stub(item)
+
+
+def _item_update(
+    ctx: RequestContext, sub: StripeObject, raw_items: list[dict[str, Any]], params: Params
+) -> StripeObject:
+    update_params: Params = {"items": raw_items}
+    for name in ("proration_behavior", "proration_date", "payment_behavior"):
+        if name in params:
+            update_params[name] = params[name]
+    cctx = invoices.clocked(ctx, sub["customer"])
+    after, prorations = apply_update(cctx, sub, update_params, save=True)
+    _save(cctx, sub, after)
+    if prorations and params.get("proration_behavior") == "always_invoice":
+        _invoice_now(cctx, after, billing_reason="subscription_update")
+    return ctx.store.get(KIND, sub["id"]) or after

@@ -1,0 +1,571 @@
+"""Subscriptions through the real SDK over HTTP, with test clocks driving time: renewals with
+paid invoices, trials, prorations, declined renewals, cancellations, and the served shapes
+against the SDK's resource classes (tests/sdk_shapes.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+import stripe
+
+from tests.fixtures.emulator import TEST_API_KEY, EmulatorHandle
+from tests.sdk_shapes import shape_problems
+
+Client = stripe.StripeClient
+
+T0 = 1768435200  # 2026-01-15T00:00:00Z
+DAY = 86400
+FEB_15 = T0 + 31 * DAY
+MAR_15 = FEB_15 + 28 * DAY
+APR_15 = MAR_15 + 31 * DAY
+
+
+class Raw:
+    """Plain HTTP, to check the JSON exactly as served."""
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, auth=(TEST_API_KEY, ""))
+
+    def get(self, path: str) -> dict[str, Any]:
+        response = self.http.get(path)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+def _price(client: Client, amount: int = 1000, **recurring: Any) -> stripe.Price:
+    product = client.v1.products.create({"name": "Gold"})
+    return client.v1.prices.create(
+        {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": amount,
+            "recurring": {"interval": "month", **recurring},
+        }
+    )
+
+
+def _clock(client: Client, at: int = T0) -> stripe.test_helpers.TestClock:
+    return client.v1.test_helpers.test_clocks.create({"frozen_time": at})
+
+
+def _card(client: Client, customer: str, token: str = "pm_card_visa", default: bool = True) -> str:
+    pm = client.v1.payment_methods.attach(token, {"customer": customer})
+    if default:
+        client.v1.customers.update(
+            customer, {"invoice_settings": {"default_payment_method": pm.id}}
+        )
+    return pm.id
+
+
+def _customer(client: Client, clock: str | None, *, card: str | None = "pm_card_visa") -> str:
+    params: dict[str, Any] = {"email": "sub@example.com", "name": "Sub Scriber"}
+    if clock is not None:
+        params["test_clock"] = clock
+    customer = client.v1.customers.create(params).id  # type: ignore[arg-type]
+    if card is not None:
+        _card(client, customer, card)
+    return customer
+
+
+def _advance(client: Client, clock: str, to: int) -> None:
+    advanced = client.v1.test_helpers.test_clocks.advance(clock, {"frozen_time": to})
+    assert (advanced.status, advanced.frozen_time) == ("ready", to)
+
+
+def _invoices(client: Client, sub: str) -> list[stripe.Invoice]:
+    return list(reversed(client.v1.invoices.list({"subscription": sub, "limit": 100}).data))
+
+
+def _events(client: Client, prefix: str = "") -> list[stripe.Event]:
+    events = reversed(client.v1.events.list({"limit": 100}).data)
+    return [e for e in events if e.type.startswith(prefix)]
+
+
+def test_a_monthly_subscription_renews_three_times_with_paid_invoices(
+    stripe_client: Client,
+) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    price = _price(stripe_client)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": price.id, "quantity": 2}]}
+    )
+    assert sub.status == "active"
+    assert sub.test_clock == clock.id
+    item = sub["items"].data[0]
+    assert (item.current_period_start, item.current_period_end) == (T0, FEB_15)
+    assert (sub.billing_cycle_anchor, sub.start_date, sub.created) == (T0, T0, T0)
+    first = stripe_client.v1.invoices.retrieve(str(sub.latest_invoice))
+    assert (first.status, first.billing_reason, first.amount_paid, first.total) == (
+        "paid",
+        "subscription_create",
+        2000,
+        2000,
+    )
+    assert first.parent
+    assert first.parent.subscription_details
+    assert first.parent.subscription_details.subscription == sub.id
+    line = first.lines.data[0]
+    assert line.description == "2 × Gold (at $10.00 / month)"
+    assert (line.amount, line.quantity, line.period.start, line.period.end) == (
+        2000,
+        2,
+        T0,
+        FEB_15,
+    )
+    assert line.pricing
+    assert line.pricing.price_details
+    assert line.pricing.price_details.price == price.id
+
+    _advance(stripe_client, clock.id, APR_15 + 2 * 3600)
+    invoices = _invoices(stripe_client, sub.id)
+    assert [i.billing_reason for i in invoices] == ["subscription_create"] + [
+        "subscription_cycle"
+    ] * 3
+    assert [i.status for i in invoices] == ["paid"] * 4
+    assert [i.amount_paid for i in invoices] == [2000] * 4
+    assert [i.created for i in invoices[1:]] == [FEB_15, MAR_15, APR_15]
+    assert [i.status_transitions.finalized_at for i in invoices[1:]] == [
+        FEB_15 + 3600,
+        MAR_15 + 3600,
+        APR_15 + 3600,
+    ]
+    assert [i.lines.data[0].period.start for i in invoices[1:]] == [FEB_15, MAR_15, APR_15]
+    renewed = stripe_client.v1.subscriptions.retrieve(sub.id)
+    item = renewed["items"].data[0]
+    assert (item.current_period_start, item.current_period_end) == (
+        APR_15,
+        APR_15 + 30 * DAY,
+    )
+    assert renewed.status == "active"
+    assert renewed.latest_invoice == invoices[-1].id
+    # Events carry the clock's time, in order.
+    created = [e for e in _events(stripe_client, "invoice.") if e.type == "invoice.created"]
+    assert [e.created for e in created] == [T0, FEB_15, MAR_15, APR_15]
+    paid = [e for e in _events(stripe_client) if e.type == "invoice.payment_succeeded"]
+    assert len(paid) == 4
+    intents = stripe_client.v1.payment_intents.list({"customer": customer}).data
+    assert sorted(i.created for i in intents) == [T0, FEB_15 + 3600, MAR_15 + 3600, APR_15 + 3600]
+    assert {i.status for i in intents} == {"succeeded"}
+
+
+def test_a_renewal_invoice_is_a_draft_for_an_hour(stripe_client: Client) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": _price(stripe_client).id}]}
+    )
+    _advance(stripe_client, clock.id, FEB_15 + 60)
+    renewal = _invoices(stripe_client, sub.id)[-1]
+    assert (renewal.status, renewal.auto_advance, renewal.automatically_finalizes_at) == (
+        "draft",
+        True,
+        FEB_15 + 3600,
+    )
+    _advance(stripe_client, clock.id, FEB_15 + 3600)
+    assert stripe_client.v1.invoices.retrieve(renewal.id).status == "paid"
+
+
+def test_a_trial_ends_into_active_with_an_invoice(stripe_client: Client) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    sub = stripe_client.v1.subscriptions.create(
+        {
+            "customer": customer,
+            "items": [{"price": _price(stripe_client).id}],
+            "trial_period_days": 14,
+        }
+    )
+    trial_end = T0 + 14 * DAY
+    assert (sub.status, sub.trial_start, sub.trial_end, sub.billing_cycle_anchor) == (
+        "trialing",
+        T0,
+        trial_end,
+        trial_end,
+    )
+    zero = stripe_client.v1.invoices.retrieve(str(sub.latest_invoice))
+    assert (zero.status, zero.total, zero.lines.data[0].description) == (
+        "paid",
+        0,
+        "Trial period for Gold",
+    )
+    _advance(stripe_client, clock.id, trial_end + 2 * 3600)
+    after = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert after.status == "active"
+    item = after["items"].data[0]
+    assert (item.current_period_start, item.current_period_end) == (
+        trial_end,
+        trial_end + 30 * DAY,  # 29 January -> 28 February (month-end clamp)
+    )
+    invoices = _invoices(stripe_client, sub.id)
+    assert [(i.total, i.status) for i in invoices] == [(0, "paid"), (1000, "paid")]
+    types = [e.type for e in _events(stripe_client, "customer.subscription.")]
+    assert types[:2] == ["customer.subscription.created", "customer.subscription.trial_will_end"]
+    will_end = next(e for e in _events(stripe_client) if e.type.endswith("trial_will_end"))
+    assert will_end.created == trial_end - 3 * DAY
+    updated = [e for e in _events(stripe_client) if e.type == "customer.subscription.updated"]
+    assert any(
+        e.data.to_dict().get("previous_attributes", {}).get("status") == "trialing" for e in updated
+    )
+
+
+def test_a_trial_without_a_payment_method_cancels_when_told_to(stripe_client: Client) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id, card=None)
+    sub = stripe_client.v1.subscriptions.create(
+        {
+            "customer": customer,
+            "items": [{"price": _price(stripe_client).id}],
+            "trial_period_days": 7,
+            "trial_settings": {"end_behavior": {"missing_payment_method": "cancel"}},
+        }
+    )
+    _advance(stripe_client, clock.id, T0 + 8 * DAY)
+    after = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert (after.status, after.ended_at) == ("canceled", T0 + 7 * DAY)
+    assert len(_invoices(stripe_client, sub.id)) == 1  # only the trial's $0 invoice
+
+
+def test_a_declined_renewal_goes_past_due_and_back_to_active_when_paid(
+    stripe_client: Client,
+) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": _price(stripe_client).id}]}
+    )
+    assert sub.status == "active"
+    _card(stripe_client, customer, "pm_card_chargeCustomerFail")
+    _advance(stripe_client, clock.id, FEB_15 + 2 * 3600)
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "past_due"
+    renewal = _invoices(stripe_client, sub.id)[-1]
+    assert (renewal.status, renewal.attempted, renewal.attempt_count, renewal.amount_due) == (
+        "open",
+        True,
+        1,
+        1000,
+    )
+    assert [e.type for e in _events(stripe_client, "invoice.payment_failed")] == [
+        "invoice.payment_failed"
+    ]
+    with pytest.raises(stripe.CardError):
+        stripe_client.v1.invoices.pay(renewal.id)
+    good = _card(stripe_client, customer, "pm_card_visa", default=False)
+    paid = stripe_client.v1.invoices.pay(renewal.id, {"payment_method": good})
+    assert (paid.status, paid.amount_paid, paid.amount_remaining) == ("paid", 1000, 0)
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "active"
+
+
+def test_a_declined_first_payment_leaves_the_subscription_incomplete(
+    stripe_client: Client,
+) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id, card="pm_card_chargeCustomerFail")
+    price = _price(stripe_client)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": price.id}]}
+    )
+    assert sub.status == "incomplete"
+    invoice = stripe_client.v1.invoices.retrieve(str(sub.latest_invoice))
+    assert (invoice.status, invoice.amount_remaining) == ("open", 1000)
+    _advance(stripe_client, clock.id, T0 + DAY)
+    expired = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert expired.status == "incomplete_expired"
+    assert stripe_client.v1.invoices.retrieve(invoice.id).status == "void"
+
+
+def test_error_if_incomplete_answers_402_and_creates_nothing(stripe_client: Client) -> None:
+    customer = _customer(stripe_client, None, card="pm_card_chargeCustomerFail")
+    price = _price(stripe_client)
+    with pytest.raises(stripe.CardError) as caught:
+        stripe_client.v1.subscriptions.create(
+            {
+                "customer": customer,
+                "items": [{"price": price.id}],
+                "payment_behavior": "error_if_incomplete",
+            }
+        )
+    assert caught.value.code == "card_declined"
+    assert stripe_client.v1.subscriptions.list({"status": "all"}).data == []
+
+
+def test_a_quantity_change_mid_period_creates_the_documented_prorations(
+    stripe_client: Client,
+) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    price = _price(stripe_client)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": price.id}]}
+    )
+    half = T0 + (FEB_15 - T0) // 2
+    _advance(stripe_client, clock.id, half)
+    item = sub["items"].data[0]
+    updated = stripe_client.v1.subscriptions.update(
+        sub.id, {"items": [{"id": item.id, "quantity": 2}]}
+    )
+    assert updated["items"].data[0].quantity == 2
+    pending = stripe_client.v1.invoice_items.list({"customer": customer, "pending": True}).data
+    assert sorted((ii.amount, ii.proration) for ii in pending) == [(-500, True), (1000, True)]
+    descriptions = {ii.amount: ii.description for ii in pending}
+    assert descriptions[-500] == "Unused time on 1 × Gold after 30 Jan 2026"
+    assert descriptions[1000] == "Remaining time on 2 × Gold after 30 Jan 2026"
+    assert {(ii.period.start, ii.period.end) for ii in pending} == {(half, FEB_15)}
+    preview = stripe_client.v1.invoices.create_preview({"subscription": sub.id})
+    _advance(stripe_client, clock.id, FEB_15 + 2 * 3600)
+    renewal = _invoices(stripe_client, sub.id)[-1]
+    amounts = sorted(li.amount for li in renewal.lines.data)
+    assert amounts == [-500, 1000, 2000]
+    assert (renewal.subtotal, renewal.total, renewal.amount_due, renewal.amount_paid) == (
+        2500,
+        2500,
+        2500,
+        2500,
+    )
+    assert renewal.status == "paid"
+    assert stripe_client.v1.invoice_items.list({"customer": customer, "pending": True}).data == []
+    # The preview computed before the renewal matches the invoice it became.
+    assert sorted(li.amount for li in preview.lines.data) == amounts
+    assert sorted(str(li.description) for li in preview.lines.data) == sorted(
+        str(li.description) for li in renewal.lines.data
+    )
+    assert (preview.total, preview.amount_due, preview.period_start) == (2500, 2500, FEB_15)
+
+
+def test_always_invoice_bills_the_prorations_at_once(stripe_client: Client) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    cheap, dear = _price(stripe_client, 1000), _price(stripe_client, 2000)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": cheap.id}]}
+    )
+    half = T0 + (FEB_15 - T0) // 2
+    _advance(stripe_client, clock.id, half)
+    item = sub["items"].data[0]
+    preview = stripe_client.v1.invoices.create_preview(
+        {
+            "subscription": sub.id,
+            "subscription_details": {
+                "items": [{"id": item.id, "price": dear.id}],
+                "proration_behavior": "always_invoice",
+            },
+        }
+    )
+    assert sorted(li.amount for li in preview.lines.data) == [-500, 1000]
+    assert stripe_client.v1.invoice_items.list({"customer": customer}).data == []
+    updated = stripe_client.v1.subscriptions.update(
+        sub.id,
+        {"items": [{"id": item.id, "price": dear.id}], "proration_behavior": "always_invoice"},
+    )
+    invoice = stripe_client.v1.invoices.retrieve(str(updated.latest_invoice))
+    assert (invoice.billing_reason, invoice.total, invoice.status) == (
+        "subscription_update",
+        500,
+        "paid",
+    )
+    assert sorted(li.amount for li in invoice.lines.data) == [-500, 1000]
+    assert updated["items"].data[0].price.id == dear.id
+
+
+def test_proration_none_changes_nothing_billed(stripe_client: Client) -> None:
+    customer = _customer(stripe_client, None)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": _price(stripe_client).id}]}
+    )
+    item = sub["items"].data[0]
+    stripe_client.v1.subscriptions.update(
+        sub.id, {"items": [{"id": item.id, "quantity": 3}], "proration_behavior": "none"}
+    )
+    assert stripe_client.v1.invoice_items.list({"customer": customer}).data == []
+
+
+def test_cancel_at_period_end_cancels_at_the_period_end(stripe_client: Client) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": _price(stripe_client).id}]}
+    )
+    flagged = stripe_client.v1.subscriptions.update(sub.id, {"cancel_at_period_end": True})
+    assert (flagged.cancel_at_period_end, flagged.cancel_at, flagged.status) == (
+        True,
+        FEB_15,
+        "active",
+    )
+    _advance(stripe_client, clock.id, FEB_15 + 3 * 3600)
+    ended = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert (ended.status, ended.canceled_at, ended.ended_at) == ("canceled", FEB_15, FEB_15)
+    assert len(_invoices(stripe_client, sub.id)) == 1
+    deleted = [e for e in _events(stripe_client) if e.type == "customer.subscription.deleted"]
+    assert [e.created for e in deleted] == [FEB_15]
+
+
+def test_cancel_immediately_and_lists(stripe_client: Client) -> None:
+    customer = _customer(stripe_client, None)
+    price = _price(stripe_client)
+    kept = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": price.id}]}
+    )
+    gone = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": _price(stripe_client).id}]}
+    )
+    canceled = stripe_client.v1.subscriptions.cancel(
+        gone.id, {"invoice_now": True, "prorate": True}
+    )
+    assert canceled.status == "canceled"
+    assert [s.id for s in stripe_client.v1.subscriptions.list().data] == [kept.id]
+    assert [s.id for s in stripe_client.v1.subscriptions.list({"status": "all"}).data] == [
+        gone.id,
+        kept.id,
+    ]
+    assert [s.id for s in stripe_client.v1.subscriptions.list({"status": "canceled"}).data] == [
+        gone.id
+    ]
+    assert [s.id for s in stripe_client.v1.subscriptions.list({"price": price.id}).data] == [
+        kept.id
+    ]
+    with pytest.raises(stripe.InvalidRequestError):
+        stripe_client.v1.subscriptions.cancel(gone.id)
+
+
+def test_deleting_the_customer_cancels_its_subscriptions(stripe_client: Client) -> None:
+    customer = _customer(stripe_client, None)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": _price(stripe_client).id}]}
+    )
+    stripe_client.v1.customers.delete(customer)
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "canceled"
+
+
+def test_send_invoice_subscriptions_get_a_due_date(stripe_client: Client) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id, card=None)
+    sub = stripe_client.v1.subscriptions.create(
+        {
+            "customer": customer,
+            "items": [{"price": _price(stripe_client).id}],
+            "collection_method": "send_invoice",
+            "days_until_due": 30,
+        }
+    )
+    assert (sub.status, sub.days_until_due) == ("active", 30)
+    invoice = stripe_client.v1.invoices.retrieve(str(sub.latest_invoice))
+    assert (invoice.status, invoice.due_date, invoice.collection_method) == (
+        "open",
+        T0 + 30 * DAY,
+        "send_invoice",
+    )
+    _advance(stripe_client, clock.id, FEB_15 + 2 * 3600)
+    renewal = _invoices(stripe_client, sub.id)[-1]
+    assert (renewal.status, renewal.due_date) == ("open", FEB_15 + 3600 + 30 * DAY)
+    paid = stripe_client.v1.invoices.pay(renewal.id, {"paid_out_of_band": True})
+    assert (paid.status, paid.amount_paid, paid.amount_remaining) == ("paid", 1000, 0)
+
+
+def test_currency_options_and_currency_checks(stripe_client: Client) -> None:
+    customer = _customer(stripe_client, None)
+    product = stripe_client.v1.products.create({"name": "Gold"})
+    price = stripe_client.v1.prices.create(
+        {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": 1000,
+            "recurring": {"interval": "month"},
+            "currency_options": {"eur": {"unit_amount": 900}},
+        }
+    )
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": price.id}], "currency": "eur"}
+    )
+    assert sub.currency == "eur"
+    invoice = stripe_client.v1.invoices.retrieve(str(sub.latest_invoice))
+    assert (invoice.currency, invoice.total) == ("eur", 900)
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        stripe_client.v1.subscriptions.create(
+            {"customer": customer, "items": [{"price": price.id}], "currency": "gbp"}
+        )
+    assert caught.value.param == "items[0][price]"
+
+
+def test_subscription_items_endpoints(stripe_client: Client) -> None:
+    customer = _customer(stripe_client, None)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": _price(stripe_client).id}]}
+    )
+    extra = stripe_client.v1.subscription_items.create(
+        {
+            "subscription": sub.id,
+            "price": _price(stripe_client, 500).id,
+            "quantity": 3,
+            "proration_behavior": "none",
+        }
+    )
+    assert (extra.quantity, extra.subscription) == (3, sub.id)
+    listed = stripe_client.v1.subscription_items.list({"subscription": sub.id}).data
+    assert len(listed) == 2
+    changed = stripe_client.v1.subscription_items.update(
+        extra.id, {"quantity": 1, "proration_behavior": "none"}
+    )
+    assert changed.quantity == 1
+    assert stripe_client.v1.subscription_items.retrieve(extra.id).quantity == 1
+    deleted = stripe_client.v1.subscription_items.delete(extra.id, {"proration_behavior": "none"})
+    assert deleted.deleted is True
+    assert len(stripe_client.v1.subscriptions.retrieve(sub.id)["items"].data) == 1
+
+
+def test_served_subscription_objects_have_the_sdk_fields(
+    emulator: EmulatorHandle, stripe_client: Client
+) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    price = _price(stripe_client)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": price.id}], "metadata": {"a": "b"}}
+    )
+    half = T0 + 10 * DAY
+    _advance(stripe_client, clock.id, half)
+    stripe_client.v1.subscriptions.update(
+        sub.id, {"items": [{"id": sub["items"].data[0].id, "quantity": 3}]}
+    )
+    _advance(stripe_client, clock.id, FEB_15 + 10)
+    raw = Raw(emulator.url)
+    item_id = sub["items"].data[0].id
+    served: list[tuple[dict[str, Any], type[stripe.StripeObject], bool]] = [
+        (raw.get(f"/v1/subscriptions/{sub.id}"), stripe.Subscription, False),
+        (raw.get("/v1/subscriptions?status=all"), stripe.Subscription, True),
+        (raw.get(f"/v1/subscription_items/{item_id}"), stripe.SubscriptionItem, False),
+        (raw.get(f"/v1/subscription_items?subscription={sub.id}"), stripe.SubscriptionItem, True),
+        (raw.get("/v1/invoices"), stripe.Invoice, True),
+        (raw.get(f"/v1/invoices/{sub.latest_invoice}"), stripe.Invoice, False),
+        (raw.get("/v1/invoiceitems"), stripe.InvoiceItem, True),
+        (raw.get(f"/v1/invoices/{sub.latest_invoice}/lines"), stripe.InvoiceLineItem, True),
+        (
+            raw.get(f"/v1/customers/{customer}?expand[]=subscriptions"),
+            stripe.Customer,
+            False,
+        ),
+    ]
+    problems = [p for body, cls, listed in served for p in shape_problems(body, cls, listed=listed)]
+    classes: dict[str, type[stripe.StripeObject]] = {
+        "subscription": stripe.Subscription,
+        "invoice": stripe.Invoice,
+        "invoiceitem": stripe.InvoiceItem,
+    }
+    seen: set[str] = set()
+    for event in raw.get("/v1/events?limit=100")["data"]:
+        obj = event["data"]["object"]
+        if obj["object"] in classes:
+            seen.add(event["type"])
+            problems += shape_problems(obj, classes[obj["object"]], event["type"])
+    assert problems == []
+    assert {
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "invoice.created",
+        "invoice.finalized",
+        "invoice.paid",
+        "invoice.payment_succeeded",
+        "invoiceitem.created",
+    } <= seen
