@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stripe_emulator.core import RequestContext
-from stripe_emulator.errors import StripeError, invalid
+from stripe_emulator.errors import invalid
 from stripe_emulator.ids import new_id
 from stripe_emulator.listing import envelope, expand_of, list_response
 from stripe_emulator.params import Params
@@ -45,7 +45,12 @@ from stripe_emulator.resources._common import (
     new_metadata,
     previous_attributes,
 )
-from stripe_emulator.resources._payments import PaymentError, expandable_when_null, time_for
+from stripe_emulator.resources._payments import (
+    PaymentError,
+    expandable_when_null,
+    includable,
+    time_for,
+)
 from stripe_emulator.routing import Router
 from stripe_emulator.state import StripeObject
 
@@ -74,6 +79,8 @@ expandable_when_null(
     "default_source",
 )
 expandable_when_null(ITEM, "customer", "invoice", "test_clock")
+# `payments` (the invoice's `invoice_payment`s) is served only when expanded, as Stripe does.
+includable(KIND, "payments")
 
 
 @dataclass(slots=True)
@@ -239,6 +246,7 @@ def draft(
             "payment_method_options": None,
             "payment_method_types": None,
         },
+        "payments": envelope([], False, f"/v1/invoices/{invoice_id}/payments"),
         "period_end": now,
         "period_start": now,
         "post_payment_credit_notes_amount": 0,
@@ -449,18 +457,19 @@ def finalize(ctx: RequestContext, invoice: StripeObject) -> StripeObject:
 
 
 def _apply_balance(ctx: RequestContext, customer: StripeObject, invoice: StripeObject) -> None:
+    """Stripe's rule: `amount_due = max(0, total + balance)`; what is left (an unused credit,
+    or a negative total) stays on the customer's balance as `ending_balance`."""
     balance = int(customer.get("balance") or 0)
+    if customer.get("currency") not in (None, invoice["currency"]):
+        balance = 0
+    total = sum(int(li["amount"]) for li in invoice["lines"]["data"])
+    due = max(0, total + balance)
+    ending = balance + total - due
     invoice["starting_balance"] = balance
-    subtotal = sum(int(li["amount"]) for li in invoice["lines"]["data"])
-    if balance == 0 or (customer.get("currency") not in (None, invoice["currency"])):
-        invoice["starting_balance"] = 0
-        invoice["ending_balance"] = 0
-        return
-    # A credit covers at most the total; a debit is added in full.
-    applied = max(balance, -subtotal) if balance < 0 else balance
-    invoice["starting_balance"] = applied
-    ending = balance - applied
     invoice["ending_balance"] = ending
+    if ending == balance:
+        return
+    applied = balance - ending
     after = copy.deepcopy(customer)
     after["balance"] = ending
     ctx.store.insert(
@@ -529,7 +538,6 @@ def attempt_payment(
     after["attempted"] = True
     after["attempt_count"] += 1
     after["next_payment_attempt"] = None
-    error: StripeError | None = None
     if pm_id is None:
         ctx.store.replace(KIND, after)
         _failed(ctx, after)
@@ -550,28 +558,55 @@ def attempt_payment(
             {},
         )
     except PaymentError as declined:
-        error = declined
-        intent_id = declined.extra.get("payment_intent", {}).get("id")
-        after["_payment_intents"] = [*after.get("_payment_intents", []), intent_id]
+        declined_intent = declined.extra.get("payment_intent") or {}
+        _record_payment(ctx, after, declined_intent.get("id"), paid=False)
         ctx.store.replace(KIND, after)
         _failed(ctx, after)
         if raise_decline:
             raise
         return after
-    after["_payment_intents"] = [*after.get("_payment_intents", []), intent["id"]]
-    if intent["status"] != "succeeded":
+    succeeded = intent["status"] == "succeeded"
+    _record_payment(ctx, after, intent["id"], paid=succeeded)
+    if not succeeded:
         ctx.store.replace(KIND, after)
-        _failed(ctx, after)
+        _failed(ctx, after, action_required=intent["status"] == "requires_action")
         return after
-    del error
     after["amount_paid"] += after["amount_remaining"]
     recompute(after)
     ctx.store.replace(KIND, after)
     return _mark_paid(ctx, after, out_of_band=False)
 
 
-def _failed(ctx: RequestContext, invoice: StripeObject) -> None:
-    ctx.emit("invoice.payment_failed", invoice)
+def _record_payment(
+    ctx: RequestContext, invoice: StripeObject, intent_id: str | None, *, paid: bool
+) -> None:
+    """An `invoice_payment` in the invoice's includable `payments` list, newest first."""
+    now = ctx.now()
+    payment: StripeObject = {
+        "id": new_id("inpay"),
+        "object": "invoice_payment",
+        "amount_paid": invoice["amount_remaining"] if paid else None,
+        "amount_requested": invoice["amount_remaining"],
+        "created": now,
+        "currency": invoice["currency"],
+        "invoice": invoice["id"],
+        "is_default": True,
+        "livemode": False,
+        "payment": {"payment_intent": intent_id, "type": "payment_intent"},
+        "status": "paid" if paid else "open",
+        "status_transitions": {"canceled_at": None, "paid_at": now if paid else None},
+    }
+    payments = invoice["payments"]
+    for earlier in payments["data"]:
+        earlier["is_default"] = False
+    payments["data"].insert(0, payment)
+
+
+def _failed(ctx: RequestContext, invoice: StripeObject, *, action_required: bool = False) -> None:
+    ctx.emit(
+        "invoice.payment_action_required" if action_required else "invoice.payment_failed",
+        invoice,
+    )
     for hook in PAYMENT_HOOKS:
         hook(ctx, invoice, False)
 
@@ -775,13 +810,17 @@ def pay(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObje
         off_session=bool(params.get("off_session", True)),
         raise_decline=True,
     )
+    if after["status"] != "paid" and pm is None and payment_method_for(ctx, after) is None:
+        raise invalid(
+            "This invoice cannot be paid: the customer has no default payment method. Pass "
+            "`payment_method` or set the customer's invoice_settings.default_payment_method.",
+            param="payment_method",
+        )
     if after["status"] != "paid":
         raise invalid(
-            "This invoice cannot be paid: the customer has no default payment method.",
-            param="payment_method",
-            code="invoice_no_customer_line_items"
-            if not payment_method_for(ctx, after)
-            else "invoice_payment_intent_requires_action",
+            "Payment for this invoice requires a payment method that needs authentication; "
+            "confirm the PaymentIntent in the invoice's payments.",
+            code="invoice_payment_intent_requires_action",
         )
     return render(ctx.store, after, expand_of(params))
 
@@ -837,8 +876,6 @@ def _transition(
     after["status_transitions"][stamp] = ctx.now()
     after["next_payment_attempt"] = None
     after["auto_advance"] = False
-    if status == "void":
-        after["amount_remaining"] = 0
     ctx.store.replace(KIND, after)
     ctx.emit(event, after, previous_attributes=previous_attributes(before, after))
     return render(ctx.store, after, expand_of(params))
@@ -872,12 +909,21 @@ def create_preview(ctx: RequestContext, params: Params, path: dict[str, str]) ->
     invoice["id"] = "upcoming_in_emulator"
     pull_pending_items(ctx, invoice, subscription_id=None)
     recompute(invoice)
-    return render(ctx.store, preview_view(invoice))
+    return render(ctx.store, preview_view(ctx, invoice))
 
 
-def preview_view(invoice: StripeObject) -> StripeObject:
-    """A preview as Stripe serves it: the id of a preview invoice, no lines ids to keep."""
+def preview_view(ctx: RequestContext, invoice: StripeObject) -> StripeObject:
+    """A preview as Stripe serves it: an `upcoming_in_...` id, and the customer's balance
+    applied as finalization would apply it (nothing is saved)."""
     out = copy.deepcopy(invoice)
+    customer = ctx.store.get("customer", invoice["customer"]) or {}
+    balance = int(customer.get("balance") or 0)
+    if balance and customer.get("currency") in (None, invoice["currency"]):
+        subtotal = sum(int(li["amount"]) for li in out["lines"]["data"])
+        applied = max(balance, -subtotal) if balance < 0 else balance
+        out["starting_balance"] = balance
+        out["ending_balance"] = balance - applied
+        recompute(out)
     out["id"] = f"upcoming_{new_id('in')}"
     out["lines"]["url"] = "/v1/invoices/upcoming/lines"
     for li in out["lines"]["data"]:

@@ -1171,7 +1171,7 @@ def preview(ctx: RequestContext, params: Params) -> StripeObject:
         for ii in prorations:
             invoices.add_item_line(invoice, ii)
         invoices.recompute(invoice)
-        return invoices.preview_view(invoice)
+        return invoices.preview_view(cctx, invoice)
     upcoming = copy.deepcopy(simulated)
     start = _period(upcoming)[1]
     interval, count = _interval(upcoming["items"]["data"][0]["price"])
@@ -1188,7 +1188,7 @@ def preview(ctx: RequestContext, params: Params) -> StripeObject:
         invoice["parent"]["subscription_details"]["subscription_proration_date"] = update_params[
             "proration_date"
         ]
-    return invoices.preview_view(invoice)
+    return invoices.preview_view(cctx, invoice)
 
 
 # --- subscription items -------------------------------------------------------------------
