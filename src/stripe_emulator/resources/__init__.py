@@ -44,6 +44,7 @@ def build_router(emulator: Emulator) -> Router:
     )
     for module in modules:
         module.register(router)
+    subscriptions.ensure_indexes(emulator.store)
     if subscriptions.advance_clock not in emulator.clock_hooks:
         emulator.clock_hooks.append(subscriptions.advance_clock)
     return router

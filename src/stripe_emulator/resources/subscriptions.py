@@ -45,7 +45,7 @@ from stripe_emulator.resources._common import (
 from stripe_emulator.resources._payments import expandable_when_null
 from stripe_emulator.resources.prices import as_plan
 from stripe_emulator.routing import Router
-from stripe_emulator.state import INDEXED_FIELDS, StripeObject
+from stripe_emulator.state import INDEXED_FIELDS, Collection, Store, StripeObject
 
 KIND = "subscription"
 CLOCK = "test_helpers.test_clock"
@@ -75,9 +75,30 @@ TRIAL_WILL_END_NOTICE = 3 * DAY
 _SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "cad": "CA$", "aud": "A$"}
 _ZERO_DECIMAL = frozenset({"jpy", "krw", "vnd", "clp", "isk", "xaf", "xof", "bif", "djf"})
 
-INDEXED_FIELDS.setdefault(KIND, ("customer", "status", "test_clock"))
-INDEXED_FIELDS.setdefault(invoices.KIND, ("customer", "status", "_subscription", "test_clock"))
-INDEXED_FIELDS.setdefault(invoices.ITEM, ("customer",))
+# Secondary indexes of the billing collections (state.INDEXED_FIELDS is the shared registry;
+# `ensure_indexes` rebuilds a collection restored before this module was imported).
+BILLING_INDEXES: dict[str, tuple[str, ...]] = {
+    KIND: ("customer", "status", "test_clock"),
+    invoices.KIND: ("customer", "status", "_subscription", "test_clock"),
+    invoices.ITEM: ("customer",),
+}
+for _kind, _fields in BILLING_INDEXES.items():
+    INDEXED_FIELDS.setdefault(_kind, _fields)
+
+
+def ensure_indexes(store: Store) -> None:
+    """Re-index billing collections created (e.g. restored from a state file) before their
+    indexes were registered."""
+    for kind, fields in BILLING_INDEXES.items():
+        existing = store.collections.get(kind)
+        if existing is None or existing.indexed == fields:
+            continue
+        rebuilt = Collection(kind=kind, indexed=fields)
+        for seq in existing.alive:
+            rebuilt.insert(existing.objects[existing.id_at[seq]], seq)
+        store.collections[kind] = rebuilt
+
+
 expandable_when_null(
     KIND,
     "customer",
@@ -962,13 +983,35 @@ def _on_invoice_payment(ctx: RequestContext, invoice: StripeObject, succeeded: b
 
 def advance_clock(ctx: RequestContext, clock: StripeObject, target: int) -> None:
     """Walk every subscription and invoice of the clock's customers through what falls due
-    up to `target`, in time order, with the clock's frozen time moved to each moment."""
+    up to `target`, in time order (ties in creation order), with the clock's frozen time
+    moved to each moment.
+
+    A heap holds each object's next due moment; after an action, the objects of that
+    customer are looked at again (an action only changes its own customer's objects), and
+    an entry that no longer matches its object's next due moment is skipped."""
     clock_id = clock["id"]
-    while True:
-        due = _next_due(ctx, clock_id, target)
-        if due is None:
-            break
-        at, action, object_id = due
+    heap: list[tuple[int, int, int, str, str]] = []
+    queued: set[tuple[int, str, str]] = set()
+
+    def push(kind: str, obj: StripeObject) -> None:
+        due = _due(kind, obj)
+        if due is None or due[0] > target or (due[0], due[1], obj["id"]) in queued:
+            return
+        queued.add((due[0], due[1], obj["id"]))
+        seq = ctx.store.collection(kind).seq_of.get(obj["id"], 0)
+        heapq.heappush(heap, (due[0], 0 if kind == KIND else 1, seq, due[1], obj["id"]))
+
+    for sub in ctx.store.collection(KIND).lookup("test_clock", clock_id):
+        push(KIND, sub)
+    for invoice in ctx.store.collection(invoices.KIND).lookup("test_clock", clock_id):
+        push(invoices.KIND, invoice)
+    while heap:
+        at, rank, _, action, object_id = heapq.heappop(heap)
+        queued.discard((at, action, object_id))
+        kind = KIND if rank == 0 else invoices.KIND
+        obj = ctx.store.get(kind, object_id)
+        if obj is None or _due(kind, obj) != (at, action):
+            continue
         current = ctx.store.get(CLOCK, clock_id)
         if current is None:
             return
@@ -977,23 +1020,20 @@ def advance_clock(ctx: RequestContext, clock: StripeObject, target: int) -> None
             moved["frozen_time"] = at
             ctx.store.replace(CLOCK, moved)
         _run(ctx, action, object_id)
+        customer_id = obj["customer"]
+        for sub in ctx.store.collection(KIND).lookup("customer", customer_id):
+            push(KIND, sub)
+        for invoice in ctx.store.collection(invoices.KIND).lookup("customer", customer_id):
+            push(invoices.KIND, invoice)
 
 
-def _next_due(ctx: RequestContext, clock_id: str, target: int) -> tuple[int, str, str] | None:
-    candidates: list[tuple[int, int, str, str]] = []
-    for sub in ctx.store.collection(KIND).lookup("test_clock", clock_id):
-        due = _sub_due(sub)
-        if due is not None and due[0] <= target:
-            candidates.append((due[0], 0, due[1], sub["id"]))
-    for invoice in ctx.store.collection(invoices.KIND).lookup("test_clock", clock_id):
-        if invoice["status"] == "draft" and invoice["auto_advance"]:
-            when = invoice["automatically_finalizes_at"]
-            if when is not None and when <= target:
-                candidates.append((int(when), 1, "finalize", invoice["id"]))
-    if not candidates:
-        return None
-    at, _, action, object_id = heapq.nsmallest(1, candidates)[0]
-    return at, action, object_id
+def _due(kind: str, obj: StripeObject) -> tuple[int, str] | None:
+    if kind == KIND:
+        return _sub_due(obj)
+    if obj["status"] == "draft" and obj["auto_advance"]:
+        when = obj["automatically_finalizes_at"]
+        return None if when is None else (int(when), "finalize")
+    return None
 
 
 def _sub_due(sub: StripeObject) -> tuple[int, str] | None:
