@@ -4,13 +4,16 @@ against the SDK's resource classes (tests/sdk_shapes.py)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import pytest
 import stripe
 
+from tests import compat_files
 from tests.fixtures.emulator import TEST_API_KEY, EmulatorHandle
+from tests.integration.emulator.test_fidelity import _compare as compare_with_example
 from tests.sdk_shapes import shape_problems
 
 Client = stripe.StripeClient
@@ -569,3 +572,107 @@ def test_served_subscription_objects_have_the_sdk_fields(
         "invoice.payment_succeeded",
         "invoiceitem.created",
     } <= seen
+
+
+# fixtures3.json still has the top-level `invoice.subscription` that `stripe.Invoice` of the
+# pinned version no longer declares (it moved to `parent.subscription_details`); the SDK wins.
+EXAMPLE_FIELDS_NOT_IN_THE_SDK: dict[str, tuple[str, ...]] = {"invoice": ("subscription",)}
+
+
+@pytest.fixture
+def billing_objects(emulator: EmulatorHandle, stripe_client: Client) -> dict[str, Any]:
+    """One of each billing object as served, by its fixtures3.json resource name."""
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": _price(stripe_client).id}]}
+    )
+    _advance(stripe_client, clock.id, T0 + 5 * DAY)
+    item = sub["items"].data[0]
+    stripe_client.v1.subscriptions.update(sub.id, {"items": [{"id": item.id, "quantity": 2}]})
+    extra = stripe_client.v1.subscription_items.create(
+        {"subscription": sub.id, "price": _price(stripe_client, 300).id}
+    )
+    http = httpx.Client(base_url=emulator.url, auth=(TEST_API_KEY, ""))
+    removed_item = http.delete(
+        f"/v1/subscription_items/{extra.id}", params={"proration_behavior": "none"}
+    ).json()
+    loose = stripe_client.v1.invoice_items.create(
+        {"customer": customer, "amount": 100, "currency": "usd"}
+    )
+    removed_ii = http.delete(f"/v1/invoiceitems/{loose.id}").json()
+    draft = stripe_client.v1.invoices.create({"customer": customer})
+    removed_invoice = http.delete(f"/v1/invoices/{draft.id}").json()
+    raw = Raw(emulator.url)
+    invoice = raw.get(f"/v1/invoices/{sub.latest_invoice}?expand[]=payments")
+    return {
+        "subscription": raw.get(f"/v1/subscriptions/{sub.id}"),
+        "subscription_item": raw.get(f"/v1/subscription_items/{item.id}"),
+        "invoice": invoice,
+        "line_item": invoice["lines"]["data"][0],
+        "invoiceitem": raw.get("/v1/invoiceitems?pending=true")["data"][0],
+        "invoice_payment": invoice["payments"]["data"][0],
+        "deleted_subscription_item": removed_item,
+        "deleted_invoiceitem": removed_ii,
+        "deleted_invoice": removed_invoice,
+    }
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "subscription",
+        "subscription_item",
+        "invoice",
+        "line_item",
+        "invoiceitem",
+        "invoice_payment",
+        "deleted_subscription_item",
+        "deleted_invoiceitem",
+        "deleted_invoice",
+    ],
+)
+def test_billing_shapes_match_stripe_examples(
+    billing_objects: dict[str, Any], resource: str
+) -> None:
+    # Recursively: every field of Stripe's example with the same JSON type (null fits all).
+    example = json.loads(compat_files.STRIPE_FIXTURES.read_text())["resources"][resource]
+    for name in EXAMPLE_FIELDS_NOT_IN_THE_SDK.get(resource, ()):
+        example.pop(name)
+    problems: list[str] = []
+    compare_with_example(resource, example, billing_objects[resource], "", problems)
+    assert problems == []
+
+
+def test_default_incomplete_finalizes_the_first_invoice_without_charging(
+    stripe_client: Client,
+) -> None:
+    customer = _customer(stripe_client, None)
+    sub = stripe_client.v1.subscriptions.create(
+        {
+            "customer": customer,
+            "items": [{"price": _price(stripe_client).id}],
+            "payment_behavior": "default_incomplete",
+        }
+    )
+    assert sub.status == "incomplete"
+    invoice = stripe_client.v1.invoices.retrieve(str(sub.latest_invoice))
+    assert (invoice.status, invoice.attempted, invoice.amount_remaining) == ("open", False, 1000)
+    assert stripe_client.v1.payment_intents.list({"customer": customer}).data == []
+    paid = stripe_client.v1.invoices.pay(invoice.id)
+    assert paid.status == "paid"
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "active"
+
+
+def test_a_first_payment_needing_authentication_leaves_the_subscription_incomplete(
+    stripe_client: Client,
+) -> None:
+    customer = _customer(stripe_client, None, card="pm_card_authenticationRequired")
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": _price(stripe_client).id}]}
+    )
+    assert sub.status == "incomplete"
+    types = [e.type for e in _events(stripe_client, "invoice.")]
+    assert types[-1] == "invoice.payment_action_required"
+    intents = stripe_client.v1.payment_intents.list({"customer": customer}).data
+    assert [i.status for i in intents] == ["requires_action"]
