@@ -62,6 +62,56 @@ PENDING_BEHAVIORS = ("exclude", "include")
 FINALIZE_DELAY = 3600
 DAY = 24 * 3600
 
+# Parameters each endpoint implements; every other one the SDK accepts is refused.
+_CREATE_HANDLED = frozenset(
+    {
+        "customer",
+        "collection_method",
+        "pending_invoice_items_behavior",
+        "days_until_due",
+        "due_date",
+        "subscription",
+        "default_payment_method",
+        "currency",
+        "auto_advance",
+        "metadata",
+        "description",
+        "footer",
+        "statement_descriptor",
+    }
+)
+_UPDATE_HANDLED = frozenset(
+    {
+        "metadata",
+        "description",
+        "auto_advance",
+        "footer",
+        "default_payment_method",
+        "days_until_due",
+        "due_date",
+        "statement_descriptor",
+    }
+)
+_PREVIEW_HANDLED = frozenset({"subscription", "subscription_details", "customer", "currency"})
+_PREVIEW_DETAILS_HANDLED = frozenset(
+    {"items", "proration_behavior", "proration_date", "cancel_at_period_end"}
+)
+_ITEM_CREATE_HANDLED = frozenset(
+    {
+        "customer",
+        "amount",
+        "currency",
+        "description",
+        "invoice",
+        "metadata",
+        "period",
+        "price_data",
+        "pricing",
+        "quantity",
+        "subscription",
+    }
+)
+
 # hook(ctx, invoice, succeeded): after a payment attempt on an invoice (or its payment out of
 # band); the subscriptions module moves the subscription's status.
 PaymentHook = Callable[[RequestContext, StripeObject, bool], None]
@@ -81,6 +131,20 @@ expandable_when_null(
 expandable_when_null(ITEM, "customer", "invoice", "test_clock")
 # `payments` (the invoice's `invoice_payment`s) is served only when expanded, as Stripe does.
 includable(KIND, "payments")
+
+
+def refuse_unhandled(params: Params, handled: frozenset[str], *, prefix: str = "") -> None:
+    """400 for a parameter the SDK's types accept but the emulator does not implement (so
+    nothing is silently ignored); `automatic_tax[enabled]=false` is always fine."""
+    for name, value in params.items():
+        if name in handled or name == "expand":
+            continue
+        if name == "automatic_tax" and not (value or {}).get("enabled"):
+            continue
+        where = f"{prefix}[{name}]" if prefix else name
+        raise invalid(
+            f"`{where}` is not supported by the emulator (see docs/emulator.md).", param=where
+        )
 
 
 @dataclass(slots=True)
@@ -636,6 +700,7 @@ def _mark_paid(ctx: RequestContext, invoice: StripeObject, *, out_of_band: bool)
 def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`POST /v1/invoices`: a draft, `auto_advance` false by default; pending invoice items
     only with `pending_invoice_items_behavior=include`."""
+    refuse_unhandled(params, _CREATE_HANDLED)
     if "customer" not in params:
         raise invalid("Missing required param: customer.", param="customer")
     customer = fetch(
@@ -679,6 +744,8 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     )
     if "due_date" in params:
         invoice["due_date"] = params["due_date"]
+    for name in ("footer", "statement_descriptor"):
+        invoice[name] = params.get(name)
     taken = pull_pending_items(ctx, invoice, subscription_id=None) if behavior == "include" else []
     claim_items(ctx, invoice, taken)
     recompute(invoice)
@@ -724,6 +791,7 @@ def list_lines(ctx: RequestContext, params: Params, path: dict[str, str]) -> Str
 def update(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`POST /v1/invoices/{invoice}`: metadata and description always; `auto_advance`,
     `default_payment_method`, `days_until_due`, `due_date` while draft."""
+    refuse_unhandled(params, _UPDATE_HANDLED)
     before = _invoice(ctx, path)
     after = copy.deepcopy(before)
     for name in params:
@@ -744,7 +812,7 @@ def update(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         after["default_payment_method"] = pm
     if "days_until_due" in params:
         after["_days_until_due"] = params["days_until_due"]
-    for name in ("description", "footer", "due_date"):
+    for name in ("description", "footer", "due_date", "statement_descriptor"):
         if name in params:
             after[name] = params[name] or None
     after["metadata"] = apply_metadata(after["metadata"], params.get("metadata"))
@@ -894,8 +962,12 @@ PREVIEW: dict[str, PreviewProvider] = {}
 
 def create_preview(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`POST /v1/invoices/create_preview`: the next invoice, computed and not saved."""
-    if "customer_account" in params:
-        raise invalid("Accounts v2 are not supported by the emulator.", param="customer_account")
+    refuse_unhandled(params, _PREVIEW_HANDLED)
+    refuse_unhandled(
+        params.get("subscription_details") or {},
+        _PREVIEW_DETAILS_HANDLED,
+        prefix="subscription_details",
+    )
     provider = PREVIEW.get("subscription")
     if ("subscription" in params or "subscription_details" in params) and provider is not None:
         return render(ctx.store, provider(ctx, params))
@@ -937,6 +1009,7 @@ def preview_view(ctx: RequestContext, invoice: StripeObject) -> StripeObject:
 def create_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`POST /v1/invoiceitems`: `amount`, or `pricing[price]` with `quantity`, or
     `price_data`; pending (no invoice) unless `invoice` names a draft."""
+    refuse_unhandled(params, _ITEM_CREATE_HANDLED)
     if "customer" not in params:
         raise invalid("Missing required param: customer.", param="customer")
     customer = fetch(
@@ -1097,13 +1170,7 @@ def update_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> St
     """`POST /v1/invoiceitems/{invoiceitem}`: description and metadata (pending items)."""
     before = fetch(ctx, ITEM, path["invoiceitem"], "invoiceitem")
     after = copy.deepcopy(before)
-    for name in params:
-        if name not in ("description", "metadata", "expand"):
-            raise invalid(
-                f"The emulator updates only `description` and `metadata` of invoice items; "
-                f"got `{name}`.",
-                param=name,
-            )
+    refuse_unhandled(params, frozenset({"description", "metadata"}))
     if before["invoice"] is not None:
         inv = ctx.store.get(KIND, before["invoice"])
         if inv is not None and inv["status"] != "draft":

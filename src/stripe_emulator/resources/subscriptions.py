@@ -69,6 +69,61 @@ PAYMENT_BEHAVIORS = (
 PRORATION_BEHAVIORS = ("always_invoice", "create_prorations", "none")
 MISSING_PM_BEHAVIORS = ("cancel", "create_invoice", "pause")
 COLLECTION_METHODS = ("charge_automatically", "send_invoice")
+# Parameters each endpoint implements; every other one the SDK accepts is refused (400 naming
+# it) rather than silently ignored. `off_session` and `proration_behavior` on create have no
+# effect here (the first invoice is charged on session; nothing to prorate without an anchor).
+_CREATE_HANDLED = frozenset(
+    {
+        "customer",
+        "items",
+        "payment_behavior",
+        "collection_method",
+        "days_until_due",
+        "trial_settings",
+        "default_payment_method",
+        "currency",
+        "trial_end",
+        "trial_period_days",
+        "trial_from_plan",
+        "cancel_at",
+        "cancel_at_period_end",
+        "description",
+        "metadata",
+        "off_session",
+        "proration_behavior",
+        "billing_mode",
+    }
+)
+_UPDATE_HANDLED = frozenset(
+    {
+        "cancel_at_period_end",
+        "cancel_at",
+        "cancellation_details",
+        "collection_method",
+        "days_until_due",
+        "default_payment_method",
+        "description",
+        "trial_settings",
+        "metadata",
+        "items",
+        "proration_behavior",
+        "proration_date",
+        "payment_behavior",
+        "off_session",
+    }
+)
+_ITEM_HANDLED = frozenset(
+    {
+        "subscription",
+        "price",
+        "quantity",
+        "metadata",
+        "proration_behavior",
+        "proration_date",
+        "payment_behavior",
+    }
+)
+_ITEM_FIELDS_HANDLED = frozenset({"id", "price", "quantity", "metadata", "deleted"})
 DAY = 24 * 3600
 INCOMPLETE_EXPIRY = 23 * 3600
 TRIAL_WILL_END_NOTICE = 3 * DAY
@@ -174,6 +229,10 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     )
     cctx = invoices.clocked(ctx, customer["id"])
     now = cctx.now()
+    for i, raw in enumerate(raw_items):
+        invoices.refuse_unhandled(
+            raw, _ITEM_FIELDS_HANDLED - {"id", "deleted"}, prefix=f"items[{i}]"
+        )
     prices = [_price_for(ctx, raw, f"items[{i}]") for i, raw in enumerate(raw_items)]
     cur = _currency_of(params, prices)
     _check_intervals(prices)
@@ -273,25 +332,13 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
 
 
 def _refuse_unsupported(params: Params) -> None:
-    for name in (
-        "billing_cycle_anchor",
-        "billing_cycle_anchor_config",
-        "backdate_start_date",
-        "add_invoice_items",
-        "discounts",
-        "customer_account",
-        "billing_schedules",
-        "pending_invoice_item_interval",
-        "default_source",
-    ):
-        if name in params:
-            raise invalid(
-                f"`{name}` is not supported by the emulator (docs/emulator.md).", param=name
-            )
-    if (params.get("automatic_tax") or {}).get("enabled"):
+    invoices.refuse_unhandled(params, _CREATE_HANDLED)
+    mode = (params.get("billing_mode") or {}).get("type", "classic")
+    if mode != "classic":
         raise invalid(
-            "Automatic tax on subscriptions is not supported by the emulator yet.",
-            param="automatic_tax[enabled]",
+            "`billing_mode[type]=flexible` is not supported by the emulator (see "
+            "docs/emulator.md).",
+            param="billing_mode[type]",
         )
 
 
@@ -657,23 +704,9 @@ def apply_update(
         raise invalid(
             "A canceled subscription can only update its cancellation_details and metadata."
         )
-    for name in (
-        "billing_cycle_anchor",
-        "add_invoice_items",
-        "discounts",
-        "pause_collection",
-        "billing_schedules",
-        "pending_invoice_item_interval",
-        "default_source",
-        "trial_end",
-        "trial_from_plan",
-    ):
-        if name in params:
-            raise invalid(
-                f"`{name}` on subscription update is not supported by the emulator "
-                "(docs/emulator.md).",
-                param=name,
-            )
+    invoices.refuse_unhandled(params, _UPDATE_HANDLED)
+    for i, raw in enumerate(params.get("items") or []):
+        invoices.refuse_unhandled(raw, _ITEM_FIELDS_HANDLED, prefix=f"items[{i}]")
     behavior = params.get("proration_behavior", "create_prorations")
     check_enum(behavior, "proration_behavior", PRORATION_BEHAVIORS)
     check_enum(params.get("payment_behavior"), "payment_behavior", PAYMENT_BEHAVIORS)
@@ -1264,6 +1297,7 @@ def retrieve_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> 
 
 def create_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`POST /v1/subscription_items`: an item added through a subscription update."""
+    invoices.refuse_unhandled(params, _ITEM_HANDLED)
     sub = _sub(ctx, params["subscription"], param="subscription", in_body=True)
     raw: dict[str, Any] = {
         k: params[k] for k in ("price", "quantity", "metadata", "price_data", "plan") if k in params
@@ -1276,6 +1310,7 @@ def create_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> St
 
 def update_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`POST /v1/subscription_items/{item}` (price, quantity, metadata, proration)."""
+    invoices.refuse_unhandled(params, _ITEM_HANDLED)
     sub, item = _find_item(ctx, path["item"])
     raw: dict[str, Any] = {"id": item["id"]}
     for k in ("price", "quantity", "metadata", "price_data", "plan"):
@@ -1291,6 +1326,7 @@ def update_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> St
 
 def delete_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`DELETE /v1/subscription_items/{item}`."""
+    invoices.refuse_unhandled(params, _ITEM_HANDLED)
     sub, item = _find_item(ctx, path["item"])
     _item_update(ctx, sub, [{"id": item["id"], "deleted": True}], params)
     return deleted_stub(item)

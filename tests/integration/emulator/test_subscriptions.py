@@ -676,3 +676,34 @@ def test_a_first_payment_needing_authentication_leaves_the_subscription_incomple
     assert types[-1] == "invoice.payment_action_required"
     intents = stripe_client.v1.payment_intents.list({"customer": customer}).data
     assert [i.status for i in intents] == ["requires_action"]
+
+
+@pytest.mark.parametrize(
+    ("path", "form", "param"),
+    [
+        ("/v1/subscriptions", {"application_fee_percent": "10"}, "application_fee_percent"),
+        ("/v1/subscriptions", {"items[0][tax_rates][0]": "txr_1"}, "items[0][tax_rates]"),
+        (
+            "/v1/subscriptions",
+            {"payment_settings[save_default_payment_method]": "on_subscription"},
+            "payment_settings",
+        ),
+        ("/v1/subscriptions/{sub}", {"pause_collection[behavior]": "void"}, "pause_collection"),
+        ("/v1/invoices", {"discounts[0][coupon]": "c"}, "discounts"),
+    ],
+)
+def test_parameters_the_emulator_does_not_implement_are_refused_by_name(
+    emulator: EmulatorHandle, stripe_client: Client, path: str, form: dict[str, str], param: str
+) -> None:
+    customer = _customer(stripe_client, None)
+    price = _price(stripe_client)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": price.id}]}
+    )
+    data = {"customer": customer, "items[0][price]": price.id, **form}
+    if "{sub}" in path:
+        data = form
+    http = httpx.Client(base_url=emulator.url, auth=(TEST_API_KEY, ""))
+    response = http.post(path.format(sub=sub.id), data=data)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
