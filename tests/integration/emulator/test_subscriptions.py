@@ -701,8 +701,8 @@ def test_parameters_the_emulator_does_not_implement_are_refused_by_name(
         {"customer": customer, "items": [{"price": price.id}]}
     )
     data = {"customer": customer, "items[0][price]": price.id, **form}
-    if "{sub}" in path:
-        data = form
+    if path != "/v1/subscriptions":
+        data = form if "{sub}" in path else {"customer": customer, **form}
     http = httpx.Client(base_url=emulator.url, auth=(TEST_API_KEY, ""))
     response = http.post(path.format(sub=sub.id), data=data)
     assert response.status_code == 400, response.text
