@@ -1066,6 +1066,14 @@ def _due(kind: str, obj: StripeObject) -> tuple[int, str] | None:
     if obj["status"] == "draft" and obj["auto_advance"]:
         when = obj["automatically_finalizes_at"]
         return None if when is None else (int(when), "finalize")
+    if (
+        obj["status"] == "open"
+        and obj["collection_method"] == "send_invoice"
+        and obj["due_date"] is not None
+        and obj.get("_subscription")
+        and not obj.get("_overdue")
+    ):
+        return int(obj["due_date"]), "overdue"
     return None
 
 
@@ -1098,6 +1106,9 @@ def _run(ctx: RequestContext, action: str, object_id: str) -> None:
         ):
             invoices.attempt_payment(cctx, finalized)
         return
+    if action == "overdue":
+        _overdue(ctx, object_id)
+        return
     sub = ctx.store.get(KIND, object_id)
     assert sub is not None
     cctx = invoices.clocked(ctx, sub["customer"])
@@ -1117,6 +1128,20 @@ def _run(ctx: RequestContext, action: str, object_id: str) -> None:
             _cancel(cctx, sub, reason="cancellation_requested")
         else:
             _renew(cctx, sub)
+
+
+def _overdue(ctx: RequestContext, invoice_id: str) -> None:
+    """A `send_invoice` invoice unpaid at its due date makes its subscription `past_due`."""
+    invoice = ctx.store.get(invoices.KIND, invoice_id)
+    assert invoice is not None
+    marked = copy.deepcopy(invoice)
+    marked["_overdue"] = True
+    ctx.store.replace(invoices.KIND, marked)
+    sub = ctx.store.get(KIND, invoice["_subscription"])
+    if sub is not None and sub["status"] == "active":
+        after = copy.deepcopy(sub)
+        after["status"] = "past_due"
+        _save(invoices.clocked(ctx, sub["customer"]), sub, after)
 
 
 def _expire(ctx: RequestContext, sub: StripeObject) -> None:

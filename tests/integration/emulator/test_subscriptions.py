@@ -465,6 +465,17 @@ def test_send_invoice_subscriptions_get_a_due_date(stripe_client: Client) -> Non
     assert (renewal.status, renewal.due_date) == ("open", FEB_15 + 3600 + 30 * DAY)
     paid = stripe_client.v1.invoices.pay(renewal.id, {"paid_out_of_band": True})
     assert (paid.status, paid.amount_paid, paid.amount_remaining) == ("paid", 1000, 0)
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "active"
+    # Unpaid at its due date, an invoice makes the subscription past_due; paying it, active.
+    _advance(stripe_client, clock.id, MAR_15 + 2 * 3600)
+    third = _invoices(stripe_client, sub.id)[-1]
+    assert third.due_date == MAR_15 + 3600 + 30 * DAY
+    _advance(stripe_client, clock.id, third.due_date - 1)
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "active"
+    _advance(stripe_client, clock.id, third.due_date)
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "past_due"
+    stripe_client.v1.invoices.pay(third.id, {"paid_out_of_band": True})
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "active"
 
 
 def test_currency_options_and_currency_checks(stripe_client: Client) -> None:
