@@ -5,6 +5,8 @@ against the SDK's resource classes (tests/sdk_shapes.py)."""
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -718,3 +720,51 @@ def test_parameters_the_emulator_does_not_implement_are_refused_by_name(
     response = http.post(path.format(sub=sub.id), data=data)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
+
+
+def test_billing_events_are_delivered_signed_with_the_clock_time(
+    stripe_client: Client, emulator: EmulatorHandle
+) -> None:
+    received: list[tuple[bytes, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((body, self.headers["Stripe-Signature"]))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            del format, args
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = stripe_client.v1.webhook_endpoints.create(
+            {
+                "url": f"http://127.0.0.1:{server.server_address[1]}/hooks",
+                "enabled_events": ["customer.subscription.updated", "invoice.paid"],
+            }
+        )
+        clock = _clock(stripe_client)
+        customer = _customer(stripe_client, clock.id)
+        stripe_client.v1.subscriptions.create(
+            {"customer": customer, "items": [{"price": _price(stripe_client).id}]}
+        )
+        _advance(stripe_client, clock.id, FEB_15 + 2 * 3600)
+        emulator.control.wait_webhooks_idle()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert endpoint.secret is not None
+    events = [
+        stripe.Webhook.construct_event(body.decode(), header, endpoint.secret)
+        for body, header in received
+    ]
+    timeline = sorted((e.created, e.type) for e in events)
+    assert timeline == [
+        (T0, "customer.subscription.updated"),  # incomplete -> active
+        (T0, "invoice.paid"),
+        (FEB_15, "customer.subscription.updated"),  # the new period
+        (FEB_15 + 3600, "invoice.paid"),
+    ]
