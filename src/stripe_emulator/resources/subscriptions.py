@@ -325,7 +325,6 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     if behavior == "error_if_incomplete" and sub["status"] == "incomplete":
         _charge_would_succeed_or_raise(cctx, sub, customer, _first_amount(sub))
     ctx.store.insert(KIND, sub)
-    cctx.emit("customer.subscription.created", sub)
     _first_invoice(cctx, sub, customer, confirm=behavior != "default_incomplete")
     current = ctx.store.get(KIND, sub_id) or sub
     return render(ctx.store, current, expand_of(params))
@@ -553,6 +552,8 @@ def _first_invoice(
     invoices.recompute(invoice)
     ctx.store.replace(invoices.KIND, invoice)
     _set_latest_invoice(ctx, sub["id"], invoice["id"])
+    # `customer.subscription.created` carries its first invoice as `latest_invoice`.
+    ctx.emit("customer.subscription.created", ctx.store.get(KIND, sub["id"]) or sub)
     invoices.announce_created(ctx, invoice)
     finalized = invoices.finalize(ctx, invoice)
     if (
@@ -1186,8 +1187,10 @@ def _renew(ctx: RequestContext, sub: StripeObject, *, from_trial: bool = False) 
         item["current_period_end"] = end
     if from_trial:
         after["status"] = "active"
+    # The renewal invoice is drafted first, so the update event names it as `latest_invoice`.
+    invoice = renewal_invoice(ctx, after, save=True)
+    after["latest_invoice"] = invoice["id"]
     _save(ctx, sub, after)
-    renewal_invoice(ctx, after, save=True)
 
 
 def renewal_invoice(

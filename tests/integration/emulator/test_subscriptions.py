@@ -152,6 +152,15 @@ def test_a_monthly_subscription_renews_three_times_with_paid_invoices(
     assert [e.created for e in created] == [T0, FEB_15, MAR_15, APR_15]
     paid = [e for e in _events(stripe_client) if e.type == "invoice.payment_succeeded"]
     assert len(paid) == 4
+    subscription_events = _events(stripe_client, "customer.subscription.")
+    assert subscription_events[0].type == "customer.subscription.created"
+    assert subscription_events[0].data.object["latest_invoice"] == first.id
+    renewals = [
+        e.data.to_dict()["previous_attributes"]
+        for e in subscription_events
+        if "items" in e.data.to_dict().get("previous_attributes", {})
+    ]
+    assert [r["latest_invoice"] for r in renewals] == [i.id for i in invoices[:3]]
     intents = stripe_client.v1.payment_intents.list({"customer": customer}).data
     assert sorted(i.created for i in intents) == [T0, FEB_15 + 3600, MAR_15 + 3600, APR_15 + 3600]
     assert {i.status for i in intents} == {"succeeded"}
