@@ -31,7 +31,7 @@ from stripe_emulator.errors import invalid, no_such
 from stripe_emulator.ids import new_id
 from stripe_emulator.listing import envelope, expand_of, list_response
 from stripe_emulator.params import Params
-from stripe_emulator.render import render
+from stripe_emulator.render import ExpandTree, expand_tree, render
 from stripe_emulator.resources import customers, invoices, payment_intents, payment_methods
 from stripe_emulator.resources._common import (
     apply_metadata,
@@ -327,7 +327,7 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     ctx.store.insert(KIND, sub)
     _first_invoice(cctx, sub, customer, confirm=behavior != "default_incomplete")
     current = ctx.store.get(KIND, sub_id) or sub
-    return render(ctx.store, current, expand_of(params))
+    return render_subscription(ctx, current, expand_of(params))
 
 
 def _refuse_unsupported(params: Params) -> None:
@@ -635,7 +635,7 @@ def _interval_words(price: StripeObject) -> str:
 
 def retrieve(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`GET /v1/subscriptions/{subscription}`."""
-    return render(ctx.store, _sub(ctx, path["subscription"]), expand_of(params))
+    return render_subscription(ctx, _sub(ctx, path["subscription"]), expand_of(params))
 
 
 def list_subscriptions(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
@@ -660,14 +660,49 @@ def list_subscriptions(ctx: RequestContext, params: Params, path: dict[str, str]
             return False
         return price is None or any(i["price"]["id"] == price for i in sub["items"]["data"])
 
-    return list_response(
+    paths: list[str] = params.get("expand", [])
+    nested = [p for p in paths if p.startswith("data.items")]
+    plain = {**params, "expand": [p for p in paths if p not in nested]}
+    listed = list_response(
         ctx.store,
         kind=KIND,
-        params=params,
+        params=plain,
         url="/v1/subscriptions",
         equals=equals,
         predicate=matches,
     )
+    if nested:
+        tree = expand_tree([p.removeprefix("data.") for p in nested])
+        for out in listed["data"]:
+            out["items"] = _render_items(ctx, out["items"], tree["items"])
+    return listed
+
+
+def render_subscription(ctx: RequestContext, sub: StripeObject, tree: ExpandTree) -> StripeObject:
+    """The subscription's response; `items.data.price(.product)` expands inside the embedded
+    items (the shared renderer only follows ids)."""
+    rest = {k: v for k, v in tree.items() if k != "items"}
+    out = render(ctx.store, sub, rest)
+    if "items" in tree:
+        out["items"] = _render_items(ctx, out["items"], tree["items"])
+    return out
+
+
+def _render_items(ctx: RequestContext, items: StripeObject, tree: ExpandTree) -> StripeObject:
+    for name in tree:
+        if name != "data":
+            raise invalid(f"This property cannot be expanded (items.{name}).", param="expand")
+    data = [render_item(ctx, item, tree.get("data", {})) for item in items["data"]]
+    return {**items, "data": data}
+
+
+def render_item(ctx: RequestContext, item: StripeObject, tree: ExpandTree) -> StripeObject:
+    """A subscription item; `price.product` expands inside the embedded price."""
+    rest = {k: v for k, v in tree.items() if k != "price"}
+    out = render(ctx.store, item, rest)
+    if "price" in tree:
+        out["price"] = render(ctx.store, item["price"], tree["price"])
+    return out
 
 
 def _of_customer(ctx: RequestContext, customer: StripeObject) -> list[StripeObject]:
@@ -693,7 +728,7 @@ def update(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     if prorations and params.get("proration_behavior") == "always_invoice":
         _invoice_now(cctx, after, billing_reason="subscription_update")
     current = ctx.store.get(KIND, after["id"]) or after
-    return render(ctx.store, current, expand_of(params))
+    return render_subscription(ctx, current, expand_of(params))
 
 
 def apply_update(
@@ -964,7 +999,7 @@ def cancel(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     if params.get("invoice_now"):
         _invoice_now(cctx, after, billing_reason="subscription_update")
     current = ctx.store.get(KIND, sub["id"]) or after
-    return render(ctx.store, current, expand_of(params))
+    return render_subscription(ctx, current, expand_of(params))
 
 
 def _cancel(
@@ -1320,7 +1355,7 @@ def list_items(ctx: RequestContext, params: Params, path: dict[str, str]) -> Str
 def retrieve_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`GET /v1/subscription_items/{item}`."""
     _, item = _find_item(ctx, path["item"])
-    return render(ctx.store, item, expand_of(params))
+    return render_item(ctx, item, expand_of(params))
 
 
 def create_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
@@ -1333,7 +1368,7 @@ def create_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> St
     known = {i["id"] for i in sub["items"]["data"]}
     after = _item_update(ctx, sub, [raw], params)
     added = [i for i in after["items"]["data"] if i["id"] not in known]
-    return render(ctx.store, added[0], expand_of(params))
+    return render_item(ctx, added[0], expand_of(params))
 
 
 def update_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:

@@ -777,3 +777,27 @@ def test_billing_events_are_delivered_signed_with_the_clock_time(
         (FEB_15, "customer.subscription.updated"),  # the new period
         (FEB_15 + 3600, "invoice.paid"),
     ]
+
+
+def test_items_expand_to_their_price_product(stripe_client: Client) -> None:
+    customer = _customer(stripe_client, None)
+    price = _price(stripe_client)
+    sub = stripe_client.v1.subscriptions.create(
+        {
+            "customer": customer,
+            "items": [{"price": price.id}],
+            "expand": ["items.data.price.product", "latest_invoice"],
+        }
+    )
+    product = sub["items"].data[0].price.product
+    assert isinstance(product, stripe.Product)
+    assert product.name == "Gold"
+    assert isinstance(sub.latest_invoice, stripe.Invoice)
+    listed = stripe_client.v1.subscriptions.list({"expand": ["data.items.data.price.product"]})
+    assert isinstance(listed.data[0]["items"].data[0].price.product, stripe.Product)
+    item = stripe_client.v1.subscription_items.retrieve(
+        sub["items"].data[0].id, {"expand": ["price.product"]}
+    )
+    assert isinstance(item.price.product, stripe.Product)
+    plain = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert plain["items"].data[0].price.product == product.id
