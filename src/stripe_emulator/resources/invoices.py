@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stripe_emulator.core import RequestContext
-from stripe_emulator.errors import invalid
+from stripe_emulator.errors import StripeError, invalid
 from stripe_emulator.ids import new_id
 from stripe_emulator.listing import envelope, expand_of, list_response
 from stripe_emulator.params import Params
@@ -51,6 +51,7 @@ from stripe_emulator.resources._payments import (
     includable,
     time_for,
 )
+from stripe_emulator.resources.currencies import MINIMUM_AMOUNTS
 from stripe_emulator.routing import Router
 from stripe_emulator.state import StripeObject
 
@@ -511,6 +512,9 @@ def finalize(ctx: RequestContext, invoice: StripeObject) -> StripeObject:
     if customer is not None:
         _apply_balance(ctx, customer, after)
     recompute(after)
+    minimum = MINIMUM_AMOUNTS.get(after["currency"], 0)
+    if customer is not None and 0 < after["amount_due"] < minimum:
+        _carry_below_minimum(ctx, after)
     if after["collection_method"] == "charge_automatically" and after["amount_due"] > 0:
         after["next_payment_attempt"] = now
     ctx.store.replace(KIND, after)
@@ -554,6 +558,41 @@ def _apply_balance(ctx: RequestContext, customer: StripeObject, invoice: StripeO
             "livemode": False,
             "metadata": {},
             "type": "applied_to_invoice",
+        },
+    )
+    ctx.store.replace("customer", after)
+    ctx.emit("customer.updated", after, previous_attributes={"balance": customer.get("balance")})
+
+
+def _carry_below_minimum(ctx: RequestContext, invoice: StripeObject) -> None:
+    """Stripe does not charge less than the currency's minimum: the amount moves to the
+    customer's balance (owed, applied to the next invoice) and the invoice is paid."""
+    customer = ctx.store.get("customer", invoice["customer"])
+    assert customer is not None
+    owed = int(invoice["amount_due"])
+    invoice["ending_balance"] = int(invoice["ending_balance"] or 0) + owed
+    invoice["starting_balance"] -= owed
+    recompute(invoice)
+    after = copy.deepcopy(customer)
+    after["balance"] = int(customer.get("balance") or 0) + owed
+    ctx.store.insert(
+        "customer_balance_transaction",
+        {
+            "id": new_id("cbtxn"),
+            "object": "customer_balance_transaction",
+            "amount": owed,
+            "checkout_session": None,
+            "created": ctx.now(),
+            "credit_note": None,
+            "currency": invoice["currency"],
+            "customer": customer["id"],
+            "customer_account": None,
+            "description": "Invoice amount below the minimum charge",
+            "ending_balance": after["balance"],
+            "invoice": invoice["id"],
+            "livemode": False,
+            "metadata": {},
+            "type": "unapplied_from_invoice",
         },
     )
     ctx.store.replace("customer", after)
@@ -624,6 +663,14 @@ def attempt_payment(
     except PaymentError as declined:
         declined_intent = declined.extra.get("payment_intent") or {}
         _record_payment(ctx, after, declined_intent.get("id"), paid=False)
+        ctx.store.replace(KIND, after)
+        _failed(ctx, after)
+        if raise_decline:
+            raise
+        return after
+    except StripeError:
+        # The payment method cannot be used at all (e.g. detached, single-use): a failed
+        # attempt, not an error of the request that triggered it (a clock advance).
         ctx.store.replace(KIND, after)
         _failed(ctx, after)
         if raise_decline:

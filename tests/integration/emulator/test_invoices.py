@@ -294,3 +294,24 @@ def test_served_invoices_have_the_sdk_fields(
         problems += shape_problems(payment, stripe.InvoicePayment)
     assert problems == []
     assert "payments" not in served[1][0]
+
+
+def test_an_amount_below_the_minimum_charge_moves_to_the_customer_balance(
+    stripe_client: Client,
+) -> None:
+    customer = _customer(stripe_client)
+    _item(stripe_client, customer, 30)
+    small = stripe_client.v1.invoices.create(
+        {"customer": customer, "pending_invoice_items_behavior": "include"}
+    )
+    done = stripe_client.v1.invoices.finalize_invoice(small.id)
+    assert (done.status, done.total, done.amount_due, done.ending_balance) == ("paid", 30, 0, 30)
+    assert stripe_client.v1.customers.retrieve(customer).balance == 30
+    assert stripe_client.v1.payment_intents.list({"customer": customer}).data == []
+    _item(stripe_client, customer, 1000)
+    nxt = stripe_client.v1.invoices.create(
+        {"customer": customer, "pending_invoice_items_behavior": "include"}
+    )
+    paid = stripe_client.v1.invoices.pay(nxt.id)
+    assert (paid.total, paid.starting_balance, paid.amount_paid) == (1000, 30, 1030)
+    assert stripe_client.v1.customers.retrieve(customer).balance == 0
