@@ -1308,6 +1308,11 @@ def preview(ctx: RequestContext, params: Params) -> StripeObject:
             invoices.add_item_line(invoice, ii)
         invoices.recompute(invoice)
         return invoices.preview_view(cctx, invoice)
+    if simulated["cancel_at"] is not None and simulated["cancel_at"] <= _period(simulated)[1]:
+        raise invalid(
+            "No upcoming invoices for a subscription that ends with its current period.",
+            code="invoice_upcoming_none",
+        )
     upcoming = copy.deepcopy(simulated)
     start = _period(upcoming)[1]
     interval, count = _interval(upcoming["items"]["data"][0]["price"])

@@ -408,6 +408,9 @@ def test_cancel_at_period_end_cancels_at_the_period_end(stripe_client: Client) -
         FEB_15,
         "active",
     )
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        stripe_client.v1.invoices.create_preview({"subscription": sub.id})
+    assert caught.value.code == "invoice_upcoming_none"
     _advance(stripe_client, clock.id, FEB_15 + 3 * 3600)
     ended = stripe_client.v1.subscriptions.retrieve(sub.id)
     assert (ended.status, ended.canceled_at, ended.ended_at) == ("canceled", FEB_15, FEB_15)
