@@ -462,7 +462,8 @@ def key_problem(text: str) -> str | None:
         )
     if len(body) < _MIN_KEY_BODY:
         shown = mask(text)
-        return f"is too short to be a Stripe key ({shown}: {len(body)} characters after the prefix)"
+        count = f"{len(body)} character{'' if len(body) == 1 else 's'}"
+        return f"is too short to be a Stripe key ({shown}: {count} after the prefix)"
     return None
 
 
