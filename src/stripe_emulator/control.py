@@ -132,6 +132,39 @@ class EmulatorControl:
         """Complete or fail the authentication of a setup intent in `requires_action`."""
         return self._post(f"setup_intents/{intent}/authenticate", {"outcome": outcome})
 
+    def complete_checkout_session(
+        self,
+        session: str,
+        *,
+        card: str | None = None,
+        payment_method: str | None = None,
+        quantity: int | None = None,
+        address: dict[str, str] | None = None,
+        email: str | None = None,
+        name: str | None = None,
+        authenticate: str | None = None,
+    ) -> httpx.Response:
+        """Do what the customer does on the hosted Checkout page: pay (or save a card) with a
+        test `card` number or test `payment_method` (`pm_card_visa`), optionally changing the
+        adjustable `quantity` and giving an `address`. The response is 200 with the completed
+        session, or 402 with `{"error": {...}}` when the card declines (the session stays
+        open) or needs 3D Secure (`"requires_action": true` and the intent; authenticate it
+        with `authenticate_payment_intent`, or pass `authenticate="succeed"`)."""
+        body: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("card", card),
+                ("payment_method", payment_method),
+                ("quantity", quantity),
+                ("address", address),
+                ("email", email),
+                ("name", name),
+                ("authenticate", authenticate),
+            )
+            if v is not None
+        }
+        return self._http.post(f"/checkout/sessions/{session}/complete", json=body)
+
     def health(self) -> dict[str, Any]:
         """Object counts per type and the emulator time."""
         return self._get("health")

@@ -27,6 +27,16 @@ class ControlError(Exception):
     """A bad operator request (400)."""
 
 
+class ControlAnswer(Exception):
+    """An operator request answered with a status other than 200 (e.g. the 402 of a
+    declined checkout completion)."""
+
+    def __init__(self, status: int, body: Json) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
 class OperatorApi:
     """Dispatches `/_emulator/<name>` by method and name."""
 
@@ -53,6 +63,7 @@ class OperatorApi:
             ("POST", "customers/*/fund_cash_balance"): self._fund_cash_balance,
             ("POST", "payment_intents/*/authenticate"): self._authenticate_payment_intent,
             ("POST", "setup_intents/*/authenticate"): self._authenticate_setup_intent,
+            ("POST", "checkout/sessions/*/complete"): self._complete_checkout_session,
         }
 
     def handle(self, request: ApiRequest) -> ApiResponse:
@@ -64,6 +75,9 @@ class OperatorApi:
         if handler is None and len(parts) == 3:
             handler = self._handlers.get((request.method, f"{parts[0]}/*/{parts[2]}"))
             path_id = parts[1]
+        if handler is None and len(parts) == 4:
+            handler = self._handlers.get((request.method, f"{parts[0]}/{parts[1]}/*/{parts[3]}"))
+            path_id = parts[2]
         if handler is None:
             return _json(404, {"error": f"no operator endpoint {request.method} {request.path}"})
         try:
@@ -73,6 +87,8 @@ class OperatorApi:
                 query["id"] = path_id
             with self.emulator.lock:
                 return _json(200, handler(body, query))
+        except ControlAnswer as answer:
+            return _json(answer.status, answer.body)
         except (ControlError, ValueError, KeyError, TypeError) as error:
             return _json(400, {"error": str(error)})
 
@@ -211,6 +227,28 @@ class OperatorApi:
                 setup_intents.complete_authentication(ctx, intent, str(body["outcome"])),
             ),
         )
+
+    def _complete_checkout_session(self, body: Json, query: dict[str, str]) -> Json:
+        from stripe_emulator.render import render
+        from stripe_emulator.resources import checkout_sessions
+
+        session = query["id"]
+        context = RequestContext(
+            self.emulator,
+            new_request_id(),
+            None,
+            f"/_emulator/checkout/sessions/{session}/complete",
+        )
+        try:
+            completed = checkout_sessions.complete(context, session, body)
+        except checkout_sessions.CheckoutFailed as failed:
+            self.emulator.changed()
+            raise ControlAnswer(failed.status, failed.body) from None
+        except StripeError as error:
+            self.emulator.changed()
+            raise ControlAnswer(error.status, error.body(request_id=context.request_id)) from None
+        self.emulator.changed()
+        return render(context.store, completed)
 
     def _save(self, body: Json, query: dict[str, str]) -> Json:
         if self.emulator.state_file is None:

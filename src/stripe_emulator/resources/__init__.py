@@ -9,6 +9,8 @@ from stripe_emulator.routing import Router
 def build_router(emulator: Emulator) -> Router:
     """The router with every resource's endpoints (and their clock hooks) registered."""
     from stripe_emulator.resources import (
+        billing_portal,
+        checkout_sessions,
         customers,
         events,
         features,
@@ -41,6 +43,8 @@ def build_router(emulator: Emulator) -> Router:
         setup_intents,
         invoices,
         subscriptions,
+        checkout_sessions,
+        billing_portal,
     )
     for module in modules:
         module.register(router)

@@ -1260,3 +1260,30 @@ def delete_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> St
     ctx.store.delete(ITEM, ii["id"])
     clocked(ctx, ii["customer"]).emit("invoiceitem.deleted", ii)
     return deleted_stub(ii)
+
+
+def _on_intent_outcome(ctx: RequestContext, intent: StripeObject, succeeded: bool) -> None:
+    """An open invoice whose payment needed authentication (its newest payment is this
+    intent, still `open`) is paid when the intent later succeeds."""
+    if not succeeded or not intent.get("customer"):
+        return
+    for invoice in ctx.store.collection(KIND).lookup("customer", intent["customer"]):
+        payments = invoice["payments"]["data"]
+        if invoice["status"] != "open" or not payments:
+            continue
+        newest = payments[0]
+        if newest["status"] != "open" or newest["payment"]["payment_intent"] != intent["id"]:
+            continue
+        cctx = clocked(ctx, invoice["customer"])
+        after = copy.deepcopy(invoice)
+        paid = after["payments"]["data"][0]
+        paid["status"] = "paid"
+        paid["amount_paid"] = paid["amount_requested"]
+        paid["status_transitions"]["paid_at"] = cctx.now()
+        after["amount_paid"] += after["amount_remaining"]
+        recompute(after)
+        ctx.store.replace(KIND, after)
+        _mark_paid(cctx, after, out_of_band=False)
+
+
+payment_intents.on_intent_outcome(_on_intent_outcome)

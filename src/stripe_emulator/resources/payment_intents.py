@@ -15,6 +15,7 @@ import copy
 import hashlib
 import secrets
 import string
+from collections.abc import Callable
 from typing import Any
 
 from stripe_emulator.core import RequestContext
@@ -65,6 +66,25 @@ CANCELABLE = (
 )
 MAX_AMOUNT = 99_999_999
 _ALPHABET = string.ascii_letters + string.digits
+
+# Called with (context, intent, succeeded) when an intent's confirmation ends in `succeeded`
+# (card confirm, the 3D Secure control, cash-balance funding) or fails (decline, failed
+# authentication). Objects waiting on an intent (an invoice whose payment needed
+# authentication, a checkout session) register here; a hook must ignore intents it does not
+# know, since it also runs for the first confirmation of an intent its own module creates.
+IntentHook = Callable[[RequestContext, StripeObject, bool], None]
+INTENT_HOOKS: list[IntentHook] = []
+
+
+def on_intent_outcome(hook: IntentHook) -> None:
+    """Register `hook` (once) to run after an intent succeeds or fails."""
+    if hook not in INTENT_HOOKS:
+        INTENT_HOOKS.append(hook)
+
+
+def _outcome(ctx: RequestContext, intent: StripeObject, succeeded: bool) -> None:
+    for hook in INTENT_HOOKS:
+        hook(ctx, intent, succeeded)
 
 
 def register(router: Router) -> None:
@@ -390,6 +410,7 @@ def _decline(
     ctx.store.replace(KIND, intent)
     ctx.emit("charge.failed", charge)
     ctx.emit("payment_intent.payment_failed", intent)
+    _outcome(ctx, intent, False)
     raise_last_error(
         ctx,
         intent["last_payment_error"],
@@ -415,6 +436,7 @@ def _authorized(ctx: RequestContext, intent: StripeObject, pm: StripeObject) -> 
         ctx.emit("payment_intent.amount_capturable_updated", intent)
     else:
         ctx.emit("payment_intent.succeeded", intent)
+        _outcome(ctx, intent, True)
     return intent
 
 
@@ -465,6 +487,7 @@ def complete_authentication(ctx: RequestContext, intent_id: str, outcome: str) -
     after["status"] = "requires_payment_method"
     ctx.store.replace(KIND, after)
     ctx.emit("payment_intent.payment_failed", after)
+    _outcome(ctx, after, False)
     return after
 
 
@@ -547,6 +570,7 @@ def _apply_cash(
     ctx.store.replace(KIND, after)
     ctx.emit("charge.succeeded", charge)
     ctx.emit("payment_intent.succeeded", after)
+    _outcome(ctx, after, True)
     return after
 
 
