@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import heapq
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -722,6 +723,16 @@ def _sub(
 def update(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`POST /v1/subscriptions/{subscription}`."""
     before = _sub(ctx, path["subscription"])
+    if before["schedule"] is not None and (
+        "cancel_at" in params or "cancel_at_period_end" in params
+    ):
+        name = "cancel_at" if "cancel_at" in params else "cancel_at_period_end"
+        raise invalid(
+            f"The subscription is managed by the subscription schedule `{before['schedule']}`, "
+            "and updating any cancelation behavior directly is not allowed. Please update the "
+            "schedule instead.",
+            param=name,
+        )
     cctx = invoices.clocked(ctx, before["customer"])
     after, prorations = apply_update(cctx, before, params, save=True)
     _save(cctx, before, after)
@@ -1114,6 +1125,20 @@ def _due(kind: str, obj: StripeObject) -> tuple[int, str] | None:
 
 
 def _sub_due(sub: StripeObject) -> tuple[int, str] | None:
+    regular = _regular_due(sub)
+    phase_end = sub.get("_schedule_phase_end")
+    if (
+        phase_end is not None
+        and sub["status"] in ("trialing", "active", "past_due")
+        and (regular is None or int(phase_end) <= regular[0])
+    ):
+        # A schedule's phase ending with the period applies before the renewal, so the
+        # renewal invoice bills the new phase's items.
+        return int(phase_end), "schedule_phase"
+    return regular
+
+
+def _regular_due(sub: StripeObject) -> tuple[int, str] | None:
     status = sub["status"]
     if status == "incomplete":
         return sub["created"] + INCOMPLETE_EXPIRY, "expire"
@@ -1157,6 +1182,9 @@ def _run(ctx: RequestContext, action: str, object_id: str) -> None:
         cctx.emit("customer.subscription.trial_will_end", marked)
     elif action == "trial_end":
         _end_trial(cctx, sub)
+    elif action == "schedule_phase":
+        for hook in SCHEDULE_PHASE_HOOKS:
+            hook(cctx, sub)
     elif action == "cancel_at":
         _cancel(cctx, sub, reason="cancellation_requested")
     elif action == "period_end":
@@ -1413,3 +1441,39 @@ def _item_update(
     if prorations and params.get("proration_behavior") == "always_invoice":
         _invoice_now(cctx, after, billing_reason="subscription_update")
     return ctx.store.get(KIND, sub["id"]) or after
+
+
+# --- subscription schedules (hooks for resources/subscription_schedules.py) ---------------
+
+# Called (with the clock's context) when a scheduled subscription reaches its
+# `_schedule_phase_end` during a test clock advance.
+SCHEDULE_PHASE_HOOKS: list[Callable[[RequestContext, StripeObject], None]] = []
+
+
+def apply_schedule_phase(
+    ctx: RequestContext,
+    sub: StripeObject,
+    params: Params,
+    *,
+    schedule: str | None,
+    phase_end: int | None,
+) -> StripeObject:
+    """Apply a schedule phase's settings (`params`, as a subscription update: items, proration,
+    collection, payment method, metadata) and the schedule link; `customer.subscription.updated`
+    when something public changed."""
+    after, prorations = apply_update(ctx, sub, params, save=True)
+    after["schedule"] = schedule
+    if phase_end is None:
+        after.pop("_schedule_phase_end", None)
+    else:
+        after["_schedule_phase_end"] = phase_end
+    _save(ctx, sub, after)
+    ctx.store.replace(KIND, after)
+    if prorations and params.get("proration_behavior") == "always_invoice":
+        _invoice_now(ctx, after, billing_reason="subscription_update")
+    return ctx.store.get(KIND, sub["id"]) or after
+
+
+def cancel_for_schedule(ctx: RequestContext, sub: StripeObject) -> StripeObject:
+    """Cancel a scheduled subscription at once (a schedule canceled or ending with `cancel`)."""
+    return _cancel(ctx, sub, reason="cancellation_requested")

@@ -1,0 +1,786 @@
+"""Subscription schedules: create (`from_subscription`, or `customer` + `phases`), retrieve,
+list, update, release, cancel; phase transitions when a test clock passes a phase's end.
+
+A schedule's phases are contiguous: each starts where the previous one ends. A phase ends at
+its `end_date`, or `duration` (`{interval, interval_count}`, API `2026-10-28.endive`) after
+its start; a last phase with neither lasts one interval of its first price. The scheduled
+subscription carries a private `_schedule_phase_end` (its current phase's end) that the
+subscriptions module's clock walk treats as a due moment (before a renewal at the same
+moment), calling `_on_phase_end` here: the next phase's items and settings are applied as a
+subscription update with the phase's `proration_behavior`, or, after the last phase,
+`end_behavior` releases the subscription (schedule `released`) or cancels it (schedule
+`completed`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from stripe_emulator import billing_time
+from stripe_emulator.core import RequestContext
+from stripe_emulator.errors import invalid
+from stripe_emulator.ids import new_id
+from stripe_emulator.listing import expand_of, list_response
+from stripe_emulator.params import Params
+from stripe_emulator.render import render
+from stripe_emulator.resources import invoices, subscriptions
+from stripe_emulator.resources._common import (
+    apply_metadata,
+    check_enum,
+    currency,
+    fetch,
+    new_metadata,
+    previous_attributes,
+)
+from stripe_emulator.resources._payments import expandable_when_null
+from stripe_emulator.routing import Router
+from stripe_emulator.state import INDEXED_FIELDS, StripeObject
+
+KIND = "subscription_schedule"
+END_BEHAVIORS = ("release", "cancel")
+PRORATION_BEHAVIORS = ("always_invoice", "create_prorations", "none")
+COLLECTION_METHODS = ("charge_automatically", "send_invoice")
+INTERVALS = ("day", "week", "month", "year")
+_CREATE_HANDLED = frozenset(
+    {
+        "customer",
+        "from_subscription",
+        "phases",
+        "end_behavior",
+        "metadata",
+        "default_settings",
+        "start_date",
+        "billing_mode",
+    }
+)
+_UPDATE_HANDLED = frozenset(
+    {"phases", "end_behavior", "metadata", "default_settings", "proration_behavior"}
+)
+_PHASE_HANDLED = frozenset(
+    {
+        "items",
+        "end_date",
+        "duration",
+        "start_date",
+        "proration_behavior",
+        "metadata",
+        "trial",
+        "trial_end",
+        "collection_method",
+        "automatic_tax",
+        "default_payment_method",
+        "currency",
+        "invoice_settings",
+        "description",
+    }
+)
+_PHASE_ITEM_HANDLED = frozenset({"price", "quantity", "metadata"})
+_DEFAULTS_HANDLED = frozenset(
+    {"collection_method", "default_payment_method", "automatic_tax", "invoice_settings"}
+)
+_INVOICE_SETTINGS_HANDLED = frozenset({"days_until_due"})
+
+INDEXED_FIELDS.setdefault(KIND, ("customer", "status"))
+expandable_when_null(
+    KIND, "customer", "subscription", "test_clock", "application", "released_subscription"
+)
+
+
+def register(router: Router) -> None:
+    """Attach the endpoints and the phase-end hook of the subscriptions' clock walk."""
+    p = "_subscription_schedule_"
+    base = "/v1/subscription_schedules"
+    one = base + "/{schedule}"
+    router.add("POST", base, f"{p}create_params.SubscriptionScheduleCreateParams", create)
+    router.add("GET", base, f"{p}list_params.SubscriptionScheduleListParams", list_schedules)
+    router.add("GET", one, f"{p}retrieve_params.SubscriptionScheduleRetrieveParams", retrieve)
+    router.add("POST", one, f"{p}update_params.SubscriptionScheduleUpdateParams", update)
+    router.add(
+        "POST", one + "/release", f"{p}release_params.SubscriptionScheduleReleaseParams", release
+    )
+    router.add(
+        "POST", one + "/cancel", f"{p}cancel_params.SubscriptionScheduleCancelParams", cancel
+    )
+    if _on_phase_end not in subscriptions.SCHEDULE_PHASE_HOOKS:
+        subscriptions.SCHEDULE_PHASE_HOOKS.append(_on_phase_end)
+
+
+# --- create -------------------------------------------------------------------------------
+
+
+def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`POST /v1/subscription_schedules`."""
+    invoices.refuse_unhandled(params, _CREATE_HANDLED)
+    if (params.get("billing_mode") or {}).get("type", "classic") != "classic":
+        raise invalid(
+            "`billing_mode[type]=flexible` is not supported by the emulator.",
+            param="billing_mode[type]",
+        )
+    end_behavior = params.get("end_behavior", "release")
+    check_enum(end_behavior, "end_behavior", END_BEHAVIORS)
+    if "from_subscription" in params:
+        for name in ("customer", "phases", "start_date", "default_settings", "end_behavior"):
+            if name in params:
+                raise invalid(
+                    f"You cannot set `{name}` when creating a schedule from a subscription; "
+                    "update the schedule instead.",
+                    param=name,
+                )
+        return _from_subscription(ctx, params)
+    if "customer" not in params:
+        raise invalid("Missing required param: customer (or from_subscription).", param="customer")
+    customer = fetch(
+        ctx, "customer", params["customer"], "customer", param="customer", in_body=True
+    )
+    raw_phases = params.get("phases") or []
+    if not raw_phases:
+        raise invalid("Missing required param: phases.", param="phases")
+    cctx = invoices.clocked(ctx, customer["id"])
+    now = cctx.now()
+    start = params.get("start_date", "now")
+    if start != "now" and int(start) != now:
+        raise invalid(
+            "A schedule starting in the future or the past (start_date other than now) is not "
+            "supported by the emulator (see docs/emulator.md).",
+            param="start_date",
+        )
+    defaults = _default_settings(ctx, params.get("default_settings") or {}, customer["id"])
+    phases = _phases(ctx, raw_phases, now, customer["id"], defaults, None)
+    schedule = _new_schedule(cctx, customer, params, defaults, phases, end_behavior)
+    first = phases[0]
+    sub_params: Params = {
+        "customer": customer["id"],
+        "items": [_item_param(i) for i in first["items"]],
+        "currency": first["currency"],
+        "collection_method": _setting(first, defaults, "collection_method"),
+    }
+    days = _days_until_due(first, defaults)
+    if sub_params["collection_method"] == "send_invoice":
+        sub_params["days_until_due"] = days
+    pm = _setting(first, defaults, "default_payment_method")
+    if pm is not None:
+        sub_params["default_payment_method"] = pm
+    if first["metadata"]:
+        sub_params["metadata"] = first["metadata"]
+    if first["trial_end"] is not None:
+        sub_params["trial_end"] = first["trial_end"]
+    elif first.get("_trial"):
+        sub_params["trial_end"] = first["end_date"]
+    sub_id = subscriptions.create(cctx, sub_params, {})["id"]
+    sub = ctx.store.get(subscriptions.KIND, sub_id)
+    assert sub is not None
+    subscriptions.apply_schedule_phase(
+        cctx, sub, {}, schedule=schedule["id"], phase_end=first["end_date"]
+    )
+    schedule["subscription"] = sub_id
+    ctx.store.insert(KIND, schedule)
+    cctx.emit("subscription_schedule.created", schedule)
+    return render(ctx.store, schedule, expand_of(params))
+
+
+def _from_subscription(ctx: RequestContext, params: Params) -> StripeObject:
+    sub = fetch(
+        ctx,
+        subscriptions.KIND,
+        params["from_subscription"],
+        "subscription",
+        param="from_subscription",
+        in_body=True,
+    )
+    if sub["schedule"] is not None:
+        raise invalid(
+            f"The subscription is already attached to the schedule `{sub['schedule']}`.",
+            param="from_subscription",
+        )
+    if sub["status"] in ("canceled", "incomplete_expired", "incomplete"):
+        raise invalid(
+            f"A schedule cannot be created from a subscription with status {sub['status']}.",
+            param="from_subscription",
+        )
+    if sub["cancel_at"] is not None:
+        raise invalid(
+            "A schedule cannot be created from a subscription that is set to cancel.",
+            param="from_subscription",
+        )
+    customer = ctx.store.get("customer", sub["customer"])
+    assert customer is not None
+    cctx = invoices.clocked(ctx, sub["customer"])
+    first_item = sub["items"]["data"][0]
+    phase = _phase_object(
+        items=[
+            _phase_item(i["price"]["id"], int(i["quantity"] or 0), i["metadata"])
+            for i in sub["items"]["data"]
+        ],
+        start=int(first_item["current_period_start"]),
+        end=int(first_item["current_period_end"]),
+        cur=sub["currency"],
+    )
+    phase["collection_method"] = sub["collection_method"]
+    phase["default_payment_method"] = sub["default_payment_method"]
+    phase["trial_end"] = sub["trial_end"] if sub["status"] == "trialing" else None
+    defaults = _default_settings(ctx, {}, customer["id"])
+    defaults["collection_method"] = sub["collection_method"]
+    defaults["default_payment_method"] = sub["default_payment_method"]
+    defaults["invoice_settings"]["days_until_due"] = sub["days_until_due"]
+    schedule = _new_schedule(cctx, customer, params, defaults, [phase], "release")
+    schedule["subscription"] = sub["id"]
+    ctx.store.insert(KIND, schedule)
+    subscriptions.apply_schedule_phase(
+        cctx, sub, {}, schedule=schedule["id"], phase_end=phase["end_date"]
+    )
+    cctx.emit("subscription_schedule.created", schedule)
+    return render(ctx.store, schedule, expand_of(params))
+
+
+def _new_schedule(
+    ctx: RequestContext,
+    customer: StripeObject,
+    params: Params,
+    defaults: StripeObject,
+    phases: list[StripeObject],
+    end_behavior: str,
+) -> StripeObject:
+    schedule: StripeObject = {
+        "id": new_id("sub_sched"),
+        "object": KIND,
+        "application": None,
+        "billing_mode": {"flexible": None, "type": "classic", "updated_at": None},
+        "canceled_at": None,
+        "completed_at": None,
+        "created": ctx.now(),
+        "current_phase": None,
+        "customer": customer["id"],
+        "customer_account": None,
+        "default_settings": defaults,
+        "end_behavior": end_behavior,
+        "livemode": False,
+        "metadata": new_metadata(params.get("metadata")),
+        "pause_schedules": [],
+        "phases": phases,
+        "released_at": None,
+        "released_subscription": None,
+        "status": "active",
+        "subscription": None,
+        "test_clock": customer.get("test_clock"),
+        "_phase": 0,
+    }
+    _set_current(schedule)
+    return schedule
+
+
+def _set_current(schedule: StripeObject) -> None:
+    if schedule["status"] != "active":
+        schedule["current_phase"] = None
+        return
+    phase = schedule["phases"][schedule["_phase"]]
+    schedule["current_phase"] = {"end_date": phase["end_date"], "start_date": phase["start_date"]}
+
+
+# --- phases -------------------------------------------------------------------------------
+
+
+def _default_settings(ctx: RequestContext, raw: dict[str, Any], customer_id: str) -> StripeObject:
+    invoices.refuse_unhandled(raw, _DEFAULTS_HANDLED, prefix="default_settings")
+    check_enum(
+        raw.get("collection_method"), "default_settings[collection_method]", COLLECTION_METHODS
+    )
+    invoice_settings = raw.get("invoice_settings") or {}
+    invoices.refuse_unhandled(
+        invoice_settings, _INVOICE_SETTINGS_HANDLED, prefix="default_settings[invoice_settings]"
+    )
+    pm = raw.get("default_payment_method") or None
+    if pm is not None:
+        _check_pm(ctx, pm, customer_id, "default_settings[default_payment_method]")
+    return {
+        "application_fee_percent": None,
+        "automatic_tax": _automatic_tax(raw.get("automatic_tax"))
+        or {
+            "disabled_reason": None,
+            "enabled": False,
+            "liability": None,
+        },
+        "billing_cycle_anchor": "automatic",
+        "billing_thresholds": None,
+        "collection_method": raw.get("collection_method", "charge_automatically"),
+        "default_payment_method": pm,
+        "description": None,
+        "invoice_settings": {
+            "account_tax_ids": None,
+            "custom_fields": None,
+            "days_until_due": invoice_settings.get("days_until_due"),
+            "description": None,
+            "footer": None,
+            "issuer": {"type": "self"},
+        },
+        "on_behalf_of": None,
+        "transfer_data": None,
+    }
+
+
+def _automatic_tax(raw: Any) -> StripeObject | None:
+    if raw is None:
+        return None
+    return {"disabled_reason": None, "enabled": bool(raw.get("enabled")), "liability": None}
+
+
+def _check_pm(ctx: RequestContext, pm_id: str, customer_id: str, param: str) -> None:
+    pm = ctx.store.get("payment_method", pm_id)
+    if pm is None or pm.get("customer") != customer_id:
+        raise invalid(
+            f"The customer does not have a payment method with the ID {pm_id}. The payment "
+            "method must be attached to the customer.",
+            param=param,
+        )
+
+
+def _phases(
+    ctx: RequestContext,
+    raw_phases: list[dict[str, Any]],
+    start: int,
+    customer_id: str,
+    defaults: StripeObject,
+    sub_currency: str | None,
+) -> list[StripeObject]:
+    """Contiguous phases from `start`, validated against the SDK params' meaning."""
+    phases: list[StripeObject] = []
+    at = start
+    for i, raw in enumerate(raw_phases):
+        where = f"phases[{i}]"
+        invoices.refuse_unhandled(raw, _PHASE_HANDLED, prefix=where)
+        if i > 0 and "start_date" in raw and raw["start_date"] not in ("now", at):
+            raise invalid(
+                "Phases must be contiguous: a phase's start_date must equal the previous "
+                "phase's end_date.",
+                param=f"{where}[start_date]",
+            )
+        raw_items = raw.get("items") or []
+        if not raw_items:
+            raise invalid(f"Missing required param: {where}[items].", param=f"{where}[items]")
+        prices: list[StripeObject] = []
+        items: list[StripeObject] = []
+        for j, item in enumerate(raw_items):
+            iw = f"{where}[items][{j}]"
+            invoices.refuse_unhandled(item, _PHASE_ITEM_HANDLED, prefix=iw)
+            if "price" not in item:
+                raise invalid(f"Missing required param: {iw}[price].", param=f"{iw}[price]")
+            price = fetch(ctx, "price", item["price"], "price", param=f"{iw}[price]", in_body=True)
+            if price["recurring"] is None:
+                raise invalid(
+                    "The price specified is set to `type=one_time` but this field only "
+                    "accepts prices with `type=recurring`.",
+                    param=f"{iw}[price]",
+                )
+            prices.append(price)
+            items.append(
+                _phase_item(price["id"], int(item.get("quantity", 1)), item.get("metadata"))
+            )
+        cur = (
+            currency(raw["currency"], param=f"{where}[currency]")
+            if "currency" in raw
+            else sub_currency or prices[0]["currency"]
+        )
+        if "end_date" in raw and "duration" in raw:
+            raise invalid(
+                f"You may only specify one of these parameters: {where}[end_date], "
+                f"{where}[duration].",
+                param=f"{where}[end_date]",
+            )
+        if "end_date" in raw:
+            end = int(raw["end_date"])
+        elif "duration" in raw:
+            duration = raw["duration"] or {}
+            check_enum(duration.get("interval"), f"{where}[duration][interval]", INTERVALS)
+            end = billing_time.add_intervals(
+                at, str(duration["interval"]), int(duration.get("interval_count", 1))
+            )
+        elif i == len(raw_phases) - 1:
+            recurring = prices[0]["recurring"]
+            end = billing_time.add_intervals(
+                at, str(recurring["interval"]), int(recurring["interval_count"])
+            )
+        else:
+            raise invalid(
+                f"Missing required param: {where}[end_date] (or {where}[duration]); every "
+                "phase but the last needs an end.",
+                param=f"{where}[end_date]",
+            )
+        if end <= at:
+            raise invalid(
+                "A phase's end_date must be after its start_date.", param=f"{where}[end_date]"
+            )
+        phase = _phase_object(items=items, start=at, end=end, cur=cur)
+        behavior = raw.get("proration_behavior", "create_prorations")
+        check_enum(behavior, f"{where}[proration_behavior]", PRORATION_BEHAVIORS)
+        phase["proration_behavior"] = behavior
+        phase["metadata"] = new_metadata(raw.get("metadata"), param=f"{where}[metadata]")
+        check_enum(raw.get("collection_method"), f"{where}[collection_method]", COLLECTION_METHODS)
+        phase["collection_method"] = raw.get("collection_method")
+        pm = raw.get("default_payment_method") or None
+        if pm is not None:
+            _check_pm(ctx, pm, customer_id, f"{where}[default_payment_method]")
+        phase["default_payment_method"] = pm
+        phase["automatic_tax"] = _automatic_tax(raw.get("automatic_tax"))
+        phase["description"] = raw.get("description") or None
+        settings = raw.get("invoice_settings")
+        if settings is not None:
+            invoices.refuse_unhandled(
+                settings, _INVOICE_SETTINGS_HANDLED, prefix=f"{where}[invoice_settings]"
+            )
+            phase["invoice_settings"] = {
+                "account_tax_ids": None,
+                "custom_fields": None,
+                "days_until_due": settings.get("days_until_due"),
+                "description": None,
+                "footer": None,
+                "issuer": None,
+            }
+        trial = bool(raw.get("trial", False))
+        if "trial_end" in raw or trial:
+            if i > 0:
+                raise invalid(
+                    "Trials in a later phase are not supported by the emulator (see "
+                    "docs/emulator.md).",
+                    param=f"{where}[trial_end]" if "trial_end" in raw else f"{where}[trial]",
+                )
+            if "trial_end" in raw:
+                trial_end = int(raw["trial_end"])
+                if not at < trial_end <= end:
+                    raise invalid(
+                        "The trial_end must fall within the phase.", param=f"{where}[trial_end]"
+                    )
+                phase["trial_end"] = trial_end
+            else:
+                phase["trial_end"] = end
+            phase["_trial"] = trial
+        phases.append(phase)
+        at = end
+    first_interval = _interval_of(ctx, phases[0])
+    for i, phase in enumerate(phases[1:], start=1):
+        if _interval_of(ctx, phase) != first_interval:
+            raise invalid(
+                "Changing the billing interval between phases is not supported by the "
+                "emulator (all items of a subscription share one interval).",
+                param=f"phases[{i}][items]",
+            )
+    if defaults["collection_method"] is None:
+        defaults["collection_method"] = "charge_automatically"
+    return phases
+
+
+def _interval_of(ctx: RequestContext, phase: StripeObject) -> tuple[str, int]:
+    price = ctx.store.get("price", phase["items"][0]["price"])
+    assert price is not None
+    return str(price["recurring"]["interval"]), int(price["recurring"]["interval_count"])
+
+
+def _phase_item(price_id: str, quantity: int, metadata: Any) -> StripeObject:
+    return {
+        "billing_thresholds": None,
+        "discounts": [],
+        "metadata": new_metadata(metadata) if not isinstance(metadata, dict) else dict(metadata),
+        "plan": price_id,
+        "price": price_id,
+        "quantity": quantity,
+        "tax_rates": [],
+    }
+
+
+def _phase_object(*, items: list[StripeObject], start: int, end: int, cur: str) -> StripeObject:
+    return {
+        "add_invoice_items": [],
+        "application_fee_percent": None,
+        "automatic_tax": None,
+        "billing_cycle_anchor": None,
+        "billing_thresholds": None,
+        "collection_method": None,
+        "currency": cur,
+        "default_payment_method": None,
+        "default_tax_rates": [],
+        "description": None,
+        "discounts": [],
+        "end_date": end,
+        "invoice_settings": None,
+        "items": items,
+        "metadata": {},
+        "on_behalf_of": None,
+        "proration_behavior": "create_prorations",
+        "start_date": start,
+        "transfer_data": None,
+        "trial": None,
+        "trial_end": None,
+    }
+
+
+def _setting(phase: StripeObject, defaults: StripeObject, name: str) -> Any:
+    value = phase.get(name)
+    return defaults.get(name) if value is None else value
+
+
+def _days_until_due(phase: StripeObject, defaults: StripeObject) -> Any:
+    own = (phase.get("invoice_settings") or {}).get("days_until_due")
+    return own if own is not None else defaults["invoice_settings"]["days_until_due"]
+
+
+def _item_param(item: StripeObject) -> dict[str, Any]:
+    out: dict[str, Any] = {"price": item["price"], "quantity": item["quantity"]}
+    if item["metadata"]:
+        out["metadata"] = item["metadata"]
+    return out
+
+
+def _phase_update(
+    sub: StripeObject, phase: StripeObject, defaults: StripeObject, proration: str
+) -> Params:
+    """The subscription update that makes `sub` look like `phase`."""
+    wanted = {item["price"]: item for item in phase["items"]}
+    items: list[dict[str, Any]] = []
+    for current in sub["items"]["data"]:
+        price_id = current["price"]["id"]
+        if price_id in wanted:
+            item = wanted.pop(price_id)
+            if int(current["quantity"] or 0) != item["quantity"]:
+                items.append({"id": current["id"], "quantity": item["quantity"]})
+        else:
+            items.append({"id": current["id"], "deleted": True})
+    items.extend(_item_param(item) for item in wanted.values())
+    # Additions first so the subscription never has zero items in between.
+    items.sort(key=lambda raw: "id" in raw)
+    params: Params = {"proration_behavior": proration}
+    if items:
+        params["items"] = items
+    method = _setting(phase, defaults, "collection_method")
+    if method is not None and method != sub["collection_method"]:
+        params["collection_method"] = method
+        if method == "send_invoice":
+            params["days_until_due"] = _days_until_due(phase, defaults)
+    pm = _setting(phase, defaults, "default_payment_method")
+    if pm is not None and pm != sub["default_payment_method"]:
+        params["default_payment_method"] = pm
+    if phase["metadata"]:
+        params["metadata"] = phase["metadata"]
+    return params
+
+
+# --- time ---------------------------------------------------------------------------------
+
+
+def _on_phase_end(ctx: RequestContext, sub: StripeObject) -> None:
+    """The clock reached the current phase's end: enter the next phase, or end the schedule."""
+    schedule = ctx.store.get(KIND, sub["schedule"] or "")
+    if schedule is None or schedule["status"] != "active":
+        subscriptions.apply_schedule_phase(ctx, sub, {}, schedule=None, phase_end=None)
+        return
+    before = copy.deepcopy(schedule)
+    after = copy.deepcopy(schedule)
+    index = int(after["_phase"]) + 1
+    if index < len(after["phases"]):
+        phase = after["phases"][index]
+        after["_phase"] = index
+        _set_current(after)
+        ctx.store.replace(KIND, after)
+        params = _phase_update(sub, phase, after["default_settings"], phase["proration_behavior"])
+        subscriptions.apply_schedule_phase(
+            ctx, sub, params, schedule=after["id"], phase_end=phase["end_date"]
+        )
+        ctx.emit(
+            "subscription_schedule.updated",
+            after,
+            previous_attributes=previous_attributes(before, after),
+        )
+        return
+    now = ctx.now()
+    if after["end_behavior"] == "cancel":
+        after["status"] = "completed"
+        after["completed_at"] = now
+        _set_current(after)
+        ctx.store.replace(KIND, after)
+        detached = subscriptions.apply_schedule_phase(
+            ctx, sub, {}, schedule=after["id"], phase_end=None
+        )
+        subscriptions.cancel_for_schedule(ctx, detached)
+        ctx.emit("subscription_schedule.completed", after)
+        return
+    _release(ctx, after, sub)
+
+
+def _release(ctx: RequestContext, schedule: StripeObject, sub: StripeObject | None) -> StripeObject:
+    schedule["status"] = "released"
+    schedule["released_at"] = ctx.now()
+    schedule["released_subscription"] = schedule["subscription"]
+    schedule["subscription"] = None
+    _set_current(schedule)
+    ctx.store.replace(KIND, schedule)
+    if sub is not None:
+        subscriptions.apply_schedule_phase(ctx, sub, {}, schedule=None, phase_end=None)
+    ctx.emit("subscription_schedule.released", schedule)
+    return schedule
+
+
+# --- retrieve / list ----------------------------------------------------------------------
+
+
+def retrieve(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`GET /v1/subscription_schedules/{schedule}`."""
+    schedule = fetch(ctx, KIND, path["schedule"], "subscription_schedule")
+    return render(ctx.store, schedule, expand_of(params))
+
+
+def list_schedules(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`GET /v1/subscription_schedules`: `customer`, `scheduled` (not started), and the
+    `canceled_at` / `completed_at` / `released_at` ranges (ints or `{gt, gte, lt, lte}`)."""
+    if "customer_account" in params:
+        raise invalid(
+            "`customer_account` is not supported by the emulator.", param="customer_account"
+        )
+    equals: dict[str, list[Any]] = {}
+    if "customer" in params:
+        equals["customer"] = [params["customer"]]
+    if params.get("scheduled") is True:
+        equals["status"] = ["not_started"]
+    ranges = {
+        name: params[name]
+        for name in ("canceled_at", "completed_at", "released_at")
+        if name in params
+    }
+
+    def matches(schedule: StripeObject) -> bool:
+        for name, bound in ranges.items():
+            value = schedule[name]
+            if value is None:
+                return False
+            if isinstance(bound, int) and not isinstance(bound, bool):
+                if value != bound:
+                    return False
+                continue
+            checks = {
+                "gt": value > bound.get("gt", value - 1),
+                "gte": value >= bound.get("gte", value),
+                "lt": value < bound.get("lt", value + 1),
+                "lte": value <= bound.get("lte", value),
+            }
+            if not all(checks.values()):
+                return False
+        return True
+
+    return list_response(
+        ctx.store,
+        kind=KIND,
+        params=params,
+        url="/v1/subscription_schedules",
+        equals=equals,
+        predicate=matches,
+    )
+
+
+# --- update / release / cancel ------------------------------------------------------------
+
+
+def update(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`POST /v1/subscription_schedules/{schedule}`: `phases` replaces the current and later
+    phases (its first phase is the current one, keeping its start); a change to the current
+    phase applies to the subscription at once with `proration_behavior`."""
+    invoices.refuse_unhandled(params, _UPDATE_HANDLED)
+    before = fetch(ctx, KIND, path["schedule"], "subscription_schedule")
+    if before["status"] not in ("active", "not_started"):
+        raise invalid(
+            f"You cannot update a subscription schedule that is currently in the "
+            f"`{before['status']}` status. It must be in `not_started` or `active`."
+        )
+    behavior = params.get("proration_behavior", "create_prorations")
+    check_enum(behavior, "proration_behavior", PRORATION_BEHAVIORS)
+    cctx = invoices.clocked(ctx, before["customer"])
+    after = copy.deepcopy(before)
+    if "end_behavior" in params:
+        check_enum(params["end_behavior"], "end_behavior", END_BEHAVIORS)
+        after["end_behavior"] = params["end_behavior"]
+    after["metadata"] = apply_metadata(after["metadata"], params.get("metadata"))
+    if "default_settings" in params:
+        after["default_settings"] = _default_settings(
+            ctx, params["default_settings"] or {}, after["customer"]
+        )
+    sub = ctx.store.get(subscriptions.KIND, after["subscription"] or "")
+    if "phases" in params:
+        raw_phases = params["phases"] or []
+        if not raw_phases:
+            raise invalid("Missing required param: phases.", param="phases")
+        current = after["phases"][after["_phase"]]
+        first_start = raw_phases[0].get("start_date")
+        if (
+            first_start is not None
+            and first_start != "now"
+            and int(first_start) != current["start_date"]
+        ):
+            raise invalid(
+                "You can not modify the start date of the current phase.",
+                param="phases[0][start_date]",
+            )
+        raw = [dict(p) for p in raw_phases]
+        raw[0].pop("start_date", None)
+        for later in raw[1:]:
+            later.pop("start_date", None)
+        cur = sub["currency"] if sub is not None else None
+        phases = _phases(
+            ctx, raw, current["start_date"], after["customer"], after["default_settings"], cur
+        )
+        if phases[0]["end_date"] <= cctx.now():
+            raise invalid("The current phase must end in the future.", param="phases[0][end_date]")
+        after["phases"] = after["phases"][: after["_phase"]] + phases
+        _set_current(after)
+    if sub is not None:
+        phase = after["phases"][after["_phase"]]
+        update_params = _phase_update(sub, phase, after["default_settings"], behavior)
+        if "phases" not in params:
+            update_params.pop("items", None)
+            update_params.pop("metadata", None)
+        subscriptions.apply_schedule_phase(
+            cctx, sub, update_params, schedule=after["id"], phase_end=phase["end_date"]
+        )
+    changes = previous_attributes(before, after)
+    if changes:
+        ctx.store.replace(KIND, after)
+        cctx.emit("subscription_schedule.updated", after, previous_attributes=changes)
+    return render(ctx.store, after, expand_of(params))
+
+
+def release(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`POST /v1/subscription_schedules/{schedule}/release`: the subscription stays as it
+    is, without a schedule (`preserve_cancel_date` has nothing to keep: scheduled
+    subscriptions here never carry a `cancel_at`)."""
+    schedule = fetch(ctx, KIND, path["schedule"], "subscription_schedule")
+    _require_live(schedule, "release")
+    cctx = invoices.clocked(ctx, schedule["customer"])
+    sub = ctx.store.get(subscriptions.KIND, schedule["subscription"] or "")
+    released = _release(cctx, copy.deepcopy(schedule), sub)
+    return render(ctx.store, released, expand_of(params))
+
+
+def cancel(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
+    """`POST /v1/subscription_schedules/{schedule}/cancel`: the subscription is canceled at
+    once too (`invoice_now`, `prorate` as on a subscription cancel; `prorate` defaults to
+    true, as the SDK's docstring says)."""
+    schedule = fetch(ctx, KIND, path["schedule"], "subscription_schedule")
+    _require_live(schedule, "cancel")
+    cctx = invoices.clocked(ctx, schedule["customer"])
+    after = copy.deepcopy(schedule)
+    after["status"] = "canceled"
+    after["canceled_at"] = cctx.now()
+    _set_current(after)
+    ctx.store.replace(KIND, after)
+    sub = ctx.store.get(subscriptions.KIND, schedule["subscription"] or "")
+    if sub is not None and sub["status"] not in ("canceled", "incomplete_expired"):
+        subscriptions.apply_schedule_phase(cctx, sub, {}, schedule=after["id"], phase_end=None)
+        cancel_params: Params = {"prorate": params.get("prorate", True)}
+        if "invoice_now" in params:
+            cancel_params["invoice_now"] = params["invoice_now"]
+        subscriptions.cancel(cctx, cancel_params, {"subscription": sub["id"]})
+    cctx.emit("subscription_schedule.canceled", after)
+    return render(ctx.store, after, expand_of(params))
+
+
+def _require_live(schedule: StripeObject, verb: str) -> None:
+    if schedule["status"] not in ("active", "not_started"):
+        raise invalid(
+            f"You cannot {verb} a subscription schedule that is currently in the "
+            f"`{schedule['status']}` status. It must be in `not_started` or `active`."
+        )

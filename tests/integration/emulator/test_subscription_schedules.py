@@ -1,0 +1,290 @@
+"""Subscription schedules through the real SDK over HTTP with test clocks: a schedule moves a
+monthly subscription to another price at period end, release leaves the subscription as it
+is, `end_behavior: cancel` cancels at the end, a `duration` phase; every served schedule (and
+each event's object) matches the SDK classes (tests/sdk_shapes.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import stripe
+
+from tests.fixtures.emulator import EmulatorHandle
+from tests.sdk_shapes import shape_problems
+
+Client = stripe.StripeClient
+
+T0 = 1768435200  # 2026-01-15T00:00:00Z
+DAY = 86400
+FEB_15 = T0 + 31 * DAY
+MAR_15 = FEB_15 + 28 * DAY
+APR_15 = MAR_15 + 31 * DAY
+
+CLASSES: dict[str, type[Any]] = {
+    "subscription_schedule": stripe.SubscriptionSchedule,
+    "subscription": stripe.Subscription,
+    "invoice": stripe.Invoice,
+}
+
+
+def _served(obj: Any) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(obj.last_response.body)
+    return body
+
+
+def _price(client: Client, amount: int, name: str = "Gold") -> str:
+    product = client.v1.products.create({"name": name})
+    price = client.v1.prices.create(
+        {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": amount,
+            "recurring": {"interval": "month"},
+        }
+    )
+    return price.id
+
+
+def _setup(client: Client) -> tuple[str, str]:
+    clock = client.v1.test_helpers.test_clocks.create({"frozen_time": T0}).id
+    customer = client.v1.customers.create({"test_clock": clock, "email": "s@example.com"}).id
+    pm = client.v1.payment_methods.attach("pm_card_visa", {"customer": customer})
+    client.v1.customers.update(customer, {"invoice_settings": {"default_payment_method": pm.id}})
+    return clock, customer
+
+
+def _advance(client: Client, clock: str, to: int) -> None:
+    advanced = client.v1.test_helpers.test_clocks.advance(clock, {"frozen_time": to})
+    assert (advanced.status, advanced.frozen_time) == ("ready", to)
+
+
+def _events(client: Client, prefix: str) -> list[stripe.Event]:
+    events = reversed(client.v1.events.list({"limit": 100}).data)
+    return [e for e in events if e.type.startswith(prefix)]
+
+
+def _event_shapes(client: Client) -> list[str]:
+    problems: list[str] = []
+    body = _served(client.v1.events.list({"limit": 100}))
+    for event in body["data"]:
+        obj = event["data"]["object"]
+        cls = CLASSES.get(obj["object"])
+        if cls is not None:
+            problems += shape_problems(obj, cls, f"{event['type']}.data.object")
+    return problems
+
+
+def _prices_of(sub: stripe.Subscription) -> list[str]:
+    return [item.price.id for item in sub["items"].data]
+
+
+def test_schedule_moves_subscription_to_new_price_at_period_end(
+    stripe_client: Client, emulator: EmulatorHandle
+) -> None:
+    clock, customer = _setup(stripe_client)
+    old, new = _price(stripe_client, 1000), _price(stripe_client, 2500, "Platinum")
+    sub = stripe_client.v1.subscriptions.create({"customer": customer, "items": [{"price": old}]})
+    assert sub.status == "active"
+    schedule = stripe_client.v1.subscription_schedules.create({"from_subscription": sub.id})
+    assert shape_problems(_served(schedule), stripe.SubscriptionSchedule) == []
+    assert schedule.status == "active"
+    assert schedule.subscription == sub.id
+    assert (schedule.phases[0].start_date, schedule.phases[0].end_date) == (T0, FEB_15)
+    assert schedule.current_phase is not None
+    assert (schedule.current_phase.start_date, schedule.current_phase.end_date) == (T0, FEB_15)
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).schedule == schedule.id
+    # A scheduled subscription's cancellation belongs to the schedule.
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        stripe_client.v1.subscriptions.update(sub.id, {"cancel_at_period_end": True})
+    assert refused.value.param == "cancel_at_period_end"
+
+    updated = stripe_client.v1.subscription_schedules.update(
+        schedule.id,
+        {
+            "phases": [
+                {"items": [{"price": old}], "end_date": FEB_15},
+                {"items": [{"price": new}], "proration_behavior": "none"},
+            ],
+            "metadata": {"plan": "platinum"},
+        },
+    )
+    assert shape_problems(_served(updated), stripe.SubscriptionSchedule) == []
+    assert [p.start_date for p in updated.phases] == [T0, FEB_15]
+    assert updated.phases[1].end_date == MAR_15  # one interval of its price
+    assert _prices_of(stripe_client.v1.subscriptions.retrieve(sub.id)) == [old]
+
+    _advance(stripe_client, clock, FEB_15 + 2 * 3600)
+    moved = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert _prices_of(moved) == [new]
+    assert moved.status == "active"
+    renewal = stripe_client.v1.invoices.retrieve(str(moved.latest_invoice))
+    assert renewal.billing_reason == "subscription_cycle"
+    assert (renewal.status, renewal.amount_paid) == ("paid", 2500)  # the new price, no proration
+    current = stripe_client.v1.subscription_schedules.retrieve(schedule.id)
+    assert current.current_phase is not None
+    assert current.current_phase.start_date == FEB_15
+    phase_updates = [
+        e
+        for e in _events(stripe_client, "customer.subscription.updated")
+        if "items" in (e.data.previous_attributes or {})
+        and e.data.previous_attributes["items"]["data"][0]["price"]["id"] == old
+    ]
+    assert [e.created for e in phase_updates] == [FEB_15]
+    sched_events = [e.type for e in _events(stripe_client, "subscription_schedule.")]
+    assert sched_events == [
+        "subscription_schedule.created",
+        "subscription_schedule.updated",
+        "subscription_schedule.updated",
+    ]
+
+    # At the last phase's end the default end_behavior (release) lets the subscription go on.
+    _advance(stripe_client, clock, MAR_15 + 2 * 3600)
+    done = stripe_client.v1.subscription_schedules.retrieve(schedule.id)
+    assert (done.status, done.subscription, done.released_subscription) == (
+        "released",
+        None,
+        sub.id,
+    )
+    assert (done.released_at, done.current_phase) == (MAR_15, None)
+    after = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert (after.status, after.schedule, _prices_of(after)) == ("active", None, [new])
+    assert shape_problems(_served(done), stripe.SubscriptionSchedule) == []
+    assert _event_shapes(stripe_client) == []
+
+
+def test_release_keeps_subscription_on_its_current_price(
+    stripe_client: Client, emulator: EmulatorHandle
+) -> None:
+    clock, customer = _setup(stripe_client)
+    old, new = _price(stripe_client, 1000), _price(stripe_client, 2500, "Platinum")
+    sub = stripe_client.v1.subscriptions.create({"customer": customer, "items": [{"price": old}]})
+    schedule = stripe_client.v1.subscription_schedules.create({"from_subscription": sub.id})
+    stripe_client.v1.subscription_schedules.update(
+        schedule.id,
+        {"phases": [{"items": [{"price": old}], "end_date": FEB_15}, {"items": [{"price": new}]}]},
+    )
+    released = stripe_client.v1.subscription_schedules.release(schedule.id)
+    assert (released.status, released.released_subscription) == ("released", sub.id)
+    assert released.released_at == T0  # the clock's time
+    assert shape_problems(_served(released), stripe.SubscriptionSchedule) == []
+    _advance(stripe_client, clock, FEB_15 + 2 * 3600)
+    after = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert (after.schedule, _prices_of(after), after.status) == (None, [old], "active")
+    events = _events(stripe_client, "subscription_schedule.released")
+    assert [e.created for e in events] == [T0]
+    with pytest.raises(stripe.InvalidRequestError):
+        stripe_client.v1.subscription_schedules.release(schedule.id)
+    listed = stripe_client.v1.subscription_schedules.list({"customer": customer})
+    assert [s.id for s in listed.data] == [schedule.id]
+    assert stripe_client.v1.subscription_schedules.list({"released_at": {"gte": T0}}).data
+    assert not stripe_client.v1.subscription_schedules.list({"scheduled": True}).data
+
+
+def test_end_behavior_cancel_with_a_duration_phase(
+    stripe_client: Client, emulator: EmulatorHandle
+) -> None:
+    clock, customer = _setup(stripe_client)
+    basic, gold = _price(stripe_client, 1000, "Basic"), _price(stripe_client, 3000)
+    schedule = stripe_client.v1.subscription_schedules.create(
+        {
+            "customer": customer,
+            "end_behavior": "cancel",
+            "phases": [
+                {
+                    "items": [{"price": basic, "quantity": 2}],
+                    "duration": {"interval": "month", "interval_count": 1},
+                    "metadata": {"phase": "intro"},
+                },
+                {"items": [{"price": gold}], "duration": {"interval": "month"}},
+            ],
+        }
+    )
+    assert shape_problems(_served(schedule), stripe.SubscriptionSchedule) == []
+    assert [(p.start_date, p.end_date) for p in schedule.phases] == [
+        (T0, FEB_15),
+        (FEB_15, MAR_15),
+    ]
+    sub = stripe_client.v1.subscriptions.retrieve(str(schedule.subscription))
+    assert (sub.status, sub.schedule, sub.metadata.to_dict()) == (
+        "active",
+        schedule.id,
+        {"phase": "intro"},
+    )
+    assert [(i.price.id, i.quantity) for i in sub["items"].data] == [(basic, 2)]
+    assert shape_problems(_served(sub), stripe.Subscription) == []
+
+    _advance(stripe_client, clock, FEB_15 + 2 * 3600)
+    sub = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert [(i.price.id, i.quantity) for i in sub["items"].data] == [(gold, 1)]
+
+    _advance(stripe_client, clock, MAR_15 + 2 * 3600)
+    sub = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert (sub.status, sub.canceled_at) == ("canceled", MAR_15)
+    done = stripe_client.v1.subscription_schedules.retrieve(schedule.id)
+    assert (done.status, done.completed_at, done.subscription) == ("completed", MAR_15, sub.id)
+    completed = _events(stripe_client, "subscription_schedule.completed")
+    assert [e.created for e in completed] == [MAR_15]
+    assert [e.created for e in _events(stripe_client, "customer.subscription.deleted")] == [MAR_15]
+    assert _event_shapes(stripe_client) == []
+
+
+def test_cancel_cancels_the_subscription(stripe_client: Client, emulator: EmulatorHandle) -> None:
+    _, customer = _setup(stripe_client)
+    price = _price(stripe_client, 1000)
+    schedule = stripe_client.v1.subscription_schedules.create(
+        {"customer": customer, "phases": [{"items": [{"price": price}]}]}
+    )
+    canceled = stripe_client.v1.subscription_schedules.cancel(schedule.id)
+    assert (canceled.status, canceled.canceled_at) == ("canceled", T0)
+    sub = stripe_client.v1.subscriptions.retrieve(str(schedule.subscription))
+    assert sub.status == "canceled"
+    assert [e.type for e in _events(stripe_client, "subscription_schedule.")] == [
+        "subscription_schedule.created",
+        "subscription_schedule.canceled",
+    ]
+    assert shape_problems(_served(canceled), stripe.SubscriptionSchedule) == []
+
+
+def test_refusals(stripe_client: Client, emulator: EmulatorHandle) -> None:
+    _, customer = _setup(stripe_client)
+    price = _price(stripe_client, 1000)
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"customer": customer}, "phases"),
+        (
+            {
+                "customer": customer,
+                "phases": [{"items": [{"price": price}]}],
+                "end_behavior": "renew",
+            },
+            "end_behavior",
+        ),
+        (
+            {
+                "customer": customer,
+                "phases": [{"items": [{"price": price}]}, {"items": [{"price": price}]}],
+            },
+            "phases[0][end_date]",
+        ),
+        (
+            {
+                "customer": customer,
+                "phases": [{"items": [{"price": price}], "add_invoice_items": [{"price": price}]}],
+            },
+            "phases[0][add_invoice_items]",
+        ),
+        (
+            {
+                "customer": customer,
+                "phases": [{"items": [{"price": price}]}],
+                "start_date": T0 + DAY,
+            },
+            "start_date",
+        ),
+        ({"from_subscription": "sub_missing"}, "from_subscription"),
+    ]
+    for params, param in cases:
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            stripe_client.v1.subscription_schedules.create(params)  # type: ignore[arg-type]
+        assert refused.value.param == param, params
