@@ -21,6 +21,7 @@ def build_router(emulator: Emulator) -> Router:
         prices,
         products,
         setup_intents,
+        subscription_schedules,
         subscriptions,
         tax_ids,
         test_clocks,
@@ -43,6 +44,7 @@ def build_router(emulator: Emulator) -> Router:
         setup_intents,
         invoices,
         subscriptions,
+        subscription_schedules,
         checkout_sessions,
         billing_portal,
     )
