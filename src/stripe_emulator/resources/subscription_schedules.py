@@ -104,6 +104,8 @@ def register(router: Router) -> None:
     )
     if _on_phase_end not in subscriptions.SCHEDULE_PHASE_HOOKS:
         subscriptions.SCHEDULE_PHASE_HOOKS.append(_on_phase_end)
+    if _on_subscription_canceled not in subscriptions.SCHEDULE_CANCEL_HOOKS:
+        subscriptions.SCHEDULE_CANCEL_HOOKS.append(_on_subscription_canceled)
 
 
 # --- create -------------------------------------------------------------------------------
@@ -602,6 +604,20 @@ def _on_phase_end(ctx: RequestContext, sub: StripeObject) -> None:
         ctx.emit("subscription_schedule.completed", after)
         return
     _release(ctx, after, sub)
+
+
+def _on_subscription_canceled(ctx: RequestContext, sub: StripeObject) -> None:
+    """The scheduled subscription was canceled underneath (directly or by its customer's
+    deletion): a still-active schedule is canceled with it."""
+    schedule = ctx.store.get(KIND, sub["schedule"] or "")
+    if schedule is None or schedule["status"] != "active":
+        return
+    after = copy.deepcopy(schedule)
+    after["status"] = "canceled"
+    after["canceled_at"] = ctx.now()
+    _set_current(after)
+    ctx.store.replace(KIND, after)
+    ctx.emit("subscription_schedule.canceled", after)
 
 
 def _release(ctx: RequestContext, schedule: StripeObject, sub: StripeObject | None) -> StripeObject:

@@ -1031,6 +1031,9 @@ def _cancel(
             after["cancellation_details"][key] = (details or {})[key] or None
     ctx.store.replace(KIND, after)
     ctx.emit("customer.subscription.deleted", after)
+    if after["schedule"] is not None:
+        for hook in SCHEDULE_CANCEL_HOOKS:
+            hook(ctx, after)
     return after
 
 
@@ -1448,6 +1451,9 @@ def _item_update(
 # Called (with the clock's context) when a scheduled subscription reaches its
 # `_schedule_phase_end` during a test clock advance.
 SCHEDULE_PHASE_HOOKS: list[Callable[[RequestContext, StripeObject], None]] = []
+# Called when a scheduled subscription is canceled (directly, by its customer's deletion, or by
+# its schedule); the schedule module cancels a still-active schedule.
+SCHEDULE_CANCEL_HOOKS: list[Callable[[RequestContext, StripeObject], None]] = []
 
 
 def apply_schedule_phase(

@@ -247,6 +247,24 @@ def test_cancel_cancels_the_subscription(stripe_client: Client, emulator: Emulat
     assert shape_problems(_served(canceled), stripe.SubscriptionSchedule) == []
 
 
+def test_canceling_the_subscription_cancels_its_schedule(
+    stripe_client: Client, emulator: EmulatorHandle
+) -> None:
+    _, customer = _setup(stripe_client)
+    price = _price(stripe_client, 1000)
+    sub = stripe_client.v1.subscriptions.create({"customer": customer, "items": [{"price": price}]})
+    schedule = stripe_client.v1.subscription_schedules.create({"from_subscription": sub.id})
+    stripe_client.v1.subscriptions.cancel(sub.id)
+    after = stripe_client.v1.subscription_schedules.retrieve(schedule.id)
+    assert (after.status, after.canceled_at, after.current_phase) == ("canceled", T0, None)
+    assert [e.type for e in _events(stripe_client, "subscription_schedule.")] == [
+        "subscription_schedule.created",
+        "subscription_schedule.canceled",
+    ]
+    with pytest.raises(stripe.InvalidRequestError):
+        stripe_client.v1.subscription_schedules.update(schedule.id, {"end_behavior": "cancel"})
+
+
 def test_refusals(stripe_client: Client, emulator: EmulatorHandle) -> None:
     _, customer = _setup(stripe_client)
     price = _price(stripe_client, 1000)
