@@ -45,7 +45,7 @@ from stripe_emulator.resources._payments import (
 )
 from stripe_emulator.resources.test_cards import TEST_PAYMENT_METHODS, card_for
 from stripe_emulator.routing import Router
-from stripe_emulator.state import INDEXED_FIELDS, StripeObject
+from stripe_emulator.state import INDEXED_FIELDS, Collection, StripeObject
 from stripe_emulator.tax import customer_location
 
 KIND = "checkout.session"
@@ -59,9 +59,8 @@ MAX_ADJUSTABLE = 999_999
 DEFAULT_ADJUSTABLE_MAX = 99
 PAYMENT_METHOD_TYPES = ("card", "customer_balance")
 
-INDEXED_FIELDS.setdefault(
-    KIND, ("customer", "status", "payment_intent", "subscription", "_pending_intent")
-)
+_INDEXED = ("customer", "status", "payment_intent", "subscription", "_pending_intent")
+INDEXED_FIELDS.setdefault(KIND, _INDEXED)
 
 _HANDLED = frozenset(
     {
@@ -559,9 +558,22 @@ def _expire(ctx: RequestContext, session: StripeObject) -> StripeObject:
 def expire_due(ctx: RequestContext) -> None:
     """Expire every open session whose `expires_at` the emulator clock has passed."""
     now = ctx.now()
-    for session in list(ctx.store.collection(KIND).lookup("status", "open")):
+    for session in list(_sessions(ctx).lookup("status", "open")):
         if session["expires_at"] <= now:
             _expire(ctx, session)
+
+
+def _sessions(ctx: RequestContext) -> Collection:
+    """The sessions collection with its indexes (re-indexed when it was created, e.g.
+    restored from a state file, before this module registered them)."""
+    existing = ctx.store.collection(KIND)
+    if existing.indexed == _INDEXED:
+        return existing
+    rebuilt = Collection(kind=KIND, indexed=_INDEXED)
+    for seq in existing.alive:
+        rebuilt.insert(existing.objects[existing.id_at[seq]], seq)
+    ctx.store.collections[KIND] = rebuilt
+    return rebuilt
 
 
 def _session(ctx: RequestContext, session_id: str) -> StripeObject:
@@ -978,7 +990,7 @@ def _on_intent_outcome(ctx: RequestContext, intent: StripeObject, succeeded: boo
     """A session waiting on an intent's authentication completes when it succeeds."""
     if not succeeded:
         return
-    for session in list(ctx.store.collection(KIND).lookup("_pending_intent", intent["id"])):
+    for session in list(_sessions(ctx).lookup("_pending_intent", intent["id"])):
         if session["status"] != "open":
             continue
         if session["mode"] == "subscription":

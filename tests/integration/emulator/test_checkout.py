@@ -14,8 +14,9 @@ import httpx
 import pytest
 import stripe
 
+from stripe_emulator.server import EmbeddedEmulator
 from tests import compat_files
-from tests.fixtures.emulator import TEST_API_KEY, EmulatorHandle
+from tests.fixtures.emulator import TEST_API_KEY, EmulatorHandle, make_client
 from tests.integration.emulator.test_fidelity import _compare as compare_with_example
 from tests.sdk_shapes import shape_problems
 
@@ -311,6 +312,18 @@ def test_expire_and_expiry_by_the_clock(stripe_client: Client, emulator: Emulato
     status, _ = _complete(emulator, second.id, card=VISA)
     assert status == 400
     assert _event_types(stripe_client).count("checkout.session.expired") == 2
+
+
+def test_sessions_survive_a_restart_and_still_expire(tmp_path: pytest.TempPathFactory) -> None:
+    state = tmp_path / "stripe.json"  # type: ignore[operator]
+    with EmbeddedEmulator(state_file=state) as first:
+        session = _session(make_client(first.url), "payment")
+    with EmbeddedEmulator(state_file=state) as second:
+        client = make_client(second.url)
+        assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
+        second.control.advance(24 * 3600 + 1)
+        expired = client.v1.checkout.sessions.list({"status": "expired"})
+        assert [s.id for s in expired.data] == [session.id]
 
 
 def test_expires_at_bounds(stripe_client: Client, emulator: EmulatorHandle) -> None:
