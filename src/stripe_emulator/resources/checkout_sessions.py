@@ -794,6 +794,8 @@ def _pay_invoice(
         "currency": session["currency"],
         "metadata": dict(data.get("metadata") or {}),
     }
+    if session["automatic_tax"]["enabled"]:
+        params["automatic_tax"] = {"enabled": True}
     for name in ("description", "footer"):
         if data.get(name):
             params[name] = data[name]
@@ -832,6 +834,8 @@ def _subscribe(
         "default_payment_method": pm["id"],
         "metadata": dict(data.get("metadata") or {}),
     }
+    if session["automatic_tax"]["enabled"]:
+        params["automatic_tax"] = {"enabled": True}
     if "trial_period_days" in data:
         params["trial_period_days"] = data["trial_period_days"]
     if "description" in data:

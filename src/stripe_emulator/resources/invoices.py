@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from stripe_emulator import tax
 from stripe_emulator.core import RequestContext
 from stripe_emulator.errors import StripeError, invalid
 from stripe_emulator.ids import new_id
@@ -67,6 +68,7 @@ DAY = 24 * 3600
 _CREATE_HANDLED = frozenset(
     {
         "customer",
+        "automatic_tax",
         "collection_method",
         "pending_invoice_items_behavior",
         "days_until_due",
@@ -93,7 +95,9 @@ _UPDATE_HANDLED = frozenset(
         "statement_descriptor",
     }
 )
-_PREVIEW_HANDLED = frozenset({"subscription", "subscription_details", "customer", "currency"})
+_PREVIEW_HANDLED = frozenset(
+    {"subscription", "subscription_details", "customer", "currency", "automatic_tax"}
+)
 _PREVIEW_DETAILS_HANDLED = frozenset(
     {"items", "proration_behavior", "proration_date", "cancel_at_period_end"}
 )
@@ -229,6 +233,7 @@ def draft(
     metadata: dict[str, str] | None = None,
     description: str | None = None,
     save: bool = True,
+    automatic_tax: bool = False,
 ) -> StripeObject:
     """A new draft invoice (inserted and `invoice.created` emitted when `save`)."""
     ctx = clocked(ctx, customer["id"])
@@ -340,7 +345,13 @@ def draft(
         "webhooks_delivered_at": None,
         "_days_until_due": days_until_due,
         "_subscription": subscription["id"] if subscription is not None else None,
+        "_tax_behaviors": {},
     }
+    if automatic_tax:
+        invoice["automatic_tax"].update(
+            {"enabled": True, "liability": {"type": "self"}, "provider": "stripe"}
+        )
+        locate_tax(invoice, customer)
     if save:
         ctx.store.insert(KIND, invoice)
     return invoice
@@ -364,6 +375,7 @@ def line(
     invoice_item: str | None = None,
     proration: bool = False,
     metadata: dict[str, str] | None = None,
+    tax_behavior: str | None = None,
 ) -> StripeObject:
     """One `line_item`, from a subscription item or an invoice item, appended to `invoice`."""
     if invoice_item is not None:
@@ -412,6 +424,9 @@ def line(
         "taxes": [],
     }
     invoice["lines"]["data"].append(item)
+    # A price's `unspecified` tax behavior is taken as `exclusive` (docs/emulator.md).
+    behavior = tax_behavior if tax_behavior in ("inclusive", "exclusive") else "exclusive"
+    invoice.setdefault("_tax_behaviors", {})[item["id"]] = behavior
     return item
 
 
@@ -466,6 +481,7 @@ def add_item_line(invoice: StripeObject, ii: StripeObject) -> StripeObject:
         invoice_item=ii["id"],
         proration=ii["proration"],
         metadata=ii["metadata"],
+        tax_behavior=ii.get("_tax_behavior"),
     )
 
 
@@ -484,12 +500,97 @@ def _item_subscription(ii: StripeObject) -> str | None:
     return None
 
 
+def locate_tax(invoice: StripeObject, customer: StripeObject) -> None:
+    """With automatic tax on: the customer's tax location and rate (kept privately as
+    `_tax`) and `automatic_tax.status`; finalization re-locates."""
+    if not invoice["automatic_tax"]["enabled"]:
+        invoice["_tax"] = None
+        return
+    location = tax.customer_location(customer)
+    invoice["automatic_tax"]["status"] = tax.automatic_tax_status(location)
+    if location is None:
+        invoice["_tax"] = None
+        return
+    exempt = customer.get("tax_exempt") or "none"
+    rate = tax.customer_rate(location, exempt)
+    invoice["_tax"] = {
+        "basis_points": rate.basis_points,
+        "jurisdiction": rate.jurisdiction,
+        "country": rate.country,
+        "state": rate.state,
+        "tax_type": rate.tax_type,
+        "reason": _taxability_reason(exempt, tax.rate_for(location).basis_points),
+    }
+
+
+def _taxability_reason(exempt: str, located_rate: int) -> str:
+    if exempt == "exempt":
+        return "customer_exempt"
+    if exempt == "reverse":
+        return "reverse_charge"
+    return "standard_rated" if located_rate > 0 else "not_collecting"
+
+
+def tax_rate_id(country: str, state: str | None) -> str:
+    """The emulator's stable id for an automatic-tax rate (`txr_emulator_us_ca`)."""
+    return "txr_emulator_" + "_".join(p.lower() for p in (country, state) if p)
+
+
+def _line_taxes(invoice: StripeObject) -> None:
+    info = invoice.get("_tax")
+    behaviors = invoice.get("_tax_behaviors") or {}
+    for li in invoice["lines"]["data"]:
+        if not info:
+            li["taxes"] = []
+            continue
+        rate = tax.TaxRate(
+            int(info["basis_points"]),
+            str(info["jurisdiction"]),
+            str(info["country"]),
+            info["state"],
+            str(info["tax_type"]),
+        )
+        computed = tax.line_tax(int(li["amount"]), rate, behaviors.get(li["id"], "exclusive"))
+        li["taxes"] = [
+            {
+                "amount": computed.tax,
+                "tax_behavior": computed.tax_behavior,
+                "tax_rate_details": {"tax_rate": tax_rate_id(rate.country, rate.state)},
+                "taxability_reason": info["reason"],
+                "taxable_amount": computed.taxable,
+                "type": "tax_rate_details",
+            }
+        ]
+
+
+def _total_taxes(invoice: StripeObject) -> list[StripeObject]:
+    totals: dict[tuple[str, str, str], StripeObject] = {}
+    for li in invoice["lines"]["data"]:
+        for t in li.get("taxes") or []:
+            key = (t["tax_rate_details"]["tax_rate"], t["tax_behavior"], t["taxability_reason"])
+            if key not in totals:
+                totals[key] = copy.deepcopy(t)
+            else:
+                totals[key]["amount"] += t["amount"]
+                totals[key]["taxable_amount"] += t["taxable_amount"]
+    return list(totals.values())
+
+
 def recompute(invoice: StripeObject) -> None:
-    """Totals from the lines (and period bounds for a subscription invoice)."""
+    """Totals from the lines and their automatic tax (computed while a draft): `subtotal`
+    is the lines' amounts, `total` adds exclusive tax, `_excluding_tax` takes all tax out."""
+    if invoice["status"] == "draft":
+        _line_taxes(invoice)
     subtotal = sum(int(li["amount"]) for li in invoice["lines"]["data"])
-    invoice["subtotal"] = invoice["subtotal_excluding_tax"] = subtotal
-    invoice["total"] = invoice["total_excluding_tax"] = subtotal
-    invoice["amount_due"] = max(0, subtotal + invoice["starting_balance"])
+    taxes = [t for li in invoice["lines"]["data"] for t in li.get("taxes") or []]
+    inclusive = sum(int(t["amount"]) for t in taxes if t["tax_behavior"] == "inclusive")
+    exclusive = sum(int(t["amount"]) for t in taxes if t["tax_behavior"] == "exclusive")
+    invoice["total_taxes"] = _total_taxes(invoice)
+    invoice["subtotal"] = subtotal
+    invoice["subtotal_excluding_tax"] = subtotal - inclusive
+    invoice["total"] = subtotal + exclusive
+    invoice["total_excluding_tax"] = subtotal - inclusive
+    invoice["amount_due"] = max(0, invoice["total"] + invoice["starting_balance"])
     invoice["amount_remaining"] = invoice["amount_due"] - invoice["amount_paid"]
 
 
@@ -500,6 +601,11 @@ def finalize(ctx: RequestContext, invoice: StripeObject) -> StripeObject:
     before = copy.deepcopy(invoice)
     after = copy.deepcopy(invoice)
     customer = ctx.store.get("customer", invoice["customer"])
+    if customer is not None:
+        locate_tax(after, customer)
+        recompute(after)
+    if after["automatic_tax"]["status"] == "requires_location_inputs":
+        raise tax_location_invalid()
     after["status"] = "open"
     after["number"] = _number(ctx, customer)
     after["effective_at"] = now
@@ -524,13 +630,44 @@ def finalize(ctx: RequestContext, invoice: StripeObject) -> StripeObject:
     return after
 
 
+def tax_location_invalid() -> StripeError:
+    """Stripe's 400 when automatic tax cannot locate the customer."""
+    return invalid(
+        "The customer's location isn't recognized. Automatic tax needs a valid address "
+        "(a US address needs a valid ZIP code) or IP address to calculate tax.",
+        param="customer_details[address]",
+        code="customer_tax_location_invalid",
+    )
+
+
+def finalization_failed(ctx: RequestContext, invoice: StripeObject, error: StripeError) -> None:
+    """An automatic finalization Stripe could not do: the invoice stays a draft with
+    `last_finalization_error`, no longer auto-finalizing, and `invoice.finalization_failed`."""
+    ctx = clocked(ctx, invoice["customer"])
+    after = copy.deepcopy(invoice)
+    after["last_finalization_error"] = {
+        "code": error.code,
+        "doc_url": error.body(request_id="")["error"].get("doc_url"),
+        "message": error.message,
+        "param": error.param,
+        "type": error.type,
+    }
+    after["automatically_finalizes_at"] = None
+    ctx.store.replace(KIND, after)
+    ctx.emit(
+        "invoice.finalization_failed",
+        after,
+        previous_attributes=previous_attributes(invoice, after),
+    )
+
+
 def _apply_balance(ctx: RequestContext, customer: StripeObject, invoice: StripeObject) -> None:
     """Stripe's rule: `amount_due = max(0, total + balance)`; what is left (an unused credit,
     or a negative total) stays on the customer's balance as `ending_balance`."""
     balance = int(customer.get("balance") or 0)
     if customer.get("currency") not in (None, invoice["currency"]):
         balance = 0
-    total = sum(int(li["amount"]) for li in invoice["lines"]["data"])
+    total = int(invoice["total"])
     due = max(0, total + balance)
     ending = balance + total - due
     invoice["starting_balance"] = balance
@@ -788,6 +925,7 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         default_payment_method=pm,
         metadata=new_metadata(params.get("metadata")),
         description=params.get("description"),
+        automatic_tax=bool((params.get("automatic_tax") or {}).get("enabled")),
     )
     if "due_date" in params:
         invoice["due_date"] = params["due_date"]
@@ -1024,7 +1162,10 @@ def create_preview(ctx: RequestContext, params: Params, path: dict[str, str]) ->
         ctx, "customer", params["customer"], "customer", param="customer", in_body=True
     )
     cur = currency(params.get("currency") or customer.get("currency") or "usd")
-    invoice = draft(ctx, customer, cur=cur, billing_reason="manual", save=False)
+    automatic = bool((params.get("automatic_tax") or {}).get("enabled"))
+    invoice = draft(
+        ctx, customer, cur=cur, billing_reason="manual", save=False, automatic_tax=automatic
+    )
     invoice["id"] = "upcoming_in_emulator"
     pull_pending_items(ctx, invoice, subscription_id=None)
     recompute(invoice)
@@ -1038,7 +1179,7 @@ def preview_view(ctx: RequestContext, invoice: StripeObject) -> StripeObject:
     customer = ctx.store.get("customer", invoice["customer"]) or {}
     balance = int(customer.get("balance") or 0)
     if balance and customer.get("currency") in (None, invoice["currency"]):
-        subtotal = sum(int(li["amount"]) for li in out["lines"]["data"])
+        subtotal = int(out["total"])
         applied = max(balance, -subtotal) if balance < 0 else balance
         out["starting_balance"] = balance
         out["ending_balance"] = balance - applied
@@ -1080,6 +1221,7 @@ def create_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> St
             "id": new_id("price"),
             "product": data["product"],
             "unit_amount_decimal": str(unit),
+            "tax_behavior": data.get("tax_behavior", "unspecified"),
         }
     elif "amount" in params:
         amount = int(params["amount"])
@@ -1175,6 +1317,7 @@ def build_item(
         "parent": parent,
         "period": {"end": period[1], "start": period[0]},
         "pricing": _pricing(price),
+        "_tax_behavior": (price or {}).get("tax_behavior"),
         "proration": proration,
         "proration_details": {"discount_amounts": []},
         "quantity": quantity,

@@ -28,7 +28,7 @@ from typing import Any
 
 from stripe_emulator import billing_time
 from stripe_emulator.core import RequestContext
-from stripe_emulator.errors import invalid, no_such
+from stripe_emulator.errors import StripeError, invalid, no_such
 from stripe_emulator.ids import new_id
 from stripe_emulator.listing import envelope, expand_of, list_response
 from stripe_emulator.params import Params
@@ -47,6 +47,7 @@ from stripe_emulator.resources._payments import expandable_when_null
 from stripe_emulator.resources.prices import as_plan
 from stripe_emulator.routing import Router
 from stripe_emulator.state import INDEXED_FIELDS, Collection, Store, StripeObject
+from stripe_emulator.tax import customer_location
 
 KIND = "subscription"
 CLOCK = "test_helpers.test_clock"
@@ -93,6 +94,7 @@ _CREATE_HANDLED = frozenset(
         "off_session",
         "proration_behavior",
         "billing_mode",
+        "automatic_tax",
     }
 )
 _UPDATE_HANDLED = frozenset(
@@ -111,6 +113,7 @@ _UPDATE_HANDLED = frozenset(
         "proration_date",
         "payment_behavior",
         "off_session",
+        "automatic_tax",
     }
 )
 _ITEM_HANDLED = frozenset(
@@ -263,7 +266,7 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         "object": KIND,
         "application": None,
         "application_fee_percent": None,
-        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
+        "automatic_tax": _automatic_tax(params.get("automatic_tax")),
         "billing_cycle_anchor": anchor,
         "billing_cycle_anchor_config": None,
         "billing_mode": {"flexible": None, "type": "classic", "updated_at": None},
@@ -323,12 +326,29 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         sub["cancel_at"] = int(params["cancel_at"])
     if method == "send_invoice" and trial_end is None:
         sub["status"] = "active"
+    if sub["automatic_tax"]["enabled"] and customer_location(customer) is None:
+        # The first invoice is finalized at once, so Stripe refuses the subscription itself.
+        raise invoices.tax_location_invalid()
     if behavior == "error_if_incomplete" and sub["status"] == "incomplete":
         _charge_would_succeed_or_raise(cctx, sub, customer, _first_amount(sub))
     ctx.store.insert(KIND, sub)
     _first_invoice(cctx, sub, customer, confirm=behavior != "default_incomplete")
     current = ctx.store.get(KIND, sub_id) or sub
     return render_subscription(ctx, current, expand_of(params))
+
+
+def _automatic_tax(raw: Any) -> StripeObject:
+    enabled = bool((raw or {}).get("enabled"))
+    if raw and raw.get("liability") and raw["liability"].get("type") != "self":
+        raise invalid(
+            "Only `automatic_tax[liability][type]=self` is supported by the emulator.",
+            param="automatic_tax[liability][type]",
+        )
+    return {
+        "disabled_reason": None,
+        "enabled": enabled,
+        "liability": {"type": "self"} if enabled else None,
+    }
 
 
 def _refuse_unsupported(params: Params) -> None:
@@ -544,6 +564,7 @@ def _first_invoice(
         days_until_due=sub["days_until_due"],
         subscription=sub,
         auto_advance=True,
+        automatic_tax=sub["automatic_tax"]["enabled"],
     )
     for item in sub["items"]["data"]:
         _item_line(ctx, invoice, sub, item, period, trial=trial)
@@ -611,6 +632,7 @@ def _item_line(
         subscription_id=sub["id"],
         subscription_item=item["id"],
         metadata=item["metadata"],
+        tax_behavior=price.get("tax_behavior"),
     )
 
 
@@ -797,6 +819,8 @@ def apply_update(
         after["default_payment_method"] = pm
     if "description" in params:
         after["description"] = params["description"] or None
+    if "automatic_tax" in params:
+        after["automatic_tax"] = _automatic_tax(params["automatic_tax"])
     if "trial_settings" in params:
         value = ((params["trial_settings"] or {}).get("end_behavior") or {}).get(
             "missing_payment_method"
@@ -970,6 +994,7 @@ def _invoice_now(
         collection_method=sub["collection_method"],
         days_until_due=sub["days_until_due"],
         subscription=sub,
+        automatic_tax=sub["automatic_tax"]["enabled"],
     )
     taken = invoices.pull_pending_items(ctx, invoice, subscription_id=sub["id"])
     if not taken:
@@ -1163,7 +1188,11 @@ def _run(ctx: RequestContext, action: str, object_id: str) -> None:
         invoice = ctx.store.get(invoices.KIND, object_id)
         assert invoice is not None
         cctx = invoices.clocked(ctx, invoice["customer"])
-        finalized = invoices.finalize(cctx, invoice)
+        try:
+            finalized = invoices.finalize(cctx, invoice)
+        except StripeError as refused:
+            invoices.finalization_failed(cctx, invoice, refused)
+            return
         if (
             finalized["status"] == "open"
             and finalized["collection_method"] == "charge_automatically"
@@ -1281,6 +1310,7 @@ def renewal_invoice(
         subscription=sub,
         auto_advance=True,
         save=save,
+        automatic_tax=sub["automatic_tax"]["enabled"],
     )
     period = _period(sub)
     taken = invoices.pull_pending_items(ctx, invoice, subscription_id=sub["id"])
@@ -1334,6 +1364,7 @@ def preview(ctx: RequestContext, params: Params) -> StripeObject:
             billing_reason="subscription_update",
             subscription=simulated,
             save=False,
+            automatic_tax=simulated["automatic_tax"]["enabled"],
         )
         for ii in prorations:
             invoices.add_item_line(invoice, ii)
