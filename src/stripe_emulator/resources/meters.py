@@ -255,3 +255,20 @@ def _aggregate(meter: StripeObject, events: list[StripeObject]) -> float:
         latest = max(events, key=lambda e: e["timestamp"], default=None)
         return float(Decimal(latest["payload"].get(key, "0"))) if latest else 0.0
     return float(sum(values, Decimal(0)))
+
+
+def usage(ctx: RequestContext, meter_id: str, customer_id: str, start: int, end: int) -> Decimal:
+    """A customer's usage on a meter over `[start, end)` (event timestamps), aggregated by
+    the meter's formula (`sum`, `count`, `last`); 0 for an unknown meter."""
+    meter = ctx.store.get(KIND, meter_id)
+    if meter is None:
+        return Decimal(0)
+    events = _customer_events(ctx, meter, customer_id, start, end)
+    formula = meter["default_aggregation"]["formula"]
+    if formula == "count":
+        return Decimal(len(events))
+    key = meter["value_settings"]["event_payload_key"]
+    if formula == "last":
+        latest = max(events, key=lambda e: (e["timestamp"], e["created"]), default=None)
+        return Decimal(latest["payload"].get(key, "0")) if latest else Decimal(0)
+    return sum((Decimal(e["payload"].get(key, "0")) for e in events), Decimal(0))

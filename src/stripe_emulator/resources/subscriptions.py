@@ -24,6 +24,7 @@ import copy
 import heapq
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from stripe_emulator import billing_time
@@ -33,7 +34,13 @@ from stripe_emulator.ids import new_id
 from stripe_emulator.listing import envelope, expand_of, list_response
 from stripe_emulator.params import Params
 from stripe_emulator.render import ExpandTree, expand_tree, render
-from stripe_emulator.resources import customers, invoices, payment_intents, payment_methods
+from stripe_emulator.resources import (
+    customers,
+    invoices,
+    meters,
+    payment_intents,
+    payment_methods,
+)
 from stripe_emulator.resources._common import (
     apply_metadata,
     check_enum,
@@ -383,14 +390,16 @@ def _price_for(ctx: RequestContext, raw: dict[str, Any], where: str) -> StripeOb
             "The price specified is inactive. This field only accepts active prices.",
             param=f"{where}[price]",
         )
-    if price["recurring"]["usage_type"] == "metered":
+    if _is_metered(price) and "quantity" in raw:
         raise invalid(
-            "Metered prices are not supported by the emulator's subscriptions yet.",
-            param=f"{where}[price]",
+            "Quantity should not be specified where usage_type is `metered`. Remove quantity "
+            f"from `{where}`.",
+            param=f"{where}[quantity]",
         )
-    if price["billing_scheme"] != "per_unit":
+    if price["billing_scheme"] != "per_unit" and not _is_metered(price):
         raise invalid(
-            "Tiered prices are not supported by the emulator's subscriptions yet.",
+            "Tiered licensed prices are not supported by the emulator's subscriptions yet "
+            "(tiered metered prices are).",
             param=f"{where}[price]",
         )
     if "quantity" in raw and int(raw["quantity"]) < 0:
@@ -485,7 +494,7 @@ def _item(
         "metadata": new_metadata(metadata),
         "plan": as_plan(price),
         "price": public,
-        "quantity": int(quantity),
+        "quantity": None if _is_metered(price) else int(quantity),
         "subscription": sub_id,
         "tax_rates": [],
     }
@@ -610,6 +619,9 @@ def _item_line(
     trial: bool,
 ) -> None:
     price = item["price"]
+    if _is_metered(price):
+        _metered_line(ctx, invoice, sub, item, period, trial=trial)
+        return
     product = _product_name(ctx, price["product"])
     quantity = int(item["quantity"] or 0)
     unit = _item_unit(item, sub["currency"])
@@ -634,6 +646,84 @@ def _item_line(
         metadata=item["metadata"],
         tax_behavior=price.get("tax_behavior"),
     )
+
+
+def _is_metered(price: StripeObject) -> bool:
+    return bool((price.get("recurring") or {}).get("usage_type") == "metered")
+
+
+def _metered_line(
+    ctx: RequestContext,
+    invoice: StripeObject,
+    sub: StripeObject,
+    item: StripeObject,
+    period: tuple[int, int],
+    *,
+    trial: bool,
+) -> None:
+    """A metered item bills in arrears: the usage its meter recorded for the customer over
+    `sub._usage_windows[item id]` (the previous period, set at renewal and for a preview),
+    priced per unit or through the price's tiers; no window (first invoice, trial): 0."""
+    price = item["price"]
+    window = None if trial else (sub.get("_usage_windows") or {}).get(item["id"])
+    used = Decimal(0)
+    if window:
+        meter = str(price["recurring"]["meter"])
+        used = meters.usage(ctx, meter, sub["customer"], int(window[0]), int(window[1]))
+    stored = ctx.store.get("price", price["id"]) or price
+    amount = _usage_amount(stored, used)
+    quantity = int(used.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    product = _product_name(ctx, price["product"])
+    if stored["billing_scheme"] == "tiered":
+        unit_decimal = None
+        description = f"{quantity} × {product} (tiered, {stored['tiers_mode']})"
+    else:
+        unit_decimal = str(stored.get("unit_amount_decimal") or stored.get("unit_amount") or 0)
+        description = (
+            f"{quantity} × {product} (at {_money(int(Decimal(unit_decimal)), sub['currency'])}"
+            f" / {_interval_words(price)})"
+        )
+    invoices.line(
+        invoice,
+        amount=amount,
+        description=description,
+        period=(int(window[0]), int(window[1])) if window else period,
+        price={"id": price["id"], "product": price["product"], "unit_amount_decimal": unit_decimal},
+        quantity=quantity,
+        subscription_id=sub["id"],
+        subscription_item=item["id"],
+        metadata=item["metadata"],
+        tax_behavior=price.get("tax_behavior"),
+    )
+
+
+def _usage_amount(price: StripeObject, used: Decimal) -> int:
+    """Minor units for `used` units: per unit, or graduated / volume tiers (a tier's flat
+    amount is charged when any unit falls in it); rounded half up once, at the end."""
+    if used <= 0:
+        return 0
+    if price["billing_scheme"] != "tiered":
+        unit = Decimal(str(price.get("unit_amount_decimal") or price.get("unit_amount") or 0))
+        return int((used * unit).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    tiers = price["tiers"]
+    total = Decimal(0)
+    if price["tiers_mode"] == "volume":
+        tier = next((t for t in tiers if t["up_to"] is None or used <= t["up_to"]), tiers[-1])
+        total = used * _dec(tier["unit_amount_decimal"]) + _dec(tier["flat_amount_decimal"])
+    else:
+        below = Decimal(0)
+        for tier in tiers:
+            top = used if tier["up_to"] is None else min(used, Decimal(tier["up_to"]))
+            units = top - below
+            if units <= 0:
+                break
+            total += units * _dec(tier["unit_amount_decimal"]) + _dec(tier["flat_amount_decimal"])
+            below = top
+    return int(total.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _dec(value: Any) -> Decimal:
+    return Decimal(str(value)) if value not in (None, "") else Decimal(0)
 
 
 def _product_name(ctx: RequestContext, product_id: str) -> str:
@@ -876,6 +966,11 @@ def _apply_items(
                 current["price"], current["plan"] = fresh["price"], fresh["plan"]
                 _set_unit(current, price, sub["currency"])
             if "quantity" in raw:
+                if _is_metered(current["price"]):
+                    raise invalid(
+                        "Quantity should not be specified where usage_type is `metered`.",
+                        param=f"{where}[quantity]",
+                    )
                 if int(raw["quantity"]) < 0:
                     raise invalid(
                         "Invalid quantity: must be at least 0.", param=f"{where}[quantity]"
@@ -1277,6 +1372,11 @@ def _renew(ctx: RequestContext, sub: StripeObject, *, from_trial: bool = False) 
     interval, count = _interval(sub["items"]["data"][0]["price"])
     _, end = billing_time.period_containing(sub["billing_cycle_anchor"], interval, count, start)
     after = copy.deepcopy(sub)
+    # Metered items bill the period that just ended (none after a trial).
+    after["_usage_windows"] = {
+        item["id"]: None if from_trial else [item["current_period_start"], start]
+        for item in after["items"]["data"]
+    }
     for item in after["items"]["data"]:
         item["current_period_start"] = start
         item["current_period_end"] = end
@@ -1381,6 +1481,12 @@ def preview(ctx: RequestContext, params: Params) -> StripeObject:
     _, end = billing_time.period_containing(
         upcoming["billing_cycle_anchor"], interval, count, start
     )
+    # The usage so far in the current period (in a trial: none).
+    trialing = upcoming["status"] == "trialing"
+    upcoming["_usage_windows"] = {
+        item["id"]: None if trialing else [item["current_period_start"], start]
+        for item in upcoming["items"]["data"]
+    }
     for item in upcoming["items"]["data"]:
         item["current_period_start"], item["current_period_end"] = start, end
     invoice = renewal_invoice(cctx, upcoming, save=False, extra_items=prorations)
