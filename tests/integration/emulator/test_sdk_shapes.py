@@ -451,6 +451,300 @@ def _deleted(kind: str) -> Callable[[stripe.StripeClient], Served]:
     return make
 
 
+# --- billing: subscriptions, schedules, invoices, checkout -------------------------------------
+
+
+def _monthly(client: stripe.StripeClient, amount: int = 1000) -> str:
+    price = client.v1.prices.create(
+        {
+            "currency": "usd",
+            "unit_amount": amount,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Plan"},
+        }
+    )
+    return price.id
+
+
+def _payer(client: stripe.StripeClient) -> str:
+    customer = client.v1.customers.create({"email": "payer@example.com"}).id
+    pm = client.v1.payment_methods.attach("pm_card_visa", {"customer": customer})
+    client.v1.customers.update(customer, {"invoice_settings": {"default_payment_method": pm.id}})
+    return customer
+
+
+def _subscription(client: stripe.StripeClient, **extra: Any) -> stripe.Subscription:
+    params: dict[str, Any] = {
+        "customer": _payer(client),
+        "items": [{"price": _monthly(client), "quantity": 2}],
+        "metadata": {"k": "v"},
+        **extra,
+    }
+    return client.v1.subscriptions.create(params)  # type: ignore[arg-type]
+
+
+def _subscription_expanded(client: stripe.StripeClient) -> Served:
+    sub = _subscription(client)
+    return served(
+        client.v1.subscriptions.retrieve(
+            sub.id, {"expand": ["latest_invoice", "customer", "items.data.price.product"]}
+        )
+    )
+
+
+def _subscription_prorated(client: stripe.StripeClient) -> Served:
+    sub = _subscription(client)
+    return served(
+        client.v1.subscriptions.update(
+            sub.id,
+            {
+                "items": [{"id": sub["items"].data[0].id, "quantity": 3}],
+                "proration_behavior": "create_prorations",
+                "cancel_at_period_end": True,
+            },
+        )
+    )
+
+
+def _subscription_canceled(client: stripe.StripeClient) -> Served:
+    sub = _subscription(client)
+    return served(client.v1.subscriptions.cancel(sub.id, {"invoice_now": True, "prorate": True}))
+
+
+def _subscription_list(client: stripe.StripeClient) -> Served:
+    _subscription(client)
+    return served(client.v1.subscriptions.list({"status": "all"}))
+
+
+def _subscription_item(client: stripe.StripeClient) -> Served:
+    sub = _subscription(client)
+    return served(client.v1.subscription_items.retrieve(sub["items"].data[0].id))
+
+
+def _subscription_item_list(client: stripe.StripeClient) -> Served:
+    sub = _subscription(client)
+    return served(client.v1.subscription_items.list({"subscription": sub.id}))
+
+
+def _subscription_item_created(client: stripe.StripeClient) -> Served:
+    sub = _subscription(client)
+    return served(
+        client.v1.subscription_items.create(
+            {"subscription": sub.id, "price": _monthly(client, 500), "quantity": 1}
+        )
+    )
+
+
+def _deleted_subscription_item(client: stripe.StripeClient) -> Served:
+    sub = _subscription(client)
+    extra = client.v1.subscription_items.create(
+        {"subscription": sub.id, "price": _monthly(client, 500)}
+    )
+    return served(client.v1.subscription_items.delete(extra.id))
+
+
+def _schedule_from_subscription(client: stripe.StripeClient) -> Served:
+    sub = _subscription(client)
+    return served(client.v1.subscription_schedules.create({"from_subscription": sub.id}))
+
+
+def _schedule_with_phases(client: stripe.StripeClient) -> Served:
+    return served(
+        client.v1.subscription_schedules.create(
+            {
+                "customer": _payer(client),
+                "start_date": "now",
+                "end_behavior": "release",
+                "phases": [
+                    {"items": [{"price": _monthly(client)}], "duration": {"interval": "month"}},
+                    {
+                        "items": [{"price": _monthly(client, 2000), "quantity": 2}],
+                        "duration": {"interval": "month", "interval_count": 2},
+                        "metadata": {"phase": "2"},
+                    },
+                ],
+            }
+        )
+    )
+
+
+def _schedule_released(client: stripe.StripeClient) -> Served:
+    sub = _subscription(client)
+    schedule = client.v1.subscription_schedules.create({"from_subscription": sub.id})
+    return served(client.v1.subscription_schedules.release(schedule.id))
+
+
+def _schedule_canceled(client: stripe.StripeClient) -> Served:
+    sub = _subscription(client)
+    schedule = client.v1.subscription_schedules.create({"from_subscription": sub.id})
+    return served(client.v1.subscription_schedules.cancel(schedule.id))
+
+
+def _schedule_list(client: stripe.StripeClient) -> Served:
+    _schedule_from_subscription(client)
+    return served(client.v1.subscription_schedules.list())
+
+
+def _subscription_invoice(client: stripe.StripeClient) -> Served:
+    sub = _subscription(client)
+    return served(client.v1.invoices.retrieve(str(sub.latest_invoice)))
+
+
+def _manual_invoice(client: stripe.StripeClient) -> stripe.Invoice:
+    customer = _payer(client)
+    client.v1.invoice_items.create({"customer": customer, "amount": 700, "currency": "usd"})
+    return client.v1.invoices.create(
+        {"customer": customer, "pending_invoice_items_behavior": "include"}
+    )
+
+
+def _draft_invoice(client: stripe.StripeClient) -> Served:
+    return served(_manual_invoice(client))
+
+
+def _sent_invoice(client: stripe.StripeClient) -> Served:
+    customer = _payer(client)
+    client.v1.invoice_items.create({"customer": customer, "amount": 700, "currency": "usd"})
+    invoice = client.v1.invoices.create(
+        {
+            "customer": customer,
+            "collection_method": "send_invoice",
+            "days_until_due": 30,
+            "pending_invoice_items_behavior": "include",
+        }
+    )
+    return served(client.v1.invoices.finalize_invoice(invoice.id))
+
+
+def _paid_invoice(client: stripe.StripeClient) -> Served:
+    invoice = _manual_invoice(client)
+    return served(client.v1.invoices.pay(invoice.id))
+
+
+def _voided_invoice(client: stripe.StripeClient) -> Served:
+    invoice = _manual_invoice(client)
+    client.v1.invoices.finalize_invoice(invoice.id)
+    return served(client.v1.invoices.void_invoice(invoice.id))
+
+
+def _deleted_invoice(client: stripe.StripeClient) -> Served:
+    return served(client.v1.invoices.delete(_manual_invoice(client).id))
+
+
+def _invoice_preview(client: stripe.StripeClient) -> Served:
+    sub = _subscription(client)
+    return served(client.v1.invoices.create_preview({"subscription": sub.id}))
+
+
+def _invoice_list(client: stripe.StripeClient) -> Served:
+    _subscription(client)
+    return served(client.v1.invoices.list({"expand": ["data.customer"]}))
+
+
+def _invoice_item(client: stripe.StripeClient) -> Served:
+    customer = _payer(client)
+    return served(
+        client.v1.invoice_items.create(
+            {
+                "customer": customer,
+                "price_data": {
+                    "currency": "usd",
+                    "product": _product(client)["id"],
+                    "unit_amount": 300,
+                },
+                "quantity": 2,
+                "metadata": {"k": "v"},
+            }
+        )
+    )
+
+
+def _proration_invoice_items(client: stripe.StripeClient) -> Served:
+    sub = _subscription(client)
+    client.v1.subscriptions.update(
+        sub.id,
+        {
+            "items": [{"id": sub["items"].data[0].id, "quantity": 3}],
+            "proration_behavior": "create_prorations",
+        },
+    )
+    return served(client.v1.invoice_items.list({"customer": str(sub.customer), "pending": True}))
+
+
+def _deleted_invoice_item(client: stripe.StripeClient) -> Served:
+    customer = _payer(client)
+    item = client.v1.invoice_items.create({"customer": customer, "amount": 100, "currency": "usd"})
+    return served(client.v1.invoice_items.delete(item.id))
+
+
+def _invoice_lines(client: stripe.StripeClient) -> Served:
+    sub = _subscription(client)
+    return served(client.v1.invoices.line_items.list(str(sub.latest_invoice)))
+
+
+def _proration_invoice_lines(client: stripe.StripeClient) -> Served:
+    sub = _subscription(client)
+    client.v1.subscriptions.update(
+        sub.id,
+        {
+            "items": [{"id": sub["items"].data[0].id, "quantity": 3}],
+            "proration_behavior": "always_invoice",
+        },
+    )
+    latest = client.v1.subscriptions.retrieve(sub.id).latest_invoice
+    return served(client.v1.invoices.line_items.list(str(latest)))
+
+
+def _checkout(client: stripe.StripeClient, mode: str, **extra: Any) -> stripe.checkout.Session:
+    params: dict[str, Any] = {
+        "mode": mode,
+        "success_url": "https://example.com/ok",
+        "cancel_url": "https://example.com/cancel",
+        **extra,
+    }
+    if mode == "subscription":
+        params["line_items"] = [{"price": _monthly(client), "quantity": 1}]
+        params["subscription_data"] = {"trial_period_days": 7, "metadata": {"k": "v"}}
+    if mode == "payment":
+        one_time = client.v1.prices.create(
+            {"currency": "usd", "unit_amount": 500, "product_data": {"name": "Mug"}}
+        )
+        params["line_items"] = [
+            {
+                "price": one_time.id,
+                "quantity": 2,
+                "adjustable_quantity": {"enabled": True, "minimum": 1, "maximum": 5},
+            }
+        ]
+    if mode == "setup":
+        params["currency"] = "usd"
+    return client.v1.checkout.sessions.create(params)  # type: ignore[arg-type]
+
+
+def _checkout_expired(client: stripe.StripeClient) -> Served:
+    session = _checkout(client, "payment")
+    return served(client.v1.checkout.sessions.expire(session.id))
+
+
+def _checkout_line_items(client: stripe.StripeClient) -> Served:
+    session = _checkout(client, "payment")
+    return served(client.v1.checkout.sessions.line_items.list(session.id))
+
+
+def _checkout_list(client: stripe.StripeClient) -> Served:
+    _checkout(client, "setup")
+    return served(client.v1.checkout.sessions.list())
+
+
+def _portal_session(client: stripe.StripeClient) -> Served:
+    customer = client.v1.customers.create({})
+    return served(
+        client.v1.billing_portal.sessions.create(
+            {"customer": customer.id, "return_url": "https://example.com/account"}
+        )
+    )
+
+
 CASES: list[ShapeCase] = [
     ShapeCase("product", _product, stripe.Product),
     ShapeCase("price", lambda c: served(_price(c)), stripe.Price),
@@ -507,6 +801,77 @@ CASES: list[ShapeCase] = [
     ShapeCase("deleted product", _deleted("product"), stripe.Product),
     ShapeCase("deleted customer", _deleted("customer"), stripe.Customer),
     ShapeCase("deleted test clock", _deleted("test_clock"), stripe.test_helpers.TestClock),
+    ShapeCase("subscription", lambda c: served(_subscription(c)), stripe.Subscription),
+    ShapeCase(
+        "subscription trialing",
+        lambda c: served(_subscription(c, trial_period_days=14)),
+        stripe.Subscription,
+    ),
+    ShapeCase(
+        "subscription send_invoice",
+        lambda c: served(_subscription(c, collection_method="send_invoice", days_until_due=30)),
+        stripe.Subscription,
+    ),
+    ShapeCase("subscription expanded", _subscription_expanded, stripe.Subscription),
+    ShapeCase("subscription prorated update", _subscription_prorated, stripe.Subscription),
+    ShapeCase("subscription canceled", _subscription_canceled, stripe.Subscription),
+    ShapeCase("subscription list", _subscription_list, stripe.Subscription, listed=True),
+    ShapeCase("subscription item", _subscription_item, stripe.SubscriptionItem),
+    ShapeCase("subscription item (create)", _subscription_item_created, stripe.SubscriptionItem),
+    ShapeCase(
+        "subscription item list", _subscription_item_list, stripe.SubscriptionItem, listed=True
+    ),
+    ShapeCase("deleted subscription item", _deleted_subscription_item, stripe.SubscriptionItem),
+    ShapeCase(
+        "subscription schedule from subscription",
+        _schedule_from_subscription,
+        stripe.SubscriptionSchedule,
+    ),
+    ShapeCase(
+        "subscription schedule with phases", _schedule_with_phases, stripe.SubscriptionSchedule
+    ),
+    ShapeCase("subscription schedule released", _schedule_released, stripe.SubscriptionSchedule),
+    ShapeCase("subscription schedule canceled", _schedule_canceled, stripe.SubscriptionSchedule),
+    ShapeCase(
+        "subscription schedule list", _schedule_list, stripe.SubscriptionSchedule, listed=True
+    ),
+    ShapeCase("invoice of a subscription", _subscription_invoice, stripe.Invoice),
+    ShapeCase("invoice draft", _draft_invoice, stripe.Invoice),
+    ShapeCase("invoice send_invoice finalized", _sent_invoice, stripe.Invoice),
+    ShapeCase("invoice paid", _paid_invoice, stripe.Invoice),
+    ShapeCase("invoice voided", _voided_invoice, stripe.Invoice),
+    ShapeCase("deleted invoice", _deleted_invoice, stripe.Invoice),
+    ShapeCase("invoice preview", _invoice_preview, stripe.Invoice),
+    ShapeCase("invoice list, expanded", _invoice_list, stripe.Invoice, listed=True),
+    ShapeCase("invoice item", _invoice_item, stripe.InvoiceItem),
+    ShapeCase(
+        "invoice items, prorations", _proration_invoice_items, stripe.InvoiceItem, listed=True
+    ),
+    ShapeCase("deleted invoice item", _deleted_invoice_item, stripe.InvoiceItem),
+    ShapeCase("invoice line items", _invoice_lines, stripe.InvoiceLineItem, listed=True),
+    ShapeCase(
+        "invoice line items, prorations",
+        _proration_invoice_lines,
+        stripe.InvoiceLineItem,
+        listed=True,
+    ),
+    ShapeCase(
+        "checkout session payment",
+        lambda c: served(_checkout(c, "payment", metadata={"k": "v"})),
+        stripe.checkout.Session,
+    ),
+    ShapeCase(
+        "checkout session subscription",
+        lambda c: served(_checkout(c, "subscription", client_reference_id="ref-1")),
+        stripe.checkout.Session,
+    ),
+    ShapeCase(
+        "checkout session setup", lambda c: served(_checkout(c, "setup")), stripe.checkout.Session
+    ),
+    ShapeCase("checkout session expired", _checkout_expired, stripe.checkout.Session),
+    ShapeCase("checkout session list", _checkout_list, stripe.checkout.Session, listed=True),
+    ShapeCase("checkout session line items", _checkout_line_items, stripe.LineItem, listed=True),
+    ShapeCase("billing portal session", _portal_session, stripe.billing_portal.Session),
 ]
 
 
@@ -524,6 +889,12 @@ EVENT_OBJECT_CLASSES: dict[str, type[StripeObject]] = {
     "charge": stripe.Charge,
     "customer_cash_balance_transaction": stripe.CustomerCashBalanceTransaction,
     "cash_balance": stripe.CashBalance,
+    "subscription": stripe.Subscription,
+    "subscription_schedule": stripe.SubscriptionSchedule,
+    "invoice": stripe.Invoice,
+    "invoiceitem": stripe.InvoiceItem,
+    "checkout.session": stripe.checkout.Session,
+    "billing_portal.session": stripe.billing_portal.Session,
 }
 
 
