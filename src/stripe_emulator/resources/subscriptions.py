@@ -1057,6 +1057,7 @@ def _prorate(
                     "id": price["id"],
                     "product": price["product"],
                     "unit_amount_decimal": str(unit),
+                    "tax_behavior": price.get("tax_behavior"),
                 },
                 quantity=quantity,
                 subscription_id=sub["id"],

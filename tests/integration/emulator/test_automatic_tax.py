@@ -305,3 +305,73 @@ def test_shapes(stripe_client: Client, emulator: EmulatorHandle) -> None:
     )
     assert problems == []
     assert preview["total_taxes"][0]["amount"] == 1900
+
+
+def test_prorations_and_metered_usage_are_taxed_by_their_prices_behavior(
+    stripe_client: Client,
+) -> None:
+    clock = stripe_client.v1.test_helpers.test_clocks.create({"frozen_time": T0})
+    customer = _customer(stripe_client, BERLIN, clock=clock.id)
+    meter = stripe_client.v1.billing.meters.create(
+        {
+            "display_name": "calls",
+            "event_name": "taxed_calls",
+            "default_aggregation": {"formula": "sum"},
+        }
+    ).id
+    product = stripe_client.v1.products.create({"name": "Calls"})
+    metered = stripe_client.v1.prices.create(
+        {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": 10,
+            "tax_behavior": "exclusive",
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter},
+        }
+    ).id
+    seat = _price(stripe_client, 11900, "inclusive")
+    sub = stripe_client.v1.subscriptions.create(
+        {
+            "customer": customer,
+            "items": [{"price": seat}, {"price": metered}],
+            "automatic_tax": {"enabled": True},
+        }
+    )
+    stripe_client.v1.billing.meter_events.create(
+        {
+            "event_name": "taxed_calls",
+            "payload": {"stripe_customer_id": customer, "value": "105"},
+            "timestamp": T0 + 86400,
+        }
+    )
+    seat_item = next(i for i in sub["items"].data if i.price.id == seat)
+    # Half-way through the period, a second seat, invoiced at once: -5950 unused (one seat)
+    # and +11900 remaining (two seats), inclusive of 19%: 5950 = 5000 + 950 tax.
+    stripe_client.v1.test_helpers.test_clocks.advance(
+        clock.id, {"frozen_time": T0 + 31 * 86400 // 2}
+    )
+    stripe_client.v1.subscriptions.update(
+        sub.id,
+        {
+            "items": [{"id": seat_item.id, "quantity": 2}],
+            "proration_behavior": "always_invoice",
+        },
+    )
+    proration = stripe_client.v1.invoices.retrieve(
+        str(stripe_client.v1.subscriptions.retrieve(sub.id).latest_invoice)
+    )
+    assert sorted((line.amount, _taxes(line)[0][:2]) for line in proration.lines.data) == [
+        (-5950, (-950, "inclusive")),
+        (11900, (1900, "inclusive")),
+    ]
+    assert (proration.total, proration.total_excluding_tax) == (5950, 5000)
+    stripe_client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": FEB_15 + 7200})
+    renewal = stripe_client.v1.invoices.retrieve(
+        str(stripe_client.v1.subscriptions.retrieve(sub.id).latest_invoice)
+    )
+    usage = next(line for line in renewal.lines.data if line.quantity == 105)
+    # 105 calls × 10 = 1050, 19% exclusive = 199.5 -> 200.
+    assert (usage.amount, _taxes(usage)[0][:2]) == (1050, (200, "exclusive"))
+    # Two seats: 23800 inclusive (20000 + 3800 tax), plus 1050 + 200.
+    assert renewal.total == 23800 + 1050 + 200
+    assert renewal.total_excluding_tax == 20000 + 1050
