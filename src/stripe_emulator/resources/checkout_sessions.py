@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from stripe_emulator import tax
 from stripe_emulator.core import RequestContext
 from stripe_emulator.errors import invalid
 from stripe_emulator.ids import new_id
@@ -258,6 +259,7 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         "_pending_intent": None,
         "_pending": None,
     }
+    _apply_tax(ctx, session, customer)
     ctx.store.insert(KIND, session)
     return _render(ctx, session, expand_of(params))
 
@@ -458,6 +460,32 @@ def _customer_details(customer: StripeObject | None, email: str | None) -> Strip
     }
 
 
+def _apply_tax(ctx: RequestContext, session: StripeObject, customer: StripeObject | None) -> None:
+    """Automatic tax on the session's amounts, per line as invoices compute it (`tax.py`):
+    each line's `amount_tax` (and, when exclusive, its `amount_total`), `total_details.
+    amount_tax` and `amount_total`; nothing without a usable customer location."""
+    items = session["_line_items"]
+    if not items:
+        return
+    location = customer_location(customer) if customer is not None else None
+    rate = None
+    if session["automatic_tax"]["enabled"] and location is not None and customer is not None:
+        rate = tax.customer_rate(location, customer.get("tax_exempt") or "none")
+    for item in items:
+        amount = int(item["amount_subtotal"])
+        item["amount_tax"], item["amount_total"] = 0, amount
+        if rate is None:
+            continue
+        price = ctx.store.get("price", item["price"]) or {}
+        behavior = price.get("tax_behavior")
+        computed = tax.line_tax(
+            amount, rate, behavior if behavior in ("inclusive", "exclusive") else "exclusive"
+        )
+        item["amount_tax"], item["amount_total"] = computed.tax, computed.total
+    session["amount_total"] = sum(int(i["amount_total"]) for i in items)
+    session["total_details"]["amount_tax"] = sum(int(i["amount_tax"]) for i in items)
+
+
 def _tax_status(customer: StripeObject | None, automatic: bool) -> str | None:
     if not automatic:
         return None
@@ -631,6 +659,7 @@ def complete(ctx: RequestContext, session_id: str, body: dict[str, Any]) -> Stri
         session["automatic_tax"]["status"] = _tax_status(
             ctx.store.get("customer", customer["id"]), session["automatic_tax"]["enabled"]
         )
+        _apply_tax(ctx, session, ctx.store.get("customer", customer["id"]))
         pm = payment_methods.attach_to(ctx, pm, customer["id"])
     ctx.store.replace(KIND, session)
     authenticate = body.get("authenticate")
@@ -659,6 +688,8 @@ def _apply_quantity(ctx: RequestContext, session: StripeObject, quantity: Any) -
             item.update(quantity=quantity, amount_subtotal=amount, amount_total=amount)
             total = sum(i["amount_subtotal"] for i in session["_line_items"])
             session["amount_subtotal"] = session["amount_total"] = total
+            customer = ctx.store.get("customer", session["customer"] or "")
+            _apply_tax(ctx, session, customer)
             return
     raise invalid("No line item of this session has an adjustable quantity.", param="quantity")
 

@@ -256,6 +256,8 @@ def test_checkout_passes_automatic_tax_to_its_subscription_and_invoice(
     assert sub.automatic_tax.enabled is True
     invoice = stripe_client.v1.invoices.retrieve(body["invoice"])
     assert (invoice.total, invoice.amount_paid) == (2145, 2145)  # 2000 + 7.25% = 145
+    assert (body["amount_subtotal"], body["amount_total"]) == (2000, 2145)
+    assert body["total_details"]["amount_tax"] == 145
     payment = stripe_client.v1.checkout.sessions.create(
         {
             "mode": "payment",
@@ -278,6 +280,30 @@ def test_checkout_passes_automatic_tax_to_its_subscription_and_invoice(
         10725,
     )
     assert invoice.automatic_tax.status == "complete"
+    assert (body["amount_total"], body["total_details"]["amount_tax"]) == (10725, 725)
+    # Payment mode without an invoice: the PaymentIntent charges the taxed total.
+    plain = stripe_client.v1.checkout.sessions.create(
+        {
+            "mode": "payment",
+            "customer": customer,
+            "success_url": "https://example.com/ok",
+            "automatic_tax": {"enabled": True},
+            "line_items": [
+                {"price": _price(stripe_client, 1000, "exclusive", recurring=False), "quantity": 1}
+            ],
+        }
+    )
+    assert (plain.amount_total, plain.total_details and plain.total_details.amount_tax) == (
+        1073,
+        73,
+    )
+    items = stripe_client.v1.checkout.sessions.line_items.list(plain.id).data
+    assert [(i.amount_subtotal, i.amount_tax, i.amount_total) for i in items] == [(1000, 73, 1073)]
+    response = emulator.control.complete_checkout_session(plain.id, card="4242424242424242")
+    body = response.json()
+    assert response.status_code == 200, body
+    intent = stripe_client.v1.payment_intents.retrieve(body["payment_intent"])
+    assert (intent.amount, intent.status) == (1073, "succeeded")
 
 
 def test_shapes(stripe_client: Client, emulator: EmulatorHandle) -> None:
