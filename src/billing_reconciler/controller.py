@@ -24,6 +24,7 @@ from billing_reconciler.planning.fields import comparable_fields
 from billing_reconciler.planning.plan import Action, Plan, Step
 from billing_reconciler.planning.rules.attachments import products_to_list
 from billing_reconciler.planning.scope import restrict
+from billing_reconciler.planning.serialize import plan_to_dict
 from billing_reconciler.store import (
     ControllerStateRepository,
     JournalRepository,
@@ -176,6 +177,18 @@ class CatalogController:
             )
         if saved.installation_id != self.installation_id:
             raise ReconcileError("the saved plan belongs to another installation id")
+        if saved.desired_revision != current.plan.desired_revision:
+            raise ReconcileError(
+                f"desired/ changed since the saved plan was made (revision "
+                f"{saved.desired_revision} != {current.plan.desired_revision}); re-plan"
+            )
+        if _step_view(saved) != _step_view(current.plan):
+            # Same inputs, other steps: the file was edited. Apply runs only what the planner
+            # would run now, so what a reviewer approved is exactly what is written.
+            raise ReconcileError(
+                "the saved plan's steps differ from the plan of the same desired/ and Stripe "
+                "state (was the file edited?); re-plan"
+            )
         return Planned(plan=saved, desired_fields=current.desired_fields)
 
     def apply(
@@ -241,6 +254,12 @@ class CatalogController:
         summary = {**plan.counts(), "drift": len(plan.drift), "orphans": len(plan.orphans)}
         with self.store.session() as session:
             RunRepository(session).finish(run_id, result, summary, error)
+
+
+def _step_view(plan: Plan) -> list[Any]:
+    """The steps and restores as the JSON plan states them (what a saved plan must match)."""
+    data = plan_to_dict(plan)
+    return [data["steps"], data["restores"], data["known_ids"]]
 
 
 def _plan_record(row: Any) -> PlanRecord:

@@ -114,3 +114,29 @@ def test_a_lost_store_plans_nothing_new_and_apply_converges(emulator: Any, workd
     changed = reconcile("--auto-approve", cwd=workdir, env=env(emulator, workdir, "other.db"))
     assert changed.returncode == 0, changed.stdout + changed.stderr
     assert "Re-plan: No changes." in changed.stdout
+
+
+def test_a_saved_plan_applies_only_as_it_would_be_planned_now(emulator: Any, workdir: Path) -> None:
+    """A saved plan made before desired/ changed, or edited by hand, is refused: apply never
+    writes values nobody reviewed (found by a fresh-user test of issue 8)."""
+    out = workdir / "plan.json"
+    planned = reconcile("--dry-run", "--out", str(out), cwd=workdir, env=env(emulator, workdir))
+    assert planned.returncode == 2, planned.stderr
+    original = out.read_text()
+
+    out.write_text(original.replace('"Team seat"', '"HACKED"', 1))
+    assert '"HACKED"' in out.read_text()
+    edited = reconcile(
+        "--plan", str(out), "--auto-approve", cwd=workdir, env=env(emulator, workdir)
+    )
+    assert edited.returncode == 1
+    assert "was the file edited?" in edited.stderr
+    no_traceback(edited)
+
+    out.write_text(original)
+    set_amount(workdir, 5900)
+    stale = reconcile("--plan", str(out), "--auto-approve", cwd=workdir, env=env(emulator, workdir))
+    assert stale.returncode == 1
+    assert "desired/ changed since the saved plan was made" in stale.stderr
+    client = stripe.StripeClient(KEY, base_addresses={"api": emulator.url})
+    assert client.v1.products.list().data == []  # nothing was written

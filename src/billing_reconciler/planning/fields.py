@@ -177,18 +177,35 @@ def _metadata_changes(
 def immutable_price_changes(desired: PriceRecord, live: PriceRecord) -> tuple[FieldChange, ...]:
     """Differences in the fields that force a supersede, marked as such."""
     want, have = _price_fields(desired), _price_fields(live)
-    return tuple(
+    changes = [
         FieldChange(path=name, before=have[name], after=want[name], forces_supersede=True)
         for name in (*PRICE_IMMUTABLE, *PRICE_IMMUTABLE_NESTED)
         if want[name] != have[name]
-    )
+    ]
+    if _tax_behavior_fixed(live) and want["tax_behavior"] != have["tax_behavior"]:
+        changes.append(
+            FieldChange(
+                path="tax_behavior",
+                before=have["tax_behavior"],
+                after=want["tax_behavior"],
+                forces_supersede=True,
+            )
+        )
+    return tuple(changes)
+
+
+def _tax_behavior_fixed(price: PriceRecord) -> bool:
+    # Stripe: "Once specified as either inclusive or exclusive, tax_behavior cannot be
+    # changed"; only an unspecified one may still be set in place.
+    return price.tax_behavior in ("inclusive", "exclusive")
 
 
 def mutable_price_view(price: PriceRecord) -> dict[str, JSONValue]:
     """The price fields Stripe lets us update in place."""
     fields = _price_fields(price)
-    return {
+    view = {
         name: value
         for name, value in fields.items()
         if name not in PRICE_IMMUTABLE and name not in PRICE_IMMUTABLE_NESTED
     }
+    return view

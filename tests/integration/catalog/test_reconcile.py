@@ -332,3 +332,39 @@ def test_a_lookalike_with_its_features_already_attached_is_adopted_in_one_apply(
     assert residual.steps == (), [(s.action.value, s.key) for s in residual.steps]
     [attachment] = client.v1.products.features.list(human.id).data
     assert attachment.entitlement_feature.id == feature.id
+
+
+def test_another_installations_lookup_key_and_meter_are_never_taken(
+    tmp_path: Path, emulator: Any, make_controller: MakeController
+) -> None:
+    """Found by a fresh-user test of issue 8: a second installation with the same explicit
+    lookup key took it with transfer_lookup_key, and could adopt the first one's meter."""
+    catalog = """\
+products:
+  - name: api
+    title: API
+    prices:
+      - name: monthly
+        interval: month
+        amount: 100
+        currency: usd
+        lookup_key: api_monthly
+      - name: usage
+        interval: month
+        usage_type: metered
+        amount: 5
+        currency: usd
+        meter:
+          event_name: api_calls
+          display_name: API calls
+"""
+    converge(make_controller(write_desired(tmp_path / "a", catalog, installation="alpha")))
+    beta = make_controller(write_desired(tmp_path / "b", catalog, installation="beta"))
+    from billing_reconciler.controller import PlanOptions
+
+    plan = beta.plan(PlanOptions(adopt_all=True)).plan
+    assert plan.refused
+    assert any("'api_monthly' is held by" in r and "'alpha'" in r for r in plan.refusals)
+    assert any("belongs to installation 'alpha'" in r for r in plan.refusals)
+    again = make_controller(write_desired(tmp_path / "a", catalog, installation="alpha"))
+    assert again.plan().plan.steps == ()

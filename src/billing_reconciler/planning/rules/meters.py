@@ -33,6 +33,11 @@ def plan_meters(
     by_event = {m.event_name: m for m in observed.meters}
     wanted = {m.key for m in desired}
     ours = _our_meter_ids(builder, observed, applied)
+    foreign = {
+        meter_id: installation
+        for meter_id, installation in _billing_installations(observed).items()
+        if installation != builder.policy.installation_id and meter_id not in ours
+    }
     for meter in desired:
         live = by_event.get(meter.event_name)
         if live is None:
@@ -44,6 +49,14 @@ def plan_meters(
             )
             continue
         assert live.stripe_id is not None
+        if live.stripe_id in foreign:
+            builder.refusals.append(
+                f"meter {meter.key}: the meter with event_name {meter.event_name!r} "
+                f"({live.stripe_id}) belongs to installation {foreign[live.stripe_id]!r} (its "
+                "prices bill it); event names are unique per Stripe account, so use another "
+                "event_name for this installation"
+            )
+            continue
         if live.stripe_id not in ours:
             _adopt_or_report_meter(builder, meter, live)
             continue
@@ -56,6 +69,17 @@ def plan_meters(
             remove(
                 builder, Phase.ARCHIVE_METERS, Kind.METER, live.key, live.stripe_id, protected=False
             )
+
+
+def _billing_installations(observed: Catalog) -> dict[str, str]:
+    """Meter id -> the installation whose managed price bills it."""
+    by_key = {m.key: m.stripe_id for m in observed.meters if m.stripe_id}
+    found: dict[str, str] = {}
+    for price in observed.prices:
+        meter_key = price.recurring.meter_key if price.recurring else None
+        if price.owner is not None and meter_key in by_key:
+            found.setdefault(by_key[meter_key] or "", price.owner.installation_id)
+    return found
 
 
 def _our_meter_ids(

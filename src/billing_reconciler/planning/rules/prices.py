@@ -96,7 +96,14 @@ def _plan_price(
             why=f"lookup key {price.lookup_key!r} is held by an unmanaged price with other fields",
         )
         return False
-    if holder is not None and holder.owner is not None and holder.owner.key != price.key:
+    mine = builder.policy.installation_id
+    if (
+        holder is not None
+        and holder.owner is not None
+        and (holder.owner.key != price.key or holder.owner.installation_id != mine)
+    ):
+        # Another installation's price (or another key of ours) holds the lookup key; a
+        # create with transfer_lookup_key would take it from them.
         builder.refusals.append(
             f"price {price.key}: lookup key {price.lookup_key!r} is held by {holder.stripe_id} "
             f"({holder.owner.key} of installation {holder.owner.installation_id!r})"
