@@ -22,6 +22,7 @@ from billing_reconciler.desired.normalize import (
 )
 from billing_reconciler.desired.references import Catalog, UnparsedFiles, check_references
 from billing_reconciler.desired.schema_export import billing_schema
+from billing_reconciler.desired.secrets_scan import secret_diagnostics
 from billing_reconciler.desired.state import DesiredState, ProductSpec, content_revision
 from billing_reconciler.desired.validation import validate
 from billing_reconciler.desired.yaml_source import MAX_FILE_BYTES, SourceDocument, load_yaml_file
@@ -97,6 +98,9 @@ def _load_config(file: Path, diagnostics: list[Diagnostic]) -> _Config:
         diagnostics.append(document.diagnostic(loc, message, key=True, severity="warning"))
     config, errors = validate(document, BillingConfig, data=document.data, schema=billing_schema())
     diagnostics.extend(errors)
+    # A secret the config rules already named (`stripe_key`, webhook secrets) is one error.
+    named = {(e.line, e.column) for e in errors}
+    diagnostics.extend(d for d in secret_diagnostics(document) if (d.line, d.column) not in named)
     plans_path = _raw_plans_path(document.data)
     if config is None:
         return _Config(BillingConfig(), None, plans_path, document)
@@ -177,6 +181,7 @@ def _read_plan_file(file: Path, entries: PlanEntries, diagnostics: list[Diagnost
             make("error", display, message="file is empty; add features, products or plans")
         )
     for document in documents:
+        diagnostics.extend(secret_diagnostics(document))
         read_plan_document(document, entries)
     return not problems
 

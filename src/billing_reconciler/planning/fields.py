@@ -203,9 +203,8 @@ def _tax_behavior_fixed(price: PriceRecord) -> bool:
 def mutable_price_view(price: PriceRecord) -> dict[str, JSONValue]:
     """The price fields Stripe lets us update in place."""
     fields = _price_fields(price)
-    view = {
+    return {
         name: value
         for name, value in fields.items()
         if name not in PRICE_IMMUTABLE and name not in PRICE_IMMUTABLE_NESTED
     }
-    return view
