@@ -221,6 +221,8 @@ class CatalogController:
             self._finish_run(run_id, RunResult.FAILED, planned.plan, error=str(error))
             raise
         converged = not residual.has_work
+        if converged:
+            self._settle_abandoned(run_id)
         self._finish_run(
             run_id,
             RunResult.APPLIED if converged else RunResult.FAILED,
@@ -228,6 +230,11 @@ class CatalogController:
             error=None if converged else "apply did not converge: the re-plan is not empty",
         )
         return run_id, outcomes, residual
+
+    def _settle_abandoned(self, run_id: str) -> None:
+        with self.store.session() as session:
+            JournalRepository(session).abandon_pending(self.installation_id, except_run=run_id)
+            RunRepository(session).abandon_running_applies(self.installation_id, except_run=run_id)
 
     def record_dry_run(self, plan: Plan, *, run_id: str | None = None) -> str:
         run_id = self._start_run(RunMode.DRY_RUN, plan, run_id)

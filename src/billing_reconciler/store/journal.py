@@ -18,6 +18,10 @@ from billing_reconciler.store._common import Clock, dialect_insert, utc_now
 from billing_reconciler.store.errors import ConflictError, NotFoundError
 from billing_reconciler.store.tables import JournalModel
 
+ABANDONED = (
+    "abandoned: its run ended before finishing it; a later run re-planned from Stripe and converged"
+)
+
 
 class JournalState(enum.StrEnum):
     PENDING = "pending"
@@ -168,6 +172,26 @@ class JournalRepository:
             JournalModel.state == JournalState.DONE.value,
         )
         return set(self._session.scalars(query))
+
+    def abandon_pending(self, installation_id: str, *, except_run: str) -> int:
+        """Close the `pending` steps of runs that ended without finishing them (a killed
+        process): a later converged run re-planned from Stripe, so nothing is owed for them.
+        Only the writer journals steps, so no other run can still be executing them."""
+        result = self._session.execute(
+            update(JournalModel)
+            .where(
+                JournalModel.installation_id == installation_id,
+                JournalModel.state == JournalState.PENDING.value,
+                JournalModel.run_id != except_run,
+            )
+            .values(
+                state=JournalState.FAILED.value,
+                error=ABANDONED,
+                finished_at=self._clock(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     def spent_step_keys(self, installation_id: str, *, since: datetime) -> frozenset[str]:
         """Plan keys of steps completed since `since`: Stripe has answered them for good, so a

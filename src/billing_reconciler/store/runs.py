@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from billing_reconciler.store._common import Clock, utc_now
 from billing_reconciler.store.errors import ConflictError, NotFoundError
-from billing_reconciler.store.tables import RunModel
+from billing_reconciler.store.tables import JournalModel, RunModel
 
 
 class RunMode(enum.StrEnum):
@@ -144,6 +144,30 @@ class RunRepository:
         record = self.get(run_id)
         assert record is not None
         return record
+
+    def abandon_running_applies(self, installation_id: str, *, except_run: str) -> int:
+        """Close this installation's apply runs still marked running whose process is gone
+        (only the writer applies, and it is the caller): failed, saying so. A run is the
+        installation's when it journaled a step for it (runs carry no installation)."""
+        journaled = select(JournalModel.run_id).where(
+            JournalModel.installation_id == installation_id
+        )
+        result = self._session.execute(
+            update(RunModel)
+            .where(
+                RunModel.result == RunResult.RUNNING.value,
+                RunModel.mode == RunMode.APPLY.value,
+                RunModel.run_id != except_run,
+                RunModel.run_id.in_(journaled),
+            )
+            .values(
+                result=RunResult.FAILED.value,
+                error="abandoned: the process ended before the run finished",
+                finished_at=self._clock(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     def get(self, run_id: str) -> RunRecord | None:
         model = self._session.scalars(

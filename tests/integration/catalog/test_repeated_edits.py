@@ -78,3 +78,37 @@ def test_a_new_store_never_replays_a_lost_stores_writes(
         fresh.close()
     live = stripe_client.v1.prices.list({"active": True}).data
     assert [p.unit_amount for p in live] == [5900]
+
+
+def test_a_converged_apply_settles_the_steps_a_killed_run_left_pending(
+    tmp_path: Path, emulator: Any, store: Store, make_controller: MakeController
+) -> None:
+    """Found by a fresh-user test of issue 8: `status` kept listing a killed apply's pending
+    steps (and its run as running) after later applies had converged."""
+    from billing_reconciler.store import (
+        JournalEntry,
+        JournalRepository,
+        JournalState,
+        RunMode,
+        RunRepository,
+        RunResult,
+    )
+
+    with store.session() as session:
+        killed = RunRepository(session).start(
+            domain="catalog", mode=RunMode.APPLY, actor="someone@host pid 1"
+        )
+        JournalRepository(session).begin(
+            JournalEntry(killed, "default", "fp", 0, "product/team", "update", "k-killed")
+        )
+    apply(make_controller(write_desired(tmp_path, CATALOG.format(amount=4900))))
+    with store.session() as session:
+        [row] = JournalRepository(session).for_run(killed)
+        run = RunRepository(session).get(killed)
+        pending = JournalRepository(session).pending("default")
+    assert row.state is JournalState.FAILED
+    assert row.error is not None
+    assert row.error.startswith("abandoned")
+    assert run is not None
+    assert run.result is RunResult.FAILED
+    assert pending == []
