@@ -132,21 +132,31 @@ def test_log_level_option_and_environment_variable_are_honoured(workdir: Path) -
     [("status",), ("suspend", "--reason", "x"), ("--dry-run", "--emulator")],
     ids=" ".join,
 )
-def test_an_unexpected_exception_is_one_line_and_a_logged_traceback(
+def test_an_unusable_store_is_one_line_naming_it_and_a_logged_traceback(
     args: tuple[str, ...], workdir: Path
 ) -> None:
-    """A corrupted SQLite store: nothing in the code expects it, so it is an internal error."""
+    """A corrupted SQLite store: a failure with a known cause, so one line saying which
+    setting to fix (it was an internal error before the fresh-user test of issue 8); the
+    traceback is in the log at debug."""
     corrupt = workdir / "corrupt.db"
     corrupt.write_bytes(b"this is not a SQLite database file\x00" * 200)
-    done = reconcile(*args, cwd=workdir, env={"BILLING_DATABASE_URL": f"sqlite:///{corrupt}"})
+    done = reconcile(
+        *args,
+        "--log-level",
+        "debug",
+        cwd=workdir,
+        env={"BILLING_DATABASE_URL": f"sqlite:///{corrupt}"},
+    )
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert re.fullmatch(r"internal error: DatabaseError: .+; details in the log", lines[-1])
+    assert re.fullmatch(
+        r"error: the store cannot be used \(BILLING_DATABASE_URL\): .*not a database", lines[-1]
+    )
     plain = [line for line in lines if not line.startswith("{")]
     assert plain == [lines[-1]], "only the one line is not a structured log record"
     logged = [json.loads(line) for line in lines if line.startswith("{")]
     assert any(
-        r["event"] == "internal error" and "Traceback" in r.get("exception", "") for r in logged
+        r["event"] == "store error" and "Traceback" in r.get("exception", "") for r in logged
     )
     assert "Traceback" not in done.stdout
 

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import structlog
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from billing_reconciler.apply import ApplyError
 from billing_reconciler.config import ConfigError, redact
@@ -92,8 +93,22 @@ def run_and_exit(command: Callable[[], int], *, log_level: LogLevel | None = Non
         code = command()
     except KNOWN_ERRORS as error:
         exit_with(error)
+    except SQLAlchemyError as error:
+        # A store that cannot be opened or used (no such database, refused port, a URL of an
+        # unsupported dialect) is the user's to fix: say so in one line, details at debug.
+        log.debug("store error", exc_info=True)
+        exit_with(CliError(f"the store cannot be used (BILLING_DATABASE_URL): {_first(error)}"))
+    except OSError as error:
+        log.debug("operating system error", exc_info=True)
+        where = f": {error.filename}" if error.filename else ""
+        exit_with(CliError(f"{error.strerror or _first(error)}{where}"))
     else:
         exit_with(code)
+
+
+def _first(error: BaseException) -> str:
+    lines = redact(str(error)).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def internal_error(error: BaseException) -> int:
