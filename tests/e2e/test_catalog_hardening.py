@@ -140,3 +140,11 @@ def test_a_saved_plan_applies_only_as_it_would_be_planned_now(emulator: Any, wor
     assert "desired/ changed since the saved plan was made" in stale.stderr
     client = stripe.StripeClient(KEY, base_addresses={"api": emulator.url})
     assert client.v1.products.list().data == []  # nothing was written
+
+
+def test_an_option_of_reconcile_before_a_subcommand_is_a_usage_error(workdir: Path) -> None:
+    """`reconcile --desired X validate` validated ./desired and exited 0 (fresh-user test)."""
+    done = reconcile("--desired", str(workdir / "nope"), "validate", cwd=workdir)
+    assert done.returncode == 1
+    assert "--desired belongs to the plain `reconcile` command" in done.stderr
+    assert reconcile("--log-level", "info", "validate", cwd=workdir).returncode == 0

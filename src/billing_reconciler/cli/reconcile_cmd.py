@@ -19,6 +19,14 @@ from typing import Annotated
 
 import structlog
 import typer
+
+# Typer vendors its own click (see cli/__init__.py); its classes are the ones it raises/reads.
+try:
+    from typer._click.core import ParameterSource
+    from typer._click.exceptions import UsageError
+except ImportError:  # an older Typer, built on the click package
+    from click.core import ParameterSource  # type: ignore[assignment]
+    from click.exceptions import UsageError  # type: ignore[assignment]
 from sqlalchemy.exc import SQLAlchemyError
 
 from billing_reconciler.apply import StepOutcome
@@ -281,6 +289,25 @@ def _apply(controller: CatalogController, planned: Planned, still_writer: StillW
     return EXIT_OK
 
 
+def _refuse_options_of_the_plain_command(ctx: typer.Context) -> None:
+    """`reconcile --desired X validate` would validate ./desired: an option of the plain
+    command given before a subcommand is a usage error (exit 1), never silently dropped.
+    `--log-level` is the one option meant for either place."""
+    given = [
+        param
+        for param in ctx.command.params
+        if param.name != "log_level"
+        and ctx.get_parameter_source(param.name or "") is not ParameterSource.DEFAULT
+    ]
+    if given:
+        names = ", ".join(param.opts[0] for param in given)
+        raise UsageError(
+            f"{names} belongs to the plain `reconcile` command; with `{ctx.invoked_subcommand}`, "
+            "give its own options after its name",
+            ctx=ctx,
+        )
+
+
 def register(app: typer.Typer) -> None:
     """`reconcile` runs when no subcommand is given; `reconcile demo` shows the whole loop."""
 
@@ -331,6 +358,7 @@ def register(app: typer.Typer) -> None:
         # Runs before every subcommand too: reset what an earlier in-process run remembered.
         remember_group_log_level(log_level)
         if ctx.invoked_subcommand is not None:
+            _refuse_options_of_the_plain_command(ctx)
             return
         request = RunRequest(
             directory=desired,
