@@ -20,27 +20,25 @@ records against the emulator, or against Stripe test mode when `STRIPE_API_KEY` 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import vcr
 import yaml
 
 from billing_reconciler.controller import CatalogController
 from billing_reconciler.store import Store
 from billing_reconciler.stripe_gateway import RequestOutcome, RetryPolicy, StripeGateway
 from tests.integration.catalog.conftest import CATALOG_YAML, converge, write_desired
+from tests.integration.contract.recording import (
+    CASSETTES,
+    RECORDING,
+    api_for,
+    recorder,
+)
 
-CASSETTES = Path(__file__).parent / "cassettes"
 CASSETTE = CASSETTES / "fresh_apply.yaml"
-RECORDING = os.environ.get("BILLING_VCR_RECORD") == "all"
-REAL_KEY = os.environ.get("STRIPE_API_KEY", "")
-AGAINST_STRIPE = RECORDING and REAL_KEY.startswith("sk_test_")
-# Nothing listens here: in replay mode every request must be answered by the cassette.
-UNREACHABLE = "http://127.0.0.1:9"
 
 LISTS_OF_A_PLAN = [
     ("GET", "/v1/products"),
@@ -93,29 +91,10 @@ def _cassette_sequence() -> list[tuple[str, str]]:
     ]
 
 
-def _recorder() -> vcr.VCR:
-    return vcr.VCR(
-        cassette_library_dir=str(CASSETTES),
-        record_mode="all" if RECORDING else "none",
-        match_on=["method", "path", "query", "body"],
-        filter_headers=["authorization", "x-stripe-client-user-agent", "user-agent"],
-        decode_compressed_response=True,
-    )
-
-
 @pytest.fixture
 def api(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """(api_base, api_key) of the server the suite talks to in this mode."""
-    if not RECORDING:
-        if not CASSETTE.exists():
-            pytest.fail(f"{CASSETTE} is missing: record it with BILLING_VCR_RECORD=all")
-        yield UNREACHABLE, "sk_test_replay"
-        return
-    if AGAINST_STRIPE:
-        yield "https://api.stripe.com", REAL_KEY
-        return
-    emulator = request.getfixturevalue("emulator")
-    yield emulator.url, "sk_test_contract"
+    yield from api_for(request, CASSETTE)
 
 
 def test_fresh_reconcile_then_no_op_makes_exactly_the_recorded_calls(
@@ -140,7 +119,7 @@ def test_fresh_reconcile_then_no_op_makes_exactly_the_recorded_calls(
     if RECORDING:
         CASSETTE.unlink(missing_ok=True)  # vcrpy's "all" would append to the old recording
     try:
-        with _recorder().use_cassette(CASSETTE.name) as cassette:
+        with recorder().use_cassette(CASSETTE.name) as cassette:
             controller = CatalogController(state=state, gateway=gateway, store=store)
             converge(controller)
             assert controller.plan().plan.steps == ()

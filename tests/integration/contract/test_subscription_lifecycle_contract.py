@@ -25,24 +25,23 @@ Authorization header is never written to the cassette.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import stripe
-import vcr
 import yaml
 
-CASSETTES = Path(__file__).parent / "cassettes"
+from tests.integration.contract.recording import (
+    CASSETTES,
+    RECORDING,
+    api_for,
+    recorder,
+)
+
 CASSETTE = CASSETTES / "subscription_lifecycle.yaml"
-RECORDING = os.environ.get("BILLING_VCR_RECORD") == "all"
-REAL_KEY = os.environ.get("STRIPE_API_KEY", "")
-AGAINST_STRIPE = RECORDING and REAL_KEY.startswith("sk_test_")
-UNREACHABLE = "http://127.0.0.1:9"  # nothing listens: replay answers from the cassette only
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, the clock's frozen_time
 FEB_1 = 1_769_904_000  # the first renewal
@@ -107,29 +106,10 @@ class _Recording(stripe.RequestsClient):
         return super().request(method, url, headers, post_data)
 
 
-def _recorder() -> vcr.VCR:
-    return vcr.VCR(
-        cassette_library_dir=str(CASSETTES),
-        record_mode="all" if RECORDING else "none",
-        match_on=["method", "path", "query", "body"],
-        filter_headers=["authorization", "x-stripe-client-user-agent", "user-agent"],
-        decode_compressed_response=True,
-    )
-
-
 @pytest.fixture
 def api(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """(api_base, api_key) of the server the suite talks to in this mode."""
-    if not RECORDING:
-        if not CASSETTE.exists():
-            pytest.fail(f"{CASSETTE} is missing: record it with BILLING_VCR_RECORD=all")
-        yield UNREACHABLE, "sk_test_replay"
-        return
-    if AGAINST_STRIPE:
-        yield "https://api.stripe.com", REAL_KEY
-        return
-    emulator = request.getfixturevalue("emulator")
-    yield emulator.url, "sk_test_contract"
+    yield from api_for(request, CASSETTE)
 
 
 def _lifecycle(client: stripe.StripeClient) -> dict[str, Any]:
@@ -213,7 +193,7 @@ def test_subscription_lifecycle_makes_exactly_the_recorded_calls(
     )
     if RECORDING:
         CASSETTE.unlink(missing_ok=True)  # vcrpy's "all" would append to the old recording
-    with _recorder().use_cassette(CASSETTE.name) as cassette:
+    with recorder().use_cassette(CASSETTE.name) as cassette:
         out = _lifecycle(client)
         if not RECORDING:
             assert cassette.all_played, "recorded calls the lifecycle no longer makes"
