@@ -8,12 +8,14 @@ Open it with `Store.open(url)` (migrates to head), then work inside one transact
 Repositories take and return frozen dataclasses; ORM objects never leave this package.
 """
 
+from billing_reconciler.store.accounts import AccountRecord, AccountRepository, Address, TaxId
 from billing_reconciler.store.controller_state import (
     ControllerStateRepository,
     Lease,
     LeaseRepository,
     Suspension,
 )
+from billing_reconciler.store.cursors import CursorRecord, DomainCursorRepository
 from billing_reconciler.store.database import (
     Store,
     current_revision,
@@ -21,7 +23,13 @@ from billing_reconciler.store.database import (
     head_revision,
     normalize_url,
 )
-from billing_reconciler.store.errors import ConflictError, NotFoundError, StoreError
+from billing_reconciler.store.errors import (
+    ConflictError,
+    IdConflictError,
+    InsufficientCreditsError,
+    NotFoundError,
+    StoreError,
+)
 from billing_reconciler.store.inbox import InboxEvent, InboxRepository
 from billing_reconciler.store.journal import (
     JournalEntry,
@@ -30,6 +38,18 @@ from billing_reconciler.store.journal import (
     JournalState,
 )
 from billing_reconciler.store.last_applied import LastApplied, LastAppliedRepository
+from billing_reconciler.store.ledger import (
+    LedgerRepository,
+    LedgerTransaction,
+    onboard_grant_id,
+    revert_source,
+)
+from billing_reconciler.store.organizations import (
+    MemberRecord,
+    MemberRepository,
+    OrganizationRecord,
+    OrganizationRepository,
+)
 from billing_reconciler.store.plans import PlanRecord, PlanRepository, PlanRow, PlanState
 from billing_reconciler.store.runs import (
     RunMode,
@@ -40,10 +60,17 @@ from billing_reconciler.store.runs import (
 )
 
 __all__ = [
+    "AccountRecord",
+    "AccountRepository",
+    "Address",
     "ConflictError",
     "ControllerStateRepository",
+    "CursorRecord",
+    "DomainCursorRepository",
+    "IdConflictError",
     "InboxEvent",
     "InboxRepository",
+    "InsufficientCreditsError",
     "JournalEntry",
     "JournalRecord",
     "JournalRepository",
@@ -52,7 +79,13 @@ __all__ = [
     "LastAppliedRepository",
     "Lease",
     "LeaseRepository",
+    "LedgerRepository",
+    "LedgerTransaction",
+    "MemberRecord",
+    "MemberRepository",
     "NotFoundError",
+    "OrganizationRecord",
+    "OrganizationRepository",
     "PlanRecord",
     "PlanRepository",
     "PlanRow",
@@ -64,9 +97,12 @@ __all__ = [
     "Store",
     "StoreError",
     "Suspension",
+    "TaxId",
     "current_revision",
     "default_actor",
     "default_sqlite_url",
     "head_revision",
     "normalize_url",
+    "onboard_grant_id",
+    "revert_source",
 ]

@@ -20,6 +20,8 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -172,3 +174,156 @@ class LeaseModel(Base):
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
     renewed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# --- organizations, members, billing accounts (DESIGN §15), ledger (§17) ---------------------
+
+#: Host org ids are 1-64 characters; account ids are "acct_" + 32 hex digits.
+ORG_ID = 64
+ACCOUNT_ID = 64
+
+
+class OrganizationModel(Base):
+    """An organization as the host told us of it; deletion is a mark, never a row removal."""
+
+    __tablename__ = "organizations"
+
+    org_id: Mapped[str] = mapped_column(String(ORG_ID), primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    owner_email: Mapped[str | None] = mapped_column(String(KEY))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONColumn)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MemberModel(Base):
+    """A user of an organization (seats are counted from these)."""
+
+    __tablename__ = "members"
+
+    org_id: Mapped[str] = mapped_column(
+        String(ORG_ID), ForeignKey("organizations.org_id"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(KEY), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(KEY))
+    role: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BillingAccountModel(Base):
+    """A billing account (the Stripe customer) of an org; at most one active per org.
+
+    `org_id` has no foreign key: contract customers (desired/customers) may name an org the
+    host has not told us of yet.
+    """
+
+    __tablename__ = "billing_accounts"
+    __table_args__ = (
+        CheckConstraint("state IN ('active', 'disabled')", name="state"),
+        CheckConstraint("due_in_days >= 0", name="due_in_days"),
+        # One active account per org, enforced by the database on both backends.
+        Index(
+            "uq_billing_accounts_active_org_id",
+            "org_id",
+            unique=True,
+            sqlite_where=text("state = 'active'"),
+            postgresql_where=text("state = 'active'"),
+        ),
+        Index(None, "org_id", "created_at"),
+        Index(None, "state", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ACCOUNT_ID), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(ORG_ID))
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(KEY), unique=True)
+    state: Mapped[str] = mapped_column(String(16))
+    offline: Mapped[bool] = mapped_column(Boolean)
+    name: Mapped[str | None] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(String(KEY))
+    phone: Mapped[str | None] = mapped_column(String(64))
+    address: Mapped[dict[str, Any] | None] = mapped_column(JSONColumn)
+    tax_ids: Mapped[list[dict[str, str]]] = mapped_column(JSONColumn)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    credit_min: Mapped[int] = mapped_column(BigInteger)
+    due_in_days: Mapped[int] = mapped_column(Integer)
+    test_clock: Mapped[str | None] = mapped_column(String(KEY))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONColumn)
+    contract: Mapped[bool] = mapped_column(Boolean)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    last_applied: Mapped[dict[str, Any]] = mapped_column(JSONColumn)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LedgerTransactionModel(Base):
+    """One credit or debit of an account; its id is the caller's idempotency key."""
+
+    __tablename__ = "ledger_transactions"
+    __table_args__ = (
+        CheckConstraint("type IN ('credit', 'debit')", name="type"),
+        CheckConstraint("amount > 0", name="amount"),
+        Index(None, "account_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(KEY), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(ACCOUNT_ID), ForeignKey("billing_accounts.id"))
+    type: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(KEY))
+    description: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(String(KEY))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONColumn)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LedgerEntryModel(Base):
+    """The two sides of a transaction: the account's and the platform's, summing to zero."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        CheckConstraint("side IN ('account', 'platform')", name="side"),
+        CheckConstraint("amount <> 0", name="amount"),
+        CheckConstraint(
+            "(side = 'account' AND account_id IS NOT NULL)"
+            " OR (side = 'platform' AND account_id IS NULL)",
+            name="account_side",
+        ),
+        UniqueConstraint("transaction_id", "side"),
+        Index(None, "account_id"),
+    )
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True, autoincrement=True)
+    transaction_id: Mapped[str] = mapped_column(String(KEY), ForeignKey("ledger_transactions.id"))
+    side: Mapped[str] = mapped_column(String(16))
+    # The account's side names the account; the platform's side has none.
+    account_id: Mapped[str | None] = mapped_column(
+        String(ACCOUNT_ID), ForeignKey("billing_accounts.id")
+    )
+    amount: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LedgerBalanceModel(Base):
+    """The running balance of an account, updated with each entry under a row lock."""
+
+    __tablename__ = "ledger_balances"
+
+    account_id: Mapped[str] = mapped_column(
+        String(ACCOUNT_ID), ForeignKey("billing_accounts.id"), primary_key=True
+    )
+    amount: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DomainCursorModel(Base):
+    """Where a domain is in Stripe's event stream, and when it last resynced in full."""
+
+    __tablename__ = "domain_cursors"
+
+    domain: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_event_id: Mapped[str | None] = mapped_column(String(KEY))
+    last_event_created: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    full_resync_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

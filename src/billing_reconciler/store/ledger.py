@@ -1,0 +1,420 @@
+"""The credits ledger: append-only, double-entry, exact under concurrent writers (DESIGN §17).
+
+Each transaction (a credit or a debit of one account) writes two entries in the same database
+transaction: the account's side and its counter-entry on the platform's side, signed, summing
+to zero; and it moves the account's balance row, which it holds locked (`SELECT ... FOR
+UPDATE` on PostgreSQL; SQLite serializes writers) from the read to the write. So balances stay
+exact under any number of writers and read in O(1), and `verify()` can check that the entries
+of each account add up to its balance.
+
+The transaction id is the caller's idempotency key: resending the same content is a no-op
+that answers the stored transaction (`created` False); the same id with other content is an
+`IdConflictError`. A debit is allowed only while `balance - amount >= credit_min`, checked
+under the lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, case, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from billing_reconciler.store._common import Clock, content_hash, dialect_insert, utc_now
+from billing_reconciler.store.errors import IdConflictError, InsufficientCreditsError, NotFoundError
+from billing_reconciler.store.tables import (
+    BillingAccountModel,
+    LedgerBalanceModel,
+    LedgerEntryModel,
+    LedgerTransactionModel,
+)
+from billing_reconciler.store.types import as_utc
+
+CREDIT = "credit"
+DEBIT = "debit"
+ACCOUNT_SIDE = "account"
+PLATFORM_SIDE = "platform"
+
+SOURCE_AWARDED = "system.awarded"
+SOURCE_STARTER = "system.starter"
+SOURCE_BUY = "system.buy"
+SOURCE_OVERDRAFT = "system.overdraft"
+SOURCE_REVERT_PREFIX = "system.revert."
+
+_transactions = cast(Table, LedgerTransactionModel.__table__)
+_entries = cast(Table, LedgerEntryModel.__table__)
+_balances = cast(Table, LedgerBalanceModel.__table__)
+
+
+def onboard_grant_id(org_id: str) -> str:
+    """The ledger id of an org's onboard credits: derived from the org, so granted once ever."""
+    return "onboard:" + org_id
+
+
+def revert_source(source: str) -> str:
+    """The source of a revert of a debit from `source`."""
+    return SOURCE_REVERT_PREFIX + source.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTransaction:
+    id: str
+    account_id: str
+    type: str
+    amount: int
+    source: str
+    description: str | None
+    user_id: str | None
+    metadata: Mapping[str, str]
+    created_at: datetime
+
+
+def _transaction(row: Any) -> LedgerTransaction:
+    return LedgerTransaction(
+        id=row.id,
+        account_id=row.account_id,
+        type=row.type,
+        amount=int(row.amount),
+        source=row.source,
+        description=row.description,
+        user_id=row.user_id,
+        metadata=dict(row.metadata_),
+        created_at=row.created_at,
+    )
+
+
+def _encode_cursor(created_at: datetime, transaction_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), transaction_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, transaction_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return as_utc(datetime.fromisoformat(created)), str(transaction_id)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"invalid ledger cursor {cursor!r}") from error
+
+
+_COLUMNS = (
+    LedgerTransactionModel.id,
+    LedgerTransactionModel.account_id,
+    LedgerTransactionModel.type,
+    LedgerTransactionModel.amount,
+    LedgerTransactionModel.source,
+    LedgerTransactionModel.description,
+    LedgerTransactionModel.user_id,
+    LedgerTransactionModel.metadata_,
+    LedgerTransactionModel.created_at,
+)
+
+
+class LedgerRepository:
+    def __init__(self, session: Session, *, clock: Clock = utc_now) -> None:
+        self._session = session
+        self._clock = clock
+
+    def credit(
+        self,
+        account_id: str,
+        *,
+        id: str,
+        amount: int,
+        source: str,
+        description: str | None = None,
+        user_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> tuple[LedgerTransaction, bool]:
+        """Add `amount` credits; (the transaction, True) or (the stored one, False) on resend."""
+        return self._write(
+            CREDIT, account_id, id, amount, source, description, user_id, metadata, None
+        )
+
+    def debit(
+        self,
+        account_id: str,
+        *,
+        id: str,
+        amount: int,
+        source: str,
+        description: str | None = None,
+        user_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        credit_min: int,
+    ) -> tuple[LedgerTransaction, bool]:
+        """Take `amount` credits if `balance - amount >= credit_min` (else
+        InsufficientCreditsError); a resend answers the stored transaction."""
+        return self._write(
+            DEBIT, account_id, id, amount, source, description, user_id, metadata, credit_min
+        )
+
+    def _write(
+        self,
+        kind: str,
+        account_id: str,
+        transaction_id: str,
+        amount: int,
+        source: str,
+        description: str | None,
+        user_id: str | None,
+        metadata: Mapping[str, str] | None,
+        credit_min: int | None,
+    ) -> tuple[LedgerTransaction, bool]:
+        if not transaction_id:
+            raise ValueError("a ledger transaction needs an id")
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            raise ValueError(f"a ledger amount is a positive integer, not {amount!r}")
+        source = source.strip().lower()
+        if not source:
+            raise ValueError("a ledger transaction needs a source")
+        meta = dict(metadata or {})
+        digest = content_hash(
+            {
+                "account_id": account_id,
+                "type": kind,
+                "amount": amount,
+                "source": source,
+                "description": description,
+                "user_id": user_id,
+                "metadata": meta,
+            }
+        )
+        balance = self._lock_balance(account_id)
+        # Under the lock: a writer of the same id on this account has committed or not begun.
+        existing = self._existing(transaction_id, digest)
+        if existing is not None:
+            return existing, False
+        delta = amount if kind == CREDIT else -amount
+        if credit_min is not None and balance + delta < credit_min:
+            raise InsufficientCreditsError(
+                account_id=account_id,
+                balance=balance,
+                credit_min=credit_min,
+                amount=amount,
+                entry_id=transaction_id,
+            )
+        now = self._clock()
+        inserted = self._session.execute(
+            dialect_insert(self._session, _transactions)
+            .values(
+                id=transaction_id,
+                account_id=account_id,
+                type=kind,
+                amount=amount,
+                source=source,
+                description=description,
+                user_id=user_id,
+                metadata=meta,
+                content_hash=digest,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=[_transactions.c.id])
+            .returning(_transactions.c.id)
+        ).first()
+        if inserted is None:
+            # The id was taken in between by a writer of another account (ours is locked).
+            existing = self._existing(transaction_id, digest)
+            assert existing is not None
+            return existing, False
+        self._session.execute(
+            _entries.insert(),
+            [
+                {
+                    "transaction_id": transaction_id,
+                    "side": ACCOUNT_SIDE,
+                    "account_id": account_id,
+                    "amount": delta,
+                    "created_at": now,
+                },
+                {
+                    "transaction_id": transaction_id,
+                    "side": PLATFORM_SIDE,
+                    "account_id": None,
+                    "amount": -delta,
+                    "created_at": now,
+                },
+            ],
+        )
+        self._session.execute(
+            update(_balances)
+            .where(_balances.c.account_id == account_id)
+            .values(amount=balance + delta, updated_at=now)
+        )
+        record = LedgerTransaction(
+            id=transaction_id,
+            account_id=account_id,
+            type=kind,
+            amount=amount,
+            source=source,
+            description=description,
+            user_id=user_id,
+            metadata=meta,
+            created_at=now,
+        )
+        return record, True
+
+    def _lock_balance(self, account_id: str) -> int:
+        """The account's balance, its row locked until the transaction ends."""
+        locked = select(_balances.c.amount).where(_balances.c.account_id == account_id)
+        amount = self._session.execute(locked.with_for_update()).scalar_one_or_none()
+        if amount is not None:
+            return int(amount)
+        known = self._session.scalar(
+            select(BillingAccountModel.id).where(BillingAccountModel.id == account_id)
+        )
+        if known is None:
+            raise NotFoundError(f"no billing account {account_id!r}")
+        # An account without its balance row (every account gets one when it is created).
+        self._session.execute(
+            dialect_insert(self._session, _balances)
+            .values(account_id=account_id, amount=0, updated_at=None)
+            .on_conflict_do_nothing(index_elements=[_balances.c.account_id])
+        )
+        return int(self._session.execute(locked.with_for_update()).scalar_one())
+
+    def _existing(self, transaction_id: str, digest: str) -> LedgerTransaction | None:
+        row = self._session.execute(
+            select(*_COLUMNS, LedgerTransactionModel.content_hash).where(
+                LedgerTransactionModel.id == transaction_id
+            )
+        ).first()
+        if row is None:
+            return None
+        if row.content_hash != digest:
+            raise IdConflictError(
+                f"ledger id {transaction_id!r} was used before with different content"
+                f" ({row.type} of {row.amount} on {row.account_id!r}, source {row.source!r})",
+                id=transaction_id,
+            )
+        return _transaction(row)
+
+    def balance(self, account_id: str) -> tuple[int, datetime | None]:
+        """The account's balance and when it last moved ((0, None) for none yet)."""
+        row = self._session.execute(
+            select(_balances.c.amount, _balances.c.updated_at).where(
+                _balances.c.account_id == account_id
+            )
+        ).first()
+        if row is None:
+            return 0, None
+        return int(row.amount), row.updated_at
+
+    def get(self, transaction_id: str) -> LedgerTransaction | None:
+        row = self._session.execute(
+            select(*_COLUMNS).where(LedgerTransactionModel.id == transaction_id)
+        ).first()
+        return None if row is None else _transaction(row)
+
+    def transactions(
+        self,
+        account_id: str,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> tuple[list[LedgerTransaction], str | None]:
+        """A page of the account's transactions, newest first, in `[start, end)`, and the
+        cursor of the next page (None: this is the last)."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        model = LedgerTransactionModel
+        query = (
+            select(*_COLUMNS)
+            .where(model.account_id == account_id)
+            .order_by(model.created_at.desc(), model.id.desc())
+            .limit(limit + 1)
+        )
+        if start is not None:
+            query = query.where(model.created_at >= as_utc(start))
+        if end is not None:
+            query = query.where(model.created_at < as_utc(end))
+        if cursor is not None:
+            created, last_id = _decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    model.created_at < created,
+                    and_(model.created_at == created, model.id < last_id),
+                )
+            )
+        page = [_transaction(row) for row in self._session.execute(query)]
+        if len(page) > limit:
+            last = page[limit - 1]
+            return page[:limit], _encode_cursor(last.created_at, last.id)
+        return page, None
+
+    def verify(self) -> list[str]:
+        """Problems of the ledger (empty when sound): an account whose entries do not sum to
+        its balance; a transaction whose entries are not two summing to zero, or whose
+        account side is not its signed amount."""
+        problems: list[str] = []
+        entry = LedgerEntryModel
+        sums = (
+            select(entry.account_id, func.sum(entry.amount).label("total"))
+            .where(entry.side == ACCOUNT_SIDE)
+            .group_by(entry.account_id)
+            .subquery()
+        )
+        mismatched = self._session.execute(
+            select(_balances.c.account_id, _balances.c.amount, sums.c.total)
+            .outerjoin(sums, sums.c.account_id == _balances.c.account_id)
+            .where(_balances.c.amount != func.coalesce(sums.c.total, 0))
+            .order_by(_balances.c.account_id)
+        )
+        for account_id, balance, total in mismatched:
+            problems.append(
+                f"account {account_id}: balance {int(balance)} but its entries sum to"
+                f" {int(total or 0)}"
+            )
+        orphans = self._session.execute(
+            select(sums.c.account_id, sums.c.total)
+            .outerjoin(_balances, _balances.c.account_id == sums.c.account_id)
+            .where(_balances.c.account_id.is_(None))
+            .order_by(sums.c.account_id)
+        )
+        for account_id, total in orphans:
+            problems.append(
+                f"account {account_id}: entries sum to {int(total)} but it has no balance row"
+            )
+        txn = LedgerTransactionModel
+        account_amount = func.sum(case((entry.side == ACCOUNT_SIDE, entry.amount), else_=0))
+        own_account_sides = func.sum(
+            case(
+                (and_(entry.side == ACCOUNT_SIDE, entry.account_id == txn.account_id), 1),
+                else_=0,
+            )
+        )
+        expected = case((txn.type == CREDIT, txn.amount), else_=-txn.amount)
+        unbalanced = self._session.execute(
+            select(
+                txn.id,
+                func.count(entry.id),
+                func.coalesce(func.sum(entry.amount), 0),
+                func.coalesce(account_amount, 0),
+                expected,
+            )
+            .outerjoin(entry, entry.transaction_id == txn.id)
+            .group_by(txn.id, txn.type, txn.amount, txn.account_id)
+            .having(
+                or_(
+                    func.count(entry.id) != 2,
+                    func.coalesce(func.sum(entry.amount), 0) != 0,
+                    func.coalesce(account_amount, 0) != expected,
+                    func.coalesce(own_account_sides, 0) != 1,
+                )
+            )
+            .order_by(txn.id)
+        )
+        for transaction_id, count, total, account_total, signed in unbalanced:
+            problems.append(
+                f"transaction {transaction_id}: {int(count)} entries summing to {int(total)},"
+                f" account side {int(account_total)} (expected 2 entries summing to 0, account"
+                f" side {int(signed)} on its own account)"
+            )
+        return problems
