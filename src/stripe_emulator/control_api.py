@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from stripe_emulator.clock import run_sweeps
 from stripe_emulator.core import Emulator, RequestContext
 from stripe_emulator.errors import StripeError
 from stripe_emulator.forms import parse_query
@@ -168,6 +169,8 @@ class OperatorApi:
         else:
             raise ControlError("give either 'time' or 'advance'")
         self.emulator.changed()
+        # What fell due while time moved (checkout expiry, schedule starts) happens now.
+        run_sweeps(self.emulator)
         return {"now": self.emulator.clock.now_float()}
 
     def _deliveries(self, body: Json, query: dict[str, str]) -> Json:

@@ -1,6 +1,7 @@
 """Shared by payment methods, payment intents and setup intents: card errors (402 with the
-intent embedded), the pinned version's `payment_method_types` refusal, and routes validated
-by a params class outside `stripe.params`.
+intent embedded), the pinned version's `payment_method_types` refusal, routes validated by a
+params class outside `stripe.params`, and the steps both intents take alike (payment method
+resolution, the 3D Secure `next_action`, status refusals, unsupported parameters).
 
 `payment_method_types` is gone from `PaymentIntentCreateParams` / `SetupIntentCreateParams`
 (and their update/confirm params) in the SDK for `2026-10-28.endive`; Stripe answers it with
@@ -12,6 +13,9 @@ the endpoints are validated by subclasses of the SDK's own TypedDicts that add j
 from __future__ import annotations
 
 import copy
+import secrets
+import string
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from stripe_emulator.core import RequestContext
@@ -135,3 +139,118 @@ def time_for(ctx: RequestContext, customer_id: str | None) -> int:
 def includable(kind: str, *fields: str) -> None:
     """Fields Stripe leaves out unless expanded (`render.INCLUDABLE`, the shared registry)."""
     INCLUDABLE[kind] = INCLUDABLE.get(kind, frozenset()) | frozenset(fields)
+
+
+# --- shared by payment and setup intents ------------------------------------------------------
+#
+# `label` is the object's name in messages (`PaymentIntent`, `SetupIntent`) and `kind` its
+# type (`payment_intent`, `setup_intent`), the prefix of its error codes and next-action URLs.
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def random_secret(length: int) -> str:
+    """The random tail of a `client_secret`."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def refuse_unsupported(params: Params, names: tuple[str, ...]) -> None:
+    """400 naming the first of `names` that is given (parameters not emulated)."""
+    for name in names:
+        if name in params:
+            raise invalid(f"`{name}` is not supported by the emulator.", param=name)
+
+
+def unexpected_state(intent: StripeObject, action: str, *, label: str, kind: str) -> StripeError:
+    """`{kind}_unexpected_state`: the intent's status does not allow `action`."""
+    return invalid(
+        f"You cannot {action} this {label} because it has a status of {intent['status']}.",
+        param="intent",
+        code=f"{kind}_unexpected_state",
+    )
+
+
+def require_payment_method(intent: StripeObject, *, label: str, kind: str) -> None:
+    """Confirming needs a payment method (`{kind}_unexpected_state`, `param: payment_method`)."""
+    if intent["payment_method"] is None:
+        raise invalid(
+            f"You cannot confirm this {label} because it's missing a payment method. "
+            f"Update the {label} with a payment method and then confirm it again.",
+            param="payment_method",
+            code=f"{kind}_unexpected_state",
+        )
+
+
+def authentication_action(intent: StripeObject, params: Params, *, kind: str) -> StripeObject:
+    """`next_action` of an intent waiting for 3D Secure: `redirect_to_url` with a
+    `return_url` (unless `use_stripe_sdk`), else `use_stripe_sdk` (placeholder URLs)."""
+    return_url = params.get("return_url")
+    if return_url is not None and not params.get("use_stripe_sdk"):
+        return {
+            "type": "redirect_to_url",
+            "redirect_to_url": {
+                "return_url": return_url,
+                "url": f"https://hooks.stripe.com/3d_secure_2/hosted?{kind}={intent['id']}",
+            },
+        }
+    return {
+        "type": "use_stripe_sdk",
+        "use_stripe_sdk": {
+            "type": "three_d_secure_redirect",
+            "stripe_js": f"https://hooks.stripe.com/redirect/authenticate/{intent['id']}",
+        },
+    }
+
+
+def payment_method_from(
+    ctx: RequestContext,
+    intent: StripeObject,
+    params: Params,
+    *,
+    label: str,
+    kind: str,
+    owner_message: Callable[[StripeObject, str], str],
+    raw_cards: bool,
+) -> StripeObject | None:
+    """The payment method named by `payment_method` / `payment_method_data` (or None),
+    checked against the intent's customer (`owner_message(pm, owner)` words the refusal),
+    reusability and allowed types; a type the intent did not list yet is added unless
+    `allowed_payment_method_types` was given (then 400 `{kind}_incompatible_payment_method`).
+    Without `raw_cards`, a card in `payment_method_data` is refused."""
+    from stripe_emulator.resources import payment_methods
+
+    if "payment_method" in params and "payment_method_data" in params:
+        raise invalid(
+            "You may only specify one of these parameters: payment_method, payment_method_data.",
+            param="payment_method_data",
+        )
+    if "payment_method_data" in params:
+        pm = payment_methods.build(
+            ctx, params["payment_method_data"], param_prefix="payment_method_data"
+        )
+        if pm["type"] == "card" and not raw_cards:
+            raise invalid(
+                "Raw card numbers in payment_method_data are not accepted; create a "
+                "PaymentMethod or use a test payment method such as pm_card_visa.",
+                param="payment_method_data[type]",
+            )
+        ctx.store.insert(payment_methods.KIND, pm)
+    elif "payment_method" in params:
+        pm = payment_methods.resolve(ctx, params["payment_method"], param="payment_method")
+    else:
+        return None
+    owner = pm["customer"]
+    if owner is not None and owner != intent["customer"]:
+        raise invalid(owner_message(pm, owner), param="payment_method")
+    payment_methods.check_reusable(pm, param="payment_method")
+    types = intent["payment_method_types"]
+    if pm["type"] not in types:
+        if intent["allowed_payment_method_types"] is not None:
+            raise invalid(
+                f"The PaymentMethod provided ({pm['type']}) is not allowed for this "
+                f"{label}. Allowed types: {', '.join(types)}.",
+                param="payment_method",
+                code=f"{kind}_incompatible_payment_method",
+            )
+        intent["payment_method_types"] = [*types, pm["type"]]
+    return pm

@@ -3,8 +3,9 @@
 operator control (`complete`, see `control_api`).
 
 Status machine (Stripe's): open -> complete (the customer paid or saved a card) | expired
-(`expire`, or the emulator clock passing `expires_at`; the emulator notices on the next
-request that touches the session or lists sessions). `url` is set only while open.
+(`expire`, or the emulator clock passing `expires_at`: the `clock.SWEEPS` sweep
+`expire_due` runs when the operator moves the clock, and on a request that touches the
+session or lists sessions). `url` is set only while open.
 
 Completion does what the hosted page does: a customer when needed (always in subscription and
 setup mode, in payment mode with `customer_creation=always` or `invoice_creation`), the
@@ -22,6 +23,7 @@ import copy
 from typing import Any
 
 from stripe_emulator import tax
+from stripe_emulator.clock import SWEEPS, note_due
 from stripe_emulator.core import RequestContext
 from stripe_emulator.errors import invalid
 from stripe_emulator.ids import new_id
@@ -50,6 +52,7 @@ from stripe_emulator.state import INDEXED_FIELDS, Collection, StripeObject
 from stripe_emulator.tax import customer_location
 
 KIND = "checkout.session"
+SWEEP = "checkout_session_expiry"
 LINE_ITEM = "item"
 MODES = ("payment", "setup", "subscription")
 CUSTOMER_CREATION = ("always", "if_required")
@@ -261,6 +264,7 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     }
     _apply_tax(ctx, session, customer)
     ctx.store.insert(KIND, session)
+    note_due(ctx.emulator.clock, SWEEP, int(session["expires_at"]))
     return _render(ctx, session, expand_of(params))
 
 
@@ -583,12 +587,30 @@ def _expire(ctx: RequestContext, session: StripeObject) -> StripeObject:
     return after
 
 
-def expire_due(ctx: RequestContext) -> None:
-    """Expire every open session whose `expires_at` the emulator clock has passed."""
+def expire_due(ctx: RequestContext) -> int | None:
+    """Expire every open session whose `expires_at` the emulator clock has passed, each
+    with its `checkout.session.expired` dated at its `expires_at` (the moment Stripe expires
+    it); the earliest `expires_at` still ahead, or None. The time sweep (`clock.SWEEPS`)."""
     now = ctx.now()
-    for session in list(_sessions(ctx).lookup("status", "open")):
-        if session["expires_at"] <= now:
-            _expire(ctx, session)
+    following: int | None = None
+    due = [s for s in _sessions(ctx).lookup("status", "open") if s["expires_at"] <= now]
+    for session in sorted(due, key=lambda s: (s["expires_at"], s["created"])):
+        at = invoices.ClockedContext(
+            ctx.emulator,
+            ctx.request_id,
+            ctx.idempotency_key,
+            ctx.path,
+            ctx.events,
+            frozen=int(session["expires_at"]),
+        )
+        _expire(at, session)
+    for session in _sessions(ctx).lookup("status", "open"):
+        when = int(session["expires_at"])
+        following = when if following is None else min(following, when)
+    return following
+
+
+SWEEPS[SWEEP] = expire_due
 
 
 def _sessions(ctx: RequestContext) -> Collection:
@@ -607,7 +629,8 @@ def _sessions(ctx: RequestContext) -> Collection:
 def _session(ctx: RequestContext, session_id: str) -> StripeObject:
     session = fetch(ctx, KIND, session_id, "checkout.session", param="session")
     if session["status"] == "open" and session["expires_at"] <= ctx.now():
-        session = _expire(ctx, session)
+        expire_due(ctx)
+        session = ctx.store.get(KIND, session_id) or session
     return session
 
 

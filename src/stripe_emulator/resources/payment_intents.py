@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import secrets
-import string
 from collections.abc import Callable
 from typing import Any
 
@@ -40,18 +38,40 @@ from stripe_emulator.resources._intent_params import (
 )
 from stripe_emulator.resources._payments import (
     add_route,
+    authentication_action,
     error_object,
     expandable_when_null,
     includable,
+    payment_method_from,
     raise_last_error,
+    random_secret,
     refuse_payment_method_types,
+    refuse_unsupported,
+    require_payment_method,
     time_for,
+    unexpected_state,
 )
 from stripe_emulator.resources.currencies import ISO_4217, MINIMUM_AMOUNTS
 from stripe_emulator.routing import Router
 from stripe_emulator.state import StripeObject
 
 KIND = "payment_intent"
+LABEL = "PaymentIntent"
+UNSUPPORTED = (
+    "confirmation_token",
+    "customer_account",
+    "mandate",
+    "mandate_data",
+    "payment_method_configuration",
+    "on_behalf_of",
+    "transfer_data",
+    "application_fee_amount",
+    "hooks",
+    "payment_details",
+    "radar_options",
+    "amount_details",
+    "amount_to_confirm",
+)
 CHARGE = "charge"
 CAPTURE_METHODS = ("automatic", "automatic_async", "manual")
 CANCELLATION_REASONS = ("duplicate", "fraudulent", "requested_by_customer", "abandoned")
@@ -65,7 +85,6 @@ CANCELABLE = (
     "processing",
 )
 MAX_AMOUNT = 99_999_999
-_ALPHABET = string.ascii_letters + string.digits
 
 # Called with (context, intent, succeeded) when an intent's confirmation ends in `succeeded`
 # (card confirm, the 3D Secure control, cash-balance funding) or fails (decline, failed
@@ -155,7 +174,7 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     if customer is not None:
         fetch(ctx, "customer", customer, "customer", param="customer", in_body=True)
     if not params.get("confirm"):
-        for name in ("off_session", "error_on_requires_action", "return_url", "mandate_data"):
+        for name in ("off_session", "error_on_requires_action", "return_url"):
             if name in params:
                 raise invalid(f"You may only pass `{name}` when `confirm=true`.", param=name)
     allowed = params.get("allowed_payment_method_types")
@@ -190,7 +209,7 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         "canceled_at": None,
         "cancellation_reason": None,
         "capture_method": params.get("capture_method", "automatic_async"),
-        "client_secret": f"{intent_id}_secret_{_random(25)}",
+        "client_secret": f"{intent_id}_secret_{random_secret(25)}",
         "confirmation_method": params.get("confirmation_method", "automatic"),
         "created": now,
         "currency": cur,
@@ -343,14 +362,8 @@ def confirm(ctx: RequestContext, params: Params, path: dict[str, str]) -> Stripe
 
 
 def _confirm(ctx: RequestContext, intent: StripeObject, params: Params) -> StripeObject:
+    require_payment_method(intent, label=LABEL, kind=KIND)
     pm_id = intent["payment_method"]
-    if pm_id is None:
-        raise invalid(
-            "You cannot confirm this PaymentIntent because it's missing a payment method. "
-            "Update the PaymentIntent with a payment method and then confirm it again.",
-            param="payment_method",
-            code="payment_intent_unexpected_state",
-        )
     pm = ctx.store.get(payment_methods.KIND, pm_id)
     assert pm is not None
     payment_methods.check_reusable(pm, param="payment_method")
@@ -369,32 +382,13 @@ def _confirm(ctx: RequestContext, intent: StripeObject, params: Params) -> Strip
         if params.get("off_session") or params.get("error_on_requires_action"):
             return _decline(ctx, after, pm, "authentication_required")
         after["status"] = "requires_action"
-        after["next_action"] = _authentication_action(after, params)
+        after["next_action"] = authentication_action(after, params, kind=KIND)
         ctx.store.replace(KIND, after)
         ctx.emit("payment_intent.requires_action", after)
         return after
     if card.decline_code is not None:
         return _decline(ctx, after, pm, card.decline_code)
     return _authorized(ctx, after, pm)
-
-
-def _authentication_action(intent: StripeObject, params: Params) -> StripeObject:
-    return_url = params.get("return_url")
-    if return_url is not None and not params.get("use_stripe_sdk"):
-        return {
-            "type": "redirect_to_url",
-            "redirect_to_url": {
-                "return_url": return_url,
-                "url": f"https://hooks.stripe.com/3d_secure_2/hosted?payment_intent={intent['id']}",
-            },
-        }
-    return {
-        "type": "use_stripe_sdk",
-        "use_stripe_sdk": {
-            "type": "three_d_secure_redirect",
-            "stripe_js": f"https://hooks.stripe.com/redirect/authenticate/{intent['id']}",
-        },
-    }
 
 
 def _decline(
@@ -758,13 +752,28 @@ def cancel(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
             details={"unapplied_from_payment": {"payment_intent": after["id"]}},
         )
         after["_funded"] = 0
+    held = intent["status"] == "requires_capture"
     after["status"] = "canceled"
     after["canceled_at"] = time_for(ctx, after["customer"])
     after["cancellation_reason"] = params.get("cancellation_reason")
     after["next_action"] = None
     after["amount_capturable"] = 0
     ctx.store.replace(KIND, after)
+    if held:
+        # "For PaymentIntents with a status of requires_capture, the remaining
+        # amount_capturable is automatically refunded" (docs.stripe.com/api/payment_intents/cancel):
+        # the uncaptured charge is released.
+        charge = ctx.store.get(CHARGE, after["latest_charge"])
+        if charge is not None:
+            released = copy.deepcopy(charge)
+            released["refunded"] = True
+            released["amount_refunded"] = intent["amount_capturable"]
+            ctx.store.replace(CHARGE, released)
+            ctx.emit("charge.refunded", released)
     ctx.emit("payment_intent.canceled", after)
+    if held:
+        # The authorized payment will never succeed: waiting objects learn it as a failure.
+        _outcome(ctx, after, False)
     return render(ctx.store, after, expand_of(params))
 
 
@@ -797,7 +806,9 @@ def capture(ctx: RequestContext, params: Params, path: dict[str, str]) -> Stripe
     ctx.store.replace(KIND, after)
     ctx.emit("charge.captured", captured)
     ctx.emit("payment_intent.succeeded", after)
-    return render(ctx.store, after, expand_of(params))
+    # The capture is when a manual-capture payment succeeds: the same hooks as a confirm's.
+    _outcome(ctx, after, True)
+    return render(ctx.store, ctx.store.get(KIND, after["id"]) or after, expand_of(params))
 
 
 # --- charges -------------------------------------------------------------------------------
@@ -933,66 +944,40 @@ def _intent(ctx: RequestContext, path: dict[str, str]) -> StripeObject:
 
 
 def _refuse_unsupported(params: Params) -> None:
-    for name in (
-        "confirmation_token",
-        "customer_account",
-        "mandate",
-        "payment_method_configuration",
-    ):
-        if name in params:
-            raise invalid(f"`{name}` is not supported by the emulator.", param=name)
+    # Each is 400 naming it (docs/emulator.md, "Left out"): no Connect, mandates,
+    # confirmation tokens, Radar, payment records or amount breakdowns in the emulator.
+    refuse_unsupported(params, UNSUPPORTED)
+
+
+def _owner_message(intent: StripeObject) -> Callable[[StripeObject, str], str]:
+    def message(pm: StripeObject, owner: str) -> str:
+        if intent["customer"] is None:
+            return (
+                f"The provided PaymentMethod {pm['id']} belongs to Customer {owner}. Please "
+                "include the Customer in the `customer` parameter on the PaymentIntent."
+            )
+        return (
+            f"The provided PaymentMethod {pm['id']} belongs to Customer {owner} and "
+            f"cannot be used with Customer {intent['customer']}."
+        )
+
+    return message
 
 
 def _payment_method_from(
     ctx: RequestContext, intent: StripeObject, params: Params
 ) -> StripeObject | None:
     """The payment method named by `payment_method` / `payment_method_data`, checked
-    against the intent's customer and allowed types."""
-    if "payment_method" in params and "payment_method_data" in params:
-        raise invalid(
-            "You may only specify one of these parameters: payment_method, payment_method_data.",
-            param="payment_method_data",
-        )
-    if "payment_method_data" in params:
-        pm = payment_methods.build(
-            ctx, params["payment_method_data"], param_prefix="payment_method_data"
-        )
-        if pm["type"] == "card":
-            raise invalid(
-                "Raw card numbers in payment_method_data are not accepted; create a "
-                "PaymentMethod or use a test payment method such as pm_card_visa.",
-                param="payment_method_data[type]",
-            )
-        ctx.store.insert(payment_methods.KIND, pm)
-    elif "payment_method" in params:
-        pm = payment_methods.resolve(ctx, params["payment_method"], param="payment_method")
-    else:
-        return None
-    owner = pm["customer"]
-    if owner is not None and owner != intent["customer"]:
-        if intent["customer"] is None:
-            message = (
-                f"The provided PaymentMethod {pm['id']} belongs to Customer {owner}. Please "
-                "include the Customer in the `customer` parameter on the PaymentIntent."
-            )
-        else:
-            message = (
-                f"The provided PaymentMethod {pm['id']} belongs to Customer {owner} and "
-                f"cannot be used with Customer {intent['customer']}."
-            )
-        raise invalid(message, param="payment_method")
-    payment_methods.check_reusable(pm, param="payment_method")
-    types = intent["payment_method_types"]
-    if pm["type"] not in types:
-        if intent["allowed_payment_method_types"] is not None:
-            raise invalid(
-                f"The PaymentMethod provided ({pm['type']}) is not allowed for this "
-                f"PaymentIntent. Allowed types: {', '.join(types)}.",
-                param="payment_method",
-                code="payment_intent_incompatible_payment_method",
-            )
-        intent["payment_method_types"] = [*types, pm["type"]]
-    return pm
+    against the intent's customer and allowed types (raw card data refused)."""
+    return payment_method_from(
+        ctx,
+        intent,
+        params,
+        label=LABEL,
+        kind=KIND,
+        owner_message=_owner_message(intent),
+        raw_cards=False,
+    )
 
 
 def _options(intent: StripeObject) -> StripeObject:
@@ -1074,12 +1059,4 @@ def _check_amount(amount: int, cur: str) -> None:
 
 
 def _unexpected_state(intent: StripeObject, action: str) -> StripeError:
-    return invalid(
-        f"You cannot {action} this PaymentIntent because it has a status of {intent['status']}.",
-        param="intent",
-        code="payment_intent_unexpected_state",
-    )
-
-
-def _random(length: int) -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    return unexpected_state(intent, action, label=LABEL, kind=KIND)

@@ -18,6 +18,7 @@ import copy
 from typing import Any
 
 from stripe_emulator import billing_time
+from stripe_emulator.clock import SWEEPS, note_due
 from stripe_emulator.core import RequestContext
 from stripe_emulator.errors import invalid
 from stripe_emulator.ids import new_id
@@ -38,6 +39,8 @@ from stripe_emulator.routing import Router
 from stripe_emulator.state import INDEXED_FIELDS, StripeObject
 
 KIND = "subscription_schedule"
+SWEEP = "subscription_schedule_start"
+CLOCK = "test_helpers.test_clock"
 END_BEHAVIORS = ("release", "cancel")
 PRORATION_BEHAVIORS = ("always_invoice", "create_prorations", "none")
 COLLECTION_METHODS = ("charge_automatically", "send_invoice")
@@ -140,19 +143,40 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         raise invalid("Missing required param: phases.", param="phases")
     cctx = invoices.clocked(ctx, customer["id"])
     now = cctx.now()
-    start = params.get("start_date", "now")
-    if start != "now" and int(start) != now:
+    raw_start = params.get("start_date", "now")
+    start = now if raw_start == "now" else int(raw_start)
+    if start < now:
         raise invalid(
-            "A schedule starting in the future or the past (start_date other than now) is not "
-            "supported by the emulator (see docs/emulator.md).",
+            "A schedule starting in the past (a backdated start_date) is not supported by the "
+            "emulator (see docs/emulator.md).",
             param="start_date",
         )
     defaults = _default_settings(ctx, params.get("default_settings") or {}, customer["id"])
-    phases = _phases(ctx, raw_phases, now, customer["id"], defaults, None)
+    phases = _phases(ctx, raw_phases, start, customer["id"], defaults, None)
     schedule = _new_schedule(cctx, customer, params, defaults, phases, end_behavior)
-    first = phases[0]
+    if start > now:
+        # Stripe's `not_started`: no subscription until the start (the SDK's docstring of
+        # `start_date`: "set a future date for the subscription to start on").
+        schedule["status"] = "not_started"
+        _set_current(schedule)
+        ctx.store.insert(KIND, schedule)
+        cctx.emit("subscription_schedule.created", schedule)
+        _watch_start(ctx, schedule)
+        return render(ctx.store, schedule, expand_of(params))
+    sub_id = _create_subscription(cctx, schedule)
+    schedule["subscription"] = sub_id
+    ctx.store.insert(KIND, schedule)
+    cctx.emit("subscription_schedule.created", schedule)
+    return render(ctx.store, schedule, expand_of(params))
+
+
+def _create_subscription(cctx: RequestContext, schedule: StripeObject) -> str:
+    """Create the scheduled subscription from the first phase (at `cctx`'s time), linked to
+    the schedule; its id."""
+    first = schedule["phases"][0]
+    defaults = schedule["default_settings"]
     sub_params: Params = {
-        "customer": customer["id"],
+        "customer": schedule["customer"],
         "items": [_item_param(i) for i in first["items"]],
         "currency": first["currency"],
         "collection_method": _setting(first, defaults, "collection_method"),
@@ -167,18 +191,34 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         sub_params["metadata"] = first["metadata"]
     if first["trial_end"] is not None:
         sub_params["trial_end"] = first["trial_end"]
-    elif first.get("_trial"):
-        sub_params["trial_end"] = first["end_date"]
-    sub_id = subscriptions.create(cctx, sub_params, {})["id"]
-    sub = ctx.store.get(subscriptions.KIND, sub_id)
+    sub_id: str = subscriptions.create(cctx, sub_params, {})["id"]
+    sub = cctx.store.get(subscriptions.KIND, sub_id)
     assert sub is not None
     subscriptions.apply_schedule_phase(
         cctx, sub, {}, schedule=schedule["id"], phase_end=first["end_date"]
     )
-    schedule["subscription"] = sub_id
-    ctx.store.insert(KIND, schedule)
-    cctx.emit("subscription_schedule.created", schedule)
-    return render(ctx.store, schedule, expand_of(params))
+    return sub_id
+
+
+def _start(cctx: RequestContext, schedule: StripeObject) -> None:
+    """A `not_started` schedule reached its start (`cctx` is at that moment): the subscription
+    is created from the first phase, the schedule becomes `active`
+    (`subscription_schedule.updated`). A schedule whose customer is gone is canceled."""
+    before = copy.deepcopy(schedule)
+    after = copy.deepcopy(schedule)
+    if cctx.store.get("customer", schedule["customer"]) is None:
+        after["status"] = "canceled"
+        after["canceled_at"] = cctx.now()
+        _set_current(after)
+        cctx.store.replace(KIND, after)
+        cctx.emit("subscription_schedule.canceled", after)
+        return
+    after["subscription"] = _create_subscription(cctx, after)
+    after["status"] = "active"
+    _set_current(after)
+    cctx.store.replace(KIND, after)
+    changes = previous_attributes(before, after)
+    cctx.emit("subscription_schedule.updated", after, previous_attributes=changes)
 
 
 def _from_subscription(ctx: RequestContext, params: Params) -> StripeObject:
@@ -445,16 +485,26 @@ def _phases(
                     "docs/emulator.md).",
                     param=f"{where}[trial_end]" if "trial_end" in raw else f"{where}[trial]",
                 )
+            if "trial_end" in raw and trial:
+                # The SDK's docstring of `trial_end`: "can not be combined with `trial`".
+                raise invalid(
+                    f"You may only specify one of these parameters: {where}[trial], "
+                    f"{where}[trial_end].",
+                    param=f"{where}[trial_end]",
+                )
             if "trial_end" in raw:
                 trial_end = int(raw["trial_end"])
-                if not at < trial_end <= end:
+                # "Must be before the phase end date" (the SDK's docstring).
+                if not at < trial_end < end:
                     raise invalid(
-                        "The trial_end must fall within the phase.", param=f"{where}[trial_end]"
+                        "The trial_end must be after the phase's start and before its end_date.",
+                        param=f"{where}[trial_end]",
                     )
                 phase["trial_end"] = trial_end
             else:
+                # `trial=true`: "the entire phase is counted as a trial".
                 phase["trial_end"] = end
-            phase["_trial"] = trial
+                phase["trial"] = True
         phases.append(phase)
         at = end
     first_interval = _interval_of(ctx, phases[0])
@@ -565,6 +615,87 @@ def _phase_update(
 
 
 # --- time ---------------------------------------------------------------------------------
+
+
+def _watch_start(ctx: RequestContext, schedule: StripeObject) -> None:
+    """Make sure the start of a `not_started` schedule is noticed: by the test clock walk
+    (`advance_clock`) for a customer on a test clock, else by the emulator clock's sweep."""
+    if schedule["test_clock"]:
+        ensure_clock_hook(ctx.emulator.clock_hooks)
+    else:
+        note_due(ctx.emulator.clock, SWEEP, int(schedule["phases"][0]["start_date"]))
+
+
+def ensure_clock_hook(hooks: list[Any]) -> None:
+    """Register `advance_clock` on `Emulator.clock_hooks` ahead of the subscriptions' walk
+    (which it drives itself up to each start, so starts and renewals stay in time order)."""
+    if advance_clock not in hooks:
+        hooks.insert(0, advance_clock)
+
+
+def _not_started(ctx: RequestContext) -> list[StripeObject]:
+    waiting = ctx.store.collection(KIND).lookup("status", "not_started")
+    return sorted(
+        waiting,
+        key=lambda s: (s["phases"][0]["start_date"], ctx.store.collection(KIND).seq_of[s["id"]]),
+    )
+
+
+def start_due(ctx: RequestContext) -> int | None:
+    """The emulator-clock sweep (`clock.SWEEPS`): start every `not_started` schedule of a
+    customer without a test clock whose start has passed, each at its start moment; the next
+    start still ahead, or None."""
+    ensure_clock_hook(ctx.emulator.clock_hooks)
+    now = ctx.now()
+    following: int | None = None
+    for schedule in _not_started(ctx):
+        if schedule["test_clock"]:
+            continue
+        at = int(schedule["phases"][0]["start_date"])
+        if at > now:
+            following = at if following is None else min(following, at)
+            continue
+        _start(
+            invoices.ClockedContext(
+                ctx.emulator, ctx.request_id, ctx.idempotency_key, ctx.path, ctx.events, frozen=at
+            ),
+            schedule,
+        )
+    return following
+
+
+SWEEPS[SWEEP] = start_due
+
+
+def advance_clock(ctx: RequestContext, clock: StripeObject, target: int) -> None:
+    """The test clock hook: start the clock's `not_started` schedules whose start falls up to
+    `target`, in time order; before each start the subscriptions' walk runs up to just before
+    it (so earlier renewals come first, and the new subscription's own renewals after), and
+    the clock's `frozen_time` moves to the start."""
+    clock_id = clock["id"]
+    while True:
+        due = [
+            s
+            for s in _not_started(ctx)
+            if s["test_clock"] == clock_id and int(s["phases"][0]["start_date"]) <= target
+        ]
+        if not due:
+            return
+        schedule = due[0]
+        at = int(schedule["phases"][0]["start_date"])
+        current = ctx.store.get(CLOCK, clock_id)
+        if current is None:
+            return
+        if at - 1 > int(current["frozen_time"]):
+            subscriptions.advance_clock(ctx, current, at - 1)
+            current = ctx.store.get(CLOCK, clock_id)
+            if current is None:
+                return
+        if current["frozen_time"] != at:
+            moved = copy.deepcopy(current)
+            moved["frozen_time"] = at
+            ctx.store.replace(CLOCK, moved)
+        _start(invoices.clocked(ctx, schedule["customer"]), schedule)
 
 
 def _on_phase_end(ctx: RequestContext, sub: StripeObject) -> None:

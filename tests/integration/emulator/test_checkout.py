@@ -8,6 +8,8 @@ against the SDK's resource classes (tests/sdk_shapes.py)."""
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -314,6 +316,48 @@ def test_expire_and_expiry_by_the_clock(stripe_client: Client, emulator: Emulato
     assert _event_types(stripe_client).count("checkout.session.expired") == 2
 
 
+def test_expiry_by_the_clock_reaches_a_webhook_without_touching_the_session(
+    stripe_client: Client, emulator: EmulatorHandle
+) -> None:
+    received: list[dict[str, Any]] = []
+    arrived = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            arrived.set()
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            del format, args
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        stripe_client.v1.webhook_endpoints.create(
+            {
+                "url": f"http://127.0.0.1:{server.server_address[1]}/hooks",
+                "enabled_events": ["checkout.session.expired"],
+            }
+        )
+        session = _session(stripe_client, "payment")
+        emulator.control.advance(25 * 3600)
+        assert arrived.wait(5)
+        emulator.control.wait_webhooks_idle()
+        emulator.control.advance(3600)  # a later move does not expire it again
+        emulator.control.wait_webhooks_idle()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [e["data"]["object"]["id"] for e in received] == [session.id]
+    event = received[0]
+    assert event["type"] == "checkout.session.expired"
+    assert event["created"] == session.expires_at
+    assert event["data"]["object"]["status"] == "expired"
+    assert _event_types(stripe_client).count("checkout.session.expired") == 1
+
+
 def test_sessions_survive_a_restart_and_still_expire(tmp_path: pytest.TempPathFactory) -> None:
     state = tmp_path / "stripe.json"  # type: ignore[operator]
     with EmbeddedEmulator(state_file=state) as first:
@@ -465,3 +509,31 @@ def test_shapes(stripe_client: Client, emulator: EmulatorHandle) -> None:
         "billing_portal.session", _example("billing_portal.session"), portal, "", problems
     )
     assert problems == []
+
+
+def test_session_parameters_not_emulated_are_refused_by_name(stripe_client: Client) -> None:
+    refused_params: dict[str, Any] = {
+        "branding_settings": {"display_name": "Shop"},
+        "excluded_payment_method_types": ["customer_balance"],
+        "name_collection": {"business": {"enabled": True}},
+        "optional_items": [{"price": "price_123", "quantity": 1}],
+        "payment_intent_data": {"description": "x"},
+        "payment_method_configuration": "pmc_123",
+        "payment_method_data": {"allow_redisplay": "always"},
+        "redirect_on_completion": "never",
+        "tax_id_collection": {"enabled": True},
+        "consent_collection": {"terms_of_service": "required"},
+        "custom_fields": [{"key": "k", "label": {"custom": "K", "type": "custom"}, "type": "text"}],
+        "phone_number_collection": {"enabled": True},
+        "ui_mode": "embedded",
+        "discounts": [{"coupon": "c_123"}],
+        "shipping_address_collection": {"allowed_countries": ["US"]},
+        "payment_method_options": {"card": {"request_three_d_secure": "any"}},
+    }
+    for name, value in refused_params.items():
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            _session(stripe_client, "payment", **{name: value})
+        assert (refused.value.http_status, refused.value.param) == (400, name), name
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        _session(stripe_client, "setup", setup_intent_data={"description": "x"})
+    assert refused.value.param == "setup_intent_data"

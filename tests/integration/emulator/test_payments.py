@@ -6,12 +6,16 @@ against the SDK's resource classes and Stripe's published examples."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import stripe
 
+from stripe_emulator.core import RequestContext
+from stripe_emulator.resources import payment_intents
+from stripe_emulator.state import StripeObject
 from tests import compat_files
 from tests.fixtures.emulator import TEST_API_KEY, EmulatorHandle
 from tests.integration.emulator.test_fidelity import _compare as compare_with_example
@@ -432,6 +436,50 @@ def test_manual_capture(stripe_client: Client) -> None:
     other = intents.create({"amount": 4000, "currency": "usd"})
     with pytest.raises(stripe.InvalidRequestError):
         intents.capture(other.id)
+
+
+@pytest.fixture
+def outcomes() -> Iterator[list[tuple[str, str, bool]]]:
+    """What the payment intents' outcome hooks see (the emulator runs in this process)."""
+    seen: list[tuple[str, str, bool]] = []
+
+    def hook(ctx: RequestContext, intent: StripeObject, succeeded: bool) -> None:
+        seen.append((intent["id"], intent["status"], succeeded))
+
+    payment_intents.on_intent_outcome(hook)
+    yield seen
+    payment_intents.INTENT_HOOKS.remove(hook)
+
+
+def test_manual_capture_runs_the_outcome_hooks_and_emits_stripes_events(
+    stripe_client: Client, outcomes: list[tuple[str, str, bool]]
+) -> None:
+    intents = stripe_client.v1.payment_intents
+    params: dict[str, Any] = {
+        "amount": 4000,
+        "currency": "usd",
+        "payment_method": "pm_card_visa",
+        "capture_method": "manual",
+        "confirm": True,
+    }
+    intent = intents.create(params)  # type: ignore[arg-type]
+    assert _event_types(stripe_client) == [
+        "payment_intent.created",
+        "charge.succeeded",
+        "payment_intent.amount_capturable_updated",
+    ]
+    assert outcomes == []  # an authorization is not yet a successful payment
+    intents.capture(intent.id)
+    assert _event_types(stripe_client)[3:] == ["charge.captured", "payment_intent.succeeded"]
+    assert outcomes == [(intent.id, "succeeded", True)]
+
+    held = intents.create(params)  # type: ignore[arg-type]
+    canceled = intents.cancel(held.id, {"cancellation_reason": "abandoned"})
+    assert (canceled.status, canceled.amount_capturable) == ("canceled", 0)
+    assert _event_types(stripe_client)[-2:] == ["charge.refunded", "payment_intent.canceled"]
+    charge = stripe_client.v1.charges.retrieve(str(canceled.latest_charge))
+    assert (charge.captured, charge.refunded, charge.amount_refunded) == (False, True, 4000)
+    assert outcomes[-1] == (held.id, "canceled", False)
 
 
 def test_cancel_and_list(stripe_client: Client) -> None:
@@ -978,3 +1026,47 @@ def test_shape_matches_stripe_example(
     problems: list[str] = []
     compare_with_example(resource, example, served[served_as][0], "", problems)
     assert problems == []
+
+
+# --- parameters not emulated are refused by name ----------------------------------------
+
+PI_REFUSED: dict[str, Any] = {
+    "confirmation_token": "ctoken_123",
+    "customer_account": "acct_123",
+    "mandate": "mandate_123",
+    "mandate_data": {"customer_acceptance": {"type": "offline"}},
+    "payment_method_configuration": "pmc_123",
+    "on_behalf_of": "acct_123",
+    "transfer_data": {"destination": "acct_123"},
+    "application_fee_amount": 10,
+    "hooks": {"inputs": {"tax": {"calculation": "taxcalc_123"}}},
+    "payment_details": {"customer_reference": "ref"},
+    "radar_options": {"session": "rs_123"},
+    "amount_details": {"discount_amount": 1},
+    "payment_method_types": ["card"],
+}
+SI_REFUSED: dict[str, Any] = {
+    "confirmation_token": "ctoken_123",
+    "customer_account": "acct_123",
+    "mandate_data": {"customer_acceptance": {"type": "offline"}},
+    "payment_method_configuration": "pmc_123",
+    "on_behalf_of": "acct_123",
+    "single_use": {"amount": 100, "currency": "usd"},
+    "payment_method_types": ["card"],
+}
+
+
+def test_intent_parameters_not_emulated_are_refused_by_name(stripe_client: Client) -> None:
+    base = {"amount": 1000, "currency": "usd"}
+    for name, value in PI_REFUSED.items():
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            stripe_client.v1.payment_intents.create({**base, name: value})  # type: ignore[misc]
+        assert (refused.value.http_status, refused.value.param) == (400, name), name
+    intent = stripe_client.v1.payment_intents.create(base)  # type: ignore[arg-type]
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        stripe_client.v1.payment_intents.confirm(intent.id, {"amount_to_confirm": 1000})
+    assert refused.value.param == "amount_to_confirm"
+    for name, value in SI_REFUSED.items():
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            stripe_client.v1.setup_intents.create({name: value})  # type: ignore[misc]
+        assert (refused.value.http_status, refused.value.param) == (400, name), name

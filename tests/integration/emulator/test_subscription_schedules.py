@@ -69,6 +69,8 @@ def _event_shapes(client: Client) -> list[str]:
     problems: list[str] = []
     body = _served(client.v1.events.list({"limit": 100}))
     for event in body["data"]:
+        if event["type"] == "invoice.upcoming":
+            continue  # a preview: Stripe's upcoming invoice has no `id`
         obj = event["data"]["object"]
         cls = CLASSES.get(obj["object"])
         if cls is not None:
@@ -296,9 +298,28 @@ def test_refusals(stripe_client: Client, emulator: EmulatorHandle) -> None:
             {
                 "customer": customer,
                 "phases": [{"items": [{"price": price}]}],
-                "start_date": T0 + DAY,
+                "start_date": T0 - DAY,
             },
             "start_date",
+        ),
+        (
+            {
+                "customer": customer,
+                "phases": [
+                    {"items": [{"price": price}], "trial": True, "trial_end": T0 + DAY},
+                ],
+            },
+            "phases[0][trial_end]",
+        ),
+        (
+            {
+                "customer": customer,
+                "phases": [
+                    {"items": [{"price": price}], "end_date": T0 + DAY, "trial_end": T0 + DAY},
+                    {"items": [{"price": price}]},
+                ],
+            },
+            "phases[0][trial_end]",
         ),
         ({"from_subscription": "sub_missing"}, "from_subscription"),
     ]
@@ -306,3 +327,127 @@ def test_refusals(stripe_client: Client, emulator: EmulatorHandle) -> None:
         with pytest.raises(stripe.InvalidRequestError) as refused:
             stripe_client.v1.subscription_schedules.create(params)  # type: ignore[arg-type]
         assert refused.value.param == param, params
+
+
+# --- schedules starting in the future -------------------------------------------------------
+
+
+def test_future_start_on_a_test_clock_creates_the_subscription_in_time_order(
+    stripe_client: Client, emulator: EmulatorHandle
+) -> None:
+    clock, customer = _setup(stripe_client)
+    gold, silver = _price(stripe_client, 1000), _price(stripe_client, 700, "Silver")
+    existing = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": silver}]}
+    )
+    start = T0 + 10 * DAY
+    schedule = stripe_client.v1.subscription_schedules.create(
+        {
+            "customer": customer,
+            "start_date": start,
+            "phases": [
+                {"items": [{"price": gold}], "duration": {"interval": "month"}},
+                {"items": [{"price": silver, "quantity": 2}]},
+            ],
+        }
+    )
+    assert (schedule.status, schedule.subscription, schedule.current_phase) == (
+        "not_started",
+        None,
+        None,
+    )
+    assert schedule.phases[0].start_date == start
+    assert [
+        s.id for s in stripe_client.v1.subscription_schedules.list({"scheduled": True}).data
+    ] == [schedule.id]
+    _advance(stripe_client, clock, T0 + 5 * DAY)
+    assert stripe_client.v1.subscription_schedules.retrieve(schedule.id).status == "not_started"
+    _advance(stripe_client, clock, T0 + 45 * DAY)
+    started = stripe_client.v1.subscription_schedules.retrieve(schedule.id)
+    assert started.status == "active"
+    assert started.subscription is not None
+    sub = stripe_client.v1.subscriptions.retrieve(started.subscription)
+    assert sub.start_date == start
+    assert sub.schedule == schedule.id
+    assert [(i.price.id, i.quantity) for i in sub["items"].data] == [(silver, 2)]
+    types = [e.type for e in _events(stripe_client, "subscription_schedule.")]
+    assert types == [
+        "subscription_schedule.created",
+        "subscription_schedule.updated",
+        "subscription_schedule.updated",
+    ]
+    events = list(reversed(stripe_client.v1.events.list({"limit": 100}).data))
+    # Events come in time order: the start (day 10) before the existing subscription's
+    # renewal (Feb 15), before the scheduled one's phase change (a month after its start).
+    # (objects on the clock are dated in its time; the rest in the emulator clock's)
+    times = [e.created for e in events if T0 <= e.created <= T0 + 45 * DAY]
+    created = [
+        e
+        for e in events
+        if e.type == "customer.subscription.created" and e.data.object["id"] == sub.id
+    ]
+    assert [e.created for e in created] == [start]
+    renewals = [
+        e
+        for e in events
+        if e.type == "invoice.created"
+        and e.data.object["parent"]["subscription_details"]["subscription"] == existing.id
+        and e.data.object["billing_reason"] == "subscription_cycle"
+    ]
+    assert [e.created for e in renewals] == [FEB_15]
+    assert events.index(created[0]) < events.index(renewals[0])
+    start_event = _events(stripe_client, "subscription_schedule.updated")[0]
+    assert start_event.created == start
+    assert start_event.data.previous_attributes["status"] == "not_started"
+    assert times == sorted(times)
+    assert _event_shapes(stripe_client) == []
+    assert shape_problems(_served(started), stripe.SubscriptionSchedule, "schedule") == []
+
+
+def test_future_start_without_a_test_clock_follows_the_emulator_clock(
+    stripe_client: Client, emulator: EmulatorHandle
+) -> None:
+    customer = stripe_client.v1.customers.create({"email": "e@example.com"}).id
+    pm = stripe_client.v1.payment_methods.attach("pm_card_visa", {"customer": customer})
+    gold = _price(stripe_client, 1000)
+    start = int(emulator.control.now()) + 3600
+    schedule = stripe_client.v1.subscription_schedules.create(
+        {
+            "customer": customer,
+            "start_date": start,
+            "default_settings": {"default_payment_method": pm.id},
+            "phases": [{"items": [{"price": gold}], "trial": True, "end_date": start + 7 * DAY}],
+        }
+    )
+    assert schedule.status == "not_started"
+    emulator.control.advance(2 * 3600)
+    started = stripe_client.v1.subscription_schedules.retrieve(schedule.id)
+    assert started.status == "active"
+    assert started.current_phase is not None
+    assert started.current_phase.start_date == start
+    sub = stripe_client.v1.subscriptions.retrieve(started.subscription)  # type: ignore[arg-type]
+    assert (sub.status, sub.trial_end, sub.default_payment_method) == (
+        "trialing",
+        start + 7 * DAY,
+        pm.id,
+    )
+    assert sub.created == start
+    types = [e.type for e in _events(stripe_client, "subscription_schedule.")]
+    assert types == ["subscription_schedule.created", "subscription_schedule.updated"]
+    emulator.control.advance(60)  # started once
+    assert len(_events(stripe_client, "subscription_schedule.")) == 2
+    assert len(_events(stripe_client, "customer.subscription.created")) == 1
+
+
+def test_a_released_not_started_schedule_never_starts(
+    stripe_client: Client, emulator: EmulatorHandle
+) -> None:
+    clock, customer = _setup(stripe_client)
+    gold = _price(stripe_client, 1000)
+    schedule = stripe_client.v1.subscription_schedules.create(
+        {"customer": customer, "start_date": T0 + DAY, "phases": [{"items": [{"price": gold}]}]}
+    )
+    released = stripe_client.v1.subscription_schedules.release(schedule.id)
+    assert (released.status, released.released_subscription) == ("released", None)
+    _advance(stripe_client, clock, T0 + 2 * DAY)
+    assert stripe_client.v1.subscriptions.list({"customer": customer}).data == []
