@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from stripe_emulator.auth import api_key_from, check_key
+from stripe_emulator.clock import run_sweeps
 from stripe_emulator.core import API_VERSION, Emulator, RequestContext
 from stripe_emulator.errors import (
     StripeError,
@@ -124,6 +125,9 @@ class Pipeline:
         route, path_params = resolved
         params = validate(route.params, _raw_params(request))
         key = request.headers.get("idempotency-key") if request.method == "POST" else None
+        # What fell due as wall time passed (an open Checkout Session past `expires_at`)
+        # happens before the request sees the account, as on Stripe.
+        run_sweeps(self.emulator)
         with self.emulator.lock:
             if key is None:
                 return self._run(route, params, path_params, request, request_id, None)

@@ -53,4 +53,7 @@ def build_router(emulator: Emulator) -> Router:
     subscriptions.ensure_indexes(emulator.store)
     if subscriptions.advance_clock not in emulator.clock_hooks:
         emulator.clock_hooks.append(subscriptions.advance_clock)
+    # Schedules starting on a test clock run first: they drive the subscriptions' walk up to
+    # each start themselves, so starts and renewals stay in time order.
+    subscription_schedules.ensure_clock_hook(emulator.clock_hooks)
     return router
