@@ -17,9 +17,12 @@ from decimal import ROUND_HALF_UP, Decimal
 DAY = 24 * 3600
 
 
-def add_intervals(anchor: int, interval: str, count: int) -> int:
+def add_intervals(
+    anchor: int, interval: str, count: int, *, day_of_month: int | None = None
+) -> int:
     """`anchor` moved by `count` intervals (`day`, `week`, `month`, `year`), month-end
-    clamped for months and years."""
+    clamped for months and years. `day_of_month` (a `billing_cycle_anchor_config`) is the
+    day the cycle keeps when the anchor itself was clamped (31 -> 28 February -> 31 March)."""
     start = datetime.fromtimestamp(anchor, UTC)
     if interval == "day":
         return int((start + timedelta(days=count)).timestamp())
@@ -30,26 +33,53 @@ def add_intervals(anchor: int, interval: str, count: int) -> int:
         raise ValueError(f"unknown interval {interval!r}")
     total = start.month - 1 + months
     year, month = start.year + total // 12, total % 12 + 1
-    day = min(start.day, calendar.monthrange(year, month)[1])
+    day = min(day_of_month or start.day, calendar.monthrange(year, month)[1])
     return int(start.replace(year=year, month=month, day=day).timestamp())
 
 
-def period_containing(anchor: int, interval: str, count: int, at: int) -> tuple[int, int]:
+def period_containing(
+    anchor: int, interval: str, count: int, at: int, *, day_of_month: int | None = None
+) -> tuple[int, int]:
     """The period `[start, end)` of a cycle anchored at `anchor` that contains `at`
     (`at` before the anchor gives the period ending at the anchor)."""
+
+    def moved(n: int) -> int:
+        return add_intervals(anchor, interval, n * count, day_of_month=day_of_month)
+
     if at < anchor:
         n = 0
-        while add_intervals(anchor, interval, -(n + 1) * count) > at:
+        while moved(-(n + 1)) > at:
             n += 1
-        return add_intervals(anchor, interval, -(n + 1) * count), add_intervals(
-            anchor, interval, -n * count
-        )
+        return moved(-(n + 1)), moved(-n)
     n = 0
-    while add_intervals(anchor, interval, (n + 1) * count) <= at:
+    while moved(n + 1) <= at:
         n += 1
-    return add_intervals(anchor, interval, n * count), add_intervals(
-        anchor, interval, (n + 1) * count
-    )
+    return moved(n), moved(n + 1)
+
+
+def next_occurrence(
+    after: int,
+    *,
+    day_of_month: int,
+    hour: int,
+    minute: int,
+    second: int,
+    month: int | None = None,
+) -> int:
+    """The first moment strictly after `after` on `day_of_month` (clamped to shorter months)
+    at `hour:minute:second` UTC, in `month` when given: how Stripe turns a
+    `billing_cycle_anchor_config` into the `billing_cycle_anchor`."""
+    start = datetime.fromtimestamp(after, UTC)
+    for offset in range(25):
+        total = start.month - 1 + offset
+        year, candidate_month = start.year + total // 12, total % 12 + 1
+        if month is not None and candidate_month != month:
+            continue
+        day = min(day_of_month, calendar.monthrange(year, candidate_month)[1])
+        moment = datetime(year, candidate_month, day, hour, minute, second, tzinfo=UTC)
+        if moment.timestamp() > after:
+            return int(moment.timestamp())
+    raise ValueError("no occurrence within two years")
 
 
 def prorated(amount: int, start: int, end: int, at: int) -> int:

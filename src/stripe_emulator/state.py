@@ -3,8 +3,9 @@
 Each object type is a `Collection`: a dict by id, a creation sequence number per object, the
 alive sequence numbers in order, and secondary indexes (`field value -> sorted seqs`) for the
 list filters Stripe offers (`product`, `active`, `lookup_key`, `type`, ...). A list call picks
-the smallest candidate index, walks it newest-first from the cursor and stops after
-`limit + 1` matches, so its cost depends on the page, not on the store size.
+the smallest candidate index (a filter on several values is the lazy merge of their index
+lists), walks it newest-first from the cursor and stops after `limit + 1` matches, so its cost
+depends on the page, not on the store size.
 
 Objects are stored as the JSON dicts Stripe returns. Keys starting with `_` are private to the
 emulator (a webhook secret, a meter event's customer) and never rendered.
@@ -111,57 +112,60 @@ class Collection:
         starting_after: str | None = None,
         ending_before: str | None = None,
     ) -> Page:
-        """A newest-first page, filtered by indexed fields (`equals`) and a predicate."""
-        candidates = self._candidates(equals)
-        if ending_before is not None:
-            return self._page_before(candidates, predicate, limit, self.seq_of[ending_before])
-        start = self.seq_of[starting_after] if starting_after is not None else None
-        return self._page_after(candidates, predicate, limit, start)
+        """A newest-first page, filtered by indexed fields (`equals`) and a predicate.
 
-    def _page_after(
-        self, seqs: list[int], predicate: Predicate | None, limit: int, start: int | None
-    ) -> Page:
-        end = len(seqs) if start is None else bisect.bisect_left(seqs, start)
-        found = self._take(reversed(range(end)), seqs, predicate, limit + 1)
+        Each filter is a union of sorted index lists (`status` in several values is one list
+        per value). The smallest union drives the walk, merged lazily from the cursor
+        (`heapq.merge` of the parts, each read from its bisected start), and the others are
+        membership tests by bisection: a page reads about `limit + 1` candidates plus a few
+        bisections per part, never a whole index."""
+        unions = [self._union(name, values) for name, values in equals.items()]
+        if not unions:
+            unions = [[self.alive]]
+        driver = min(unions, key=lambda parts: sum(len(p) for p in parts))
+        others = [parts for parts in unions if parts is not driver]
+
+        def accepts(seq: int) -> bool:
+            return all(_contains_any(parts, seq) for parts in others)
+
+        if ending_before is not None:
+            before = self.seq_of[ending_before]
+            walk = _ascending(driver, before)
+            found = self._take(walk, accepts, predicate, limit + 1)
+            # Stripe returns the page nearest the cursor, still newest first.
+            return Page(list(reversed(found[:limit])), len(found) > limit)
+        start = self.seq_of[starting_after] if starting_after is not None else None
+        found = self._take(_descending(driver, start), accepts, predicate, limit + 1)
         return Page(found[:limit], len(found) > limit)
 
-    def _page_before(
-        self, seqs: list[int], predicate: Predicate | None, limit: int, before: int
-    ) -> Page:
-        begin = bisect.bisect_right(seqs, before)
-        found = self._take(iter(range(begin, len(seqs))), seqs, predicate, limit + 1)
-        # Stripe returns the page nearest the cursor, still newest first.
-        return Page(list(reversed(found[:limit])), len(found) > limit)
-
     def _take(
-        self, positions: Iterator[int], seqs: list[int], predicate: Predicate | None, count: int
+        self,
+        seqs: Iterator[int],
+        accepts: Callable[[int], bool],
+        predicate: Predicate | None,
+        count: int,
     ) -> list[StripeObject]:
         found: list[StripeObject] = []
-        for position in positions:
-            obj = self.objects[self.id_at[seqs[position]]]
+        for seq in seqs:
+            if not accepts(seq):
+                continue
+            obj = self.objects[self.id_at[seq]]
             if predicate is None or predicate(obj):
                 found.append(obj)
                 if len(found) == count:
                     break
         return found
 
-    def _candidates(self, equals: Mapping[str, Iterable[Any]]) -> list[int]:
-        if not equals:
-            return self.alive
-        lists = [self._union(name, values) for name, values in equals.items()]
-        smallest = min(lists, key=len)
-        others = [set(seqs) for seqs in lists if seqs is not smallest]
-        return [s for s in smallest if all(s in other for other in others)]
-
-    def _union(self, name: str, values: Iterable[Any]) -> list[int]:
+    def _union(self, name: str, values: Iterable[Any]) -> list[list[int]]:
+        """The sorted seq lists whose union is the filter `name in values` (not merged)."""
         if name == "id":
             # Every collection is indexed by id already: `ids[]` filters need no scan.
-            return sorted(
-                {self.seq_of[v] for v in values if isinstance(v, str) and v in self.seq_of}
-            )
+            return [
+                sorted({self.seq_of[v] for v in values if isinstance(v, str) and v in self.seq_of})
+            ]
         index = self.indexes.get(name, {})
-        parts = [index.get(_key(v), []) for v in values]
-        return parts[0] if len(parts) == 1 else list(heapq.merge(*parts))
+        keys = dict.fromkeys(_key(v) for v in values)
+        return [part for part in (index.get(k) for k in keys) if part]
 
     def _index_add(self, name: str, value: Any, seq: int) -> None:
         if value is None:
@@ -180,6 +184,41 @@ class Collection:
 def _key(value: Any) -> Hashable:
     # Expanded references are stored as ids; dict values (never indexed today) are skipped.
     return value if isinstance(value, Hashable) else repr(value)
+
+
+def _descending(parts: list[list[int]], start: int | None) -> Iterator[int]:
+    """The seqs of the union of `parts` below `start` (all when None), largest first."""
+    walks: list[Iterator[int]] = []
+    for part in parts:
+        end = len(part) if start is None else bisect.bisect_left(part, start)
+        walks.append(_read(part, range(end - 1, -1, -1)))
+    if len(walks) == 1:
+        return walks[0]
+    return heapq.merge(*walks, reverse=True) if walks else iter(())
+
+
+def _ascending(parts: list[list[int]], after: int) -> Iterator[int]:
+    """The seqs of the union of `parts` above `after`, smallest first."""
+    walks: list[Iterator[int]] = []
+    for part in parts:
+        begin = bisect.bisect_right(part, after)
+        walks.append(_read(part, range(begin, len(part))))
+    if len(walks) == 1:
+        return walks[0]
+    return heapq.merge(*walks) if walks else iter(())
+
+
+def _read(part: list[int], positions: range) -> Iterator[int]:
+    for position in positions:
+        yield part[position]
+
+
+def _contains_any(parts: list[list[int]], seq: int) -> bool:
+    for part in parts:
+        position = bisect.bisect_left(part, seq)
+        if position < len(part) and part[position] == seq:
+            return True
+    return False
 
 
 def _remove_sorted(seqs: list[int], seq: int) -> None:

@@ -3,7 +3,11 @@
 clocks (`advance_clock`, registered on `Emulator.clock_hooks`).
 
 Periods live on the items (`current_period_start/end`, API `2026-10-28.endive`), anchored at
-`billing_cycle_anchor` (`billing_time`). Every item of a subscription shares one interval.
+`billing_cycle_anchor` (`billing_time`): the start, the trial end, a requested anchor (the
+first period up to it prorated) or, after `billing_cycle_anchor[type]=now`, the reset time.
+Every item of a subscription shares one interval. The clock walk also sends `invoice.upcoming`
+`UPCOMING_RENEWAL_DAYS` before a renewal and invoices pending items on a
+`pending_invoice_item_interval`. Responses and events never carry the `_` fields (`public`).
 
 Status machine (Stripe's): a `charge_automatically` subscription starts `incomplete` until its
 first invoice is paid (`active`), `incomplete_expired` 23 hours later if it never is;
@@ -49,6 +53,7 @@ from stripe_emulator.resources._common import (
     fetch,
     new_metadata,
     previous_attributes,
+    save_update,
 )
 from stripe_emulator.resources._payments import expandable_when_null
 from stripe_emulator.resources.prices import as_plan
@@ -79,8 +84,9 @@ PRORATION_BEHAVIORS = ("always_invoice", "create_prorations", "none")
 MISSING_PM_BEHAVIORS = ("cancel", "create_invoice", "pause")
 COLLECTION_METHODS = ("charge_automatically", "send_invoice")
 # Parameters each endpoint implements; every other one the SDK accepts is refused (400 naming
-# it) rather than silently ignored. `off_session` and `proration_behavior` on create have no
-# effect here (the first invoice is charged on session; nothing to prorate without an anchor).
+# it) rather than silently ignored. `off_session` on create has no effect here (the first
+# invoice is charged on session); `proration_behavior` on create applies to the period up to a
+# `billing_cycle_anchor`.
 _CREATE_HANDLED = frozenset(
     {
         "customer",
@@ -102,6 +108,9 @@ _CREATE_HANDLED = frozenset(
         "proration_behavior",
         "billing_mode",
         "automatic_tax",
+        "billing_cycle_anchor",
+        "billing_cycle_anchor_config",
+        "pending_invoice_item_interval",
     }
 )
 _UPDATE_HANDLED = frozenset(
@@ -121,6 +130,8 @@ _UPDATE_HANDLED = frozenset(
         "payment_behavior",
         "off_session",
         "automatic_tax",
+        "billing_cycle_anchor",
+        "pending_invoice_item_interval",
     }
 )
 _ITEM_HANDLED = frozenset(
@@ -138,6 +149,18 @@ _ITEM_FIELDS_HANDLED = frozenset({"id", "price", "quantity", "metadata", "delete
 DAY = 24 * 3600
 INCOMPLETE_EXPIRY = 23 * 3600
 TRIAL_WILL_END_NOTICE = 3 * DAY
+# `invoice.upcoming` is sent this many days before a renewal of a `charge_automatically`
+# subscription (Stripe's account setting "upcoming renewal events"; an operator may change it:
+# `subscriptions.UPCOMING_RENEWAL_DAYS = n`, 0 turns the event off).
+UPCOMING_RENEWAL_DAYS = 3
+# Stripe's event reference: "The received Invoice object will not have an invoice ID". The SDK's
+# `Invoice.id` is non-Optional and the shape checks (tests/sdk_shapes.py) require it, so the
+# emulator keeps the preview's `upcoming_in_...` id for now (docs/emulator.md); False drops it.
+UPCOMING_HAS_ID = True
+ENDED = ("canceled", "incomplete_expired")
+PENDING_INTERVALS = ("day", "week", "month", "year")
+# The longest `pending_invoice_item_interval` Stripe accepts: one year, in each unit.
+_PENDING_MAX = {"day": 365, "week": 52, "month": 12, "year": 1}
 _SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "cad": "CA$", "aud": "A$"}
 _ZERO_DECIMAL = frozenset({"jpy", "krw", "vnd", "clp", "isk", "xaf", "xof", "bif", "djf"})
 
@@ -251,16 +274,18 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     if pm is not None:
         _check_attached(ctx, pm, customer["id"], "default_payment_method")
     trial_end = _trial_end(params, prices, now)
-    anchor = trial_end if trial_end is not None else now
+    proration = params.get("proration_behavior", "create_prorations")
+    check_enum(proration, "proration_behavior", PRORATION_BEHAVIORS)
+    requested, anchor_config = _requested_anchor(params, prices[0], now, trial_end)
+    _check_customer_currency(ctx, customer, cur)
+    pending_interval = _pending_interval(params.get("pending_invoice_item_interval"))
     interval, count = _interval(prices[0])
-    period = (
-        (now, trial_end)
-        if trial_end is not None
-        else (
-            now,
-            billing_time.add_intervals(anchor, interval, count),
-        )
-    )
+    if trial_end is not None:
+        anchor, period = trial_end, (now, trial_end)
+    elif requested is not None:
+        anchor, period = requested, (now, requested)
+    else:
+        anchor, period = now, (now, billing_time.add_intervals(now, interval, count))
     sub_id = new_id("sub")
     items = [
         _item(sub_id, price, raw.get("quantity", 1), raw.get("metadata"), period, now)
@@ -275,7 +300,7 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         "application_fee_percent": None,
         "automatic_tax": _automatic_tax(params.get("automatic_tax")),
         "billing_cycle_anchor": anchor,
-        "billing_cycle_anchor_config": None,
+        "billing_cycle_anchor_config": anchor_config,
         "billing_mode": {"flexible": None, "type": "classic", "updated_at": None},
         "billing_schedules": [],
         "billing_thresholds": None,
@@ -307,7 +332,7 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         "livemode": False,
         "managed_payments": None,
         "metadata": new_metadata(params.get("metadata")),
-        "next_pending_invoice_item_invoice": None,
+        "next_pending_invoice_item_invoice": _next_pending(pending_interval, now),
         "on_behalf_of": None,
         "pause_collection": None,
         "payment_settings": {
@@ -315,7 +340,7 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
             "payment_method_types": None,
             "save_default_payment_method": "off",
         },
-        "pending_invoice_item_interval": None,
+        "pending_invoice_item_interval": pending_interval,
         "pending_setup_intent": None,
         "pending_update": None,
         "presentment_details": None,
@@ -331,6 +356,13 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     }
     if "cancel_at" in params and params["cancel_at"] not in ("", None):
         sub["cancel_at"] = int(params["cancel_at"])
+    if sub["cancel_at_period_end"]:
+        # Stripe: `canceled_at` is the time of the request that set `cancel_at_period_end`.
+        sub["cancel_at"], sub["canceled_at"] = period[1], now
+        sub["cancellation_details"]["reason"] = "cancellation_requested"
+    if requested is not None:
+        # The first period, up to the anchor, is prorated (or free with `none`).
+        sub["_first_proration"] = proration
     if method == "send_invoice" and trial_end is None:
         sub["status"] = "active"
     if sub["automatic_tax"]["enabled"] and customer_location(customer) is None:
@@ -339,9 +371,168 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     if behavior == "error_if_incomplete" and sub["status"] == "incomplete":
         _charge_would_succeed_or_raise(cctx, sub, customer, _first_amount(sub))
     ctx.store.insert(KIND, sub)
+    _set_customer_currency(cctx, customer, cur)
     _first_invoice(cctx, sub, customer, confirm=behavior != "default_incomplete")
     current = ctx.store.get(KIND, sub_id) or sub
     return render_subscription(ctx, current, expand_of(params))
+
+
+def _requested_anchor(
+    params: Params, price: StripeObject, now: int, trial_end: int | None
+) -> tuple[int | None, StripeObject | None]:
+    """`billing_cycle_anchor` (a future timestamp no later than the next natural billing date)
+    or `billing_cycle_anchor_config` (the next occurrence of its day of month and time, monthly
+    and yearly prices only): the anchor and the stored config."""
+    given = [n for n in ("billing_cycle_anchor", "billing_cycle_anchor_config") if n in params]
+    if not given:
+        return None, None
+    if len(given) == 2:
+        raise invalid(
+            "You may only specify one of these parameters: billing_cycle_anchor, "
+            "billing_cycle_anchor_config.",
+            param="billing_cycle_anchor_config",
+        )
+    name = given[0]
+    if trial_end is not None:
+        raise invalid(
+            f"`{name}` together with a trial is not supported by the emulator (see "
+            "docs/emulator.md).",
+            param=name,
+        )
+    interval, count = _interval(price)
+    natural = billing_time.add_intervals(now, interval, count)
+    config: StripeObject | None = None
+    if name == "billing_cycle_anchor":
+        anchor = int(params[name])
+        if anchor <= now:
+            raise invalid("Invalid timestamp: must be in the future.", param=name)
+    else:
+        raw = params[name] or {}
+        if interval not in ("month", "year"):
+            raise invalid(
+                "`billing_cycle_anchor_config` is only valid with monthly and yearly price "
+                "intervals.",
+                param=name,
+            )
+        bounds = {"day_of_month": (1, 31), "month": (1, 12), "hour": (0, 23)}
+        config = {}
+        for key in ("day_of_month", "hour", "minute", "month", "second"):
+            value = raw.get(key)
+            low, high = bounds.get(key, (0, 59))
+            if value is not None and not low <= int(value) <= high:
+                raise invalid(
+                    f"Invalid {name}[{key}]: must be between {low} and {high}.",
+                    param=f"{name}[{key}]",
+                )
+            config[key] = None if value is None else int(value)
+        anchor = billing_time.next_occurrence(
+            now,
+            day_of_month=int(config["day_of_month"]),
+            hour=int(config["hour"] or 0),
+            minute=int(config["minute"] or 0),
+            second=int(config["second"] or 0),
+            month=config["month"],
+        )
+    if anchor > natural:
+        raise invalid(
+            f"`billing_cycle_anchor` cannot be later than next natural billing date ({natural}) "
+            "for plan",
+            param=name,
+        )
+    return anchor, config
+
+
+def _anchor_day(sub: StripeObject) -> int | None:
+    config = sub.get("billing_cycle_anchor_config")
+    return None if config is None else int(config["day_of_month"])
+
+
+def _cycle(sub: StripeObject, at: int) -> tuple[int, int]:
+    """The period of the subscription's cycle containing `at`."""
+    interval, count = _interval(sub["items"]["data"][0]["price"])
+    return billing_time.period_containing(
+        sub["billing_cycle_anchor"], interval, count, at, day_of_month=_anchor_day(sub)
+    )
+
+
+def _pending_interval(raw: Any) -> StripeObject | None:
+    """`pending_invoice_item_interval`: `{interval, interval_count}` up to one year, or ""."""
+    if raw in (None, ""):
+        return None
+    name = "pending_invoice_item_interval"
+    check_enum(raw.get("interval"), f"{name}[interval]", PENDING_INTERVALS)
+    interval = str(raw["interval"])
+    count = int(raw.get("interval_count", 1))
+    if not 1 <= count <= _PENDING_MAX[interval]:
+        raise invalid(
+            "The pending invoice item interval can be at most one year (1 year, 12 months, 52 "
+            "weeks or 365 days).",
+            param=f"{name}[interval_count]",
+        )
+    return {"interval": interval, "interval_count": count}
+
+
+def _next_pending(pending: StripeObject | None, since: int) -> int | None:
+    if pending is None:
+        return None
+    return billing_time.add_intervals(
+        since, str(pending["interval"]), int(pending["interval_count"])
+    )
+
+
+def _check_customer_currency(ctx: RequestContext, customer: StripeObject, cur: str) -> None:
+    """Stripe refuses a second currency on a customer that still has a live subscription or
+    pending invoice item in its currency."""
+    have = customer.get("currency")
+    if have in (None, cur):
+        return
+    live = any(
+        s["status"] not in ENDED and s["currency"] != cur
+        for s in ctx.store.collection(KIND).lookup("customer", customer["id"])
+    )
+    pending = any(ii["currency"] != cur for ii in invoices.pending_items(ctx, customer["id"]))
+    if live or pending:
+        raise invalid(
+            "You cannot combine currencies on a single customer. This customer has an active "
+            f"subscription, subscription schedule, discount, quote, or invoice item with "
+            f"currency {have}."
+        )
+
+
+def _set_customer_currency(ctx: RequestContext, customer: StripeObject, cur: str) -> None:
+    """A customer's first subscription sets its `currency` (`customer.updated`)."""
+    current = ctx.store.get("customer", customer["id"]) or customer
+    if current.get("currency") is not None:
+        return
+    after = copy.deepcopy(current)
+    after["currency"] = cur
+    save_update(ctx, "customer", current, after, "customer.updated")
+
+
+def public(value: Any) -> Any:
+    """A copy of `value` without the emulator's private `_` keys at any depth (an item's
+    `_unit_amount` inside `items.data`, ...); metadata keys are the user's and kept."""
+    if isinstance(value, dict):
+        return {
+            k: copy.deepcopy(v) if k == "metadata" else public(v)
+            for k, v in value.items()
+            if not k.startswith("_")
+        }
+    if isinstance(value, list):
+        return [public(v) for v in value]
+    return value
+
+
+def _emit(
+    ctx: RequestContext,
+    event_type: str,
+    sub: StripeObject,
+    previous: dict[str, Any] | None = None,
+) -> None:
+    """A subscription event, its object and previous attributes without private keys."""
+    ctx.emit(
+        event_type, public(sub), previous_attributes=None if previous is None else public(previous)
+    )
 
 
 def _automatic_tax(raw: Any) -> StripeObject:
@@ -511,7 +702,58 @@ def _check_attached(ctx: RequestContext, pm_id: str, customer_id: str, param: st
 
 
 def _first_amount(sub: StripeObject) -> int:
-    return sum(_item_amount(item, sub["currency"]) for item in sub["items"]["data"])
+    return sum(_first_line_amount(sub, item) for item in sub["items"]["data"])
+
+
+def _first_line_amount(sub: StripeObject, item: StripeObject) -> int:
+    """An item's amount on the first invoice: the full price, or, up to a
+    `billing_cycle_anchor`, the price prorated over `[created, anchor)` of the cycle period
+    ending at the anchor (nothing with `proration_behavior=none`)."""
+    full = _item_amount(item, sub["currency"])
+    first = sub.get("_first_proration")
+    if first is None:
+        return full
+    if first == "none":
+        return 0
+    anchor = int(sub["billing_cycle_anchor"])
+    start, _ = _cycle(sub, anchor - 1)
+    return billing_time.prorated(full, start, anchor, int(sub["created"]))
+
+
+def _first_period_line(
+    ctx: RequestContext,
+    invoice: StripeObject,
+    sub: StripeObject,
+    item: StripeObject,
+    period: tuple[int, int],
+) -> None:
+    """The line of a licensed item for the period up to the `billing_cycle_anchor`."""
+    price = item["price"]
+    product = _product_name(ctx, price["product"])
+    quantity = int(item["quantity"] or 0)
+    unit = _item_unit(item, sub["currency"])
+    prorate = sub["_first_proration"] != "none"
+    when = datetime.fromtimestamp(period[0], UTC).strftime("%d %b %Y")
+    if prorate:
+        description = f"Remaining time on {quantity} × {product} after {when}"
+    else:
+        description = (
+            f"{quantity} × {product} (at {_money(unit, sub['currency'])} / "
+            f"{_interval_words(price)})"
+        )
+    invoices.line(
+        invoice,
+        amount=_first_line_amount(sub, item),
+        description=description,
+        period=period,
+        price={"id": price["id"], "product": price["product"], "unit_amount_decimal": str(unit)},
+        quantity=quantity,
+        subscription_id=sub["id"],
+        subscription_item=item["id"],
+        proration=prorate,
+        metadata=item["metadata"],
+        tax_behavior=price.get("tax_behavior"),
+    )
 
 
 def _item_amount(item: StripeObject, cur: str) -> int:
@@ -576,7 +818,10 @@ def _first_invoice(
         automatic_tax=sub["automatic_tax"]["enabled"],
     )
     for item in sub["items"]["data"]:
-        _item_line(ctx, invoice, sub, item, period, trial=trial)
+        if sub.get("_first_proration") is not None and not _is_metered(item["price"]):
+            _first_period_line(ctx, invoice, sub, item, period)
+        else:
+            _item_line(ctx, invoice, sub, item, period, trial=trial)
     taken = invoices.pull_pending_items(ctx, invoice, subscription_id=sub["id"])
     invoices.claim_items(ctx, invoice, taken)
     invoice["period_start"] = invoice["period_end"] = ctx.now()
@@ -584,7 +829,7 @@ def _first_invoice(
     ctx.store.replace(invoices.KIND, invoice)
     _set_latest_invoice(ctx, sub["id"], invoice["id"])
     # `customer.subscription.created` carries its first invoice as `latest_invoice`.
-    ctx.emit("customer.subscription.created", ctx.store.get(KIND, sub["id"]) or sub)
+    _emit(ctx, "customer.subscription.created", ctx.store.get(KIND, sub["id"]) or sub)
     invoices.announce_created(ctx, invoice)
     finalized = invoices.finalize(ctx, invoice)
     if (
@@ -788,6 +1033,7 @@ def list_subscriptions(ctx: RequestContext, params: Params, path: dict[str, str]
         tree = expand_tree([p.removeprefix("data.") for p in nested])
         for out in listed["data"]:
             out["items"] = _render_items(ctx, out["items"], tree["items"])
+    listed["data"] = [public(out) for out in listed["data"]]
     return listed
 
 
@@ -798,7 +1044,9 @@ def render_subscription(ctx: RequestContext, sub: StripeObject, tree: ExpandTree
     out = render(ctx.store, sub, rest)
     if "items" in tree:
         out["items"] = _render_items(ctx, out["items"], tree["items"])
-    return out
+    # Private keys live inside the embedded items too (`_unit_amount`): none is served.
+    result: StripeObject = public(out)
+    return result
 
 
 def _render_items(ctx: RequestContext, items: StripeObject, tree: ExpandTree) -> StripeObject:
@@ -815,12 +1063,13 @@ def render_item(ctx: RequestContext, item: StripeObject, tree: ExpandTree) -> St
     out = render(ctx.store, item, rest)
     if "price" in tree:
         out["price"] = render(ctx.store, item["price"], tree["price"])
-    return out
+    result: StripeObject = public(out)
+    return result
 
 
 def _of_customer(ctx: RequestContext, customer: StripeObject) -> list[StripeObject]:
     subs = ctx.store.collection(KIND).lookup("customer", customer["id"])
-    return [s for s in reversed(subs) if s["status"] not in ("canceled", "incomplete_expired")]
+    return [public(s) for s in reversed(subs) if s["status"] not in ENDED]
 
 
 def _sub(
@@ -847,9 +1096,16 @@ def update(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         )
     cctx = invoices.clocked(ctx, before["customer"])
     after, prorations = apply_update(cctx, before, params, save=True)
-    _save(cctx, before, after)
-    if prorations and params.get("proration_behavior") == "always_invoice":
-        _invoice_now(cctx, after, billing_reason="subscription_update")
+    if _resets_anchor(params):
+        # A new period from now, invoiced at once with the credits for the old one.
+        invoice = _cycle_invoice(cctx, after, billing_reason="subscription_update")
+        after["latest_invoice"] = invoice["id"]
+        _save(cctx, before, after)
+        _settle_now(cctx, invoice)
+    else:
+        _save(cctx, before, after)
+        if prorations and params.get("proration_behavior") == "always_invoice":
+            _invoice_now(cctx, after, billing_reason="subscription_update")
     current = ctx.store.get(KIND, after["id"]) or after
     return render_subscription(ctx, current, expand_of(params))
 
@@ -876,14 +1132,19 @@ def apply_update(
         after["cancel_at_period_end"] = bool(params["cancel_at_period_end"])
         if after["cancel_at_period_end"]:
             after["cancel_at"] = _period(after)[1]
+            # The SDK's `Subscription.canceled_at`: with `cancel_at_period_end`, the time of
+            # the most recent update request, not the period end.
+            after["canceled_at"] = now
             after["cancellation_details"]["reason"] = "cancellation_requested"
         else:
             after["cancel_at"] = None
+            after["canceled_at"] = None
             after["cancellation_details"]["reason"] = None
     if "cancel_at" in params:
         value = params["cancel_at"]
         after["cancel_at"] = None if value in ("", None) else int(value)
         after["cancel_at_period_end"] = False
+        after["canceled_at"] = None
     if "cancellation_details" in params:
         details = params["cancellation_details"] or {}
         for key in ("comment", "feedback"):
@@ -921,21 +1182,57 @@ def apply_update(
         if value is not None:
             after["trial_settings"]["end_behavior"]["missing_payment_method"] = value
     after["metadata"] = apply_metadata(after["metadata"], params.get("metadata"))
+    if "pending_invoice_item_interval" in params:
+        pending = _pending_interval(params["pending_invoice_item_interval"])
+        if pending != after["pending_invoice_item_interval"]:
+            after["pending_invoice_item_interval"] = pending
+            after["next_pending_invoice_item_invoice"] = _next_pending(pending, now)
+    reset = _resets_anchor(params)
+    if reset and after["status"] not in ("active", "past_due"):
+        raise invalid(
+            f"Resetting the billing cycle anchor of a `{after['status']}` subscription is not "
+            "supported by the emulator.",
+            param="billing_cycle_anchor",
+        )
     changes: list[tuple[StripeObject | None, StripeObject | None]] = []
     if "items" in params:
         changes = _apply_items(ctx, after, params["items"], now)
+    if reset:
+        # Every old item's unused time is credited; the new period is billed in full.
+        changes = [(old, None) for old in before["items"]["data"]]
+        at = now
     prorations: list[StripeObject] = []
     prorate = behavior != "none" and after["status"] not in ("trialing", "incomplete")
     if prorate:
         customer = ctx.store.get("customer", after["customer"])
         assert customer is not None
         for old, new in changes:
-            prorations.extend(_prorate(ctx, customer, after, old, new, at))
+            prorations.extend(_prorate(ctx, customer, before if reset else after, old, new, at))
         if save:
             for ii in prorations:
                 ctx.store.insert(invoices.ITEM, ii)
                 ctx.emit("invoiceitem.created", ii)
+    if reset:
+        interval, count = _interval(after["items"]["data"][0]["price"])
+        end = billing_time.add_intervals(now, interval, count)
+        after["billing_cycle_anchor"] = now
+        after["billing_cycle_anchor_config"] = None
+        for item in after["items"]["data"]:
+            item["current_period_start"], item["current_period_end"] = now, end
+        if after["cancel_at_period_end"]:
+            after["cancel_at"] = end
     return after, prorations
+
+
+def _resets_anchor(params: Params) -> bool:
+    """`billing_cycle_anchor[type]`: `now` resets the cycle, `unchanged` keeps it (the
+    object form of API 2026-09-30.endive)."""
+    raw = params.get("billing_cycle_anchor")
+    if raw is None:
+        return False
+    kind = (raw or {}).get("type")
+    check_enum(kind, "billing_cycle_anchor[type]", ("now", "unchanged"))
+    return bool(kind == "now")
 
 
 def _apply_items(
@@ -1073,7 +1370,43 @@ def _save(ctx: RequestContext, before: StripeObject, after: StripeObject) -> Non
     if not changes:
         return
     ctx.store.replace(KIND, after)
-    ctx.emit("customer.subscription.updated", after, previous_attributes=changes)
+    _emit(ctx, "customer.subscription.updated", after, changes)
+
+
+def _cycle_invoice(ctx: RequestContext, sub: StripeObject, *, billing_reason: str) -> StripeObject:
+    """A saved draft for the subscription's (new) current period: its pending items (the
+    credits), then a line per item."""
+    customer = ctx.store.get("customer", sub["customer"])
+    assert customer is not None
+    invoice = invoices.draft(
+        ctx,
+        customer,
+        cur=sub["currency"],
+        billing_reason=billing_reason,
+        collection_method=sub["collection_method"],
+        days_until_due=sub["days_until_due"],
+        subscription=sub,
+        automatic_tax=sub["automatic_tax"]["enabled"],
+    )
+    taken = invoices.pull_pending_items(ctx, invoice, subscription_id=sub["id"])
+    period = _period(sub)
+    sub["_usage_windows"] = {item["id"]: None for item in sub["items"]["data"]}
+    for item in sub["items"]["data"]:
+        _item_line(ctx, invoice, sub, item, period, trial=False)
+    invoice["period_start"] = invoice["period_end"] = period[0]
+    invoices.claim_items(ctx, invoice, taken)
+    invoices.recompute(invoice)
+    ctx.store.replace(invoices.KIND, invoice)
+    return invoice
+
+
+def _settle_now(ctx: RequestContext, invoice: StripeObject) -> StripeObject:
+    """`invoice.created`, then finalized and, for `charge_automatically`, charged at once."""
+    invoices.announce_created(ctx, invoice)
+    finalized = invoices.finalize(ctx, invoice)
+    if finalized["status"] == "open" and finalized["collection_method"] == "charge_automatically":
+        finalized = invoices.attempt_payment(ctx, finalized)
+    return finalized
 
 
 def _invoice_now(
@@ -1126,6 +1459,13 @@ def cancel(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
             for ii in _prorate(cctx, customer, sub, item, None, cctx.now()):
                 ctx.store.insert(invoices.ITEM, ii)
                 cctx.emit("invoiceitem.created", ii)
+    if not params.get("prorate") and not params.get("invoice_now"):
+        # Stripe's cancel reference: canceling at once, "pending prorations are removed if
+        # `invoice_now` and `prorate` are both set to false" (other pending items stay).
+        for ii in _owned_pending(cctx, sub):
+            if ii["proration"]:
+                ctx.store.delete(invoices.ITEM, ii["id"])
+                cctx.emit("invoiceitem.deleted", ii)
     details = params.get("cancellation_details") or {}
     after = _cancel(cctx, sub, reason="cancellation_requested", details=details)
     if params.get("invoice_now"):
@@ -1144,14 +1484,16 @@ def _cancel(
     now = ctx.now()
     after = copy.deepcopy(sub)
     after["status"] = "canceled"
-    after["canceled_at"] = now
+    if not (sub["cancel_at_period_end"] and sub["canceled_at"] is not None):
+        # A cancellation requested with `cancel_at_period_end` keeps its request time.
+        after["canceled_at"] = now
     after["ended_at"] = now
     after["cancellation_details"]["reason"] = reason
     for key in ("comment", "feedback"):
         if key in (details or {}):
             after["cancellation_details"][key] = (details or {})[key] or None
     ctx.store.replace(KIND, after)
-    ctx.emit("customer.subscription.deleted", after)
+    _emit(ctx, "customer.subscription.deleted", after)
     if after["schedule"] is not None:
         for hook in SCHEDULE_CANCEL_HOOKS:
             hook(ctx, after)
@@ -1272,10 +1614,22 @@ def _regular_due(sub: StripeObject) -> tuple[int, str] | None:
             return notice, "trial_will_end"
         return sub["trial_end"], "trial_end"
     if status in ("active", "past_due"):
-        end = _period(sub)[1]
-        if sub["cancel_at"] is not None and sub["cancel_at"] <= end:
-            return sub["cancel_at"], "cancel_at"
-        return end, "period_end"
+        start, end = _period(sub)
+        renews = sub["cancel_at"] is None or sub["cancel_at"] > end
+        due: tuple[int, str] = (end, "period_end") if renews else (sub["cancel_at"], "cancel_at")
+        pending_at = sub.get("next_pending_invoice_item_invoice")
+        if pending_at is not None and int(pending_at) < due[0]:
+            due = (int(pending_at), "pending_items")
+        notice = end - UPCOMING_RENEWAL_DAYS * DAY
+        if (
+            UPCOMING_RENEWAL_DAYS > 0
+            and renews
+            and sub["collection_method"] == "charge_automatically"
+            and sub.get("_upcoming_sent_for") != end
+            and start < notice < due[0]
+        ):
+            due = (notice, "upcoming")
+        return due
     return None
 
 
@@ -1307,19 +1661,24 @@ def _run(ctx: RequestContext, action: str, object_id: str) -> None:
         marked = copy.deepcopy(sub)
         marked["_trial_will_end_sent"] = True
         ctx.store.replace(KIND, marked)
-        cctx.emit("customer.subscription.trial_will_end", marked)
+        _emit(cctx, "customer.subscription.trial_will_end", marked)
     elif action == "trial_end":
         _end_trial(cctx, sub)
     elif action == "schedule_phase":
         for hook in SCHEDULE_PHASE_HOOKS:
             hook(cctx, sub)
-    elif action == "cancel_at":
-        _cancel(cctx, sub, reason="cancellation_requested")
-    elif action == "period_end":
+    elif action in ("cancel_at", "period_end") and (
+        action == "cancel_at" or sub["cancel_at_period_end"]
+    ):
+        ended = _cancel(cctx, sub, reason="cancellation_requested")
         if sub["cancel_at_period_end"]:
-            _cancel(cctx, sub, reason="cancellation_requested")
-        else:
-            _renew(cctx, sub)
+            _collect_pending_prorations(cctx, ended)
+    elif action == "period_end":
+        _renew(cctx, sub)
+    elif action == "upcoming":
+        _announce_upcoming(cctx, sub)
+    elif action == "pending_items":
+        _invoice_pending_items(cctx, sub)
 
 
 def _overdue(ctx: RequestContext, invoice_id: str) -> None:
@@ -1334,6 +1693,78 @@ def _overdue(ctx: RequestContext, invoice_id: str) -> None:
         after = copy.deepcopy(sub)
         after["status"] = "past_due"
         _save(invoices.clocked(ctx, sub["customer"]), sub, after)
+
+
+def _owned_pending(ctx: RequestContext, sub: StripeObject) -> list[StripeObject]:
+    return [
+        ii
+        for ii in invoices.pending_items(ctx, sub["customer"])
+        if (ii.get("parent") or {}).get("subscription_details", {}).get("subscription") == sub["id"]
+    ]
+
+
+def _collect_pending_prorations(ctx: RequestContext, sub: StripeObject) -> None:
+    """Stripe's cancel reference: with `cancel_at_period_end`, pending prorations "are left in
+    place and collected at the end of the period": a last invoice (`subscription_cycle`, the
+    subscription's pending items) drafted at the cancellation, finalized an hour later."""
+    if any(ii["proration"] for ii in _owned_pending(ctx, sub)):
+        _draft_pending(ctx, sub, billing_reason="subscription_cycle")
+
+
+def _draft_pending(ctx: RequestContext, sub: StripeObject, *, billing_reason: str) -> None:
+    """A saved `auto_advance` draft of the subscription's pending items (none: nothing)."""
+    customer = ctx.store.get("customer", sub["customer"])
+    assert customer is not None
+    invoice = invoices.draft(
+        ctx,
+        customer,
+        cur=sub["currency"],
+        billing_reason=billing_reason,
+        collection_method=sub["collection_method"],
+        days_until_due=sub["days_until_due"],
+        subscription=sub,
+        auto_advance=True,
+        automatic_tax=sub["automatic_tax"]["enabled"],
+    )
+    taken = invoices.pull_pending_items(ctx, invoice, subscription_id=sub["id"])
+    if not taken:
+        ctx.store.delete(invoices.KIND, invoice["id"])
+        return
+    invoices.claim_items(ctx, invoice, taken)
+    invoices.recompute(invoice)
+    ctx.store.replace(invoices.KIND, invoice)
+    _set_latest_invoice(ctx, sub["id"], invoice["id"])
+    invoices.announce_created(ctx, invoice)
+
+
+def _invoice_pending_items(ctx: RequestContext, sub: StripeObject) -> None:
+    """`pending_invoice_item_interval`: at `next_pending_invoice_item_invoice` the pending
+    items are invoiced (`automatic_pending_invoice_item_invoice`, a draft finalized an hour
+    later, as Stripe's "analogous to calling Create an invoice"), and the next date moves one
+    interval on."""
+    after = copy.deepcopy(sub)
+    after["next_pending_invoice_item_invoice"] = _next_pending(
+        sub["pending_invoice_item_interval"], int(sub["next_pending_invoice_item_invoice"])
+    )
+    _save(ctx, sub, after)
+    _draft_pending(ctx, after, billing_reason="automatic_pending_invoice_item_invoice")
+
+
+def _announce_upcoming(ctx: RequestContext, sub: StripeObject) -> None:
+    """`invoice.upcoming`: the preview of the renewal invoice (`create_preview`), once per
+    period; with its `upcoming_in_` id unless `UPCOMING_HAS_ID` is off (see there)."""
+    marked = copy.deepcopy(sub)
+    marked["_upcoming_sent_for"] = _period(sub)[1]
+    ctx.store.replace(KIND, marked)
+    try:
+        upcoming = preview(ctx, {"subscription": sub["id"]})
+    except StripeError:
+        return
+    if not UPCOMING_HAS_ID:
+        upcoming.pop("id", None)
+        for li in upcoming["lines"]["data"]:
+            li.pop("invoice", None)
+    ctx.emit("invoice.upcoming", upcoming)
 
 
 def _expire(ctx: RequestContext, sub: StripeObject) -> None:
@@ -1361,7 +1792,7 @@ def _end_trial(ctx: RequestContext, sub: StripeObject) -> None:
             after = copy.deepcopy(sub)
             after["status"] = "paused"
             _save(ctx, sub, after)
-            ctx.emit("customer.subscription.paused", after)
+            _emit(ctx, "customer.subscription.paused", after)
             return
     _renew(ctx, sub, from_trial=True)
 
@@ -1370,8 +1801,7 @@ def _renew(ctx: RequestContext, sub: StripeObject, *, from_trial: bool = False) 
     """The next period starts at the end of the current one; its invoice is drafted now and
     finalized an hour later (auto_advance)."""
     start = _period(sub)[1]
-    interval, count = _interval(sub["items"]["data"][0]["price"])
-    _, end = billing_time.period_containing(sub["billing_cycle_anchor"], interval, count, start)
+    _, end = _cycle(sub, start)
     after = copy.deepcopy(sub)
     # Metered items bill the period that just ended (none after a trial).
     after["_usage_windows"] = {
@@ -1478,10 +1908,7 @@ def preview(ctx: RequestContext, params: Params) -> StripeObject:
         )
     upcoming = copy.deepcopy(simulated)
     start = _period(upcoming)[1]
-    interval, count = _interval(upcoming["items"]["data"][0]["price"])
-    _, end = billing_time.period_containing(
-        upcoming["billing_cycle_anchor"], interval, count, start
-    )
+    _, end = _cycle(upcoming, start)
     # The usage so far in the current period (in a trial: none).
     trialing = upcoming["status"] == "trialing"
     upcoming["_usage_windows"] = {
@@ -1520,7 +1947,7 @@ def list_items(ctx: RequestContext, params: Params, path: dict[str, str]) -> Str
     data = sub["items"]["data"]
     limit = int(params.get("limit", 10))
     return envelope(
-        [render(ctx.store, i) for i in data[:limit]],
+        [public(render(ctx.store, i)) for i in data[:limit]],
         len(data) > limit,
         "/v1/subscription_items",
     )
@@ -1554,10 +1981,8 @@ def update_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> St
         if k in params:
             raw[k] = params[k]
     after = _item_update(ctx, sub, [raw], params)
-    return render(
-        ctx.store,
-        next(i for i in after["items"]["data"] if i["id"] == item["id"]),
-        expand_of(params),
+    return render_item(
+        ctx, next(i for i in after["items"]["data"] if i["id"] == item["id"]), expand_of(params)
     )
 
 

@@ -408,12 +408,14 @@ def test_cancel_at_period_end_cancels_at_the_period_end(stripe_client: Client) -
         FEB_15,
         "active",
     )
+    # The SDK's `canceled_at`: with `cancel_at_period_end`, the time of the request.
+    assert flagged.canceled_at == T0
     with pytest.raises(stripe.InvalidRequestError) as caught:
         stripe_client.v1.invoices.create_preview({"subscription": sub.id})
     assert caught.value.code == "invoice_upcoming_none"
     _advance(stripe_client, clock.id, FEB_15 + 3 * 3600)
     ended = stripe_client.v1.subscriptions.retrieve(sub.id)
-    assert (ended.status, ended.canceled_at, ended.ended_at) == ("canceled", FEB_15, FEB_15)
+    assert (ended.status, ended.canceled_at, ended.ended_at) == ("canceled", T0, FEB_15)
     assert len(_invoices(stripe_client, sub.id)) == 1
     deleted = [e for e in _events(stripe_client) if e.type == "customer.subscription.deleted"]
     assert [e.created for e in deleted] == [FEB_15]
@@ -804,3 +806,412 @@ def test_items_expand_to_their_price_product(stripe_client: Client) -> None:
     assert isinstance(item.price.product, stripe.Product)
     plain = stripe_client.v1.subscriptions.retrieve(sub.id)
     assert plain["items"].data[0].price.product == product.id
+
+
+FEB_1 = T0 + 17 * DAY  # 2026-02-01T00:00:00Z
+MAR_1 = FEB_1 + 28 * DAY
+
+
+def _refused(call: Any) -> stripe.InvalidRequestError:
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        call()
+    return caught.value
+
+
+def test_a_billing_cycle_anchor_prorates_the_first_period_and_renewals_follow_it(
+    stripe_client: Client,
+) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    price = _price(stripe_client, 3100)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": price.id}], "billing_cycle_anchor": FEB_1}
+    )
+    assert (sub.status, sub.billing_cycle_anchor, sub.start_date) == ("active", FEB_1, T0)
+    item = sub["items"].data[0]
+    assert (item.current_period_start, item.current_period_end) == (T0, FEB_1)
+    first = stripe_client.v1.invoices.retrieve(str(sub.latest_invoice))
+    # 17 of the 31 days of the cycle period [1 Jan, 1 Feb) that ends at the anchor.
+    assert (first.billing_reason, first.total, first.amount_paid) == (
+        "subscription_create",
+        1700,
+        1700,
+    )
+    line = first.lines.data[0]
+    assert line.description == "Remaining time on 1 × Gold after 15 Jan 2026"
+    assert (line.period.start, line.period.end) == (T0, FEB_1)
+    assert line.parent
+    assert line.parent.subscription_item_details
+    assert line.parent.subscription_item_details.proration is True
+
+    _advance(stripe_client, clock.id, MAR_1 + 2 * 3600)
+    invoices = _invoices(stripe_client, sub.id)
+    assert [(i.created, i.total, i.status) for i in invoices[1:]] == [
+        (FEB_1, 3100, "paid"),
+        (MAR_1, 3100, "paid"),
+    ]
+    renewed = stripe_client.v1.subscriptions.retrieve(sub.id)["items"].data[0]
+    assert (renewed.current_period_start, renewed.current_period_end) == (MAR_1, MAR_1 + 31 * DAY)
+
+
+def test_a_billing_cycle_anchor_without_prorations_bills_nothing_up_to_it(
+    stripe_client: Client,
+) -> None:
+    customer = _customer(stripe_client, _clock(stripe_client).id)
+    price = _price(stripe_client, 3100)
+    sub = stripe_client.v1.subscriptions.create(
+        {
+            "customer": customer,
+            "items": [{"price": price.id}],
+            "billing_cycle_anchor": FEB_1,
+            "proration_behavior": "none",
+        }
+    )
+    first = stripe_client.v1.invoices.retrieve(str(sub.latest_invoice))
+    assert (sub.status, first.status, first.total) == ("active", "paid", 0)
+    assert [line.amount for line in first.lines.data] == [0]
+
+
+def test_billing_cycle_anchor_config_and_the_anchor_refusals(stripe_client: Client) -> None:
+    customer = _customer(stripe_client, _clock(stripe_client).id)
+    price = _price(stripe_client, 3100)
+    sub = stripe_client.v1.subscriptions.create(
+        {
+            "customer": customer,
+            "items": [{"price": price.id}],
+            "billing_cycle_anchor_config": {"day_of_month": 1, "hour": 6},
+        }
+    )
+    assert sub.billing_cycle_anchor == FEB_1 + 6 * 3600
+    assert sub.billing_cycle_anchor_config
+    assert sub.billing_cycle_anchor_config.to_dict() == {
+        "day_of_month": 1,
+        "hour": 6,
+        "minute": None,
+        "month": None,
+        "second": None,
+    }
+    base: dict[str, Any] = {"customer": customer, "items": [{"price": price.id}]}
+    create = stripe_client.v1.subscriptions.create
+    assert _refused(lambda: create({**base, "billing_cycle_anchor": T0 - 1})).param == (
+        "billing_cycle_anchor"
+    )
+    too_late = _refused(lambda: create({**base, "billing_cycle_anchor": FEB_15 + 1}))
+    assert too_late.param == "billing_cycle_anchor"
+    assert "next natural billing date" in str(too_late.user_message)
+    with_trial = {**base, "billing_cycle_anchor": FEB_1, "trial_period_days": 3}
+    assert _refused(lambda: create(with_trial)).param == "billing_cycle_anchor"
+    both = {
+        **base,
+        "billing_cycle_anchor": FEB_1,
+        "billing_cycle_anchor_config": {"day_of_month": 1},
+    }
+    assert _refused(lambda: create(both)).param == "billing_cycle_anchor_config"
+    weekly = _price(stripe_client, 500, interval="week")
+    weekly_config = {
+        "customer": customer,
+        "items": [{"price": weekly.id}],
+        "billing_cycle_anchor_config": {"day_of_month": 1},
+    }
+    assert _refused(lambda: create(weekly_config)).param == "billing_cycle_anchor_config"
+
+
+def test_resetting_the_billing_cycle_anchor_now_invoices_a_new_period_at_once(
+    stripe_client: Client,
+) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    price = _price(stripe_client, 3100)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": price.id}]}
+    )
+    kept = stripe_client.v1.subscriptions.update(
+        sub.id, {"billing_cycle_anchor": {"type": "unchanged"}}
+    )
+    assert (kept.billing_cycle_anchor, kept.latest_invoice) == (T0, sub.latest_invoice)
+    jan_25 = T0 + 10 * DAY
+    _advance(stripe_client, clock.id, jan_25)
+    reset = stripe_client.v1.subscriptions.update(sub.id, {"billing_cycle_anchor": {"type": "now"}})
+    assert reset.billing_cycle_anchor == jan_25
+    item = reset["items"].data[0]
+    assert (item.current_period_start, item.current_period_end) == (jan_25, jan_25 + 31 * DAY)
+    invoice = stripe_client.v1.invoices.retrieve(str(reset.latest_invoice))
+    assert (invoice.billing_reason, invoice.status) == ("subscription_update", "paid")
+    # The unused 21 of 31 days are credited, the new period is billed in full.
+    assert [line.amount for line in invoice.lines.data] == [-2100, 3100]
+    assert invoice.total == 1000
+    assert invoice.lines.data[0].description == "Unused time on 1 × Gold after 25 Jan 2026"
+    assert stripe_client.v1.invoice_items.list({"customer": customer, "pending": True}).data == []
+    with pytest.raises(stripe.InvalidRequestError):
+        stripe_client.v1.subscriptions.update(sub.id, {"billing_cycle_anchor": {"type": "later"}})
+
+    _advance(stripe_client, clock.id, jan_25 + 31 * DAY + 2 * 3600)
+    renewal = _invoices(stripe_client, sub.id)[-1]
+    assert (renewal.billing_reason, renewal.created, renewal.total) == (
+        "subscription_cycle",
+        jan_25 + 31 * DAY,
+        3100,
+    )
+
+
+def test_resetting_the_anchor_without_prorations_bills_the_new_period_only(
+    stripe_client: Client,
+) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": _price(stripe_client, 3100).id}]}
+    )
+    _advance(stripe_client, clock.id, T0 + 10 * DAY)
+    reset = stripe_client.v1.subscriptions.update(
+        sub.id, {"billing_cycle_anchor": {"type": "now"}, "proration_behavior": "none"}
+    )
+    invoice = stripe_client.v1.invoices.retrieve(str(reset.latest_invoice))
+    assert [line.amount for line in invoice.lines.data] == [3100]
+
+
+def test_pending_invoice_item_interval_invoices_pending_items_on_its_schedule(
+    stripe_client: Client,
+) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    sub = stripe_client.v1.subscriptions.create(
+        {
+            "customer": customer,
+            "items": [{"price": _price(stripe_client).id}],
+            "pending_invoice_item_interval": {"interval": "week"},
+        }
+    )
+    assert sub.pending_invoice_item_interval
+    assert sub.pending_invoice_item_interval.to_dict() == {"interval": "week", "interval_count": 1}
+    assert sub.next_pending_invoice_item_invoice == T0 + 7 * DAY
+    stripe_client.v1.invoice_items.create(
+        {"customer": customer, "amount": 500, "currency": "usd", "subscription": sub.id}
+    )
+    _advance(stripe_client, clock.id, T0 + 15 * DAY)
+    invoices = _invoices(stripe_client, sub.id)
+    assert [(i.billing_reason, i.created, i.total, i.status) for i in invoices[1:]] == [
+        ("automatic_pending_invoice_item_invoice", T0 + 7 * DAY, 500, "paid")
+    ]
+    assert invoices[1].status_transitions.finalized_at == T0 + 7 * DAY + 3600
+    # Nothing pending a week later: no invoice, the next date moves on.
+    current = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert current.next_pending_invoice_item_invoice == T0 + 21 * DAY
+    unset = stripe_client.v1.subscriptions.update(sub.id, {"pending_invoice_item_interval": ""})
+    assert (unset.pending_invoice_item_interval, unset.next_pending_invoice_item_invoice) == (
+        None,
+        None,
+    )
+    monthly = stripe_client.v1.subscriptions.update(
+        sub.id, {"pending_invoice_item_interval": {"interval": "month", "interval_count": 2}}
+    )
+    assert monthly.next_pending_invoice_item_invoice == T0 + (15 + 59) * DAY
+    too_long = {"pending_invoice_item_interval": {"interval": "week", "interval_count": 53}}
+    refused = _refused(lambda: stripe_client.v1.subscriptions.update(sub.id, too_long))
+    assert refused.param == "pending_invoice_item_interval[interval_count]"
+
+
+def test_invoice_upcoming_is_sent_days_before_each_renewal(
+    stripe_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stripe_emulator.resources import subscriptions
+
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    price = _price(stripe_client)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": price.id, "quantity": 2}]}
+    )
+    ending = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": _price(stripe_client).id}]}
+    )
+    stripe_client.v1.subscriptions.update(ending.id, {"cancel_at_period_end": True})
+    stripe_client.v1.subscriptions.create(
+        {
+            "customer": customer,
+            "items": [{"price": _price(stripe_client).id}],
+            "collection_method": "send_invoice",
+            "days_until_due": 5,
+        }
+    )
+    _advance(stripe_client, clock.id, MAR_15 + 2 * 3600)
+    upcoming = _events(stripe_client, "invoice.upcoming")
+    # Only the renewing charge_automatically subscription, once per period.
+    assert [e.created for e in upcoming] == [FEB_15 - 3 * DAY, MAR_15 - 3 * DAY]
+    raw = upcoming[0].data.object.to_dict()
+    assert raw["object"] == "invoice"
+    assert str(raw["id"]).startswith("upcoming_in_")  # UPCOMING_HAS_ID, see docs/emulator.md
+    assert raw["parent"]["subscription_details"]["subscription"] == sub.id
+    assert (raw["total"], raw["status"], raw["period_start"]) == (2000, "draft", FEB_15)
+    assert [line["period"]["start"] for line in raw["lines"]["data"]] == [FEB_15]
+    # The account setting: seven days.
+    monkeypatch.setattr(subscriptions, "UPCOMING_RENEWAL_DAYS", 7)
+    _advance(stripe_client, clock.id, APR_15)
+    assert _events(stripe_client, "invoice.upcoming")[-1].created == APR_15 - 7 * DAY
+
+
+def test_the_first_subscription_sets_the_customer_currency_and_a_second_one_is_refused(
+    stripe_client: Client,
+) -> None:
+    customer = _customer(stripe_client, None)
+    assert stripe_client.v1.customers.retrieve(customer).currency is None
+    usd = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": _price(stripe_client).id}]}
+    )
+    assert stripe_client.v1.customers.retrieve(customer).currency == "usd"
+    updated = _events(stripe_client, "customer.updated")
+    assert updated[-1].data.to_dict()["previous_attributes"] == {"currency": None}
+    product = stripe_client.v1.products.create({"name": "Euro"})
+    eur = stripe_client.v1.prices.create(
+        {
+            "product": product.id,
+            "currency": "eur",
+            "unit_amount": 900,
+            "recurring": {"interval": "month"},
+        }
+    )
+    refused = _refused(
+        lambda: stripe_client.v1.subscriptions.create(
+            {"customer": customer, "items": [{"price": eur.id}]}
+        )
+    )
+    assert refused.user_message == (
+        "You cannot combine currencies on a single customer. This customer has an active "
+        "subscription, subscription schedule, discount, quote, or invoice item with currency usd."
+    )
+    assert stripe_client.v1.subscriptions.list({"customer": customer}).data[0].id == usd.id
+    stripe_client.v1.subscriptions.cancel(usd.id)
+    second = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": eur.id}]}
+    )
+    assert second.currency == "eur"
+
+
+def test_pending_prorations_are_collected_when_a_subscription_cancels_at_period_end(
+    stripe_client: Client,
+) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": _price(stripe_client, 3100).id}]}
+    )
+    jan_25 = T0 + 10 * DAY
+    _advance(stripe_client, clock.id, jan_25)
+    item = sub["items"].data[0].id
+    stripe_client.v1.subscriptions.update(sub.id, {"items": [{"id": item, "quantity": 2}]})
+    flagged = stripe_client.v1.subscriptions.update(sub.id, {"cancel_at_period_end": True})
+    assert flagged.canceled_at == jan_25
+    _advance(stripe_client, clock.id, FEB_15 + 2 * 3600)
+    ended = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert (ended.status, ended.canceled_at, ended.ended_at) == ("canceled", jan_25, FEB_15)
+    last = _invoices(stripe_client, sub.id)[-1]
+    assert (last.billing_reason, last.created, last.status) == (
+        "subscription_cycle",
+        FEB_15,
+        "paid",
+    )
+    assert [line.amount for line in last.lines.data] == [-2100, 4200]
+    assert stripe_client.v1.invoice_items.list({"customer": customer, "pending": True}).data == []
+
+
+def test_canceling_at_once_removes_pending_prorations_unless_invoiced_or_prorated(
+    stripe_client: Client,
+) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": _price(stripe_client, 3100).id}]}
+    )
+    _advance(stripe_client, clock.id, T0 + 10 * DAY)
+    item = sub["items"].data[0].id
+    stripe_client.v1.subscriptions.update(sub.id, {"items": [{"id": item, "quantity": 2}]})
+    manual = stripe_client.v1.invoice_items.create(
+        {"customer": customer, "amount": 700, "currency": "usd"}
+    )
+    stripe_client.v1.subscriptions.cancel(sub.id)
+    pending = stripe_client.v1.invoice_items.list({"customer": customer, "pending": True}).data
+    assert [ii.id for ii in pending] == [manual.id]
+    assert len(_events(stripe_client, "invoiceitem.deleted")) == 2
+
+
+def _private_keys(value: Any, path: str = "") -> list[str]:
+    """Every `_`-prefixed key in a served payload (metadata keys are the user's)."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key.startswith("_"):
+                found.append(f"{path}.{key}")
+            if key != "metadata":
+                found += _private_keys(inner, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            found += _private_keys(inner, f"{path}[{i}]")
+    return found
+
+
+def test_no_private_field_is_ever_served(emulator: EmulatorHandle, stripe_client: Client) -> None:
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    product = stripe_client.v1.products.create({"name": "Gold"})
+    price = stripe_client.v1.prices.create(
+        {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": 1000,
+            "recurring": {"interval": "month"},
+            "currency_options": {"eur": {"unit_amount": 900}},
+        }
+    )
+    other = stripe_client.v1.prices.create(
+        {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": 2000,
+            "recurring": {"interval": "month"},
+            "currency_options": {"eur": {"unit_amount": 1800}},
+        }
+    )
+    # eur: the items keep a private `_unit_amount`; a trial: `_trial_will_end_sent`.
+    sub = stripe_client.v1.subscriptions.create(
+        {
+            "customer": customer,
+            "items": [{"price": price.id, "metadata": {"_user_key": "kept"}}],
+            "currency": "eur",
+            "trial_period_days": 7,
+            "pending_invoice_item_interval": {"interval": "week"},
+        }
+    )
+    _advance(stripe_client, clock.id, T0 + 10 * DAY)
+    item = sub["items"].data[0].id
+    stripe_client.v1.subscriptions.update(sub.id, {"items": [{"id": item, "quantity": 2}]})
+    added = stripe_client.v1.subscription_items.create(
+        {"subscription": sub.id, "price": other.id, "proration_behavior": "none"}
+    )
+    stripe_client.v1.subscription_items.update(added.id, {"metadata": {"k": "v"}})
+    _advance(stripe_client, clock.id, T0 + 40 * DAY)
+    stripe_client.v1.subscriptions.update(sub.id, {"cancel_at_period_end": True})
+    raw = Raw(emulator.url)
+    expand = "expand[]=items.data.price.product&expand[]=latest_invoice&expand[]=customer"
+    served = [
+        raw.get(f"/v1/subscriptions/{sub.id}"),
+        raw.get(f"/v1/subscriptions/{sub.id}?{expand}"),
+        raw.get("/v1/subscriptions"),
+        raw.get("/v1/subscriptions?status=all&expand[]=data.items.data.price"),
+        raw.get(f"/v1/subscription_items?subscription={sub.id}"),
+        raw.get(f"/v1/subscription_items/{item}"),
+        raw.get(f"/v1/subscription_items/{item}?expand[]=price.product"),
+        raw.get(f"/v1/customers/{customer}?expand[]=subscriptions"),
+        raw.get(f"/v1/invoices?subscription={sub.id}&limit=100"),
+    ]
+    served.append(stripe_client.v1.subscriptions.update(sub.id, {"metadata": {"x": "y"}}).to_dict())
+    events = raw.get("/v1/events?limit=100")["data"]
+    assert {"customer.subscription.trial_will_end", "customer.subscription.updated"} <= {
+        e["type"] for e in events
+    }
+    assert any("items" in e["data"].get("previous_attributes", {}) for e in events)
+    problems = [p for body in [*served, *events] for p in _private_keys(body)]
+    assert problems == []
+    stored = emulator.server.emulator.store.get("subscription", sub.id)
+    assert stored is not None
+    assert "_unit_amount" in stored["items"]["data"][0]  # the store does keep them
+    assert served[0]["items"]["data"][0]["metadata"] == {"_user_key": "kept"}
