@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import structlog
 from fastapi import FastAPI
 
+from billing_reconciler.api import ApiContext, api_router, install_error_handlers
 from billing_reconciler.config import Secret
 from billing_reconciler.runtime.events import ReconcileRequest
 from billing_reconciler.runtime.health import Readiness, health_router
@@ -39,11 +40,13 @@ def create_app(
     tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     clock: Callable[[], float] = time.time,
+    api: ApiContext | None = None,
 ) -> FastAPI:
     """The app: `POST /v1beta1/webhooks/stripe`, `GET /healthz`, `/readyz`, `/metrics`.
 
     `webhook_secrets` are tried in order (newest first by convention; any match verifies).
     `clock` (unix seconds) decides signature tolerance and the inbox's `received_at`.
+    With `api`, the host API (DESIGN §19, `billing_reconciler.api`) is served too.
     """
     if not webhook_secrets:
         _log.warning("no webhook secrets configured: webhook deliveries will get 503")
@@ -67,6 +70,9 @@ def create_app(
     )
     app.include_router(health_router(readiness))
     app.include_router(metrics_router(metrics))
+    if api is not None:
+        install_error_handlers(app)
+        app.include_router(api_router(api))
     _log.info(
         "http app ready",
         webhook_path=WEBHOOK_PATH,

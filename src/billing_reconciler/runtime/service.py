@@ -36,6 +36,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
+from billing_reconciler.api import ApiContext, load_api_tokens
 from billing_reconciler.config import Secret
 from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.runtime.app import create_app
@@ -297,6 +298,20 @@ class Runtime:
             enqueue=self._on_webhook,
             readiness=self.readiness,
             metrics=self.metrics,
+            api=self._api_context(),
+        )
+
+    def _api_context(self) -> ApiContext:
+        # Host API calls record facts, then queue the targeted reconcile of that customer.
+        return ApiContext(
+            store=self.store,
+            tokens=load_api_tokens(),
+            config=lambda: self._initial_state.config,
+            installation_id=lambda: self.catalog.installation_id,
+            live_mode=self._stripe.api_key.startswith(("sk_live_", "rk_live_")),
+            request_reconcile=lambda domain, scope, reason: self.queue.put(
+                ReconcileRequest(domain, scope, reason)
+            ),
         )
 
     # --- behaviour ------------------------------------------------------------------------

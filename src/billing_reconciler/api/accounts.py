@@ -1,0 +1,216 @@
+"""`/organizations/{org}/billing`: an org's billing account, and the admin's limits on it.
+
+The account is a fact in the store; the customers domain turns it into a Stripe customer.
+`register` (offline -> online), `enable` and `disable` only record the wish and request the
+targeted reconcile of that customer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from sqlalchemy.orm import Session
+
+from billing_reconciler.api.auth import Scope, requires
+from billing_reconciler.api.context import ApiContext
+from billing_reconciler.api.errors import from_store, not_found
+from billing_reconciler.api.models import (
+    Account,
+    AccountCreate,
+    AccountDetailsIn,
+    AccountPatch,
+    Address,
+    AddressIn,
+    TaxId,
+    TaxIdIn,
+)
+from billing_reconciler.api.onboarding import (
+    NewAccount,
+    open_account,
+    require_active,
+    require_org,
+)
+from billing_reconciler.api.routing import PREFIX, ApiRoute, OrgId, error_responses
+from billing_reconciler.store import AccountRecord, AccountRepository, ConflictError
+from billing_reconciler.store import Address as StoredAddress
+from billing_reconciler.store import TaxId as StoredTaxId
+
+
+def account(record: AccountRecord) -> Account:
+    address = record.address
+    return Account(
+        id=record.id,
+        org_id=record.org_id,
+        stripe_customer_id=record.stripe_customer_id,
+        state="active" if record.state == "active" else "disabled",
+        offline=record.offline,
+        name=record.name,
+        email=record.email,
+        phone=record.phone,
+        address=None
+        if address is None
+        else Address(
+            line1=address.line1,
+            line2=address.line2,
+            city=address.city,
+            state=address.state,
+            postal_code=address.postal_code,
+            country=address.country,
+        ),
+        tax_ids=[TaxId(type=t.type, value=t.value) for t in record.tax_ids],
+        currency=record.currency,
+        credit_min=record.credit_min,
+        due_in_days=record.due_in_days,
+        test_clock=record.test_clock,
+        created_at=record.created_at,
+    )
+
+
+def _address(value: AddressIn | None) -> StoredAddress | None:
+    return None if value is None else StoredAddress(**value.model_dump())
+
+
+def _tax_ids(values: list[TaxIdIn]) -> tuple[StoredTaxId, ...]:
+    return tuple(StoredTaxId(type=t.type, value=t.value) for t in values)
+
+
+def _latest(session: Session, org_id: str) -> AccountRecord:
+    record = AccountRepository(session).latest_for_org(org_id)
+    if record is None:
+        raise not_found(f"organization {org_id} has no billing account", org_id=org_id)
+    return record
+
+
+def _patch_fields(body: AccountPatch) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name in body.model_fields_set:
+        if name == "address":
+            fields[name] = _address(body.address)
+        elif name == "tax_ids":
+            fields[name] = _tax_ids(body.tax_ids or [])
+        elif name == "metadata":
+            fields[name] = dict(body.metadata or {})
+        else:
+            fields[name] = getattr(body, name)
+    return fields
+
+
+def accounts_router(context: ApiContext) -> APIRouter:
+    """The app-scope account routes."""
+    router = APIRouter(
+        prefix=f"{PREFIX}/organizations/{{org}}/billing",
+        tags=["billing accounts"],
+        route_class=ApiRoute,
+        dependencies=[Depends(requires(context.tokens, Scope.APP))],
+    )
+
+    @router.get("", response_model=Account, responses=error_responses(404))
+    def get_account(org: OrgId) -> Account:
+        """The org's active account, else its newest one."""
+        with context.store.session() as session:
+            require_org(session, org)
+            return account(_latest(session, org))
+
+    @router.post("", status_code=201, response_model=Account, responses=error_responses(404, 409))
+    def create_account(org: OrgId, body: AccountCreate) -> Account:
+        """Open an account explicitly (409 `already_exists` beside an active one,
+        `failed_precondition` while an older one is overdrawn)."""
+        with context.store.session() as session:
+            record = open_account(
+                context,
+                session,
+                require_org(session, org),
+                NewAccount(
+                    name=body.name,
+                    email=body.email,
+                    phone=body.phone,
+                    address=_address(body.address),
+                    tax_ids=_tax_ids(body.tax_ids),
+                    currency=body.currency,
+                    offline=body.offline,
+                    test_clock=body.test_clock,
+                    metadata=dict(body.metadata or {}),
+                ),
+            )
+        context.reconcile_customer(org, "billing account created")
+        return account(record)
+
+    @router.patch("", response_model=Account, responses=error_responses(404, 409))
+    def patch_account(org: OrgId, body: AccountPatch) -> Account:
+        """Change the fields sent; a currency once set cannot change (409)."""
+        with context.store.session() as session:
+            require_org(session, org)
+            current = require_active(session, org)
+            try:
+                record = AccountRepository(session, clock=context.clock).update(
+                    current.id, **_patch_fields(body)
+                )
+            except ConflictError as error:
+                # The one refusal of an update: a currency once set never changes.
+                answer = from_store(error)
+                answer.details.update(field="currency", account_id=current.id)
+                raise answer from None
+        context.reconcile_customer(org, "billing account updated")
+        return account(record)
+
+    @router.post("/register", response_model=Account, responses=error_responses(404))
+    def register_account(org: OrgId) -> Account:
+        """Offline -> online: the customers domain creates the Stripe customer."""
+        with context.store.session() as session:
+            require_org(session, org)
+            record = require_active(session, org)
+            if record.offline:
+                record = AccountRepository(session, clock=context.clock).update(
+                    record.id, offline=False
+                )
+        context.reconcile_customer(org, "billing account registered")
+        return account(record)
+
+    @router.post("/enable", response_model=Account, responses=error_responses(404, 409))
+    def enable_account(org: OrgId) -> Account:
+        """Re-activate the org's newest account (409 beside another active one)."""
+        return _set_state(context, org, "active")
+
+    @router.post("/disable", response_model=Account, responses=error_responses(404))
+    def disable_account(org: OrgId) -> Account:
+        """Disable the org's account (its balance and history stay)."""
+        return _set_state(context, org, "disabled")
+
+    return router
+
+
+def _set_state(context: ApiContext, org: str, state: str) -> Account:
+    with context.store.session() as session:
+        require_org(session, org)
+        record = _latest(session, org)
+        if record.state != state:
+            record = AccountRepository(session, clock=context.clock).set_state(
+                record.id, state, reason=None if state == "active" else "disabled through the API"
+            )
+    context.reconcile_customer(org, f"billing account {state}")
+    return account(record)
+
+
+def admin_accounts_router(context: ApiContext) -> APIRouter:
+    """`PUT /admin/organizations/{org}/billing/details`."""
+    router = APIRouter(
+        prefix=f"{PREFIX}/admin/organizations/{{org}}/billing",
+        tags=["admin"],
+        route_class=ApiRoute,
+        dependencies=[Depends(requires(context.tokens, Scope.ADMIN))],
+    )
+
+    @router.put("/details", response_model=Account, responses=error_responses(403, 404))
+    def put_details(org: OrgId, body: AccountDetailsIn) -> Account:
+        """Set `credit_min` (negative = overdraft allowance) and/or `due_in_days`."""
+        fields = body.model_dump(exclude_unset=True, exclude_none=True)
+        with context.store.session() as session:
+            require_org(session, org)
+            record = require_active(session, org)
+            if fields:
+                record = AccountRepository(session, clock=context.clock).update(record.id, **fields)
+        context.reconcile_customer(org, "billing details updated")
+        return account(record)
+
+    return router

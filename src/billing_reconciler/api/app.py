@@ -1,0 +1,53 @@
+"""The host API as one router, for `runtime.app.create_app` to include (DESIGN §19)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from fastapi import APIRouter
+
+from billing_reconciler.api.accounts import accounts_router, admin_accounts_router
+from billing_reconciler.api.catalog import catalog_router
+from billing_reconciler.api.context import ApiContext
+from billing_reconciler.api.errors import invalid
+from billing_reconciler.api.ledger import admin_ledger_router, ledger_router
+from billing_reconciler.api.organizations import organizations_router
+from billing_reconciler.api.routing import PREFIX, ApiRoute
+
+_METHODS: Final = ["GET", "PUT", "POST", "PATCH", "DELETE"]
+
+
+def _unmatched_org_routes() -> APIRouter:
+    """Paths under an org that match no route: most often an org id containing `/` (which
+    Starlette decodes before routing, even from `%2F`), so the answer says what an org id
+    may contain rather than a bare 404."""
+    router = APIRouter(route_class=ApiRoute, include_in_schema=False)
+
+    @router.api_route(f"{PREFIX}/organizations/{{rest:path}}", methods=_METHODS)
+    @router.api_route(f"{PREFIX}/admin/organizations/{{rest:path}}", methods=_METHODS)
+    def unmatched(rest: str) -> None:
+        del rest
+        raise invalid(
+            "no such route; note that an org id is 1-64 characters of [A-Za-z0-9_.:-] and "
+            "cannot contain '/'",
+            status=400,
+            field="org",
+        )
+
+    return router
+
+
+def api_router(context: ApiContext) -> APIRouter:
+    """Every route of the host API, under `/v1beta1`."""
+    router = APIRouter()
+    for part in (
+        organizations_router(context),
+        accounts_router(context),
+        ledger_router(context),
+        admin_accounts_router(context),
+        admin_ledger_router(context),
+        catalog_router(context),
+        _unmatched_org_routes(),
+    ):
+        router.include_router(part)
+    return router

@@ -1,0 +1,178 @@
+"""The API's errors: one envelope, a closed set of codes, and the translation of everything
+else (validation failures, store errors, unexpected exceptions) into it (DESIGN §19).
+
+Every error answer is `{"error": {"code", "message", "details"}}`; `details` names the
+offending field or id. Nothing a client sent that could be a credential is echoed, and no
+traceback ever leaves the process: an unexpected exception is logged by class name and
+answered as a retryable 503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Literal, get_args
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from billing_reconciler.store import ConflictError, NotFoundError, StoreError
+
+ErrorCode = Literal[
+    "unauthenticated",
+    "forbidden",
+    "not_found",
+    "invalid_argument",
+    "already_exists",
+    "id_conflict",
+    "seat_limit_reached",
+    "failed_precondition",
+    "insufficient_credits",
+    "payment_failed",
+    "provider_unavailable",
+]
+ERROR_CODES: Final[frozenset[str]] = frozenset(get_args(ErrorCode))
+
+_log = structlog.get_logger(__name__)
+
+
+class ApiError(Exception):
+    """An answer other than success; raise it anywhere below a route."""
+
+    def __init__(
+        self,
+        status: int,
+        code: ErrorCode,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code: ErrorCode = code
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+    def response(self) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+def not_found(message: str, **details: Any) -> ApiError:
+    return ApiError(404, "not_found", message, details)
+
+
+def invalid(message: str, *, status: int = 422, **details: Any) -> ApiError:
+    return ApiError(status, "invalid_argument", message, details)
+
+
+def precondition(message: str, **details: Any) -> ApiError:
+    return ApiError(409, "failed_precondition", message, details)
+
+
+# --- validation ---------------------------------------------------------------------------
+
+# Pydantic error types that mean "the request could not be read", answered 400 rather than 422.
+_UNREADABLE: Final = frozenset({"json_invalid", "json_type"})
+
+
+def _field(loc: Sequence[str | int]) -> str:
+    # ("body", "amount") -> "amount"; ("path", "org") -> "org"; ("query", "limit") -> "limit".
+    parts = [str(p) for p in loc[1:]] if len(loc) > 1 else [str(p) for p in loc]
+    return ".".join(parts) or "body"
+
+
+def from_validation(error: RequestValidationError) -> ApiError:
+    """A 400 (unreadable JSON, a bad path parameter) or 422 naming every offending field."""
+    problems = []
+    status = 422
+    for item in error.errors():
+        loc = tuple(item.get("loc", ()))
+        kind = str(item.get("type", ""))
+        if kind in _UNREADABLE or (loc and loc[0] == "path"):
+            status = 400
+        # The input itself is never echoed: it may be large, or a secret pasted by mistake.
+        problems.append(
+            {
+                "field": "body" if kind in _UNREADABLE else _field(loc),
+                "in": str(loc[0]) if loc else "body",
+                "type": kind,
+                "message": str(item.get("msg", "")),
+            }
+        )
+    first = problems[0] if problems else {"field": "body", "message": "invalid request"}
+    if status == 400 and first.get("type") in _UNREADABLE:
+        message = "the request body is not valid JSON"
+    else:
+        message = f"{first['field']}: {first['message']}"
+    return ApiError(
+        status, "invalid_argument", message, {"field": first["field"], "errors": problems}
+    )
+
+
+# --- store errors -------------------------------------------------------------------------
+
+
+_CONFLICT_CODES: Final[dict[str, ErrorCode]] = {
+    "already_exists": "already_exists",
+    "failed_precondition": "failed_precondition",
+    "id_conflict": "id_conflict",
+}
+
+
+def from_store(error: StoreError) -> ApiError:
+    """The store's typed refusals, as API errors (their messages name no secrets)."""
+    name = type(error).__name__
+    message = str(error) or name
+    details = {
+        key: value
+        for key in ("id", "account_id", "entry_id", "balance", "credit_min", "amount")
+        if (value := getattr(error, key, None)) is not None
+    }
+    if name == "InsufficientCreditsError":
+        return ApiError(422, "insufficient_credits", message, details)
+    if name == "IdConflictError":
+        return ApiError(409, "id_conflict", message, details)
+    if isinstance(error, NotFoundError):
+        return ApiError(404, "not_found", message, details)
+    if isinstance(error, ConflictError):
+        code: ErrorCode = _CONFLICT_CODES.get(getattr(error, "code", ""), "failed_precondition")
+        return ApiError(409, code, message, details)
+    _log.error("store error answered 503", error=name)
+    return ApiError(503, "provider_unavailable", "the store refused the request; retry later")
+
+
+def unexpected(error: Exception) -> ApiError:
+    # Only the class name: driver errors may quote a connection URL with its password.
+    _log.error("api request failed", error=type(error).__name__)
+    return ApiError(503, "provider_unavailable", "the request could not be completed; retry later")
+
+
+# --- app-wide handlers (requests that match no route) ---------------------------------------
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    del request
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        return ApiError(404, "not_found", "no such route for this method").response()
+    if exc.status_code == 404:
+        return ApiError(404, "not_found", "no such route").response()
+    code: ErrorCode = "invalid_argument" if exc.status_code < 500 else "provider_unavailable"
+    return ApiError(exc.status_code, code, str(exc.detail)).response()
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    del request
+    assert isinstance(exc, RequestValidationError)
+    return from_validation(exc).response()
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer unmatched routes and stray validation errors with the API's envelope."""
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

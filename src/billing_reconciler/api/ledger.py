@@ -1,0 +1,141 @@
+"""The credit ledger over HTTP: balance, transactions, and the admin's grants (DESIGN §17).
+
+A grant's `id` is its idempotency key: resending the same grant answers 200 with the stored
+transaction and changes nothing; the same id with other content is 409 `id_conflict`. The
+balance row is updated under a row lock in the grant's transaction, so concurrent grants
+sum exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import AwareDatetime
+
+from billing_reconciler.api.auth import Scope, requires
+from billing_reconciler.api.context import ApiContext
+from billing_reconciler.api.errors import invalid, not_found
+from billing_reconciler.api.models import Balance, CreditGrantIn, Page, Transaction
+from billing_reconciler.api.onboarding import require_active, require_org
+from billing_reconciler.api.routing import (
+    DEFAULT_LIMIT,
+    PREFIX,
+    ApiRoute,
+    Cursor,
+    Limit,
+    OrgId,
+    error_responses,
+)
+from billing_reconciler.store import AccountRecord, AccountRepository, LedgerRepository
+from billing_reconciler.store import LedgerTransaction as StoredTransaction
+
+GRANT_SOURCE = "system.awarded"
+
+Since = Annotated[
+    AwareDatetime | None, Query(description="RFC 3339; transactions at or after this instant.")
+]
+Until = Annotated[
+    AwareDatetime | None, Query(description="RFC 3339; transactions before this instant.")
+]
+
+
+def transaction(record: StoredTransaction) -> Transaction:
+    return Transaction(
+        id=record.id,
+        type="credit" if record.type == "credit" else "debit",
+        amount=record.amount,
+        source=record.source,
+        description=record.description,
+        user_id=record.user_id,
+        metadata=dict(record.metadata),
+        created_at=record.created_at,
+    )
+
+
+def _account(context: ApiContext, org: str) -> AccountRecord:
+    with context.store.session() as session:
+        require_org(session, org)
+        record = AccountRepository(session).latest_for_org(org)
+    if record is None:
+        raise not_found(f"organization {org} has no billing account", org_id=org)
+    return record
+
+
+def ledger_router(context: ApiContext) -> APIRouter:
+    """Balance and transactions (app scope)."""
+    router = APIRouter(
+        prefix=f"{PREFIX}/organizations/{{org}}/billing",
+        tags=["ledger"],
+        route_class=ApiRoute,
+        dependencies=[Depends(requires(context.tokens, Scope.APP))],
+    )
+
+    @router.get("/balance", response_model=Balance, responses=error_responses(404))
+    def get_balance(org: OrgId) -> Balance:
+        """The balance of the org's active (else newest) account."""
+        with context.store.session() as session:
+            require_org(session, org)
+            record = AccountRepository(session).latest_for_org(org)
+            if record is None:
+                raise not_found(f"organization {org} has no billing account", org_id=org)
+            amount, updated_at = LedgerRepository(session).balance(record.id)
+        return Balance(amount=amount, updated_at=updated_at)
+
+    @router.get("/transactions", response_model=Page[Transaction], responses=error_responses(404))
+    def list_transactions(
+        org: OrgId,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+        start: Since = None,
+        end: Until = None,
+    ) -> Page[Transaction]:
+        """Newest first, in `[start, end)`."""
+        record = _account(context, org)
+        with context.store.session() as session:
+            try:
+                page, next_cursor = LedgerRepository(session).transactions(
+                    record.id, limit=limit, cursor=cursor, start=start, end=end
+                )
+            except ValueError:
+                raise invalid(
+                    "not a cursor this list handed out", status=400, field="cursor"
+                ) from None
+        return Page[Transaction](data=[transaction(t) for t in page], next_cursor=next_cursor)
+
+    return router
+
+
+def admin_ledger_router(context: ApiContext) -> APIRouter:
+    """`POST /admin/organizations/{org}/billing/credits`."""
+    router = APIRouter(
+        prefix=f"{PREFIX}/admin/organizations/{{org}}/billing",
+        tags=["admin"],
+        route_class=ApiRoute,
+        dependencies=[Depends(requires(context.tokens, Scope.ADMIN))],
+    )
+
+    @router.post(
+        "/credits",
+        status_code=201,
+        response_model=Transaction,
+        responses={200: {"model": Transaction}, **error_responses(403, 404, 409)},
+    )
+    def grant_credits(org: OrgId, body: CreditGrantIn, response: Response) -> Transaction:
+        """Grant credits (201); the same grant again answers 200 and changes nothing."""
+        with context.store.session() as session:
+            require_org(session, org)
+            account = require_active(session, org)
+            record, created = LedgerRepository(session, clock=context.clock).credit(
+                account.id,
+                id=body.id,
+                amount=body.amount,
+                source=(body.source or GRANT_SOURCE).lower(),
+                description=body.description,
+            )
+        if created:
+            context.reconcile_customer(org, "credits granted")
+        response.status_code = 201 if created else 200
+        return transaction(record)
+
+    return router

@@ -1,0 +1,258 @@
+"""Request and response bodies of the host API (DESIGN §19), as pydantic models.
+
+Requests forbid unknown fields and use strict types (an amount of `1.0`, `"1"` or `true` is
+refused, never coerced), so a body that validates is exactly what the store will record.
+Responses are snake_case; timestamps are RFC 3339 in UTC (`...Z`), amounts integers.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
+
+from billing_reconciler.money import is_valid_currency
+
+
+def _rfc3339(value: datetime) -> str:
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+Timestamp = Annotated[datetime, PlainSerializer(_rfc3339, return_type=str)]
+
+
+def _currency(value: str) -> str:
+    if not is_valid_currency(value):
+        raise ValueError(f"unknown ISO 4217 currency {value!r}")
+    return value.lower()
+
+
+Currency = Annotated[StrictStr, AfterValidator(_currency)]
+ShortText = Annotated[StrictStr, Field(max_length=500)]
+Metadata = Annotated[
+    dict[Annotated[str, Field(max_length=40)], Annotated[StrictStr, Field(max_length=500)]],
+    Field(max_length=50),
+]
+TestClock = Annotated[StrictStr, Field(pattern=r"^clock_[A-Za-z0-9]+$", max_length=255)]
+
+
+class RequestBody(BaseModel):
+    """A request body: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ResponseBody(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class ErrorDetail(ResponseBody):
+    code: str = Field(description="One of the closed set of §19 codes.")
+    message: str
+    details: dict[str, Any] = Field(description="Names the offending field or id.")
+
+
+class ErrorBody(ResponseBody):
+    error: ErrorDetail
+
+
+# --- lists --------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class Page(ResponseBody, Generic[T]):
+    data: list[T]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null: last.")
+
+
+# --- organizations and members -------------------------------------------------------------
+
+
+class OrganizationIn(RequestBody):
+    title: Annotated[StrictStr, Field(min_length=1, max_length=250)]
+    owner_email: Annotated[StrictStr, Field(max_length=320)] | None = None
+    metadata: Metadata | None = None
+
+
+class Organization(ResponseBody):
+    id: str
+    title: str
+    owner_email: str | None
+    metadata: dict[str, str]
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class MemberIn(RequestBody):
+    email: Annotated[StrictStr, Field(max_length=320)] | None = None
+    role: Annotated[StrictStr, Field(max_length=64)] | None = None
+
+
+class Member(ResponseBody):
+    user_id: str
+    email: str | None
+    role: str | None
+    created_at: Timestamp
+
+
+# --- billing accounts ----------------------------------------------------------------------
+
+
+class AddressIn(RequestBody):
+    line1: ShortText | None = None
+    line2: ShortText | None = None
+    city: ShortText | None = None
+    state: ShortText | None = None
+    postal_code: ShortText | None = None
+    country: Annotated[StrictStr, Field(min_length=2, max_length=2)] | None = None
+
+
+class TaxIdIn(RequestBody):
+    type: Annotated[StrictStr, Field(min_length=1, max_length=32)]
+    value: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+
+
+class AccountCreate(RequestBody):
+    """`POST .../billing`: fields left out default to the org's title and owner email."""
+
+    name: ShortText | None = None
+    email: Annotated[StrictStr, Field(max_length=320)] | None = None
+    phone: Annotated[StrictStr, Field(max_length=32)] | None = None
+    address: AddressIn | None = None
+    tax_ids: Annotated[list[TaxIdIn], Field(max_length=20)] = []
+    currency: Currency | None = None
+    offline: StrictBool | None = None
+    test_clock: TestClock | None = None
+    metadata: Metadata | None = None
+
+
+class AccountPatch(RequestBody):
+    """`PATCH .../billing`: only the fields sent change (null clears an optional one)."""
+
+    name: ShortText | None = None
+    email: Annotated[StrictStr, Field(max_length=320)] | None = None
+    phone: Annotated[StrictStr, Field(max_length=32)] | None = None
+    address: AddressIn | None = None
+    tax_ids: Annotated[list[TaxIdIn], Field(max_length=20)] | None = None
+    currency: Currency | None = None
+    metadata: Metadata | None = None
+
+
+class Address(ResponseBody):
+    line1: str | None
+    line2: str | None
+    city: str | None
+    state: str | None
+    postal_code: str | None
+    country: str | None
+
+
+class TaxId(ResponseBody):
+    type: str
+    value: str
+
+
+class Account(ResponseBody):
+    id: str
+    org_id: str
+    stripe_customer_id: str | None
+    state: Literal["active", "disabled"]
+    offline: bool
+    name: str | None
+    email: str | None
+    phone: str | None
+    address: Address | None
+    tax_ids: list[TaxId]
+    currency: str | None
+    credit_min: int
+    due_in_days: int
+    test_clock: str | None
+    created_at: Timestamp
+
+
+class AccountDetailsIn(RequestBody):
+    """`PUT /admin/.../billing/details`: partial; `credit_min` < 0 allows an overdraft."""
+
+    credit_min: StrictInt | None = None
+    due_in_days: Annotated[StrictInt, Field(ge=0, le=365)] | None = None
+
+
+# --- ledger -------------------------------------------------------------------------------
+
+Source = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class CreditGrantIn(RequestBody):
+    id: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    amount: Annotated[StrictInt, Field(gt=0, le=2**62)]
+    source: Source | None = None
+    description: Annotated[StrictStr, Field(max_length=1000)] | None = None
+
+
+class Balance(ResponseBody):
+    amount: int
+    updated_at: Timestamp | None
+
+
+class Transaction(ResponseBody):
+    id: str
+    type: Literal["credit", "debit"]
+    amount: int
+    source: str
+    description: str | None
+    user_id: str | None
+    metadata: dict[str, Any]
+    created_at: Timestamp
+
+
+# --- catalog ------------------------------------------------------------------------------
+
+
+class Plan(ResponseBody):
+    name: str
+    title: str
+    description: str | None
+    interval: str | None
+    trial_days: int
+    on_start_credits: int
+    products: list[str]
+    metadata: dict[str, Any]
+
+
+class Price(ResponseBody):
+    name: str
+    stripe_price_id: str | None
+    currency: str | None
+    amount: int | None
+    interval: str | None
+    lookup_key: str | None
+
+
+class Product(ResponseBody):
+    name: str
+    title: str | None
+    description: str | None
+    stripe_product_id: str | None
+    prices: list[Price]
+
+
+class Feature(ResponseBody):
+    name: str
+    title: str | None
+    stripe_feature_id: str | None
+    lookup_key: str | None

@@ -1,0 +1,181 @@
+"""`/organizations/{org}` and its members: the host's facts about who is billed (DESIGN §15).
+
+Writes are idempotent upserts. An org created while `customer.auto_create_with_org` is set
+gets its billing account (and onboard credits) in the same transaction; every change asks for
+the targeted reconcile of that org's customer once committed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+from sqlalchemy.orm import Session
+
+from billing_reconciler.api.auth import Scope, requires
+from billing_reconciler.api.context import ApiContext
+from billing_reconciler.api.errors import precondition
+from billing_reconciler.api.models import Member, MemberIn, Organization, OrganizationIn, Page
+from billing_reconciler.api.onboarding import (
+    AUTO_CREATED_KEY,
+    NewAccount,
+    check_test_clock,
+    open_account,
+    require_org,
+)
+from billing_reconciler.api.routing import (
+    DEFAULT_LIMIT,
+    PREFIX,
+    ApiRoute,
+    Cursor,
+    Limit,
+    OrgId,
+    UserId,
+    error_responses,
+)
+from billing_reconciler.store import (
+    AccountRepository,
+    LedgerRepository,
+    MemberRecord,
+    MemberRepository,
+    OrganizationRecord,
+    OrganizationRepository,
+)
+
+TestClockHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Stripe-Test-Clock",
+        pattern=r"^clock_[A-Za-z0-9]+$",
+        max_length=255,
+        description="Test mode only: the test clock of the account auto-created with the org.",
+    ),
+]
+
+
+def organization(record: OrganizationRecord) -> Organization:
+    return Organization(
+        id=record.org_id,
+        title=record.title,
+        owner_email=record.owner_email,
+        metadata=dict(record.metadata),
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
+
+
+def member(record: MemberRecord) -> Member:
+    return Member(
+        user_id=record.user_id, email=record.email, role=record.role, created_at=record.created_at
+    )
+
+
+def organizations_router(context: ApiContext) -> APIRouter:
+    router = APIRouter(
+        prefix=f"{PREFIX}/organizations",
+        tags=["organizations"],
+        route_class=ApiRoute,
+        dependencies=[Depends(requires(context.tokens, Scope.APP))],
+    )
+
+    @router.put(
+        "/{org}",
+        response_model=Organization,
+        responses={201: {"model": Organization}, **error_responses(409)},
+    )
+    def put_organization(
+        org: OrgId,
+        body: OrganizationIn,
+        response: Response,
+        test_clock: TestClockHeader = None,
+    ) -> Organization:
+        """Create or update an org (201 when created); auto-creates its account if configured."""
+        check_test_clock(context, test_clock)
+        with context.store.session() as session:
+            record, created = OrganizationRepository(session, clock=context.clock).upsert(
+                org, title=body.title, owner_email=body.owner_email, metadata=body.metadata
+            )
+            settings = context.config().billing.customer
+            if settings.auto_create_with_org and (
+                AccountRepository(session).latest_for_org(org) is None
+            ):
+                open_account(
+                    context,
+                    session,
+                    record,
+                    NewAccount(test_clock=test_clock, metadata={AUTO_CREATED_KEY: "true"}),
+                )
+        context.reconcile_customer(org, "organization upserted")
+        response.status_code = 201 if created else 200
+        return organization(record)
+
+    @router.delete("/{org}", status_code=204, responses=error_responses(404, 409))
+    def delete_organization(
+        org: OrgId,
+        force: Annotated[bool, Query(description="Delete even while overdrawn.")] = False,
+    ) -> Response:
+        """Delete an org; refused (409) while its balance is negative unless `?force=true`."""
+        with context.store.session() as session:
+            record = OrganizationRepository(session).get(org)
+            if record is None:
+                require_org(session, org)
+            elif record.deleted_at is None:
+                _delete(context, session, org, force=force)
+        context.reconcile_customer(org, "organization deleted")
+        return Response(status_code=204)
+
+    @router.put(
+        "/{org}/members/{user}",
+        response_model=Member,
+        responses={201: {"model": Member}, **error_responses(404)},
+    )
+    def put_member(org: OrgId, user: UserId, body: MemberIn, response: Response) -> Member:
+        """Add or update a member (201 when added)."""
+        with context.store.session() as session:
+            require_org(session, org)
+            record, created = MemberRepository(session, clock=context.clock).upsert(
+                org, user, email=body.email, role=body.role
+            )
+        context.reconcile_customer(org, "member upserted")
+        response.status_code = 201 if created else 200
+        return member(record)
+
+    @router.delete("/{org}/members/{user}", status_code=204, responses=error_responses(404))
+    def delete_member(org: OrgId, user: UserId) -> Response:
+        """Remove a member (204 also when it was not one: deletes are idempotent)."""
+        with context.store.session() as session:
+            require_org(session, org)
+            removed = MemberRepository(session).delete(org, user)
+        if removed:
+            context.reconcile_customer(org, "member removed")
+        return Response(status_code=204)
+
+    @router.get("/{org}/members", response_model=Page[Member], responses=error_responses(404))
+    def list_members(
+        org: OrgId, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    ) -> Page[Member]:
+        """Members ordered by user id, a page at a time."""
+        with context.store.session() as session:
+            require_org(session, org)
+            records, next_cursor = MemberRepository(session).list(org, limit=limit, cursor=cursor)
+        return Page[Member](data=[member(r) for r in records], next_cursor=next_cursor)
+
+    return router
+
+
+def _delete(context: ApiContext, session: Session, org: str, *, force: bool) -> None:
+    accounts = AccountRepository(session, clock=context.clock)
+    account = accounts.latest_for_org(org)
+    if account is not None:
+        balance, _ = LedgerRepository(session).balance(account.id)
+        if balance < 0 and not force:
+            raise precondition(
+                f"organization {org} has a negative balance ({balance}); "
+                "settle it or delete with ?force=true",
+                org_id=org,
+                account_id=account.id,
+                balance=balance,
+            )
+        if account.state == "active":
+            accounts.set_state(account.id, "disabled", reason="organization deleted")
+    OrganizationRepository(session, clock=context.clock).mark_deleted(org)

@@ -1,0 +1,86 @@
+"""What every route shares: the error-translating route class, path and paging parameters.
+
+`ApiRoute` wraps each handler, so validation failures (raised before the handler runs, hence
+before the store is touched), `ApiError`s, the store's typed errors and anything unexpected
+all leave as the §19 envelope, from this router alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Final
+
+from fastapi import Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+from billing_reconciler.api.errors import ApiError, from_store, from_validation, unexpected
+from billing_reconciler.api.models import ErrorBody
+from billing_reconciler.store import StoreError
+
+PREFIX: Final = "/v1beta1"
+ORG_ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
+DEFAULT_LIMIT: Final = 50
+MAX_LIMIT: Final = 500
+
+OrgId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        pattern=ORG_ID_PATTERN,
+        description="The host's organization id: 1-64 characters of [A-Za-z0-9_.:-].",
+    ),
+]
+UserId = Annotated[
+    str,
+    Path(min_length=1, max_length=255, description="The host's user id."),
+]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 500).")]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=512, description="The `next_cursor` of the previous page."),
+]
+
+_ERROR_DESCRIPTIONS: Final = {
+    400: "Unreadable request (malformed JSON, a bad path parameter)",
+    401: "No valid token (`unauthenticated`)",
+    403: "An app token on an admin route (`forbidden`)",
+    404: "No such organization, account or object (`not_found`)",
+    409: "Conflict (`already_exists`, `id_conflict`, `failed_precondition`)",
+    422: "Invalid field (`invalid_argument`) or `insufficient_credits`",
+    503: "The store is unavailable (`provider_unavailable`); retry",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses a route can answer."""
+    return {
+        status: {"model": ErrorBody, "description": _ERROR_DESCRIPTIONS[status]}
+        for status in sorted({400, 401, 422, 503, *statuses})
+    }
+
+
+class ApiRoute(APIRoute):
+    """A route whose every failure is answered in the API's error envelope."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ApiError as error:
+                return error.response()
+            except RequestValidationError as error:
+                return from_validation(error).response()
+            except StoreError as error:
+                answer = from_store(error)
+                org = request.path_params.get("org")
+                if org is not None and answer.status != 503:
+                    answer.details.setdefault("org_id", org)
+                return answer.response()
+            except Exception as error:
+                return unexpected(error).response()
+
+        return handle

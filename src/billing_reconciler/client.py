@@ -1,0 +1,373 @@
+"""A typed, synchronous client of the host API (DESIGN §19), for host apps, demos and tests.
+
+    with BillingClient("http://billing:8080", token=os.environ["BILLING_API_TOKEN"]) as billing:
+        billing.put_organization("acme", title="Acme", owner_email="ops@acme.test")
+        print(billing.get_balance("acme")["amount"])
+
+Every method is one route; answers are the JSON resources as TypedDicts. An error answer
+raises `BillingAPIError` with the status and the envelope's code, message and details.
+Depends on the standard library and httpx only (any httpx transport works, e.g. an ASGI app).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Literal, Self, TypedDict, cast
+from urllib.parse import quote
+
+import httpx
+
+PREFIX = "/v1beta1"
+
+
+class BillingAPIError(Exception):
+    """An error answer of the API (`code` is one of DESIGN §19's closed set)."""
+
+    def __init__(self, status: int, code: str, message: str, details: Mapping[str, Any]) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = dict(details)
+
+
+class Organization(TypedDict):
+    id: str
+    title: str
+    owner_email: str | None
+    metadata: dict[str, str]
+    created_at: str
+    updated_at: str
+
+
+class Member(TypedDict):
+    user_id: str
+    email: str | None
+    role: str | None
+    created_at: str
+
+
+class Address(TypedDict, total=False):
+    line1: str | None
+    line2: str | None
+    city: str | None
+    state: str | None
+    postal_code: str | None
+    country: str | None
+
+
+class TaxId(TypedDict):
+    type: str
+    value: str
+
+
+class Account(TypedDict):
+    id: str
+    org_id: str
+    stripe_customer_id: str | None
+    state: Literal["active", "disabled"]
+    offline: bool
+    name: str | None
+    email: str | None
+    phone: str | None
+    address: Address | None
+    tax_ids: list[TaxId]
+    currency: str | None
+    credit_min: int
+    due_in_days: int
+    test_clock: str | None
+    created_at: str
+
+
+class Balance(TypedDict):
+    amount: int
+    updated_at: str | None
+
+
+class Transaction(TypedDict):
+    id: str
+    type: Literal["credit", "debit"]
+    amount: int
+    source: str
+    description: str | None
+    user_id: str | None
+    metadata: dict[str, Any]
+    created_at: str
+
+
+class Plan(TypedDict):
+    name: str
+    title: str
+    description: str | None
+    interval: str | None
+    trial_days: int
+    on_start_credits: int
+    products: list[str]
+    metadata: dict[str, Any]
+
+
+class Price(TypedDict):
+    name: str
+    stripe_price_id: str | None
+    currency: str | None
+    amount: int | None
+    interval: str | None
+    lookup_key: str | None
+
+
+class Product(TypedDict):
+    name: str
+    title: str | None
+    description: str | None
+    stripe_product_id: str | None
+    prices: list[Price]
+
+
+class Feature(TypedDict):
+    name: str
+    title: str | None
+    stripe_feature_id: str | None
+    lookup_key: str | None
+
+
+class MemberPage(TypedDict):
+    data: list[Member]
+    next_cursor: str | None
+
+
+class TransactionPage(TypedDict):
+    data: list[Transaction]
+    next_cursor: str | None
+
+
+class AccountFields(TypedDict, total=False):
+    """Body of `create_account` / `patch_account` (patch: only what is given changes)."""
+
+    name: str | None
+    email: str | None
+    phone: str | None
+    address: Address | None
+    tax_ids: list[TaxId]
+    currency: str
+    offline: bool
+    test_clock: str
+    metadata: dict[str, str]
+
+
+def _segment(value: str) -> str:
+    # Ids are quoted so a stray '/' or '?' reaches the server as data (and is refused there).
+    return quote(value, safe="")
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+class BillingClient:
+    """`base_url` is the server (`http://host:8080`); `token` an app or admin token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        response = self._http.request(
+            method, PREFIX + path, json=json, params=query, headers=headers
+        )
+        if response.status_code >= 400:
+            raise _error(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    @staticmethod
+    def _org(org_id: str) -> str:
+        return f"/organizations/{_segment(org_id)}"
+
+    # --- organizations and members ----------------------------------------------------------
+
+    def put_organization(
+        self,
+        org_id: str,
+        *,
+        title: str,
+        owner_email: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        test_clock: str | None = None,
+    ) -> Organization:
+        """Create or update an org; `test_clock` is sent as `X-Stripe-Test-Clock`."""
+        body: dict[str, Any] = {"title": title}
+        if owner_email is not None:
+            body["owner_email"] = owner_email
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        headers = {"X-Stripe-Test-Clock": test_clock} if test_clock else None
+        return cast(Organization, self._call("PUT", self._org(org_id), json=body, headers=headers))
+
+    def delete_organization(self, org_id: str, *, force: bool = False) -> None:
+        self._call("DELETE", self._org(org_id), params={"force": "true" if force else None})
+
+    def put_member(
+        self, org_id: str, user_id: str, *, email: str | None = None, role: str | None = None
+    ) -> Member:
+        body = {k: v for k, v in (("email", email), ("role", role)) if v is not None}
+        path = f"{self._org(org_id)}/members/{_segment(user_id)}"
+        return cast(Member, self._call("PUT", path, json=body))
+
+    def delete_member(self, org_id: str, user_id: str) -> None:
+        self._call("DELETE", f"{self._org(org_id)}/members/{_segment(user_id)}")
+
+    def list_members(
+        self, org_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> MemberPage:
+        params = {"limit": limit, "cursor": cursor}
+        return cast(MemberPage, self._call("GET", f"{self._org(org_id)}/members", params=params))
+
+    def iter_members(self, org_id: str, *, limit: int = 500) -> Iterator[Member]:
+        """Every member, following `next_cursor`."""
+        cursor: str | None = None
+        while True:
+            page = self.list_members(org_id, limit=limit, cursor=cursor)
+            yield from page["data"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
+
+    # --- billing accounts -------------------------------------------------------------------
+
+    def get_account(self, org_id: str) -> Account:
+        return cast(Account, self._call("GET", f"{self._org(org_id)}/billing"))
+
+    def create_account(self, org_id: str, fields: AccountFields | None = None) -> Account:
+        body = dict(fields or {})
+        return cast(Account, self._call("POST", f"{self._org(org_id)}/billing", json=body))
+
+    def patch_account(self, org_id: str, fields: AccountFields) -> Account:
+        body = dict(fields)
+        return cast(Account, self._call("PATCH", f"{self._org(org_id)}/billing", json=body))
+
+    def register_account(self, org_id: str) -> Account:
+        return cast(Account, self._call("POST", f"{self._org(org_id)}/billing/register"))
+
+    def enable_account(self, org_id: str) -> Account:
+        return cast(Account, self._call("POST", f"{self._org(org_id)}/billing/enable"))
+
+    def disable_account(self, org_id: str) -> Account:
+        return cast(Account, self._call("POST", f"{self._org(org_id)}/billing/disable"))
+
+    # --- ledger -----------------------------------------------------------------------------
+
+    def get_balance(self, org_id: str) -> Balance:
+        return cast(Balance, self._call("GET", f"{self._org(org_id)}/billing/balance"))
+
+    def list_transactions(
+        self,
+        org_id: str,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> TransactionPage:
+        """Newest first, in `[start, end)` (aware datetimes)."""
+        params = {"limit": limit, "cursor": cursor, "start": _time(start), "end": _time(end)}
+        path = f"{self._org(org_id)}/billing/transactions"
+        return cast(TransactionPage, self._call("GET", path, params=params))
+
+    # --- admin ------------------------------------------------------------------------------
+
+    def grant_credits(
+        self,
+        org_id: str,
+        *,
+        id: str,
+        amount: int,
+        source: str | None = None,
+        description: str | None = None,
+    ) -> Transaction:
+        """Admin: grant credits; resending the same grant returns the stored transaction."""
+        body: dict[str, Any] = {"id": id, "amount": amount}
+        if source is not None:
+            body["source"] = source
+        if description is not None:
+            body["description"] = description
+        path = f"/admin{self._org(org_id)}/billing/credits"
+        return cast(Transaction, self._call("POST", path, json=body))
+
+    def put_details(
+        self, org_id: str, *, credit_min: int | None = None, due_in_days: int | None = None
+    ) -> Account:
+        """Admin: set the account's `credit_min` and/or `due_in_days`."""
+        body = {
+            k: v
+            for k, v in (("credit_min", credit_min), ("due_in_days", due_in_days))
+            if v is not None
+        }
+        path = f"/admin{self._org(org_id)}/billing/details"
+        return cast(Account, self._call("PUT", path, json=body))
+
+    # --- catalog ----------------------------------------------------------------------------
+
+    def list_plans(self) -> list[Plan]:
+        return cast(list[Plan], self._call("GET", "/billing/plans")["data"])
+
+    def get_plan(self, name: str) -> Plan:
+        return cast(Plan, self._call("GET", f"/billing/plans/{_segment(name)}"))
+
+    def list_products(self) -> list[Product]:
+        return cast(list[Product], self._call("GET", "/billing/products")["data"])
+
+    def list_features(self) -> list[Feature]:
+        return cast(list[Feature], self._call("GET", "/billing/features")["data"])
+
+
+def _error(response: httpx.Response) -> BillingAPIError:
+    try:
+        error = response.json()["error"]
+        return BillingAPIError(
+            response.status_code,
+            str(error["code"]),
+            str(error["message"]),
+            error.get("details") or {},
+        )
+    except (ValueError, KeyError, TypeError):
+        # Not our envelope (a proxy in between, say): keep the status, not the body.
+        return BillingAPIError(response.status_code, "unknown", f"HTTP {response.status_code}", {})

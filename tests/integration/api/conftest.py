@@ -1,0 +1,110 @@
+"""The host API on a real store: every test runs on a SQLite file and on PostgreSQL.
+
+`api` is a FastAPI TestClient of an app serving only the API, with an app token, an admin
+token, a settable billing.yaml (`api.configure(...)`) and a record of the reconciles it asked
+for. `dump(store)` is every row of every table, to assert a refused request wrote nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from billing_reconciler.api import ApiContext, ApiTokens, api_router, install_error_handlers
+from billing_reconciler.config import BillingConfig, Secret
+from billing_reconciler.store import Store
+from billing_reconciler.store.tables import Base
+
+APP_TOKEN = "app-token-0123456789"
+OLD_APP_TOKEN = "app-token-old-98765"
+ADMIN_TOKEN = "admin-token-0123456789"
+APP = {"Authorization": f"Bearer {APP_TOKEN}"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+V1 = "/v1beta1"
+
+
+@dataclass
+class Settings:
+    config: BillingConfig = field(default_factory=BillingConfig)
+    live_mode: bool = False
+    reconciles: list[tuple[str, frozenset[str], str]] = field(default_factory=list)
+
+    def configure(self, **customer: Any) -> None:
+        self.config = BillingConfig.model_validate({"billing": {"customer": customer}})
+
+
+class Api(TestClient):
+    settings: Settings
+    store: Store
+
+
+def build_app(store: Store, settings: Settings) -> FastAPI:
+    context = ApiContext(
+        store=store,
+        tokens=ApiTokens(
+            app=(Secret(APP_TOKEN), Secret(OLD_APP_TOKEN)), admin=(Secret(ADMIN_TOKEN),)
+        ),
+        config=lambda: settings.config,
+        installation_id=lambda: "default",
+        live_mode=settings.live_mode,
+        request_reconcile=lambda d, s, r: settings.reconciles.append((d, s, r)),
+    )
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(api_router(context))
+    return app
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/.billing/state.db"
+    url: str = request.getfixturevalue("postgres_database_url")
+    return url
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    opened = Store.open(database_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture
+def api(store: Store, settings: Settings) -> Iterator[Api]:
+    client = Api(build_app(store, settings), raise_server_exceptions=True)
+    client.settings = settings
+    client.store = store
+    yield client
+    client.close()
+
+
+def dump(store: Store) -> dict[str, list[str]]:
+    """Every row of every table (as text, sorted): equal dumps mean nothing was written."""
+    rows: dict[str, list[str]] = {}
+    with store.engine.connect() as connection:
+        for table in Base.metadata.sorted_tables:
+            rows[table.name] = sorted(repr(tuple(r)) for r in connection.execute(select(table)))
+    return rows
+
+
+def error_of(response: Any) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message", "details"}, body
+    error: dict[str, Any] = body["error"]
+    return error
