@@ -22,7 +22,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, case, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Table,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from billing_reconciler.store._common import Clock, content_hash, dialect_insert, utc_now
@@ -33,7 +49,7 @@ from billing_reconciler.store.tables import (
     LedgerEntryModel,
     LedgerTransactionModel,
 )
-from billing_reconciler.store.types import as_utc
+from billing_reconciler.store.types import UTCDateTime, as_utc
 
 CREDIT = "credit"
 DEBIT = "debit"
@@ -110,8 +126,80 @@ _COLUMNS = (
     LedgerTransactionModel.source,
     LedgerTransactionModel.description,
     LedgerTransactionModel.user_id,
-    LedgerTransactionModel.metadata_,
+    LedgerTransactionModel.metadata_.label("metadata_"),
     LedgerTransactionModel.created_at,
+)
+
+
+def _pg_write_statement() -> Any:
+    """INSERT the transaction (ON CONFLICT DO NOTHING), INSERT its two entries from what was
+    inserted, and UPDATE the balance only if it was: one round trip. Built once; the values
+    are bind parameters `p_<column>`, `p_delta`, `p_negative_delta`, `p_new_balance`."""
+    names = (
+        "id",
+        "account_id",
+        "type",
+        "amount",
+        "source",
+        "description",
+        "user_id",
+        "metadata",
+        "content_hash",
+        "created_at",
+    )
+    transaction = (
+        postgresql.insert(_transactions)
+        .values({name: bindparam(f"p_{name}", type_=_transactions.c[name].type) for name in names})
+        .on_conflict_do_nothing(index_elements=[_transactions.c.id])
+        .returning(_transactions.c.id)
+        .cte("new_transaction")
+    )
+    created = bindparam("p_created_at", type_=UTCDateTime())
+    sides = union_all(
+        select(
+            transaction.c.id,
+            literal(ACCOUNT_SIDE),
+            bindparam("p_account_id", type_=_entries.c.account_id.type),
+            bindparam("p_delta", type_=BigInteger()),
+            created,
+        ),
+        select(
+            transaction.c.id,
+            literal(PLATFORM_SIDE),
+            null(),
+            bindparam("p_negative_delta", type_=BigInteger()),
+            created,
+        ),
+    )
+    entries = (
+        insert(_entries)
+        .from_select(["transaction_id", "side", "account_id", "amount", "created_at"], sides)
+        .cte("new_entries")
+    )
+    return (
+        update(_balances)
+        .where(
+            _balances.c.account_id == bindparam("p_account_id"),
+            exists(select(transaction.c.id)),
+        )
+        .values(amount=bindparam("p_new_balance"), updated_at=created)
+        .returning(_balances.c.account_id)
+        .add_cte(transaction)
+        .add_cte(entries)
+    )
+
+
+_PG_WRITE = _pg_write_statement()
+
+#: The balance row, locked (FOR UPDATE OF ledger_balances; SQLite renders no lock, its
+#: writers are serialized), with the transaction of `p_id` if stored: one round trip.
+_LOCK_BALANCE = (
+    select(_balances.c.amount.label("balance"), *_COLUMNS, LedgerTransactionModel.content_hash)
+    .select_from(
+        _balances.outerjoin(LedgerTransactionModel, LedgerTransactionModel.id == bindparam("p_id"))
+    )
+    .where(_balances.c.account_id == bindparam("p_account_id"))
+    .with_for_update(of=_balances)
 )
 
 
@@ -185,9 +273,9 @@ class LedgerRepository:
                 "metadata": meta,
             }
         )
-        balance = self._lock_balance(account_id)
-        # Under the lock: a writer of the same id on this account has committed or not begun.
-        existing = self._existing(transaction_id, digest)
+        # One round trip: lock the balance row, and read the id's transaction under the lock
+        # (a writer of the same id on this account has committed by then, or not begun).
+        balance, existing = self._lock_balance(account_id, transaction_id, digest)
         if existing is not None:
             return existing, False
         delta = amount if kind == CREDIT else -amount
@@ -200,52 +288,27 @@ class LedgerRepository:
                 entry_id=transaction_id,
             )
         now = self._clock()
-        inserted = self._session.execute(
-            dialect_insert(self._session, _transactions)
-            .values(
-                id=transaction_id,
-                account_id=account_id,
-                type=kind,
-                amount=amount,
-                source=source,
-                description=description,
-                user_id=user_id,
-                metadata=meta,
-                content_hash=digest,
-                created_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=[_transactions.c.id])
-            .returning(_transactions.c.id)
-        ).first()
-        if inserted is None:
+        row = {
+            "id": transaction_id,
+            "account_id": account_id,
+            "type": kind,
+            "amount": amount,
+            "source": source,
+            "description": description,
+            "user_id": user_id,
+            "metadata": meta,
+            "content_hash": digest,
+            "created_at": now,
+        }
+        if self._session.get_bind().dialect.name == "postgresql":
+            inserted = self._write_postgresql(row, balance + delta, delta)
+        else:
+            inserted = self._write_portable(row, balance + delta, delta)
+        if not inserted:
             # The id was taken in between by a writer of another account (ours is locked).
             existing = self._existing(transaction_id, digest)
             assert existing is not None
             return existing, False
-        self._session.execute(
-            _entries.insert(),
-            [
-                {
-                    "transaction_id": transaction_id,
-                    "side": ACCOUNT_SIDE,
-                    "account_id": account_id,
-                    "amount": delta,
-                    "created_at": now,
-                },
-                {
-                    "transaction_id": transaction_id,
-                    "side": PLATFORM_SIDE,
-                    "account_id": None,
-                    "amount": -delta,
-                    "created_at": now,
-                },
-            ],
-        )
-        self._session.execute(
-            update(_balances)
-            .where(_balances.c.account_id == account_id)
-            .values(amount=balance + delta, updated_at=now)
-        )
         record = LedgerTransaction(
             id=transaction_id,
             account_id=account_id,
@@ -259,24 +322,79 @@ class LedgerRepository:
         )
         return record, True
 
-    def _lock_balance(self, account_id: str) -> int:
-        """The account's balance, its row locked until the transaction ends."""
-        locked = select(_balances.c.amount).where(_balances.c.account_id == account_id)
-        amount = self._session.execute(locked.with_for_update()).scalar_one_or_none()
-        if amount is not None:
-            return int(amount)
-        known = self._session.scalar(
-            select(BillingAccountModel.id).where(BillingAccountModel.id == account_id)
-        )
-        if known is None:
-            raise NotFoundError(f"no billing account {account_id!r}")
-        # An account without its balance row (every account gets one when it is created).
+    def _write_postgresql(self, row: dict[str, Any], new_balance: int, delta: int) -> bool:
+        """The transaction row, its two entries and the balance in one statement (data-
+        modifying CTEs); nothing when the id is taken. True when written."""
+        params = {f"p_{key}": value for key, value in row.items()}
+        params.update(p_delta=delta, p_negative_delta=-delta, p_new_balance=new_balance)
+        return self._session.connection().execute(_PG_WRITE, params).first() is not None
+
+    def _write_portable(self, row: dict[str, Any], new_balance: int, delta: int) -> bool:
+        inserted = self._session.execute(
+            dialect_insert(self._session, _transactions)
+            .values(**row)
+            .on_conflict_do_nothing(index_elements=[_transactions.c.id])
+            .returning(_transactions.c.id)
+        ).first()
+        if inserted is None:
+            return False
+        sides = [
+            (ACCOUNT_SIDE, row["account_id"], delta),
+            (PLATFORM_SIDE, None, -delta),
+        ]
         self._session.execute(
-            dialect_insert(self._session, _balances)
-            .values(account_id=account_id, amount=0, updated_at=None)
-            .on_conflict_do_nothing(index_elements=[_balances.c.account_id])
+            insert(_entries).values(
+                [
+                    {
+                        "transaction_id": row["id"],
+                        "side": side,
+                        "account_id": account,
+                        "amount": amount,
+                        "created_at": row["created_at"],
+                    }
+                    for side, account, amount in sides
+                ]
+            )
         )
-        return int(self._session.execute(locked.with_for_update()).scalar_one())
+        self._session.execute(
+            update(_balances)
+            .where(_balances.c.account_id == row["account_id"])
+            .values(amount=new_balance, updated_at=row["created_at"])
+        )
+        return True
+
+    def _lock_balance(
+        self, account_id: str, transaction_id: str, digest: str
+    ) -> tuple[int, LedgerTransaction | None]:
+        """The account's balance, its row locked until the transaction ends, and the stored
+        transaction of `transaction_id` if any (IdConflictError if its content differs)."""
+        params = {"p_account_id": account_id, "p_id": transaction_id}
+        found = self._session.connection().execute(_LOCK_BALANCE, params).first()
+        if found is None:
+            known = self._session.scalar(
+                select(BillingAccountModel.id).where(BillingAccountModel.id == account_id)
+            )
+            if known is None:
+                raise NotFoundError(f"no billing account {account_id!r}")
+            # An account without its balance row (every account gets one when it is created).
+            self._session.execute(
+                dialect_insert(self._session, _balances)
+                .values(account_id=account_id, amount=0, updated_at=None)
+                .on_conflict_do_nothing(index_elements=[_balances.c.account_id])
+            )
+            found = self._session.connection().execute(_LOCK_BALANCE, params).one()
+        if found.id is None:
+            return int(found.balance), None
+        return int(found.balance), self._checked(found, digest)
+
+    def _checked(self, row: Any, digest: str) -> LedgerTransaction:
+        if row.content_hash != digest:
+            raise IdConflictError(
+                f"ledger id {row.id!r} was used before with different content"
+                f" ({row.type} of {row.amount} on {row.account_id!r}, source {row.source!r})",
+                id=row.id,
+            )
+        return _transaction(row)
 
     def _existing(self, transaction_id: str, digest: str) -> LedgerTransaction | None:
         row = self._session.execute(
@@ -284,15 +402,7 @@ class LedgerRepository:
                 LedgerTransactionModel.id == transaction_id
             )
         ).first()
-        if row is None:
-            return None
-        if row.content_hash != digest:
-            raise IdConflictError(
-                f"ledger id {transaction_id!r} was used before with different content"
-                f" ({row.type} of {row.amount} on {row.account_id!r}, source {row.source!r})",
-                id=transaction_id,
-            )
-        return _transaction(row)
+        return None if row is None else self._checked(row, digest)
 
     def balance(self, account_id: str) -> tuple[int, datetime | None]:
         """The account's balance and when it last moved ((0, None) for none yet)."""
