@@ -111,6 +111,34 @@ class EmulatorControl:
         """Seconds to wait before each retry of a failed delivery."""
         self._post("webhooks/config", {"retry_delays": delays})
 
+    def set_billing_retries(
+        self,
+        *,
+        days: list[int] | None = None,
+        subscription_status: str | None = None,
+        invoice_status: str | None = None,
+        enabled: bool | None = None,
+    ) -> dict[str, Any]:
+        """The automatic retry schedule of failed subscription invoice payments: `days`
+        between attempts (default 3, 5, 7), the subscription's status once all failed
+        (`canceled` default, `unpaid`, `past_due`), the invoice's (`open` default,
+        `uncollectible`); `enabled=False` retries nothing. Reset by `reset()`."""
+        body: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("days", days),
+                ("subscription_status", subscription_status),
+                ("invoice_status", invoice_status),
+                ("enabled", enabled),
+            )
+            if v is not None
+        }
+        return self._post("billing/retries", body)
+
+    def billing_retries(self) -> dict[str, Any]:
+        """The current retry settings."""
+        return self._get("billing/retries")
+
     def fund_cash_balance(
         self, customer: str, amount: int, currency: str, *, reference: str | None = None
     ) -> dict[str, Any]:

@@ -59,6 +59,8 @@ class OperatorApi:
             ("POST", "clock"): self._set_clock,
             ("GET", "webhooks/deliveries"): self._deliveries,
             ("POST", "webhooks/config"): self._webhook_config,
+            ("GET", "billing/retries"): self._billing_retries,
+            ("POST", "billing/retries"): self._set_billing_retries,
             ("POST", "save"): self._save,
             # `<collection>/*/<action>`: the id in the path reaches the handler as query["id"].
             ("POST", "customers/*/fund_cash_balance"): self._fund_cash_balance,
@@ -183,6 +185,16 @@ class OperatorApi:
         delays = tuple(float(d) for d in body["retry_delays"])
         self.emulator.webhooks.retry_delays = delays
         return {"retry_delays": list(delays)}
+
+    def _billing_retries(self, body: Json, query: dict[str, str]) -> Json:
+        from stripe_emulator.resources import dunning
+
+        return dunning.settings_of(self.emulator).as_json()
+
+    def _set_billing_retries(self, body: Json, query: dict[str, str]) -> Json:
+        from stripe_emulator.resources import dunning
+
+        return dunning.configure(self.emulator, body).as_json()
 
     def _stripe_call(self, path: str, call: Callable[[RequestContext], Json]) -> Json:
         # Resource logic run as a request would run it (events, webhooks), answered as JSON.

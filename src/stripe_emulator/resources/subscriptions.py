@@ -1521,7 +1521,23 @@ def _on_invoice_payment(ctx: RequestContext, invoice: StripeObject, succeeded: b
             after["status"] = "active"
     elif not succeeded and sub["status"] == "active" and invoice["billing_reason"] != "manual":
         after["status"] = "past_due"
+    if not succeeded and invoices.retries_exhausted(invoice) and _latest_unpaid(ctx, sub, invoice):
+        # Every scheduled retry failed: the account's setting decides (resources/dunning.py).
+        outcome = invoices.exhausted_subscription_status(ctx)
+        if outcome == "unpaid":
+            after["status"] = "unpaid"
+        elif outcome == "canceled":
+            _save(ctx, sub, after)
+            _cancel(ctx, ctx.store.get(KIND, sub["id"]) or after, reason="payment_failed")
+            return
     _save(ctx, sub, after)
+
+
+def _latest_unpaid(ctx: RequestContext, sub: StripeObject, invoice: StripeObject) -> bool:
+    """The outcome of exhausted retries applies unless a later invoice of the subscription
+    is paid (https://support.stripe.com/questions/retry-schedules-longer-than-a-subscription-s-billing-period)."""
+    latest = ctx.store.get(invoices.KIND, sub["latest_invoice"] or "")
+    return latest is None or latest["id"] == invoice["id"] or latest["status"] != "paid"
 
 
 # --- time: renewals, trial ends, period-end cancellations ---------------------------------
@@ -1587,6 +1603,9 @@ def _due(kind: str, obj: StripeObject) -> tuple[int, str] | None:
         and not obj.get("_overdue")
     ):
         return int(obj["due_date"]), "overdue"
+    retry_at = invoices.retry_due(obj)
+    if retry_at is not None:
+        return retry_at, "retry"
     return None
 
 
@@ -1647,10 +1666,18 @@ def _run(ctx: RequestContext, action: str, object_id: str) -> None:
             finalized["status"] == "open"
             and finalized["collection_method"] == "charge_automatically"
         ):
-            invoices.attempt_payment(cctx, finalized)
+            owner = ctx.store.get(KIND, finalized.get("_subscription") or "")
+            if owner is not None and owner["status"] == "unpaid":
+                # An unpaid subscription's invoices are created but not attempted.
+                invoices.stop_collection(cctx, finalized)
+            else:
+                invoices.attempt_payment(cctx, finalized, automatic=True)
         return
     if action == "overdue":
         _overdue(ctx, object_id)
+        return
+    if action == "retry":
+        invoices.retry(ctx, object_id)
         return
     sub = ctx.store.get(KIND, object_id)
     assert sub is not None
