@@ -1,0 +1,308 @@
+"""The three-way field merge of a billing account with its Stripe customer (DESIGN §15). Pure.
+
+Per merged field (`name`, `email`, `phone`, `address`, `tax_ids`), with local = the store (or
+a contract customer's YAML), remote = Stripe, last = what we last pushed to or pulled from
+Stripe:
+
+- only local changed -> push to Stripe; only remote changed (the customer edited it in the
+  portal) -> pull into the store; neither -> nothing;
+- both changed to different values -> local wins, and the change is reported as a conflict;
+  both changed to the same value -> nothing to write (the last-applied value catches up);
+- a field never applied (no last value) -> local wins if it is set, else the remote value is
+  pulled;
+- contract customers: the YAML always wins for every field it sets; a field it leaves unset
+  is pulled, never cleared (fields we do not own are left alone, DESIGN §4).
+
+The currency is not merged: Stripe fixes a customer's currency with its first billed object
+and refuses another, so a remote currency is pulled into an account that has none, and a
+different one is refused (reported), never pushed.
+
+Why no `deepdiff` (DESIGN §13 lists it): the merged values are five frozen, canonical values
+(`model_customers.CustomerFields.canonical`: tax ids a sorted tuple, an empty address None), so
+`==` on each is the whole diff, and a field is the unit of decision (an address is pushed or
+pulled whole, as Stripe's `address` parameter is set whole). deepdiff would return paths into
+nested structures that we would have to map back onto the same five fields, and its
+order-insensitive list comparison is what sorting the tax ids already gives. It would be a
+dependency for no decision it makes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, Final, TypeAlias
+
+from billing_reconciler.model_customers import (
+    MERGED_FIELDS,
+    Address,
+    CustomerFields,
+    TaxId,
+    canonical_tax_ids,
+    normalize_address,
+)
+
+FieldValue: TypeAlias = str | Address | tuple[TaxId, ...] | None
+LastApplied: TypeAlias = Mapping[str, FieldValue]
+"""Per field, the value last pushed or pulled; a field absent here was never applied."""
+
+_EMPTY: Final[CustomerFields] = CustomerFields()
+
+
+class Direction(StrEnum):
+    """Which side a field change writes."""
+
+    PUSH = "push"  # write Stripe
+    PULL = "pull"  # write the store
+
+
+class Reason(StrEnum):
+    """Why a field is written (closed vocabulary for plans, STYLE 5)."""
+
+    LOCAL_CHANGED = "local_changed"
+    REMOTE_CHANGED = "remote_changed"
+    BOTH_CHANGED = "both_changed"  # a conflict: local won
+    NEVER_APPLIED = "never_applied"
+    CONTRACT = "contract"  # the YAML of a contract customer wins
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """One field written to one side: `old` is the value overwritten there, `new` the value."""
+
+    field: str
+    direction: Direction
+    reason: Reason
+    old: FieldValue
+    new: FieldValue
+
+    @property
+    def conflict(self) -> bool:
+        """Both sides changed since the last apply (or a contract overrode a remote edit)."""
+        return self.reason is Reason.BOTH_CHANGED
+
+
+class CurrencyOutcome(StrEnum):
+    UNCHANGED = "unchanged"
+    PULL = "pull"  # Stripe set it (first billed object); the account had none
+    REFUSED = "refused"  # Stripe holds another currency; a currency once set never changes
+
+
+@dataclass(frozen=True, slots=True)
+class CurrencyMerge:
+    outcome: CurrencyOutcome
+    local: str | None
+    remote: str | None
+
+    @property
+    def value(self) -> str | None:
+        """The account's currency after the merge."""
+        return self.remote if self.outcome is CurrencyOutcome.PULL else self.local
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerMerge:
+    """The merge of one customer: the changes per side, and the values both sides then hold."""
+
+    changes: tuple[FieldChange, ...]
+    merged: CustomerFields
+    """What store and Stripe both hold once the changes are applied; also the new last-applied
+    value of every merged field."""
+    currency: CurrencyMerge
+
+    @property
+    def push(self) -> tuple[FieldChange, ...]:
+        return tuple(c for c in self.changes if c.direction is Direction.PUSH)
+
+    @property
+    def pull(self) -> tuple[FieldChange, ...]:
+        return tuple(c for c in self.changes if c.direction is Direction.PULL)
+
+    @property
+    def conflicts(self) -> tuple[FieldChange, ...]:
+        return tuple(c for c in self.changes if c.conflict)
+
+    @property
+    def in_sync(self) -> bool:
+        """Nothing to write on either side (a refused currency is reported, not written)."""
+        return not self.changes and self.currency.outcome is not CurrencyOutcome.PULL
+
+
+def merge_customer(
+    *,
+    local: CustomerFields,
+    remote: CustomerFields,
+    last_applied: LastApplied | None,
+    contract: bool = False,
+    local_currency: str | None = None,
+    remote_currency: str | None = None,
+) -> CustomerMerge:
+    """Merge one account (`local`) with its Stripe customer (`remote`), field by field."""
+    local_c, remote_c = local.canonical(), remote.canonical()
+    last = _canonical_last(last_applied or {})
+    changes: list[FieldChange] = []
+    merged: dict[str, FieldValue] = {}
+    for name in MERGED_FIELDS:
+        mine, theirs = _get(local_c, name), _get(remote_c, name)
+        if contract:
+            change = _contract_field(name, mine, theirs)
+        else:
+            change = _merge_field(name, mine, theirs, last)
+        merged[name] = mine if change is None else change.new
+        if change is not None:
+            changes.append(change)
+    return CustomerMerge(
+        changes=tuple(changes),
+        merged=replace(_EMPTY, **merged),  # type: ignore[arg-type]
+        currency=merge_currency(local=local_currency, remote=remote_currency),
+    )
+
+
+def merge_currency(*, local: str | None, remote: str | None) -> CurrencyMerge:
+    """Stripe sets the currency with a customer's first billed object and never changes it."""
+    local_l, remote_l = (local or "").lower() or None, (remote or "").lower() or None
+    if remote_l is None or remote_l == local_l:
+        outcome = CurrencyOutcome.UNCHANGED
+    elif local_l is None:
+        outcome = CurrencyOutcome.PULL
+    else:
+        outcome = CurrencyOutcome.REFUSED
+    return CurrencyMerge(outcome=outcome, local=local_l, remote=remote_l)
+
+
+def _merge_field(
+    name: str, mine: FieldValue, theirs: FieldValue, last: Mapping[str, FieldValue]
+) -> FieldChange | None:
+    if mine == theirs:
+        return None
+    if name not in last:
+        if _is_set(mine):
+            return FieldChange(name, Direction.PUSH, Reason.NEVER_APPLIED, theirs, mine)
+        return FieldChange(name, Direction.PULL, Reason.NEVER_APPLIED, mine, theirs)
+    before = last[name]
+    local_changed, remote_changed = mine != before, theirs != before
+    if local_changed and remote_changed:
+        return FieldChange(name, Direction.PUSH, Reason.BOTH_CHANGED, theirs, mine)
+    if local_changed:
+        return FieldChange(name, Direction.PUSH, Reason.LOCAL_CHANGED, theirs, mine)
+    # mine == before and mine != theirs: only Stripe moved.
+    return FieldChange(name, Direction.PULL, Reason.REMOTE_CHANGED, mine, theirs)
+
+
+def _contract_field(name: str, mine: FieldValue, theirs: FieldValue) -> FieldChange | None:
+    if mine == theirs:
+        return None
+    if _is_set(mine):
+        return FieldChange(name, Direction.PUSH, Reason.CONTRACT, theirs, mine)
+    return FieldChange(name, Direction.PULL, Reason.REMOTE_CHANGED, mine, theirs)
+
+
+def _is_set(value: FieldValue) -> bool:
+    return value is not None and value != ()
+
+
+def _get(fields: CustomerFields, name: str) -> FieldValue:
+    value: FieldValue = getattr(fields, name)
+    return value
+
+
+def _canonical_last(last: Mapping[str, FieldValue]) -> dict[str, FieldValue]:
+    canonical: dict[str, FieldValue] = {}
+    for name in MERGED_FIELDS:
+        if name not in last:
+            continue
+        value = last[name]
+        if name == "address":
+            canonical[name] = normalize_address(value if isinstance(value, Address) else None)
+        elif name == "tax_ids":
+            canonical[name] = canonical_tax_ids(value)
+        else:
+            canonical[name] = value or None
+    return canonical
+
+
+# --------------------------------------------------------------------------------------------
+# Conversions at the domain's edges: the store's JSON last-applied form, Stripe's parameters.
+# --------------------------------------------------------------------------------------------
+
+
+def last_applied_from_json(data: Mapping[str, Any]) -> dict[str, FieldValue]:
+    """The store's `last_applied` JSON (address a dict, tax ids `[{type, value}]`) as values;
+    keys it lacks stay absent (never applied). Non-merge keys (`currency`) are ignored."""
+    values: dict[str, FieldValue] = {}
+    for name in MERGED_FIELDS:
+        if name not in data:
+            continue
+        raw = data[name]
+        if name == "address":
+            values[name] = _address_from_json(raw)
+        elif name == "tax_ids":
+            values[name] = canonical_tax_ids(
+                tuple(
+                    TaxId(type=str(t["type"]), value=str(t["value"]))
+                    for t in raw or ()
+                    if isinstance(t, Mapping)
+                )
+            )
+        else:
+            values[name] = raw if isinstance(raw, str) and raw else None
+    return values
+
+
+def last_applied_to_json(fields: CustomerFields) -> dict[str, Any]:
+    """Every merged field of `fields` in the store's JSON form (the inverse of the above)."""
+    canonical = fields.canonical()
+    address = canonical.address
+    return {
+        "name": canonical.name,
+        "email": canonical.email,
+        "phone": canonical.phone,
+        "address": None
+        if address is None
+        else {
+            "line1": address.line1,
+            "line2": address.line2,
+            "city": address.city,
+            "state": address.state,
+            "postal_code": address.postal_code,
+            "country": address.country,
+        },
+        "tax_ids": [{"type": t.type, "value": t.value} for t in canonical.tax_ids],
+    }
+
+
+def _address_from_json(raw: object) -> Address | None:
+    if not isinstance(raw, Mapping):
+        return None
+    parts = {k: raw.get(k) for k in Address.__dataclass_fields__}
+    return normalize_address(
+        Address(**{k: v if isinstance(v, str) and v else None for k, v in parts.items()})
+    )
+
+
+def update_params(changes: tuple[FieldChange, ...]) -> dict[str, Any]:
+    """Stripe `POST /v1/customers/{id}` parameters of the pushed scalar fields and address
+    ("" unsets a field; tax ids have their own endpoints: see `tax_id_changes`)."""
+    params: dict[str, Any] = {}
+    for change in changes:
+        if change.direction is not Direction.PUSH or change.field == "tax_ids":
+            continue
+        if change.field == "address":
+            value = change.new
+            params["address"] = value.as_params() if isinstance(value, Address) else ""
+        else:
+            params[change.field] = change.new or ""
+    return params
+
+
+def tax_id_changes(
+    changes: tuple[FieldChange, ...],
+) -> tuple[tuple[TaxId, ...], tuple[TaxId, ...]]:
+    """(to add, to delete) in Stripe for a pushed `tax_ids` change; ((), ()) without one.
+    Stripe has no update of a tax id: a changed one is a delete and a create."""
+    for change in changes:
+        if change.direction is Direction.PUSH and change.field == "tax_ids":
+            new = set(canonical_tax_ids(change.new))
+            old = set(canonical_tax_ids(change.old))
+            return tuple(sorted(new - old)), tuple(sorted(old - new))
+    return (), ()
