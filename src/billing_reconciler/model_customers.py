@@ -173,7 +173,8 @@ class CustomerRecord:
 
     `stripe_id` is None for a customer not created yet; `deleted` marks a managed customer
     Stripe answered as deleted (the account is then disabled, never re-created silently).
-    `test_clock` is a test clock id (test mode only).
+    `test_clock` is a test clock id (test mode only). `stripe_tax_ids` pairs each observed
+    tax id with its Stripe id (`txi_...`): deleting one in Stripe needs it.
     """
 
     key: str
@@ -189,6 +190,7 @@ class CustomerRecord:
     owner: CustomerOwner | None = None
     test_clock: str | None = None
     deleted: bool = False
+    stripe_tax_ids: tuple[tuple[TaxId, str], ...] = ()
 
     @property
     def fields(self) -> CustomerFields:
@@ -212,6 +214,7 @@ def customer_record(
     owner: CustomerOwner | None = None,
     test_clock: str | None = None,
     deleted: bool = False,
+    stripe_tax_ids: tuple[tuple[TaxId, str], ...] = (),
 ) -> CustomerRecord:
     """A record from its parts, with canonical fields and the key derived from the org id."""
     canonical = fields.canonical()
@@ -229,4 +232,5 @@ def customer_record(
         owner=owner,
         test_clock=test_clock,
         deleted=deleted,
+        stripe_tax_ids=stripe_tax_ids,
     )
