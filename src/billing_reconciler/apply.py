@@ -9,6 +9,12 @@ A crash between 2 and 3 is safe: the rerun re-observes Stripe, and a step re-sen
 key replays Stripe's first response instead of creating a duplicate. A permanent Stripe error
 stops the apply with the step, Stripe's message and its request id; the journal keeps the
 failure; nothing after that step runs.
+
+The applier is the same for every domain: what a step *does* is its kind's `StepExecutor`
+(the domain's edge module, `effects/<domain>.py`, provides one per kind it plans), which makes
+the Stripe call through the gateway and writes its store records through the store's
+repositories in the transaction that journals the step done. The journal, ordering, batching,
+reference resolution and idempotency keys stay here.
 """
 
 from __future__ import annotations
@@ -18,26 +24,19 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from billing_reconciler.model import Kind
+from sqlalchemy.orm import Session
+
 from billing_reconciler.planning.plan import Action, Plan, Reason, Ref, Step, canonical_json, digest
 from billing_reconciler.store import (
     JournalEntry,
     JournalRepository,
     LastApplied,
     LastAppliedRepository,
-    PlanRepository,
-    PlanRow,
     Store,
 )
-from billing_reconciler.stripe_gateway import (
-    Operation,
-    StripeGateway,
-    StripeGatewayError,
-    WriteResult,
-    write,
-)
+from billing_reconciler.stripe_gateway import StripeGateway, StripeGatewayError, WriteResult
 
 
 class ApplyError(RuntimeError):
@@ -51,6 +50,32 @@ class ApplyError(RuntimeError):
         super().__init__(
             f"step {index + 1} ({step.action.value} {step.key}) failed: {cause}{request}"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A step whose Stripe call succeeded, as its executor records it in the store."""
+
+    plan: Plan
+    step: Step
+    stripe_id: str | None
+    # The fields the step's object should end with (None: the domain states none for it).
+    fields: Mapping[str, Any] | None
+
+
+class StepExecutor(Protocol):
+    """How one kind of step is carried out (see the module docstring)."""
+
+    def send(
+        self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
+    ) -> WriteResult | None:
+        """The Stripe call, under the step's idempotency key; None for a store-only step.
+        `ids` maps object keys to Stripe ids, for `resolve_refs`."""
+        ...
+
+    def record(self, session: Session, done: Done) -> None:
+        """The store side of a done step, inside the transaction that journals it done."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +94,8 @@ class Applier:
     store: Store
     run_id: str
     desired_fields: Mapping[str, Mapping[str, Any]]
+    # The executor of each step kind (a plan with another kind fails before writing it).
+    executors: Mapping[str, StepExecutor]
     on_step: Callable[[StepOutcome], None] | None = None
     concurrency: int = 1
 
@@ -131,9 +158,12 @@ class Applier:
             self.on_step(outcome)
 
     def _apply_step(self, plan: Plan, index: int, step: Step, ids: dict[str, str]) -> StepOutcome:
+        executor = self.executors.get(step.kind)
+        if executor is None:
+            raise ApplyError(step, index, LookupError(f"no executor for step kind {step.kind!r}"))
         self._journal_begin(plan, index, step)
         try:
-            result = None if step.kind is Kind.PLAN else self._write(step, ids)
+            result = executor.send(self.gateway, step, ids)
         except StripeGatewayError as error:
             self._journal_failed(step, error)
             raise ApplyError(step, index, error) from error
@@ -145,31 +175,9 @@ class Applier:
             Action.ADOPT,
         ):
             ids[step.key] = stripe_id
-        self._record(plan, step, stripe_id, result.request_id if result else None)
+        done = Done(plan, step, stripe_id, self.desired_fields.get(step.key))
+        self._record(executor, done, result.request_id if result else None)
         return StepOutcome(index, step, stripe_id, bool(result and result.replayed))
-
-    # --- Stripe ---------------------------------------------------------------------------
-
-    def _write(self, step: Step, ids: Mapping[str, str]) -> WriteResult | None:
-        operation = _operation(step)
-        if operation is None:
-            return WriteResult(stripe_id=step.stripe_id or "", request_id=None, replayed=False)
-        params = _resolve(step.params, ids)
-        if operation in (Operation.DEACTIVATE, Operation.REACTIVATE, Operation.DELETE):
-            params = {}
-        target = step.stripe_id
-        if target is None and step.action is Action.UPDATE and step.parent is not None:
-            target = ids.get(step.parent.key)
-        parent = ids.get(step.parent.key) if step.parent is not None else None
-        return write(
-            self.gateway,
-            kind=step.kind,
-            operation=operation,
-            params=params,
-            idempotency_key=_wire_key(step, params, parent),
-            target_id=target,
-            parent_id=parent,
-        )
 
     # --- store ----------------------------------------------------------------------------
 
@@ -199,22 +207,11 @@ class Applier:
                 self._journal_key(step), error=str(error), request_id=error.request_id
             )
 
-    def _record(
-        self, plan: Plan, step: Step, stripe_id: str | None, request_id: str | None
-    ) -> None:
+    def _record(self, executor: StepExecutor, done: Done, request_id: str | None) -> None:
         with self.store.session() as session:
-            if step.kind is Kind.PLAN:
-                _record_plan(PlanRepository(session), step)
-            else:
-                _record_last_applied(
-                    LastAppliedRepository(session),
-                    plan=plan,
-                    step=step,
-                    stripe_id=stripe_id,
-                    fields=self.desired_fields.get(step.key),
-                )
+            executor.record(session, done)
             JournalRepository(session).mark_done(
-                self._journal_key(step), stripe_id=stripe_id, request_id=request_id
+                self._journal_key(done.step), stripe_id=done.stripe_id, request_id=request_id
             )
 
 
@@ -230,29 +227,7 @@ def _batches(steps: Sequence[Step]) -> list[list[tuple[int, Step]]]:
     return batches
 
 
-def _operation(step: Step) -> Operation | None:
-    """The Stripe operation a step performs (None: nothing to send)."""
-    match step.action:
-        case Action.CREATE | Action.SUPERSEDE:
-            return Operation.CREATE
-        case Action.UPDATE:
-            return Operation.UPDATE
-        case Action.ADOPT:
-            # A meter carries no marker to stamp: adopting it only aligns its display name.
-            if step.kind is Kind.METER:
-                return Operation.UPDATE if step.params else None
-            return Operation.UPDATE
-        case Action.REACTIVATE:
-            return Operation.REACTIVATE if step.kind is Kind.METER else Operation.UPDATE
-        case Action.ARCHIVE:
-            if step.kind is Kind.METER:
-                return Operation.DEACTIVATE
-            if step.kind is Kind.PRODUCT_FEATURE:
-                return Operation.DELETE
-            return Operation.UPDATE
-
-
-def _wire_key(step: Step, params: Mapping[str, Any], parent: str | None) -> str:
+def wire_key(step: Step, params: Mapping[str, Any], parent: str | None) -> str:
     """The step's key, bound to the ids its references resolved to.
 
     A reference resolves to another id when its object was re-created (deleted in the
@@ -274,62 +249,38 @@ def _has_ref(value: Any) -> bool:
     return False
 
 
-def _resolve(value: Any, ids: Mapping[str, str]) -> Any:
+def resolve_refs(value: Any, ids: Mapping[str, str]) -> Any:
     if isinstance(value, Ref):
         if value.key not in ids:
             raise KeyError(f"no Stripe id known for {value.key}")
         return ids[value.key]
     if isinstance(value, Mapping):
-        return {k: _resolve(v, ids) for k, v in value.items()}
+        return {k: resolve_refs(v, ids) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_resolve(v, ids) for v in value]
+        return [resolve_refs(v, ids) for v in value]
     return value
 
 
-def _record_last_applied(
-    repository: LastAppliedRepository,
-    *,
-    plan: Plan,
-    step: Step,
-    stripe_id: str | None,
-    fields: Mapping[str, Any] | None,
-) -> None:
+def record_last_applied(session: Session, done: Done) -> None:
+    """What we applied, for the next diff (the usual `record` of a Stripe-backed step)."""
+    repository = LastAppliedRepository(session)
+    plan, step = done.plan, done.step
     if step.action is Action.ARCHIVE:
         # The archive that completes a supersede leaves the key to the new price.
         if step.reason is not Reason.SUPERSEDED:
             repository.delete(plan.installation_id, step.key)
         return
-    if fields is None:
+    if done.fields is None:
         return
     repository.put(
         LastApplied(
             installation_id=plan.installation_id,
             object_key=step.key,
-            kind=step.kind.value,
-            stripe_id=stripe_id or step.stripe_id,
-            fields=dict(fields),
-            content_hash=digest(canonical_json(fields)),
+            kind=str(step.kind),
+            stripe_id=done.stripe_id or step.stripe_id,
+            fields=dict(done.fields),
+            content_hash=digest(canonical_json(done.fields)),
             revision=plan.desired_revision,
             applied_at=datetime.now(UTC),
-        )
-    )
-
-
-def _record_plan(repository: PlanRepository, step: Step) -> None:
-    name = step.key.split("/", 1)[1]
-    if step.action is Action.ARCHIVE:
-        repository.archive(name)
-        return
-    fields = step.params
-    repository.upsert(
-        PlanRow(
-            name=name,
-            title=str(fields["title"]),
-            description=fields.get("description"),
-            interval=fields.get("interval"),
-            trial_days=int(fields.get("trial_days") or 0),
-            on_start_credits=int(fields.get("on_start_credits") or 0),
-            products=[str(p).split("/", 1)[1] for p in fields.get("products", [])],
-            metadata=dict(fields.get("metadata") or {}),
         )
     )

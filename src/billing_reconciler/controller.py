@@ -1,65 +1,77 @@
-"""One reconcile pass of the catalog: observe, plan, apply, verify convergence.
+"""One reconcile pass of one domain: observe, plan, apply, verify convergence.
 
 The same pass serves `reconcile --dry-run` (stops after planning), `reconcile` (applies the
 plan it printed) and `reconcile serve` (runs it on a schedule). Every pass is recorded in the
-store's run table (who, when, which revision, which plan, what came of it).
+store's run table (who, when, which revision, which plan, what came of it), under the
+domain's name.
+
+`Controller` is domain-agnostic: a `Registration` gives it the domain (pure rules, see
+`domains.base`), the domain's reader (its observation I/O) and its step executors. The
+controller does the shared part: last-applied state and spent idempotency keys from the store,
+targeted scopes, the saved-plan checks, the run table, apply through the `Applier`, the
+convergence re-plan.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from billing_reconciler.apply import Applier, StepOutcome
+from billing_reconciler.apply import Applier, StepExecutor, StepOutcome
 from billing_reconciler.desired.state import DesiredState
-from billing_reconciler.domains.catalog import desired_catalog
-from billing_reconciler.model import Catalog, CatalogRecord, Kind, PlanRecord, object_key
-from billing_reconciler.planning.builder import AppliedState, PlanPolicy
-from billing_reconciler.planning.diff import diff
-from billing_reconciler.planning.fields import comparable_fields
-from billing_reconciler.planning.plan import Action, Plan, Step
-from billing_reconciler.planning.rules.attachments import products_to_list
-from billing_reconciler.planning.scope import restrict
+from billing_reconciler.domains.base import Domain, PlanContext, PlanOptions
+from billing_reconciler.planning.builder import AppliedState
+from billing_reconciler.planning.plan import Plan
+from billing_reconciler.planning.scope import restrict_to
 from billing_reconciler.planning.serialize import plan_to_dict
 from billing_reconciler.store import (
     ControllerStateRepository,
     JournalRepository,
     LastAppliedRepository,
-    PlanRepository,
-    PlanState,
     RunMode,
     RunRepository,
     RunResult,
     Store,
     default_actor,
 )
-from billing_reconciler.stripe_gateway import (
-    StripeGateway,
-    count_active_subscriptions,
-    observe_catalog,
-)
+from billing_reconciler.stripe_gateway import StripeGateway
 
-DOMAIN = "catalog"
+__all__ = [
+    "KEY_WINDOW_SECONDS",
+    "PLAN_MAX_AGE_SECONDS",
+    "Controller",
+    "PlanOptions",
+    "Planned",
+    "ReconcileError",
+    "Registration",
+]
+
 # Saved plans expire with Stripe's idempotency keys (DESIGN §6).
 PLAN_MAX_AGE_SECONDS = 24 * 3600
 # Stripe keeps an idempotency key for at least 24 hours.
 KEY_WINDOW_SECONDS = 25 * 3600
+DEFAULT_OPTIONS = PlanOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A domain as the shared machinery runs it: its rules, its reader, its executors."""
+
+    domain: Domain
+    # Builds the reader the domain's `observe` and `annotate` read through.
+    open_reader: Callable[[StripeGateway, Store], Any]
+    executors: Mapping[str, StepExecutor]
+
+    @property
+    def name(self) -> str:
+        return self.domain.name
 
 
 class ReconcileError(RuntimeError):
     """A pass that cannot proceed: refused plan, stale saved plan, residual diff."""
-
-
-@dataclass(frozen=True, slots=True)
-class PlanOptions:
-    adopt_all: bool = False
-    allow_mass_archive: bool = False
-    # Product keys a targeted (webhook-triggered) reconcile is limited to; None = everything.
-    scope: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +80,12 @@ class Planned:
 
     plan: Plan
     desired_fields: Mapping[str, Mapping[str, Any]]
-    options: PlanOptions = PlanOptions()
+    options: PlanOptions = DEFAULT_OPTIONS
 
 
 @dataclass(slots=True)
-class CatalogController:
+class Controller:
+    registration: Registration
     state: DesiredState
     gateway: StripeGateway
     store: Store
@@ -83,59 +96,48 @@ class CatalogController:
     actor: str = field(default_factory=default_actor)
 
     @property
+    def domain(self) -> Domain:
+        return self.registration.domain
+
+    @property
     def installation_id(self) -> str:
         return self.state.config.reconcile.installation_id
 
-    def desired(self) -> Catalog:
-        return desired_catalog(self.state, installation_id=self.installation_id)
-
-    def observe(self, desired: Catalog) -> tuple[Catalog, dict[str, AppliedState]]:
-        with self.store.session() as session:
-            applied = {
-                key: AppliedState(stripe_id=entry.stripe_id, fields=entry.fields)
-                for key, entry in LastAppliedRepository(session)
-                .for_installation(self.installation_id)
-                .items()
-            }
-            plans = tuple(_plan_record(row) for row in PlanRepository(session).list_all())
-        observed = observe_catalog(
-            self.gateway,
-            products_with_features=functools.partial(
-                products_to_list,
-                desired,
-                applied_keys=applied,
-                installation_id=self.installation_id,
-                verify=self.state.config.reconcile.verify_attachments,
-            ),
-        )
-        return replace(observed, plans=plans), applied
-
-    def plan(self, options: PlanOptions = PlanOptions()) -> Planned:
-        desired = self.desired()
-        observed, applied = self.observe(desired)
-        spent, salt = self._key_history()
-        policy = replace(self._policy(options), spent_keys=spent, key_salt=salt)
-        plan = diff(desired, observed, applied, policy)
+    def plan(self, options: PlanOptions = DEFAULT_OPTIONS) -> Planned:
+        context = self._context(options)
+        desired = self.domain.desired(self.state, context)
+        reader = self.registration.open_reader(self.gateway, self.store)
+        observed = self.domain.observe(reader, desired, context)
+        plan = self.domain.plan(desired, observed, context)
         if options.scope is not None:
-            plan = restrict(plan, options.scope)
+            plan = restrict_to(plan, options.scope, self.domain.scope_of)
         return Planned(
-            plan=self._with_impact(plan), desired_fields=_fields_by_key(desired), options=options
+            plan=self.domain.annotate(plan, reader),
+            desired_fields=self.domain.desired_fields(desired),
+            options=options,
         )
 
-    def _policy(self, options: PlanOptions) -> PlanPolicy:
-        settings = self.state.config.reconcile
-        return PlanPolicy(
-            installation_id=settings.installation_id,
-            revision=self.state.revision,
-            prune=settings.prune,
-            max_archive_fraction=float(settings.max_archive_fraction),
-            correct_drift=settings.drift == "correct",
-            adopt_all=options.adopt_all,
-            adopt_keys=frozenset(settings.adopt),
-            allow_mass_archive=options.allow_mass_archive,
+    def _context(self, options: PlanOptions) -> PlanContext:
+        spent, salt = self._key_history()
+        return PlanContext(
+            state=self.state,
+            options=options,
+            applied=self._applied(),
+            spent_keys=spent,
+            key_salt=salt,
             now=int(self.clock()),
-            verify_attachments=settings.verify_attachments,
         )
+
+    def _applied(self) -> dict[str, AppliedState]:
+        """What we last applied to this domain's objects (keys are `<kind>/...`)."""
+        kinds = self.domain.kinds
+        with self.store.session() as session:
+            entries = LastAppliedRepository(session).for_installation(self.installation_id)
+        return {
+            key: AppliedState(stripe_id=entry.stripe_id, fields=entry.fields)
+            for key, entry in entries.items()
+            if key.split("/", 1)[0] in kinds
+        }
 
     def _key_history(self) -> tuple[frozenset[str], str]:
         """Keys of steps completed within Stripe's idempotency window (plus an hour of slack
@@ -145,22 +147,6 @@ class CatalogController:
         with self.store.session() as session:
             spent = JournalRepository(session).spent_step_keys(self.installation_id, since=since)
             return spent, ControllerStateRepository(session).store_id()
-
-    def _with_impact(self, plan: Plan) -> Plan:
-        """State how many active subscriptions sit on each price a step supersedes or archives."""
-        steps: list[Step] = []
-        for step in plan.steps:
-            leaving = step.kind is Kind.PRICE and step.action in (Action.SUPERSEDE, Action.ARCHIVE)
-            if leaving and step.stripe_id:
-                count = count_active_subscriptions(self.gateway, step.stripe_id)
-                if count:
-                    step = replace(
-                        step,
-                        impact=f"{count} active subscription(s) stay on {step.stripe_id} "
-                        "(grandfathered)",
-                    )
-            steps.append(step)
-        return replace(plan, steps=tuple(steps))
 
     def check_saved_plan(self, saved: Plan) -> Planned:
         """Re-plan and refuse a saved plan whose observed state or age no longer holds."""
@@ -213,6 +199,7 @@ class CatalogController:
                 store=self.store,
                 run_id=run_id,
                 desired_fields=planned.desired_fields,
+                executors=self.registration.executors,
                 on_step=on_step,
                 concurrency=self.state.config.reconcile.apply_concurrency,
             ).apply(planned.plan)
@@ -245,7 +232,7 @@ class CatalogController:
     def _start_run(self, mode: RunMode, plan: Plan, run_id: str | None) -> str:
         with self.store.session() as session:
             return RunRepository(session).start(
-                domain=DOMAIN,
+                domain=self.domain.name,
                 mode=mode,
                 actor=self.actor,
                 git_revision=self.git_revision,
@@ -267,30 +254,3 @@ def _step_view(plan: Plan) -> list[Any]:
     """The steps and restores as the JSON plan states them (what a saved plan must match)."""
     data = plan_to_dict(plan)
     return [data["steps"], data["restores"], data["known_ids"]]
-
-
-def _plan_record(row: Any) -> PlanRecord:
-    return PlanRecord(
-        key=object_key(Kind.PLAN, row.name),
-        name=row.name,
-        title=row.title,
-        description=row.description,
-        interval=row.interval,
-        product_keys=tuple(object_key(Kind.PRODUCT, p) for p in row.products),
-        trial_days=row.trial_days,
-        on_start_credits=row.on_start_credits,
-        metadata=dict(row.metadata),
-        active=row.state is PlanState.ACTIVE,
-    )
-
-
-def _fields_by_key(desired: Catalog) -> dict[str, dict[str, Any]]:
-    records: tuple[CatalogRecord, ...] = (
-        *desired.meters,
-        *desired.features,
-        *desired.products,
-        *desired.prices,
-        *desired.product_features,
-        *desired.plans,
-    )
-    return {record.key: comparable_fields(record) for record in records}

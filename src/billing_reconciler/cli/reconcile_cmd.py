@@ -11,7 +11,7 @@ import contextlib
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -48,12 +48,20 @@ from billing_reconciler.cli.writer import (
     writer_lock,
 )
 from billing_reconciler.config import Environment, key_mode, load_environment, redact
-from billing_reconciler.controller import CatalogController, Planned, PlanOptions
+from billing_reconciler.controller import Controller, Planned, PlanOptions, Registration
 from billing_reconciler.desired import load_desired
 from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.planning.plan import Plan, Reason
-from billing_reconciler.planning.render import render_markdown, render_text, summary_line
-from billing_reconciler.planning.serialize import PlanFormatError, plan_from_json, plan_to_json
+from billing_reconciler.planning.render import render_text, summary_line
+from billing_reconciler.planning.sections import (
+    Section,
+    render_sections_markdown,
+    render_sections_text,
+    sections_from_json,
+    sections_to_json,
+)
+from billing_reconciler.planning.serialize import PlanFormatError
+from billing_reconciler.registry import DOMAINS
 from billing_reconciler.store import Store
 from billing_reconciler.stripe_gateway import StripeGateway
 
@@ -86,14 +94,19 @@ class Connection:
     database_url: str
 
 
-def render(plan: Plan, fmt: Format) -> str:
+def render(sections: Sequence[Section], fmt: Format) -> str:
+    """One section per registered domain (one domain renders exactly as its plan alone)."""
     match fmt:
         case Format.TEXT:
-            return render_text(plan)
+            return render_sections_text(sections)
         case Format.JSON:
-            return plan_to_json(plan)
+            return sections_to_json(sections)
         case Format.MARKDOWN:
-            return render_markdown(plan)
+            return render_sections_markdown(sections)
+
+
+def _sections(planned: Sequence[tuple[Controller, Planned]]) -> list[Section]:
+    return [Section(controller.domain.name, p.plan) for controller, p in planned]
 
 
 def load_valid_desired(directory: Path) -> DesiredState:
@@ -163,26 +176,32 @@ class RunRequest:
     ignore_suspension: bool = False
 
 
-def run(request: RunRequest) -> int:
-    """The whole `reconcile` command; returns the exit code."""
+def run(request: RunRequest, registrations: Sequence[Registration] = DOMAINS) -> int:
+    """The whole `reconcile` command, every registered domain in apply order; the exit code."""
     state = load_valid_desired(request.directory)
     with connection(directory=request.directory, use_emulator=request.use_emulator) as conn:
         if key_mode(conn.api_key) == "live" and not request.dry_run and not request.confirm_live:
             raise CliError("refusing to apply with a live Stripe key without --confirm-live")
         store = Store.open(conn.database_url)
         try:
-            controller = CatalogController(
-                state=state,
-                gateway=StripeGateway(
-                    api_key=conn.api_key,
-                    api_base=conn.api_base,
-                    rate_limit_per_second=state.config.reconcile.rate_limit_per_second,
-                ),
-                store=store,
-                git_revision=git_revision(request.directory),
+            gateway = StripeGateway(
+                api_key=conn.api_key,
+                api_base=conn.api_base,
+                rate_limit_per_second=state.config.reconcile.rate_limit_per_second,
             )
+            revision = git_revision(request.directory)
+            controllers = [
+                Controller(
+                    registration=registration,
+                    state=state,
+                    gateway=gateway,
+                    store=store,
+                    git_revision=revision,
+                )
+                for registration in registrations
+            ]
             with _as_writer(store, state, request) as still_writer:
-                return _plan_and_maybe_apply(controller, request, still_writer)
+                return _plan_and_maybe_apply(controllers, request, still_writer)
         finally:
             store.close()
 
@@ -202,31 +221,51 @@ def _as_writer(store: Store, state: DesiredState, request: RunRequest) -> Iterat
 
 
 def _plan_and_maybe_apply(
-    controller: CatalogController, request: RunRequest, still_writer: StillWriter
+    controllers: Sequence[Controller], request: RunRequest, still_writer: StillWriter
 ) -> int:
-    options = PlanOptions(adopt_all=request.adopt, allow_mass_archive=request.allow_mass_archive)
-    if request.saved_plan is not None:
-        planned = controller.check_saved_plan(_read_plan(request.saved_plan))
-    else:
-        planned = controller.plan(options)
-    plan = planned.plan
-    typer.echo(render(plan, request.fmt), nl=False)
+    planned = _plan_all(controllers, request)
+    plans = [p.plan for _, p in planned]
+    typer.echo(render(_sections(planned), request.fmt), nl=False)
     if request.out is not None:
-        request.out.write_text(plan_to_json(plan), encoding="utf-8")
+        request.out.write_text(sections_to_json(_sections(planned)), encoding="utf-8")
     if request.dry_run:
-        _record_dry_run(controller, plan)
-        if plan.refused:
+        for controller, p in planned:
+            _record_dry_run(controller, p.plan)
+        if any(plan.refused for plan in plans):
             return EXIT_ERROR
-        return EXIT_CHANGES_PENDING if plan.has_changes else EXIT_OK
-    if plan.refused:
+        return EXIT_CHANGES_PENDING if any(plan.has_changes for plan in plans) else EXIT_OK
+    if any(plan.refused for plan in plans):
         raise CliError("the plan was refused; nothing was applied")
-    if not plan.has_work:
-        return EXIT_OK if not plan.adoptable else _adoption_pending(plan)
+    if not any(plan.has_work for plan in plans):
+        adoptable = sum(len(plan.adoptable) for plan in plans)
+        return EXIT_OK if not adoptable else _adoption_pending(adoptable)
     _confirm(request.auto_approve)
-    return _apply(controller, planned, still_writer)
+    return _apply_all(planned, still_writer)
 
 
-def _record_dry_run(controller: CatalogController, plan: Plan) -> None:
+def _plan_all(
+    controllers: Sequence[Controller], request: RunRequest
+) -> list[tuple[Controller, Planned]]:
+    if request.saved_plan is not None:
+        saved = _read_plan(request.saved_plan, sole_domain=controllers[0].domain.name)
+        unknown = sorted(set(saved) - {c.domain.name for c in controllers})
+        if unknown:
+            raise CliError(f"the saved plan has sections for unknown domains: {unknown}")
+        return [(c, c.check_saved_plan(_saved_section(saved, c))) for c in controllers]
+    options = PlanOptions(adopt_all=request.adopt, allow_mass_archive=request.allow_mass_archive)
+    return [(controller, controller.plan(options)) for controller in controllers]
+
+
+def _saved_section(saved: dict[str, Plan], controller: Controller) -> Plan:
+    plan = saved.get(controller.domain.name)
+    if plan is None:
+        raise CliError(
+            f"the saved plan has no section for the {controller.domain.name} domain; re-plan"
+        )
+    return plan
+
+
+def _record_dry_run(controller: Controller, plan: Plan) -> None:
     """Audit the dry run; a read-only store (a PR check with a read-only database user) only
     loses the audit row, never the plan or its exit code."""
     try:
@@ -239,16 +278,14 @@ def _record_dry_run(controller: CatalogController, plan: Plan) -> None:
         )
 
 
-def _adoption_pending(plan: Plan) -> int:
-    typer.echo(
-        f"error: {len(plan.adoptable)} object(s) await adoption; re-run with --adopt", err=True
-    )
+def _adoption_pending(adoptable: int) -> int:
+    typer.echo(f"error: {adoptable} object(s) await adoption; re-run with --adopt", err=True)
     return EXIT_ERROR
 
 
-def _read_plan(path: Path) -> Plan:
+def _read_plan(path: Path, *, sole_domain: str) -> dict[str, Plan]:
     try:
-        return plan_from_json(path.read_text(encoding="utf-8"))
+        return sections_from_json(path.read_text(encoding="utf-8"), sole_domain=sole_domain)
     except (OSError, UnicodeDecodeError, PlanFormatError) as error:
         raise CliError(f"cannot read saved plan {path}: {error}") from error
 
@@ -263,7 +300,20 @@ def _confirm(auto_approve: bool) -> None:
         raise CliError("apply cancelled")
 
 
-def _apply(controller: CatalogController, planned: Planned, still_writer: StillWriter) -> int:
+def _apply_all(planned: Sequence[tuple[Controller, Planned]], still_writer: StillWriter) -> int:
+    """Apply each domain's plan in apply order; the first that fails stops the rest."""
+    with_work = [(c, p) for c, p in planned if p.plan.has_work]
+    for controller, plan in with_work:
+        prefix = f"{controller.domain.name}: " if len(with_work) > 1 else ""
+        code = _apply(controller, plan, still_writer, prefix=prefix)
+        if code != EXIT_OK:
+            return code
+    return EXIT_OK
+
+
+def _apply(
+    controller: Controller, planned: Planned, still_writer: StillWriter, *, prefix: str = ""
+) -> int:
     def report(outcome: StepOutcome) -> None:
         step = outcome.step
         replay = " (replayed)" if outcome.replayed else ""
@@ -283,7 +333,7 @@ def _apply(controller: CatalogController, planned: Planned, still_writer: StillW
     restored = sum(1 for outcome in outcomes if outcome.step.reason is Reason.STORE_LOST)
     also = f", {restored} store records restored" if restored else ""
     typer.echo(
-        f"Apply complete ({len(outcomes) - restored} steps{also}). "
+        f"{prefix}Apply complete ({len(outcomes) - restored} steps{also}). "
         f"Re-plan: {summary_line(residual)}"
     )
     return EXIT_OK
@@ -406,24 +456,29 @@ def run_demo(directory: Path, state_dir: Path | None) -> int:
         emulator = stack.enter_context(EmbeddedEmulator(state_file=base / "emulator.json"))
         store = Store.open(f"sqlite:///{base / 'state.db'}")
         stack.callback(store.close)
-        controller = CatalogController(
-            state=state,
-            gateway=StripeGateway(api_key=EMULATOR_KEY, api_base=emulator.url),
-            store=store,
-            git_revision=git_revision(directory),
-        )
+        gateway = StripeGateway(api_key=EMULATOR_KEY, api_base=emulator.url)
+        controllers = [
+            Controller(
+                registration=registration,
+                state=state,
+                gateway=gateway,
+                store=store,
+                git_revision=git_revision(directory),
+            )
+            for registration in DOMAINS
+        ]
         typer.echo(f"== Run 1: reconcile {directory} against the Stripe emulator at {emulator.url}")
         # A --state-dir may be shared: its store gets one writer like any other.
         installation = state.config.reconcile.installation_id
         still_writer = stack.enter_context(writer_lock(store, installation, wait_seconds=0))
-        planned = controller.plan()
-        typer.echo(render_text(planned.plan), nl=False)
-        if planned.plan.refused:
+        planned = [(controller, controller.plan()) for controller in controllers]
+        typer.echo(render_sections_text(_sections(planned)), nl=False)
+        if any(p.plan.refused for _, p in planned):
             return EXIT_ERROR
-        code = _apply(controller, planned, still_writer)
+        code = _apply_all(planned, still_writer)
         if code != EXIT_OK:
             return code
         typer.echo("\n== Run 2: the same desired state again (expect no changes)")
-        second = controller.plan().plan
-        typer.echo(render_text(second), nl=False)
-        return EXIT_OK if not second.has_changes else EXIT_ERROR
+        second = [(controller, controller.plan()) for controller in controllers]
+        typer.echo(render_sections_text(_sections(second)), nl=False)
+        return EXIT_OK if not any(p.plan.has_changes for _, p in second) else EXIT_ERROR

@@ -29,7 +29,7 @@ from billing_reconciler.cli.common import (
 )
 from billing_reconciler.config import load_environment
 from billing_reconciler.desired import load_desired
-from billing_reconciler.runtime.events import CATALOG
+from billing_reconciler.registry import DOMAINS
 from billing_reconciler.runtime.leader import lease_name
 from billing_reconciler.store import (
     ControllerStateRepository,
@@ -42,8 +42,8 @@ from billing_reconciler.store import (
     default_actor,
 )
 
-# Domains `serve` runs today; others appear in the report once they have recorded a run.
-SERVED_DOMAINS = (CATALOG,)
+# The registered domains, in apply order; others appear once they have recorded a run.
+SERVED_DOMAINS = tuple(registration.name for registration in DOMAINS)
 DEFAULT_INSTALLATION = "default"
 
 

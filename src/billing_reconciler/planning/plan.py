@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from billing_reconciler.model import JSONValue, Kind
+from billing_reconciler.model import JSONValue
 
 FORMAT_VERSION = 1
 
@@ -66,7 +66,8 @@ class FieldChange:
 @dataclass(frozen=True, slots=True)
 class Step:
     action: Action
-    kind: Kind
+    # A step kind is a string so a domain can bring its own; the catalog's are `model.Kind`.
+    kind: str
     key: str
     reason: Reason
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -100,7 +101,7 @@ class Notice:
     """An object the plan reports but leaves alone (orphan, adoptable, protected, foreign)."""
 
     key: str
-    kind: Kind
+    kind: str
     stripe_id: str | None
     message: str
 

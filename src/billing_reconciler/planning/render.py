@@ -101,9 +101,7 @@ def _sections_text(plan: Plan) -> list[str]:
     ):
         if notices:
             lines.append(title)
-            lines += [
-                f"  ? {n.kind.value} {n.key} {n.stripe_id or ''}: {n.message}" for n in notices
-            ]
+            lines += [f"  ? {n.kind} {n.key} {n.stripe_id or ''}: {n.message}" for n in notices]
             lines.append("")
     if plan.restores:
         lines.append("Store records to restore (lost by the store; Stripe shows them applied):")

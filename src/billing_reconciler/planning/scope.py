@@ -1,4 +1,8 @@
-"""Restricting a plan to part of the catalog: what a webhook-triggered reconcile applies.
+"""Restricting a plan to part of a domain: what a webhook-triggered reconcile applies.
+
+`restrict_to(plan, scope, scope_of)` is generic: a domain says which request key each of its
+object keys belongs to (`Domain.scope_of`), and the plan keeps what falls inside the scope.
+For the catalog:
 
 A webhook says one product (or one of its prices) changed; the targeted reconcile still
 observes everything (webhooks are hints, never state) but applies only the steps of that
@@ -7,6 +11,7 @@ product: the product itself, its prices, and its feature attachments.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from billing_reconciler.model import Kind
@@ -25,9 +30,14 @@ def product_of(key: str) -> str | None:
 
 def restrict(plan: Plan, product_keys: frozenset[str]) -> Plan:
     """The part of `plan` that touches the given products."""
+    return restrict_to(plan, product_keys, product_of)
+
+
+def restrict_to(plan: Plan, scope: frozenset[str], scope_of: Callable[[str], str | None]) -> Plan:
+    """The part of `plan` whose objects belong to a request key in `scope`."""
 
     def inside(key: str) -> bool:
-        return product_of(key) in product_keys
+        return scope_of(key) in scope
 
     return replace(
         plan,

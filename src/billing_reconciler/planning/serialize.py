@@ -64,7 +64,7 @@ def plan_to_json(plan: Plan) -> str:
 def _step_to_dict(step: Step) -> dict[str, Any]:
     return {
         "action": step.action.value,
-        "kind": step.kind.value,
+        "kind": str(step.kind),
         "key": step.key,
         "reason": step.reason.value,
         "stripe_id": step.stripe_id,
@@ -90,7 +90,7 @@ def _step_to_dict(step: Step) -> dict[str, Any]:
 def _notice_to_dict(notice: Notice) -> dict[str, Any]:
     return {
         "key": notice.key,
-        "kind": notice.kind.value,
+        "kind": str(notice.kind),
         "stripe_id": notice.stripe_id,
         "message": notice.message,
     }
@@ -105,6 +105,11 @@ def plan_from_json(text: str) -> Plan:
         raise PlanFormatError(
             f"unsupported plan format_version (this version reads {FORMAT_VERSION})"
         )
+    return plan_from_dict(data)
+
+
+def plan_from_dict(data: dict[str, Any]) -> Plan:
+    """A plan from its JSON data (`PlanFormatError` when it is malformed)."""
     try:
         return _plan_from_dict(data)
     except (KeyError, TypeError, ValueError) as error:
@@ -140,7 +145,7 @@ def _plan_from_dict(data: dict[str, Any]) -> Plan:
 def _step_from_dict(data: dict[str, Any]) -> Step:
     return Step(
         action=Action(data["action"]),
-        kind=Kind(data["kind"]),
+        kind=_kind(data["kind"]),
         key=data["key"],
         reason=Reason(data["reason"]),
         params=from_jsonable(data["params"]),
@@ -162,10 +167,20 @@ def _step_from_dict(data: dict[str, Any]) -> Step:
     )
 
 
+def _kind(value: Any) -> str:
+    """The catalog's kinds come back as `Kind` members (code compares them by identity);
+    another domain's kinds stay plain strings."""
+    text = str(value)
+    return Kind(text) if text in _CATALOG_KINDS else text
+
+
+_CATALOG_KINDS = frozenset(kind.value for kind in Kind)
+
+
 def _notice_from_dict(data: dict[str, Any]) -> Notice:
     return Notice(
         key=data["key"],
-        kind=Kind(data["kind"]),
+        kind=_kind(data["kind"]),
         stripe_id=data["stripe_id"],
         message=data["message"],
     )

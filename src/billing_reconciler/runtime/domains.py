@@ -1,14 +1,13 @@
-"""The billing domains `reconcile serve` keeps converged, behind one small protocol.
+"""Running a registered domain the way `reconcile serve` must, behind one small protocol.
 
-A `Domain` turns a `ReconcileRequest` into one recorded run. The runtime knows nothing else
-about it: the queue, the scheduler and the inbox are generic, and customers, subscriptions,
-invoices and checkouts plug in by implementing `Domain` (until they exist, requests routed to
-them are logged and dropped by the runtime).
+A `Domain` (here: the runtime's view) turns a `ReconcileRequest` into one recorded run. The
+runtime knows nothing else about it: the queue, the scheduler and the inbox are generic, and
+every registered domain (`registry.DOMAINS`) runs through `DomainRunner`; requests routed to a
+domain that is not registered are logged and dropped by the runtime.
 
-`CatalogDomain` is the catalog pass of `CatalogController`, run the way a controller must:
-- it re-reads `desired/` on every run, so a git pull or a new ConfigMap takes effect without
-  a restart; an invalid desired state is reported (`desired_status`) and the last valid one
-  keeps being enforced: broken YAML must never read as "everything was removed";
+`DomainRunner` is one domain's pass of the `Controller`:
+- it re-reads `desired/` on every run through the shared `DesiredSource` (the last valid
+  state is enforced while desired/ is invalid);
 - it applies only when allowed: the store is not suspended (`reconcile suspend`) and
   `may_write()` says this replica leads and is not shutting down; otherwise it plans and
   records a dry run;
@@ -20,7 +19,6 @@ them are logged and dropped by the runtime).
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -31,11 +29,12 @@ from typing import Protocol
 import structlog
 
 from billing_reconciler.apply import StepOutcome
-from billing_reconciler.controller import CatalogController, Planned, PlanOptions
+from billing_reconciler.controller import Controller, Planned, PlanOptions, Registration
 from billing_reconciler.desired import LoadResult, load_desired
 from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.planning.plan import Plan
-from billing_reconciler.runtime.events import CATALOG, ReconcileRequest
+from billing_reconciler.runtime.desired_source import DesiredSource, DesiredStatus
+from billing_reconciler.runtime.events import ReconcileRequest
 from billing_reconciler.runtime.queue import PermanentError, TransientError
 from billing_reconciler.store import (
     ControllerStateRepository,
@@ -87,61 +86,58 @@ class Domain(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class DesiredStatus:
-    """The desired/ directory as last read."""
-
-    valid: bool
-    enforced_revision: str
-    """The content revision being enforced: the last valid one."""
-    errors: tuple[str, ...] = ()
-    checked_at: float = 0.0
-
-
 class WritingStopped(Exception):
     """`may_write()` turned false between two steps: leadership lost, or shutting down."""
 
 
-class CatalogDomain:
-    """See the module docstring. `initial` is the valid state `serve` started with."""
-
-    name = CATALOG
+class DomainRunner:
+    """See the module docstring. Give `source` to share one desired/ reader between domains;
+    without it the runner reads `directory` itself, starting from `initial`."""
 
     def __init__(
         self,
         *,
-        directory: Path,
-        initial: DesiredState,
+        registration: Registration,
         store: Store,
         gateway: StripeGateway,
         actor: str,
+        source: DesiredSource | None = None,
+        directory: Path | None = None,
+        initial: DesiredState | None = None,
         git_revision: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] = time.time,
         loader: Callable[[Path], LoadResult] = load_desired,
     ) -> None:
-        self._directory = directory
-        self._state = initial
+        if source is None:
+            if directory is None or initial is None:
+                raise TypeError("DomainRunner needs a source, or a directory and its initial state")
+            source = DesiredSource(directory=directory, initial=initial, clock=clock, loader=loader)
+        self._registration = registration
+        self._source = source
         self._store = store
         self._gateway = gateway
         self._actor = actor
         self._git_revision = git_revision
         self._clock = clock
-        self._loader = loader
-        self._status_lock = threading.Lock()
-        self._status = DesiredStatus(True, initial.revision, checked_at=clock())
+
+    @property
+    def name(self) -> str:
+        return self._registration.name
 
     @property
     def refresh_seconds(self) -> int:
-        return int(self._state.config.billing.refresh_interval.catalog)
+        return self._registration.domain.refresh_seconds(self._source.current)
 
     @property
     def installation_id(self) -> str:
-        return self._state.config.reconcile.installation_id
+        return self._source.installation_id
 
     @property
     def desired_status(self) -> DesiredStatus:
-        with self._status_lock:
-            return self._status
+        return self._source.status
+
+    def reload(self) -> DesiredState:
+        return self._source.reload()
 
     def reconcile(self, request: ReconcileRequest, *, may_write: MayWrite) -> DomainRunResult:
         run_id = str(uuid.uuid4())
@@ -158,7 +154,8 @@ class CatalogDomain:
                 raise
 
     def _run(self, request: ReconcileRequest, run_id: str, may_write: MayWrite) -> DomainRunResult:
-        controller = CatalogController(
+        controller = Controller(
+            registration=self._registration,
             state=self.reload(),
             gateway=self._gateway,
             store=self._store,
@@ -181,7 +178,7 @@ class CatalogDomain:
 
     def _apply(
         self,
-        controller: CatalogController,
+        controller: Controller,
         planned: Planned,
         request: ReconcileRequest,
         run_id: str,
@@ -247,40 +244,6 @@ class CatalogDomain:
             orphans=len(plan.orphans),
         )
 
-    # --- desired state --------------------------------------------------------------------
-
-    def reload(self) -> DesiredState:
-        """Read desired/ again; the state to enforce (the last valid one if this one is not)."""
-        loaded = self._loader(self._directory)
-        now = self._clock()
-        problems = [str(d) for d in loaded.errors]
-        state = loaded.state
-        if state is not None and state.config.reconcile.installation_id != self.installation_id:
-            # The leader lock and every marker are per installation: switching needs a restart.
-            problems.append(
-                "billing.yaml: reconcile.installation_id changed from "
-                f"{self.installation_id!r} to {state.config.reconcile.installation_id!r}; "
-                "restart serve to switch installations"
-            )
-        if state is not None and not problems:
-            if state.revision != self._state.revision:
-                _log.info("desired state changed", revision=state.revision)
-            self._state = state
-            self._set_status(DesiredStatus(True, state.revision, checked_at=now))
-            return state
-        self._set_status(DesiredStatus(False, self._state.revision, tuple(problems), now))
-        _log.error(
-            "desired/ is invalid: enforcing the last valid state",
-            enforced_revision=self._state.revision,
-            errors=len(problems),
-            first_error=problems[0] if problems else None,
-        )
-        return self._state
-
-    def _set_status(self, status: DesiredStatus) -> None:
-        with self._status_lock:
-            self._status = status
-
     # --- store ----------------------------------------------------------------------------
 
     def _suspension(self) -> Suspension | None:
@@ -299,7 +262,7 @@ class CatalogDomain:
                     mode=RunMode.DRY_RUN,
                     actor=self._actor,
                     git_revision=None,
-                    desired_revision=self._state.revision,
+                    desired_revision=self._source.current.revision,
                     run_id=run_id,
                 )
                 runs.finish(run_id, RunResult.FAILED, {}, error=str(error)[:2000])

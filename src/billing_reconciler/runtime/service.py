@@ -27,7 +27,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -38,9 +38,12 @@ from fastapi import FastAPI
 
 from billing_reconciler.api import ApiContext, load_api_tokens
 from billing_reconciler.config import Secret
+from billing_reconciler.controller import Registration
 from billing_reconciler.desired.state import DesiredState
+from billing_reconciler.registry import DOMAINS
 from billing_reconciler.runtime.app import create_app
-from billing_reconciler.runtime.domains import INTERRUPTED, CatalogDomain, Domain, DomainRunResult
+from billing_reconciler.runtime.desired_source import DesiredSource
+from billing_reconciler.runtime.domains import INTERRUPTED, Domain, DomainRunner, DomainRunResult
 from billing_reconciler.runtime.events import ReconcileRequest, route_event
 from billing_reconciler.runtime.health import Readiness
 from billing_reconciler.runtime.leader import Leadership, leader_lock_for
@@ -214,7 +217,9 @@ class Runtime:
         settings: ServeSettings = ServeSettings(),
         git_revision: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] = time.time,
+        registrations: Sequence[Registration] = DOMAINS,
     ) -> None:
+        self._registrations = tuple(registrations)
         self._directory = directory
         self._initial_state = state
         self._stripe = stripe
@@ -242,16 +247,19 @@ class Runtime:
             rate_limit_per_second=state.config.reconcile.rate_limit_per_second,
             on_request=self.metrics.observe_stripe_request,
         )
-        self.catalog = CatalogDomain(
-            directory=self._directory,
-            initial=state,
-            store=self.store,
-            gateway=gateway,
-            actor=self._actor,
-            git_revision=self._git_revision,
-            clock=self._clock,
-        )
-        self.domains: dict[str, Domain] = {self.catalog.name: self.catalog}
+        self.desired = DesiredSource(directory=self._directory, initial=state, clock=self._clock)
+        self.domains: dict[str, Domain] = {
+            registration.name: DomainRunner(
+                registration=registration,
+                source=self.desired,
+                store=self.store,
+                gateway=gateway,
+                actor=self._actor,
+                git_revision=self._git_revision,
+                clock=self._clock,
+            )
+            for registration in self._registrations
+        }
         self.queue = WorkQueue(
             self._handle, workers=self.settings.workers, on_depth=self.metrics.set_queue_depth
         )
@@ -264,9 +272,9 @@ class Runtime:
             poll_seconds=self.settings.inbox_poll_seconds,
         )
         self.leadership = Leadership(
-            leader_lock_for(self.store, self.catalog.installation_id),
+            leader_lock_for(self.store, self.desired.installation_id),
             store=self.store,
-            installation_id=self.catalog.installation_id,
+            installation_id=self.desired.installation_id,
             holder=self._actor,
             retry_seconds=self.settings.leader_retry_seconds,
             on_change=self._on_leadership,
@@ -285,7 +293,7 @@ class Runtime:
         self._started = True
         _log.info(
             "controller started",
-            installation=self.catalog.installation_id,
+            installation=self.desired.installation_id,
             lock=self.leadership.lock.description,
             leader=self.leadership.is_leader,
             domains={d.name: d.refresh_seconds for d in self.domains.values()},
@@ -306,8 +314,8 @@ class Runtime:
         return ApiContext(
             store=self.store,
             tokens=load_api_tokens(),
-            config=lambda: self._initial_state.config,
-            installation_id=lambda: self.catalog.installation_id,
+            config=lambda: self.desired.current.config,
+            installation_id=lambda: self.desired.installation_id,
             live_mode=self._stripe.api_key.startswith(("sk_live_", "rk_live_")),
             request_reconcile=lambda domain, scope, reason: self.queue.put(
                 ReconcileRequest(domain, scope, reason)
@@ -363,7 +371,7 @@ class Runtime:
     def readiness(self) -> Readiness:
         """Store reachable, desired/ valid, no domain failing for too many intervals."""
         checks = {"store": "ok" if self.store.ping() else "unreachable"}
-        status = self.catalog.desired_status
+        status = self.desired.status
         checks["desired"] = (
             "ok"
             if status.valid

@@ -9,9 +9,10 @@ from typing import Any, Protocol
 
 import pytest
 
-from billing_reconciler.controller import CatalogController
+from billing_reconciler.controller import Controller
 from billing_reconciler.desired import load_desired
 from billing_reconciler.desired.state import DesiredState
+from billing_reconciler.registry import CATALOG
 from billing_reconciler.store import Store
 from billing_reconciler.stripe_gateway import RetryPolicy, StripeGateway
 
@@ -112,7 +113,7 @@ def write_desired(
 
 
 class MakeController(Protocol):
-    def __call__(self, state: DesiredState, **kw: Any) -> CatalogController: ...
+    def __call__(self, state: DesiredState, **kw: Any) -> Controller: ...
 
 
 @pytest.fixture
@@ -127,7 +128,7 @@ FAST_RETRY = RetryPolicy(max_attempts=6, base_delay=0.01, max_delay=0.05)
 
 @pytest.fixture
 def make_controller(emulator: Any, store: Store) -> MakeController:
-    def make(state: DesiredState, **kw: Any) -> CatalogController:
+    def make(state: DesiredState, **kw: Any) -> Controller:
         gateway = StripeGateway(
             api_key="sk_test_reconciler",
             api_base=emulator.url,
@@ -135,12 +136,14 @@ def make_controller(emulator: Any, store: Store) -> MakeController:
             retry=kw.pop("retry", FAST_RETRY),
             timeout_seconds=kw.pop("timeout", 5),
         )
-        return CatalogController(state=state, gateway=gateway, store=kw.pop("store", store), **kw)
+        return Controller(
+            registration=CATALOG, state=state, gateway=gateway, store=kw.pop("store", store), **kw
+        )
 
     return make
 
 
-def converge(controller: CatalogController) -> None:
+def converge(controller: Controller) -> None:
     """Plan and apply; assert the re-plan is empty."""
     planned = controller.plan()
     assert not planned.plan.refused, planned.plan.refusals

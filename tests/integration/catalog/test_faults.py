@@ -20,7 +20,7 @@ import pytest
 import stripe
 
 from billing_reconciler.apply import ApplyError
-from billing_reconciler.controller import CatalogController, ReconcileError
+from billing_reconciler.controller import Controller, ReconcileError
 from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.planning.serialize import plan_from_json, plan_to_json
 from billing_reconciler.store import JournalRepository, JournalState, RunRepository, Store
@@ -118,7 +118,7 @@ def mutating(emulator: Any) -> list[Any]:
     return [r for r in emulator.control.requests(method="POST") if r.path.startswith("/v1/")]
 
 
-def assert_converged_from_scratch(controller: CatalogController) -> None:
+def assert_converged_from_scratch(controller: Controller) -> None:
     """A fresh pass (as after a restart) converges, and planning once more finds nothing."""
     converge(controller)
     again = controller.plan().plan
@@ -300,7 +300,7 @@ def test_permanent_400_stops_with_step_message_and_request_id_then_rerun_resumes
 # --- saved plans -----------------------------------------------------------------------------
 
 
-def saved(controller: CatalogController) -> str:
+def saved(controller: Controller) -> str:
     return plan_to_json(controller.plan().plan)
 
 

@@ -17,7 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing_reconciler.controller import CatalogController, PlanOptions
+from billing_reconciler.controller import Controller, PlanOptions
 from billing_reconciler.store import Store
 
 from .conftest import MakeController, write_desired
@@ -101,12 +101,12 @@ def changed(draw: st.DrawFn, catalog: dict[str, Any]) -> dict[str, Any]:
 
 def controller_in(
     root: Path, catalog: dict[str, Any], make_controller: MakeController, store: Store
-) -> CatalogController:
+) -> Controller:
     state = write_desired(root, yaml.safe_dump(catalog, sort_keys=False), prune=True)
     return make_controller(state, store=store)
 
 
-def apply_and_replan(controller: CatalogController) -> None:
+def apply_and_replan(controller: Controller) -> None:
     # Removals in small catalogs easily exceed the archive fraction: the override is explicit.
     options = PlanOptions(allow_mass_archive=True)
     planned = controller.plan(options)
@@ -192,7 +192,7 @@ def edited_catalogs(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def apply_without_replays(controller: CatalogController) -> None:
+def apply_without_replays(controller: Controller) -> None:
     options = PlanOptions(allow_mass_archive=True)
     planned = controller.plan(options)
     assert not planned.plan.refused, planned.plan.refusals

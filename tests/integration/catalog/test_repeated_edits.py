@@ -12,7 +12,7 @@ from typing import Any
 
 import stripe
 
-from billing_reconciler.controller import CatalogController
+from billing_reconciler.controller import Controller
 from billing_reconciler.store import Store
 
 from .conftest import MakeController, write_desired
@@ -29,7 +29,7 @@ products:
 """
 
 
-def apply(controller: CatalogController) -> list[Any]:
+def apply(controller: Controller) -> list[Any]:
     planned = controller.plan()
     assert not planned.plan.refused, planned.plan.refusals
     _, outcomes, residual = controller.apply(planned)

@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from billing_reconciler.controller import CatalogController
+from billing_reconciler.controller import Controller
+from billing_reconciler.registry import CATALOG
 from billing_reconciler.store import Store
 from billing_reconciler.stripe_gateway import RequestOutcome, RetryPolicy, StripeGateway
 from tests.integration.catalog.conftest import CATALOG_YAML, converge, write_desired
@@ -120,7 +121,7 @@ def test_fresh_reconcile_then_no_op_makes_exactly_the_recorded_calls(
         CASSETTE.unlink(missing_ok=True)  # vcrpy's "all" would append to the old recording
     try:
         with recorder().use_cassette(CASSETTE.name) as cassette:
-            controller = CatalogController(state=state, gateway=gateway, store=store)
+            controller = Controller(registration=CATALOG, state=state, gateway=gateway, store=store)
             converge(controller)
             assert controller.plan().plan.steps == ()
             if not RECORDING:

@@ -1,4 +1,4 @@
-"""`CatalogDomain` against the emulator over HTTP and a SQLite store: when it writes, when it
+"""`DomainRunner` against the emulator over HTTP and a SQLite store: when it writes, when it
 only plans, how it stops between steps, and what it does with a broken desired/."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 
 from billing_reconciler.desired import load_desired
 from billing_reconciler.desired.state import DesiredState
-from billing_reconciler.runtime.domains import INTERRUPTED, CatalogDomain
+from billing_reconciler.registry import CATALOG
+from billing_reconciler.runtime.domains import INTERRUPTED, DomainRunner
 from billing_reconciler.runtime.events import ReconcileRequest
 from billing_reconciler.runtime.queue import PermanentError
 from billing_reconciler.store import (
@@ -57,14 +58,15 @@ def load(directory: Path) -> DesiredState:
 
 
 @pytest.fixture
-def domain(desired_dir: Path, sqlite_store_file: Store, emulator: EmulatorHandle) -> CatalogDomain:
+def domain(desired_dir: Path, sqlite_store_file: Store, emulator: EmulatorHandle) -> DomainRunner:
     gateway = StripeGateway(
         api_key="sk_test_domains",
         api_base=emulator.url,
         rate_limit_per_second=1000,
         retry=RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05),
     )
-    return CatalogDomain(
+    return DomainRunner(
+        registration=CATALOG,
         directory=desired_dir,
         initial=load(desired_dir),
         store=sqlite_store_file,
@@ -81,7 +83,7 @@ def last_run(store: Store) -> tuple[RunMode, RunResult, str | None]:
 
 
 def test_a_follower_plans_and_records_a_dry_run_without_writing(
-    domain: CatalogDomain, sqlite_store_file: Store, emulator: EmulatorHandle
+    domain: DomainRunner, sqlite_store_file: Store, emulator: EmulatorHandle
 ) -> None:
     result = domain.reconcile(WHOLE, may_write=never)
     assert (result.mode, result.result) == (RunMode.DRY_RUN, "changes_pending")
@@ -91,7 +93,7 @@ def test_a_follower_plans_and_records_a_dry_run_without_writing(
 
 
 def test_the_leader_applies_and_the_next_run_has_nothing_to_do(
-    domain: CatalogDomain, sqlite_store_file: Store
+    domain: DomainRunner, sqlite_store_file: Store
 ) -> None:
     first = domain.reconcile(WHOLE, may_write=always)
     assert (first.mode, first.result, first.applied) == (RunMode.APPLY, "applied", first.steps)
@@ -100,7 +102,7 @@ def test_the_leader_applies_and_the_next_run_has_nothing_to_do(
 
 
 def test_suspended_means_plan_only_until_resumed(
-    domain: CatalogDomain, sqlite_store_file: Store, emulator: EmulatorHandle
+    domain: DomainRunner, sqlite_store_file: Store, emulator: EmulatorHandle
 ) -> None:
     with sqlite_store_file.session() as session:
         ControllerStateRepository(session).suspend("incident 7", "oncall")
@@ -112,7 +114,7 @@ def test_suspended_means_plan_only_until_resumed(
 
 
 def test_losing_the_right_to_write_stops_between_steps(
-    domain: CatalogDomain, sqlite_store_file: Store
+    domain: DomainRunner, sqlite_store_file: Store
 ) -> None:
     answers = iter([True, True, True])  # before applying, then after steps 1 and 2
 
@@ -132,7 +134,7 @@ def test_losing_the_right_to_write_stops_between_steps(
 
 
 def test_a_broken_desired_state_keeps_the_last_valid_one_enforced(
-    domain: CatalogDomain, desired_dir: Path, emulator: EmulatorHandle
+    domain: DomainRunner, desired_dir: Path, emulator: EmulatorHandle
 ) -> None:
     assert domain.reconcile(WHOLE, may_write=always).result == "applied"
     enforced = domain.desired_status.enforced_revision
@@ -150,7 +152,7 @@ def test_a_broken_desired_state_keeps_the_last_valid_one_enforced(
     assert domain.desired_status.valid
 
 
-def test_a_new_installation_id_needs_a_restart(domain: CatalogDomain, desired_dir: Path) -> None:
+def test_a_new_installation_id_needs_a_restart(domain: DomainRunner, desired_dir: Path) -> None:
     billing = desired_dir / "billing.yaml"
     billing.write_text(billing.read_text().replace("acme-prod", "acme-other"))
     domain.reconcile(WHOLE, may_write=never)
@@ -161,7 +163,7 @@ def test_a_new_installation_id_needs_a_restart(domain: CatalogDomain, desired_di
 
 
 def test_a_refused_plan_is_a_permanent_failure(
-    domain: CatalogDomain, desired_dir: Path, sqlite_store_file: Store
+    domain: DomainRunner, desired_dir: Path, sqlite_store_file: Store
 ) -> None:
     assert domain.reconcile(WHOLE, may_write=always).result == "applied"
     billing = desired_dir / "billing.yaml"
