@@ -533,11 +533,11 @@ def test_subprocess_alias_bomb_fails_fast(tmp_path: Path) -> None:
     assert any("alias bomb" in m for m in messages)
 
 
-def test_subprocess_schema_prints_both_schemas() -> None:
+def test_subprocess_schema_prints_every_schema() -> None:
     result = run_reconcile("schema")
     assert result.returncode == 0
     schemas = json.loads(result.stdout)
-    assert set(schemas) == {"billing.schema.json", "plans.schema.json"}
+    assert set(schemas) == {"billing.schema.json", "plans.schema.json", "customers.schema.json"}
     assert schemas["plans.schema.json"]["$schema"].endswith("2020-12/schema")
 
 

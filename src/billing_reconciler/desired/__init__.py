@@ -7,7 +7,9 @@ Public API (consumed by the planner): `load_desired`, `LoadResult`, `Diagnostic`
 from billing_reconciler.desired.diagnostics import Diagnostic
 from billing_reconciler.desired.loader import LoadResult, load_desired
 from billing_reconciler.desired.state import (
+    AddressSpec,
     CurrencyOptionSpec,
+    CustomerSpec,
     DesiredState,
     FeatureSpec,
     MeterSpec,
@@ -15,11 +17,14 @@ from billing_reconciler.desired.state import (
     PriceSpec,
     ProductConfigSpec,
     ProductSpec,
+    TaxIdSpec,
     TierSpec,
 )
 
 __all__ = [
+    "AddressSpec",
     "CurrencyOptionSpec",
+    "CustomerSpec",
     "DesiredState",
     "Diagnostic",
     "FeatureSpec",
@@ -29,6 +34,7 @@ __all__ = [
     "PriceSpec",
     "ProductConfigSpec",
     "ProductSpec",
+    "TaxIdSpec",
     "TierSpec",
     "load_desired",
 ]

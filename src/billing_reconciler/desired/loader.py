@@ -1,4 +1,5 @@
-"""`load_desired(directory)`: read billing.yaml and every plan file, check it all, in one go.
+"""`load_desired(directory)`: read billing.yaml, every plan file and the contract customer
+files (`customers/`), check it all, in one go.
 
 Validation is all-or-nothing (DESIGN §3): the result carries every diagnostic of every file,
 and a `DesiredState` only when there is no error. Nothing is written anywhere.
@@ -12,6 +13,14 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from billing_reconciler.config import BillingConfig, deprecated_spellings
+from billing_reconciler.desired.customers import (
+    CUSTOMERS_DIR,
+    PlanNames,
+    check_customers,
+    customer_files,
+    customer_specs,
+    read_customer_files,
+)
 from billing_reconciler.desired.diagnostics import Diagnostic, display_path, make, sort_key
 from billing_reconciler.desired.formats import Located, PlanEntries, read_plan_document
 from billing_reconciler.desired.normalize import (
@@ -23,7 +32,13 @@ from billing_reconciler.desired.normalize import (
 from billing_reconciler.desired.references import Catalog, UnparsedFiles, check_references
 from billing_reconciler.desired.schema_export import billing_schema
 from billing_reconciler.desired.secrets_scan import secret_diagnostics
-from billing_reconciler.desired.state import DesiredState, ProductSpec, content_revision
+from billing_reconciler.desired.state import (
+    CustomerSpec,
+    DesiredState,
+    PlanSpec,
+    ProductSpec,
+    content_revision,
+)
 from billing_reconciler.desired.validation import validate
 from billing_reconciler.desired.yaml_source import MAX_FILE_BYTES, SourceDocument, load_yaml_file
 
@@ -70,7 +85,9 @@ def load_desired(directory: Path) -> LoadResult:
     unparsed: list[str | None] = []
     plans_dir = _plans_directory(loaded, base=directory, diagnostics=diagnostics)
     if plans_dir is not None:
-        for file in _plan_files(plans_dir, exclude=config_file):
+        for file in _plan_files(
+            plans_dir, exclude=config_file, customers=directory / CUSTOMERS_DIR
+        ):
             if not _read_plan_file(file, entries, diagnostics):
                 unparsed.append(_text_of(file))
     diagnostics.extend(entries.diagnostics)
@@ -159,13 +176,17 @@ def _at_config(
     return make("error", display_path(base / CONFIG_FILE), message=message)
 
 
-def _plan_files(directory: Path, *, exclude: Path) -> list[Path]:
-    """Every *.yaml/*.yml below `directory`, sorted; hidden directories are skipped."""
+def _plan_files(directory: Path, *, exclude: Path, customers: Path) -> list[Path]:
+    """Every *.yaml/*.yml below `directory`, sorted; hidden directories are skipped, and so is
+    the customers directory (a `plans_path: .` would otherwise read customers as plans)."""
     excluded = exclude.resolve()
+    customers_dir = customers.resolve()
     found = []
     for file in directory.rglob("*"):
         hidden = any(part.startswith(".") for part in file.relative_to(directory).parts)
         wanted = file.suffix in PLAN_SUFFIXES and not hidden and file.is_file()
+        if wanted and customers_dir in file.resolve().parents:
+            continue
         if wanted and file.resolve() != excluded:
             found.append(file)
     return sorted(found)
@@ -226,13 +247,38 @@ def _build_state(
     all_features = tuple(sorted((f.item for f in features + implied), key=lambda f: f.name))
     product_specs = tuple(sorted((p.item for p in products), key=lambda p: p.name))
     plan_specs = tuple(sorted((p.item for p in plans), key=lambda p: p.name))
+    customers = _customers(directory, catalog, plan_specs, diagnostics)
     return DesiredState(
         root=directory.resolve(),
         config=loaded.config,
         features=all_features,
         products=product_specs,
         plans=plan_specs,
+        customers=customers,
         revision=content_revision(
-            config=loaded.config, features=all_features, products=product_specs, plans=plan_specs
+            config=loaded.config,
+            features=all_features,
+            products=product_specs,
+            plans=plan_specs,
+            customers=customers,
         ),
     )
+
+
+def _customers(
+    directory: Path,
+    catalog: Catalog,
+    plans: tuple[PlanSpec, ...],
+    diagnostics: list[Diagnostic],
+) -> tuple[CustomerSpec, ...]:
+    """Contract customers: each file and entry validated, then org ids and plan references."""
+    entries = read_customer_files(customer_files(directory))
+    diagnostics.extend(entries.diagnostics)
+    names = PlanNames(
+        active=frozenset(p.name for p in plans if p.active),
+        inactive=frozenset(p.name for p in plans if not p.active),
+        may_exist=lambda name: not catalog.unknown("plan", name),
+    )
+    diagnostics.extend(check_customers(entries.customers, plans=names))
+    currency = catalog.config.billing.currency
+    return customer_specs(entries.customers, default_currency=currency)

@@ -1,4 +1,5 @@
-"""JSON Schemas (draft 2020-12) of billing.yaml and plan files, generated from the models.
+"""JSON Schemas (draft 2020-12) of billing.yaml, plan files and contract customer files,
+generated from the models.
 
 The same schemas are used three ways: committed under `schemas/` for editors (the
 `yaml-language-server` modeline), printed/written by `reconcile schema`, and applied to the
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from billing_reconciler.config import config_json_schema
+from billing_reconciler.desired.customer_models import CustomerModel, CustomersFileModel
 from billing_reconciler.desired.models import (
     FeatureModel,
     PlanModel,
@@ -25,7 +27,11 @@ from billing_reconciler.desired.models import (
 
 DRAFT: Final[str] = "https://json-schema.org/draft/2020-12/schema"
 BASE_ID: Final[str] = "https://billing-reconciler.dev/schemas/"
-SCHEMA_FILES: Final[tuple[str, ...]] = ("billing.schema.json", "plans.schema.json")
+SCHEMA_FILES: Final[tuple[str, ...]] = (
+    "billing.schema.json",
+    "plans.schema.json",
+    "customers.schema.json",
+)
 
 
 @cache
@@ -52,6 +58,25 @@ def plans_schema() -> dict[str, Any]:
         "if": {"required": ["kind"]},
         "then": {"$ref": "#/$defs/Document"},
         "else": {"$ref": "#/$defs/PlansFileModel"},
+        "$defs": defs,
+    }
+
+
+@cache
+def customers_schema() -> dict[str, Any]:
+    """Schema of a contract customers file (`desired/customers/*.yaml`)."""
+    _, top = models_json_schema([(m, "validation") for m in (CustomersFileModel, CustomerModel)])
+    defs: dict[str, Any] = dict(top["$defs"])
+    envelope = defs.pop("CustomersFileModel")
+    envelope["properties"]["customers"]["items"] = {"$ref": "#/$defs/CustomerModel"}
+    return {
+        "$schema": DRAFT,
+        "$id": BASE_ID + "customers.schema.json",
+        **envelope,
+        "title": "Contract customers file",
+        "description": "Billing accounts declared by org id (DESIGN §15): details, offline, "
+        "plan, a fixed seat count, credit_min, due_in_days, currency. For these accounts the "
+        "YAML is the local side of the customer merge and always wins.",
         "$defs": defs,
     }
 
@@ -96,6 +121,7 @@ def rendered_schemas() -> dict[str, str]:
     return {
         "billing.schema.json": render(billing_schema()),
         "plans.schema.json": render(plans_schema()),
+        "customers.schema.json": render(customers_schema()),
     }
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from billing_reconciler.config import BillingConfig
+from billing_reconciler.model_customers import Address, CustomerFields, TaxId
 
 Interval = Literal["day", "week", "month", "year"]
 TaxBehavior = Literal["inclusive", "exclusive", "unspecified"]
@@ -135,6 +136,52 @@ class PlanSpec(Spec):
     active: bool = True
 
 
+class AddressSpec(Spec):
+    """A contract customer's postal address; the country upper-cased."""
+
+    line1: str | None = None
+    line2: str | None = None
+    city: str | None = None
+    state: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
+
+
+class TaxIdSpec(Spec):
+    """A tax id (`eu_vat`, `DE123456789`)."""
+
+    type: str
+    value: str
+
+
+class CustomerSpec(Spec):
+    """A contract customer (`desired/customers/*.yaml`): an account declared by org id."""
+
+    org_id: str
+    name: str
+    email: str | None = None
+    phone: str | None = None
+    address: AddressSpec | None = None
+    tax_ids: tuple[TaxIdSpec, ...] = ()
+    offline: bool = False
+    plan: str | None = None
+    seats: int | None = None
+    credit_min: int = 0
+    due_in_days: int = 30
+    currency: str
+
+    def customer_fields(self) -> CustomerFields:
+        """The merged fields, as the local side of the customer merge."""
+        address = self.address
+        return CustomerFields(
+            name=self.name,
+            email=self.email,
+            phone=self.phone,
+            address=None if address is None else Address(**address.model_dump()),
+            tax_ids=tuple(TaxId(type=t.type, value=t.value) for t in self.tax_ids),
+        ).canonical()
+
+
 class DesiredState(Spec):
     """Everything desired/ says, validated and cross-checked."""
 
@@ -145,6 +192,8 @@ class DesiredState(Spec):
     plans: tuple[PlanSpec, ...]
     revision: str
     """First 12 hex digits of the sha256 of the canonical content (stamped as br_revision)."""
+    customers: tuple[CustomerSpec, ...] = ()
+    """Contract customers (`desired/customers/`), sorted by org id."""
 
 
 def content_revision(
@@ -153,13 +202,17 @@ def content_revision(
     features: tuple[FeatureSpec, ...],
     products: tuple[ProductSpec, ...],
     plans: tuple[PlanSpec, ...],
+    customers: tuple[CustomerSpec, ...] = (),
 ) -> str:
-    """Hash of the canonical content: independent of file layout, comments and key order."""
-    canonical = {
+    """Hash of the canonical content: independent of file layout, comments and key order.
+    Customers count only when declared, so a catalog without them keeps its revision."""
+    canonical: dict[str, object] = {
         "config": config.model_dump(mode="json"),
         "features": [f.model_dump(mode="json") for f in features],
         "products": [p.model_dump(mode="json") for p in products],
         "plans": [p.model_dump(mode="json") for p in plans],
     }
+    if customers:
+        canonical["customers"] = [c.model_dump(mode="json") for c in customers]
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]

@@ -1,0 +1,182 @@
+"""Contract customers as code: `desired/customers/*.yaml` (DESIGN §15).
+
+A file holds `customers:`, a list of accounts declared by org id. Each entry is validated on
+its own (pydantic + the JSON Schema, so one bad entry does not hide the others), then across
+entries and files: an org id declared twice, a plan that is not an active plan of the plan
+files. Every diagnostic is positioned (file:line:col). For these accounts the YAML is the
+local side of the customer merge and always wins; removing one orphans it, never deletes it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from billing_reconciler.desired.customer_models import (
+    AddressModel,
+    CustomerModel,
+    CustomersFileModel,
+)
+from billing_reconciler.desired.diagnostics import Diagnostic, display_path, make
+from billing_reconciler.desired.formats import Located
+from billing_reconciler.desired.schema_export import customers_schema, sub_schema
+from billing_reconciler.desired.secrets_scan import secret_diagnostics
+from billing_reconciler.desired.state import AddressSpec, CustomerSpec, TaxIdSpec
+from billing_reconciler.desired.validation import validate
+from billing_reconciler.desired.yaml_source import SourceDocument, load_yaml_file
+
+CUSTOMERS_DIR: Final[str] = "customers"
+CUSTOMER_SUFFIXES: Final[frozenset[str]] = frozenset({".yaml", ".yml"})
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CustomerEntries:
+    """Valid entries with where they were written, and every diagnostic."""
+
+    customers: list[Located[CustomerModel]] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanNames:
+    """What the plan files say about plan names, for the `plan:` reference check."""
+
+    active: frozenset[str]
+    inactive: frozenset[str] = frozenset()
+    may_exist: Callable[[str], bool] = lambda _name: False
+    """True for a name an invalid or unparsable plan file may define: not reported again."""
+
+
+def customer_files(desired: Path) -> list[Path]:
+    """Every *.yaml/*.yml below `desired/customers`, sorted (hidden ones skipped)."""
+    directory = desired / CUSTOMERS_DIR
+    if not directory.is_dir():
+        return []
+    found = []
+    for file in directory.rglob("*"):
+        hidden = any(part.startswith(".") for part in file.relative_to(directory).parts)
+        if file.suffix in CUSTOMER_SUFFIXES and not hidden and file.is_file():
+            found.append(file)
+    return sorted(found)
+
+
+def read_customer_files(files: Iterable[Path]) -> CustomerEntries:
+    """Parse and validate each file, entry by entry."""
+    entries = CustomerEntries()
+    for file in files:
+        display = display_path(file)
+        documents, problems = load_yaml_file(file, display)
+        entries.diagnostics.extend(problems)
+        if not documents and not problems:
+            entries.diagnostics.append(
+                make("error", display, message="file is empty; add customers")
+            )
+        for document in documents:
+            entries.diagnostics.extend(secret_diagnostics(document))
+            _read_document(document, entries)
+    return entries
+
+
+def _read_document(document: SourceDocument, entries: CustomerEntries) -> None:
+    if not isinstance(document.data, dict):
+        message = "the root of a customers file must be a mapping with `customers:`"
+        entries.diagnostics.append(document.diagnostic((), message))
+        return
+    envelope, problems = validate(document, CustomersFileModel, data=document.data)
+    entries.diagnostics.extend(problems)
+    if envelope is None:
+        return
+    schema = sub_schema(customers_schema(), "CustomerModel")
+    for index, raw in enumerate(document.data.get("customers") or []):
+        loc = ("customers", index)
+        item, found = validate(document, CustomerModel, data=raw, at=loc, schema=schema)
+        entries.diagnostics.extend(found)
+        if item is not None:
+            entries.customers.append(Located(item, document, loc))
+
+
+def check_customers(
+    entries: list[Located[CustomerModel]], *, plans: PlanNames
+) -> Iterator[Diagnostic]:
+    """Across entries: one declaration per org id; plans that exist and are active."""
+    first: dict[str, Located[CustomerModel]] = {}
+    for located in entries:
+        org_id = located.item.org_id
+        earlier = first.setdefault(org_id, located)
+        if earlier is not located:
+            where = earlier.document.position((*earlier.loc, "org_id"))
+            yield located.diagnostic(
+                f"org_id: '{org_id}' is already declared at "
+                f"{earlier.document.path}:{where.line}:{where.column}",
+                at=("org_id",),
+            )
+        yield from _plan_reference(located, plans)
+
+
+def _plan_reference(located: Located[CustomerModel], plans: PlanNames) -> Iterator[Diagnostic]:
+    plan = located.item.plan
+    if plan is None:
+        return
+    name = plan.lower()
+    if name in plans.active or plans.may_exist(name):
+        return
+    if name in plans.inactive:
+        yield located.diagnostic(f"plan: '{plan}' is inactive; name an active plan", at=("plan",))
+        return
+    message = f"plan: unknown plan '{plan}'"
+    close = difflib.get_close_matches(name, sorted(plans.active), n=1, cutoff=0.6)
+    if close:
+        message += f"; did you mean '{close[0]}'?"
+    elif plans.active:
+        message += f"; expected one of: {', '.join(sorted(plans.active))}"
+    yield located.diagnostic(message, at=("plan",))
+
+
+def customer_spec(model: CustomerModel, *, default_currency: str) -> CustomerSpec:
+    """The canonical spec: plan lower-cased, currency defaulted, tax ids sorted."""
+    address = model.address
+    return CustomerSpec(
+        org_id=model.org_id,
+        name=model.name,
+        email=model.email,
+        phone=model.phone,
+        address=None if address is None else _address_spec(address),
+        tax_ids=tuple(
+            sorted({TaxIdSpec(type=t.type, value=t.value) for t in model.tax_ids}, key=_tax_order)
+        ),
+        offline=model.offline,
+        plan=model.plan.lower() if model.plan else None,
+        seats=model.seats,
+        credit_min=model.credit_min,
+        due_in_days=model.due_in_days,
+        currency=(model.currency or default_currency or "usd").lower(),
+    )
+
+
+def _address_spec(address: AddressModel) -> AddressSpec:
+    country = address.country.upper() if address.country else None
+    return AddressSpec(**{**address.model_dump(), "country": country})
+
+
+def _tax_order(tax_id: TaxIdSpec) -> tuple[str, str]:
+    return (tax_id.type, tax_id.value)
+
+
+def customer_specs(
+    entries: list[Located[CustomerModel]], *, default_currency: str
+) -> tuple[CustomerSpec, ...]:
+    """Specs sorted by org id (the first declaration of a duplicate wins; it is an error)."""
+    specs: dict[str, CustomerSpec] = {}
+    for located in entries:
+        specs.setdefault(
+            located.item.org_id, customer_spec(located.item, default_currency=default_currency)
+        )
+    return tuple(specs[org_id] for org_id in sorted(specs))
