@@ -21,6 +21,10 @@ bring in (read from the module's source with `ast`), so each forward reference r
 class its own module means (DESIGN §9 describes the same trick for the params TypedDicts).
 
 A deleted object (`{"id", "object", "deleted": true}`) is checked as the stub it is.
+
+`event_problems` checks an event and its `data.object`; the payloads Stripe documents as
+lacking a field the SDK declares non-Optional (`EVENT_PAYLOAD_OMITS`) may lack exactly that
+field at their top level, and nothing else is relaxed.
 """
 
 from __future__ import annotations
@@ -40,12 +44,23 @@ from stripe._stripe_object import StripeObject, UntypedStripeObject
 
 _DELETED_STUB_FIELDS = frozenset({"id", "object", "deleted"})
 
+# Event payloads that lack a field their SDK class declares non-Optional, as Stripe documents:
+# the event reference for `invoice.upcoming`, "Note: The received Invoice object will not have
+# an invoice ID" (https://docs.stripe.com/api/events/types#event_types-invoice.upcoming).
+EVENT_PAYLOAD_OMITS: dict[str, frozenset[str]] = {"invoice.upcoming": frozenset({"id"})}
+
 
 def shape_problems(
-    data: Any, cls: type[StripeObject], path: str = "", *, listed: bool = False
+    data: Any,
+    cls: type[StripeObject],
+    path: str = "",
+    *,
+    listed: bool = False,
+    may_omit: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Every difference between `data` (parsed JSON) and what `cls` declares; with `listed`,
-    `data` is a list envelope (`ListObject[cls]`) whose items are checked."""
+    `data` is a list envelope (`ListObject[cls]`) whose items are checked. `may_omit` names
+    top-level fields of `data` whose absence is accepted (only `event_problems` passes it)."""
     from stripe._list_object import ListObject
 
     problems: list[str] = []
@@ -53,7 +68,22 @@ def shape_problems(
     if listed:
         _check_generic(data, ListObject, (cls,), where, problems)
     else:
-        _check_object(data, cls, where, problems)
+        _check_object(data, cls, where, problems, may_omit=may_omit)
+    return problems
+
+
+def event_problems(event: dict[str, Any], classes: dict[str, type[StripeObject]]) -> list[str]:
+    """The shape problems of one served event and of its `data.object` when `classes` (by
+    `object` name) knows the payload's class; `EVENT_PAYLOAD_OMITS` says which fields the
+    payload of its type may lack."""
+    import stripe
+
+    problems = shape_problems(event, stripe.Event, event["type"])
+    obj = event["data"]["object"]
+    cls = classes.get(obj.get("object", ""))
+    if cls is not None:
+        omits = EVENT_PAYLOAD_OMITS.get(event["type"], frozenset())
+        problems += shape_problems(obj, cls, f"{event['type']}.data.object", may_omit=omits)
     return problems
 
 
@@ -132,7 +162,14 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _check_object(data: Any, cls: type[StripeObject], path: str, problems: list[str]) -> None:
+def _check_object(
+    data: Any,
+    cls: type[StripeObject],
+    path: str,
+    problems: list[str],
+    *,
+    may_omit: frozenset[str] = frozenset(),
+) -> None:
     if not isinstance(data, dict):
         problems.append(f"{path}: type: expected an object ({cls.__name__}), got {_kind(data)}")
         return
@@ -148,7 +185,7 @@ def _check_object(data: Any, cls: type[StripeObject], path: str, problems: list[
         if name == "data" and cls.__name__ == "ListObject":
             continue
         if name not in data:
-            if not _is_optional(hint):
+            if not _is_optional(hint) and name not in may_omit:
                 problems.append(f"{path}.{name}: missing (non-Optional in {cls.__qualname__})")
             continue
         _check_value(data[name], hint, f"{path}.{name}", problems)

@@ -20,6 +20,7 @@ from stripe_emulator.idempotency import IdempotencyStore
 from stripe_emulator.ids import new_id
 from stripe_emulator.operations import FaultPlan, RateLimiter, RequestLog, Settings
 from stripe_emulator.persistence import StateFile
+from stripe_emulator.render import strip_private
 from stripe_emulator.state import Store, StripeObject
 from stripe_emulator.webhooks import DEFAULT_RETRY_DELAYS, WebhookDispatcher
 
@@ -120,7 +121,7 @@ class RequestContext:
         """Record the event Stripe emits for a mutation and queue its webhooks."""
         data: dict[str, Any] = {"object": public_copy(obj)}
         if previous_attributes is not None:
-            data["previous_attributes"] = copy.deepcopy(previous_attributes)
+            data["previous_attributes"] = public_copy(previous_attributes)
         endpoints = _matching_endpoints(self.store, event_type)
         event: StripeObject = {
             "id": new_id("evt"),
@@ -148,8 +149,10 @@ class RequestContext:
 
 
 def public_copy(obj: StripeObject) -> StripeObject:
-    """A deep copy without the emulator's private `_` keys."""
-    return {k: copy.deepcopy(v) for k, v in obj.items() if not k.startswith("_")}
+    """A deep copy without the emulator's private `_` keys at any depth (`metadata` objects
+    kept as given: `render.strip_private`)."""
+    copied: StripeObject = copy.deepcopy(strip_private(obj))
+    return copied
 
 
 def _matching_endpoints(store: Store, event_type: str) -> list[StripeObject]:

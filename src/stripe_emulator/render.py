@@ -1,5 +1,10 @@
 """Turn stored objects into responses: private keys dropped, `expand` applied.
 
+Every key starting with `_` is the emulator's own bookkeeping (`_subscription` on invoices,
+`_unit_amount` inside a subscription's embedded items, ...): `strip_private` drops them at any
+depth, for every resource, here and in event payloads (`core.public_copy`). The keys of a
+`metadata` object are the user's and are kept as given (`{"_user_key": ...}` included).
+
 Expansion replaces an id with the object it names (`price.product`, `product.default_price`,
 nested as `product.default_price`), found by id across the store. Some fields are
 *includable*: Stripe leaves them out of responses unless they are expanded (`tiers` and
@@ -51,11 +56,37 @@ def expand_tree(paths: list[str]) -> ExpandTree:
     return tree
 
 
+def strip_private(value: Any) -> Any:
+    """`value` without private `_` keys at any depth (not inside `metadata` objects). What
+    holds no private key is returned as it is, not copied."""
+    if isinstance(value, dict):
+        changed = False
+        kept: list[tuple[str, Any]] = []
+        for key, inner in value.items():
+            if key.startswith("_"):
+                changed = True
+                continue
+            stripped = inner if key == "metadata" else strip_private(inner)
+            changed = changed or stripped is not inner
+            kept.append((key, stripped))
+        return dict(kept) if changed else value
+    if isinstance(value, list):
+        items = [strip_private(inner) for inner in value]
+        if any(new is not old for new, old in zip(items, value, strict=True)):
+            return items
+        return value
+    return value
+
+
 def render(store: Store, obj: StripeObject, expand: ExpandTree | None = None) -> StripeObject:
-    """The response body for one object."""
+    """The response body for one object (nested values may be shared with the store)."""
     kind = obj.get("object", "")
     hidden = INCLUDABLE.get(kind, frozenset()) | HIDDEN.get(kind, frozenset())
-    out = {k: v for k, v in obj.items() if not k.startswith("_") and k not in hidden}
+    out = {
+        k: v if k == "metadata" else strip_private(v)
+        for k, v in obj.items()
+        if not k.startswith("_") and k not in hidden
+    }
     for name, subtree in (expand or {}).items():
         out[name] = _expanded(store, obj, name, subtree, path=name)
     return out
@@ -77,7 +108,7 @@ def _expanded(store: Store, obj: StripeObject, name: str, subtree: ExpandTree, p
 
 def _default_includable(obj: StripeObject, name: str) -> Any:
     if name in obj:
-        return obj[name]
+        return strip_private(obj[name])
     if name in ("tax_ids", "subscriptions", "sources"):
         url = f"/v1/customers/{obj['id']}/{name}"
         return {"object": "list", "data": [], "has_more": False, "total_count": 0, "url": url}

@@ -7,13 +7,16 @@ Periods live on the items (`current_period_start/end`, API `2026-10-28.endive`),
 first period up to it prorated) or, after `billing_cycle_anchor[type]=now`, the reset time.
 Every item of a subscription shares one interval. The clock walk also sends `invoice.upcoming`
 `UPCOMING_RENEWAL_DAYS` before a renewal and invoices pending items on a
-`pending_invoice_item_interval`. Responses and events never carry the `_` fields (`public`).
+`pending_invoice_item_interval`. Responses and events never carry the `_` fields
+(`render.strip_private`).
 
 Status machine (Stripe's): a `charge_automatically` subscription starts `incomplete` until its
 first invoice is paid (`active`), `incomplete_expired` 23 hours later if it never is;
 `trialing` until `trial_end`, then `active` with a renewal invoice (or `canceled` / `paused`
 without a payment method, as `trial_settings.end_behavior.missing_payment_method` says);
 a failed renewal payment makes it `past_due`, paying the invoice makes it `active` again;
+exhausted retries may make it `unpaid` (resources/dunning.py): it still renews, its invoices
+finalized but not attempted, until one is paid (`active`);
 `canceled` by cancel, by `cancel_at_period_end` / `cancel_at`, or when its customer is deleted.
 
 Proration (`proration_behavior=create_prorations`, the default, or `always_invoice`): each
@@ -153,11 +156,10 @@ TRIAL_WILL_END_NOTICE = 3 * DAY
 # subscription (Stripe's account setting "upcoming renewal events"; an operator may change it:
 # `subscriptions.UPCOMING_RENEWAL_DAYS = n`, 0 turns the event off).
 UPCOMING_RENEWAL_DAYS = 3
-# Stripe's event reference: "The received Invoice object will not have an invoice ID". The SDK's
-# `Invoice.id` is non-Optional and the shape checks (tests/sdk_shapes.py) require it, so the
-# emulator keeps the preview's `upcoming_in_...` id for now (docs/emulator.md); False drops it.
-UPCOMING_HAS_ID = True
 ENDED = ("canceled", "incomplete_expired")
+# Statuses whose periods renew on the clock walk. The SDK's `Subscription.status` docstring:
+# for `unpaid`, "no subsequent invoices will be attempted (invoices will be created, ...)".
+RENEWING = ("active", "past_due", "unpaid")
 PENDING_INTERVALS = ("day", "week", "month", "year")
 # The longest `pending_invoice_item_interval` Stripe accepts: one year, in each unit.
 _PENDING_MAX = {"day": 365, "week": 52, "month": 12, "year": 1}
@@ -509,30 +511,14 @@ def _set_customer_currency(ctx: RequestContext, customer: StripeObject, cur: str
     save_update(ctx, "customer", current, after, "customer.updated")
 
 
-def public(value: Any) -> Any:
-    """A copy of `value` without the emulator's private `_` keys at any depth (an item's
-    `_unit_amount` inside `items.data`, ...); metadata keys are the user's and kept."""
-    if isinstance(value, dict):
-        return {
-            k: copy.deepcopy(v) if k == "metadata" else public(v)
-            for k, v in value.items()
-            if not k.startswith("_")
-        }
-    if isinstance(value, list):
-        return [public(v) for v in value]
-    return value
-
-
 def _emit(
     ctx: RequestContext,
     event_type: str,
     sub: StripeObject,
     previous: dict[str, Any] | None = None,
 ) -> None:
-    """A subscription event, its object and previous attributes without private keys."""
-    ctx.emit(
-        event_type, public(sub), previous_attributes=None if previous is None else public(previous)
-    )
+    """A subscription event (`emit` drops the private keys of both at any depth)."""
+    ctx.emit(event_type, sub, previous_attributes=previous)
 
 
 def _automatic_tax(raw: Any) -> StripeObject:
@@ -1033,7 +1019,6 @@ def list_subscriptions(ctx: RequestContext, params: Params, path: dict[str, str]
         tree = expand_tree([p.removeprefix("data.") for p in nested])
         for out in listed["data"]:
             out["items"] = _render_items(ctx, out["items"], tree["items"])
-    listed["data"] = [public(out) for out in listed["data"]]
     return listed
 
 
@@ -1044,9 +1029,7 @@ def render_subscription(ctx: RequestContext, sub: StripeObject, tree: ExpandTree
     out = render(ctx.store, sub, rest)
     if "items" in tree:
         out["items"] = _render_items(ctx, out["items"], tree["items"])
-    # Private keys live inside the embedded items too (`_unit_amount`): none is served.
-    result: StripeObject = public(out)
-    return result
+    return out
 
 
 def _render_items(ctx: RequestContext, items: StripeObject, tree: ExpandTree) -> StripeObject:
@@ -1063,13 +1046,12 @@ def render_item(ctx: RequestContext, item: StripeObject, tree: ExpandTree) -> St
     out = render(ctx.store, item, rest)
     if "price" in tree:
         out["price"] = render(ctx.store, item["price"], tree["price"])
-    result: StripeObject = public(out)
-    return result
+    return out
 
 
 def _of_customer(ctx: RequestContext, customer: StripeObject) -> list[StripeObject]:
     subs = ctx.store.collection(KIND).lookup("customer", customer["id"])
-    return [public(s) for s in reversed(subs) if s["status"] not in ENDED]
+    return [s for s in reversed(subs) if s["status"] not in ENDED]
 
 
 def _sub(
@@ -1614,7 +1596,7 @@ def _sub_due(sub: StripeObject) -> tuple[int, str] | None:
     phase_end = sub.get("_schedule_phase_end")
     if (
         phase_end is not None
-        and sub["status"] in ("trialing", "active", "past_due")
+        and sub["status"] in ("trialing", "active", "past_due", "unpaid")
         and (regular is None or int(phase_end) <= regular[0])
     ):
         # A schedule's phase ending with the period applies before the renewal, so the
@@ -1632,7 +1614,9 @@ def _regular_due(sub: StripeObject) -> tuple[int, str] | None:
         if not sub.get("_trial_will_end_sent") and notice > sub["created"]:
             return notice, "trial_will_end"
         return sub["trial_end"], "trial_end"
-    if status in ("active", "past_due"):
+    if status in RENEWING:
+        # An `unpaid` subscription still renews; its invoices are finalized but not attempted
+        # (`_run`, "finalize"), so no `invoice.upcoming` announces them.
         start, end = _period(sub)
         renews = sub["cancel_at"] is None or sub["cancel_at"] > end
         due: tuple[int, str] = (end, "period_end") if renews else (sub["cancel_at"], "cancel_at")
@@ -1643,6 +1627,7 @@ def _regular_due(sub: StripeObject) -> tuple[int, str] | None:
         if (
             UPCOMING_RENEWAL_DAYS > 0
             and renews
+            and status != "unpaid"
             and sub["collection_method"] == "charge_automatically"
             and sub.get("_upcoming_sent_for") != end
             and start < notice < due[0]
@@ -1779,7 +1764,8 @@ def _invoice_pending_items(ctx: RequestContext, sub: StripeObject) -> None:
 
 def _announce_upcoming(ctx: RequestContext, sub: StripeObject) -> None:
     """`invoice.upcoming`: the preview of the renewal invoice (`create_preview`), once per
-    period; with its `upcoming_in_` id unless `UPCOMING_HAS_ID` is off (see there)."""
+    period, without an id (Stripe's event reference: "The received Invoice object will not
+    have an invoice ID"; its lines' `invoice` is null)."""
     marked = copy.deepcopy(sub)
     marked["_upcoming_sent_for"] = _period(sub)[1]
     ctx.store.replace(KIND, marked)
@@ -1787,10 +1773,9 @@ def _announce_upcoming(ctx: RequestContext, sub: StripeObject) -> None:
         upcoming = preview(ctx, {"subscription": sub["id"]})
     except StripeError:
         return
-    if not UPCOMING_HAS_ID:
-        upcoming.pop("id", None)
-        for li in upcoming["lines"]["data"]:
-            li.pop("invoice", None)
+    upcoming.pop("id", None)
+    for li in upcoming["lines"]["data"]:
+        li["invoice"] = None
     ctx.emit("invoice.upcoming", upcoming)
 
 
@@ -1974,7 +1959,7 @@ def list_items(ctx: RequestContext, params: Params, path: dict[str, str]) -> Str
     data = sub["items"]["data"]
     limit = int(params.get("limit", 10))
     return envelope(
-        [public(render(ctx.store, i)) for i in data[:limit]],
+        [render(ctx.store, i) for i in data[:limit]],
         len(data) > limit,
         "/v1/subscription_items",
     )

@@ -179,6 +179,53 @@ def test_unpaid_and_uncollectible_then_paying_reactivates(
     assert stripe_client.v1.subscriptions.retrieve(sub).status == "active"
 
 
+def test_an_unpaid_subscription_renews_without_attempts_and_paying_reactivates(
+    stripe_client: Client, emulator: EmulatorHandle
+) -> None:
+    emulator.control.set_billing_retries(days=[1, 2], subscription_status="unpaid")
+    clock, customer, sub = _setup(stripe_client)
+    _advance(stripe_client, clock, FIRST_ATTEMPT + 3 * DAY)
+    assert stripe_client.v1.subscriptions.retrieve(sub).status == "unpaid"
+    failed = _renewal(stripe_client, sub)
+    assert (failed.status, failed.attempt_count, failed.next_payment_attempt) == ("open", 3, None)
+    intents_before = len(stripe_client.v1.payment_intents.list({"limit": 100}).data)
+    upcoming_before = len(_events(stripe_client, "invoice.upcoming"))
+
+    # The SDK's `Subscription.status`: an unpaid subscription's invoices "will be created",
+    # but "no subsequent invoices will be attempted".
+    mar_15 = FEB_15 + 28 * DAY
+    _advance(stripe_client, clock, mar_15 + 2 * HOUR)
+    renewed = stripe_client.v1.subscriptions.retrieve(sub)
+    assert renewed.status == "unpaid"
+    assert renewed["items"].data[0].current_period_start == mar_15
+    invoice = stripe_client.v1.invoices.retrieve(
+        renewed.latest_invoice or "", {"expand": ["payments"]}
+    )
+    assert invoice.id != failed.id
+    assert (invoice.billing_reason, invoice.status, invoice.attempt_count) == (
+        "subscription_cycle",
+        "open",
+        0,
+    )
+    assert (invoice.status_transitions.finalized_at, invoice.next_payment_attempt) == (
+        mar_15 + HOUR,
+        None,
+    )
+    assert invoice.payments is not None
+    assert invoice.payments.data == []
+    assert len(stripe_client.v1.payment_intents.list({"limit": 100}).data) == intents_before
+    assert len(_events(stripe_client, "invoice.upcoming")) == upcoming_before
+    assert [e.data.object["id"] for e in _events(stripe_client, "invoice.finalized")][-1] == (
+        invoice.id
+    )
+
+    # Paying it with a good card makes the subscription active again.
+    good = _default_card(stripe_client, customer, "pm_card_visa")
+    paid = stripe_client.v1.invoices.pay(invoice.id, {"payment_method": good})
+    assert (paid.status, paid.attempt_count, paid.amount_paid) == ("paid", 1, 1000)
+    assert stripe_client.v1.subscriptions.retrieve(sub).status == "active"
+
+
 def test_left_past_due_and_open(stripe_client: Client, emulator: EmulatorHandle) -> None:
     emulator.control.set_billing_retries(days=[2], subscription_status="past_due")
     clock, _, sub = _setup(stripe_client)

@@ -20,7 +20,7 @@ import stripe
 from stripe._stripe_object import StripeObject
 
 from tests.fixtures.emulator import EmulatorHandle
-from tests.sdk_shapes import shape_problems
+from tests.sdk_shapes import event_problems, shape_problems
 
 Served = dict[str, Any]
 
@@ -911,11 +911,7 @@ def test_served_object_matches_sdk_class(
     events = served(stripe_client.v1.events.list({"limit": 100}))
     assert not events["has_more"]
     for event in events["data"]:
-        problems += shape_problems(event, stripe.Event, event["type"])
-        obj = event["data"]["object"]
-        cls = EVENT_OBJECT_CLASSES.get(obj["object"])
-        if cls is not None:
-            problems += shape_problems(obj, cls, f"{event['type']}.data.object")
+        problems += event_problems(event, EVENT_OBJECT_CLASSES)
     assert problems == []
 
 

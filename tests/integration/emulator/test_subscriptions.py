@@ -16,7 +16,7 @@ import stripe
 from tests import compat_files
 from tests.fixtures.emulator import TEST_API_KEY, EmulatorHandle
 from tests.integration.emulator.test_fidelity import _compare as compare_with_example
-from tests.sdk_shapes import shape_problems
+from tests.sdk_shapes import event_problems, shape_problems
 
 Client = stripe.StripeClient
 
@@ -585,10 +585,9 @@ def test_served_subscription_objects_have_the_sdk_fields(
     }
     seen: set[str] = set()
     for event in raw.get("/v1/events?limit=100")["data"]:
-        obj = event["data"]["object"]
-        if obj["object"] in classes:
+        if event["data"]["object"]["object"] in classes:
             seen.add(event["type"])
-            problems += shape_problems(obj, classes[obj["object"]], event["type"])
+        problems += event_problems(event, classes)
     assert problems == []
     assert {
         "customer.subscription.created",
@@ -1012,7 +1011,7 @@ def test_pending_invoice_item_interval_invoices_pending_items_on_its_schedule(
 
 
 def test_invoice_upcoming_is_sent_days_before_each_renewal(
-    stripe_client: Client, monkeypatch: pytest.MonkeyPatch
+    stripe_client: Client, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from stripe_emulator.resources import subscriptions
 
@@ -1040,7 +1039,16 @@ def test_invoice_upcoming_is_sent_days_before_each_renewal(
     assert [e.created for e in upcoming] == [FEB_15 - 3 * DAY, MAR_15 - 3 * DAY]
     raw = upcoming[0].data.object.to_dict()
     assert raw["object"] == "invoice"
-    assert str(raw["id"]).startswith("upcoming_in_")  # UPCOMING_HAS_ID, see docs/emulator.md
+    # Stripe's event reference: "The received Invoice object will not have an invoice ID".
+    assert "id" not in raw
+    assert [line["invoice"] for line in raw["lines"]["data"]] == [None]
+    # The shape checks accept the missing id for this event type only.
+    event = Raw(emulator.url).get(f"/v1/events/{upcoming[0].id}")
+    assert event_problems(event, {"invoice": stripe.Invoice}) == []
+    elsewhere = {**event, "type": "invoice.created"}
+    assert event_problems(elsewhere, {"invoice": stripe.Invoice}) == [
+        "invoice.created.data.object.id: missing (non-Optional in Invoice)"
+    ]
     assert raw["parent"]["subscription_details"]["subscription"] == sub.id
     assert (raw["total"], raw["status"], raw["period_start"]) == (2000, "draft", FEB_15)
     assert [line["period"]["start"] for line in raw["lines"]["data"]] == [FEB_15]
@@ -1211,7 +1219,128 @@ def test_no_private_field_is_ever_served(emulator: EmulatorHandle, stripe_client
     assert any("items" in e["data"].get("previous_attributes", {}) for e in events)
     problems = [p for body in [*served, *events] for p in _private_keys(body)]
     assert problems == []
+    assert _private_keys_of_every_resource(emulator, stripe_client, clock.id, raw) == []
     stored = emulator.server.emulator.store.get("subscription", sub.id)
     assert stored is not None
     assert "_unit_amount" in stored["items"]["data"][0]  # the store does keep them
     assert served[0]["items"]["data"][0]["metadata"] == {"_user_key": "kept"}
+
+
+# Every list endpoint the leak walk reads; each listed object is also retrieved by id.
+_WALKED_LISTS = (
+    "/v1/customers",
+    "/v1/payment_methods",
+    "/v1/payment_intents",
+    "/v1/setup_intents",
+    "/v1/invoices",
+    "/v1/invoiceitems",
+    "/v1/subscriptions?status=all",
+    "/v1/subscription_schedules",
+    "/v1/checkout/sessions",
+    "/v1/webhook_endpoints",
+    "/v1/products",
+    "/v1/prices",
+)
+
+
+def _private_keys_of_every_resource(
+    emulator: EmulatorHandle, client: Client, clock: str, raw: Raw
+) -> list[str]:
+    """Touch customers, payment methods, intents, invoices, invoice items, schedules and
+    checkout sessions, then walk every object served (lists, each object by id, invoice lines,
+    checkout line items) and every event, with the `_` keys found."""
+    customer = client.v1.customers.create(
+        {"email": "leak@example.com", "test_clock": clock, "metadata": {"_mine": "kept"}}
+    ).id
+    card = _card(client, customer)
+    client.v1.webhook_endpoints.create(  # its signing secret is stored as `_secret`
+        {"url": "http://127.0.0.1:9/hooks", "enabled_events": ["*"]}
+    )
+    client.v1.payment_intents.create(
+        {
+            "amount": 500,
+            "currency": "usd",
+            "customer": customer,
+            "payment_method": card,
+            "confirm": True,
+            "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+        }
+    )
+    client.v1.setup_intents.create({"customer": customer, "payment_method": card})
+    client.v1.invoice_items.create({"customer": customer, "amount": 700, "currency": "usd"})
+    invoice = client.v1.invoices.create(
+        {"customer": customer, "pending_invoice_items_behavior": "include"}
+    )
+    client.v1.invoices.finalize_invoice(invoice.id)
+    client.v1.invoices.pay(invoice.id)
+    scheduled = client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": _price(client, 1500).id}]}
+    )
+    client.v1.subscription_schedules.create({"from_subscription": scheduled.id})
+    session = client.v1.checkout.sessions.create(
+        {
+            "mode": "subscription",
+            "success_url": "https://example.com/ok",
+            "line_items": [{"price": _price(client, 900).id, "quantity": 1}],
+        }
+    )
+    completed = emulator.control.complete_checkout_session(session.id, card="4242424242424242")
+    assert completed.status_code == 200, completed.text
+    one_time = client.v1.prices.create(
+        {
+            "product": client.v1.products.create({"name": "Once"}).id,
+            "currency": "usd",
+            "unit_amount": 900,
+        }
+    )
+    client.v1.checkout.sessions.create(
+        {
+            "mode": "payment",
+            "success_url": "https://example.com/ok",
+            "line_items": [{"price": one_time.id, "quantity": 1}],
+        }
+    )
+    _advance(client, clock, T0 + 80 * DAY)
+
+    bodies: list[tuple[str, Any]] = []
+    for url in _WALKED_LISTS:
+        base = url.split("?")[0]
+        sep = "&" if "?" in url else "?"
+        listed = raw.get(f"{url}{sep}limit=100")
+        assert listed["data"], url
+        bodies.append((url, listed))
+        for obj in listed["data"]:
+            bodies.append((f"{base}/{obj['id']}", raw.get(f"{base}/{obj['id']}")))
+            if base == "/v1/invoices":
+                bodies.append(("lines", raw.get(f"{base}/{obj['id']}/lines")))
+            if base == "/v1/checkout/sessions":
+                bodies.append(("line_items", raw.get(f"{base}/{obj['id']}/line_items")))
+    expanded = raw.get(
+        f"/v1/customers/{customer}?expand[]=subscriptions&expand[]=tax"
+        "&expand[]=invoice_settings.default_payment_method"
+    )
+    bodies.append(("customer expanded", expanded))
+    assert expanded["metadata"] == {"_mine": "kept"}
+    page = raw.get("/v1/events?limit=100")
+    bodies.append(("events", page))
+    while page["has_more"]:
+        page = raw.get(f"/v1/events?limit=100&starting_after={page['data'][-1]['id']}")
+        bodies.append(("events", page))
+    kinds = {
+        e["data"]["object"].get("object")
+        for _, b in bodies
+        if b.get("url") == "/v1/events"
+        for e in b["data"]
+    }
+    assert {
+        "customer",
+        "payment_method",
+        "payment_intent",
+        "setup_intent",
+        "invoice",
+        "invoiceitem",
+        "subscription",
+        "subscription_schedule",
+        "checkout.session",
+    } <= kinds
+    return [f"{where}: {p}" for where, body in bodies for p in _private_keys(body)]
