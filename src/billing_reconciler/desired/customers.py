@@ -51,6 +51,8 @@ class PlanNames:
 
     active: frozenset[str]
     inactive: frozenset[str] = frozenset()
+    per_seat: frozenset[str] = frozenset()
+    """Plans with a `per_seat` product: the only ones a fixed seat count applies to."""
     may_exist: Callable[[str], bool] = lambda _name: False
     """True for a name an invalid or unparsable plan file may define: not reported again."""
 
@@ -126,7 +128,12 @@ def _plan_reference(located: Located[CustomerModel], plans: PlanNames) -> Iterat
     if plan is None:
         return
     name = plan.lower()
-    if name in plans.active or plans.may_exist(name):
+    if name in plans.active:
+        if located.item.seats is not None and name not in plans.per_seat:
+            message = f"seats: plan '{plan}' has no per_seat product to apply a seat count to"
+            yield located.diagnostic(message, at=("seats",))
+        return
+    if plans.may_exist(name):
         return
     if name in plans.inactive:
         yield located.diagnostic(f"plan: '{plan}' is inactive; name an active plan", at=("plan",))

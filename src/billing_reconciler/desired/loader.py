@@ -272,11 +272,15 @@ def _customers(
     diagnostics: list[Diagnostic],
 ) -> tuple[CustomerSpec, ...]:
     """Contract customers: each file and entry validated, then org ids and plan references."""
+    per_seat_products = {p.item.name for p in catalog.products if p.item.behavior == "per_seat"}
     entries = read_customer_files(customer_files(directory))
     diagnostics.extend(entries.diagnostics)
     names = PlanNames(
         active=frozenset(p.name for p in plans if p.active),
         inactive=frozenset(p.name for p in plans if not p.active),
+        per_seat=frozenset(
+            p.name for p in plans if any(seat in p.products for seat in per_seat_products)
+        ),
         may_exist=lambda name: not catalog.unknown("plan", name),
     )
     diagnostics.extend(check_customers(entries.customers, plans=names))

@@ -17,6 +17,7 @@ PLANS = """\
 products:
   - name: base
     title: Base
+    behavior: per_seat
     prices:
       - name: monthly
         interval: month
@@ -37,6 +38,7 @@ plans:
     products:
       - name: base
 """
+PLANS_NO_SEATS = PLANS.replace("    behavior: per_seat\n", "")
 ACME = """\
 customers:
   - org_id: acme
@@ -97,6 +99,13 @@ def test_unknown_plan_is_positioned_with_a_suggestion(tmp_path: Path) -> None:
     text = ACME.replace("plan: team_monthly", "plan: team_montly")
     assert errors(load_desired(desired(tmp_path, {"acme.yaml": text}))) == [
         "acme.yaml:11:11: plan: unknown plan 'team_montly'; did you mean 'team_monthly'?"
+    ]
+
+
+def test_seats_need_a_per_seat_product(tmp_path: Path) -> None:
+    assert errors(load_desired(desired(tmp_path, {"acme.yaml": ACME}, plans=PLANS_NO_SEATS))) == [
+        "acme.yaml:12:12: seats: plan 'team_monthly' has no per_seat product to apply a seat "
+        "count to"
     ]
 
 
