@@ -65,7 +65,7 @@ def test_customer_errors_are_reported_at_file_line_col(tmp_path: Path) -> None:
             ]
         )
     )
-    assert lines[0].endswith("customers/acme.yaml:8:13")
+    assert lines[0].endswith("customers/acme.yaml:12:13")
     assert lines[1:4] == [
         "customers/more.yaml:7:11: error: plan: unknown plan 'team_montly'; "
         "did you mean 'team_monthly'?",
