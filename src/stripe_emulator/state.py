@@ -59,6 +59,18 @@ class Collection:
     alive: list[int] = field(default_factory=list)
     indexes: dict[str, dict[Hashable, list[int]]] = field(default_factory=dict)
 
+    def reindex(self, indexed: tuple[str, ...]) -> None:
+        """Index exactly the fields `indexed` (rebuilt from the objects, in place: a caller
+        holding this collection keeps a valid one)."""
+        self.indexed = indexed
+        self.indexes = {}
+        for seq in self.alive:
+            obj = self.objects[self.id_at[seq]]
+            for name in indexed:
+                value = obj.get(name)
+                if value is not None:
+                    self.indexes.setdefault(name, {}).setdefault(_key(value), []).append(seq)
+
     def get(self, object_id: str) -> StripeObject | None:
         """The stored object (mutable: callers go through `replace` to keep indexes right)."""
         return self.objects.get(object_id)
@@ -239,6 +251,10 @@ class Store:
         """The collection for `kind` (created on first use)."""
         existing = self.collections.get(kind)
         if existing is not None:
+            declared = INDEXED_FIELDS.get(kind, ())
+            if existing.indexed is not declared and existing.indexed != declared:
+                # Restored (or created) before the module declaring its indexes was imported.
+                existing.reindex(declared)
             return existing
         created = Collection(kind=kind, indexed=INDEXED_FIELDS.get(kind, ()))
         self.collections[kind] = created
@@ -269,6 +285,12 @@ class Store:
         self.type_of_id.pop(object_id, None)
         return self.collection(kind).delete(object_id)
 
+    def reindex(self) -> None:
+        """Bring every collection's secondary indexes to what `INDEXED_FIELDS` declares now
+        (a state file is restored before the resource modules register their indexes)."""
+        for kind in list(self.collections):
+            self.collection(kind)
+
     def clear(self) -> None:
         """Forget everything."""
         self.collections.clear()
@@ -293,6 +315,7 @@ class Store:
                 self.collection(kind).insert(obj, int(seq))
                 self.type_of_id[obj["id"]] = kind
         self.next_seq = int(data.get("next_seq", 1))
+        self.reindex()
 
 
 def _in_order(collection: Collection) -> Iterator[tuple[str, StripeObject]]:

@@ -89,3 +89,69 @@ def test_without_state_the_emulator_writes_no_file(tmp_path: Path) -> None:
     stop(process)
     assert process.returncode == 0
     assert list(tmp_path.rglob("*")) == []
+
+
+def test_a_restart_from_the_state_file_keeps_every_index_and_clock_walk(tmp_path: Path) -> None:
+    """A fresh process restores the state before the resource modules declare their indexes:
+    lists filtered by an indexed field, and a schedule waiting on a test clock, still work."""
+    from tests.fixtures.emulator import make_client
+
+    day = 86400
+    args = ["emulator", "--port", "12111", "--state", str(tmp_path / "state.json")]
+    process, port = start_emulator(args, tmp_path)
+    try:
+        client = make_client(f"http://127.0.0.1:{port}")
+        t0 = 1_900_000_000 - 1_900_000_000 % day
+        clock = client.v1.test_helpers.test_clocks.create({"frozen_time": t0})
+        customer = client.v1.customers.create({"test_clock": clock.id})
+        card = client.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+        client.v1.customers.update(
+            customer.id, {"invoice_settings": {"default_payment_method": card.id}}
+        )
+        product = client.v1.products.create({"name": "Kept"})
+        monthly = {"product": product.id, "currency": "usd", "recurring": {"interval": "month"}}
+        price = client.v1.prices.create({**monthly, "unit_amount": 1000})
+        other = client.v1.prices.create({**monthly, "unit_amount": 3000})
+        subscription = client.v1.subscriptions.create(
+            {"customer": customer.id, "items": [{"price": price.id}]}
+        )
+        month = {"interval": "month", "interval_count": 1}
+        phases: list[dict[str, object]] = [{"items": [{"price": other.id}], "duration": month}]
+        waiting = client.v1.subscription_schedules.create(
+            {"customer": customer.id, "start_date": t0 + 5 * day, "phases": phases}  # type: ignore[typeddict-item]
+        )
+        session = client.v1.checkout.sessions.create(
+            {
+                "mode": "subscription",
+                "customer": customer.id,
+                "line_items": [{"price": price.id, "quantity": 1}],
+                "success_url": "https://example.test/ok",
+            }
+        )
+    finally:
+        stop(process)
+
+    process, port = start_emulator(args, tmp_path)
+    try:
+        client = make_client(f"http://127.0.0.1:{port}")
+        by_customer = {"customer": customer.id}
+        assert [s.id for s in client.v1.subscriptions.list(by_customer).data] == [subscription.id]
+        assert len(client.v1.invoices.list(by_customer).data) == 1
+        assert [s.id for s in client.v1.checkout.sessions.list(by_customer).data] == [session.id]
+        listed = client.v1.subscription_schedules.list(by_customer).data
+        assert [s.id for s in listed] == [waiting.id]
+        scheduled = client.v1.subscription_schedules.list({"scheduled": True}).data
+        assert [s.id for s in scheduled] == [waiting.id]
+        later = client.v1.subscription_schedules.create(
+            {"customer": customer.id, "start_date": t0 + 7 * day, "phases": phases}  # type: ignore[typeddict-item]
+        )
+        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": t0 + 8 * day})
+        for schedule_id in (waiting.id, later.id):
+            started = client.v1.subscription_schedules.retrieve(schedule_id)
+            assert started.status == "active", schedule_id
+        subscriptions = client.v1.subscriptions.list(by_customer).data
+        assert len(subscriptions) == 3
+        with_schedule = [s for s in subscriptions if s.schedule]
+        assert {s.status for s in with_schedule} == {"active"}
+    finally:
+        stop(process)

@@ -614,16 +614,9 @@ SWEEPS[SWEEP] = expire_due
 
 
 def _sessions(ctx: RequestContext) -> Collection:
-    """The sessions collection with its indexes (re-indexed when it was created, e.g.
-    restored from a state file, before this module registered them)."""
-    existing = ctx.store.collection(KIND)
-    if existing.indexed == _INDEXED:
-        return existing
-    rebuilt = Collection(kind=KIND, indexed=_INDEXED)
-    for seq in existing.alive:
-        rebuilt.insert(existing.objects[existing.id_at[seq]], seq)
-    ctx.store.collections[KIND] = rebuilt
-    return rebuilt
+    """The sessions collection with its indexes (`Store.collection` re-indexes one restored
+    before this module registered them)."""
+    return ctx.store.collection(KIND)
 
 
 def _session(ctx: RequestContext, session_id: str) -> StripeObject:
