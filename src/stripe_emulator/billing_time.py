@@ -17,12 +17,41 @@ from decimal import ROUND_HALF_UP, Decimal
 DAY = 24 * 3600
 
 
+# The last moment the emulator's calendar arithmetic reaches (9999-12-31T23:59:59Z); test
+# clocks are refused beyond it, and a period that would end later is a 400, never a 500.
+MAX_TIMESTAMP = 253_402_300_799
+
+
 def add_intervals(
     anchor: int, interval: str, count: int, *, day_of_month: int | None = None
 ) -> int:
     """`anchor` moved by `count` intervals (`day`, `week`, `month`, `year`), month-end
     clamped for months and years. `day_of_month` (a `billing_cycle_anchor_config`) is the
-    day the cycle keeps when the anchor itself was clamped (31 -> 28 February -> 31 March)."""
+    day the cycle keeps when the anchor itself was clamped (31 -> 28 February -> 31 March).
+    A result outside 1970..9999 is Stripe's 400 (`StripeError`), not a crash."""
+    try:
+        moved = _add_intervals(anchor, interval, count, day_of_month=day_of_month)
+    except (OverflowError, OSError) as error:
+        raise _out_of_range() from error
+    except ValueError as error:
+        if "interval" in str(error):
+            raise
+        raise _out_of_range() from error
+    if not 0 <= moved <= MAX_TIMESTAMP:
+        raise _out_of_range()
+    return moved
+
+
+def _out_of_range() -> Exception:
+    from stripe_emulator.errors import invalid
+
+    return invalid(
+        "This billing period would end outside the supported range of timestamps "
+        f"(0 to {MAX_TIMESTAMP}, the end of year 9999)."
+    )
+
+
+def _add_intervals(anchor: int, interval: str, count: int, *, day_of_month: int | None) -> int:
     start = datetime.fromtimestamp(anchor, UTC)
     if interval == "day":
         return int((start + timedelta(days=count)).timestamp())

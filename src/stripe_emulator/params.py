@@ -29,6 +29,25 @@ Params = dict[str, Any]
 
 _INTEGER = re.compile(r"-?\d+")
 
+# Bounds Stripe enforces on every string and amount parameter (docs/emulator.md, "Parameter
+# limits"): a string parameter is at most 5,000 characters (the published OpenAPI spec's
+# `maxLength: 5000`, stripe/openapi#51), an amount (a parameter named below, integer or
+# decimal) at most 999,999,999,999 in absolute value, and any integer fits in 64 bits.
+MAX_STRING_LENGTH = 5000
+MAX_AMOUNT = 999_999_999_999
+AMOUNT_NAMES = frozenset(
+    {
+        "amount",
+        "unit_amount",
+        "flat_amount",
+        "balance",
+        "amount_decimal",
+        "unit_amount_decimal",
+        "flat_amount_decimal",
+    }
+)
+_INT64 = 2**63 - 1
+
 # Keys of `stripe._request_options.RequestOptions`: client options that create-params inherit
 # but that never travel as request parameters (they become headers).
 _REQUEST_OPTION_KEYS = frozenset(
@@ -193,16 +212,38 @@ def _scalar(kind: str, raw: Any, path: str) -> Any:
     if not isinstance(raw, str):
         raise invalid(f"Invalid {path}: expected a single value, got a hash", param=path)
     if kind == "int":
-        if not _INTEGER.fullmatch(raw):
+        if not _INTEGER.fullmatch(raw) or len(raw) > 20 or abs(int(raw)) > _INT64:
             raise invalid(f"Invalid integer: {raw}", param=path, code="parameter_invalid_integer")
-        return int(raw)
+        value = int(raw)
+        _check_amount(value, path)
+        return value
     if kind == "bool":
         if raw not in ("true", "false"):
             raise invalid(f"Invalid boolean: {raw}", param=path)
         return raw == "true"
     if kind in ("float", "decimal"):
         return _number(kind, raw, path)
+    if len(raw) > MAX_STRING_LENGTH:
+        raise invalid(
+            f"Invalid string: {raw[:20]}...; must be at most {MAX_STRING_LENGTH} characters",
+            param=path,
+        )
     return raw
+
+
+def _leaf(path: str) -> str:
+    """The parameter's own name: `items[0][price_data][unit_amount]` -> `unit_amount`."""
+    parts = [p for p in re.split(r"[\[\]]+", path) if p and not p.isdigit()]
+    return parts[-1] if parts else path
+
+
+def _check_amount(value: Decimal | int, path: str) -> None:
+    if abs(Decimal(value)) > MAX_AMOUNT and _leaf(path) in AMOUNT_NAMES:
+        raise invalid(
+            f"This value must be less than or equal to {MAX_AMOUNT}.",
+            param=path,
+            code="parameter_invalid_integer",
+        )
 
 
 def _number(kind: str, raw: str, path: str) -> Any:
@@ -212,6 +253,7 @@ def _number(kind: str, raw: str, path: str) -> Any:
         raise invalid(f"Invalid decimal: {raw}", param=path) from None
     if not number.is_finite():
         raise invalid(f"Invalid decimal: {raw}", param=path)
+    _check_amount(number, path)
     return float(number) if kind == "float" else raw
 
 

@@ -1566,7 +1566,15 @@ def create_item(ctx: RequestContext, params: Params, path: dict[str, str]) -> St
     period = params.get("period") or {"start": now, "end": now}
     sub_id = params.get("subscription")
     if sub_id is not None:
-        fetch(ctx, "subscription", sub_id, "subscription", param="subscription", in_body=True)
+        owned = fetch(
+            ctx, "subscription", sub_id, "subscription", param="subscription", in_body=True
+        )
+        if owned["customer"] != customer["id"]:
+            # Stripe's wording (quoted in stripe/stripe-dotnet#1857).
+            raise invalid(
+                f"Customer {customer['id']} does not have a subscription with ID {sub_id}",
+                param="subscription",
+            )
     ii = build_item(
         ctx,
         customer,

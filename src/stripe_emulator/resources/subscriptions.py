@@ -61,7 +61,7 @@ from stripe_emulator.resources._common import (
 from stripe_emulator.resources._payments import expandable_when_null
 from stripe_emulator.resources.prices import as_plan
 from stripe_emulator.routing import Router
-from stripe_emulator.state import INDEXED_FIELDS, Collection, Store, StripeObject
+from stripe_emulator.state import INDEXED_FIELDS, Store, StripeObject
 from stripe_emulator.tax import customer_location
 
 KIND = "subscription"
@@ -178,16 +178,9 @@ for _kind, _fields in BILLING_INDEXES.items():
 
 
 def ensure_indexes(store: Store) -> None:
-    """Re-index billing collections created (e.g. restored from a state file) before their
-    indexes were registered."""
-    for kind, fields in BILLING_INDEXES.items():
-        existing = store.collections.get(kind)
-        if existing is None or existing.indexed == fields:
-            continue
-        rebuilt = Collection(kind=kind, indexed=fields)
-        for seq in existing.alive:
-            rebuilt.insert(existing.objects[existing.id_at[seq]], seq)
-        store.collections[kind] = rebuilt
+    """Re-index collections created (e.g. restored from a state file) before their indexes
+    were registered (every collection, `Store.reindex`)."""
+    store.reindex()
 
 
 expandable_when_null(
@@ -270,6 +263,9 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
             raw, _ITEM_FIELDS_HANDLED - {"id", "deleted"}, prefix=f"items[{i}]"
         )
     prices = [_price_for(ctx, raw, f"items[{i}]") for i, raw in enumerate(raw_items)]
+    for i, price in enumerate(prices):
+        if any(other["id"] == price["id"] for other in prices[:i]):
+            raise duplicate_price(price["id"])
     cur = _currency_of(params, prices)
     _check_intervals(prices)
     pm = params.get("default_payment_method")
@@ -1241,6 +1237,8 @@ def _apply_items(
             if "price" in raw and raw["price"] != current["price"]["id"]:
                 price = _price_for(ctx, raw, where)
                 _check_item_price(sub, price, where)
+                if any(i is not current and i["price"]["id"] == price["id"] for i in data):
+                    raise duplicate_price(price["id"])
                 fresh = _item(sub["id"], price, current["quantity"], None, period, now)
                 current["price"], current["plan"] = fresh["price"], fresh["plan"]
                 _set_unit(current, price, sub["currency"])
@@ -1263,10 +1261,7 @@ def _apply_items(
             price = _price_for(ctx, raw, where)
             _check_item_price(sub, price, where)
             if any(item["price"]["id"] == price["id"] for item in data):
-                raise invalid(
-                    "Cannot add multiple subscription items with the same price.",
-                    param=f"{where}[price]",
-                )
+                raise duplicate_price(price["id"])
             fresh = _item(
                 sub["id"], price, raw.get("quantity", 1), raw.get("metadata"), period, now
             )
@@ -1279,6 +1274,14 @@ def _apply_items(
             param="items",
         )
     return changes
+
+
+def duplicate_price(price_id: str) -> StripeError:
+    """Stripe's answer to a second item of a price already on the subscription (the error
+    recorded in stripe-archive/submigrate#1: message and `param: plan`)."""
+    return invalid(
+        f"Cannot add multiple subscription items with the same plan: {price_id}", param="plan"
+    )
 
 
 def _check_item_price(sub: StripeObject, price: StripeObject, where: str) -> None:

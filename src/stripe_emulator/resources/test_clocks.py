@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 
+from stripe_emulator.billing_time import MAX_TIMESTAMP
 from stripe_emulator.core import RequestContext
 from stripe_emulator.errors import invalid
 from stripe_emulator.ids import new_id
@@ -43,6 +44,7 @@ def register(router: Router) -> None:
 
 def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
     """`POST /v1/test_helpers/test_clocks`."""
+    _check_range(params["frozen_time"])
     now = ctx.now()
     clock: StripeObject = {
         "id": new_id("clock"),
@@ -58,6 +60,16 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     ctx.store.insert(KIND, clock)
     ctx.emit("test_helpers.test_clock.created", clock)
     return render(ctx.store, clock, expand_of(params))
+
+
+def _check_range(frozen_time: int) -> None:
+    """A clock's time is a Unix timestamp from 1970 to the end of year 9999 (the range of
+    Stripe's timestamps as far as the emulator's calendar reaches: `billing_time`)."""
+    if not 0 <= frozen_time <= MAX_TIMESTAMP:
+        raise invalid(
+            f"Invalid timestamp: must be an integer Unix timestamp from 0 to {MAX_TIMESTAMP}.",
+            param="frozen_time",
+        )
 
 
 def retrieve(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
@@ -85,6 +97,7 @@ def advance(ctx: RequestContext, params: Params, path: dict[str, str]) -> Stripe
     """`POST /v1/test_helpers/test_clocks/{id}/advance`: time only moves forward."""
     before = fetch(ctx, KIND, path["test_clock"], "test_clock")
     target = params["frozen_time"]
+    _check_range(target)
     if target <= before["frozen_time"]:
         raise invalid(
             "The frozen_time must be after the test clock's current frozen_time.",
