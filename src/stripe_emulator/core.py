@@ -45,7 +45,7 @@ class Emulator:
         self.faults = FaultPlan()
         self.settings = Settings()
         self.clock_hooks: list[ClockAdvanceHook] = []
-        self.state_file = StateFile(state_file, self.snapshot) if state_file else None
+        self.state_file = StateFile(state_file, self.snapshot_text) if state_file else None
         if self.state_file is not None:
             saved = self.state_file.load()
             if saved is not None:
@@ -78,6 +78,13 @@ class Emulator:
             # Serialize under the lock: the snapshot shares the live objects.
             loaded: dict[str, Any] = json.loads(json.dumps(data))
             return loaded
+
+    def snapshot_text(self) -> str:
+        """`snapshot()` as compact JSON, serialized once under the lock (the state file)."""
+        with self.lock:
+            data = self.store.snapshot()
+            data["clock_offset"] = self.clock.offset
+            return json.dumps(data, separators=(",", ":"))
 
     def restore(self, data: dict[str, Any]) -> None:
         """Load a `snapshot()`."""

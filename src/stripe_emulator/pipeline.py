@@ -108,6 +108,11 @@ class Pipeline:
         if fault == "timeout":
             return await self._hang(request)
         response = self._execute(request, request_id)
+        state_file = self.emulator.state_file
+        if state_file is not None and request.method != "GET":
+            # With `--state`, a write is answered only once it is on disk (group commit:
+            # `StateFile.wait_saved`), off the event loop.
+            await asyncio.to_thread(state_file.wait_saved, state_file.dirty_generation)
         response.drop = fault == "drop_after_commit"
         return response
 

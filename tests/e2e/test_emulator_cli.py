@@ -155,3 +155,24 @@ def test_a_restart_from_the_state_file_keeps_every_index_and_clock_walk(tmp_path
         assert {s.status for s in with_schedule} == {"active"}
     finally:
         stop(process)
+
+
+def test_an_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
+    """With `--state`, a write is answered only once it is on disk: no shutdown save needed."""
+    from tests.fixtures.emulator import make_client
+
+    args = ["emulator", "--port", "12111", "--state", str(tmp_path / "state.json")]
+    process, port = start_emulator(args, tmp_path)
+    try:
+        client = make_client(f"http://127.0.0.1:{port}")
+        products = [client.v1.products.create({"name": f"Kept {n}"}).id for n in range(3)]
+    finally:
+        process.kill()
+        process.communicate(timeout=20)
+    process, port = start_emulator(args, tmp_path)
+    try:
+        client = make_client(f"http://127.0.0.1:{port}")
+        for product in products:
+            assert client.v1.products.retrieve(product).active
+    finally:
+        stop(process)
