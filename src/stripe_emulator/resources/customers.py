@@ -174,6 +174,16 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         if "payment_method" in params
         else None
     )
+    invoice_settings = params.get("invoice_settings")
+    if (
+        payment_method is not None
+        and invoice_settings
+        and invoice_settings.get("default_payment_method") == params["payment_method"]
+    ):
+        # `payment_method=pm_card_visa` with `invoice_settings[default_payment_method]=
+        # pm_card_visa` (Stripe's test clock example in its invoicing docs): the second names
+        # the payment method the first minted and attaches.
+        invoice_settings = {**invoice_settings, "default_payment_method": payment_method["id"]}
     customer: StripeObject = {
         "id": customer_id,
         "object": "customer",
@@ -191,7 +201,7 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         "invoice_settings": _invoice_settings(
             ctx,
             customer_id,
-            params.get("invoice_settings"),
+            invoice_settings,
             None,
             attaching=payment_method["id"] if payment_method else None,
         ),

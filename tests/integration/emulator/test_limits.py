@@ -136,3 +136,31 @@ def test_an_invoice_item_on_another_customers_subscription_is_refused(
         {"customer": owner, "amount": 100, "currency": "usd", "subscription": sub.id}
     )
     assert item.customer == owner
+
+
+def test_a_test_payment_method_token_is_the_default_it_attaches_on_customer_create(
+    stripe_client: stripe.StripeClient,
+) -> None:
+    """Stripe's invoicing docs create a test clock customer with `payment_method=pm_card_visa`
+    and `invoice_settings[default_payment_method]=pm_card_visa`: one card, attached, the
+    default."""
+    clock = stripe_client.v1.test_helpers.test_clocks.create({"frozen_time": 1_900_000_000})
+    customer = stripe_client.v1.customers.create(
+        {
+            "test_clock": clock.id,
+            "payment_method": "pm_card_visa",
+            "invoice_settings": {"default_payment_method": "pm_card_visa"},
+        }
+    )
+    (card,) = stripe_client.v1.payment_methods.list({"customer": customer.id}).data
+    assert card.id.startswith("pm_")
+    assert card.id != "pm_card_visa"
+    assert customer.invoice_settings.default_payment_method == card.id
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer.id, "items": [{"price": _monthly(stripe_client)}]}
+    )
+    assert sub.status == "active"
+    # A token as a subscription's default is not attached to the customer: refused.
+    with pytest.raises(stripe.InvalidRequestError) as error:
+        stripe_client.v1.subscriptions.update(sub.id, {"default_payment_method": "pm_card_visa"})
+    _refused(error, "default_payment_method")
