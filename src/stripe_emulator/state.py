@@ -39,6 +39,14 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Object types whose lists are ordered by a field, then by creation: Stripe lists events
+# newest `created` first, and an event emitted by a test clock's walk carries the clock's
+# time. The sequence number of such an object is `field << ORDER_SHIFT | creation seq`, so
+# pages and cursors stay index walks (flat), and a cursor stays valid.
+ORDERED_BY: dict[str, str] = {"event": "created"}
+ORDER_SHIFT = 40
+
+
 @dataclass(slots=True)
 class Page:
     """One page of a list call."""
@@ -79,12 +87,16 @@ class Collection:
         return len(self.objects)
 
     def insert(self, obj: StripeObject, seq: int) -> None:
-        """Add a new object with creation sequence `seq` (always the largest so far)."""
+        """Add a new object with sequence `seq` (usually the largest so far; an event on a test
+        clock whose time is behind others sorts among them: `ORDERED_BY`)."""
         object_id = obj["id"]
         self.objects[object_id] = obj
         self.seq_of[object_id] = seq
         self.id_at[seq] = object_id
-        self.alive.append(seq)
+        if not self.alive or seq > self.alive[-1]:
+            self.alive.append(seq)
+        else:
+            bisect.insort(self.alive, seq)
         for name in self.indexed:
             self._index_add(name, obj.get(name), seq)
 
@@ -262,7 +274,11 @@ class Store:
 
     def insert(self, kind: str, obj: StripeObject) -> StripeObject:
         """Add an object; returns it."""
-        self.collection(kind).insert(obj, self.next_seq)
+        seq = self.next_seq
+        field_name = ORDERED_BY.get(kind)
+        if field_name is not None:
+            seq |= max(int(obj.get(field_name) or 0), 0) << ORDER_SHIFT
+        self.collection(kind).insert(obj, seq)
         self.next_seq += 1
         self.type_of_id[obj["id"]] = kind
         return obj

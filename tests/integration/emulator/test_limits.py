@@ -164,3 +164,40 @@ def test_a_test_payment_method_token_is_the_default_it_attaches_on_customer_crea
     with pytest.raises(stripe.InvalidRequestError) as error:
         stripe_client.v1.subscriptions.update(sub.id, {"default_payment_method": "pm_card_visa"})
     _refused(error, "default_payment_method")
+
+
+def test_events_list_newest_created_first_with_test_clocks(
+    stripe_client: stripe.StripeClient,
+) -> None:
+    """A test clock's walk emits events at the clock's time, behind events emitted before
+    it: Stripe lists events by `created`, newest first, and cursors page that order."""
+    now = stripe_client.v1.products.create({"name": "Now"}).created
+    clock = stripe_client.v1.test_helpers.test_clocks.create({"frozen_time": now - 40 * DAY})
+    customer = stripe_client.v1.customers.create({"test_clock": clock.id})
+    stripe_client.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+    stripe_client.v1.subscriptions.create(
+        {"customer": customer.id, "items": [{"price": _monthly(stripe_client)}]}
+    )
+    stripe_client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": now - 5 * DAY})
+    stripe_client.v1.products.create({"name": "Later"})
+    listed = list(stripe_client.v1.events.list({"limit": 100}).auto_paging_iter())
+    created = [e.created for e in listed]
+    assert created == sorted(created, reverse=True)
+    assert min(created) < now - 30 * DAY
+    # Cursors walk the same order, both ways, a page of 3 at a time.
+    forward: list[str] = []
+    page = stripe_client.v1.events.list({"limit": 3})
+    while True:
+        forward += [e.id for e in page.data]
+        if not page.has_more:
+            break
+        page = stripe_client.v1.events.list({"limit": 3, "starting_after": page.data[-1].id})
+    assert forward == [e.id for e in listed]
+    backward: list[str] = []
+    page = stripe_client.v1.events.list({"limit": 3, "ending_before": listed[-1].id})
+    while page.data:
+        backward = [e.id for e in page.data] + backward
+        if not page.has_more:
+            break
+        page = stripe_client.v1.events.list({"limit": 3, "ending_before": page.data[0].id})
+    assert backward == [e.id for e in listed[:-1]]
