@@ -19,7 +19,7 @@ from stripe_emulator.clock import Clock
 from stripe_emulator.idempotency import IdempotencyStore
 from stripe_emulator.ids import new_id
 from stripe_emulator.operations import FaultPlan, RateLimiter, RequestLog, Settings
-from stripe_emulator.persistence import StateFile
+from stripe_emulator.persistence import StateFile, StateFileError
 from stripe_emulator.render import strip_private
 from stripe_emulator.state import Store, StripeObject
 from stripe_emulator.webhooks import DEFAULT_RETRY_DELAYS, WebhookDispatcher
@@ -49,7 +49,11 @@ class Emulator:
         if self.state_file is not None:
             saved = self.state_file.load()
             if saved is not None:
-                self.restore(saved)
+                try:
+                    self.restore(saved)
+                except (KeyError, TypeError, ValueError, AttributeError) as error:
+                    problem = f"{type(error).__name__}: {error}"
+                    raise StateFileError(self.state_file.path, problem) from None
 
     def reset(self) -> None:
         """Back to an empty account with default controls."""

@@ -22,6 +22,14 @@ from typing import Any
 _COALESCE_SECONDS = 0.2
 
 
+class StateFileError(OSError):
+    """The state file exists but cannot be loaded. An `OSError` with `strerror` and
+    `filename`, so a command line reports it in one line naming the file."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(None, f"not a valid emulator state file ({problem})", str(path))
+
+
 class StateFile:
     """Saves the JSON text `snapshot()` produces to `path`."""
 
@@ -41,7 +49,12 @@ class StateFile:
         """The saved state, or None when the file does not exist yet."""
         if not self.path.exists():
             return None
-        data: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise StateFileError(self.path, str(error)) from None
+        if not isinstance(data, dict):
+            raise StateFileError(self.path, "not a JSON object")
         return data
 
     def mark_dirty(self) -> int:

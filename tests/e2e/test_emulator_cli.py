@@ -176,3 +176,23 @@ def test_an_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
             assert client.v1.products.retrieve(product).active
     finally:
         stop(process)
+
+
+def test_a_corrupt_state_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text('{"next_seq": 3, "collections": {"product": [[1, {"id": "prod_', "utf-8")
+    command = ["emulator", "--port", "0", "--state", str(state)]
+    started = subprocess.run(
+        [sys.executable, "-m", "billing_reconciler", *command],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert started.returncode == 1
+    lines = started.stderr.strip().splitlines()
+    assert len(lines) == 1, started.stderr
+    assert "not a valid emulator state file" in lines[0]
+    assert str(state) in lines[0]
+    assert "Traceback" not in started.stdout + started.stderr
