@@ -220,8 +220,14 @@ class Controller:
 
     def _settle_abandoned(self, run_id: str) -> None:
         with self.store.session() as session:
-            JournalRepository(session).abandon_pending(self.installation_id, except_run=run_id)
-            RunRepository(session).abandon_running_applies(self.installation_id, except_run=run_id)
+            # Only this domain's: another domain may be applying at the same time.
+            domain = self.domain.name
+            JournalRepository(session).abandon_pending(
+                self.installation_id, domain=domain, except_run=run_id
+            )
+            RunRepository(session).abandon_running_applies(
+                self.installation_id, domain=domain, except_run=run_id
+            )
 
     def record_dry_run(self, plan: Plan, *, run_id: str | None = None) -> str:
         run_id = self._start_run(RunMode.DRY_RUN, plan, run_id)

@@ -1,9 +1,12 @@
 """`reconcile status`, `reconcile suspend --reason`, `reconcile resume`.
 
-`status` reads the store only (no Stripe key needed): per domain the last run, its result,
-drift and orphans it saw; the pending journal steps (begun, never finished: a crash); who
-holds the leader lease; whether applying is suspended; and whether desired/ is valid now
-(what `serve` would find on its next run).
+`status` reads the store only (no Stripe key needed): every registered domain with its last
+run, its result, drift and orphans it saw, and its pending journal steps (begun, never
+finished: a crash); who holds the leader lease; whether applying is suspended; whether
+desired/ is valid now (what `serve` would find on its next run); and the ledger check (DESIGN
+§17: each account's entries sum to its balance, each transaction is two entries summing to
+zero), with the accounts by state and the total of balances. A ledger problem makes it exit 1
+(`EXIT_LEDGER_UNSOUND`), so a cron or a probe running it notices.
 
 `suspend` pauses applying for every replica sharing the store; plans are still computed,
 recorded and reported. `resume` lifts it.
@@ -22,6 +25,7 @@ import typer
 import yaml
 
 from billing_reconciler.cli.common import (
+    EXIT_ERROR,
     EXIT_OK,
     CliError,
     LogLevelOption,
@@ -32,9 +36,12 @@ from billing_reconciler.desired import load_desired
 from billing_reconciler.registry import DOMAINS
 from billing_reconciler.runtime.leader import lease_name
 from billing_reconciler.store import (
+    AccountRepository,
     ControllerStateRepository,
+    JournalRecord,
     JournalRepository,
     LeaseRepository,
+    LedgerRepository,
     RunMode,
     RunRecord,
     RunRepository,
@@ -45,6 +52,8 @@ from billing_reconciler.store import (
 # The registered domains, in apply order; others appear once they have recorded a run.
 SERVED_DOMAINS = tuple(registration.name for registration in DOMAINS)
 DEFAULT_INSTALLATION = "default"
+# The ledger check found a problem (the report was still printed in full).
+EXIT_LEDGER_UNSOUND = EXIT_ERROR
 
 
 DesiredDir = Annotated[Path, typer.Option("--desired", help="The desired-state directory.")]
@@ -114,14 +123,27 @@ def _run_json(run: RunRecord | None) -> dict[str, Any] | None:
     }
 
 
+def _step_json(step: JournalRecord, domain: str | None) -> dict[str, Any]:
+    return {
+        "run_id": step.run_id,
+        "domain": domain,
+        "step": step.step_index + 1,
+        "action": step.action,
+        "object_key": step.object_key,
+        "started_at": _iso(step.started_at),
+    }
+
+
 def collect_status(store: Store, desired: DesiredReport) -> dict[str, Any]:
     """The whole report as JSON-ready data (the text form is rendered from it)."""
     now = datetime.now(UTC)
     with store.session() as session:
         runs = RunRepository(session)
         recent = runs.recent(200)
+        journal = JournalRepository(session)
+        by_domain = journal.pending_by_domain(desired.installation_id)
         domains = list(SERVED_DOMAINS)
-        domains += sorted({r.domain for r in recent} - set(domains))
+        domains += sorted(({r.domain for r in recent} | set(by_domain)) - set(domains))
         latest = {name: _run_json(runs.latest(name)) for name in domains}
         applies = {
             name: _run_json(
@@ -129,7 +151,16 @@ def collect_status(store: Store, desired: DesiredReport) -> dict[str, Any]:
             )
             for name in domains
         }
-        pending = JournalRepository(session).pending(desired.installation_id)
+        domain_of = {step.id: name for name, steps in by_domain.items() for step in steps}
+        # Oldest first, each with the domain of its run.
+        pending = [
+            _step_json(step, domain_of.get(step.id))
+            for step in journal.pending(desired.installation_id)
+        ]
+        ledger = LedgerRepository(session)
+        problems = ledger.verify()
+        accounts = AccountRepository(session).count_by_state()
+        total_balance = ledger.total_balance()
         lease = LeaseRepository(session).current(lease_name(desired.installation_id))
         suspension = ControllerStateRepository(session).suspension()
     return {
@@ -155,18 +186,20 @@ def collect_status(store: Store, desired: DesiredReport) -> dict[str, Any]:
             "by": suspension.actor,
             "since": _iso(suspension.since),
         },
-        "pending_journal_steps": [
-            {
-                "run_id": step.run_id,
-                "step": step.step_index + 1,
-                "action": step.action,
-                "object_key": step.object_key,
-                "started_at": _iso(step.started_at),
-            }
-            for step in pending
-        ],
+        "pending_journal_steps": pending,
         "domains": {
-            name: {"last_run": run, "last_apply": applies[name]} for name, run in latest.items()
+            name: {
+                "last_run": latest[name],
+                "last_apply": applies[name],
+                "pending_journal_steps": [s for s in pending if s["domain"] == name],
+            }
+            for name in domains
+        },
+        "ledger": {
+            "ok": not problems,
+            "problems": problems,
+            "accounts": accounts,
+            "total_balance": total_balance,
         },
     }
 
@@ -193,22 +226,36 @@ def render_status_text(report: dict[str, Any]) -> str:
             f"Applying: SUSPENDED by {suspended['by']} since {suspended['since']}: "
             f"{suspended['reason']}"
         )
+    ledger = report["ledger"]
+    accounts = ", ".join(f"{count} {state}" for state, count in sorted(ledger["accounts"].items()))
+    verdict = "OK" if ledger["ok"] else f"{len(ledger['problems'])} PROBLEM(S)"
+    lines.append(
+        f"Ledger: {verdict}"
+        f" (accounts: {accounts or 'none'}; total of balances {ledger['total_balance']})"
+    )
+    lines += [f"  {problem}" for problem in ledger["problems"][:20]]
+    if len(ledger["problems"]) > 20:
+        lines.append(f"  ... and {len(ledger['problems']) - 20} more (see --format json)")
     pending = report["pending_journal_steps"]
     lines.append(f"Pending journal steps: {len(pending)}")
     lines += [
-        f"  run {step['run_id']} step {step['step']}: {step['action']} {step['object_key']}"
+        f"  {step['domain'] or '?'}: run {step['run_id']} step {step['step']}: "
+        f"{step['action']} {step['object_key']}"
         for step in pending[:20]
     ]
     lines.append("")
-    lines.append(f"{'DOMAIN':<14}{'LAST RUN':<22}{'MODE':<9}{'RESULT':<17}{'DRIFT':<7}ORPHANS")
+    lines.append(
+        f"{'DOMAIN':<14}{'LAST RUN':<22}{'MODE':<9}{'RESULT':<17}{'DRIFT':<7}{'ORPHANS':<9}PENDING"
+    )
     for name, domain in report["domains"].items():
         run = domain["last_run"]
+        waiting = len(domain["pending_journal_steps"])
         if run is None:
-            lines.append(f"{name:<14}never")
+            lines.append(f"{name:<14}never" + (f" ({waiting} pending step(s))" if waiting else ""))
             continue
         lines.append(
             f"{name:<14}{run['started_at'] or '':<22}{run['mode']:<9}{run['result']:<17}"
-            f"{_count(run['drift']):<7}{_count(run['orphans'])}"
+            f"{_count(run['drift']):<7}{_count(run['orphans']):<9}{waiting}"
         )
         if run["error"]:
             lines.append(f"{'':<14}error: {run['error']}")
@@ -240,7 +287,7 @@ def run_status(directory: Path, fmt: StatusFormat) -> int:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
         typer.echo(render_status_text(report), nl=False)
-    return 0
+    return EXIT_OK if report["ledger"]["ok"] else EXIT_LEDGER_UNSOUND
 
 
 def register(app: typer.Typer) -> None:
@@ -254,7 +301,8 @@ def register(app: typer.Typer) -> None:
         ] = StatusFormat.TEXT,
         log_level: LogLevelOption = None,
     ) -> None:
-        """Per domain the last run, drift and orphans; pending steps; leader; suspension."""
+        """Per domain the last run, drift, orphans, pending steps; leader; suspension; ledger
+        check (exit 1 on a ledger problem)."""
         run_and_exit(lambda: run_status(desired, fmt), log_level=log_level)
 
     @app.command("suspend")

@@ -11,12 +11,12 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, Select, select, update
 from sqlalchemy.orm import Session
 
 from billing_reconciler.store._common import Clock, dialect_insert, utc_now
 from billing_reconciler.store.errors import ConflictError, NotFoundError
-from billing_reconciler.store.tables import JournalModel
+from billing_reconciler.store.tables import JournalModel, RunModel
 
 ABANDONED = (
     "abandoned: its run ended before finishing it; a later run re-planned from Stripe and converged"
@@ -81,6 +81,11 @@ def _record(model: JournalModel) -> JournalRecord:
         started_at=model.started_at,
         finished_at=model.finished_at,
     )
+
+
+def _runs_of(domain: str) -> Select[str]:
+    """The ids of a domain's runs (journal rows name their run; the run names its domain)."""
+    return select(RunModel.run_id).where(RunModel.domain == domain)
 
 
 class JournalRepository:
@@ -155,12 +160,34 @@ class JournalRepository:
         ).one_or_none()
         return None if model is None else _record(model)
 
-    def pending(self, installation_id: str) -> list[JournalRecord]:
-        """Steps begun but never finished (a crash, or a stop mid-apply), oldest first."""
-        return self._where(
+    def pending(self, installation_id: str, *, domain: str | None = None) -> list[JournalRecord]:
+        """Steps begun but never finished (a crash, or a stop mid-apply), oldest first; with
+        `domain`, only those journaled by that domain's runs."""
+        conditions = [
             JournalModel.installation_id == installation_id,
             JournalModel.state == JournalState.PENDING.value,
+        ]
+        if domain is not None:
+            conditions.append(JournalModel.run_id.in_(_runs_of(domain)))
+        return self._where(*conditions)
+
+    def pending_by_domain(self, installation_id: str) -> dict[str, list[JournalRecord]]:
+        """The pending steps grouped by the domain of the run that journaled them, oldest first
+        within a domain; a domain with none is absent."""
+        query = (
+            select(RunModel.domain, JournalModel)
+            .join(RunModel, RunModel.run_id == JournalModel.run_id)
+            .where(
+                JournalModel.installation_id == installation_id,
+                JournalModel.state == JournalState.PENDING.value,
+            )
+            .order_by(JournalModel.id)
+            .execution_options(populate_existing=True)
         )
+        grouped: dict[str, list[JournalRecord]] = {}
+        for domain, model in self._session.execute(query):
+            grouped.setdefault(domain, []).append(_record(model))
+        return grouped
 
     def for_run(self, run_id: str) -> list[JournalRecord]:
         """Steps begun by one run, in the order they were begun (the plan's order)."""
@@ -173,16 +200,20 @@ class JournalRepository:
         )
         return set(self._session.scalars(query))
 
-    def abandon_pending(self, installation_id: str, *, except_run: str) -> int:
-        """Close the `pending` steps of runs that ended without finishing them (a killed
-        process): a later converged run re-planned from Stripe, so nothing is owed for them.
-        Only the writer journals steps, so no other run can still be executing them."""
+    def abandon_pending(self, installation_id: str, *, domain: str, except_run: str) -> int:
+        """Close the `pending` steps of `domain`'s runs that ended without finishing them (a
+        killed process): a later converged run of that domain re-planned from Stripe, so nothing
+        is owed for them. Only the writer journals steps, so no other run of the domain can
+        still be executing them; other domains' runs may be (the work queue applies several
+        domains at once), so their steps are never touched. A step is the domain's when the
+        run that journaled it is."""
         result = self._session.execute(
             update(JournalModel)
             .where(
                 JournalModel.installation_id == installation_id,
                 JournalModel.state == JournalState.PENDING.value,
                 JournalModel.run_id != except_run,
+                JournalModel.run_id.in_(_runs_of(domain)),
             )
             .values(
                 state=JournalState.FAILED.value,

@@ -459,6 +459,11 @@ class LedgerRepository:
             return page[:limit], _encode_cursor(last.created_at, last.id)
         return page, None
 
+    def total_balance(self) -> int:
+        """The sum of every account's balance (minor units; 0 with no accounts)."""
+        total = self._session.scalar(select(func.coalesce(func.sum(_balances.c.amount), 0)))
+        return int(total or 0)
+
     def verify(self) -> list[str]:
         """Problems of the ledger (empty when sound): an account whose entries do not sum to
         its balance; a transaction whose entries are not two summing to zero, or whose

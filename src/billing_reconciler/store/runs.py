@@ -145,16 +145,18 @@ class RunRepository:
         assert record is not None
         return record
 
-    def abandon_running_applies(self, installation_id: str, *, except_run: str) -> int:
-        """Close this installation's apply runs still marked running whose process is gone
-        (only the writer applies, and it is the caller): failed, saying so. A run is the
-        installation's when it journaled a step for it (runs carry no installation)."""
+    def abandon_running_applies(self, installation_id: str, *, domain: str, except_run: str) -> int:
+        """Close `domain`'s apply runs for this installation still marked running whose
+        process is gone (only the writer applies a domain, and it is the caller): failed,
+        saying so. Other domains' runs may be applying right now and are never touched. A run
+        is the installation's when it journaled a step for it (runs carry no installation)."""
         journaled = select(JournalModel.run_id).where(
             JournalModel.installation_id == installation_id
         )
         result = self._session.execute(
             update(RunModel)
             .where(
+                RunModel.domain == domain,
                 RunModel.result == RunResult.RUNNING.value,
                 RunModel.mode == RunMode.APPLY.value,
                 RunModel.run_id != except_run,
