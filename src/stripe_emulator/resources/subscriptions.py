@@ -1815,7 +1815,7 @@ def _end_trial(ctx: RequestContext, sub: StripeObject) -> None:
 def _renew(ctx: RequestContext, sub: StripeObject, *, from_trial: bool = False) -> None:
     """The next period starts at the end of the current one; its invoice is drafted now and
     finalized an hour later (auto_advance)."""
-    start = _period(sub)[1]
+    previous, start = _period(sub)
     _, end = _cycle(sub, start)
     after = copy.deepcopy(sub)
     # Metered items bill the period that just ended (none after a trial).
@@ -1829,7 +1829,7 @@ def _renew(ctx: RequestContext, sub: StripeObject, *, from_trial: bool = False) 
     if from_trial:
         after["status"] = "active"
     # The renewal invoice is drafted first, so the update event names it as `latest_invoice`.
-    invoice = renewal_invoice(ctx, after, save=True)
+    invoice = renewal_invoice(ctx, after, save=True, previous_start=previous)
     after["latest_invoice"] = invoice["id"]
     _save(ctx, sub, after)
 
@@ -1840,10 +1840,16 @@ def renewal_invoice(
     *,
     save: bool,
     extra_items: list[StripeObject] | None = None,
+    previous_start: int | None = None,
 ) -> StripeObject:
     """The subscription's invoice for its current period: a line per item, then its
     pending invoice items (and `extra_items`, for a preview). Saved as a draft with
-    `invoice.created` when `save`."""
+    `invoice.created` when `save`. The invoice's own `period_start` / `period_end` are the
+    period that just ended (`previous_start` to the new period's start): the SDK's
+    `Invoice.period_end` docstring, "the latest timestamp at which invoice items can be
+    associated with this invoice", and Stripe's "the invoice is always for the previous
+    period while the line item for the subscription is always for the new" one
+    (stripe/stripe-dotnet#1611)."""
     customer = ctx.store.get("customer", sub["customer"])
     assert customer is not None
     invoice = invoices.draft(
@@ -1865,7 +1871,8 @@ def renewal_invoice(
     for item in sub["items"]["data"]:
         _item_line(ctx, invoice, sub, item, period, trial=False)
     # Stripe lists the prorations (the previous period's changes) first, then the new period.
-    invoice["period_start"], invoice["period_end"] = period[0], period[0]
+    invoice["period_start"] = period[0] if previous_start is None else previous_start
+    invoice["period_end"] = period[0]
     invoices.recompute(invoice)
     if save:
         invoices.claim_items(ctx, invoice, taken)
@@ -1922,7 +1929,7 @@ def preview(ctx: RequestContext, params: Params) -> StripeObject:
             code="invoice_upcoming_none",
         )
     upcoming = copy.deepcopy(simulated)
-    start = _period(upcoming)[1]
+    previous, start = _period(upcoming)
     _, end = _cycle(upcoming, start)
     # The usage so far in the current period (in a trial: none).
     trialing = upcoming["status"] == "trialing"
@@ -1932,10 +1939,11 @@ def preview(ctx: RequestContext, params: Params) -> StripeObject:
     }
     for item in upcoming["items"]["data"]:
         item["current_period_start"], item["current_period_end"] = start, end
-    invoice = renewal_invoice(cctx, upcoming, save=False, extra_items=prorations)
+    invoice = renewal_invoice(
+        cctx, upcoming, save=False, extra_items=prorations, previous_start=previous
+    )
     invoice["created"] = start
     invoice["automatically_finalizes_at"] = start + invoices.FINALIZE_DELAY
-    invoice["period_start"] = invoice["period_end"] = start
     if "proration_date" in update_params and invoice["parent"]:
         invoice["parent"]["subscription_details"]["subscription_proration_date"] = update_params[
             "proration_date"

@@ -346,7 +346,7 @@ def test_a_quantity_change_mid_period_creates_the_documented_prorations(
     assert sorted(str(li.description) for li in preview.lines.data) == sorted(
         str(li.description) for li in renewal.lines.data
     )
-    assert (preview.total, preview.amount_due, preview.period_start) == (2500, 2500, FEB_15)
+    assert (preview.total, preview.amount_due, preview.period_end) == (2500, 2500, FEB_15)
 
 
 def test_always_invoice_bills_the_prorations_at_once(stripe_client: Client) -> None:
@@ -1050,7 +1050,8 @@ def test_invoice_upcoming_is_sent_days_before_each_renewal(
         "invoice.created.data.object.id: missing (non-Optional in Invoice)"
     ]
     assert raw["parent"]["subscription_details"]["subscription"] == sub.id
-    assert (raw["total"], raw["status"], raw["period_start"]) == (2000, "draft", FEB_15)
+    # The invoice's own period is the one that ends at the renewal (stripe/stripe-dotnet#1611).
+    assert (raw["total"], raw["status"], raw["period_end"]) == (2000, "draft", FEB_15)
     assert [line["period"]["start"] for line in raw["lines"]["data"]] == [FEB_15]
     # The account setting: seven days.
     monkeypatch.setattr(subscriptions, "UPCOMING_RENEWAL_DAYS", 7)
@@ -1344,3 +1345,25 @@ def _private_keys_of_every_resource(
         "checkout.session",
     } <= kinds
     return [f"{where}: {p}" for where, body in bodies for p in _private_keys(body)]
+
+
+def test_a_renewal_invoice_covers_the_period_that_ended(stripe_client: Client) -> None:
+    """Stripe: "the invoice is always for the previous period while the line item for the
+    subscription is always for the new" one (stripe/stripe-dotnet#1611); the SDK's
+    `Invoice.period_end`: the latest time invoice items can be associated with it."""
+    clock = _clock(stripe_client)
+    customer = _customer(stripe_client, clock.id)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": _price(stripe_client).id}]}
+    )
+    preview = stripe_client.v1.invoices.create_preview({"subscription": sub.id})
+    assert (preview.period_start, preview.period_end) == (T0, FEB_15)
+    _advance(stripe_client, clock.id, FEB_15 + DAY)
+    (renewal,) = [
+        i
+        for i in stripe_client.v1.invoices.list({"customer": customer}).data
+        if i.billing_reason == "subscription_cycle"
+    ]
+    assert (renewal.period_start, renewal.period_end) == (T0, FEB_15)
+    (line,) = renewal.lines.data
+    assert (line.period.start, line.period.end) == (FEB_15, MAR_15)
