@@ -273,6 +273,9 @@ class ReconcileConfig(_Frozen):
         Annotated[StrictStr, BeforeValidator(_lower), Field(pattern=BR_KEY_PATTERN)], ...
     ] = ()
     """Unmarked Stripe objects to take over, by br_key: product/NAME, price/PRODUCT/NAME, ..."""
+    full_resync_interval: Duration = 3600
+    """How often a fleet domain (customers) lists every object (ceil(N/100) calls); between
+    full resyncs it reads Stripe's events after its stored cursor (0 = always list in full)."""
 
     def rate_limit_for(self, mode: Literal["test", "live"]) -> int:
         """The request budget for a key of `mode`."""

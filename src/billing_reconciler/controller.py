@@ -207,7 +207,7 @@ class Controller:
         except Exception as error:
             self._finish_run(run_id, RunResult.FAILED, planned.plan, error=str(error))
             raise
-        converged = not residual.has_work
+        converged = residual.converged
         if converged:
             self._settle_abandoned(run_id)
         self._finish_run(

@@ -3,7 +3,7 @@
 Each entry joins a domain's pure rules (`domains/<name>`) with its I/O edge
 (`effects/<name>`: the reader it observes through and the executors of its step kinds). The
 controller, the applier, the runtime and the CLI iterate this tuple and never spell a domain's
-name. Next come `customers`, then subscriptions, credits, checkouts, invoices.
+name. After `customers` come subscriptions, credits, checkouts, invoices.
 
 Adding a domain (e.g. `customers`) touches no shared code:
 1. `domains/customers.py`: the pure `Domain` (`domains.base`): its records, rules, step kinds,
@@ -22,7 +22,9 @@ from collections.abc import Sequence
 
 from billing_reconciler.controller import Registration
 from billing_reconciler.domains.catalog_domain import CatalogDomain
+from billing_reconciler.domains.customers import CustomersDomain
 from billing_reconciler.effects import catalog as catalog_effects
+from billing_reconciler.effects import customers as customers_effects
 
 CATALOG = Registration(
     domain=CatalogDomain(),
@@ -30,7 +32,13 @@ CATALOG = Registration(
     executors=catalog_effects.EXECUTORS,
 )
 
-DOMAINS: tuple[Registration, ...] = (CATALOG,)
+CUSTOMERS = Registration(
+    domain=CustomersDomain(),
+    open_reader=customers_effects.open_reader,
+    executors=customers_effects.EXECUTORS,
+)
+
+DOMAINS: tuple[Registration, ...] = (CATALOG, CUSTOMERS)
 
 
 def by_name(registrations: Sequence[Registration] = DOMAINS) -> dict[str, Registration]:

@@ -17,14 +17,12 @@ from billing_reconciler.store import (
     AccountRecord,
     AccountRepository,
     Address,
-    LedgerRepository,
     OrganizationRecord,
     OrganizationRepository,
     TaxId,
-    onboard_grant_id,
 )
+from billing_reconciler.store import grant_onboard_credits as store_grant
 
-ONBOARD_SOURCE = "system.starter"
 AUTO_CREATED_KEY = "auto_created"
 
 
@@ -75,21 +73,15 @@ def open_account(
 
 
 def grant_onboard_credits(context: ApiContext, session: Session, account: AccountRecord) -> None:
-    """`customer.onboard_credits_with_org`, once per org ever: the ledger id is derived from
-    the org id, so a later account of the same org (or a retry) finds it already granted."""
-    amount = context.config().billing.customer.onboard_credits_with_org
-    if amount <= 0:
-        return
-    ledger = LedgerRepository(session, clock=context.clock)
-    grant_id = onboard_grant_id(account.org_id)
-    if ledger.get(grant_id) is not None:
-        return
-    ledger.credit(
-        account.id,
-        id=grant_id,
-        amount=amount,
-        source=ONBOARD_SOURCE,
-        description="onboard credits",
+    """`customer.onboard_credits_with_org`, once per org ever (`store.grant_onboard_credits`:
+    the ledger id is derived from the org id, so a later account of the same org, or a
+    retry, finds it already granted)."""
+    store_grant(
+        session,
+        account_id=account.id,
+        org_id=account.org_id,
+        amount=context.config().billing.customer.onboard_credits_with_org,
+        clock=context.clock,
     )
 
 

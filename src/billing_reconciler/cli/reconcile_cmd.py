@@ -106,7 +106,12 @@ def render(sections: Sequence[Section], fmt: Format) -> str:
 
 
 def _sections(planned: Sequence[tuple[Controller, Planned]]) -> list[Section]:
-    return [Section(controller.domain.name, p.plan) for controller, p in planned]
+    return [
+        Section(
+            controller.domain.name, p.plan, fleet=bool(getattr(controller.domain, "fleet", False))
+        )
+        for controller, p in planned
+    ]
 
 
 def load_valid_desired(directory: Path) -> DesiredState:
@@ -326,14 +331,16 @@ def _apply(
 
     run_id, outcomes, residual = controller.apply(planned, on_step=report)
     log.info("apply finished", run_id=run_id, steps=len(outcomes))
-    if residual.has_work:
+    if not residual.converged:
         typer.echo("error: apply did not converge; the re-plan still has changes:", err=True)
         typer.echo(render_text(residual), err=True, nl=False)
         return EXIT_ERROR
-    restored = sum(1 for outcome in outcomes if outcome.step.reason is Reason.STORE_LOST)
+    # Restores run after the steps; only the store records a lost store needed are named.
+    restores = outcomes[len(planned.plan.steps) :]
+    restored = sum(1 for outcome in restores if outcome.step.reason is Reason.STORE_LOST)
     also = f", {restored} store records restored" if restored else ""
     typer.echo(
-        f"{prefix}Apply complete ({len(outcomes) - restored} steps{also}). "
+        f"{prefix}Apply complete ({len(outcomes) - len(restores)} steps{also}). "
         f"Re-plan: {summary_line(residual)}"
     )
     return EXIT_OK

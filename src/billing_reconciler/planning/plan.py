@@ -43,6 +43,12 @@ class Reason(StrEnum):
     DUPLICATE = "duplicate"
     # A store-only record (a plan) the store lost while Stripe shows it was applied.
     STORE_LOST = "store_lost"
+    # The customers domain (DESIGN §15): a field the customer changed in Stripe, pulled into
+    # the store; a managed customer deleted in Stripe (its account is disabled); the domain's
+    # own bookkeeping (its events cursor), written with the plan but never a change.
+    REMOTE_CHANGED = "remote_changed"
+    DELETED_IN_STRIPE = "deleted_in_stripe"
+    BOOKKEEPING = "bookkeeping"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +140,12 @@ class Plan:
     def has_work(self) -> bool:
         """Apply has something to do: steps, or store records to restore."""
         return bool(self.steps) or bool(self.restores)
+
+    @property
+    def converged(self) -> bool:
+        """What a re-plan after apply must be: no steps, and no restores but a domain's
+        bookkeeping (an events cursor moved by the events of our own writes)."""
+        return not self.steps and all(r.reason is Reason.BOOKKEEPING for r in self.restores)
 
     @property
     def refused(self) -> bool:

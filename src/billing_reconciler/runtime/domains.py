@@ -212,7 +212,7 @@ class DomainRunner:
             return self._result(
                 request, run_id, INTERRUPTED, RunMode.APPLY, planned.plan, applied=applied
             )
-        if residual.has_work:
+        if not residual.converged:
             # Recorded as failed by the controller. Usually Stripe changed under us mid-apply;
             # the retry re-plans from what is there now.
             remaining = len(residual.steps) + len(residual.restores)

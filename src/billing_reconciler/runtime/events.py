@@ -3,12 +3,16 @@
 Webhooks are hints, never state (DESIGN §11, STYLE 11): an event only names *what* to look at
 again. The reconcile it triggers re-reads Stripe; nothing in the payload is applied. So the
 router reads just enough of the event to target the work: the event type, and the object's
-identity (our `br_key` marker for catalog objects, the customer id for customer-owned ones).
+identity (our `br_key` marker for catalog objects, our `org_id` marker for customers, the
+customer id for customer-owned ones).
 
-Domains are named as in `billing.refresh_interval`: `catalog`, `customer`, `subscription`,
-`checkout`, `invoice`. Scopes are domain-specific identities: product keys
-(`product/<name>`) for the catalog, Stripe customer ids for the customer-owned domains.
-`scope=None` means the whole domain.
+Domains are named as registered (`catalog`, `customers`) or, for the ones not built yet, as
+in `billing.refresh_interval` (`subscription`, `checkout`, `invoice`: requests for them are
+dropped by the runtime). Scopes are request keys: `product/<name>` for the catalog,
+`customer/<org_id>` for the customers domain (a customer without our marker is foreign and
+ignored; a `customer.tax_id.*` event names only the Stripe customer, so it asks for the
+customers domain as a whole, whose events cursor then names that one customer); Stripe
+customer ids for the domains not built yet. `scope=None` means the whole domain.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from billing_reconciler.model import MANAGED_BY, META_KEY, META_MANAGED_BY
+from billing_reconciler.model_customers import META_ORG_ID, customer_key, org_id_of_key
 from billing_reconciler.planning.scope import product_of
 
 CATALOG: Final = "catalog"
-CUSTOMER: Final = "customer"
+CUSTOMERS: Final = "customers"
 SUBSCRIPTION: Final = "subscription"
 CHECKOUT: Final = "checkout"
 INVOICE: Final = "invoice"
@@ -79,11 +84,17 @@ def _id_of(value: object) -> str | None:
 
 
 def _the_customer(domain: str, obj: Mapping[str, Any], reason: str) -> ReconcileRequest | None:
-    """A customer object: reconcile that customer."""
-    customer = _id_of(obj.get("id"))
-    if customer is None:
+    """A customer of ours: reconcile that org's customer (`customer/<org_id>`)."""
+    metadata = _ours(obj)
+    if metadata is None:
         return None
-    return ReconcileRequest(domain=domain, scope=frozenset({customer}), reason=reason)
+    org_id = metadata.get(META_ORG_ID)
+    if not isinstance(org_id, str) or not org_id:
+        key = metadata.get(META_KEY)
+        org_id = org_id_of_key(key) if isinstance(key, str) else None
+    if not org_id:
+        return None
+    return ReconcileRequest(domain=domain, scope=frozenset({customer_key(org_id)}), reason=reason)
 
 
 def _owning_customer(domain: str, obj: Mapping[str, Any], reason: str) -> ReconcileRequest | None:
@@ -106,13 +117,14 @@ _PREFIX_ROUTES: Final[tuple[tuple[str, str, _Router], ...]] = (
     ("price.", CATALOG, _catalog_product),
     ("entitlements.feature.", CATALOG, _whole_domain),
     ("billing.meter.", CATALOG, _whole_domain),
+    ("customer.tax_id.", CUSTOMERS, _whole_domain),
 )
 
 # The 13 event types our billing docs list (Frontier's webhook handling).
 _EXACT_ROUTES: Final[Mapping[str, tuple[str, _Router]]] = {
-    "customer.created": (CUSTOMER, _the_customer),
-    "customer.updated": (CUSTOMER, _the_customer),
-    "customer.deleted": (CUSTOMER, _the_customer),
+    "customer.created": (CUSTOMERS, _the_customer),
+    "customer.updated": (CUSTOMERS, _the_customer),
+    "customer.deleted": (CUSTOMERS, _the_customer),
     "invoice.created": (INVOICE, _owning_customer),
     "invoice.finalized": (INVOICE, _owning_customer),
     "invoice.paid": (INVOICE, _owning_customer),

@@ -220,6 +220,7 @@ class Runtime:
         registrations: Sequence[Registration] = DOMAINS,
     ) -> None:
         self._registrations = tuple(registrations)
+        self._by_name = {registration.name: registration for registration in self._registrations}
         self._directory = directory
         self._initial_state = state
         self._stripe = stripe
@@ -317,10 +318,17 @@ class Runtime:
             config=lambda: self.desired.current.config,
             installation_id=lambda: self.desired.installation_id,
             live_mode=self._stripe.api_key.startswith(("sk_live_", "rk_live_")),
-            request_reconcile=lambda domain, scope, reason: self.queue.put(
-                ReconcileRequest(domain, scope, reason)
-            ),
+            request_reconcile=self._api_request,
         )
+
+    def _api_request(self, kind: str, ids: frozenset[str], reason: str) -> None:
+        """The API names what it touched by kind and ids (`customer`, org ids): every domain
+        whose request keys include `<kind>/<id>` reconciles those keys (DESIGN §14: one
+        customer across the fleet domains), without the runtime spelling a domain name."""
+        keys = frozenset(f"{kind}/{identity}" for identity in ids)
+        for name, registration in self._by_name.items():
+            if keys and all(registration.domain.scope_of(key) == key for key in keys):
+                self.queue.put(ReconcileRequest(name, keys, reason))
 
     # --- behaviour ------------------------------------------------------------------------
 

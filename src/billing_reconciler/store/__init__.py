@@ -44,6 +44,7 @@ from billing_reconciler.store.ledger import (
     onboard_grant_id,
     revert_source,
 )
+from billing_reconciler.store.onboard import grant_onboard_credits
 from billing_reconciler.store.organizations import (
     MemberRecord,
     MemberRepository,
@@ -101,6 +102,7 @@ __all__ = [
     "current_revision",
     "default_actor",
     "default_sqlite_url",
+    "grant_onboard_credits",
     "head_revision",
     "normalize_url",
     "onboard_grant_id",

@@ -50,12 +50,26 @@ CUSTOMER_OWNED = [
 
 @pytest.mark.parametrize("event_type", ["customer.created", "customer.updated", "customer.deleted"])
 def test_customer_events_target_that_customer(resources: dict[str, Any], event_type: str) -> None:
-    customer = stripe_object(resources, "customer")
+    customer = stripe_object(
+        resources, "customer", metadata={**OURS, "br_key": "customer/acme", "org_id": "acme"}
+    )
     assert route_event(event(event_type, customer, "evt_c")) == ReconcileRequest(
-        domain="customer",
-        scope=frozenset({customer["id"]}),
+        domain="customers",
+        scope=frozenset({"customer/acme"}),
         reason=f"webhook {event_type} evt_c",
     )
+
+
+@pytest.mark.parametrize("event_type", ["customer.updated", "customer.deleted"])
+def test_a_foreign_customer_is_ignored(resources: dict[str, Any], event_type: str) -> None:
+    assert route_event(event(event_type, stripe_object(resources, "customer"))) is None
+
+
+def test_a_tax_id_event_asks_for_the_customers_domain() -> None:
+    tax_id = {"id": "txi_1", "object": "tax_id", "customer": "cus_1"}
+    request = route_event(event("customer.tax_id.created", tax_id))
+    assert request is not None
+    assert (request.domain, request.scope) == ("customers", None)
 
 
 @pytest.mark.parametrize(("event_type", "resource", "domain"), CUSTOMER_OWNED)

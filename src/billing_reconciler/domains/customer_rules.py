@@ -1,0 +1,560 @@
+"""The customers domain's rules: accounts + Stripe customers -> the ordered plan. Pure.
+
+Per org, in apply order (each group one batch, independent steps sent concurrently):
+1. `billing_account` create: a contract customer without an account (store only; the
+   executor also grants the onboard credits, once per org ever);
+2. `customer` create: an online account without a customer (key from
+   `model_customers.creation_idempotency_key`, markers of §14, tax ids as `tax_id_data`);
+   an unlinked account whose customer Stripe already lists (a crash after the create, or a
+   lost store) is linked instead (a restore, not a change);
+3. `customer` update: fields pushed (local changed, or both changed: local wins and the
+   conflict is reported as drift and on the field);
+4. `billing_account` update: a contract's YAML written into the store (`desired_changed`),
+   fields pulled from Stripe (`remote_changed`, the customer edited them in the portal), a
+   currency Stripe set first;
+5. `billing_account` archive: the account's managed customer was deleted in Stripe (or is
+   missing from a full listing): the account is disabled, never re-created silently.
+A currency Stripe holds that differs from the account's is a warning: once set, it is fixed.
+A contract account whose org has only a disabled account is reported and left alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from billing_reconciler.desired.state import CustomerSpec
+from billing_reconciler.domains.base import PlanContext
+from billing_reconciler.domains.customer_merge import (
+    CurrencyOutcome,
+    CustomerMerge,
+    FieldValue,
+    last_applied_to_json,
+    merge_customer,
+    tax_id_changes,
+    update_params,
+)
+from billing_reconciler.domains.customer_merge import FieldChange as MergeChange
+from billing_reconciler.domains.customer_types import CustomersObserved, StoredAccount
+from billing_reconciler.model_customers import (
+    CustomerFields,
+    CustomerRecord,
+    creation_idempotency_key,
+    customer_key,
+)
+from billing_reconciler.planning.plan import (
+    Action,
+    DriftItem,
+    FieldChange,
+    Notice,
+    Plan,
+    Reason,
+    Step,
+    canonical_json,
+    digest,
+)
+
+#: Step kinds: a Stripe customer (create, push), a billing account row (contract create,
+#: contract settings, pull, disable), the events cursor (a restore).
+CUSTOMER_STEP: Final = "customer"
+ACCOUNT_STEP: Final = "billing_account"
+CURSOR_STEP: Final = "customer_cursor"
+CURSOR_KEY = f"{CURSOR_STEP}/events"
+ACCOUNT_CREATES, CREATES, PUSHES, STORE_WRITES, DISABLES = 1, 2, 3, 4, 5
+
+
+def account_key(org_id: str) -> str:
+    return f"{ACCOUNT_STEP}/{org_id}"
+
+
+@dataclass(slots=True)
+class _Draft:
+    """The plan being built, by phase."""
+
+    context: PlanContext
+    phases: dict[int, list[Step]] = field(default_factory=dict)
+    restores: list[Step] = field(default_factory=list)
+    drift: list[DriftItem] = field(default_factory=list)
+    orphans: list[Notice] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, phase: int, step: Step) -> None:
+        self.phases.setdefault(phase, []).append(dataclasses.replace(step, batch=phase))
+
+    def key(self, *parts: str) -> str:
+        return "br:" + digest(self.context.key_salt, self.context.installation_id, *parts)
+
+
+def customers_plan(
+    specs: Mapping[str, CustomerSpec], observed: CustomersObserved, context: PlanContext
+) -> Plan:
+    draft = _Draft(context)
+    accounts = {a.org_id: a for a in observed.accounts}
+    orgs: Iterable[str] = sorted(set(accounts) | set(specs))
+    scope = context.options.scope
+    if scope is not None:
+        orgs = [org for org in orgs if customer_key(org) in scope]
+    for org in orgs:
+        _plan_org(draft, org, accounts.get(org), specs.get(org), observed)
+    steps = tuple(step for phase in sorted(draft.phases) for step in draft.phases[phase])
+    _cursor(draft, observed)
+    return Plan(
+        steps=steps,
+        installation_id=context.installation_id,
+        desired_revision=context.state.revision,
+        fingerprint=_fingerprint(observed),
+        created_at=context.now,
+        drift=tuple(draft.drift),
+        orphans=tuple(draft.orphans),
+        warnings=tuple(draft.warnings),
+        restores=tuple(draft.restores),
+    )
+
+
+def _plan_org(
+    draft: _Draft,
+    org: str,
+    account: StoredAccount | None,
+    spec: CustomerSpec | None,
+    observed: CustomersObserved,
+) -> None:
+    if account is None:
+        if spec is not None:
+            _new_contract_account(draft, spec, observed)
+        return
+    if spec is None and account.contract:
+        draft.orphans.append(
+            Notice(
+                account_key(org),
+                ACCOUNT_STEP,
+                account.stripe_id,
+                "no longer declared in desired/customers: kept as an ordinary account",
+            )
+        )
+    local = spec.customer_fields() if spec is not None else account.fields
+    offline = spec.offline if spec is not None else account.offline
+    if spec is not None:
+        _contract_settings(draft, spec, account)
+    if offline:
+        if spec is not None:
+            _store_fields(draft, account, _contract_store(local, account.fields))
+        return
+    remote = _remote_of(draft, account, observed)
+    if remote is None:
+        return
+    if remote.stripe_id is None:
+        _create(draft, org, local, account)
+        return
+    merge = merge_customer(
+        local=local,
+        remote=remote.fields,
+        last_applied=account.last_values(),
+        contract=spec is not None,
+        local_currency=account.currency,
+        remote_currency=remote.currency,
+    )
+    _apply_merge(draft, account, remote, merge, contract=spec is not None)
+
+
+def _remote_of(
+    draft: _Draft, account: StoredAccount, observed: CustomersObserved
+) -> CustomerRecord | None:
+    """The account's live customer; a record without a stripe id: create one; None: no
+    customer work this pass (not observed, or the account is being disabled)."""
+    live = {c.stripe_id: c for c in observed.live.customers if c.stripe_id}
+    if account.stripe_id is None:
+        linked = _linkable(account, observed)
+        if linked is None:
+            return CustomerRecord(key=customer_key(account.org_id), org_id=account.org_id)
+        draft.restores.append(
+            Step(
+                action=Action.UPDATE,
+                kind=ACCOUNT_STEP,
+                key=account_key(account.org_id),
+                reason=Reason.STORE_LOST,
+                params={"stripe_customer_id": linked.stripe_id},
+                stripe_id=linked.stripe_id,
+                idempotency_key=draft.key("link", account.account_id, linked.stripe_id or ""),
+            )
+        )
+        return linked
+    remote = live.get(account.stripe_id)
+    gone = account.stripe_id in observed.live.deleted_ids or (observed.complete and remote is None)
+    if gone:
+        _disable(draft, account)
+        return None
+    return remote
+
+
+def _linkable(account: StoredAccount, observed: CustomersObserved) -> CustomerRecord | None:
+    """A listed customer of ours for this org that no active account claims."""
+    claimed = {a.stripe_id for a in observed.accounts if a.stripe_id}
+    for customer in observed.live.customers:
+        if customer.org_id == account.org_id and customer.stripe_id not in claimed:
+            return customer
+    return None
+
+
+def _new_contract_account(draft: _Draft, spec: CustomerSpec, observed: CustomersObserved) -> None:
+    if spec.org_id in observed.inactive_orgs:
+        draft.orphans.append(
+            Notice(
+                account_key(spec.org_id),
+                ACCOUNT_STEP,
+                None,
+                "declared in desired/customers, but the org's account is disabled: "
+                "enable it through the API (never re-created silently)",
+            )
+        )
+        return
+    fields = spec.customer_fields()
+    params = {
+        "org_id": spec.org_id,
+        **_shown(fields),
+        "currency": spec.currency,
+        "offline": spec.offline,
+        "credit_min": spec.credit_min,
+        "due_in_days": spec.due_in_days,
+        "onboard_credits": draft.context.state.config.billing.customer.onboard_credits_with_org,
+    }
+    draft.add(
+        ACCOUNT_CREATES,
+        Step(
+            action=Action.CREATE,
+            kind=ACCOUNT_STEP,
+            key=account_key(spec.org_id),
+            reason=Reason.NEW,
+            params=params,
+            idempotency_key=draft.key("account", spec.org_id, canonical_json(params)),
+        ),
+    )
+    if not spec.offline:
+        draft.add(CREATES, _create_step(draft, spec.org_id, fields, test_clock=None, metadata={}))
+
+
+def _contract_settings(draft: _Draft, spec: CustomerSpec, account: StoredAccount) -> None:
+    settings: dict[str, Any] = {
+        "offline": spec.offline,
+        "credit_min": spec.credit_min,
+        "due_in_days": spec.due_in_days,
+        "contract": True,
+    }
+    current: dict[str, Any] = {
+        "offline": account.offline,
+        "credit_min": account.credit_min,
+        "due_in_days": account.due_in_days,
+        "contract": account.contract,
+    }
+    if spec.currency != account.currency:
+        if account.currency is None:
+            settings["currency"], current["currency"] = spec.currency, None
+        else:
+            draft.warnings.append(
+                f"{customer_key(spec.org_id)}: desired/customers says currency {spec.currency}, "
+                f"the account's is {account.currency}; a currency once set never changes"
+            )
+    changed = {k: v for k, v in settings.items() if current.get(k) != v}
+    if not changed:
+        return
+    draft.add(
+        STORE_WRITES,
+        Step(
+            action=Action.UPDATE,
+            kind=ACCOUNT_STEP,
+            key=account_key(spec.org_id),
+            reason=Reason.DESIRED_CHANGED,
+            params={"settings": changed},
+            changes=tuple(FieldChange(k, current.get(k), v) for k, v in sorted(changed.items())),
+            idempotency_key=draft.key("settings", account.account_id, canonical_json(changed)),
+        ),
+    )
+
+
+def _create(draft: _Draft, org: str, local: CustomerFields, account: StoredAccount) -> None:
+    draft.add(
+        CREATES,
+        _create_step(
+            draft, org, local, test_clock=account.test_clock, metadata=dict(account.metadata)
+        ),
+    )
+
+
+def _create_step(
+    draft: _Draft,
+    org: str,
+    fields: CustomerFields,
+    *,
+    test_clock: str | None,
+    metadata: Mapping[str, str],
+) -> Step:
+    params: dict[str, Any] = {
+        "org_id": org,
+        "installation_id": draft.context.installation_id,
+        **_shown(fields),
+    }
+    if metadata:
+        params["metadata"] = dict(metadata)
+    if test_clock:
+        params["test_clock"] = test_clock
+    params["revision"] = draft.context.state.revision
+    return Step(
+        action=Action.CREATE,
+        kind=CUSTOMER_STEP,
+        key=customer_key(org),
+        reason=Reason.NEW,
+        params=params,
+        # Derived from (installation, org) alone: a rerun after a crash replays Stripe's first
+        # answer instead of creating a second customer.
+        idempotency_key=creation_idempotency_key(
+            installation_id=draft.context.installation_id, org_id=org
+        ),
+    )
+
+
+def _apply_merge(
+    draft: _Draft,
+    account: StoredAccount,
+    remote: CustomerRecord,
+    merge: CustomerMerge,
+    *,
+    contract: bool,
+) -> None:
+    in_sync = {
+        name: value
+        for name, value in last_applied_to_json(merge.merged).items()
+        if name not in {c.field for c in merge.changes}
+        and account.last_applied.get(name, _MISSING) != value
+    }
+    pushed = merge.push
+    if pushed:
+        _push(draft, account, remote, merge, in_sync)
+        in_sync = {}
+    pulled = merge.pull
+    if contract:
+        # A contract's YAML is written into the store too, so the API shows what applies.
+        _store_fields(draft, account, merge.merged, exclude=frozenset(c.field for c in pulled))
+    if pulled or merge.currency.outcome is CurrencyOutcome.PULL or in_sync:
+        _pull(draft, account, merge, in_sync)
+    if merge.currency.outcome is CurrencyOutcome.REFUSED:
+        draft.warnings.append(
+            f"{customer_key(account.org_id)}: Stripe bills customer {remote.stripe_id} in "
+            f"{merge.currency.remote}, the account's currency is {merge.currency.local}; "
+            "a currency once set never changes (left as is)"
+        )
+
+
+def _push(
+    draft: _Draft,
+    account: StoredAccount,
+    remote: CustomerRecord,
+    merge: CustomerMerge,
+    in_sync: Mapping[str, Any],
+) -> None:
+    pushed = merge.push
+    add, delete = tax_id_changes(pushed)
+    txi = dict(remote.stripe_tax_ids)
+    merged_json = last_applied_to_json(merge.merged)
+    params: dict[str, Any] = {
+        "update": update_params(pushed),
+        "add_tax_ids": [{"type": t.type, "value": t.value} for t in add],
+        "delete_tax_ids": [
+            {"id": txi[t], "type": t.type, "value": t.value} for t in delete if t in txi
+        ],
+        "last_applied": {**in_sync, **{c.field: merged_json[c.field] for c in pushed}},
+    }
+    key = customer_key(account.org_id)
+    for change in merge.conflicts:
+        draft.drift.append(
+            DriftItem(
+                key=key,
+                path=change.field,
+                applied=_json_value(account.last_applied.get(change.field)),
+                live=_one(change.old),
+                corrected=True,
+            )
+        )
+    draft.add(
+        PUSHES,
+        Step(
+            action=Action.UPDATE,
+            kind=CUSTOMER_STEP,
+            key=key,
+            reason=Reason.DRIFT if merge.conflicts else Reason.DESIRED_CHANGED,
+            params=params,
+            changes=tuple(_shown_change(c) for c in pushed),
+            stripe_id=remote.stripe_id,
+            idempotency_key=draft.key(
+                "push",
+                account.account_id,
+                canonical_json(account.last_applied),
+                canonical_json(params),
+            ),
+        ),
+    )
+
+
+def _pull(
+    draft: _Draft, account: StoredAccount, merge: CustomerMerge, in_sync: Mapping[str, Any]
+) -> None:
+    merged_json = last_applied_to_json(merge.merged)
+    pulled = merge.pull
+    fields = {c.field: merged_json[c.field] for c in pulled}
+    params: dict[str, Any] = {"fields": fields, "last_applied": {**in_sync, **fields}}
+    changes = [_shown_change(c) for c in pulled]
+    if merge.currency.outcome is CurrencyOutcome.PULL:
+        params["currency"] = merge.currency.remote
+        changes.append(FieldChange("currency", merge.currency.local, merge.currency.remote))
+    draft.add(
+        STORE_WRITES,
+        Step(
+            action=Action.UPDATE,
+            kind=ACCOUNT_STEP,
+            key=account_key(account.org_id),
+            reason=Reason.REMOTE_CHANGED,
+            params=params,
+            changes=tuple(changes),
+            idempotency_key=draft.key(
+                "pull",
+                account.account_id,
+                canonical_json(account.last_applied),
+                canonical_json(params),
+            ),
+        ),
+    )
+
+
+def _store_fields(
+    draft: _Draft,
+    account: StoredAccount,
+    target: CustomerFields,
+    *,
+    exclude: frozenset[str] = frozenset(),
+) -> None:
+    """A contract account's store fields set to the YAML's (no Stripe call, no last-applied;
+    the fields a pull writes are left to it)."""
+    current = last_applied_to_json(account.fields)
+    wanted = last_applied_to_json(target)
+    fields = {k: v for k, v in wanted.items() if current[k] != v and k not in exclude}
+    if not fields:
+        return
+    draft.add(
+        STORE_WRITES,
+        Step(
+            action=Action.UPDATE,
+            kind=ACCOUNT_STEP,
+            key=account_key(account.org_id),
+            reason=Reason.DESIRED_CHANGED,
+            params={"fields": fields, "last_applied": {}},
+            changes=tuple(
+                FieldChange(k, _json_value(current[k]), _json_value(v)) for k, v in fields.items()
+            ),
+            idempotency_key=draft.key("contract", account.account_id, canonical_json(fields)),
+        ),
+    )
+
+
+def _contract_store(spec: CustomerFields, stored: CustomerFields) -> CustomerFields:
+    """The YAML's value for each field it sets; the store's for the others."""
+    return CustomerFields(
+        name=spec.name or stored.name,
+        email=spec.email or stored.email,
+        phone=spec.phone or stored.phone,
+        address=spec.address or stored.address,
+        tax_ids=spec.tax_ids or stored.tax_ids,
+    ).canonical()
+
+
+def _disable(draft: _Draft, account: StoredAccount) -> None:
+    why = (
+        f"its Stripe customer {account.stripe_id} was deleted in Stripe: the account is "
+        "disabled, not re-created (enable it through the API to start again)"
+    )
+    draft.add(
+        DISABLES,
+        Step(
+            action=Action.ARCHIVE,
+            kind=ACCOUNT_STEP,
+            key=account_key(account.org_id),
+            reason=Reason.DELETED_IN_STRIPE,
+            params={"reason": f"Stripe customer {account.stripe_id} deleted in Stripe"},
+            stripe_id=account.stripe_id,
+            impact=why,
+            idempotency_key=draft.key("disable", account.account_id),
+        ),
+    )
+
+
+def _cursor(draft: _Draft, observed: CustomersObserved) -> None:
+    """Record where the events were read to, and a full resync (a restore: bookkeeping)."""
+    position = observed.moved_to
+    if not observed.resynced and position is None:
+        return
+    params: dict[str, Any] = {
+        "event_id": None if position is None else position.event_id,
+        "created": None if position is None else position.created,
+        "full_resync_at": draft.context.now if observed.resynced else None,
+    }
+    draft.restores.append(
+        Step(
+            action=Action.UPDATE,
+            kind=CURSOR_STEP,
+            key=CURSOR_KEY,
+            reason=Reason.BOOKKEEPING,
+            params=params,
+            idempotency_key=draft.key("cursor", canonical_json(params)),
+        )
+    )
+
+
+_MISSING = object()
+
+
+def _shown(fields: CustomerFields) -> dict[str, Any]:
+    """The set fields in the store's JSON form (what a create sends and the plan shows)."""
+    return {k: v for k, v in last_applied_to_json(fields).items() if v not in (None, [], {})}
+
+
+def _shown_change(change: MergeChange) -> FieldChange:
+    """A merge change as the plan shows it (before -> after on the side written); a conflict
+    is flagged as drift: someone edited Stripe, and local wins."""
+    return FieldChange(
+        path=change.field,
+        before=_one(change.old),
+        after=_one(change.new),
+        drift=change.conflict,
+    )
+
+
+def _one(value: FieldValue) -> Any:
+    """A merged value as the plan shows it: tax ids as `type:value`, an address's set parts."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, tuple):
+        return [f"{t.type}:{t.value}" for t in value]
+    return {k: v for k, v in dataclasses.asdict(value).items() if v}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return [f"{t['type']}:{t['value']}" if isinstance(t, Mapping) else t for t in value]
+    if isinstance(value, Mapping):
+        return {k: v for k, v in value.items() if v}
+    return value
+
+
+def _fingerprint(observed: CustomersObserved) -> str:
+    """Of the accounts, the customers and the cursor the plan was computed from."""
+    data = {
+        "accounts": [dataclasses.asdict(a) for a in observed.accounts],
+        "live": sorted(
+            (dataclasses.asdict(c) for c in observed.live.customers),
+            key=lambda c: str(c["stripe_id"]),
+        ),
+        "deleted": sorted(observed.live.deleted_ids),
+        "cursor": dataclasses.asdict(observed.cursor),
+        "moved_to": None if observed.moved_to is None else dataclasses.asdict(observed.moved_to),
+    }
+    return digest(json.dumps(data, sort_keys=True, default=str))

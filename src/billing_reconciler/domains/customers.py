@@ -1,0 +1,197 @@
+"""The customers domain (DESIGN §14, §15): every billing account that should be online has
+one Stripe customer of ours, its fields merged three ways. Pure: all I/O is the reader's.
+
+Desired: the active accounts of the store that are online (auto-created with their org or
+created explicitly; `offline` ones wait for `register`, which only flips the flag), plus the
+contract customers of `desired/customers/*.yaml`, for which the YAML is the local side and
+always wins. The accounts live in the store, so `desired()` is only the YAML; the store's
+accounts are read in `observe` beside Stripe.
+
+Observed (never a call per customer): a full resync lists every customer (ceil(N/100) calls)
+when none was made for `reconcile.full_resync_interval`; between full resyncs the events after
+the stored cursor name the customers to retrieve, together with the accounts whose local
+fields differ from what was last applied (a local edit to push). A customer neither named nor
+dirty is unchanged on both sides and is left out of the plan. A targeted request
+(`customer/<org_id>`) retrieves only its accounts' customers.
+
+The cursor is this domain's bookkeeping: a plan restore with reason `bookkeeping`, written by
+apply (never by a dry run or a follower, which would lose the events for the leader), after a
+full resync or whenever the events moved. The re-plan that checks convergence after an apply
+reads the events of our own writes and moves it again: a plan whose only work is bookkeeping
+counts as converged (`Plan.converged`); the next pass records it.
+
+The rules are in `domains.customer_rules`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Protocol
+
+from billing_reconciler.desired.state import CustomerSpec, DesiredState
+from billing_reconciler.domains.base import PlanContext
+from billing_reconciler.domains.customer_rules import (
+    ACCOUNT_STEP,
+    CURSOR_STEP,
+    CUSTOMER_STEP,
+    customers_plan,
+)
+from billing_reconciler.domains.customer_types import (
+    CursorState,
+    CustomerChanges,
+    CustomersObserved,
+    EventPosition,
+    LiveCustomers,
+    StoredAccount,
+)
+from billing_reconciler.model_customers import customer_key, org_id_of_key
+from billing_reconciler.planning.plan import Plan
+
+NAME: Final = "customers"
+
+__all__ = [
+    "ACCOUNT_STEP",
+    "CURSOR_STEP",
+    "CUSTOMER_STEP",
+    "NAME",
+    "CustomersDomain",
+    "CustomersReader",
+]
+
+
+class CustomersReader(Protocol):
+    """What the domain reads; `effects.customers.CustomersIO` implements it."""
+
+    def accounts(self, org_ids: frozenset[str] | None) -> Sequence[StoredAccount]:
+        """The active accounts (of `org_ids` only, when given)."""
+        ...
+
+    def cursor(self) -> CursorState: ...
+
+    def changes_since(self, position: EventPosition | None) -> CustomerChanges: ...
+
+    def all_customers(self, *, installation_id: str) -> LiveCustomers: ...
+
+    def customers_by_id(self, ids: Iterable[str], *, installation_id: str) -> LiveCustomers: ...
+
+    def orgs_with_accounts(self, org_ids: Iterable[str]) -> frozenset[str]:
+        """Which of `org_ids` have an account in any state (a disabled one blocks a contract
+        customer's re-creation)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ContractCustomers:
+    """The desired side from YAML: contract customers by org id."""
+
+    specs: Mapping[str, CustomerSpec] = field(default_factory=dict)
+
+
+class CustomersDomain:
+    """See the module docstring."""
+
+    name: Final = NAME
+    kinds: Final = frozenset({CUSTOMER_STEP, ACCOUNT_STEP, CURSOR_STEP})
+    #: Its plan is a fleet: identical changes are grouped when rendered (DESIGN §14).
+    fleet: Final = True
+
+    def refresh_seconds(self, state: DesiredState) -> int:
+        return int(state.config.billing.refresh_interval.customer)
+
+    def desired(self, state: DesiredState, context: PlanContext) -> ContractCustomers:
+        del context
+        return ContractCustomers(specs={spec.org_id: spec for spec in state.customers})
+
+    def observe(
+        self, reader: CustomersReader, desired: ContractCustomers, context: PlanContext
+    ) -> CustomersObserved:
+        return self._with_inactive(reader, desired, self._observe(reader, desired, context))
+
+    def _observe(
+        self, reader: CustomersReader, desired: ContractCustomers, context: PlanContext
+    ) -> CustomersObserved:
+        scope = context.options.scope
+        installation = context.installation_id
+        if scope is not None:
+            orgs = frozenset(o for key in scope if (o := org_id_of_key(key)) is not None)
+            accounts = tuple(reader.accounts(orgs))
+            live = reader.customers_by_id(_online_ids(accounts), installation_id=installation)
+            return CustomersObserved(accounts=accounts, live=live, complete=False)
+        accounts = tuple(reader.accounts(None))
+        cursor = reader.cursor()
+        interval = int(context.state.config.reconcile.full_resync_interval)
+        due = cursor.full_resync_at is None or context.now - cursor.full_resync_at >= interval
+        if not due:
+            changes = reader.changes_since(cursor.position)
+            if cursor.position is None and changes.position is None:
+                # Resynced while the account had no customer event yet, and still none.
+                changes = CustomerChanges((), None, full_resync=False)
+            if not changes.full_resync:
+                named = {*changes.customer_ids, *_dirty_ids(accounts, desired)}
+                return CustomersObserved(
+                    accounts=accounts,
+                    live=reader.customers_by_id(sorted(named), installation_id=installation),
+                    complete=False,
+                    cursor=cursor,
+                    moved_to=changes.position if changes.position != cursor.position else None,
+                )
+        # The position is taken before listing, so a change made during the listing is read
+        # from the events next time.
+        start = reader.changes_since(None).position
+        return CustomersObserved(
+            accounts=accounts,
+            live=reader.all_customers(installation_id=installation),
+            complete=True,
+            cursor=cursor,
+            moved_to=start,
+            resynced=True,
+        )
+
+    def plan(
+        self, desired: ContractCustomers, observed: CustomersObserved, context: PlanContext
+    ) -> Plan:
+        return customers_plan(desired.specs, observed, context)
+
+    def _with_inactive(
+        self, reader: CustomersReader, desired: ContractCustomers, observed: CustomersObserved
+    ) -> CustomersObserved:
+        active = {a.org_id for a in observed.accounts}
+        missing = [org for org in desired.specs if org not in active]
+        if not missing:
+            return observed
+        return replace(observed, inactive_orgs=reader.orgs_with_accounts(missing))
+
+    def annotate(self, plan: Plan, reader: CustomersReader) -> Plan:
+        del reader
+        return plan
+
+    def desired_fields(self, desired: ContractCustomers) -> dict[str, dict[str, Any]]:
+        # The merge's last-applied values live on the account row (its executors write
+        # them), not in the shared last-applied table.
+        del desired
+        return {}
+
+    def scope_of(self, key: str) -> str | None:
+        """`customer/<org>` and `billing_account/<org>` both belong to `customer/<org>`."""
+        kind, sep, org_id = key.partition("/")
+        if not sep or not org_id or kind not in (CUSTOMER_STEP, ACCOUNT_STEP):
+            return None
+        return customer_key(org_id)
+
+
+def _online_ids(accounts: Iterable[StoredAccount]) -> list[str]:
+    return [a.stripe_id for a in accounts if a.stripe_id and not a.offline]
+
+
+def _dirty_ids(accounts: Iterable[StoredAccount], desired: ContractCustomers) -> list[str]:
+    """Customers of accounts whose local side differs from what was last applied."""
+    ids: list[str] = []
+    for account in accounts:
+        if not account.stripe_id or account.offline:
+            continue
+        spec = desired.specs.get(account.org_id)
+        local = spec.customer_fields() if spec is not None else account.fields
+        if account.last_fields() != local:
+            ids.append(account.stripe_id)
+    return ids

@@ -1,0 +1,155 @@
+"""The customers domain in `reconcile serve`: the host API and Stripe's webhooks each make
+`serve` reconcile one customer at once (real process, real HTTP, real PostgreSQL, the
+emulator delivering signed webhooks). The customer refresh interval is set to an hour, so
+what happens within these seconds happened because of the API call or the webhook."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from billing_reconciler.store import AccountRepository, Store
+from tests.e2e.test_serve import (  # noqa: F401
+    START_TIMEOUT,
+    applied_run,
+    eventually,
+    free_port,
+    quiet,
+    sdk,
+    workdir,
+)
+from tests.fixtures.emulator import TEST_API_KEY, EmulatorHandle
+
+pytestmark = pytest.mark.timeout(120)
+TOKEN = "app-token-for-tests"
+
+
+@pytest.fixture
+def serve(
+    workdir: Path,  # noqa: F811
+    emulator: EmulatorHandle,
+    postgres_database_url: str,
+) -> Iterator[str]:
+    billing = workdir / "desired" / "billing.yaml"
+    billing.write_text(billing.read_text().replace("customer: 1m", "customer: 1h"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    endpoint = sdk(emulator).v1.webhook_endpoints.create(
+        {"url": f"{url}/v1beta1/webhooks/stripe", "enabled_events": ["*"]}
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "BILLING_"))}
+    env.update(
+        STRIPE_API_KEY=TEST_API_KEY,
+        STRIPE_API_BASE=emulator.url,
+        BILLING_WEBHOOK_SECRETS=str(endpoint.secret),
+        BILLING_DATABASE_URL=postgres_database_url,
+        BILLING_API_TOKENS=TOKEN,
+    )
+    log = (workdir / "serve.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "billing_reconciler",
+            "serve",
+            "--desired",
+            str(workdir / "desired"),
+            "--port",
+            str(port),
+        ],
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def healthy() -> bool:
+        assert process.poll() is None, (workdir / "serve.log").read_text()[-4000:]
+        try:
+            return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        eventually(healthy, timeout=START_TIMEOUT, what="serve to answer /healthz")
+        yield url
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+        log.close()
+
+
+def _customer_of(emulator: EmulatorHandle, org_id: str) -> object | None:
+    for customer in sdk(emulator).v1.customers.list({"limit": 100}).auto_paging_iter():
+        metadata = customer.metadata.to_dict() if customer.metadata else {}
+        if metadata.get("org_id") == org_id:
+            return customer
+    return None
+
+
+@pytest.mark.postgres
+def test_an_org_put_through_the_api_is_a_stripe_customer_within_a_second_and_edits_flow_back(
+    serve: str, emulator: EmulatorHandle, postgres_database_url: str
+) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    waiting = Store.open(postgres_database_url)
+    try:
+        eventually(lambda: applied_run(waiting), timeout=START_TIMEOUT, what="the first apply")
+        eventually(lambda: quiet(waiting, seconds=0.5), timeout=15, what="the start runs to end")
+    finally:
+        waiting.close()
+    started = time.monotonic()
+    answer = httpx.put(
+        f"{serve}/v1beta1/organizations/globex",
+        json={"title": "Globex Inc", "owner_email": "owner@globex.test"},
+        headers=headers,
+        timeout=10,
+    )
+    assert answer.status_code == 201, answer.text
+    customer = eventually(
+        lambda: _customer_of(emulator, "globex"), timeout=5, what="the Stripe customer"
+    )
+    elapsed = time.monotonic() - started
+    print(f"Stripe customer {elapsed:.2f} s after PUT /organizations/globex")
+    assert elapsed < 1.0 + 0.5  # a second, plus the test's own polling
+    assert customer.name == "Globex Inc"
+    assert customer.email == "owner@globex.test"
+    assert customer.metadata["br_key"] == "customer/globex"  # type: ignore[attr-defined]
+
+    # A portal-like edit in Stripe: its customer.updated webhook reconciles that customer.
+    store = Store.open(postgres_database_url)
+    try:
+        sdk(emulator).v1.customers.update(customer.id, {"email": "portal@globex.test"})  # type: ignore[attr-defined]
+
+        def pulled() -> bool | None:
+            with store.session() as session:
+                account = AccountRepository(session).active_for_org("globex")
+            return (account is not None and account.email == "portal@globex.test") or None
+
+        eventually(pulled, timeout=10, what="the Stripe edit to be pulled into the store")
+        with store.session() as session:
+            account = AccountRepository(session).active_for_org("globex")
+        assert account is not None
+        assert account.stripe_customer_id == customer.id
+        assert account.currency == "usd"
+    finally:
+        store.close()
+    again = httpx.put(
+        f"{serve}/v1beta1/organizations/globex", json={"title": "Globex Inc"}, headers=headers
+    )
+    assert again.status_code == 200
+    time.sleep(0.5)
+    listed = [
+        c
+        for c in sdk(emulator).v1.customers.list({"limit": 100}).auto_paging_iter()
+        if c.metadata and c.metadata.to_dict().get("org_id") == "globex"
+    ]
+    assert len(listed) == 1
