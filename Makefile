@@ -25,9 +25,10 @@ install: $(STAMP)
 demo: install
 	$(BIN)/reconcile demo
 
-## The whole suite: lint, types, layering contract, then every test.
+## The whole suite: lint, types, layering contract, then every test (the slow half in a second
+## pytest process beside the rest: scripts/test-parallel).
 test: install lint typecheck imports
-	$(BIN)/pytest
+	PYTEST=$(BIN)/pytest scripts/test-parallel
 
 lint: install
 	$(BIN)/ruff check src tests bench

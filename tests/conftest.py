@@ -1,6 +1,27 @@
 """Shared fixtures. Each family lives in its own module under tests/fixtures/."""
 
+import pytest
+
 pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.emulator",
 ]
+
+# The slow half of the suite: `make test` runs `-m slow` in a second pytest process beside
+# `-m "not slow"` (two processes keep CI's wall time well under its budget; neither is ever
+# skipped). Slow = the end-to-end tests (each starts `reconcile` or `serve` processes) and the
+# scenario tests that replay many applies.
+SLOW_PATHS = (
+    "tests/e2e/",
+    "tests/integration/catalog/test_properties.py",
+    "tests/integration/catalog/test_faults.py",
+    "tests/integration/customers/",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
+    for item in items:
+        where = item.path.relative_to(root).as_posix()
+        if where.startswith(SLOW_PATHS):
+            item.add_marker(pytest.mark.slow)
