@@ -14,6 +14,7 @@ marker keys, which ride in `owner`; absent text fields are None, never "".
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -47,11 +48,17 @@ def org_id_of_key(key: str) -> str | None:
     return org_id if sep and kind == CUSTOMER_KIND and org_id else None
 
 
-def creation_idempotency_key(*, installation_id: str, org_id: str) -> str:
-    """The idempotency key of an org's customer creation: derived, never random (STYLE 9), so
-    a rerun after a crash replays Stripe's stored response instead of creating a second one.
-    Scoped by installation: two installations sharing one Stripe account create their own."""
-    return f"br:{installation_id}:customer/{org_id}:create"
+def creation_idempotency_key(
+    *, installation_id: str, org_id: str, account_id: str, salt: str
+) -> str:
+    """The idempotency key of an account's customer creation: derived, never random (STYLE
+    9), so a rerun after a crash replays Stripe's stored response instead of creating a second
+    one. Scoped by installation (two installations sharing one Stripe account create their
+    own), by account (a later account of the org, the first disabled, gets a new customer, not
+    a replay of the first's) and salted with the store's identity (a new store never replays
+    an old store's answer; across a lost store the listed customer is linked instead)."""
+    part = hashlib.sha256("\x1f".join((salt, account_id)).encode()).hexdigest()[:24]
+    return f"br:{installation_id}:customer/{org_id}:create:{part}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,11 @@ Per org, in apply order (each group one batch, independent steps sent concurrent
 1. `billing_account` create: a contract customer without an account (store only; the
    executor also grants the onboard credits, once per org ever);
 2. `customer` create: an online account without a customer (key from
-   `model_customers.creation_idempotency_key`, markers of §14, tax ids as `tax_id_data`);
-   an unlinked account whose customer Stripe already lists (a crash after the create, or a
-   lost store) is linked instead (a restore, not a change);
+   `model_customers.creation_idempotency_key`: store salt, installation, org, account),
+   markers of §14, tax ids as `tax_id_data`; an unlinked account whose customer Stripe
+   already lists (marker `customer/<org_id>` of this installation, claimed by no account: a
+   crash after the create, or a lost store) is linked instead (a restore, not a change), and
+   a contract customer whose account was lost with the store is opened again and linked;
 3. `customer` update: fields pushed (local changed, or both changed: local wins and the
    conflict is reported as drift and on the field);
 4. `billing_account` update: a contract's YAML written into the store (`desired_changed`),
@@ -85,7 +87,28 @@ class _Draft:
         self.phases.setdefault(phase, []).append(dataclasses.replace(step, batch=phase))
 
     def key(self, *parts: str) -> str:
-        return "br:" + digest(self.context.key_salt, self.context.installation_id, *parts)
+        """A key salted with the store's identity (a lost store's successor never derives a
+        key its predecessor sent) that no step completed within Stripe's idempotency window
+        holds: the same write intended again takes the next generation (as the catalog's)."""
+        return unspent_key(
+            "br:" + digest(self.context.key_salt, self.context.installation_id, *parts),
+            self.context.spent_keys,
+        )
+
+
+def unspent_key(intent: str, spent: frozenset[str]) -> str:
+    key, generation = intent, 0
+    while key in spent:
+        generation += 1
+        key = "br:" + digest(intent, f"generation {generation}")
+    return key
+
+
+def contract_account_id(context: PlanContext, org_id: str) -> str:
+    """The id of a contract customer's account, decided by the plan (the customer create in
+    the same plan derives its key from it). At most one per org and store: an org with any
+    account is never given a new contract account, and a new store has a new salt."""
+    return "acct_" + digest(context.key_salt, context.installation_id, "contract", org_id)
 
 
 def customers_plan(
@@ -148,6 +171,11 @@ def _plan_org(
     if remote.stripe_id is None:
         _create(draft, org, local, account)
         return
+    linking = account.stripe_id is None
+    if linking:
+        # Stripe shows the customer as we applied it: its fields are the last-applied side,
+        # so a local difference is pushed and nothing is pulled back over the store.
+        account = dataclasses.replace(account, last_applied=last_applied_to_json(remote.fields))
     merge = merge_customer(
         local=local,
         remote=remote.fields,
@@ -157,6 +185,30 @@ def _plan_org(
         remote_currency=remote.currency,
     )
     _apply_merge(draft, account, remote, merge, contract=spec is not None)
+    if linking:
+        _link(draft, account, remote, merge)
+
+
+def _link(
+    draft: _Draft, account: StoredAccount, remote: CustomerRecord, merge: CustomerMerge
+) -> None:
+    """Restore the account's link to its listed customer, with the customer's fields as last
+    applied (except those this plan's push or pull records itself, before the restore)."""
+    written = {c.field for c in merge.changes}
+    draft.restores.append(
+        Step(
+            action=Action.UPDATE,
+            kind=ACCOUNT_STEP,
+            key=account_key(account.org_id),
+            reason=Reason.STORE_LOST,
+            params={
+                "stripe_customer_id": remote.stripe_id,
+                "last_applied": {k: v for k, v in account.last_applied.items() if k not in written},
+            },
+            stripe_id=remote.stripe_id,
+            idempotency_key=draft.key("link", account.account_id, remote.stripe_id or ""),
+        )
+    )
 
 
 def _remote_of(
@@ -166,20 +218,9 @@ def _remote_of(
     customer work this pass (not observed, or the account is being disabled)."""
     live = {c.stripe_id: c for c in observed.live.customers if c.stripe_id}
     if account.stripe_id is None:
-        linked = _linkable(account, observed)
+        linked = _linkable(draft, account.org_id, observed)
         if linked is None:
             return CustomerRecord(key=customer_key(account.org_id), org_id=account.org_id)
-        draft.restores.append(
-            Step(
-                action=Action.UPDATE,
-                kind=ACCOUNT_STEP,
-                key=account_key(account.org_id),
-                reason=Reason.STORE_LOST,
-                params={"stripe_customer_id": linked.stripe_id},
-                stripe_id=linked.stripe_id,
-                idempotency_key=draft.key("link", account.account_id, linked.stripe_id or ""),
-            )
-        )
         return linked
     remote = live.get(account.stripe_id)
     gone = account.stripe_id in observed.live.deleted_ids or (observed.complete and remote is None)
@@ -189,13 +230,22 @@ def _remote_of(
     return remote
 
 
-def _linkable(account: StoredAccount, observed: CustomersObserved) -> CustomerRecord | None:
-    """A listed customer of ours for this org that no active account claims."""
-    claimed = {a.stripe_id for a in observed.accounts if a.stripe_id}
-    for customer in observed.live.customers:
-        if customer.org_id == account.org_id and customer.stripe_id not in claimed:
-            return customer
-    return None
+def _linkable(draft: _Draft, org_id: str, observed: CustomersObserved) -> CustomerRecord | None:
+    """A live customer of ours for this org that no account of the store claims: its marker
+    names this installation and `customer/<org_id>` (DESIGN §14). It is what a crash after the
+    create, or a lost store, leaves: linking it is a restore, never a second customer. The
+    customer of a disabled account is claimed (a new account of the org gets its own)."""
+    claimed = {a.stripe_id for a in observed.accounts if a.stripe_id} | observed.claimed_ids
+    candidates = [
+        customer
+        for customer in observed.live.customers
+        if customer.stripe_id
+        and customer.stripe_id not in claimed
+        and customer.owner is not None
+        and customer.owner.installation_id == draft.context.installation_id
+        and customer.owner.key == customer_key(org_id)
+    ]
+    return min(candidates, key=lambda c: str(c.stripe_id), default=None)
 
 
 def _new_contract_account(draft: _Draft, spec: CustomerSpec, observed: CustomersObserved) -> None:
@@ -211,7 +261,8 @@ def _new_contract_account(draft: _Draft, spec: CustomerSpec, observed: Customers
         )
         return
     fields = spec.customer_fields()
-    params = {
+    account_id = contract_account_id(draft.context, spec.org_id)
+    params: dict[str, Any] = {
         "org_id": spec.org_id,
         **_shown(fields),
         "currency": spec.currency,
@@ -219,7 +270,27 @@ def _new_contract_account(draft: _Draft, spec: CustomerSpec, observed: Customers
         "credit_min": spec.credit_min,
         "due_in_days": spec.due_in_days,
         "onboard_credits": draft.context.state.config.billing.customer.onboard_credits_with_org,
+        "account_id": account_id,
     }
+    linked = None if spec.offline else _linkable(draft, spec.org_id, observed)
+    if linked is not None:
+        # The store lost the account, Stripe still has its customer: the account is opened
+        # again in the store and linked (a restore, no Stripe call), with the customer's fields
+        # as last applied; a difference from the YAML is pushed by the next pass.
+        params["stripe_customer_id"] = linked.stripe_id
+        params["last_applied"] = last_applied_to_json(linked.fields)
+        draft.restores.append(
+            Step(
+                action=Action.CREATE,
+                kind=ACCOUNT_STEP,
+                key=account_key(spec.org_id),
+                reason=Reason.STORE_LOST,
+                params=params,
+                stripe_id=linked.stripe_id,
+                idempotency_key=draft.key("restore", account_id, linked.stripe_id or ""),
+            )
+        )
+        return
     draft.add(
         ACCOUNT_CREATES,
         Step(
@@ -232,7 +303,12 @@ def _new_contract_account(draft: _Draft, spec: CustomerSpec, observed: Customers
         ),
     )
     if not spec.offline:
-        draft.add(CREATES, _create_step(draft, spec.org_id, fields, test_clock=None, metadata={}))
+        draft.add(
+            CREATES,
+            _create_step(
+                draft, spec.org_id, fields, account_id=account_id, test_clock=None, metadata={}
+            ),
+        )
 
 
 def _contract_settings(draft: _Draft, spec: CustomerSpec, account: StoredAccount) -> None:
@@ -277,7 +353,12 @@ def _create(draft: _Draft, org: str, local: CustomerFields, account: StoredAccou
     draft.add(
         CREATES,
         _create_step(
-            draft, org, local, test_clock=account.test_clock, metadata=dict(account.metadata)
+            draft,
+            org,
+            local,
+            account_id=account.account_id,
+            test_clock=account.test_clock,
+            metadata=dict(account.metadata),
         ),
     )
 
@@ -287,6 +368,7 @@ def _create_step(
     org: str,
     fields: CustomerFields,
     *,
+    account_id: str,
     test_clock: str | None,
     metadata: Mapping[str, str],
 ) -> Step:
@@ -306,10 +388,18 @@ def _create_step(
         key=customer_key(org),
         reason=Reason.NEW,
         params=params,
-        # Derived from (installation, org) alone: a rerun after a crash replays Stripe's first
-        # answer instead of creating a second customer.
-        idempotency_key=creation_idempotency_key(
-            installation_id=draft.context.installation_id, org_id=org
+        # Derived from (store, installation, org, account): a rerun after a crash replays
+        # Stripe's first answer; a second account of the org (the first disabled) and a new
+        # store derive keys never sent. Duplicates across a lost store are prevented by
+        # linking the listed customer (`_linkable`), never by the key.
+        idempotency_key=unspent_key(
+            creation_idempotency_key(
+                installation_id=draft.context.installation_id,
+                org_id=org,
+                account_id=account_id,
+                salt=draft.context.key_salt,
+            ),
+            draft.context.spent_keys,
         ),
     )
 

@@ -93,3 +93,6 @@ class CustomersObserved:
     resynced: bool = False
     # Contract orgs without an active account that have a disabled one.
     inactive_orgs: frozenset[str] = frozenset()
+    # Live customers no active account holds that an account of the store (a disabled one)
+    # does: never linked to another account.
+    claimed_ids: frozenset[str] = frozenset()

@@ -80,6 +80,10 @@ class CustomersReader(Protocol):
         customer's re-creation)."""
         ...
 
+    def claimed_customers(self, stripe_ids: Iterable[str]) -> frozenset[str]:
+        """Which of `stripe_ids` an account of the store (in any state) is linked to."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ContractCustomers:
@@ -106,7 +110,8 @@ class CustomersDomain:
     def observe(
         self, reader: CustomersReader, desired: ContractCustomers, context: PlanContext
     ) -> CustomersObserved:
-        return self._with_inactive(reader, desired, self._observe(reader, desired, context))
+        observed = self._with_inactive(reader, desired, self._observe(reader, desired, context))
+        return self._with_claimed(reader, observed)
 
     def _observe(
         self, reader: CustomersReader, desired: ContractCustomers, context: PlanContext
@@ -161,6 +166,19 @@ class CustomersDomain:
         if not missing:
             return observed
         return replace(observed, inactive_orgs=reader.orgs_with_accounts(missing))
+
+    def _with_claimed(
+        self, reader: CustomersReader, observed: CustomersObserved
+    ) -> CustomersObserved:
+        """Live customers no active account holds, which an account may link to, unless a
+        disabled account of the store holds them (usually none: one query for the few)."""
+        held = {a.stripe_id for a in observed.accounts if a.stripe_id}
+        loose = sorted(
+            c.stripe_id for c in observed.live.customers if c.stripe_id and c.stripe_id not in held
+        )
+        if not loose:
+            return observed
+        return replace(observed, claimed_ids=reader.claimed_customers(loose))
 
     def annotate(self, plan: Plan, reader: CustomersReader) -> Plan:
         del reader

@@ -91,6 +91,10 @@ class CustomersIO:
             repository = AccountRepository(session)
             return frozenset(o for o in org_ids if repository.latest_for_org(o) is not None)
 
+    def claimed_customers(self, stripe_ids: Iterable[str]) -> frozenset[str]:
+        with self.store.session() as session:
+            return AccountRepository(session).linked_customer_ids(stripe_ids)
+
     def cursor(self) -> CursorState:
         with self.store.session() as session:
             record = DomainCursorRepository(session).get(NAME)
@@ -265,6 +269,7 @@ def _open_contract_account(
 ) -> None:
     account = accounts.create(
         str(params["org_id"]),
+        account_id=params.get("account_id"),
         **_store_fields({k: params.get(k) for k in _MERGED}),
         currency=params.get("currency"),
         offline=bool(params.get("offline")),
@@ -272,6 +277,12 @@ def _open_contract_account(
         due_in_days=int(params.get("due_in_days", 30)),
         contract=True,
     )
+    if params.get("stripe_customer_id"):
+        # A restore: the store lost the account, its customer is listed in Stripe.
+        accounts.set_stripe_customer(account.id, str(params["stripe_customer_id"]))
+        accounts.set_last_applied(
+            account.id, {**_empty_last(), **(params.get("last_applied") or {})}
+        )
     grant_onboard_credits(
         session,
         account_id=account.id,

@@ -9,7 +9,7 @@ customer that has been billed). Each account gets its ledger balance row when it
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -256,6 +256,21 @@ class AccountRepository:
     def by_stripe_customer(self, customer_id: str) -> AccountRecord | None:
         model = self._one(BillingAccountModel.stripe_customer_id == customer_id)
         return None if model is None else _record(model)
+
+    def linked_customer_ids(self, customer_ids: Iterable[str]) -> frozenset[str]:
+        """Which of the Stripe customer ids an account (in any state) is linked to."""
+        wanted = list(dict.fromkeys(customer_ids))
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            found.update(
+                self._session.scalars(
+                    select(BillingAccountModel.stripe_customer_id).where(
+                        BillingAccountModel.stripe_customer_id.in_(chunk)
+                    )
+                )
+            )
+        return frozenset(i for i in found if i)
 
     def update(self, account_id: str, **fields: Any) -> AccountRecord:
         """Change the named fields only (see UPDATABLE_FIELDS).

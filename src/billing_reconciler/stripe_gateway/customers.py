@@ -319,8 +319,8 @@ def create_customer(
 ) -> WriteResult:
     """Create an org's customer with our marker (DESIGN §14) and its tax ids (`tax_id_data`).
 
-    The key must be derived from (installation, org id) (`model_customers.
-    creation_idempotency_key`): a replay within Stripe's 24 hours returns the first customer.
+    The key must be derived (`model_customers.creation_idempotency_key`: store salt,
+    installation, org, account): a replay within Stripe's 24 hours returns the first customer.
     No currency: Stripe has no such parameter; the first subscription or invoice sets it."""
     owner = CustomerOwner(
         installation_id=installation_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from billing_reconciler.registry import CUSTOMERS
 from billing_reconciler.store import AccountRecord, AccountRepository, Store
 from billing_reconciler.stripe_gateway import RetryPolicy, StripeGateway
 from tests.fixtures.emulator import EmulatorHandle, make_client
+from tests.fixtures.postgres import new_postgres_database
 
 BILLING = """\
 billing:
@@ -38,6 +40,13 @@ class World:
     emulator: EmulatorHandle
     stripe: stripe.StripeClient
     now: Callable[[], float]
+    # A new, empty store's URL (a second SQLite file or PostgreSQL database).
+    new_url: Callable[[], str] = lambda: ""
+
+    def lose_store(self) -> None:
+        """The store is lost: the world goes on with a new, empty one (Stripe unchanged)."""
+        self.store.close()
+        self.store = Store.open(self.new_url())
 
     def controller(self) -> Controller:
         result = load_desired(self.directory)
@@ -103,19 +112,24 @@ def world(
     directory = tmp_path / "desired"
     (directory / "plans").mkdir(parents=True)
     (directory / "billing.yaml").write_text(BILLING)
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgres_database_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-    store = Store.open(url)
-    clock = [1_900_000_000.0]
-    try:
-        yield World(
+    with contextlib.ExitStack() as stack:
+        stores = iter(range(1, 1000))
+
+        def new_url() -> str:
+            if request.param == "postgresql":
+                return stack.enter_context(new_postgres_database())
+            return f"sqlite:///{tmp_path / f'state{next(stores)}.db'}"
+
+        clock = [1_900_000_000.0]
+        world = World(
             directory=directory,
-            store=store,
+            store=Store.open(new_url()),
             emulator=emulator,
             stripe=make_client(emulator.url),
             now=lambda: clock[0],
+            new_url=new_url,
         )
-    finally:
-        store.close()
+        try:
+            yield world
+        finally:
+            world.store.close()

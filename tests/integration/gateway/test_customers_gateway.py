@@ -34,7 +34,9 @@ def _create(gateway: StripeGateway, org_id: str, **fields: object) -> str:
         org_id=org_id,
         installation_id=INSTALLATION,
         fields=CustomerFields(**fields),  # type: ignore[arg-type]
-        idempotency_key=creation_idempotency_key(installation_id=INSTALLATION, org_id=org_id),
+        idempotency_key=creation_idempotency_key(
+            installation_id=INSTALLATION, org_id=org_id, account_id="acct_1", salt="s"
+        ),
     )
     return result.stripe_id
 
