@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck imports unit integration bench schema record clean
+.PHONY: install demo test lint typecheck imports unit integration crash-all bench schema record clean
 
 # Each step says what it is doing, and the main install shows pip's own progress (what it is
 # collecting, downloading, building): on a fresh machine it takes a while, silence reads as a hang.
@@ -45,6 +45,12 @@ unit: install
 
 integration: install
 	$(BIN)/pytest tests/integration
+
+## The customers crash matrix in full: a crash at every mutating request of a 200-account cold
+## apply (both fault kinds), each from a cold store, then a rerun; SQLite and PostgreSQL (slow:
+## about 8 s a position). The suite runs a seeded sample of it.
+crash-all: install
+	BILLING_CRASH_ALL=1 $(BIN)/pytest -p no:cacheprovider tests/integration/customers/test_crash_matrix.py
 
 ## Benchmarks (not tests): JSON reports; results are kept in bench/RESULTS.md.
 bench: install
