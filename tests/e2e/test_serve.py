@@ -76,7 +76,13 @@ class Serve:
     """One `python -m billing_reconciler serve` process and its log."""
 
     def __init__(
-        self, *, workdir: Path, name: str, database_url: str, emulator: EmulatorHandle
+        self,
+        *,
+        workdir: Path,
+        name: str,
+        database_url: str,
+        emulator: EmulatorHandle,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.port = free_port()
@@ -95,6 +101,7 @@ class Serve:
             BILLING_WEBHOOK_SECRETS=self.secret,
             BILLING_DATABASE_URL=database_url,
         )
+        env.update(extra_env or {})
         self.env = env
         self.log_path = workdir / f"{name}.log"
         self._log: IO[str] = self.log_path.open("w")
@@ -160,8 +167,16 @@ def workdir(tmp_path: Path) -> Path:
 def launch(workdir: Path, emulator: EmulatorHandle) -> Iterator[Callable[..., Serve]]:
     started: list[Serve] = []
 
-    def start(database_url: str, name: str = "serve") -> Serve:
-        serve = Serve(workdir=workdir, name=name, database_url=database_url, emulator=emulator)
+    def start(
+        database_url: str, name: str = "serve", extra_env: dict[str, str] | None = None
+    ) -> Serve:
+        serve = Serve(
+            workdir=workdir,
+            name=name,
+            database_url=database_url,
+            emulator=emulator,
+            extra_env=extra_env,
+        )
         started.append(serve)
         return serve
 

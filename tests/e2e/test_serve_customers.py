@@ -5,23 +5,30 @@ what happens within these seconds happened because of the API call or the webhoo
 
 from __future__ import annotations
 
+import collections
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from billing_reconciler.store import AccountRepository, Store
+from billing_reconciler.store import AccountRepository, JournalState, RunMode, Store
 from tests.e2e.test_serve import (  # noqa: F401
     START_TIMEOUT,
+    Serve,
     applied_run,
     eventually,
     free_port,
+    journal,
+    launch,
+    lease_pid,
+    marker,
     quiet,
+    runs,
     sdk,
     workdir,
 )
@@ -153,3 +160,80 @@ def test_an_org_put_through_the_api_is_a_stripe_customer_within_a_second_and_edi
         if c.metadata and c.metadata.to_dict().get("org_id") == "globex"
     ]
     assert len(listed) == 1
+
+
+@pytest.mark.postgres
+def test_two_replicas_one_writer_for_the_customers_domain(
+    launch: Callable[..., Serve],  # noqa: F811
+    postgres_database_url: str,
+    pg_store: Store,
+    emulator: EmulatorHandle,
+    workdir: Path,  # noqa: F811
+) -> None:
+    """Two `serve` processes on one PostgreSQL store, organizations PUT through both APIs:
+    only the leader creates customers, each org gets exactly one. An API write on the
+    follower is stored, but only the leader's refresh (here every 2 s) carries it to Stripe."""
+    billing = workdir / "desired" / "billing.yaml"
+    billing.write_text(billing.read_text().replace("customer: 1m", "customer: 2s"))
+    env = {"BILLING_API_TOKENS": TOKEN}
+    first = launch(postgres_database_url, "first", env)
+    second = launch(postgres_database_url, "second", env)
+    by_pid = {first.process.pid: first, second.process.pid: second}
+    first.wait_healthy()
+    second.wait_healthy()
+    leader = by_pid[eventually(lambda: lease_pid(pg_store), timeout=START_TIMEOUT, what="a lease")]
+    follower = second if leader is first else first
+    eventually(lambda: applied_run(pg_store), timeout=START_TIMEOUT, what="the first apply")
+
+    orgs = [f"org{n:02d}" for n in range(20)]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    for n, org in enumerate(orgs):
+        replica = (leader, follower)[n % 2]
+        answer = httpx.put(
+            f"{replica.url}/v1beta1/organizations/{org}",
+            json={"title": f"Org {org}"},
+            headers=headers,
+            timeout=10,
+        )
+        assert answer.status_code in (200, 201), answer.text
+
+    wanted = {f"customer/{org}" for org in (*orgs, "acme")}  # acme: desired/customers
+
+    def all_created() -> bool:
+        keys = {marker(c, "br_key") for c in sdk(emulator).v1.customers.list({"limit": 100})}
+        return wanted <= keys
+
+    eventually(all_created, timeout=60, what=f"every customer\n{leader.logs()}")
+    eventually(lambda: quiet(pg_store, seconds=1.0), timeout=30, what="the runs to end")
+
+    customers = list(sdk(emulator).v1.customers.list({"limit": 100}).auto_paging_iter())
+    keys = collections.Counter(marker(c, "br_key") for c in customers)
+    assert set(keys) == wanted
+    assert [k for k, n in keys.items() if n > 1] == []
+    creates = [
+        r
+        for r in emulator.control.requests(method="POST")
+        if r.path == "/v1/customers" and r.status == 200 and not r.replayed
+    ]
+    assert len(creates) == len(wanted)
+    # One writer: every apply run is the leader's; the follower only planned.
+    applies = [r for r in runs(pg_store) if r.mode is RunMode.APPLY]
+    assert applies
+    assert all(r.actor.endswith(leader.actor_pid) for r in applies), [r.actor for r in applies]
+    assert not any(
+        r.actor.endswith(follower.actor_pid) and r.mode is not RunMode.DRY_RUN
+        for r in runs(pg_store)
+    )
+    done = collections.Counter(
+        r.object_key
+        for r in journal(pg_store)
+        if r.state is JournalState.DONE
+        and r.action == "create"
+        and r.object_key.startswith(("customer/", "billing_account/"))
+    )
+    assert set(done) == wanted | {"billing_account/acme"}
+    assert [key for key, count in done.items() if count > 1] == []
+    with pg_store.session() as session:
+        accounts = AccountRepository(session)
+        linked = {accounts.active_for_org(org).stripe_customer_id for org in orgs}  # type: ignore[union-attr]
+    assert linked == {c.id for c in customers if marker(c, "br_key") != "customer/acme"}
