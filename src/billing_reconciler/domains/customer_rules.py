@@ -82,6 +82,32 @@ class _Draft:
     drift: list[DriftItem] = field(default_factory=list)
     orphans: list[Notice] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Indexes of the observed customers, built once per plan (not per account: 100k accounts
+    # would make the plan quadratic).
+    _live: dict[str, CustomerRecord] | None = None
+    _unclaimed: dict[str, list[CustomerRecord]] | None = None
+
+    def live(self, observed: CustomersObserved) -> dict[str, CustomerRecord]:
+        """The observed live customers by id."""
+        if self._live is None:
+            self._live = {c.stripe_id: c for c in observed.live.customers if c.stripe_id}
+        return self._live
+
+    def unclaimed(self, observed: CustomersObserved) -> dict[str, list[CustomerRecord]]:
+        """Live customers of this installation that no account claims, by their marker key."""
+        if self._unclaimed is None:
+            claimed = {a.stripe_id for a in observed.accounts if a.stripe_id}
+            claimed |= observed.claimed_ids
+            self._unclaimed = {}
+            for customer in observed.live.customers:
+                if (
+                    customer.stripe_id
+                    and customer.stripe_id not in claimed
+                    and customer.owner is not None
+                    and customer.owner.installation_id == self.context.installation_id
+                ):
+                    self._unclaimed.setdefault(customer.owner.key, []).append(customer)
+        return self._unclaimed
 
     def add(self, phase: int, step: Step) -> None:
         self.phases.setdefault(phase, []).append(dataclasses.replace(step, batch=phase))
@@ -216,7 +242,7 @@ def _remote_of(
 ) -> CustomerRecord | None:
     """The account's live customer; a record without a stripe id: create one; None: no
     customer work this pass (not observed, or the account is being disabled)."""
-    live = {c.stripe_id: c for c in observed.live.customers if c.stripe_id}
+    live = draft.live(observed)
     if account.stripe_id is None:
         linked = _linkable(draft, account.org_id, observed)
         if linked is None:
@@ -235,16 +261,7 @@ def _linkable(draft: _Draft, org_id: str, observed: CustomersObserved) -> Custom
     names this installation and `customer/<org_id>` (DESIGN §14). It is what a crash after the
     create, or a lost store, leaves: linking it is a restore, never a second customer. The
     customer of a disabled account is claimed (a new account of the org gets its own)."""
-    claimed = {a.stripe_id for a in observed.accounts if a.stripe_id} | observed.claimed_ids
-    candidates = [
-        customer
-        for customer in observed.live.customers
-        if customer.stripe_id
-        and customer.stripe_id not in claimed
-        and customer.owner is not None
-        and customer.owner.installation_id == draft.context.installation_id
-        and customer.owner.key == customer_key(org_id)
-    ]
+    candidates = draft.unclaimed(observed).get(customer_key(org_id), ())
     return min(candidates, key=lambda c: str(c.stripe_id), default=None)
 
 
