@@ -24,7 +24,7 @@ from billing_reconciler.apply import Applier, StepExecutor, StepOutcome
 from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.domains.base import Domain, PlanContext, PlanOptions
 from billing_reconciler.planning.builder import AppliedState
-from billing_reconciler.planning.plan import Plan
+from billing_reconciler.planning.plan import Plan, Reason
 from billing_reconciler.planning.scope import restrict_to
 from billing_reconciler.planning.serialize import plan_to_dict
 from billing_reconciler.store import (
@@ -257,6 +257,13 @@ class Controller:
 
 
 def _step_view(plan: Plan) -> list[Any]:
-    """The steps and restores as the JSON plan states them (what a saved plan must match)."""
+    """The steps and restores as the JSON plan states them (what a saved plan must match).
+    A domain's bookkeeping (an events cursor and the time of its full resync, which is the
+    planning time itself) is not a reviewed change and is left out."""
     data = plan_to_dict(plan)
-    return [data["steps"], data["restores"], data["known_ids"]]
+    restores = [
+        r
+        for r, step in zip(data["restores"], plan.restores, strict=True)
+        if step.reason is not Reason.BOOKKEEPING
+    ]
+    return [data["steps"], restores, data["known_ids"]]
