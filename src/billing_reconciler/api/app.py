@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Final
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from billing_reconciler.api.accounts import accounts_router, admin_accounts_router
+from billing_reconciler.api.auth import ApiTokens, Scope, requires
 from billing_reconciler.api.catalog import catalog_router
 from billing_reconciler.api.context import ApiContext
 from billing_reconciler.api.errors import invalid
@@ -17,14 +18,21 @@ from billing_reconciler.api.routing import PREFIX, ApiRoute
 _METHODS: Final = ["GET", "PUT", "POST", "PATCH", "DELETE"]
 
 
-def _unmatched_org_routes() -> APIRouter:
+def _unmatched_org_routes(tokens: ApiTokens) -> APIRouter:
     """Paths under an org that match no route: most often an org id containing `/` (which
     Starlette decodes before routing, even from `%2F`), so the answer says what an org id
     may contain rather than a bare 404."""
     router = APIRouter(route_class=ApiRoute, include_in_schema=False)
+    # The token is checked first here too: without one, a bad path answers 401, not 400.
+    app_scope = [Depends(requires(tokens, Scope.APP))]
+    admin_scope = [Depends(requires(tokens, Scope.ADMIN))]
 
-    @router.api_route(f"{PREFIX}/organizations/{{rest:path}}", methods=_METHODS)
-    @router.api_route(f"{PREFIX}/admin/organizations/{{rest:path}}", methods=_METHODS)
+    @router.api_route(
+        f"{PREFIX}/organizations/{{rest:path}}", methods=_METHODS, dependencies=app_scope
+    )
+    @router.api_route(
+        f"{PREFIX}/admin/organizations/{{rest:path}}", methods=_METHODS, dependencies=admin_scope
+    )
     def unmatched(rest: str) -> None:
         del rest
         raise invalid(
@@ -47,7 +55,7 @@ def api_router(context: ApiContext) -> APIRouter:
         admin_accounts_router(context),
         admin_ledger_router(context),
         catalog_router(context),
-        _unmatched_org_routes(),
+        _unmatched_org_routes(context.tokens),
     ):
         router.include_router(part)
     return router

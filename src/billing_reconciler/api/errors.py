@@ -146,10 +146,34 @@ def from_store(error: StoreError) -> ApiError:
     return ApiError(503, "provider_unavailable", "the store refused the request; retry later")
 
 
-def unexpected(error: Exception) -> ApiError:
-    # Only the class name: driver errors may quote a connection URL with its password.
-    _log.error("api request failed", error=type(error).__name__)
+def unexpected(error: Exception, request: Request | None = None) -> ApiError:
+    """An exception nothing else recognized (validation keeps bad input from reaching the
+    store, so this is an outage): logged by class, route path, method and org id, never the
+    body, a header or the message (which may quote a connection URL with its password)."""
+    route = None if request is None else request.scope.get("route")
+    _log.error(
+        "api request failed",
+        error=type(error).__name__,
+        path=getattr(route, "path", None) or (None if request is None else request.url.path),
+        method=None if request is None else request.method,
+        org_id=None if request is None else request.path_params.get("org"),
+    )
     return ApiError(503, "provider_unavailable", "the request could not be completed; retry later")
+
+
+def from_http(exc: StarletteHTTPException) -> ApiError:
+    """A Starlette/FastAPI HTTP refusal (an unparsable body, an unknown route) as ours."""
+    if exc.status_code == 405:
+        return ApiError(404, "not_found", "no such route for this method")
+    if exc.status_code == 404:
+        return ApiError(404, "not_found", "no such route")
+    if exc.status_code < 500:
+        status = exc.status_code if exc.status_code in _CLIENT_STATUSES else 400
+        return ApiError(status, "invalid_argument", str(exc.detail), {"field": "body"})
+    return ApiError(503, "provider_unavailable", "the request could not be completed; retry later")
+
+
+_CLIENT_STATUSES: Final = frozenset({400, 422})
 
 
 # --- app-wide handlers (requests that match no route) ---------------------------------------
@@ -158,12 +182,7 @@ def unexpected(error: Exception) -> ApiError:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     del request
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 405:
-        return ApiError(404, "not_found", "no such route for this method").response()
-    if exc.status_code == 404:
-        return ApiError(404, "not_found", "no such route").response()
-    code: ErrorCode = "invalid_argument" if exc.status_code < 500 else "provider_unavailable"
-    return ApiError(exc.status_code, code, str(exc.detail)).response()
+    return from_http(exc).response()
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

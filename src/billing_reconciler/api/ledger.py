@@ -16,7 +16,7 @@ from pydantic import AwareDatetime
 from billing_reconciler.api.auth import Scope, requires
 from billing_reconciler.api.context import ApiContext
 from billing_reconciler.api.errors import invalid, not_found
-from billing_reconciler.api.models import Balance, CreditGrantIn, Page, Transaction
+from billing_reconciler.api.models import INT64_MAX, Balance, CreditGrantIn, Page, Transaction
 from billing_reconciler.api.onboarding import require_active, require_org
 from billing_reconciler.api.routing import (
     DEFAULT_LIMIT,
@@ -126,7 +126,16 @@ def admin_ledger_router(context: ApiContext) -> APIRouter:
         with context.store.session() as session:
             require_org(session, org)
             account = require_active(session, org)
-            record, created = LedgerRepository(session, clock=context.clock).credit(
+            ledger = LedgerRepository(session, clock=context.clock)
+            balance, _ = ledger.balance(account.id)
+            if balance + body.amount > INT64_MAX and ledger.get(body.id) is None:
+                raise invalid(
+                    f"a grant of {body.amount} would take the balance ({balance}) past {INT64_MAX}",
+                    field="amount",
+                    balance=balance,
+                    limit=INT64_MAX,
+                )
+            record, created = ledger.credit(
                 account.id,
                 id=body.id,
                 amount=body.amount,

@@ -8,7 +8,7 @@ Responses are snake_case; timestamps are RFC 3339 in UTC (`...Z`), amounts integ
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -19,6 +19,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    field_validator,
 )
 
 from billing_reconciler.money import is_valid_currency
@@ -47,10 +48,36 @@ Metadata = Annotated[
 TestClock = Annotated[StrictStr, Field(pattern=r"^clock_[A-Za-z0-9]+$", max_length=255)]
 
 
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+"""The range of every stored amount and balance (a signed 64-bit column)."""
+
+
+def _no_nul(value: object) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key)
+            _no_nul(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _no_nul(item)
+
+
 class RequestBody(BaseModel):
-    """A request body: unknown fields are errors."""
+    """A request body: unknown fields are errors, and no string (nor a metadata key) may hold
+    a NUL character, which PostgreSQL cannot store."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _refuse_nul(cls, value: Any) -> Any:
+        # Nested request models check their own fields (so the error names the inner field).
+        _no_nul(value)
+        return value
 
 
 class ResponseBody(BaseModel):
@@ -186,9 +213,10 @@ class Account(ResponseBody):
 
 
 class AccountDetailsIn(RequestBody):
-    """`PUT /admin/.../billing/details`: partial; `credit_min` < 0 allows an overdraft."""
+    """`PUT /admin/.../billing/details`: partial; `credit_min` <= 0 (negative allows an
+    overdraft of that many credits), within the signed 64-bit range."""
 
-    credit_min: StrictInt | None = None
+    credit_min: Annotated[StrictInt, Field(ge=INT64_MIN, le=0)] | None = None
     due_in_days: Annotated[StrictInt, Field(ge=0, le=365)] | None = None
 
 

@@ -13,8 +13,17 @@ from typing import Annotated, Any, Final
 from fastapi import Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from billing_reconciler.api.errors import ApiError, from_store, from_validation, unexpected
+from billing_reconciler.api.auth import Requires
+from billing_reconciler.api.errors import (
+    ApiError,
+    from_http,
+    from_store,
+    from_validation,
+    invalid,
+    unexpected,
+)
 from billing_reconciler.api.models import ErrorBody
 from billing_reconciler.store import StoreError
 
@@ -22,6 +31,9 @@ PREFIX: Final = "/v1beta1"
 ORG_ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
+MAX_BODY_BYTES: Final = 1024 * 1024
+"""The largest request body read; a larger one is 422 `invalid_argument` (field `body`)."""
+_BODYLESS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 OrgId = Annotated[
     str,
@@ -61,19 +73,59 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def _body_too_large() -> ApiError:
+    return invalid(
+        f"the request body exceeds {MAX_BODY_BYTES} bytes",
+        field="body",
+        limit=MAX_BODY_BYTES,
+    )
+
+
+async def _read_capped_body(request: Request) -> None:
+    """Read the body (at most `MAX_BODY_BYTES` + 1 bytes) so the handler parses the cached
+    copy; a larger body is refused before it is buffered or parsed."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _body_too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _body_too_large()
+        chunks.append(chunk)
+    # Starlette's `Request.body()` answers from this cache (the stream is consumed).
+    request._body = b"".join(chunks)
+
+
 class ApiRoute(APIRoute):
-    """A route whose every failure is answered in the API's error envelope."""
+    """A route whose every failure is answered in the API's error envelope.
+
+    Order: the token first (nothing else of an unauthenticated request is looked at), then
+    the body's size, then FastAPI's parsing and validation, then the handler."""
+
+    def _authorize(self, request: Request) -> None:
+        for dependency in self.dependencies:
+            check = dependency.dependency
+            if isinstance(check, Requires):
+                check.authorize(request.headers.get("Authorization"))
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
             try:
+                self._authorize(request)
+                if request.method not in _BODYLESS:
+                    await _read_capped_body(request)
                 return await handler(request)
             except ApiError as error:
                 return error.response()
             except RequestValidationError as error:
                 return from_validation(error).response()
+            except StarletteHTTPException as error:
+                # FastAPI's own refusal of a body it could not parse (e.g. nested too deep).
+                return from_http(error).response()
             except StoreError as error:
                 answer = from_store(error)
                 org = request.path_params.get("org")
@@ -81,6 +133,6 @@ class ApiRoute(APIRoute):
                     answer.details.setdefault("org_id", org)
                 return answer.response()
             except Exception as error:
-                return unexpected(error).response()
+                return unexpected(error, request).response()
 
         return handle
