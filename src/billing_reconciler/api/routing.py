@@ -46,7 +46,12 @@ OrgId = Annotated[
 ]
 UserId = Annotated[
     str,
-    Path(min_length=1, max_length=255, description="The host's user id."),
+    Path(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="The host's user id (no control characters).",
+    ),
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 500).")]
 Cursor = Annotated[

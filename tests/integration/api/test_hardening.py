@@ -90,6 +90,20 @@ def test_nul_characters_are_refused_naming_the_field(
     assert "NUL" in error["message"]
 
 
+@pytest.mark.parametrize("user", ["u%00x", "u%0Ax", "%7F"])
+def test_a_user_id_with_control_characters_is_400(api: Api, acme: str, user: str) -> None:
+    del acme
+    _refused(
+        api,
+        "PUT",
+        f"{ORG}/members/{user}",
+        status=400,
+        code="invalid_argument",
+        field="user",
+        json={},
+    )
+
+
 def test_a_grant_past_the_64_bit_balance_is_422(api: Api, acme: str) -> None:
     del acme
     half = 2**62
