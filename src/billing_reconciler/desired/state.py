@@ -205,9 +205,11 @@ def content_revision(
     customers: tuple[CustomerSpec, ...] = (),
 ) -> str:
     """Hash of the canonical content: independent of file layout, comments and key order.
-    Customers count only when declared, so a catalog without them keeps its revision."""
+    Settings count only where they differ from their defaults, so a setting a new version adds
+    (at its default) leaves every existing revision as it was; customers count only when
+    declared, so a catalog without them keeps its revision."""
     canonical: dict[str, object] = {
-        "config": config.model_dump(mode="json"),
+        "config": config.model_dump(mode="json", exclude_defaults=True),
         "features": [f.model_dump(mode="json") for f in features],
         "products": [p.model_dump(mode="json") for p in products],
         "plans": [p.model_dump(mode="json") for p in plans],
