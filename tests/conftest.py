@@ -10,12 +10,10 @@ pytest_plugins = [
 # The slow half of the suite: `make test` runs `-m slow` in a second pytest process beside
 # `-m "not slow"` (two processes keep CI's wall time well under its budget; neither is ever
 # skipped). Slow = the end-to-end tests (each starts `reconcile` or `serve` processes) and the
-# scenario tests that replay many applies.
+# customers crash matrix; the split keeps the two halves about even.
 SLOW_PATHS = (
     "tests/e2e/",
-    "tests/integration/catalog/test_properties.py",
-    "tests/integration/catalog/test_faults.py",
-    "tests/integration/customers/",
+    "tests/integration/customers/test_crash_matrix.py",
 )
 
 

@@ -52,7 +52,7 @@ def start_emulator(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], i
 
 def stop(process: subprocess.Popen[str]) -> None:
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=20)
+    process.communicate(timeout=60)
 
 
 def test_readme_and_docs_give_the_same_example() -> None:
@@ -168,7 +168,7 @@ def test_an_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
         products = [client.v1.products.create({"name": f"Kept {n}"}).id for n in range(3)]
     finally:
         process.kill()
-        process.communicate(timeout=20)
+        process.communicate(timeout=60)
     process, port = start_emulator(args, tmp_path)
     try:
         client = make_client(f"http://127.0.0.1:{port}")

@@ -200,8 +200,7 @@ def test_the_cold_apply_makes_200_customer_creates(
         store.close()
 
 
-@pytest.mark.parametrize(("backend", "kind", "nth"), POSITIONS)
-def test_crash_at_a_mutating_request_of_a_200_account_cold_apply_then_rerun(
+def _crash_at_a_mutating_request_of_a_200_account_cold_apply_then_rerun(
     desired: DesiredState,
     emulator: EmulatorHandle,
     store: Store,
@@ -220,6 +219,16 @@ def test_crash_at_a_mutating_request_of_a_200_account_cold_apply_then_rerun(
     _, _, residual = rerun.apply(rerun.plan())
     assert residual.converged, [(s.action, s.key) for s in residual.steps]
     _assert_exactly_once(emulator, store)
+
+
+if FULL:
+    # `make crash-all`: every position on its own, from a cold store. Defined only then, so
+    # the CI run (the seeded chains below) collects no empty, skipped parameter set.
+    test_crash_at_a_mutating_request_of_a_200_account_cold_apply_then_rerun = (
+        pytest.mark.parametrize(("backend", "kind", "nth"), POSITIONS)(
+            _crash_at_a_mutating_request_of_a_200_account_cold_apply_then_rerun
+        )
+    )
 
 
 @pytest.mark.parametrize(("backend", "sample"), CHAINS)
