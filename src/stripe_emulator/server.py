@@ -108,10 +108,13 @@ def serve(*, host: str = "127.0.0.1", port: int = 12111, state_file: Path | None
     """Run in the foreground until interrupted (Ctrl-C), then save the state."""
     emulator = Emulator(state_file=state_file)
     logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+    # Build the app (the router resolves every endpoint's SDK parameter types: seconds on a
+    # loaded machine) before announcing the address, so "listening on" means ready.
+    server = uvicorn.Server(_config(EmulatorApp(emulator), log_level="info"))
     sock = _bind(host, port)
     print(f"Stripe emulator listening on http://{host}:{sock.getsockname()[1]}", flush=True)
     try:
-        uvicorn.Server(_config(EmulatorApp(emulator), log_level="info")).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         emulator.close()
         sock.close()
