@@ -18,7 +18,9 @@ What a domain states (all of it pure; no store, no gateway, no SQL or Stripe imp
   plan unchanged;
 - `desired_fields(desired)`: per object key, the fields apply records as last applied;
 - `scope_of(key)`: the request key (`product/<name>`, `customer/<org_id>`) an object key
-  belongs to, or None; a targeted request keeps only the steps whose `scope_of` is in scope.
+  belongs to, or None; a targeted request keeps only the steps whose `scope_of` is in scope;
+- `event_routes`: the Stripe event types (or prefixes) it reconciles on, each with the pure
+  function naming the request keys an event's object asks for (`domains.event_routes`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from billing_reconciler.desired.state import DesiredState
+from billing_reconciler.domains.event_routes import EventRoute
 from billing_reconciler.planning.builder import AppliedState
 from billing_reconciler.planning.plan import Plan
 
@@ -81,3 +84,6 @@ class Domain(Protocol):
     def desired_fields(self, desired: Any) -> Mapping[str, Mapping[str, Any]]: ...
 
     def scope_of(self, key: str) -> str | None: ...
+
+    @property
+    def event_routes(self) -> tuple[EventRoute, ...]: ...

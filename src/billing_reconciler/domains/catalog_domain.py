@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol
 from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.domains.base import PlanContext
 from billing_reconciler.domains.catalog import desired_catalog
+from billing_reconciler.domains.catalog_events import CATALOG_ROUTES
 from billing_reconciler.model import Catalog, CatalogRecord, Kind, PlanRecord, ProductRecord
 from billing_reconciler.planning.builder import PlanPolicy
 from billing_reconciler.planning.diff import diff
@@ -47,6 +48,7 @@ class CatalogDomain:
 
     name: Final = NAME
     kinds: Final = frozenset(kind.value for kind in Kind)
+    event_routes: Final = CATALOG_ROUTES
 
     def refresh_seconds(self, state: DesiredState) -> int:
         return int(state.config.billing.refresh_interval.catalog)

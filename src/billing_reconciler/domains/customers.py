@@ -31,6 +31,7 @@ from typing import Any, Final, Protocol
 
 from billing_reconciler.desired.state import CustomerSpec, DesiredState
 from billing_reconciler.domains.base import PlanContext
+from billing_reconciler.domains.customer_events import CUSTOMER_ROUTES
 from billing_reconciler.domains.customer_rules import (
     ACCOUNT_STEP,
     CURSOR_STEP,
@@ -97,6 +98,7 @@ class CustomersDomain:
 
     name: Final = NAME
     kinds: Final = frozenset({CUSTOMER_STEP, ACCOUNT_STEP, CURSOR_STEP})
+    event_routes: Final = CUSTOMER_ROUTES
     #: Its plan is a fleet: identical changes are grouped when rendered (DESIGN §14).
     fleet: Final = True
 

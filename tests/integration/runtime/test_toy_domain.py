@@ -24,6 +24,7 @@ from billing_reconciler.cli.status_cmd import _desired_report, collect_status
 from billing_reconciler.controller import Registration
 from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.domains.base import PlanContext
+from billing_reconciler.domains.event_routes import EventRoute
 from billing_reconciler.planning.plan import (
     Action,
     FieldChange,
@@ -67,6 +68,7 @@ class ToyWorld:
 class ToyDomain:
     name = TOY
     kinds = frozenset({GREETING})
+    event_routes: tuple[EventRoute, ...] = ()
 
     def refresh_seconds(self, state: DesiredState) -> int:
         del state

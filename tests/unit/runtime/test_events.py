@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from billing_reconciler.runtime.events import ROUTED_EVENT_TYPES, ReconcileRequest, route_event
+from billing_reconciler.domains.event_routes import EventRoute, owning_customer
+from billing_reconciler.runtime.events import (
+    EventRouter,
+    ReconcileRequest,
+    registered_router,
+    route_event,
+)
 from tests import compat_files
 
 # Stripe's published example objects, vendored from ../shared/compat (tests/compat/).
@@ -33,7 +39,8 @@ def event(event_type: str, obj: dict[str, Any], event_id: str = "evt_1") -> dict
     return {"id": event_id, "object": "event", "type": event_type, "data": {"object": obj}}
 
 
-# (event type, fixture resource, expected domain)
+# The types of our billing docs that domains not built yet (subscriptions, checkouts,
+# invoices) will route, each to the owning customer: (event type, fixture resource, domain).
 CUSTOMER_OWNED = [
     ("invoice.created", "invoice", "invoice"),
     ("invoice.finalized", "invoice", "invoice"),
@@ -46,6 +53,21 @@ CUSTOMER_OWNED = [
     ("payment_intent.succeeded", "payment_intent", "invoice"),
     ("payment_intent.payment_failed", "payment_intent", "invoice"),
 ]
+
+
+class _Future:
+    """A domain of a later issue, declaring its routes as every domain does."""
+
+    def __init__(self, name: str, *event_types: str) -> None:
+        self.name = name
+        self.event_routes = tuple(EventRoute(t, owning_customer) for t in event_types)
+
+
+def _future_router() -> EventRouter:
+    by_domain: dict[str, list[str]] = {}
+    for event_type, _, domain in CUSTOMER_OWNED:
+        by_domain.setdefault(domain, []).append(event_type)
+    return EventRouter(_Future(name, *types) for name, types in by_domain.items())
 
 
 @pytest.mark.parametrize("event_type", ["customer.created", "customer.updated", "customer.deleted"])
@@ -78,7 +100,7 @@ def test_customer_owned_events_target_the_owning_customer(
 ) -> None:
     # Stripe's examples of sessions and payment intents carry no customer; ours always do.
     obj = stripe_object(resources, resource, customer="cus_QXg1o8vcGmoR32")
-    request = route_event(event(event_type, obj))
+    request = _future_router().route(event(event_type, obj))
     assert request is not None
     assert (request.domain, request.scope) == (domain, frozenset({"cus_QXg1o8vcGmoR32"}))
 
@@ -86,7 +108,7 @@ def test_customer_owned_events_target_the_owning_customer(
 def test_an_expanded_customer_counts_by_its_id(resources: dict[str, Any]) -> None:
     customer = stripe_object(resources, "customer")
     invoice = stripe_object(resources, "invoice", customer=customer)
-    request = route_event(event("invoice.paid", invoice))
+    request = _future_router().route(event("invoice.paid", invoice))
     assert request is not None
     assert request.scope == frozenset({customer["id"]})
 
@@ -103,10 +125,12 @@ def test_objects_without_a_customer_are_not_routed(
 ) -> None:
     obj = stripe_object(resources, resource)
     assert obj["customer"] is None  # as in Stripe's published example
-    assert route_event(event(event_type, obj)) is None
+    assert _future_router().route(event(event_type, obj)) is None
 
 
-def test_all_thirteen_documented_types_are_routed() -> None:
+def test_the_thirteen_documented_types_are_routed_once_their_domains_exist() -> None:
+    """Our billing docs' 13 types: the customers domain routes its three today; the other
+    ten wait for their domains (issues 11-13) and are stored and ignored until then."""
     documented = {
         "customer.created",
         "customer.updated",
@@ -122,13 +146,40 @@ def test_all_thirteen_documented_types_are_routed() -> None:
         "payment_intent.succeeded",
         "payment_intent.payment_failed",
     }
-    assert documented == ROUTED_EVENT_TYPES
-    covered = {t for t, _, _ in CUSTOMER_OWNED} | {
+    routed_today = registered_router().event_types
+    assert documented & routed_today == {"customer.created", "customer.updated", "customer.deleted"}
+    assert documented - routed_today == {t for t, _, _ in CUSTOMER_OWNED}
+    assert routed_today == {
         "customer.created",
         "customer.updated",
         "customer.deleted",
+        "customer.tax_id.",
+        "product.",
+        "price.",
+        "entitlements.feature.",
+        "billing.meter.",
     }
-    assert covered == documented
+
+
+def test_events_of_a_domain_not_built_yet_ask_for_nothing(resources: dict[str, Any]) -> None:
+    invoice = stripe_object(resources, "invoice", customer="cus_1")
+    assert route_event(event("invoice.paid", invoice)) is None
+
+
+def test_two_domains_may_not_route_one_event_type() -> None:
+    with pytest.raises(ValueError, match=r"'invoice\.paid' is routed by both invoice and billing"):
+        EventRouter([_Future("invoice", "invoice.paid"), _Future("billing", "invoice.paid")])
+
+
+def test_the_longest_prefix_wins() -> None:
+    router = EventRouter([_Future("broad", "customer."), _Future("narrow", "customer.tax_id.")])
+    obj = {"customer": "cus_1"}
+    narrow = router.route(event("customer.tax_id.created", obj))
+    broad = router.route(event("customer.discount.created", obj))
+    assert narrow is not None
+    assert narrow.domain == "narrow"
+    assert broad is not None
+    assert broad.domain == "broad"
 
 
 @pytest.mark.parametrize("event_type", ["product.created", "product.updated", "product.deleted"])
