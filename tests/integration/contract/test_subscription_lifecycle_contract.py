@@ -168,7 +168,12 @@ def _lifecycle(client: stripe.StripeClient) -> dict[str, Any]:
     )
 
     canceling = client.v1.subscriptions.update(sub.id, {"cancel_at_period_end": True})
-    out["canceling"] = (canceling.status, canceling.cancel_at_period_end, canceling.cancel_at)
+    out["canceling"] = (
+        canceling.status,
+        canceling.cancel_at_period_end,
+        canceling.cancel_at,
+        canceling.canceled_at,
+    )
 
     client.v1.test_helpers.test_clocks.advance(clock, {"frozen_time": MAR_1 + 2 * HOUR})
     ended = client.v1.subscriptions.retrieve(sub.id)
@@ -211,13 +216,16 @@ def test_subscription_lifecycle_makes_exactly_the_recorded_calls(
     assert out["changed_quantity"] == 2
     # "Unused time" on 1 × 1000 and "Remaining time" on 2 × 1000 for half the period
     assert out["prorations"] == [(-UNIT // 2, True, MID_FEB, MAR_1), (UNIT, True, MID_FEB, MAR_1)]
-    assert out["canceling"] == ("active", True, MAR_1)
-    # (`canceled_at` is not asserted: Stripe documents it as the time of the update that set
-    # `cancel_at_period_end`; the emulator reports the period end.)
+    # `canceled_at` is the time of the update that set `cancel_at_period_end` (Stripe's
+    # `Subscription.canceled_at` docs), the test clock's frozen time then.
+    assert out["canceling"] == ("active", True, MAR_1, MID_FEB)
     assert out["ended"] == ("canceled", MAR_1)
-    # No invoice at the end: the subscription ends at its period end without a new period
-    # (the pending prorations are not invoiced by the cancellation).
+    # At the end no new period is billed, but the pending prorations are: "If you've set the
+    # subscription to cancel at the end of the period, any pending prorations are also left
+    # in place and collected at the end of the period" (Stripe's cancel-subscription docs).
+    # -500 + 1000 = 500, on one final invoice.
     assert out["invoices"] == [
         ("subscription_create", "paid", UNIT, UNIT),
         ("subscription_cycle", "paid", UNIT, UNIT),
+        ("subscription_cycle", "paid", UNIT // 2, UNIT // 2),
     ]
