@@ -25,6 +25,7 @@ customers:
   - org_id: initech
     name: Initech
     colour: red
+    plan: no_such_plan
   - org_id: umbrella
     name: Umbrella
     currency: zzz
@@ -66,16 +67,19 @@ def test_customer_errors_are_reported_at_file_line_col(tmp_path: Path) -> None:
         )
     )
     assert lines[0].endswith("customers/acme.yaml:12:13")
-    assert lines[1:4] == [
+    assert lines[1:5] == [
         "customers/more.yaml:7:11: error: plan: unknown plan 'team_montly'; "
         "did you mean 'team_monthly'?",
         "customers/more.yaml:11:5: error: unknown key 'colour'; expected one of: address, "
         "credit_min, currency, due_in_days, email, name, offline, org_id, phone, plan, seats, "
         "tax_ids",
-        "customers/more.yaml:14:15: error: currency: unknown currency 'zzz': not an active "
+        # The same entry's unknown plan is its own mistake (before, the unknown key hid it).
+        "customers/more.yaml:12:11: error: plan: unknown plan 'no_such_plan'; expected one of: "
+        "enterprise_yearly, free_monthly, team_monthly, team_yearly",
+        "customers/more.yaml:15:15: error: currency: unknown currency 'zzz': not an active "
         "ISO 4217 code",
     ]
-    assert "invalid: 4 error(s)" in lines[-1]
+    assert "invalid: 5 error(s)" in lines[-1]
     assert {str(p): p.stat().st_mtime for p in tmp_path.rglob("*")} == before
 
 

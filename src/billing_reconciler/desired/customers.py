@@ -25,7 +25,7 @@ from billing_reconciler.desired.formats import Located
 from billing_reconciler.desired.schema_export import customers_schema, sub_schema
 from billing_reconciler.desired.secrets_scan import secret_diagnostics
 from billing_reconciler.desired.state import AddressSpec, CustomerSpec, TaxIdSpec
-from billing_reconciler.desired.validation import validate
+from billing_reconciler.desired.validation import Checked, check, validate
 from billing_reconciler.desired.yaml_source import SourceDocument, load_yaml_file
 
 CUSTOMERS_DIR: Final[str] = "customers"
@@ -37,11 +37,27 @@ CUSTOMER_SUFFIXES: Final[frozenset[str]] = frozenset({".yaml", ".yml"})
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class CustomerRefs:
+    """What the checks across entries read of one entry: only the values that validated.
+
+    An entry with an error elsewhere (an unknown key, a bad `due_in_days`) still names its
+    org id and plan; a duplicate org id or an unknown plan there is a mistake of its own and
+    is reported in the same run. A value that is itself wrong is None (its error says it).
+    """
+
+    org_id: str | None
+    plan: str | None
+    seats: int | None
+
+
 @dataclass
 class CustomerEntries:
-    """Valid entries with where they were written, and every diagnostic."""
+    """Valid entries with where they were written, what every entry (valid or not) refers
+    to, and every diagnostic."""
 
     customers: list[Located[CustomerModel]] = field(default_factory=list)
+    references: list[Located[CustomerRefs]] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
@@ -99,19 +115,40 @@ def _read_document(document: SourceDocument, entries: CustomerEntries) -> None:
     schema = sub_schema(customers_schema(), "CustomerModel")
     for index, raw in enumerate(document.data.get("customers") or []):
         loc = ("customers", index)
-        item, found = validate(document, CustomerModel, data=raw, at=loc, schema=schema)
-        entries.diagnostics.extend(found)
-        if item is not None:
-            entries.customers.append(Located(item, document, loc))
+        checked = check(document, CustomerModel, data=raw, at=loc, schema=schema)
+        entries.diagnostics.extend(checked.diagnostics)
+        if checked.item is not None:
+            entries.customers.append(Located(checked.item, document, loc))
+            refs = CustomerRefs(checked.item.org_id, checked.item.plan, checked.item.seats)
+        else:
+            refs = _salvaged_refs(raw, checked)
+        entries.references.append(Located(refs, document, loc))
+
+
+def _salvaged_refs(raw: object, checked: Checked[CustomerModel]) -> CustomerRefs:
+    """The org id, plan and seats of an invalid entry, each only where it validated."""
+    if not isinstance(raw, dict):
+        return CustomerRefs(None, None, None)
+    org_id, plan, seats = raw.get("org_id"), raw.get("plan"), raw.get("seats")
+    return CustomerRefs(
+        org_id if isinstance(org_id, str) and checked.sound(("org_id",)) else None,
+        plan if isinstance(plan, str) and checked.sound(("plan",)) else None,
+        seats if type(seats) is int and checked.sound(("seats",)) else None,
+    )
 
 
 def check_customers(
-    entries: list[Located[CustomerModel]], *, plans: PlanNames
+    entries: list[Located[CustomerRefs]], *, plans: PlanNames
 ) -> Iterator[Diagnostic]:
-    """Across entries: one declaration per org id; plans that exist and are active."""
-    first: dict[str, Located[CustomerModel]] = {}
+    """Across entries: one declaration per org id; plans that exist and are active.
+
+    `entries` are every entry's references, valid or not (`CustomerEntries.references`)."""
+    first: dict[str, Located[CustomerRefs]] = {}
     for located in entries:
         org_id = located.item.org_id
+        if org_id is None:
+            yield from _plan_reference(located, plans)
+            continue
         earlier = first.setdefault(org_id, located)
         if earlier is not located:
             where = earlier.document.position((*earlier.loc, "org_id"))
@@ -123,7 +160,7 @@ def check_customers(
         yield from _plan_reference(located, plans)
 
 
-def _plan_reference(located: Located[CustomerModel], plans: PlanNames) -> Iterator[Diagnostic]:
+def _plan_reference(located: Located[CustomerRefs], plans: PlanNames) -> Iterator[Diagnostic]:
     plan = located.item.plan
     if plan is None:
         return

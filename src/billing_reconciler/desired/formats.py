@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 from billing_reconciler.desired.diagnostics import Diagnostic, Severity
 from billing_reconciler.desired.models import FeatureModel, PlanModel, ProductModel
 from billing_reconciler.desired.schema_export import plans_schema, sub_schema
-from billing_reconciler.desired.validation import validate
+from billing_reconciler.desired.validation import Checked, check, validate
 from billing_reconciler.desired.yaml_source import Loc, SourceDocument
 
 T = TypeVar("T")
@@ -40,9 +40,24 @@ class Located(Generic[T]):
         return self.document.diagnostic((*self.loc, *at), message, severity=severity)
 
 
+@dataclass(frozen=True, slots=True)
+class PlanRefs:
+    """What an invalid plan entry still says about the products it groups.
+
+    A plan with an error elsewhere (an unknown key, a bad interval) still names its products;
+    an unknown product there is a mistake of its own, reported in the same run. `name` is None
+    when the plan's own name is wrong; `products` holds (index, lower-case name) of each
+    reference that validated.
+    """
+
+    name: str | None
+    products: tuple[tuple[int, str], ...]
+
+
 @dataclass
 class PlanEntries:
-    """Everything the plan files declared, valid entries and names of invalid ones."""
+    """Everything the plan files declared, valid entries and names of invalid ones, and what
+    the invalid plans still reference."""
 
     features: list[Located[FeatureModel]] = field(default_factory=list)
     products: list[Located[ProductModel]] = field(default_factory=list)
@@ -50,6 +65,7 @@ class PlanEntries:
     invalid_names: dict[Kind, set[str]] = field(
         default_factory=lambda: {"feature": set(), "product": set(), "plan": set()}
     )
+    invalid_plans: list[Located[PlanRefs]] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
@@ -126,11 +142,14 @@ def _read_entry(
 ) -> None:
     model, name = _MODELS[kind]
     schema = sub_schema(plans_schema(), name)
-    item, problems = validate(document, model, data=raw, at=loc, schema=schema)
-    entries.diagnostics.extend(problems)
+    checked = check(document, model, data=raw, at=loc, schema=schema)
+    item = checked.item
+    entries.diagnostics.extend(checked.diagnostics)
     entries.diagnostics.extend(_read_only_warnings(document, raw, loc))
     if item is None:
         entries.invalid_names[kind].add(_raw_name(raw))
+        if kind == "plan":
+            entries.invalid_plans.append(Located(_plan_refs(raw, checked), document, loc))
         return
     located = Located(item, document, loc)
     if isinstance(item, FeatureModel):
@@ -161,6 +180,23 @@ def _find_keys(raw: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
     elif isinstance(raw, list):
         for index, value in enumerate(raw):
             yield from _find_keys(value, (*loc, index))
+
+
+def _plan_refs(raw: Any, checked: Checked[BaseModel]) -> PlanRefs:
+    """The plan name and product references of an invalid plan, where they validated."""
+    if not isinstance(raw, dict):
+        return PlanRefs(None, ())
+    name = raw.get("name")
+    products = raw.get("products")
+    refs: list[tuple[int, str]] = []
+    if isinstance(products, list):
+        for index, ref in enumerate(products):
+            product = ref.get("name") if isinstance(ref, dict) else None
+            if isinstance(product, str) and checked.sound(("products", index, "name")):
+                refs.append((index, product.lower()))
+    if not isinstance(name, str) or not checked.sound(("name",)):
+        return PlanRefs(None, tuple(refs))
+    return PlanRefs(name.lower(), tuple(refs))
 
 
 def _raw_name(raw: Any) -> str:

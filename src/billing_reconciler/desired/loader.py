@@ -241,6 +241,7 @@ def _build_state(
         products=products,
         plans=plans,
         invalid_names=entries.invalid_names,
+        invalid_plans=entries.invalid_plans,
         unparsed=unparsed,
     )
     diagnostics.extend(check_references(catalog))
@@ -283,6 +284,6 @@ def _customers(
         ),
         may_exist=lambda name: not catalog.unknown("plan", name),
     )
-    diagnostics.extend(check_customers(entries.customers, plans=names))
+    diagnostics.extend(check_customers(entries.references, plans=names))
     currency = catalog.config.billing.currency
     return customer_specs(entries.customers, default_currency=currency)

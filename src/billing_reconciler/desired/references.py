@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from billing_reconciler.config import BillingConfig
 from billing_reconciler.desired.diagnostics import Diagnostic
-from billing_reconciler.desired.formats import Kind, Located
+from billing_reconciler.desired.formats import Kind, Located, PlanRefs
 from billing_reconciler.desired.state import FeatureSpec, PlanSpec, ProductSpec
 from billing_reconciler.desired.yaml_source import Loc, SourceDocument
 
@@ -52,6 +52,8 @@ class Catalog:
     plans: list[Located[PlanSpec]]
     invalid_names: dict[Kind, set[str]]
     unparsed: UnparsedFiles = field(default_factory=UnparsedFiles)
+    invalid_plans: list[Located[PlanRefs]] = field(default_factory=list)
+    """What plans that failed their own validation still reference (checked too)."""
 
     def unknown(self, kind: Kind, name: str) -> bool:
         """Whether `name` is worth reporting as missing: not an entry that failed its own
@@ -171,17 +173,20 @@ def _meters(catalog: Catalog) -> Iterator[Diagnostic]:
 
 def _plan_products(catalog: Catalog) -> Iterator[Diagnostic]:
     known = {p.item.name for p in catalog.products}
-    for plan in catalog.plans:
+    plans: list[
+        tuple[str | None, Located[PlanSpec] | Located[PlanRefs], Iterable[tuple[int, str]]]
+    ] = [(plan.item.name, plan, enumerate(plan.item.products)) for plan in catalog.plans]
+    plans += [(plan.item.name, plan, plan.item.products) for plan in catalog.invalid_plans]
+    for plan_name, plan, references in plans:
         seen: set[str] = set()
-        for index, name in enumerate(plan.item.products):
+        for index, name in references:
             at = ("products", index, "name")
             if name in seen:
                 yield plan.diagnostic(f"plan lists product '{name}' twice", at=at)
             seen.add(name)
             if name not in known and catalog.unknown("product", name):
-                yield plan.diagnostic(
-                    f"plan '{plan.item.name}' references unknown product '{name}'", at=at
-                )
+                which = f"plan '{plan_name}'" if plan_name else "plan"
+                yield plan.diagnostic(f"{which} references unknown product '{name}'", at=at)
 
 
 def _per_seat(catalog: Catalog) -> Iterator[Diagnostic]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import jsonschema
 from pydantic import BaseModel, ValidationError
@@ -30,6 +30,25 @@ class _Finding:
     on_key: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Checked(Generic[ModelT]):
+    """A validation's outcome: the item (None on any error), its diagnostics, and the data
+    paths (relative to the validated data) that the diagnostics point at."""
+
+    item: ModelT | None
+    diagnostics: list[Diagnostic]
+    broken: tuple[Loc, ...] = ()
+
+    def sound(self, loc: Loc) -> bool:
+        """Whether the value at `loc` passed: no finding points at it or at a node above it.
+
+        A record with an error elsewhere (an unknown key, a bad amount) still says this value,
+        so checks across records can look at it: their errors do not follow from the broken
+        part of the record, and a user must see them in the same run.
+        """
+        return not any(loc[: len(bad)] == bad for bad in self.broken)
+
+
 def validate(
     document: SourceDocument,
     model: type[ModelT],
@@ -39,6 +58,19 @@ def validate(
     schema: Mapping[str, Any] | None = None,
 ) -> tuple[ModelT | None, list[Diagnostic]]:
     """Validate `data` (found at `at` in `document`) as `model`, and against `schema`."""
+    checked = check(document, model, data=data, at=at, schema=schema)
+    return checked.item, checked.diagnostics
+
+
+def check(
+    document: SourceDocument,
+    model: type[ModelT],
+    *,
+    data: Any,
+    at: Loc = (),
+    schema: Mapping[str, Any] | None = None,
+) -> Checked[ModelT]:
+    """`validate`, also telling which parts of `data` were wrong (`Checked.sound`)."""
     result: ModelT | None = None
     pydantic_findings: list[_Finding] = []
     try:
@@ -51,7 +83,8 @@ def validate(
     schema_findings = _from_schema(schema, data) if schema is not None else []
     findings = pydantic_findings + _unrelated(schema_findings, pydantic_findings)
     diagnostics = [document.diagnostic((*at, *f.loc), f.message, key=f.on_key) for f in findings]
-    return (result if not diagnostics else None), diagnostics
+    broken = tuple(f.loc for f in findings)
+    return Checked((result if not diagnostics else None), diagnostics, broken)
 
 
 # --------------------------------------------------------------------------------------------

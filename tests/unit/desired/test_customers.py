@@ -167,6 +167,48 @@ def test_every_bad_entry_of_every_file_in_one_run(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "mistake",
+    ["    colour: red\n", "    due_in_days: -1\n", "    email: nope\n", "    seats: 0\n"],
+)
+def test_an_entry_with_an_error_still_has_its_plan_and_org_id_checked(
+    tmp_path: Path, mistake: str
+) -> None:
+    # The duplicate org id and the unknown plan are mistakes of their own, not echoes of the
+    # schema error in the same entry: all three are reported in one run (before: only it).
+    text = ACME + "  - org_id: acme\n    name: Again\n    plan: team_montly\n" + mistake
+    found = errors(load_desired(desired(tmp_path, {"acme.yaml": text})))
+    assert len(found) == 3, found
+    assert found[0].startswith("acme.yaml:15:13: org_id: 'acme' is already declared at "), found
+    assert found[1] == (
+        "acme.yaml:17:11: plan: unknown plan 'team_montly'; did you mean 'team_monthly'?"
+    )
+    assert found[2].startswith("acme.yaml:18:"), found
+
+
+def test_a_wrong_value_is_not_checked_again_across_entries(tmp_path: Path) -> None:
+    # The plan's own error (not a name) is the one error: no "unknown plan" on top of it.
+    text = ACME.replace("plan: team_monthly", "plan: 'team monthly'").replace(
+        "seats: 5", "seats: 0"
+    )
+    found = errors(load_desired(desired(tmp_path, {"acme.yaml": text})))
+    assert [f.split(": ", 2)[1] for f in found] == ["plan", "seats"], found
+
+
+def test_errors_in_one_entry_do_not_hide_an_unknown_plan_in_another(tmp_path: Path) -> None:
+    text = (
+        "customers:\n  - org_id: a\n    name: A\n    due_in_days: -3\n"
+        "  - org_id: b\n    name: B\n    plan: no_such_plan\n"
+        "  - org_id: c\n    name: C\n    colour: blue\n"
+    )
+    found = errors(load_desired(desired(tmp_path, {"acme.yaml": text})))
+    assert [f.split(": ", 2)[:2] for f in found] == [
+        ["acme.yaml:4:18", "due_in_days"],
+        ["acme.yaml:7:11", "plan"],
+        ["acme.yaml:10:5", "unknown key 'colour'; expected one of"],
+    ]
+
+
 def test_envelope_errors(tmp_path: Path) -> None:
     found = errors(load_desired(desired(tmp_path, {"a.yaml": "customer:\n  - org_id: a\n"})))
     assert found == ["a.yaml:1:1: unknown key 'customer'; did you mean 'customers'?"]

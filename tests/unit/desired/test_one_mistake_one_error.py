@@ -92,3 +92,29 @@ def test_without_a_broken_file_a_missing_product_is_reported(tmp_path: Path) -> 
     assert [d.message for d in result.errors] == [
         "plan 'free_monthly' references unknown product 'platform'"
     ]
+
+
+def test_a_plan_with_a_schema_error_still_has_its_products_checked(tmp_path: Path) -> None:
+    # The unknown key and the typo in a product name are two mistakes: both are reported.
+    plans = PLANS.replace("    interval: month\n", "    interval: month\n    colour: red\n")
+    plans = plans.replace("- name: platform", "- name: platfrom")
+    files = {"billing.yaml": BILLING, "plans/catalog.yaml": CATALOG}
+    result = load_desired(write(tmp_path, files | {"plans/plans.yaml": plans}))
+    assert [(d.line, d.message.split(";")[0]) for d in result.errors] == [
+        (5, "unknown key 'colour'"),
+        (7, "plan 'free_monthly' references unknown product 'platfrom'"),
+    ]
+
+
+def test_a_product_with_a_schema_error_hides_only_references_to_itself(tmp_path: Path) -> None:
+    # References to the broken product follow from its error; one to a product nobody
+    # declares does not, and is reported.
+    catalog = CATALOG.replace("        amount: 0\n", "        amount: -1\n")
+    plans = PLANS + "      - name: nowhere\n"
+    files = {"billing.yaml": BILLING, "plans/catalog.yaml": catalog}
+    result = load_desired(write(tmp_path, files | {"plans/plans.yaml": plans}))
+    assert [(d.path.split("/")[-1], d.line) for d in result.errors] == [
+        ("catalog.yaml", 7),
+        ("plans.yaml", 7),
+    ]
+    assert "references unknown product 'nowhere'" in result.errors[1].message
