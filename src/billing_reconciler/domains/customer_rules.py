@@ -23,9 +23,10 @@ A contract account whose org has only a disabled account is reported and left al
 from __future__ import annotations
 
 import dataclasses
-import json
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Final
 
 from billing_reconciler.desired.state import CustomerSpec
@@ -653,15 +654,46 @@ def _json_value(value: Any) -> Any:
 
 
 def _fingerprint(observed: CustomersObserved) -> str:
-    """Of the accounts, the customers and the cursor the plan was computed from."""
-    data = {
-        "accounts": [dataclasses.asdict(a) for a in observed.accounts],
-        "live": sorted(
-            (dataclasses.asdict(c) for c in observed.live.customers),
-            key=lambda c: str(c["stripe_id"]),
-        ),
-        "deleted": sorted(observed.live.deleted_ids),
-        "cursor": dataclasses.asdict(observed.cursor),
-        "moved_to": None if observed.moved_to is None else dataclasses.asdict(observed.moved_to),
-    }
-    return digest(json.dumps(data, sort_keys=True, default=str))
+    """A digest of what the plan was computed from (a saved plan is compared with its re-plan
+    by it): the accounts, the customers, the deleted ids, the cursor and the other facts the
+    rules read. As the catalog's (`planning.builder.fingerprint`): each record becomes a tuple
+    of its fields (mappings as sorted items, so key order does not matter; the frozen values
+    inside by their dataclass `repr`) whose sorted `repr`s are hashed. `dataclasses.asdict`
+    and `json.dumps` of every record were half of the plan's CPU at 100,000 accounts."""
+    hasher = hashlib.sha256()
+    parts: tuple[Iterable[str], ...] = (
+        sorted(repr(_record(a, _ACCOUNT_FIELDS)) for a in observed.accounts),
+        sorted(repr(_record(c, _CUSTOMER_FIELDS)) for c in observed.live.customers),
+        sorted(map(repr, observed.live.deleted_ids)),
+        sorted(map(repr, observed.inactive_orgs)),
+        sorted(map(repr, observed.claimed_ids)),
+        (repr((observed.complete, observed.cursor, observed.moved_to, observed.resynced)),),
+    )
+    for part in parts:
+        for item in part:  # a repr holds no raw control character: the separators are safe
+            hasher.update(item.encode())
+            hasher.update(b"\x1e")
+        hasher.update(b"\x1d")
+    return hasher.hexdigest()[:32]
+
+
+_ACCOUNT_FIELDS: Final = attrgetter(*(f.name for f in dataclasses.fields(StoredAccount)))
+_CUSTOMER_FIELDS: Final = attrgetter(*(f.name for f in dataclasses.fields(CustomerRecord)))
+_SCALARS: Final = frozenset({str, int, bool, type(None)})
+
+
+def _record(record: object, fields: attrgetter[tuple[object, ...]]) -> tuple[object, ...]:
+    """Every field of a record (all of its dataclass fields: a field added later counts)."""
+    return tuple([v if type(v) in _SCALARS else _plain(v) for v in fields(record)])
+
+
+def _plain(value: object) -> object:
+    """A mapping as its sorted items and a list as a tuple, recursively; anything else (str,
+    int, None, a frozen dataclass of them) as it is."""
+    if type(value) in _SCALARS:
+        return value
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _plain(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_plain(v) for v in value)
+    return value
