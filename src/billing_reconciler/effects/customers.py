@@ -3,8 +3,9 @@ store's accounts and cursor, Stripe's customers and events through the gateway),
 `EXECUTORS` carry out its step kinds:
 
 - `customer`: create (then, in the transaction that journals the step done, the account is
-  linked to the new customer and its last-applied fields recorded) and update (fields, then
-  tax ids added and deleted; Stripe has no tax id update), each under the step's key;
+  linked to the new customer and its last-applied fields recorded, in one UPDATE) and update
+  (fields, then tax ids added and deleted; Stripe has no tax id update), each under the
+  step's key;
 - `billing_account`: store only: a contract account opened (with its onboard credits), the
   YAML's settings and fields written, fields pulled from Stripe, a link to a customer found
   by its marker, or the account disabled because its customer was deleted in Stripe;
@@ -193,14 +194,18 @@ class CustomerExecutor:
     def record(self, session: Session, done: Done) -> None:
         step = done.step
         accounts = AccountRepository(session)
-        account = _account_of(accounts, step)
         if step.action is Action.CREATE:
             assert done.stripe_id is not None
-            if account.stripe_customer_id != done.stripe_id:
-                accounts.set_stripe_customer(account.id, done.stripe_id)
+            # Link + last applied in one UPDATE: a create step's cost is mostly the store's.
             pushed = {k: step.params.get(k) for k in _MERGED}
-            accounts.set_last_applied(account.id, {**_empty_last(), **_drop_none(pushed)})
+            org_id = _org_of(step)
+            linked = accounts.link_created_customer(
+                org_id, done.stripe_id, {**_empty_last(), **_drop_none(pushed)}
+            )
+            if linked is None:
+                raise _no_account(org_id, step)
             return
+        account = _account_of(accounts, step)
         _merge_last_applied(accounts, account, step.params.get("last_applied") or {})
 
 
@@ -346,11 +351,19 @@ def _store_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _org_of(step: Step) -> str:
+    return step.key.split("/", 1)[1]
+
+
+def _no_account(org_id: str, step: Step) -> LookupError:
+    return LookupError(f"no active billing account of org {org_id!r} for {step.key}")
+
+
 def _account_of(accounts: AccountRepository, step: Step) -> AccountRecord:
-    org_id = step.key.split("/", 1)[1]
+    org_id = _org_of(step)
     account = accounts.active_for_org(org_id)
     if account is None:
-        raise LookupError(f"no active billing account of org {org_id!r} for {step.key}")
+        raise _no_account(org_id, step)
     return account
 
 

@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -144,6 +144,37 @@ def _check_due_in_days(due_in_days: int) -> int:
     if due_in_days < 0:
         raise ValueError("due_in_days cannot be negative")
     return due_in_days
+
+
+_accounts = cast(Table, BillingAccountModel.__table__)
+_other = _accounts.alias("other_account")
+
+#: `AccountRepository.link_created_customer`'s statement, built once.
+_LINK_CREATED = (
+    update(_accounts)
+    .where(
+        _accounts.c.org_id == bindparam("p_org_id"),
+        _accounts.c.state == bindparam("p_active"),
+        ~exists()
+        .where(
+            _other.c.stripe_customer_id == bindparam("p_customer"),
+            _other.c.id != _accounts.c.id,
+        )
+        .correlate(_accounts),
+    )
+    .values(
+        stripe_customer_id=bindparam("p_customer", type_=_accounts.c.stripe_customer_id.type),
+        last_applied=bindparam("p_last_applied", type_=_accounts.c.last_applied.type),
+        updated_at=bindparam("p_now", type_=_accounts.c.updated_at.type),
+    )
+    .returning(_accounts.c.id)
+)
+
+
+def _customer_taken(customer_id: str | None) -> ConflictError:
+    return ConflictError(
+        f"Stripe customer {customer_id!r} belongs to another account", code="already_exists"
+    )
 
 
 class AccountRepository:
@@ -315,6 +346,37 @@ class AccountRepository:
         self._session.flush()
         return _record(model)
 
+    def link_created_customer(
+        self, org_id: str, customer_id: str, last_applied: Mapping[str, Any]
+    ) -> str | None:
+        """Link the org's active account to the customer just created for it and record the
+        fields pushed as last applied, in one UPDATE (no read first, no savepoint): the id of
+        the account, or None when the org has no active account.
+
+        A replay (the account is linked to the customer already) rewrites the same values.
+        ConflictError `already_exists` when another account is linked to the customer (and
+        nothing is written). The UPDATE locks the row, as `set_stripe_customer`'s read does; a
+        concurrent link of the same customer to another account, caught only by the unique
+        index, raises the same ConflictError, but then the transaction cannot go on: roll it
+        back.
+        """
+        params = {
+            "p_org_id": org_id,
+            "p_active": ACTIVE,
+            "p_customer": customer_id,
+            "p_last_applied": dict(last_applied),
+            "p_now": self._clock(),
+        }
+        try:
+            linked = self._session.connection().execute(_LINK_CREATED, params).first()
+        except IntegrityError as error:
+            raise _customer_taken(customer_id) from error
+        if linked is not None:
+            return str(linked.id)
+        if self.active_for_org(org_id) is None:
+            return None
+        raise _customer_taken(customer_id)
+
     def set_stripe_customer(self, account_id: str, customer_id: str | None) -> AccountRecord:
         """Link the account to its Stripe customer (None unlinks); one account per customer."""
         model = self._locked(account_id)
@@ -324,10 +386,7 @@ class AccountRepository:
                 model.updated_at = self._clock()
                 self._session.flush()
         except IntegrityError as error:
-            raise ConflictError(
-                f"Stripe customer {customer_id!r} belongs to another account",
-                code="already_exists",
-            ) from error
+            raise _customer_taken(customer_id) from error
         return self._record_of(account_id)
 
     def set_state(self, account_id: str, state: str, reason: str | None = None) -> AccountRecord:

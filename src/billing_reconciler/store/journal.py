@@ -10,11 +10,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Select, Table, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from billing_reconciler.store._common import Clock, dialect_insert, utc_now
+from billing_reconciler.store._common import Clock, utc_now
 from billing_reconciler.store.errors import ConflictError, NotFoundError
 from billing_reconciler.store.tables import JournalModel, RunModel
 
@@ -64,7 +66,7 @@ class JournalRecord:
     finished_at: datetime | None
 
 
-def _record(model: JournalModel) -> JournalRecord:
+def _record(model: JournalModel | Row[Any]) -> JournalRecord:
     return JournalRecord(
         id=model.id,
         run_id=model.run_id,
@@ -83,6 +85,57 @@ def _record(model: JournalModel) -> JournalRecord:
     )
 
 
+_journal = cast(Table, JournalModel.__table__)
+
+_BEGIN_COLUMNS = (
+    "run_id",
+    "installation_id",
+    "plan_fingerprint",
+    "step_index",
+    "object_key",
+    "action",
+    "idempotency_key",
+    "step_key",
+    "state",
+    "started_at",
+)
+
+#: A new pending row, returned; nothing (no row) when its idempotency key is journaled.
+#: Built once per dialect; the values are bind parameters named like the columns.
+_BEGIN = {
+    name: dialect.insert(_journal)
+    .values({column: bindparam(column, type_=_journal.c[column].type) for column in _BEGIN_COLUMNS})
+    .on_conflict_do_nothing(index_elements=[_journal.c.idempotency_key])
+    .returning(*_journal.c)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
+def _finish_statement(*, stripe_id: bool) -> Any:
+    """Finish a step not done yet, answering its row (none: done already, or unknown)."""
+    names = ["state", "error", "request_id", "finished_at"] + (["stripe_id"] if stripe_id else [])
+    return (
+        update(_journal)
+        .where(
+            _journal.c.idempotency_key == bindparam("p_key"),
+            _journal.c.state != bindparam("p_done"),
+        )
+        .values({name: bindparam(f"p_{name}", type_=_journal.c[name].type) for name in names})
+        .returning(*_journal.c)
+    )
+
+
+_FINISH = _finish_statement(stripe_id=True)
+_FINISH_KEEPING_ID = _finish_statement(stripe_id=False)
+
+
+class _Keep:
+    """`_finish` leaves the row's Stripe id as it is."""
+
+
+_KEEP = _Keep()
+
+
 def _runs_of(domain: str) -> Select[str]:
     """The ids of a domain's runs (journal rows name their run; the run names its domain)."""
     return select(RunModel.run_id).where(RunModel.domain == domain)
@@ -98,59 +151,73 @@ class JournalRepository:
 
         A returned row that is `done` means the step already happened (skip it, reuse its Stripe
         id); `pending` or `failed` means replay it with the same key, so Stripe deduplicates.
+        One statement for a new step (the INSERT returns the row it wrote).
         """
-        self._session.execute(
-            dialect_insert(self._session, JournalModel)
-            .values(
-                run_id=entry.run_id,
-                installation_id=entry.installation_id,
-                plan_fingerprint=entry.plan_fingerprint,
-                step_index=entry.step_index,
-                object_key=entry.object_key,
-                action=entry.action,
-                idempotency_key=entry.idempotency_key,
-                step_key=entry.step_key,
-                state=JournalState.PENDING.value,
-                started_at=self._clock(),
+        inserted = (
+            self._connection()
+            .execute(
+                _BEGIN[self._dialect()],
+                {
+                    "run_id": entry.run_id,
+                    "installation_id": entry.installation_id,
+                    "plan_fingerprint": entry.plan_fingerprint,
+                    "step_index": entry.step_index,
+                    "object_key": entry.object_key,
+                    "action": entry.action,
+                    "idempotency_key": entry.idempotency_key,
+                    "step_key": entry.step_key,
+                    "state": JournalState.PENDING.value,
+                    "started_at": self._clock(),
+                },
             )
-            .on_conflict_do_nothing(index_elements=[JournalModel.idempotency_key])
+            .first()
         )
+        if inserted is not None:
+            return _record(inserted)
         return self._require(entry.idempotency_key)
 
     def mark_done(
         self, idempotency_key: str, stripe_id: str | None, request_id: str | None = None
     ) -> JournalRecord:
-        """Record success. Repeating it with the same Stripe id is a no-op; another id conflicts."""
-        current = self._require(idempotency_key)
-        if current.state is JournalState.DONE:
-            if current.stripe_id != stripe_id:
-                raise ConflictError(
-                    f"journal step {idempotency_key!r} is done with {current.stripe_id!r}; "
-                    f"refusing to record {stripe_id!r}"
-                )
-            return current
-        return self._finish(
+        """Record success. Repeating it with the same Stripe id is a no-op; another id conflicts.
+        One statement when the step was not done yet."""
+        finished = self._finish(
             idempotency_key,
             state=JournalState.DONE,
             stripe_id=stripe_id,
             error=None,
             request_id=request_id,
         )
+        if finished is not None:
+            return finished
+        current = self._require(idempotency_key)
+        if current.state is not JournalState.DONE:
+            raise ConflictError(f"journal step {idempotency_key!r} was finished concurrently")
+        if current.stripe_id != stripe_id:
+            raise ConflictError(
+                f"journal step {idempotency_key!r} is done with {current.stripe_id!r}; "
+                f"refusing to record {stripe_id!r}"
+            )
+        return current
 
     def mark_failed(
         self, idempotency_key: str, error: str, request_id: str | None = None
     ) -> JournalRecord:
-        """Record a failure; a step that is already done cannot fail afterwards."""
-        current = self._require(idempotency_key)
-        if current.state is JournalState.DONE:
-            raise ConflictError(f"journal step {idempotency_key!r} is done; it cannot fail now")
-        return self._finish(
+        """Record a failure (its Stripe id, if any, is kept); a step that is already done
+        cannot fail afterwards."""
+        finished = self._finish(
             idempotency_key,
             state=JournalState.FAILED,
-            stripe_id=current.stripe_id,
+            stripe_id=_KEEP,
             error=error,
             request_id=request_id,
         )
+        if finished is not None:
+            return finished
+        current = self._require(idempotency_key)
+        if current.state is JournalState.DONE:
+            raise ConflictError(f"journal step {idempotency_key!r} is done; it cannot fail now")
+        raise ConflictError(f"journal step {idempotency_key!r} was finished concurrently")
 
     def get(self, idempotency_key: str) -> JournalRecord | None:
         model = self._session.scalars(
@@ -240,30 +307,33 @@ class JournalRepository:
         idempotency_key: str,
         *,
         state: JournalState,
-        stripe_id: str | None,
+        stripe_id: str | _Keep | None,
         error: str | None,
         request_id: str | None,
-    ) -> JournalRecord:
-        # The state guard makes a concurrent writer that already finished the step win cleanly.
-        updated = self._session.execute(
-            update(JournalModel)
-            .where(
-                JournalModel.idempotency_key == idempotency_key,
-                JournalModel.state != JournalState.DONE.value,
-            )
-            .values(
-                state=state.value,
-                stripe_id=stripe_id,
-                error=error,
-                request_id=request_id,
-                finished_at=self._clock(),
-            )
-            .returning(JournalModel.id)
-            .execution_options(synchronize_session=False)
-        ).first()
-        if updated is None:
-            raise ConflictError(f"journal step {idempotency_key!r} was finished concurrently")
-        return self._require(idempotency_key)
+    ) -> JournalRecord | None:
+        """Finish a step that is not done yet, and answer its row; None when it is done
+        already or unknown (the caller tells which). The state guard makes a concurrent writer
+        that already finished the step win cleanly."""
+        params: dict[str, Any] = {
+            "p_key": idempotency_key,
+            "p_done": JournalState.DONE.value,
+            "p_state": state.value,
+            "p_error": error,
+            "p_request_id": request_id,
+            "p_finished_at": self._clock(),
+        }
+        statement = _FINISH_KEEPING_ID
+        if not isinstance(stripe_id, _Keep):
+            statement = _FINISH
+            params["p_stripe_id"] = stripe_id
+        updated = self._connection().execute(statement, params).first()
+        return None if updated is None else _record(updated)
+
+    def _connection(self) -> Connection:
+        return self._session.connection()
+
+    def _dialect(self) -> str:
+        return "postgresql" if self._session.get_bind().dialect.name == "postgresql" else "sqlite"
 
     def _require(self, idempotency_key: str) -> JournalRecord:
         record = self.get(idempotency_key)

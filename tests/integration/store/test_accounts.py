@@ -4,11 +4,13 @@ field updates, Stripe links, paging; SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 
 from billing_reconciler.store import (
@@ -254,6 +256,79 @@ def test_stripe_customer_link_and_last_applied(store: Store) -> None:
         account = AccountRepository(session).get(first.id)
     assert account is not None
     assert (account.stripe_customer_id, account.last_applied) == ("cus_1", fields)
+
+
+@contextmanager
+def _statements(store: Store) -> Iterator[list[str]]:
+    """The SQL statements the store's engine executes inside the block."""
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        seen.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+
+
+def test_link_created_customer_links_and_records_last_applied_in_one_statement(
+    store: Store, clock: FakeClock
+) -> None:
+    with store.session() as session:
+        created = _create(AccountRepository(session), "org-1")
+    clock.advance(timedelta(minutes=5))
+    fields: dict[str, object] = {"name": "Acme", "email": None, "tax_ids": []}
+    with store.session() as session, _statements(store) as executed:
+        accounts = AccountRepository(session, clock=clock)
+        assert accounts.link_created_customer("org-1", "cus_1", fields) == created.id
+    assert [s for s in executed if not s.startswith("BEGIN")] == [executed[-1]]
+    assert executed[-1].startswith("UPDATE billing_accounts")
+    with store.session() as session:
+        account = AccountRepository(session).get(created.id)
+    assert account is not None
+    assert (account.stripe_customer_id, account.last_applied) == ("cus_1", fields)
+    assert account.updated_at == clock.now
+    # A replay (the create step's record run again) writes the same values.
+    with store.session() as session:
+        accounts = AccountRepository(session, clock=clock)
+        assert accounts.link_created_customer("org-1", "cus_1", fields) == created.id
+        assert accounts.by_stripe_customer("cus_1") == account
+
+
+def test_link_created_customer_refuses_another_accounts_customer_and_keeps_going(
+    store: Store,
+) -> None:
+    with store.session() as session:
+        accounts = AccountRepository(session)
+        first = _create(accounts, "org-1")
+        second = _create(accounts, "org-2")
+        accounts.set_stripe_customer(first.id, "cus_1")
+        with pytest.raises(ConflictError, match=r"'cus_1' belongs to another account") as refused:
+            accounts.link_created_customer("org-2", "cus_1", {"name": "x"})
+        assert refused.value.code == "already_exists"
+        # Nothing was written and the transaction is still usable (no failed statement).
+        untouched = accounts.get(second.id)
+        assert untouched is not None
+        assert (untouched.stripe_customer_id, untouched.last_applied) == (None, {})
+        assert accounts.link_created_customer("org-2", "cus_2", {"name": "y"}) == second.id
+    with store.session() as session:
+        linked = AccountRepository(session).get(second.id)
+    assert linked is not None
+    assert (linked.stripe_customer_id, linked.last_applied) == ("cus_2", {"name": "y"})
+
+
+def test_link_created_customer_needs_the_orgs_active_account(store: Store) -> None:
+    with store.session() as session:
+        accounts = AccountRepository(session)
+        old = _create(accounts, "org-1")
+        accounts.set_state(old.id, "disabled", reason="customer deleted in Stripe")
+        assert accounts.link_created_customer("org-1", "cus_1", {}) is None
+        assert accounts.link_created_customer("org-unknown", "cus_1", {}) is None
+        assert accounts.get(old.id).stripe_customer_id is None  # type: ignore[union-attr]
+        current = _create(accounts, "org-1")
+        assert accounts.link_created_customer("org-1", "cus_1", {}) == current.id
 
 
 def test_list_active_pages_by_id(store: Store) -> None:

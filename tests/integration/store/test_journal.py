@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 
 from billing_reconciler.store import (
@@ -89,6 +90,35 @@ def test_done_is_final(store: Store, run_id: str, clock: FakeClock) -> None:
         with pytest.raises(ConflictError):
             journal.mark_failed("prod-key-0", "boom", "req_4")
         assert journal.get("prod-key-0") == done
+
+
+def test_a_new_step_is_one_statement_to_begin_and_one_to_finish(store: Store, run_id: str) -> None:
+    """The journal's share of every apply step (issue 10: a create step's client CPU)."""
+    executed: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if not statement.startswith("BEGIN"):
+            executed.append(statement.split(None, 1)[0])
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        with store.session() as session:
+            begun = JournalRepository(session).begin(_step(run_id, 0))
+        with store.session() as session:
+            done = JournalRepository(session).mark_done("prod-key-0", "cus_1", "req_1")
+        with store.session() as session:
+            JournalRepository(session).begin(_step(run_id, 1))
+        with store.session() as session:
+            failed = JournalRepository(session).mark_failed("prod-key-1", "boom", "req_2")
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+    assert executed == ["INSERT", "UPDATE", "INSERT", "UPDATE"]
+    assert (begun.state, begun.id) == (JournalState.PENDING, done.id)
+    assert (done.state, done.stripe_id, done.request_id) == (JournalState.DONE, "cus_1", "req_1")
+    assert (failed.state, failed.stripe_id, failed.error) == (JournalState.FAILED, None, "boom")
+    with store.session() as session:
+        assert JournalRepository(session).get("prod-key-0") == done
+        assert JournalRepository(session).get("prod-key-1") == failed
 
 
 def test_a_failed_step_can_be_retried(store: Store, run_id: str) -> None:
