@@ -30,7 +30,10 @@ Scenarios (issue 10, "Performance"):
   customer; a cold apply of the customers domain creates them, paced by the gateway's budget
   (`reconcile.rate_limit_per_second` = `--rate`), with the emulator's own rate limit set to the
   same budget. Reported: POSTs/s of the apply phase against the budget (target: >= 90%), failed
-  requests and 429s (target: 0), the convergence re-plan's calls.
+  requests and 429s (target: 0), the convergence re-plan's calls, the client's CPU and SQL
+  statements per step. With `--profile`, first `--profile-creates` (400) creates applied one
+  at a time, unpaced, under cProfile (`--profile-dump PATH` keeps the pstats): the
+  machine-independent cost of one create step.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import re
 import resource
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections import Counter
@@ -59,7 +63,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import event, insert
+from sqlalchemy.engine import Engine
 
 from billing_reconciler.controller import Controller, Planned, PlanOptions
 from billing_reconciler.desired import load_desired
@@ -184,11 +189,13 @@ def emulator_process() -> Iterator[EmulatorProcess]:
 # --- the reconciler's side ----------------------------------------------------------------------
 
 
-def write_desired(root: Path, rate: int) -> Path:
+def write_desired(root: Path, rate: int, concurrency: int | None = None) -> Path:
     (root / "plans").mkdir(parents=True, exist_ok=True)
+    threads = "" if concurrency is None else f"  apply_concurrency: {concurrency}\n"
     (root / "billing.yaml").write_text(
         "billing:\n  default_currency: usd\n"
         f"reconcile:\n  installation_id: {INSTALLATION}\n  rate_limit_per_second: {rate}\n"
+        + threads
     )
     return root
 
@@ -544,6 +551,85 @@ def max_in_any_window(timestamps: list[float], window: float = 1.0) -> int:
     return most
 
 
+class Statements:
+    """SQL statements executed by every engine of this process while counting."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+        self.counting = False
+        event.listen(Engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, *_: object) -> None:
+        if self.counting:
+            with self._lock:
+                self.count += 1
+
+    def start(self) -> None:
+        with self._lock:
+            self.count = 0
+        self.counting = True
+
+    def stop(self) -> int:
+        self.counting = False
+        return self.count
+
+    def close(self) -> None:
+        event.remove(Engine, "before_cursor_execute", self._seen)
+
+
+def profile_creates(
+    emulator: EmulatorProcess, root: Path, url: str, size: int, *, dump: str | None = None
+) -> dict[str, Any]:
+    """`size` creates applied one at a time (`apply_concurrency: 1`, no pacing) under
+    cProfile: the client's CPU and SQL statements per create step, and where the CPU goes."""
+    control = emulator.control
+    control.reset()
+    control.set_rate_limit(None)
+    store = Store.open(url)
+    statements = Statements()
+    try:
+        seed_accounts(store, [(org_id(i), None) for i in range(size)])
+        desired = write_desired(root / "desired", 10_000, concurrency=1)
+        controller = controller_for(desired, store, control.url)
+        planned = controller.plan()
+        total = len(planned.plan.steps)
+        profiler = cProfile.Profile()
+        done: list[float] = []
+
+        def on_step(_: object) -> None:
+            # Steps only: the convergence re-plan after the last one is not a step's cost.
+            done.append(time.process_time())
+            if len(done) == total:
+                profiler.disable()
+                statements.stop()
+
+        statements.start()
+        cpu_started = time.process_time()
+        profiler.enable()
+        _, outcomes, _ = controller.apply(planned, on_step=on_step)
+        profiler.disable()
+        cpu = (done[-1] if done else time.process_time()) - cpu_started
+        executed = statements.count
+    finally:
+        statements.close()
+        store.close()
+    if dump:
+        profiler.dump_stats(dump)
+    steps = max(1, len(outcomes))
+    report: dict[str, Any] = {
+        "creates": len(outcomes),
+        "client_cpu_ms_per_create_profiled": round(1000 * cpu / steps, 2),
+        "sql_statements_per_create": round(executed / steps, 2),
+    }
+    for sort in ("tottime", "cumulative"):
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats(sort).print_stats(25)
+        lines = [line.rstrip() for line in out.getvalue().splitlines() if line.strip()]
+        report[f"top_{sort}"] = lines[-25:]
+    return report
+
+
 def cold_create(
     emulator: EmulatorProcess, root: Path, url: str, size: int, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -566,14 +652,22 @@ def cold_create(
         plan_calls = requests.counts()
         print(f"# create: planned {len(planned.plan.steps)} steps", file=sys.stderr, flush=True)
         steps_done: list[float] = []
+        total = len(planned.plan.steps)
+        statements = Statements()
 
         def on_step(_: object) -> None:
             steps_done.append(time.perf_counter())
+            if len(steps_done) == total:
+                statements.stop()
 
+        statements.start()
         requests.start()
         first_release = len(released)
         cpu_started, emulator_cpu_started = time.process_time(), emulator.cpu_seconds()
-        _, outcomes, residual = controller.apply(planned, on_step=on_step)
+        try:
+            _, outcomes, residual = controller.apply(planned, on_step=on_step)
+        finally:
+            statements.close()
         finished = time.perf_counter()
         apply_cpu = time.process_time() - cpu_started
         emulator_cpu = emulator.cpu_seconds() - emulator_cpu_started
@@ -606,6 +700,7 @@ def cold_create(
         "emulator_cpu_per_wall_s": round(emulator_cpu / (finished - planned_at), 2),
         "client_cpu_ms_per_create": round(1000 * apply_cpu / max(1, len(outcomes)), 2),
         "emulator_cpu_ms_per_create": round(1000 * emulator_cpu / max(1, len(outcomes)), 2),
+        "sql_statements_per_step": round(statements.count / max(1, len(outcomes)), 2),
         "wall_s": round(finished - started, 2),
         "calls_apply_and_replan": calls,
         "customer_creates": posts,
@@ -631,7 +726,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=100, help="reconcile.rate_limit_per_second")
     parser.add_argument("--retrieve-sample", type=int, default=300)
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
-    parser.add_argument("--profile", action="store_true", help="cProfile the plan (top lines)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile the plan (top lines); create: also profile --profile-creates sequential"
+        " creates (SQL statements and client CPU per create step)",
+    )
+    parser.add_argument("--profile-creates", type=int, default=400)
+    parser.add_argument("--profile-dump", default=None, help="create: write the pstats here")
     parser.add_argument(
         "--seed",
         choices=("bulk", "repository"),
@@ -674,6 +776,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.scenario in ("create", "all"):
             if args.database_url and args.scenario == "all":
                 raise SystemExit("--database-url with --scenario all: run each on its own")
+            if args.profile:
+                if args.database_url:
+                    raise SystemExit("--database-url with --profile: run the profile on its own")
+                report["create_profile"] = profile_creates(
+                    emulator,
+                    root / "p",
+                    database("profile.db"),
+                    args.profile_creates,
+                    dump=args.profile_dump,
+                )
             report["cold_create"] = cold_create(
                 emulator, root / "c", database("create.db"), args.create_accounts, args
             )
