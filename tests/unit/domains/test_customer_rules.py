@@ -1,10 +1,12 @@
 """The customers domain's plan rules without Stripe or a store: the fingerprint a saved plan is
-compared by, and the plan of an in-sync fleet with a few accounts out of sync."""
+compared by."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -145,27 +147,86 @@ def test_the_fingerprint_is_equal_for_equal_observations(context: PlanContext) -
     )
 
 
+# A changed value for every field of each record type (the fingerprint spells them out).
+ACCOUNT_FIELDS: dict[str, object] = {
+    "account_id": "acct_other",
+    "org_id": "org-other",
+    "stripe_id": None,
+    "offline": True,
+    "contract": True,
+    "fields": replace(_fields(3), name="Local name"),
+    "currency": "usd",
+    "test_clock": "clock_1",
+    "metadata": {"team": "billing", "tier": "silver"},
+    "credit_min": 100,
+    "due_in_days": 14,
+    "last_applied": {**_account(3).last_applied, "email": "old@example.test"},
+}
+FIELDS: dict[str, object] = {
+    "name": None,
+    "email": "portal@example.test",
+    "phone": "+49 30 1234",
+    "address": Address(line1="3 Main St", city="Munich", country="DE"),
+    "tax_ids": (TaxId("eu_vat", "DE1"),),
+}
+CUSTOMER_FIELDS: dict[str, object] = {
+    **FIELDS,
+    "key": "customer/org-other",
+    "org_id": "org-other",
+    "stripe_id": "cus_other",
+    "currency": "usd",
+    "metadata": {"plan": "pro", "region": "us"},
+    "owner": CustomerOwner(installation_id="other", key="customer/org-2", org_id="org-2"),
+    "test_clock": "clock_1",
+    "deleted": True,
+    "stripe_tax_ids": ((TaxId("eu_vat", "DE000000002"), "txi_other"),),
+}
+OWNER_FIELDS: dict[str, str] = {
+    "installation_id": "other",
+    "key": "customer/org-other",
+    "org_id": "org-other",
+    "revision": "abc123",
+}
+
+
+def _owner(**parts: str) -> CustomerOwner:
+    return replace(
+        CustomerOwner(installation_id=INSTALLATION, key="customer/org-2", org_id="org-2"), **parts
+    )
+
+
+def _changed_fields(**parts: object) -> CustomerFields:
+    return replace(_fields(3), **parts)  # type: ignore[arg-type]
+
+
+def test_the_changes_cover_every_field_of_the_records() -> None:
+    assert set(ACCOUNT_FIELDS) == {f.name for f in dataclasses.fields(StoredAccount)}
+    assert set(CUSTOMER_FIELDS) == {f.name for f in dataclasses.fields(CustomerRecord)}
+    assert set(FIELDS) == {f.name for f in dataclasses.fields(CustomerFields)}
+    assert set(OWNER_FIELDS) == {f.name for f in dataclasses.fields(CustomerOwner)}
+
+
 CHANGES: dict[str, Callable[[], CustomersObserved]] = {
-    "customer email": lambda: _with_customer(2, email="portal@example.test"),
-    "customer name cleared": lambda: _with_customer(2, name=None),
+    **{
+        f"account {name}": partial(_with_account, 3, **{name: value})
+        for name, value in ACCOUNT_FIELDS.items()
+    },
+    **{
+        f"account fields {name}": partial(_with_account, 3, fields=_changed_fields(**{name: value}))
+        for name, value in FIELDS.items()
+    },
+    **{
+        f"customer {name}": partial(_with_customer, 2, **{name: value})
+        for name, value in CUSTOMER_FIELDS.items()
+    },
+    **{
+        f"customer owner {name}": partial(_with_customer, 2, owner=_owner(**{name: value}))
+        for name, value in OWNER_FIELDS.items()
+    },
     "customer address part": lambda: _with_customer(
         2, address=Address(line1="2 Main St", city="Munich", country="DE")
     ),
-    "customer tax id": lambda: _with_customer(2, tax_ids=(TaxId("eu_vat", "DE1"),)),
-    "customer stripe tax id": lambda: _with_customer(
-        2, stripe_tax_ids=((TaxId("eu_vat", "DE000000002"), "txi_other"),)
-    ),
-    "customer currency": lambda: _with_customer(2, currency="usd"),
-    "customer metadata value": lambda: _with_customer(2, metadata={"plan": "pro", "region": "us"}),
-    "customer marker": lambda: _with_customer(
-        2, owner=CustomerOwner(installation_id="other", key="customer/org-2", org_id="org-2")
-    ),
-    "customer test clock": lambda: _with_customer(2, test_clock="clock_1"),
     "customer missing": lambda: _observed(customers=tuple(_customer(i) for i in range(4))),
-    "account name": lambda: _with_account(3, fields=replace(_fields(3), name="Local name")),
-    "account last applied email": lambda: _with_account(
-        3, last_applied={**_account(3).last_applied, "email": "old@example.test"}
-    ),
     "account last applied address part": lambda: _with_account(
         3,
         last_applied={
@@ -176,12 +237,8 @@ CHANGES: dict[str, Callable[[], CustomersObserved]] = {
     "account last applied tax ids": lambda: _with_account(
         3, last_applied={**_account(3).last_applied, "tax_ids": []}
     ),
-    "account stripe id": lambda: _with_account(3, stripe_id=None),
-    "account offline": lambda: _with_account(3, offline=True),
-    "account currency": lambda: _with_account(3, currency="usd"),
-    "account credit min": lambda: _with_account(3, credit_min=100),
-    "account metadata value": lambda: _with_account(
-        3, metadata={"team": "billing", "tier": "silver"}
+    "account last applied key missing": lambda: _with_account(
+        3, last_applied={k: v for k, v in _account(3).last_applied.items() if k != "phone"}
     ),
     "deleted ids": lambda: _observed(
         live=LiveCustomers(
@@ -189,8 +246,8 @@ CHANGES: dict[str, Callable[[], CustomersObserved]] = {
         )
     ),
     "cursor position": lambda: _observed(cursor=CursorState(EventPosition("evt_2", 101), 50)),
+    "cursor full resync": lambda: _observed(cursor=CursorState(EventPosition("evt_1", 100), 51)),
     "position to record": lambda: _observed(moved_to=EventPosition("evt_3", 102)),
-    "complete listing": lambda: _observed(complete=True),
     "claimed ids": lambda: _observed(claimed_ids=frozenset({"cus_9"})),
     "inactive orgs": lambda: _observed(inactive_orgs=frozenset({"org-9"})),
 }
