@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Final
 
 from billing_reconciler.model import (
@@ -164,13 +165,34 @@ class CustomerFields:
     tax_ids: tuple[TaxId, ...] = ()
 
     def canonical(self) -> CustomerFields:
-        """The same fields, normalized: "" is None, tax ids sorted, an empty address None."""
+        """The same fields, normalized: "" is None, tax ids sorted, an empty address None;
+        `self` when they already are (every edge builds them so: a fleet's plan asks often)."""
+        if self._is_canonical():
+            return self
         return CustomerFields(
             name=self.name or None,
             email=self.email or None,
             phone=self.phone or None,
             address=normalize_address(self.address),
             tax_ids=canonical_tax_ids(self.tax_ids),
+        )
+
+    def _is_canonical(self) -> bool:
+        address, tax_ids = self.address, self.tax_ids
+        return (
+            self.name != ""
+            and self.email != ""
+            and self.phone != ""
+            and (address is None or not address.is_empty())
+            and type(tax_ids) is tuple
+            and (
+                not tax_ids
+                # Strictly ascending: sorted, without duplicates, as `canonical_tax_ids` makes.
+                or (
+                    all(type(t) is TaxId for t in tax_ids)
+                    and all(a < b for a, b in pairwise(tax_ids))
+                )
+            )
         )
 
 

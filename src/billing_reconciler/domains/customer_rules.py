@@ -35,6 +35,7 @@ from billing_reconciler.domains.customer_merge import (
     CustomerMerge,
     FieldValue,
     last_applied_to_json,
+    merge_currency,
     merge_customer,
     tax_id_changes,
     update_params,
@@ -198,6 +199,8 @@ def _plan_org(
         _create(draft, org, local, account)
         return
     linking = account.stripe_id is None
+    if not linking and spec is None and _unchanged(local, account, remote):
+        return
     if linking:
         # Stripe shows the customer as we applied it: its fields are the last-applied side,
         # so a local difference is pushed and nothing is pulled back over the store.
@@ -213,6 +216,24 @@ def _plan_org(
     _apply_merge(draft, account, remote, merge, contract=spec is not None)
     if linking:
         _link(draft, account, remote, merge)
+
+
+def _unchanged(local: CustomerFields, account: StoredAccount, remote: CustomerRecord) -> bool:
+    """The account, its customer and its last-applied record agree (most of a fleet, every
+    pass): the merge would write nothing and `_apply_merge` emit nothing, so both are skipped.
+    Local == remote leaves no field to merge; the last-applied JSON equal to theirs, key by
+    key, leaves nothing for a pull to record (a stored form that differs, e.g. tax ids in
+    another order, is rewritten by the full path); an equal or absent remote currency leaves
+    no currency to pull or refuse."""
+    fields = local.canonical()
+    if remote.fields != fields:
+        return False
+    if merge_currency(local=account.currency, remote=remote.currency).outcome is not (
+        CurrencyOutcome.UNCHANGED
+    ):
+        return False
+    applied = account.last_applied
+    return all(applied.get(k, _MISSING) == v for k, v in last_applied_to_json(fields).items())
 
 
 def _link(

@@ -20,7 +20,14 @@ from billing_reconciler.domains.customer_merge import (
     tax_id_changes,
     update_params,
 )
-from billing_reconciler.model_customers import MERGED_FIELDS, Address, CustomerFields, TaxId
+from billing_reconciler.model_customers import (
+    MERGED_FIELDS,
+    Address,
+    CustomerFields,
+    TaxId,
+    canonical_tax_ids,
+    normalize_address,
+)
 
 BASE = CustomerFields(name="Acme", email="billing@acme.test", phone=None)
 
@@ -213,3 +220,24 @@ def test_equal_sides_never_change(
     fields: CustomerFields, last: dict[str, FieldValue] | None, contract: bool
 ) -> None:
     assert merge_customer(local=fields, remote=fields, last_applied=last, contract=contract).in_sync
+
+
+@given(fields=_fields)
+def test_canonical_fields_are_normalized_once(fields: CustomerFields) -> None:
+    """`canonical()` returns a value already canonical as it is (the plan of a fleet asks for
+    it several times per account), and normalizes any other."""
+    normalized = CustomerFields(
+        name=fields.name or None,
+        email=fields.email or None,
+        phone=fields.phone or None,
+        address=normalize_address(fields.address),
+        tax_ids=canonical_tax_ids(fields.tax_ids),
+    )
+    assert fields.canonical() == normalized
+    assert normalized.canonical() is normalized
+
+
+def test_tax_ids_given_as_pairs_or_a_list_are_normalized() -> None:
+    pairs = CustomerFields(tax_ids=(("eu_vat", "DE1"),))  # type: ignore[arg-type]
+    listed = CustomerFields(tax_ids=[TaxId("eu_vat", "DE1")])  # type: ignore[arg-type]
+    assert pairs.canonical().tax_ids == listed.canonical().tax_ids == (TaxId("eu_vat", "DE1"),)

@@ -1,5 +1,5 @@
 """The customers domain's plan rules without Stripe or a store: the fingerprint a saved plan is
-compared by."""
+compared by, and the plan of an in-sync fleet with a few accounts out of sync."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from billing_reconciler.model_customers import (
     customer_key,
     customer_record,
 )
+from billing_reconciler.planning.plan import Action, Reason, Step
 
 INSTALLATION = "test"
 
@@ -256,3 +257,110 @@ CHANGES: dict[str, Callable[[], CustomersObserved]] = {
 @pytest.mark.parametrize("change", CHANGES)
 def test_the_fingerprint_changes_with_any_observed_value(change: str, context: PlanContext) -> None:
     assert _fingerprint(CHANGES[change](), context) != _fingerprint(_observed(), context)
+
+
+# --------------------------------------------------------------------------------------------
+# The plan of a fleet: the accounts in sync (skipped before the merge) plan nothing; those a
+# field, the stored last-applied form or a currency sets apart each plan their write.
+# --------------------------------------------------------------------------------------------
+
+
+def _plan_of(context: PlanContext, index: int, **changes: object) -> tuple[Step, ...]:
+    """The steps of the fleet's plan where `changes` apply to account (`account_<field>`) or
+    customer (`customer_<field>`) `index`."""
+    accounts = [_account(i) for i in range(5)]
+    customers = [_customer(i) for i in range(5)]
+    for name, value in changes.items():
+        side, _, field = name.partition("_")
+        if side == "account":
+            accounts[index] = replace(accounts[index], **{field: value})  # type: ignore[arg-type]
+        else:
+            customers[index] = replace(customers[index], **{field: value})  # type: ignore[arg-type]
+    plan = customers_plan({}, _observed(tuple(accounts), tuple(customers)), context)
+    assert not plan.drift
+    assert not plan.orphans
+    assert not plan.restores
+    return plan.steps
+
+
+def _what(step: Step) -> tuple[Action, str, str, Reason]:
+    return step.action, step.kind, step.key, step.reason
+
+
+def test_an_in_sync_fleet_plans_nothing(context: PlanContext) -> None:
+    plan = customers_plan({}, _observed(), context)
+    assert (plan.steps, plan.restores, plan.warnings) == ((), (), ())
+
+
+def test_a_remote_edit_among_in_sync_accounts_is_pulled(context: PlanContext) -> None:
+    [step] = _plan_of(context, 1, customer_email="portal@example.test")
+    assert _what(step) == (
+        Action.UPDATE,
+        "billing_account",
+        "billing_account/org-1",
+        Reason.REMOTE_CHANGED,
+    )
+    assert step.params["fields"] == {"email": "portal@example.test"}
+    assert [(c.path, c.before, c.after) for c in step.changes] == [
+        ("email", "billing+1@example.test", "portal@example.test")
+    ]
+
+
+def test_a_local_edit_among_in_sync_accounts_is_pushed(context: PlanContext) -> None:
+    [step] = _plan_of(context, 4, account_fields=replace(_fields(4), name="Org Four"))
+    assert _what(step) == (Action.UPDATE, "customer", "customer/org-4", Reason.DESIRED_CHANGED)
+    assert step.params["update"] == {"name": "Org Four"}
+
+
+def test_a_last_applied_form_that_differs_is_rewritten(context: PlanContext) -> None:
+    """Equal fields on both sides, but the stored last-applied record is not in the form the
+    merge writes (a key missing, tax ids in another order): a store write records it."""
+    two = (TaxId("eu_vat", "DE2"), TaxId("eu_vat", "DE1"))
+    fields = replace(_fields(2), tax_ids=tuple(sorted(two)))
+    stored = {
+        **last_applied_to_json(fields),
+        "tax_ids": [{"type": t.type, "value": t.value} for t in two],
+    }
+    del stored["phone"]
+    [step] = _plan_of(
+        context,
+        2,
+        account_fields=fields,
+        account_last_applied=stored,
+        customer_tax_ids=fields.tax_ids,
+    )
+    assert _what(step) == (
+        Action.UPDATE,
+        "billing_account",
+        "billing_account/org-2",
+        Reason.REMOTE_CHANGED,
+    )
+    assert step.params == {
+        "fields": {},
+        "last_applied": {
+            "phone": None,
+            "tax_ids": [{"type": "eu_vat", "value": "DE1"}, {"type": "eu_vat", "value": "DE2"}],
+        },
+    }
+    assert step.changes == ()
+
+
+def test_a_currency_stripe_set_is_pulled(context: PlanContext) -> None:
+    [step] = _plan_of(context, 0, account_currency=None, customer_currency="usd")
+    assert _what(step) == (
+        Action.UPDATE,
+        "billing_account",
+        "billing_account/org-0",
+        Reason.REMOTE_CHANGED,
+    )
+    assert step.params["currency"] == "usd"
+
+
+def test_another_currency_in_stripe_is_refused(context: PlanContext) -> None:
+    accounts = tuple(_account(i) for i in range(5))
+    customers = tuple(replace(_customer(i), currency="usd" if i == 3 else "eur") for i in range(5))
+    plan = customers_plan({}, _observed(accounts, customers), context)
+    assert plan.steps == ()
+    [warning] = plan.warnings
+    assert "customer/org-3" in warning
+    assert "in usd, the account's currency is eur" in warning
