@@ -73,6 +73,31 @@ def account_key(org_id: str) -> str:
     return f"{ACCOUNT_STEP}/{org_id}"
 
 
+def _account_step(
+    action: Action,
+    org_id: str,
+    *,
+    reason: Reason,
+    params: Mapping[str, Any],
+    idempotency_key: str,
+    changes: tuple[FieldChange, ...] = (),
+    stripe_id: str | None = None,
+    impact: str | None = None,
+) -> Step:
+    """A step on the org's billing account row (the store's; `stripe_id`: its customer)."""
+    return Step(
+        action=action,
+        kind=ACCOUNT_STEP,
+        key=account_key(org_id),
+        reason=reason,
+        params=params,
+        changes=changes,
+        stripe_id=stripe_id,
+        impact=impact,
+        idempotency_key=idempotency_key,
+    )
+
+
 @dataclass(slots=True)
 class _Draft:
     """The plan being built, by phase."""
@@ -243,10 +268,9 @@ def _link(
     applied (except those this plan's push or pull records itself, before the restore)."""
     written = {c.field for c in merge.changes}
     draft.restores.append(
-        Step(
-            action=Action.UPDATE,
-            kind=ACCOUNT_STEP,
-            key=account_key(account.org_id),
+        _account_step(
+            Action.UPDATE,
+            account.org_id,
             reason=Reason.STORE_LOST,
             params={
                 "stripe_customer_id": remote.stripe_id,
@@ -318,10 +342,9 @@ def _new_contract_account(draft: _Draft, spec: CustomerSpec, observed: Customers
         params["stripe_customer_id"] = linked.stripe_id
         params["last_applied"] = last_applied_to_json(linked.fields)
         draft.restores.append(
-            Step(
-                action=Action.CREATE,
-                kind=ACCOUNT_STEP,
-                key=account_key(spec.org_id),
+            _account_step(
+                Action.CREATE,
+                spec.org_id,
                 reason=Reason.STORE_LOST,
                 params=params,
                 stripe_id=linked.stripe_id,
@@ -331,10 +354,9 @@ def _new_contract_account(draft: _Draft, spec: CustomerSpec, observed: Customers
         return
     draft.add(
         ACCOUNT_CREATES,
-        Step(
-            action=Action.CREATE,
-            kind=ACCOUNT_STEP,
-            key=account_key(spec.org_id),
+        _account_step(
+            Action.CREATE,
+            spec.org_id,
             reason=Reason.NEW,
             params=params,
             idempotency_key=draft.key("account", spec.org_id, canonical_json(params)),
@@ -375,10 +397,9 @@ def _contract_settings(draft: _Draft, spec: CustomerSpec, account: StoredAccount
         return
     draft.add(
         STORE_WRITES,
-        Step(
-            action=Action.UPDATE,
-            kind=ACCOUNT_STEP,
-            key=account_key(spec.org_id),
+        _account_step(
+            Action.UPDATE,
+            spec.org_id,
             reason=Reason.DESIRED_CHANGED,
             params={"settings": changed},
             changes=tuple(FieldChange(k, current.get(k), v) for k, v in sorted(changed.items())),
@@ -537,10 +558,9 @@ def _pull(
         changes.append(FieldChange("currency", merge.currency.local, merge.currency.remote))
     draft.add(
         STORE_WRITES,
-        Step(
-            action=Action.UPDATE,
-            kind=ACCOUNT_STEP,
-            key=account_key(account.org_id),
+        _account_step(
+            Action.UPDATE,
+            account.org_id,
             reason=Reason.REMOTE_CHANGED,
             params=params,
             changes=tuple(changes),
@@ -570,10 +590,9 @@ def _store_fields(
         return
     draft.add(
         STORE_WRITES,
-        Step(
-            action=Action.UPDATE,
-            kind=ACCOUNT_STEP,
-            key=account_key(account.org_id),
+        _account_step(
+            Action.UPDATE,
+            account.org_id,
             reason=Reason.DESIRED_CHANGED,
             params={"fields": fields, "last_applied": {}},
             changes=tuple(
@@ -602,10 +621,9 @@ def _disable(draft: _Draft, account: StoredAccount) -> None:
     )
     draft.add(
         DISABLES,
-        Step(
-            action=Action.ARCHIVE,
-            kind=ACCOUNT_STEP,
-            key=account_key(account.org_id),
+        _account_step(
+            Action.ARCHIVE,
+            account.org_id,
             reason=Reason.DELETED_IN_STRIPE,
             params={"reason": f"Stripe customer {account.stripe_id} deleted in Stripe"},
             stripe_id=account.stripe_id,
