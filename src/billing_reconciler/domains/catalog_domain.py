@@ -7,12 +7,20 @@ picks, so observation stays at ceil(N/100) calls per type), the plan records of 
 the active-subscription count of a price a step retires (the plan states that impact).
 Targeted requests name products (`product/<name>`); a product's prices and attachments belong
 to it.
+
+A new or lost store meets a Stripe that may already match desired/: the diff then plans no
+step, so apply would record nothing as last applied, and the third side of the diff (drift
+detection) and the host API's catalog reads would stay empty for good. Every object of ours
+that is live, equal to desired and without a last-applied record is therefore planned as a
+*restore* of kind `RECORD_KIND`: its last-applied state is written to the store by the next
+apply, nothing is sent to Stripe, and a dry run still says "No changes." (a restore is not a
+change; the plan lists it among the store records to write).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final, Protocol
 
@@ -20,15 +28,27 @@ from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.domains.base import PlanContext
 from billing_reconciler.domains.catalog import desired_catalog
 from billing_reconciler.domains.catalog_events import CATALOG_ROUTES
-from billing_reconciler.model import Catalog, CatalogRecord, Kind, PlanRecord, ProductRecord
+from billing_reconciler.model import (
+    Catalog,
+    CatalogRecord,
+    FeatureRecord,
+    Kind,
+    MeterRecord,
+    PlanRecord,
+    PriceRecord,
+    ProductFeatureRecord,
+    ProductRecord,
+)
 from billing_reconciler.planning.builder import PlanPolicy
 from billing_reconciler.planning.diff import diff
-from billing_reconciler.planning.fields import comparable_fields
-from billing_reconciler.planning.plan import Action, Plan, Step
+from billing_reconciler.planning.fields import comparable_fields, three_way
+from billing_reconciler.planning.plan import Action, Plan, Reason, Step, canonical_json, digest
 from billing_reconciler.planning.rules.attachments import products_to_list
 from billing_reconciler.planning.scope import product_of
 
 NAME: Final = "catalog"
+# The step kind of a restore that records an object's last-applied state (store only).
+RECORD_KIND: Final = "last_applied"
 
 
 class CatalogReader(Protocol):
@@ -47,7 +67,7 @@ class CatalogDomain:
     """See the module docstring."""
 
     name: Final = NAME
-    kinds: Final = frozenset(kind.value for kind in Kind)
+    kinds: Final = frozenset(kind.value for kind in Kind) | {RECORD_KIND}
     event_routes: Final = CATALOG_ROUTES
 
     def refresh_seconds(self, state: DesiredState) -> int:
@@ -58,18 +78,17 @@ class CatalogDomain:
 
     def observe(self, reader: CatalogReader, desired: Catalog, context: PlanContext) -> Catalog:
         observed = reader.live_catalog(
-            products_with_features=functools.partial(
-                products_to_list,
-                desired,
-                applied_keys=context.applied,
-                installation_id=context.installation_id,
-                verify=context.state.config.reconcile.verify_attachments,
-            )
+            products_with_features=functools.partial(_products_to_list, desired, context)
         )
         return replace(observed, plans=reader.plan_records())
 
     def plan(self, desired: Catalog, observed: Catalog, context: PlanContext) -> Plan:
-        return diff(desired, observed, context.applied, _policy(context))
+        plan = diff(desired, observed, context.applied, _policy(context))
+        records = in_sync_records(desired, observed, plan, context)
+        if not records:
+            return plan
+        restores = sorted((*plan.restores, *records), key=lambda step: step.key)
+        return replace(plan, restores=tuple(restores))
 
     def annotate(self, plan: Plan, reader: CatalogReader) -> Plan:
         """State how many active subscriptions sit on each price a step supersedes or archives."""
@@ -88,6 +107,118 @@ class CatalogDomain:
 
     def scope_of(self, key: str) -> str | None:
         return product_of(key)
+
+
+def _products_to_list(
+    desired: Catalog, context: PlanContext, live_products: Sequence[ProductRecord]
+) -> list[str]:
+    """The products whose attachments the planner needs listed, and the products of ours
+    whose desired attachments have no last-applied record (a new or lost store, once): their
+    attachment ids are recorded with them (`in_sync_records`)."""
+    listed = products_to_list(
+        desired,
+        live_products,
+        applied_keys=context.applied,
+        installation_id=context.installation_id,
+        verify=context.state.config.reconcile.verify_attachments,
+    )
+    unrecorded = {a.product_key for a in desired.product_features if a.key not in context.applied}
+    for product in live_products:
+        owner = product.owner
+        if (
+            product.active
+            and product.stripe_id
+            and product.key in unrecorded
+            and owner is not None
+            and owner.installation_id == context.installation_id
+            and product.stripe_id not in listed
+        ):
+            listed.append(product.stripe_id)
+    return listed
+
+
+_Live = MeterRecord | FeatureRecord | ProductRecord | PriceRecord | ProductFeatureRecord
+
+
+def in_sync_records(
+    desired: Catalog, observed: Catalog, plan: Plan, context: PlanContext
+) -> tuple[Step, ...]:
+    """Restores recording the last-applied state of our live objects that already equal
+    desired but have none (a new or lost store): see the module docstring.
+
+    An object qualifies when it is ours (our installation's marker; a meter: billed by a live
+    price of ours; an attachment: on a product of ours), live and active, the only such object
+    of its key, untouched by the plan (no step, drift or restore of it), and equal to desired
+    field by field. Its record holds what apply records after writing it: the desired fields.
+    """
+    touched = {s.key for s in (*plan.steps, *plan.restores)} | {d.key for d in plan.drift}
+    live: dict[str, list[_Live]] = {}
+    for ours in _ours(observed, context.installation_id):
+        live.setdefault(ours.key, []).append(ours)
+    wanted: tuple[_Live, ...] = (
+        *desired.meters,
+        *desired.features,
+        *desired.products,
+        *desired.prices,
+        *desired.product_features,
+    )
+    steps: list[Step] = []
+    for record in wanted:
+        found = live.get(record.key, [])
+        if record.key in context.applied or record.key in touched or len(found) != 1:
+            continue
+        fields = comparable_fields(record)
+        if not three_way(fields, comparable_fields(found[0]), None).empty:
+            continue
+        steps.append(_record_step(record.key, found[0].stripe_id, fields, context))
+    return tuple(steps)
+
+
+def _ours(observed: Catalog, installation_id: str) -> list[_Live]:
+    candidates: list[FeatureRecord | ProductRecord | PriceRecord] = [
+        *observed.features,
+        *observed.products,
+        *observed.prices,
+    ]
+    marked = [
+        record
+        for record in candidates
+        if record.active
+        and record.owner is not None
+        and record.owner.installation_id == installation_id
+    ]
+    meters = {
+        record.recurring.meter_key
+        for record in marked
+        if isinstance(record, PriceRecord) and record.recurring and record.recurring.meter_key
+    }
+    products = {record.key for record in marked if isinstance(record, ProductRecord)}
+    return [
+        *(meter for meter in observed.meters if meter.active and meter.key in meters),
+        *marked,
+        *(a for a in observed.product_features if a.product_key in products),
+    ]
+
+
+def _record_step(
+    key: str, stripe_id: str | None, fields: Mapping[str, Any], context: PlanContext
+) -> Step:
+    # Store-only, so nothing is replayed by Stripe; still a key no done step has spent, as the
+    # journal keys every step by it.
+    intent = digest(context.installation_id, context.key_salt, RECORD_KIND, key)
+    idempotency_key, generation = intent, 0
+    while idempotency_key in context.spent_keys:
+        generation += 1
+        idempotency_key = digest(intent, f"generation {generation}")
+    return Step(
+        action=Action.CREATE,
+        kind=RECORD_KIND,
+        key=key,
+        reason=Reason.STORE_LOST,
+        params={"object": key.split("/", 1)[0], "fields_hash": digest(canonical_json(fields))},
+        stripe_id=stripe_id,
+        idempotency_key=idempotency_key,
+    )
 
 
 def _policy(context: PlanContext) -> PlanPolicy:

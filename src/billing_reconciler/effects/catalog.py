@@ -4,18 +4,22 @@ its repositories).
 
 - Stripe-backed kinds (meters, features, products, prices, attachments) send one gateway
   `write` and record the fields we applied as last-applied state;
-- plan records exist only in the store: nothing is sent, the plan row is written.
+- plan records exist only in the store: nothing is sent, the plan row is written;
+- a last-applied record (`RECORD_KIND`, a restore for a live object of ours that already
+  equals desired in a new or lost store) sends nothing either: the object's last-applied
+  state is written, as its kind's own step would have written it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from billing_reconciler.apply import Done, StepExecutor, record_last_applied, resolve_refs, wire_key
+from billing_reconciler.domains.catalog_domain import RECORD_KIND
 from billing_reconciler.model import Catalog, Kind, PlanRecord, ProductRecord, object_key
 from billing_reconciler.planning.plan import Action, Step
 from billing_reconciler.store import PlanRepository, PlanRow, PlanState, Store
@@ -97,10 +101,26 @@ class PlanRecordExecutor:
         _record_plan(PlanRepository(session), done.step)
 
 
+class LastAppliedRecordExecutor:
+    """The last-applied state of an object Stripe already holds as desired: no Stripe call."""
+
+    def send(
+        self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
+    ) -> WriteResult | None:
+        del gateway, step, ids
+        return None
+
+    def record(self, session: Session, done: Done) -> None:
+        # Recorded under the object's own kind (the host API's catalog reads go by it).
+        kind = Kind(str(done.step.params["object"]))
+        record_last_applied(session, replace(done, step=replace(done.step, kind=kind)))
+
+
 _STRIPE_OBJECT = StripeObjectExecutor()
 EXECUTORS: Mapping[str, StepExecutor] = {
     **{kind.value: _STRIPE_OBJECT for kind in Kind if kind is not Kind.PLAN},
     Kind.PLAN.value: PlanRecordExecutor(),
+    RECORD_KIND: LastAppliedRecordExecutor(),
 }
 
 

@@ -7,7 +7,7 @@ in a plan to begin with.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from billing_reconciler.model import INVENTORY_METADATA_KEYS, OWNERSHIP_METADATA_KEYS, JSONValue
@@ -104,14 +104,28 @@ def _sections_text(plan: Plan) -> list[str]:
             lines += [f"  ? {n.kind} {n.key} {n.stripe_id or ''}: {n.message}" for n in notices]
             lines.append("")
     if plan.restores:
-        lines.append("Store records to restore (lost by the store; Stripe shows them applied):")
-        lines += [f"  + {step.key}" for step in plan.restores]
+        lines.append(restores_title(plan.restores) + ":")
+        lines += [f"  + {restore_line(step)}" for step in plan.restores]
         lines.append("")
     if plan.warnings:
         lines += ["Warnings:", *(f"  ! {w}" for w in plan.warnings), ""]
     if plan.refusals:
         lines += ["Refused:", *(f"  x {r}" for r in plan.refusals), ""]
     return lines
+
+
+def restores_title(restores: Sequence[Step]) -> str:
+    """The heading of the store records a plan writes (a new or lost store): not changes."""
+    return (
+        f"Store records to write ({len(restores)}; the store lacks them and Stripe already "
+        "shows them applied: nothing is sent to Stripe)"
+    )
+
+
+def restore_line(step: Step) -> str:
+    """`plan/team  (plan)`, `product/base prod_1  (last_applied)`: the record and its kind."""
+    target = f" {step.stripe_id}" if step.stripe_id else ""
+    return f"{step.key}{target}  ({step.kind})"
 
 
 def render_markdown(plan: Plan) -> str:
@@ -141,12 +155,21 @@ def render_markdown(plan: Plan) -> str:
             lines += [f"<details><summary>{title} ({len(notices)})</summary>", ""]
             lines += [f"- `{n.key}` {n.stripe_id or ''}: {n.message}" for n in notices]
             lines += ["", "</details>", ""]
+    if plan.restores:
+        lines += [f"<details><summary>{restores_title(plan.restores)}</summary>", ""]
+        lines += [f"- `{step.key}` {_restore_detail(step)}" for step in plan.restores]
+        lines += ["", "</details>", ""]
     if plan.warnings:
         lines += ["**Warnings**", "", *(f"- {w}" for w in plan.warnings), ""]
     lines.append(
         f"<sub>installation `{plan.installation_id}` · revision `{plan.desired_revision}`</sub>"
     )
     return "\n".join(lines) + "\n"
+
+
+def _restore_detail(step: Step) -> str:
+    target = f"`{step.stripe_id}` " if step.stripe_id else ""
+    return f"{target}({step.kind})"
 
 
 def _markdown_changes(step: Step) -> list[str]:
