@@ -251,14 +251,21 @@ def _unchanged(local: CustomerFields, account: StoredAccount, remote: CustomerRe
     another order, is rewritten by the full path); an equal or absent remote currency leaves
     no currency to pull or refuse."""
     fields = local.canonical()
-    if remote.fields != fields:
+    same = (remote.name, remote.email, remote.phone, remote.address, remote.tax_ids) == (
+        fields.name,
+        fields.email,
+        fields.phone,
+        fields.address,
+        fields.tax_ids,
+    )
+    if not same and remote.fields != fields:  # equal values, another (not canonical) form
         return False
-    if merge_currency(local=account.currency, remote=remote.currency).outcome is not (
-        CurrencyOutcome.UNCHANGED
+    if remote.currency != account.currency and (
+        merge_currency(local=account.currency, remote=remote.currency).outcome
+        is not CurrencyOutcome.UNCHANGED
     ):
         return False
-    applied = account.last_applied
-    return all(applied.get(k, _MISSING) == v for k, v in last_applied_to_json(fields).items())
+    return last_applied_to_json(fields).items() <= account.last_applied.items()
 
 
 def _link(
