@@ -6,22 +6,31 @@ changed fields form a group; a group of `GROUP_MIN` or more is one line
 group shares them, and a few example keys; smaller groups are listed step by step. The JSON
 plan still has every step (DESIGN §14). Field changes show their direction: `->` pushed to
 Stripe, `<-` pulled from Stripe into the store; a conflict (both sides changed since the last
-apply) is flagged, local having won. The domain's bookkeeping restores (its events cursor)
-are not shown; links to a customer found by its marker are.
+apply) is flagged, local having won, and listed with both sides' values. The domain's
+bookkeeping restores (its events cursor) are not shown; links to a customer found by its
+marker are. The text and the Markdown plan (a pull request comment) state the same facts:
+the same groups, directions, conflicts, links and disabled accounts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Final
 
-from billing_reconciler.planning.plan import Action, Plan, Reason, Step
+from billing_reconciler.model import JSONValue
+from billing_reconciler.planning.plan import Action, DriftItem, Plan, Reason, Step
 from billing_reconciler.planning.render import (
     LEGEND,
     SYMBOLS,
+    format_value,
     leaf_changes,
-    render_markdown,
+    markdown_changes,
+    markdown_footer,
+    markdown_head,
+    markdown_notices,
+    markdown_row,
+    markdown_table,
     render_text,
     summary_line,
 )
@@ -49,22 +58,55 @@ def _noun(kind: str, count: int) -> str:
     return word if count == 1 else f"{word}s"
 
 
-def _verb(step: Step) -> str:
+def _action(step: Step) -> str:
+    """The action as a reviewer reads it: a deleted customer's account is disabled, a pull
+    is named as one."""
     if step.action is Action.ARCHIVE and step.reason is Reason.DELETED_IN_STRIPE:
-        return "to disable"
-    return f"to {step.action.value}"
+        return "disable"
+    if step.reason is Reason.REMOTE_CHANGED:
+        return f"{step.action.value} (pull)"
+    return step.action.value
+
+
+def _verb(step: Step) -> str:
+    return f"to {_action(step)}"
+
+
+def _direction(step: Step) -> str:
+    """`pull` (Stripe -> store), `push` (store -> Stripe) or `store` (a store-only write)."""
+    if step.reason is Reason.REMOTE_CHANGED:
+        return "pull"
+    return "store" if step.kind == "billing_account" else "push"
 
 
 def _arrow(step: Step, before: str, after: str, *, drift: bool) -> str:
-    if step.reason is Reason.REMOTE_CHANGED:
+    direction = _direction(step)
+    if direction == "pull":
         text = f"{before} <- {after}  # pull <- (edited in Stripe)"
+    elif direction == "push":
+        text = f"{before} -> {after}  # push ->"
     else:
-        text = (
-            f"{before} -> {after}  # push ->"
-            if step.kind != "billing_account"
-            else (f"{before} -> {after}")
-        )
+        text = f"{before} -> {after}"
     return text + ("  # conflict: changed on both sides, local wins" if drift else "")
+
+
+def _markdown_arrow(step: Step, before: str, after: str, *, drift: bool) -> str:
+    direction = _direction(step)
+    if direction == "pull":
+        text = f"{before} ← {after} (**pull** ← edited in Stripe)"
+    elif direction == "push":
+        text = f"{before} → {after} (push → Stripe)"
+    else:
+        text = f"{before} → {after}"
+    return text + (" ⚠️ **conflict**: changed on both sides, local wins" if drift else "")
+
+
+def _markdown_change_lines(step: Step) -> list[str]:
+    return [
+        f"`{path}`: {_markdown_arrow(step, before, after, drift=change.drift)}"
+        for change in step.changes
+        for path, before, after in leaf_changes(change, None)
+    ]
 
 
 def _change_lines(step: Step) -> list[str]:
@@ -96,18 +138,53 @@ def _group_text(group: Sequence[Step]) -> list[str]:
         f"  {SYMBOLS[first.action]} {count:,} {_noun(first.kind, count)} {_verb(first)}"
         f"  ({first.reason.value})"
     ]
-    same = all(step.changes == first.changes for step in group)
-    if first.changes and same:
+    if _same_changes(group):
         lines += _change_lines(first)
     elif first.changes:
-        fields = ", ".join(dict.fromkeys(c.path for c in first.changes))
-        lines.append(f"      fields: {fields} (values differ per {first.kind.replace('_', ' ')})")
-    examples = ", ".join(step.key for step in group[:EXAMPLES])
-    more = f", ... ({count - EXAMPLES:,} more in the JSON plan)" if count > EXAMPLES else ""
-    lines.append(f"      e.g. {examples}{more}")
+        lines.append(f"      {_differing_fields(first)}")
+    lines.append(f"      e.g. {_examples(group, lambda key: key)}")
     if first.impact:
         lines.append(f"      ! {first.impact}")
     return [*lines, ""]
+
+
+def _same_changes(group: Sequence[Step]) -> bool:
+    return bool(group[0].changes) and all(step.changes == group[0].changes for step in group)
+
+
+def _differing_fields(step: Step) -> str:
+    fields = ", ".join(dict.fromkeys(c.path for c in step.changes))
+    return f"fields: {fields} (values differ per {step.kind.replace('_', ' ')})"
+
+
+def _examples(group: Sequence[Step], show: Callable[[str], str]) -> str:
+    count = len(group)
+    examples = ", ".join(show(step.key) for step in group[:EXAMPLES])
+    more = f", ... ({count - EXAMPLES:,} more in the JSON plan)" if count > EXAMPLES else ""
+    return examples + more
+
+
+def _local_value(plan: Plan, item: DriftItem) -> tuple[bool, JSONValue]:
+    """The value local wins with: the push step's new value of the conflicting field."""
+    for step in plan.steps:
+        if step.key != item.key:
+            continue
+        for change in step.changes:
+            if change.drift and change.path == item.path:
+                return True, change.after
+    return False, None
+
+
+def _conflict(plan: Plan, item: DriftItem, code: Callable[[str], str]) -> str:
+    """`customer/a name: last applied "A", Stripe "B", local "C"; local wins`."""
+    found, local = _local_value(plan, item)
+    values = [
+        f"last applied {format_value(item.applied)}",
+        f"Stripe {format_value(item.live)}",
+        *([f"local {format_value(local)}"] if found else []),
+    ]
+    verdict = "local wins" if item.corrected else "reported only"
+    return f"{code(item.key)} {code(item.path)}: {', '.join(values)}; {verdict}"
 
 
 def _visible_restores(plan: Plan) -> tuple[Step, ...]:
@@ -144,15 +221,12 @@ def render_fleet_text(plan: Plan) -> str:
                 for step in group:
                     lines += _step_text(step)
     if plan.drift:
-        lines.append("Conflicts (changed in Stripe and locally since the last apply; local wins):")
-        lines += [
-            f"  ! {d.key} {d.path}: last applied {d.applied!r}, Stripe {d.live!r}"
-            for d in plan.drift
-        ]
+        lines.append(f"{CONFLICTS}:")
+        lines += [f"  ! {_conflict(plan, d, _plain)}" for d in plan.drift]
         lines.append("")
     links = _visible_restores(plan)
     if links:
-        lines.append("Links to restore (the store lost them; Stripe shows the customer ours):")
+        lines.append(f"{LINKS}:")
         lines += [f"  = {step.key} -> {step.stripe_id}" for step in links]
         lines.append("")
     rest = render_text(replace(plan, steps=(), drift=(), restores=()))
@@ -162,21 +236,67 @@ def render_fleet_text(plan: Plan) -> str:
 
 
 def render_fleet_markdown(plan: Plan) -> str:
-    """The Markdown plan with each large group as one row."""
-    grouped: list[Step] = []
+    """The Markdown plan (a pull-request comment) with the facts of `render_fleet_text`: each
+    large group as one row, directions named, conflicts with both sides' values and the
+    winner, links to restore, disabled accounts, then the notices every plan has."""
+    lines = markdown_head(plan, fleet_summary(plan))
+    rows: list[str] = []
     for group in group_steps(plan.steps):
-        if len(group) < GROUP_MIN:
-            grouped += group
-            continue
-        first = group[0]
-        label = f"{len(group):,} {_noun(first.kind, len(group))} (e.g. {group[0].key})"
-        grouped.append(replace(first, key=label, params={}, stripe_id=None))
-    body = render_markdown(replace(plan, steps=tuple(grouped), restores=_visible_restores(plan)))
-    return body.replace(
-        f"**{summary_line(replace(plan, steps=tuple(grouped)))}**",
-        (f"**{fleet_summary(plan)}**"),
-        1,
-    )
+        if len(group) >= GROUP_MIN:
+            rows.append(_group_row(group))
+        else:
+            rows += [_step_row(step) for step in group]
+    if rows:
+        lines += markdown_table(rows)
+    if plan.drift:
+        lines += ["> [!WARNING]", f"> **{CONFLICTS}**", ">"]
+        lines += [f"> - {_conflict(plan, d, _code)}" for d in plan.drift]
+        lines.append("")
+    links = _visible_restores(plan)
+    if links:
+        lines += [f"**{LINKS}**", ""]
+        lines += [f"- `{step.key}` → `{step.stripe_id}`" for step in links]
+        lines.append("")
+    lines += markdown_notices(replace(plan, restores=()))
+    lines.append(markdown_footer(plan))
+    return "\n".join(lines) + "\n"
+
+
+def _step_row(step: Step) -> str:
+    target = f"`{step.key}`" + (f" `{step.stripe_id}`" if step.stripe_id else "")
+    if step.changes:
+        changes = _markdown_change_lines(step)
+    elif step.action is Action.CREATE:
+        shown = {k: v for k, v in step.params.items() if k not in _CREATE_HIDDEN}
+        changes = markdown_changes(replace(step, params=shown))
+    else:
+        changes = []
+    return markdown_row(step, action=_action(step), target=target, changes=changes)
+
+
+def _group_row(group: Sequence[Step]) -> str:
+    first = group[0]
+    count = len(group)
+    target = f"{count:,} {_noun(first.kind, count)} (e.g. {_examples(group, _code)})"
+    if _same_changes(group):
+        changes = _markdown_change_lines(first)
+    elif first.changes:
+        changes = [_differing_fields(first)]
+    else:
+        changes = []
+    return markdown_row(first, action=_action(first), target=target, changes=changes)
+
+
+def _plain(text: str) -> str:
+    return text
+
+
+def _code(text: str) -> str:
+    return f"`{text}`"
+
+
+CONFLICTS: Final = "Conflicts (changed in Stripe and locally since the last apply; local wins)"
+LINKS: Final = "Links to restore (the store lost them; Stripe shows the customer ours)"
 
 
 _EMPTY: Final = Plan(

@@ -7,7 +7,7 @@ in a plan to begin with.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from billing_reconciler.model import INVENTORY_METADATA_KEYS, OWNERSHIP_METADATA_KEYS, JSONValue
@@ -129,19 +129,17 @@ def restore_line(step: Step) -> str:
 
 
 def render_markdown(plan: Plan) -> str:
-    lines = ["### billing-reconciler plan", "", f"**{summary_line(plan)}**", ""]
-    if plan.refusals:
-        lines += ["> [!CAUTION]", *(f"> {r}" for r in plan.refusals), ""]
+    lines = markdown_head(plan, summary_line(plan))
     if plan.steps:
-        lines += ["| | action | object | reason | changes |", "|---|---|---|---|---|"]
-        for step in plan.steps:
-            flag = "⚠️ **destructive**" if step.destructive else ""
-            changes = "<br>".join(_markdown_changes(step))
-            lines.append(
-                f"| `{SYMBOLS[step.action]}` {flag} | {step.action.value} | "
-                f"`{step.key}` | {step.reason.value} | {changes} |"
+        lines += markdown_table(
+            markdown_row(
+                step,
+                action=step.action.value,
+                target=f"`{step.key}`",
+                changes=markdown_changes(step),
             )
-        lines.append("")
+            for step in plan.steps
+        )
     if plan.drift:
         lines += ["> [!WARNING]", "> **Drift**: live Stripe differs from what we applied", ">"]
         lines += [
@@ -150,6 +148,43 @@ def render_markdown(plan: Plan) -> str:
             for d in plan.drift
         ]
         lines.append("")
+    lines += markdown_notices(plan)
+    lines.append(markdown_footer(plan))
+    return "\n".join(lines) + "\n"
+
+
+def markdown_head(plan: Plan, summary: str) -> list[str]:
+    """The heading, the summary line in bold, and any refusal."""
+    lines = ["### billing-reconciler plan", "", f"**{summary}**", ""]
+    if plan.refusals:
+        lines += ["> [!CAUTION]", *(f"> {r}" for r in plan.refusals), ""]
+    return lines
+
+
+def markdown_table(rows: Iterable[str]) -> list[str]:
+    """The steps table (rows from `markdown_row`), blank line after."""
+    return ["| | action | object | reason | changes |", "|---|---|---|---|---|", *rows, ""]
+
+
+def markdown_row(step: Step, *, action: str, target: str, changes: Sequence[str]) -> str:
+    """One row: symbol (destructive steps flagged), action, object, reason, changes and the
+    step's impact, each line of a cell separated by `<br>`."""
+    flag = "⚠️ **destructive**" if step.destructive else ""
+    notes = [*changes, *([f"⚠️ {step.impact}"] if step.impact else [])]
+    cell = "<br>".join(markdown_cell(note) for note in notes)
+    return (
+        f"| `{SYMBOLS[step.action]}` {flag} | {action} | {target} | {step.reason.value} | {cell} |"
+    )
+
+
+def markdown_cell(text: str) -> str:
+    """Text safe inside a table cell (a `|` would end the cell, a newline the row)."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_notices(plan: Plan) -> list[str]:
+    """Orphans, objects awaiting adoption, store records to write, warnings."""
+    lines: list[str] = []
     for title, notices in (("Orphans", plan.orphans), ("Awaiting adoption", plan.adoptable)):
         if notices:
             lines += [f"<details><summary>{title} ({len(notices)})</summary>", ""]
@@ -161,10 +196,11 @@ def render_markdown(plan: Plan) -> str:
         lines += ["", "</details>", ""]
     if plan.warnings:
         lines += ["**Warnings**", "", *(f"- {w}" for w in plan.warnings), ""]
-    lines.append(
-        f"<sub>installation `{plan.installation_id}` · revision `{plan.desired_revision}`</sub>"
-    )
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def markdown_footer(plan: Plan) -> str:
+    return f"<sub>installation `{plan.installation_id}` · revision `{plan.desired_revision}`</sub>"
 
 
 def _restore_detail(step: Step) -> str:
@@ -172,7 +208,8 @@ def _restore_detail(step: Step) -> str:
     return f"{target}({step.kind})"
 
 
-def _markdown_changes(step: Step) -> list[str]:
+def markdown_changes(step: Step) -> list[str]:
+    """A step's changes as Markdown cell lines (a new object: what it will be)."""
     currency = _currency_of(step)
     if step.changes:
         return [
@@ -232,6 +269,11 @@ def _value(path: str, value: Any, currency: str | None) -> str:
         and not isinstance(value, bool)
     ):
         return format_amount(value, currency)
+    return _json(value)
+
+
+def format_value(value: JSONValue | object) -> str:
+    """A plan value as the renderers show it: strings quoted, None as `(none)`."""
     return _json(value)
 
 
