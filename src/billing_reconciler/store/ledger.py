@@ -11,6 +11,11 @@ The transaction id is the caller's idempotency key: resending the same content i
 that answers the stored transaction (`created` False); the same id with other content is an
 `IdConflictError`. A debit is allowed only while `balance - amount >= credit_min`, checked
 under the lock.
+
+On PostgreSQL a write is one statement (`_PG_LOCKED_WRITE`: the lock, the check, the inserts
+and the balance in data-modifying CTEs); a resend, a refused debit or a conflict reads the
+stored id with a second. An account without its balance row takes the two-step path (lock,
+then write), which SQLite always takes.
 """
 
 from __future__ import annotations
@@ -191,6 +196,77 @@ def _pg_write_statement() -> Any:
 
 _PG_WRITE = _pg_write_statement()
 
+
+def _pg_locked_write_statement() -> Any:
+    """One round trip for the usual write on PostgreSQL: lock the balance row (FOR UPDATE, in
+    a CTE every later part depends on, so the lock is taken first, as `_LOCK_BALANCE` does),
+    INSERT the transaction only if the locked balance allows it (`p_credit_min` NULL: a
+    credit, always) and its id is free (ON CONFLICT DO NOTHING), INSERT its two entries from
+    what was inserted, and move the balance by `p_delta` only if it was. Answers the balance
+    read under the lock and whether it wrote; no row when the account has no balance row."""
+    names = (
+        "id",
+        "account_id",
+        "type",
+        "amount",
+        "source",
+        "description",
+        "user_id",
+        "metadata",
+        "content_hash",
+        "created_at",
+    )
+    account = bindparam("p_account_id", type_=_balances.c.account_id.type)
+    delta = bindparam("p_delta", type_=BigInteger())
+    credit_min = bindparam("p_credit_min", type_=BigInteger())
+    locked = (
+        select(_balances.c.amount)
+        .where(_balances.c.account_id == account)
+        .with_for_update()
+        .cte("locked_balance")
+    )
+    allowed = (
+        select(*(bindparam(f"p_{name}", type_=_transactions.c[name].type) for name in names))
+        .select_from(locked)
+        .where(or_(credit_min.is_(None), locked.c.amount + delta >= credit_min))
+    )
+    transaction = (
+        postgresql.insert(_transactions)
+        .from_select(list(names), allowed)
+        .on_conflict_do_nothing(index_elements=[_transactions.c.id])
+        .returning(_transactions.c.id)
+        .cte("new_transaction")
+    )
+    created = bindparam("p_created_at", type_=UTCDateTime())
+    sides = union_all(
+        select(transaction.c.id, literal(ACCOUNT_SIDE), account, delta, created),
+        select(
+            transaction.c.id,
+            literal(PLATFORM_SIDE),
+            null(),
+            bindparam("p_negative_delta", type_=BigInteger()),
+            created,
+        ),
+    )
+    entries = (
+        insert(_entries)
+        .from_select(["transaction_id", "side", "account_id", "amount", "created_at"], sides)
+        .cte("new_entries")
+    )
+    moved = (
+        update(_balances)
+        .where(_balances.c.account_id == account, exists(select(transaction.c.id)))
+        .values(amount=_balances.c.amount + delta, updated_at=created)
+        .returning(_balances.c.account_id)
+        .cte("moved_balance")
+    )
+    return select(
+        locked.c.amount.label("balance"), exists(select(moved.c.account_id)).label("written")
+    ).add_cte(entries)
+
+
+_PG_LOCKED_WRITE = _pg_locked_write_statement()
+
 #: The balance row, locked (FOR UPDATE OF ledger_balances; SQLite renders no lock, its
 #: writers are serialized), with the transaction of `p_id` if stored: one round trip.
 _LOCK_BALANCE = (
@@ -273,12 +349,28 @@ class LedgerRepository:
                 "metadata": meta,
             }
         )
+        delta = amount if kind == CREDIT else -amount
+        if self._session.get_bind().dialect.name == "postgresql":
+            answered = self._write_postgresql_locked(
+                account_id,
+                transaction_id,
+                kind,
+                amount,
+                source,
+                description,
+                user_id,
+                meta,
+                digest,
+                delta,
+                credit_min,
+            )
+            if answered is not None:
+                return answered
         # One round trip: lock the balance row, and read the id's transaction under the lock
         # (a writer of the same id on this account has committed by then, or not begun).
         balance, existing = self._lock_balance(account_id, transaction_id, digest)
         if existing is not None:
             return existing, False
-        delta = amount if kind == CREDIT else -amount
         if credit_min is not None and balance + delta < credit_min:
             raise InsufficientCreditsError(
                 account_id=account_id,
@@ -321,6 +413,72 @@ class LedgerRepository:
             created_at=now,
         )
         return record, True
+
+    def _write_postgresql_locked(
+        self,
+        account_id: str,
+        transaction_id: str,
+        kind: str,
+        amount: int,
+        source: str,
+        description: str | None,
+        user_id: str | None,
+        meta: dict[str, str],
+        digest: str,
+        delta: int,
+        credit_min: int | None,
+    ) -> tuple[LedgerTransaction, bool] | None:
+        """The usual write in one round trip (`_PG_LOCKED_WRITE`): the new transaction, or
+        the stored one of its id (a resend, or IdConflictError), or InsufficientCreditsError,
+        all decided under the balance row's lock. None when the account has no balance row:
+        the caller's two-step path deals with that."""
+        now = self._clock()
+        params = {
+            "p_id": transaction_id,
+            "p_account_id": account_id,
+            "p_type": kind,
+            "p_amount": amount,
+            "p_source": source,
+            "p_description": description,
+            "p_user_id": user_id,
+            "p_metadata": meta,
+            "p_content_hash": digest,
+            "p_created_at": now,
+            "p_delta": delta,
+            "p_negative_delta": -delta,
+            "p_credit_min": credit_min,
+        }
+        found = self._session.connection().execute(_PG_LOCKED_WRITE, params).first()
+        if found is None:
+            return None
+        if found.written:
+            record = LedgerTransaction(
+                id=transaction_id,
+                account_id=account_id,
+                type=kind,
+                amount=amount,
+                source=source,
+                description=description,
+                user_id=user_id,
+                metadata=meta,
+                created_at=now,
+            )
+            return record, True
+        # Not written: the id is taken (read it; a writer of it has committed by now, since
+        # ON CONFLICT waited for it), or the locked balance does not allow the debit.
+        existing = self._existing(transaction_id, digest)
+        if existing is not None:
+            return existing, False
+        balance = int(found.balance)
+        if credit_min is not None and balance + delta < credit_min:
+            raise InsufficientCreditsError(
+                account_id=account_id,
+                balance=balance,
+                credit_min=credit_min,
+                amount=amount,
+                entry_id=transaction_id,
+            )
+        return None  # not reached (a writer of the id rolled back?): the two-step path
 
     def _write_postgresql(self, row: dict[str, Any], new_balance: int, delta: int) -> bool:
         """The transaction row, its two entries and the balance in one statement (data-
