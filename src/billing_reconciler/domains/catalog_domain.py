@@ -20,7 +20,7 @@ change; the plan lists it among the store records to write).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final, Protocol
 
@@ -38,12 +38,17 @@ from billing_reconciler.model import (
     PriceRecord,
     ProductFeatureRecord,
     ProductRecord,
+    object_key,
 )
 from billing_reconciler.planning.builder import PlanPolicy
 from billing_reconciler.planning.diff import diff
 from billing_reconciler.planning.fields import comparable_fields, three_way
 from billing_reconciler.planning.plan import Action, Plan, Reason, Step, canonical_json, digest
-from billing_reconciler.planning.rules.attachments import products_to_list
+from billing_reconciler.planning.rules.attachments import (
+    products_to_list,
+    record_in_sync,
+    wanted_features,
+)
 from billing_reconciler.planning.scope import product_of
 
 NAME: Final = "catalog"
@@ -78,7 +83,7 @@ class CatalogDomain:
 
     def observe(self, reader: CatalogReader, desired: Catalog, context: PlanContext) -> Catalog:
         observed = reader.live_catalog(
-            products_with_features=functools.partial(_products_to_list, desired, context)
+            products_with_features=_attachments_to_list(desired, context)
         )
         return replace(observed, plans=reader.plan_records())
 
@@ -109,32 +114,17 @@ class CatalogDomain:
         return product_of(key)
 
 
-def _products_to_list(
-    desired: Catalog, context: PlanContext, live_products: Sequence[ProductRecord]
-) -> list[str]:
-    """The products whose attachments the planner needs listed, and the products of ours
-    whose desired attachments have no last-applied record (a new or lost store, once): their
-    attachment ids are recorded with them (`in_sync_records`)."""
-    listed = products_to_list(
+def _attachments_to_list(
+    desired: Catalog, context: PlanContext
+) -> Callable[[Sequence[ProductRecord]], list[str]]:
+    """The live products whose attachments observation lists (the attachment rule's choice)."""
+    return functools.partial(
+        products_to_list,
         desired,
-        live_products,
         applied_keys=context.applied,
         installation_id=context.installation_id,
         verify=context.state.config.reconcile.verify_attachments,
     )
-    unrecorded = {a.product_key for a in desired.product_features if a.key not in context.applied}
-    for product in live_products:
-        owner = product.owner
-        if (
-            product.active
-            and product.stripe_id
-            and product.key in unrecorded
-            and owner is not None
-            and owner.installation_id == context.installation_id
-            and product.stripe_id not in listed
-        ):
-            listed.append(product.stripe_id)
-    return listed
 
 
 _Live = MeterRecord | FeatureRecord | ProductRecord | PriceRecord | ProductFeatureRecord
@@ -153,7 +143,7 @@ def in_sync_records(
     """
     touched = {s.key for s in (*plan.steps, *plan.restores)} | {d.key for d in plan.drift}
     live: dict[str, list[_Live]] = {}
-    for ours in _ours(observed, context.installation_id):
+    for ours in _ours(desired, observed, context):
         live.setdefault(ours.key, []).append(ours)
     wanted: tuple[_Live, ...] = (
         *desired.meters,
@@ -174,7 +164,7 @@ def in_sync_records(
     return tuple(steps)
 
 
-def _ours(observed: Catalog, installation_id: str) -> list[_Live]:
+def _ours(desired: Catalog, observed: Catalog, context: PlanContext) -> list[_Live]:
     candidates: list[FeatureRecord | ProductRecord | PriceRecord] = [
         *observed.features,
         *observed.products,
@@ -185,19 +175,50 @@ def _ours(observed: Catalog, installation_id: str) -> list[_Live]:
         for record in candidates
         if record.active
         and record.owner is not None
-        and record.owner.installation_id == installation_id
+        and record.owner.installation_id == context.installation_id
     ]
     meters = {
         record.recurring.meter_key
         for record in marked
         if isinstance(record, PriceRecord) and record.recurring and record.recurring.meter_key
     }
-    products = {record.key for record in marked if isinstance(record, ProductRecord)}
+    products = [record for record in marked if isinstance(record, ProductRecord)]
     return [
         *(meter for meter in observed.meters if meter.active and meter.key in meters),
         *marked,
-        *(a for a in observed.product_features if a.product_key in products),
+        *_our_attachments(desired, observed, products, context),
     ]
+
+
+def _our_attachments(
+    desired: Catalog,
+    observed: Catalog,
+    products: Sequence[ProductRecord],
+    context: PlanContext,
+) -> Iterator[ProductFeatureRecord]:
+    """The attachments of our products: as listed, for the products observation listed; as
+    their `br_features` record says, for the others (the attachment rule trusts a record that
+    matches desired; see `planning.rules.attachments`). Taken from the record, an attachment's
+    own Stripe id is unknown: nothing needs it (a detach goes by the listed id)."""
+    listed = set(_attachments_to_list(desired, context)(observed.products))
+    wanted = wanted_features(desired)
+    for product in products:
+        if product.stripe_id in listed:
+            yield from (a for a in observed.product_features if a.product_key == product.key)
+            continue
+        features = wanted.get(product.key)
+        if features and record_in_sync(product, features, None):
+            for feature_key in sorted(features):
+                yield ProductFeatureRecord(
+                    key=object_key(
+                        Kind.PRODUCT_FEATURE,
+                        product.key.split("/", 1)[1],
+                        feature_key.split("/", 1)[1],
+                    ),
+                    product_key=product.key,
+                    feature_key=feature_key,
+                    product_stripe_id=product.stripe_id,
+                )
 
 
 def _record_step(

@@ -13,6 +13,7 @@ from typing import Any
 import stripe
 from fastapi.testclient import TestClient
 
+from billing_reconciler.desired import load_desired
 from billing_reconciler.domains.catalog_domain import RECORD_KIND
 from billing_reconciler.planning.plan import Reason
 from billing_reconciler.planning.render import render_markdown, render_text
@@ -64,7 +65,10 @@ def test_an_in_sync_catalog_is_recorded_in_a_lost_store_without_a_stripe_write(
         assert not plan.has_changes
         records = [r for r in plan.restores if r.kind == RECORD_KIND]
         assert sorted(r.key for r in records) == sorted(applied_before)
-        assert all(r.reason is Reason.STORE_LOST and r.stripe_id for r in records)
+        assert all(r.reason is Reason.STORE_LOST for r in records)
+        # Every Stripe id is known but an attachment's: it is taken from its product's
+        # `br_features` record, not listed (no list call per product; a detach lists it).
+        assert [r.key for r in records if not r.stripe_id] == ["product_feature/base/api_access"]
         text = render_text(plan)
         assert text.endswith("No changes.\n")
         # The last-applied records and the two plan records (`reconcile` names them all).
@@ -81,8 +85,11 @@ def test_an_in_sync_catalog_is_recorded_in_a_lost_store_without_a_stripe_write(
         assert residual.restores == ()
         assert len(outcomes) == len(plan.restores)
         recorded = last_applied(fresh)
-        assert {k: (e.kind, e.stripe_id, dict(e.fields)) for k, e in recorded.items()} == {
-            k: (e.kind, e.stripe_id, dict(e.fields)) for k, e in applied_before.items()
+        assert {k: (e.kind, dict(e.fields)) for k, e in recorded.items()} == {
+            k: (e.kind, dict(e.fields)) for k, e in applied_before.items()
+        }
+        assert {k: e.stripe_id for k, e in recorded.items() if e.kind != "product_feature"} == {
+            k: e.stripe_id for k, e in applied_before.items() if e.kind != "product_feature"
         }
 
         # Idempotent: the next pass has nothing to record, and writes nothing.
@@ -131,5 +138,37 @@ def test_an_object_that_differs_is_planned_not_recorded(
         records = {r.key for r in plan.restores if r.kind == RECORD_KIND}
         assert "product/base" not in records
         assert len(records) == OBJECTS - 1
+    finally:
+        fresh.close()
+
+
+def test_an_attachment_removed_in_the_dashboard_meanwhile_still_converges(
+    tmp_path: Path, emulator: Any, store: Store, make_controller: MakeController
+) -> None:
+    """The product's `br_features` record stands for its attachments (no list call per
+    product), so the apply that records them converges; `verify_attachments` finds it."""
+    state = write_desired(tmp_path)
+    converge(make_controller(state))
+    before = last_applied(store)
+    fresh = lose_the_store(tmp_path, store)
+    try:
+        human = stripe.StripeClient("sk_test_human", base_addresses={"api": emulator.url})
+        product = before["product/base"].stripe_id
+        human.v1.products.features.delete(
+            product, before["product_feature/base/api_access"].stripe_id
+        )
+        controller = make_controller(state, store=fresh)
+        planned = controller.plan()
+        assert planned.plan.steps == ()
+        _, _, residual = controller.apply(planned)
+        assert residual.converged, residual
+        billing = tmp_path / "billing.yaml"
+        billing.write_text(billing.read_text() + "  verify_attachments: true\n")
+        verifying = load_desired(tmp_path).state
+        assert verifying is not None
+        steps = make_controller(verifying, store=fresh).plan().plan.steps
+        assert [(s.action.value, s.key) for s in steps] == [
+            ("create", "product_feature/base/api_access")
+        ]
     finally:
         fresh.close()
