@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from pydantic import ValidationError
+
 from billing_reconciler.config import BillingConfig, deprecated_spellings
 from billing_reconciler.desired.customers import (
     CUSTOMERS_DIR,
@@ -39,8 +41,13 @@ from billing_reconciler.desired.state import (
     ProductSpec,
     content_revision,
 )
-from billing_reconciler.desired.validation import validate
-from billing_reconciler.desired.yaml_source import MAX_FILE_BYTES, SourceDocument, load_yaml_file
+from billing_reconciler.desired.validation import Checked, check
+from billing_reconciler.desired.yaml_source import (
+    MAX_FILE_BYTES,
+    Loc,
+    SourceDocument,
+    load_yaml_file,
+)
 
 CONFIG_FILE = "billing.yaml"
 PLAN_SUFFIXES = frozenset({".yaml", ".yml"})
@@ -113,15 +120,50 @@ def _load_config(file: Path, diagnostics: list[Diagnostic]) -> _Config:
         return fallback
     for loc, message in deprecated_spellings(document.data):
         diagnostics.append(document.diagnostic(loc, message, key=True, severity="warning"))
-    config, errors = validate(document, BillingConfig, data=document.data, schema=billing_schema())
+    checked = check(document, BillingConfig, data=document.data, schema=billing_schema())
+    config, errors = checked.item, checked.diagnostics
     diagnostics.extend(errors)
     # A secret the config rules already named (`stripe_key`, webhook secrets) is one error.
     named = {(e.line, e.column) for e in errors}
     diagnostics.extend(d for d in secret_diagnostics(document) if (d.line, d.column) not in named)
     plans_path = _raw_plans_path(document.data)
     if config is None:
-        return _Config(BillingConfig(), None, plans_path, document)
+        salvaged = _salvaged_config(document.data, checked)
+        if salvaged is None:
+            return _Config(BillingConfig(), None, plans_path, document)
+        return _Config(salvaged, document, plans_path, document)
     return _Config(config, document, config.billing.plans_path, document)
+
+
+# Values of an invalid billing.yaml that other files are checked against: where one of them
+# validated, its references (a default plan, the overdraft product) are still checked, since
+# an unknown name there is a mistake of its own, not an echo of the error elsewhere.
+_SALVAGED: tuple[Loc, ...] = (
+    ("billing", "default_currency"),
+    ("billing", "customer", "default_plan"),
+    ("billing", "customer", "credit_overdraft_product"),
+)
+
+
+def _salvaged_config(data: Any, checked: Checked[BillingConfig]) -> BillingConfig | None:
+    """A config of only the sound `_SALVAGED` values of an invalid billing.yaml, or None."""
+    picked: dict[str, Any] = {}
+    for loc in _SALVAGED:
+        node: Any = data
+        for part in loc:
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None or not checked.sound(loc):
+            continue
+        target = picked
+        for part in loc[:-1]:
+            target = target.setdefault(str(part), {})
+        target[str(loc[-1])] = node
+    if not picked:
+        return None
+    try:
+        return BillingConfig.model_validate(picked)
+    except ValidationError:
+        return None
 
 
 def _single_mapping(

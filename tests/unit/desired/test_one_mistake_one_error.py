@@ -118,3 +118,19 @@ def test_a_product_with_a_schema_error_hides_only_references_to_itself(tmp_path:
         ("plans.yaml", 7),
     ]
     assert "references unknown product 'nowhere'" in result.errors[1].message
+
+
+def test_an_invalid_billing_yaml_still_has_its_default_plan_checked(tmp_path: Path) -> None:
+    # The unknown key and the misspelt default plan are two mistakes of one file.
+    billing = BILLING.replace("billing:\n", "billing:\n  colour: red\n")
+    files = {"billing.yaml": billing, "plans/catalog.yaml": CATALOG, "plans/plans.yaml": PLANS}
+    result = load_desired(write(tmp_path, files))
+    assert [(d.line, d.message.split(";")[0]) for d in result.errors] == [
+        (2, "unknown key 'colour'")
+    ]
+    typo = billing.replace("default_plan: free_monthly", "default_plan: free_montly")
+    result = load_desired(write(tmp_path, files | {"billing.yaml": typo}))
+    assert [(d.line, d.message.split(";")[0]) for d in result.errors] == [
+        (2, "unknown key 'colour'"),
+        (4, "default_plan 'free_montly' does not exist"),
+    ]
