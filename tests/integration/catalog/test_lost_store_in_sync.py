@@ -17,6 +17,7 @@ from billing_reconciler.desired import load_desired
 from billing_reconciler.domains.catalog_domain import RECORD_KIND
 from billing_reconciler.planning.plan import Reason
 from billing_reconciler.planning.render import render_markdown, render_text
+from billing_reconciler.planning.serialize import plan_from_json, plan_to_json
 from billing_reconciler.store import LastAppliedRepository, Store
 from tests.integration.api.conftest import APP, V1, Settings, build_app
 
@@ -77,6 +78,8 @@ def test_an_in_sync_catalog_is_recorded_in_a_lost_store_without_a_stripe_write(
         assert base_line in text.splitlines()
         assert "`product/base`" in render_markdown(plan)
         assert last_applied(fresh) == {}  # planning wrote nothing
+        # A saved plan (`--out`) carries the same records.
+        assert plan_from_json(plan_to_json(plan)).restores == plan.restores
 
         emulator.control.clear_requests()
         _, outcomes, residual = controller.apply(planned)
