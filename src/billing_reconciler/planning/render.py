@@ -213,12 +213,19 @@ def markdown_changes(step: Step) -> list[str]:
     currency = _currency_of(step)
     if step.changes:
         return [
-            f"`{path}`: {before} → {after}"
+            f"`{path}`: {before} → {after}{_markdown_notes(change)}"
             for change in step.changes
             for path, before, after in leaf_changes(change, currency)
         ]
     # A new object: what it will be (a reviewer must see what a new price costs).
     return [f"`{path}`: {value}" for path, value in _flatten(step.params, currency)]
+
+
+def _markdown_notes(change: FieldChange) -> str:
+    """What the text plan's `# forces supersede` and `# drift` notes say."""
+    notes = ["**forces supersede**"] if change.forces_supersede else []
+    notes += ["drift"] if change.drift else []
+    return f" ({', '.join(notes)})" if notes else ""
 
 
 def leaf_changes(change: FieldChange, currency: str | None) -> list[tuple[str, str, str]]:

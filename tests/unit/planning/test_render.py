@@ -50,6 +50,8 @@ def test_text_plan_of_a_supersede_marks_the_forcing_field_and_counts_every_step(
     assert text.rstrip().endswith("Plan: 0 to create, 1 to update, 1 to supersede, 1 to archive.")
     markdown = render_markdown(diff(changed, observed, applied_from(observed), policy()))
     assert "⚠️ **destructive**" in markdown
+    # The same fact as the text plan's note (before: only the row's flag).
+    assert "`unit_amount`: 10.00 USD → 15.00 USD (**forces supersede**)" in markdown
 
 
 def test_no_changes() -> None:
