@@ -2,7 +2,9 @@
 
 `api` is a FastAPI TestClient of an app serving only the API, with an app token, an admin
 token, a settable billing.yaml (`api.configure(...)`) and a record of the reconciles it asked
-for. `dump(store)` is every row of every table, to assert a refused request wrote nothing.
+for. `dump(store)` is every row of every table, to assert a refused request wrote nothing;
+`refused(...)` sends a request and asserts it was refused that way and wrote nothing; `acme`
+is an org with an online usd account (its id).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ ADMIN_TOKEN = "admin-token-0123456789"
 APP = {"Authorization": f"Bearer {APP_TOKEN}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 V1 = "/v1beta1"
+ORG = f"{V1}/organizations/acme"
+GRANT = f"{V1}/admin/organizations/acme/billing/credits"
+DETAILS = f"{V1}/admin/organizations/acme/billing/details"
 
 
 @dataclass
@@ -107,4 +112,39 @@ def error_of(response: Any) -> dict[str, Any]:
     assert set(body) == {"error"}, body
     assert set(body["error"]) == {"code", "message", "details"}, body
     error: dict[str, Any] = body["error"]
+    return error
+
+
+@pytest.fixture
+def acme(api: Api) -> str:
+    """The org `acme` with an explicitly created usd account; the account's id."""
+    assert api.put(ORG, json={"title": "Acme"}, headers=APP).status_code == 201
+    created = api.post(f"{ORG}/billing", json={"currency": "usd"}, headers=APP)
+    assert created.status_code == 201, created.text
+    account_id: str = created.json()["id"]
+    return account_id
+
+
+def refused(
+    api: Api,
+    method: str,
+    path: str,
+    *,
+    status: int,
+    code: str,
+    field: str | None = None,
+    headers: dict[str, str] = APP,
+    **request: Any,
+) -> dict[str, Any]:
+    """Send the request; assert the status, the code, the field named, no traceback, and
+    that the store is exactly as before. The error object."""
+    before = dump(api.store)
+    response = api.request(method, path, headers=headers, **request)
+    assert response.status_code == status, response.text
+    error = error_of(response)
+    assert error["code"] == code, error
+    if field is not None:
+        assert error["details"]["field"] == field, error
+    assert "Traceback" not in response.text
+    assert dump(api.store) == before
     return error

@@ -8,43 +8,18 @@ from typing import Any
 import pytest
 
 from billing_reconciler.store import AccountRepository, LedgerRepository
-from tests.integration.api.conftest import ADMIN, APP, V1, Api, dump, error_of
-
-ORG = f"{V1}/organizations/acme"
-GRANT = f"{V1}/admin/organizations/acme/billing/credits"
-DETAILS = f"{V1}/admin/organizations/acme/billing/details"
-
-
-@pytest.fixture
-def acme(api: Api) -> str:
-    assert api.put(ORG, json={"title": "Acme"}, headers=APP).status_code == 201
-    created = api.post(f"{ORG}/billing", json={"currency": "usd"}, headers=APP)
-    assert created.status_code == 201, created.text
-    account_id: str = created.json()["id"]
-    return account_id
-
-
-def _refused(
-    api: Api,
-    method: str,
-    path: str,
-    *,
-    status: int,
-    code: str,
-    field: str | None = None,
-    headers: dict[str, str] = APP,
-    **request: Any,
-) -> dict[str, Any]:
-    before = dump(api.store)
-    response = api.request(method, path, headers=headers, **request)
-    assert response.status_code == status, response.text
-    error = error_of(response)
-    assert error["code"] == code, error
-    if field is not None:
-        assert error["details"]["field"] == field, error
-    assert "Traceback" not in response.text
-    assert dump(api.store) == before
-    return error
+from tests.integration.api.conftest import (
+    ADMIN,
+    APP,
+    DETAILS,
+    GRANT,
+    ORG,
+    V1,
+    Api,
+    dump,
+    error_of,
+    refused,
+)
 
 
 def test_malformed_json_is_400(api: Api, acme: str) -> None:
@@ -52,7 +27,7 @@ def test_malformed_json_is_400(api: Api, acme: str) -> None:
     json_headers = {**APP, "Content-Type": "application/json"}
     for path in (ORG, f"{ORG}/members/u1", f"{ORG}/billing"):
         method = "POST" if path.endswith("billing") else "PUT"
-        _refused(
+        refused(
             api,
             method,
             path,
@@ -62,7 +37,7 @@ def test_malformed_json_is_400(api: Api, acme: str) -> None:
             headers=json_headers,
             content=b'{"title": ',
         )
-    _refused(
+    refused(
         api,
         "POST",
         GRANT,
@@ -88,12 +63,12 @@ def test_unknown_fields_are_422(
     api: Api, acme: str, method: str, path: str, body: dict[str, Any], field: str
 ) -> None:
     del acme
-    _refused(api, method, path, status=422, code="invalid_argument", field=field, json=body)
+    refused(api, method, path, status=422, code="invalid_argument", field=field, json=body)
 
 
 def test_unknown_fields_of_admin_bodies_are_422(api: Api, acme: str) -> None:
     del acme
-    _refused(
+    refused(
         api,
         "POST",
         GRANT,
@@ -103,7 +78,7 @@ def test_unknown_fields_of_admin_bodies_are_422(api: Api, acme: str) -> None:
         headers=ADMIN,
         json={"id": "g1", "amount": 5, "currency": "usd"},
     )
-    _refused(
+    refused(
         api,
         "PUT",
         DETAILS,
@@ -117,9 +92,9 @@ def test_unknown_fields_of_admin_bodies_are_422(api: Api, acme: str) -> None:
 
 def test_wrong_types_are_422(api: Api, acme: str) -> None:
     del acme
-    _refused(api, "PUT", ORG, status=422, code="invalid_argument", field="title", json={"title": 5})
-    _refused(api, "PUT", ORG, status=422, code="invalid_argument", field="body", json=[])
-    _refused(
+    refused(api, "PUT", ORG, status=422, code="invalid_argument", field="title", json={"title": 5})
+    refused(api, "PUT", ORG, status=422, code="invalid_argument", field="body", json=[])
+    refused(
         api,
         "PATCH",
         f"{ORG}/billing",
@@ -128,7 +103,7 @@ def test_wrong_types_are_422(api: Api, acme: str) -> None:
         field="currency",
         json={"currency": "zzz"},
     )
-    _refused(
+    refused(
         api,
         "GET",
         f"{ORG}/members",
@@ -141,7 +116,7 @@ def test_wrong_types_are_422(api: Api, acme: str) -> None:
 
 @pytest.mark.parametrize("org", ["a" * 65, "a b", "acme!", "ü"])
 def test_an_invalid_org_id_is_400(api: Api, org: str) -> None:
-    _refused(
+    refused(
         api,
         "PUT",
         f"{V1}/organizations/{org}",
@@ -154,7 +129,7 @@ def test_an_invalid_org_id_is_400(api: Api, org: str) -> None:
 
 @pytest.mark.parametrize("org", ["a/b", "a%2Fb"])
 def test_an_org_id_with_a_slash_is_400(api: Api, org: str) -> None:
-    _refused(
+    refused(
         api,
         "PUT",
         f"{V1}/organizations/{org}",
@@ -163,7 +138,7 @@ def test_an_org_id_with_a_slash_is_400(api: Api, org: str) -> None:
         field="org",
         json={"title": "T"},
     )
-    _refused(api, "DELETE", f"{V1}/organizations/{org}", status=400, code="invalid_argument")
+    refused(api, "DELETE", f"{V1}/organizations/{org}", status=400, code="invalid_argument")
 
 
 def test_an_org_id_of_64_characters_is_fine(api: Api) -> None:
@@ -173,7 +148,7 @@ def test_an_org_id_of_64_characters_is_fine(api: Api) -> None:
 
 
 def test_a_second_active_account_is_409_already_exists(api: Api, acme: str) -> None:
-    error = _refused(api, "POST", f"{ORG}/billing", status=409, code="already_exists", json={})
+    error = refused(api, "POST", f"{ORG}/billing", status=409, code="already_exists", json={})
     assert error["details"]["org_id"] == "acme"
     del acme
 
@@ -182,7 +157,7 @@ def test_a_new_account_while_an_old_one_is_overdrawn_is_409(api: Api, acme: str)
     with api.store.session() as session:
         LedgerRepository(session).debit(acme, id="u1", amount=30, source="usage", credit_min=-100)
     assert api.post(f"{ORG}/billing/disable", headers=APP).json()["state"] == "disabled"
-    error = _refused(
+    error = refused(
         api,
         "POST",
         f"{ORG}/billing",
@@ -201,7 +176,7 @@ def test_a_new_account_after_a_settled_old_one_is_fine(api: Api, acme: str) -> N
 
 
 def test_patching_the_currency_once_set_is_409(api: Api, acme: str) -> None:
-    error = _refused(
+    error = refused(
         api,
         "PATCH",
         f"{ORG}/billing",
@@ -229,7 +204,7 @@ def test_a_currency_not_yet_set_can_be_patched(api: Api) -> None:
 )
 def test_bad_details_are_422(api: Api, acme: str, body: dict[str, Any]) -> None:
     del acme
-    _refused(
+    refused(
         api,
         "PUT",
         DETAILS,
@@ -244,7 +219,7 @@ def test_bad_details_are_422(api: Api, acme: str, body: dict[str, Any]) -> None:
 @pytest.mark.parametrize("amount", [0, -5, 1.5, 5.0, "5", True, None, 2**63])
 def test_a_grant_with_a_bad_amount_is_422(api: Api, acme: str, amount: object) -> None:
     del acme
-    _refused(
+    refused(
         api,
         "POST",
         GRANT,
@@ -261,7 +236,7 @@ def test_a_grant_id_reused_with_another_amount_is_409_and_the_same_grant_is_a_no
 ) -> None:
     first = api.post(GRANT, json={"id": "g1", "amount": 5}, headers=ADMIN)
     assert first.status_code == 201
-    error = _refused(
+    error = refused(
         api,
         "POST",
         GRANT,
@@ -289,7 +264,7 @@ def test_routes_of_an_unknown_org_are_404(api: Api) -> None:
         ("GET", f"{ORG}/billing/balance"),
     ]:
         body: dict[str, str] | None = {} if method == "PUT" else None
-        error = _refused(api, method, path, status=404, code="not_found", json=body)
+        error = refused(api, method, path, status=404, code="not_found", json=body)
         assert error["details"]["org_id"] == "acme"
 
 
@@ -313,7 +288,7 @@ def test_a_test_clock_is_refused_with_a_live_key(api: Api) -> None:
 
 
 def test_a_malformed_test_clock_header_is_422(api: Api) -> None:
-    _refused(
+    refused(
         api,
         "PUT",
         ORG,

@@ -9,44 +9,21 @@ import pytest
 import structlog
 
 from billing_reconciler.api.routing import MAX_BODY_BYTES
-from tests.integration.api.conftest import ADMIN, APP, V1, Api, dump, error_of
+from tests.integration.api.conftest import (
+    ADMIN,
+    APP,
+    DETAILS,
+    GRANT,
+    ORG,
+    V1,
+    Api,
+    dump,
+    error_of,
+    refused,
+)
 
-ORG = f"{V1}/organizations/acme"
-GRANT = f"{V1}/admin/organizations/acme/billing/credits"
-DETAILS = f"{V1}/admin/organizations/acme/billing/details"
 INT64_MAX = 2**63 - 1
 WRONG = {"Authorization": "Bearer not-a-token"}
-
-
-@pytest.fixture
-def acme(api: Api) -> str:
-    assert api.put(ORG, json={"title": "Acme"}, headers=APP).status_code == 201
-    created = api.post(f"{ORG}/billing", json={"currency": "usd"}, headers=APP)
-    assert created.status_code == 201, created.text
-    account_id: str = created.json()["id"]
-    return account_id
-
-
-def _refused(
-    api: Api,
-    method: str,
-    path: str,
-    *,
-    status: int,
-    code: str,
-    field: str | None = None,
-    headers: dict[str, str] = APP,
-    **request: Any,
-) -> dict[str, Any]:
-    before = dump(api.store)
-    response = api.request(method, path, headers=headers, **request)
-    assert response.status_code == status, response.text
-    error = error_of(response)
-    assert error["code"] == code, error
-    if field is not None:
-        assert error["details"]["field"] == field, error
-    assert dump(api.store) == before
-    return error
 
 
 # --- 1. non-provider errors are 4xx ------------------------------------------------------
@@ -77,7 +54,7 @@ def test_nul_characters_are_refused_naming_the_field(
 ) -> None:
     del acme
     headers = ADMIN if "/admin/" in path else APP
-    error = _refused(
+    error = refused(
         api,
         method,
         path,
@@ -93,7 +70,7 @@ def test_nul_characters_are_refused_naming_the_field(
 @pytest.mark.parametrize("user", ["u%00x", "u%0Ax", "%7F"])
 def test_a_user_id_with_control_characters_is_400(api: Api, acme: str, user: str) -> None:
     del acme
-    _refused(
+    refused(
         api,
         "PUT",
         f"{ORG}/members/{user}",
@@ -109,7 +86,7 @@ def test_a_grant_past_the_64_bit_balance_is_422(api: Api, acme: str) -> None:
     half = 2**62
     first = api.post(GRANT, json={"id": "g1", "amount": half}, headers=ADMIN)
     assert first.status_code == 201, first.text
-    error = _refused(
+    error = refused(
         api,
         "POST",
         GRANT,
@@ -220,7 +197,7 @@ def test_a_valid_token_still_gets_the_400s(api: Api) -> None:
 def test_a_body_over_the_limit_is_422(api: Api, acme: str) -> None:
     del acme
     padding = "x" * MAX_BODY_BYTES
-    error = _refused(
+    error = refused(
         api,
         "PUT",
         ORG,
@@ -261,7 +238,7 @@ def test_a_body_at_the_limit_is_read(api: Api) -> None:
 )
 def test_credit_min_out_of_range_is_422(api: Api, acme: str, credit_min: int) -> None:
     del acme
-    _refused(
+    refused(
         api,
         "PUT",
         DETAILS,
