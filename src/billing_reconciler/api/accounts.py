@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from billing_reconciler.api.auth import Scope, requires
 from billing_reconciler.api.context import ApiContext
-from billing_reconciler.api.errors import from_store, not_found
+from billing_reconciler.api.errors import ApiError, from_store, not_found
 from billing_reconciler.api.models import (
     Account,
     AccountCreate,
@@ -35,6 +35,21 @@ from billing_reconciler.api.routing import PREFIX, ApiRoute, OrgId, error_respon
 from billing_reconciler.store import AccountRecord, AccountRepository, ConflictError
 from billing_reconciler.store import Address as StoredAddress
 from billing_reconciler.store import TaxId as StoredTaxId
+
+
+def account_path(org_id: str) -> str:
+    return f"{PREFIX}/organizations/{org_id}/billing"
+
+
+def deleted_in_stripe(record: AccountRecord) -> bool:
+    """The customers domain disabled the account because its Stripe customer was deleted in
+    Stripe (the reason its archive step records: `Stripe customer <id> deleted in Stripe`)."""
+    return (
+        record.state != "active"
+        and record.stripe_customer_id is not None
+        and record.disabled_reason
+        == f"Stripe customer {record.stripe_customer_id} deleted in Stripe"
+    )
 
 
 def account(record: AccountRecord) -> Account:
@@ -169,7 +184,8 @@ def accounts_router(context: ApiContext) -> APIRouter:
 
     @router.post("/enable", response_model=Account, responses=error_responses(404, 409))
     def enable_account(org: OrgId) -> Account:
-        """Re-activate the org's newest account (409 beside another active one)."""
+        """Re-activate the org's newest account (409 beside another active one, and 409 when
+        its Stripe customer was deleted in Stripe: open a new account instead)."""
         return _set_state(context, org, "active")
 
     @router.post("/disable", response_model=Account, responses=error_responses(404))
@@ -184,12 +200,29 @@ def _set_state(context: ApiContext, org: str, state: str) -> Account:
     with context.store.session() as session:
         require_org(session, org)
         record = _latest(session, org)
+        if state == "active" and deleted_in_stripe(record):
+            raise _customer_deleted(org, record)
         if record.state != state:
             record = AccountRepository(session, clock=context.clock).set_state(
                 record.id, state, reason=None if state == "active" else "disabled through the API"
             )
     context.reconcile_customer(org, f"billing account {state}")
     return account(record)
+
+
+def _customer_deleted(org: str, record: AccountRecord) -> ApiError:
+    return ApiError(
+        409,
+        "failed_precondition",
+        f"billing account {record.id} stays disabled: its Stripe customer "
+        f"{record.stripe_customer_id} was deleted in Stripe, and a deleted customer is never "
+        f"re-created silently; open a new billing account with POST {account_path(org)}",
+        {
+            "org_id": org,
+            "account_id": record.id,
+            "stripe_customer_id": record.stripe_customer_id,
+        },
+    )
 
 
 def admin_accounts_router(context: ApiContext) -> APIRouter:

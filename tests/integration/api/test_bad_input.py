@@ -53,7 +53,7 @@ def test_malformed_json_is_400(api: Api, acme: str) -> None:
     ("method", "path", "body", "field"),
     [
         ("PUT", ORG, {"title": "Acme", "owner": "x"}, "owner"),
-        ("PUT", f"{ORG}/members/u1", {"email": "a@b.c", "admin": True}, "admin"),
+        ("PUT", f"{ORG}/members/u1", {"email": "a@b.co", "admin": True}, "admin"),
         ("POST", f"{ORG}/billing", {"name": "n", "credit_min": -5}, "credit_min"),
         ("PATCH", f"{ORG}/billing", {"state": "disabled"}, "state"),
         ("PATCH", f"{ORG}/billing", {"address": {"line1": "x", "zip": "1"}}, "address.zip"),
