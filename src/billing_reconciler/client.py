@@ -5,7 +5,11 @@
         print(billing.get_balance("acme")["amount"])
 
 Every method is one route; answers are the JSON resources as TypedDicts. An error answer
-raises `BillingAPIError` with the status and the envelope's code, message and details.
+raises `BillingAPIError` with the status and the envelope's code, message and details. A
+write that changes Stripe (`put_organization` opening an online account, `create_account`,
+`patch_account`, `register_account`) waits server-side for Stripe's verdict; when that was not
+in time (or the replica does not write) the server answers 202 and the method raises
+`BillingPending` (the write is recorded: poll `get_account` later; not an error).
 Depends on the standard library and httpx only (any httpx transport works, e.g. an ASGI app).
 """
 
@@ -31,6 +35,24 @@ class BillingAPIError(Exception):
         self.code = code
         self.message = message
         self.details = dict(details)
+
+
+class BillingPending(Exception):
+    """202: the write is recorded, but Stripe's verdict was not in when the server answered.
+
+    `reason`: `in_progress` (still running), `not_leader` (a follower replica: the leader's
+    next refresh carries it to Stripe), `stopping`, or `not_applied` (applying suspended).
+    `location` is the resource to poll; `request_id` names the request in the server's logs.
+    """
+
+    status = 202
+
+    def __init__(self, request_id: str, reason: str, message: str, location: str | None) -> None:
+        super().__init__(f"202 pending ({reason}): {message}")
+        self.request_id = request_id
+        self.reason = reason
+        self.message = message
+        self.location = location
 
 
 class Organization(TypedDict):
@@ -214,6 +236,8 @@ class BillingClient:
         )
         if response.status_code >= 400:
             raise _error(response)
+        if response.status_code == 202:
+            raise _pending(response)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
@@ -371,3 +395,16 @@ def _error(response: httpx.Response) -> BillingAPIError:
     except (ValueError, KeyError, TypeError):
         # Not our envelope (a proxy in between, say): keep the status, not the body.
         return BillingAPIError(response.status_code, "unknown", f"HTTP {response.status_code}", {})
+
+
+def _pending(response: httpx.Response) -> BillingPending:
+    try:
+        body = response.json()
+        return BillingPending(
+            str(body["request_id"]),
+            str(body["reason"]),
+            str(body["message"]),
+            response.headers.get("Location"),
+        )
+    except (ValueError, KeyError, TypeError):
+        return BillingPending("", "in_progress", "HTTP 202", response.headers.get("Location"))

@@ -172,7 +172,8 @@ def test_two_replicas_one_writer_for_the_customers_domain(
 ) -> None:
     """Two `serve` processes on one PostgreSQL store, organizations PUT through both APIs:
     only the leader creates customers, each org gets exactly one. An API write on the
-    follower is stored, but only the leader's refresh (here every 2 s) carries it to Stripe."""
+    follower is stored (and answered 202 at once), but only the leader's refresh (here every
+    2 s) carries it to Stripe."""
     billing = workdir / "desired" / "billing.yaml"
     billing.write_text(billing.read_text().replace("customer: 1m", "customer: 2s"))
     env = {"BILLING_API_TOKENS": TOKEN}
@@ -195,7 +196,14 @@ def test_two_replicas_one_writer_for_the_customers_domain(
             headers=headers,
             timeout=10,
         )
-        assert answer.status_code in (200, 201), answer.text
+        if replica is leader:
+            # The leader waited for the reconcile that created the customer (DESIGN §19).
+            assert answer.status_code == 201, answer.text
+        else:
+            # A follower does not write: recorded, and answered at once.
+            assert answer.status_code == 202, answer.text
+            assert answer.json()["reason"] == "not_leader"
+            assert answer.headers["Location"] == f"/v1beta1/organizations/{org}/billing"
 
     wanted = {f"customer/{org}" for org in (*orgs, "acme")}  # acme: desired/customers
 
@@ -237,3 +245,68 @@ def test_two_replicas_one_writer_for_the_customers_domain(
         accounts = AccountRepository(session)
         linked = {accounts.active_for_org(org).stripe_customer_id for org in orgs}  # type: ignore[union-attr]
     assert linked == {c.id for c in customers if marker(c, "br_key") != "customer/acme"}
+
+
+def _wait_first_runs(postgres_database_url: str) -> None:
+    waiting = Store.open(postgres_database_url)
+    try:
+        eventually(lambda: applied_run(waiting), timeout=START_TIMEOUT, what="the first apply")
+        eventually(lambda: quiet(waiting, seconds=0.5), timeout=15, what="the start runs to end")
+    finally:
+        waiting.close()
+
+
+@pytest.mark.postgres
+def test_writes_that_change_stripe_answer_after_stripe_and_a_deleted_customer_stays_disabled(
+    serve: str, emulator: EmulatorHandle, postgres_database_url: str
+) -> None:
+    """DESIGN §19: PUT of an org (auto-creating an online account) and register answer once
+    the Stripe customer exists, so the caller reads it without polling. §15: a customer
+    deleted in Stripe disables its account, and enabling that account is refused (409)."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    org = f"{serve}/v1beta1/organizations/initech"
+    _wait_first_runs(postgres_database_url)
+
+    started = time.monotonic()
+    put = httpx.put(org, json={"title": "Initech"}, headers=headers, timeout=10)
+    put_seconds = time.monotonic() - started
+    assert put.status_code == 201, put.text
+    first = httpx.get(f"{org}/billing", headers=headers, timeout=10).json()
+    assert first["stripe_customer_id"] is not None, first  # no polling: the PUT waited
+    assert _customer_of(emulator, "initech").id == first["stripe_customer_id"]  # type: ignore[union-attr]
+
+    # An offline account, then register: the answer carries its new Stripe customer.
+    assert httpx.post(f"{org}/billing/disable", headers=headers, timeout=10).is_success
+    offline = httpx.post(f"{org}/billing", json={"offline": True}, headers=headers, timeout=10)
+    assert offline.status_code == 201, offline.text
+    assert offline.json()["stripe_customer_id"] is None
+    started = time.monotonic()
+    registered = httpx.post(f"{org}/billing/register", headers=headers, timeout=10)
+    register_seconds = time.monotonic() - started
+    assert registered.status_code == 200, registered.text
+    account = registered.json()
+    assert account["id"] == offline.json()["id"]
+    assert account["offline"] is False
+    assert account["stripe_customer_id"] not in (None, first["stripe_customer_id"])
+    print(f"PUT org answered in {put_seconds:.2f} s, register in {register_seconds:.2f} s")
+
+    # The customer deleted in Stripe: its webhook disables the account; enable is refused.
+    sdk(emulator).v1.customers.delete(account["stripe_customer_id"])
+
+    def disabled() -> bool | None:
+        answer = httpx.get(f"{org}/billing", headers=headers, timeout=10).json()
+        return answer["state"] == "disabled" or None
+
+    eventually(disabled, timeout=15, what="the account disabled after its customer's deletion")
+    enable = httpx.post(f"{org}/billing/enable", headers=headers, timeout=10)
+    assert enable.status_code == 409, enable.text
+    error = enable.json()["error"]
+    assert error["code"] == "failed_precondition"
+    assert error["details"] == {
+        "org_id": "initech",
+        "account_id": account["id"],
+        "stripe_customer_id": account["stripe_customer_id"],
+    }
+    assert "POST /v1beta1/organizations/initech/billing" in error["message"]
+    time.sleep(1.0)  # nothing flips it back
+    assert httpx.get(f"{org}/billing", headers=headers, timeout=10).json()["state"] == "disabled"

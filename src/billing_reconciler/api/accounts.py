@@ -2,14 +2,18 @@
 
 The account is a fact in the store; the customers domain turns it into a Stripe customer.
 `register` (offline -> online), `enable` and `disable` only record the wish and request the
-targeted reconcile of that customer.
+targeted reconcile of that customer. The writes that change Stripe (register, the explicit
+create of an online account, a PATCH of a pushed field of an online account) wait for that
+reconcile (`api.verdicts`, DESIGN §19) and answer the account as it left it, or Stripe's
+refusal, or 202 when it was not finished in time.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from billing_reconciler.api.auth import Scope, requires
@@ -31,10 +35,21 @@ from billing_reconciler.api.onboarding import (
     require_active,
     require_org,
 )
-from billing_reconciler.api.routing import PREFIX, ApiRoute, OrgId, error_responses
+from billing_reconciler.api.pending import Verdict
+from billing_reconciler.api.routing import (
+    PREFIX,
+    ApiRoute,
+    OrgId,
+    accepted_response,
+    error_responses,
+)
+from billing_reconciler.api.verdicts import accepted, is_pending, raise_if_refused
 from billing_reconciler.store import AccountRecord, AccountRepository, ConflictError
 from billing_reconciler.store import Address as StoredAddress
 from billing_reconciler.store import TaxId as StoredTaxId
+
+# The account fields the customers domain pushes to the Stripe customer.
+PUSHED_FIELDS: Final = ("name", "email", "phone", "address", "tax_ids", "currency", "metadata")
 
 
 def account_path(org_id: str) -> str:
@@ -50,6 +65,24 @@ def deleted_in_stripe(record: AccountRecord) -> bool:
         and record.disabled_reason
         == f"Stripe customer {record.stripe_customer_id} deleted in Stripe"
     )
+
+
+def after_reconcile(
+    context: ApiContext, org: str, verdict: Verdict | None, record: AccountRecord
+) -> Account | JSONResponse:
+    """The answer of a write that waited for its reconcile: Stripe's refusal raised, 202 when
+    unfinished (or finished without creating the customer of an online account: suspended,
+    leadership moved), else the account as the reconcile left it in the store."""
+    if verdict is None:  # no runtime to wait on
+        return account(record)
+    raise_if_refused(verdict, org_id=org, account_id=record.id)
+    if is_pending(verdict):
+        return accepted(verdict, account_path(org))
+    with context.store.session() as session:
+        current = AccountRepository(session).get(record.id) or record
+    if current.state == "active" and not current.offline and current.stripe_customer_id is None:
+        return accepted(verdict, account_path(org), reason="not_applied")
+    return account(current)
 
 
 def account(record: AccountRecord) -> Account:
@@ -127,8 +160,13 @@ def accounts_router(context: ApiContext) -> APIRouter:
             require_org(session, org)
             return account(_latest(session, org))
 
-    @router.post("", status_code=201, response_model=Account, responses=error_responses(404, 409))
-    def create_account(org: OrgId, body: AccountCreate) -> Account:
+    @router.post(
+        "",
+        status_code=201,
+        response_model=Account,
+        responses={**accepted_response(), **error_responses(402, 404, 409)},
+    )
+    def create_account(org: OrgId, body: AccountCreate) -> Account | JSONResponse:
         """Open an account explicitly (409 `already_exists` beside an active one,
         `failed_precondition` while an older one is overdrawn)."""
         with context.store.session() as session:
@@ -148,11 +186,19 @@ def accounts_router(context: ApiContext) -> APIRouter:
                     metadata=dict(body.metadata or {}),
                 ),
             )
-        context.reconcile_customer(org, "billing account created")
-        return account(record)
+        if record.offline or record.state != "active":
+            context.reconcile_customer(org, "billing account created")
+            return account(record)
+        return after_reconcile(
+            context, org, context.await_customer(org, "billing account created"), record
+        )
 
-    @router.patch("", response_model=Account, responses=error_responses(404, 409))
-    def patch_account(org: OrgId, body: AccountPatch) -> Account:
+    @router.patch(
+        "",
+        response_model=Account,
+        responses={**accepted_response(), **error_responses(402, 404, 409)},
+    )
+    def patch_account(org: OrgId, body: AccountPatch) -> Account | JSONResponse:
         """Change the fields sent; a currency once set cannot change (409)."""
         with context.store.session() as session:
             require_org(session, org)
@@ -166,12 +212,22 @@ def accounts_router(context: ApiContext) -> APIRouter:
                 answer = from_store(error)
                 answer.details.update(field="currency", account_id=current.id)
                 raise answer from None
-        context.reconcile_customer(org, "billing account updated")
-        return account(record)
+        pushed = any(getattr(current, f) != getattr(record, f) for f in PUSHED_FIELDS)
+        if record.offline or not pushed:
+            context.reconcile_customer(org, "billing account updated")
+            return account(record)
+        return after_reconcile(
+            context, org, context.await_customer(org, "billing account updated"), record
+        )
 
-    @router.post("/register", response_model=Account, responses=error_responses(404))
-    def register_account(org: OrgId) -> Account:
-        """Offline -> online: the customers domain creates the Stripe customer."""
+    @router.post(
+        "/register",
+        response_model=Account,
+        responses={**accepted_response(), **error_responses(402, 404, 409)},
+    )
+    def register_account(org: OrgId) -> Account | JSONResponse:
+        """Offline -> online: the customers domain creates the Stripe customer; the answer
+        waits for it (202 when it takes longer), so `stripe_customer_id` is set."""
         with context.store.session() as session:
             require_org(session, org)
             record = require_active(session, org)
@@ -179,8 +235,9 @@ def accounts_router(context: ApiContext) -> APIRouter:
                 record = AccountRepository(session, clock=context.clock).update(
                     record.id, offline=False
                 )
-        context.reconcile_customer(org, "billing account registered")
-        return account(record)
+        return after_reconcile(
+            context, org, context.await_customer(org, "billing account registered"), record
+        )
 
     @router.post("/enable", response_model=Account, responses=error_responses(404, 409))
     def enable_account(org: OrgId) -> Account:

@@ -119,6 +119,24 @@ class ErrorBody(ResponseBody):
     error: ErrorDetail
 
 
+# --- 202: recorded, Stripe's verdict not in yet ----------------------------------------------
+
+
+class Accepted(ResponseBody):
+    """202: the request is recorded and its reconcile with Stripe was not finished when the
+    answer was due. `GET` the resource (the `Location` header) to see the outcome later."""
+
+    request_id: str = Field(description="Names the request in the controller's logs.")
+    status: Literal["pending"]
+    reason: Literal["in_progress", "not_leader", "stopping", "not_applied"] = Field(
+        description="in_progress: still running after the wait; not_leader: this replica does "
+        "not write, the leader's next refresh carries it to Stripe; stopping: the replica is "
+        "shutting down, the next leader reconciles it; not_applied: the reconcile ran but did "
+        "not write (`reconcile suspend`, or leadership lost mid-run)."
+    )
+    message: str
+
+
 # --- lists --------------------------------------------------------------------------------
 
 T = TypeVar("T")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from billing_reconciler.api.auth import Scope, requires
@@ -31,8 +32,10 @@ from billing_reconciler.api.routing import (
     Limit,
     OrgId,
     UserId,
+    accepted_response,
     error_responses,
 )
+from billing_reconciler.api.verdicts import accepted, is_pending, raise_if_refused
 from billing_reconciler.store import (
     AccountRepository,
     LedgerRepository,
@@ -81,32 +84,47 @@ def organizations_router(context: ApiContext) -> APIRouter:
     @router.put(
         "/{org}",
         response_model=Organization,
-        responses={201: {"model": Organization}, **error_responses(409)},
+        responses={
+            201: {"model": Organization},
+            **accepted_response(),
+            **error_responses(402, 409),
+        },
     )
     def put_organization(
         org: OrgId,
         body: OrganizationIn,
         response: Response,
         test_clock: TestClockHeader = None,
-    ) -> Organization:
-        """Create or update an org (201 when created); auto-creates its account if configured."""
+    ) -> Organization | JSONResponse:
+        """Create or replace an org (201 when created; a field left out is cleared, as a PUT
+        replaces the whole org). Auto-creates its account if configured; when that account
+        is online the answer waits for its Stripe customer (202 when it takes longer)."""
         check_test_clock(context, test_clock)
         with context.store.session() as session:
             record, created = OrganizationRepository(session, clock=context.clock).upsert(
                 org, title=body.title, owner_email=body.owner_email, metadata=body.metadata
             )
             settings = context.config().billing.customer
+            opened = None
             if settings.auto_create_with_org and (
                 AccountRepository(session).latest_for_org(org) is None
             ):
-                open_account(
+                opened = open_account(
                     context,
                     session,
                     record,
                     NewAccount(test_clock=test_clock, metadata={AUTO_CREATED_KEY: "true"}),
                 )
-        context.reconcile_customer(org, "organization upserted")
         response.status_code = 201 if created else 200
+        if opened is None or opened.offline:
+            context.reconcile_customer(org, "organization upserted")
+            return organization(record)
+        # A new online account: its Stripe customer is created now; wait for Stripe's verdict.
+        verdict = context.await_customer(org, "organization upserted")
+        if verdict is not None:
+            raise_if_refused(verdict, org_id=org, account_id=opened.id)
+            if is_pending(verdict):
+                return accepted(verdict, f"{PREFIX}/organizations/{org}/billing")
         return organization(record)
 
     @router.delete("/{org}", status_code=204, responses=error_responses(404, 409))

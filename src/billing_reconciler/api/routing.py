@@ -24,7 +24,7 @@ from billing_reconciler.api.errors import (
     invalid,
     unexpected,
 )
-from billing_reconciler.api.models import ErrorBody
+from billing_reconciler.api.models import Accepted, ErrorBody
 from billing_reconciler.store import StoreError
 
 PREFIX: Final = "/v1beta1"
@@ -64,9 +64,10 @@ _ERROR_DESCRIPTIONS: Final = {
     401: "No valid token (`unauthenticated`)",
     403: "An app token on an admin route (`forbidden`)",
     404: "No such organization, account or object (`not_found`)",
+    402: "Stripe declined a payment (`payment_failed`)",
     409: "Conflict (`already_exists`, `id_conflict`, `failed_precondition`)",
     422: "Invalid field (`invalid_argument`) or `insufficient_credits`",
-    503: "The store is unavailable (`provider_unavailable`); retry",
+    503: "The store or Stripe is unavailable (`provider_unavailable`); retry",
 }
 
 
@@ -75,6 +76,17 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         status: {"model": ErrorBody, "description": _ERROR_DESCRIPTIONS[status]}
         for status in sorted({400, 401, 422, 503, *statuses})
+    }
+
+
+def accepted_response() -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entry of a write that may answer 202 (its reconcile unfinished)."""
+    return {
+        202: {
+            "model": Accepted,
+            "description": "Recorded; the reconcile with Stripe had not finished in time, or "
+            "this replica does not write (poll the `Location`)",
+        }
     }
 
 

@@ -23,7 +23,10 @@ policy, the loop decides):
 
 Each request may carry an `on_done` callback (the inbox marks its events processed there),
 called once with the key's final outcome: `DONE`, `FAILED` (permanently), or `DROPPED` (the
-queue stopped first). A transient failure keeps the callbacks for the retry.
+queue stopped first). A transient failure keeps the callbacks for the retry. An `on_error`
+callback hears every failed attempt as it happens (the exception; the retry, if any, follows),
+so a caller waiting on `on_done` can tell "still running" from "failing". A request that
+coalesces into a waiting one hands its callbacks to it: they hear how the merged run ends.
 
 Time comes from an injected clock; `run_pending()` runs ready work on the calling thread, so
 tests drive the queue without threads or sleeps.
@@ -75,6 +78,7 @@ class Outcome(enum.StrEnum):
 
 
 OnDone = Callable[[Outcome], None]
+OnError = Callable[[BaseException], None]
 Handler = Callable[[ReconcileRequest], None]
 
 
@@ -129,6 +133,7 @@ class _Entry:
     ready_at: float
     queued_at: float
     callbacks: list[OnDone] = field(default_factory=list)
+    error_callbacks: list[OnError] = field(default_factory=list)
 
     @property
     def key(self) -> Key:
@@ -177,6 +182,7 @@ class WorkQueue:
         request: ReconcileRequest,
         *,
         on_done: OnDone | None = None,
+        on_error: OnError | None = None,
         debounce: Debounce | None = None,
     ) -> bool:
         """Ask for a run; False when it joined a request already waiting (or the queue stopped).
@@ -186,12 +192,19 @@ class WorkQueue:
         webhooks then makes one run, and a steady stream still makes one every `max_wait`.
         """
         callbacks = [] if on_done is None else [on_done]
+        error_callbacks = [] if on_error is None else [on_error]
         with self._condition:
             if self._stopping:
                 dropped = True
             else:
                 dropped = False
-                added = self._add(request, callbacks, now=self._clock(), debounce=debounce)
+                added = self._add(
+                    request,
+                    callbacks,
+                    error_callbacks,
+                    now=self._clock(),
+                    debounce=debounce,
+                )
                 self._condition.notify()
         if dropped:
             _notify(callbacks, Outcome.DROPPED)
@@ -203,6 +216,7 @@ class WorkQueue:
         self,
         request: ReconcileRequest,
         callbacks: list[OnDone],
+        error_callbacks: list[OnError],
         *,
         now: float,
         debounce: Debounce | None = None,
@@ -212,13 +226,16 @@ class WorkQueue:
         existing = self._waiting.get(key) or self._waiting.get((request.domain, None))
         if existing is not None:
             existing.callbacks.extend(callbacks)
+            existing.error_callbacks.extend(error_callbacks)
             if debounce is not None:
                 settled = min(existing.queued_at + debounce.max_wait, now + debounce.quiet)
                 existing.ready_at = max(existing.ready_at, settled)
             existing.ready_at = max(existing.ready_at, not_before)
             return False
         ready_at = max(not_before, now + (debounce.quiet if debounce is not None else 0.0))
-        self._waiting[key] = _Entry(request, next(self._order), ready_at, now, callbacks)
+        self._waiting[key] = _Entry(
+            request, next(self._order), ready_at, now, callbacks, error_callbacks
+        )
         return True
 
     @property
@@ -334,6 +351,9 @@ class WorkQueue:
             self._handler(entry.request)
         except Exception as raised:
             error = raised
+            # Before the outcome: a waiter learns why the run failed, then whether it ended.
+            # Only waiting entries gain callbacks (`_add`), so this list is not growing now.
+            _notify_error(entry.error_callbacks, raised)
         self._finish(entry, error)
 
     def _finish(self, entry: _Entry, error: BaseException | None) -> None:
@@ -380,7 +400,9 @@ class WorkQueue:
         if self._stopping:
             return Outcome.DROPPED
         now = self._clock()
-        self._add(entry.request, entry.callbacks, now=now, not_before=now + delay)
+        self._add(
+            entry.request, entry.callbacks, entry.error_callbacks, now=now, not_before=now + delay
+        )
         return None
 
     def _report_depth(self) -> None:
@@ -394,3 +416,11 @@ def _notify(callbacks: list[OnDone], outcome: Outcome) -> None:
             callback(outcome)
         except Exception:
             _log.exception("work queue callback failed", outcome=outcome.value)
+
+
+def _notify_error(callbacks: list[OnError], error: BaseException) -> None:
+    for callback in callbacks:
+        try:
+            callback(error)
+        except Exception:
+            _log.exception("work queue error callback failed", error=type(error).__name__)

@@ -27,7 +27,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -37,6 +37,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from billing_reconciler.api import ApiContext, load_api_tokens
+from billing_reconciler.api.pending import DEFAULT_WAIT_SECONDS, ReconcileTicket, RunFailure
 from billing_reconciler.config import Secret
 from billing_reconciler.controller import Registration
 from billing_reconciler.desired.state import DesiredState
@@ -48,10 +49,18 @@ from billing_reconciler.runtime.events import ReconcileRequest, route_event
 from billing_reconciler.runtime.health import Readiness
 from billing_reconciler.runtime.leader import Leadership, leader_lock_for
 from billing_reconciler.runtime.metrics import Metrics
-from billing_reconciler.runtime.queue import Debounce, OnDone, Outcome, WorkQueue
+from billing_reconciler.runtime.queue import (
+    Debounce,
+    OnDone,
+    Outcome,
+    PermanentError,
+    UnexpectedError,
+    WorkQueue,
+    classify,
+)
 from billing_reconciler.runtime.scheduler import RefreshScheduler, ScheduledDomain
 from billing_reconciler.store import InboxRepository, Store
-from billing_reconciler.stripe_gateway import StripeGateway
+from billing_reconciler.stripe_gateway import StripeGateway, StripeGatewayError
 
 _log = structlog.get_logger(__name__)
 
@@ -77,6 +86,9 @@ class ServeSettings:
     http_drain_seconds: float = 3.0
     # Webhook-triggered runs wait for a burst to settle (bounded: see `queue.Debounce`).
     webhook_debounce: Debounce = WEBHOOK_DEBOUNCE
+    # How long an API write that changes Stripe waits for its targeted reconcile before it
+    # answers 202 (DESIGN §19: "up to a few seconds").
+    api_wait_seconds: float = DEFAULT_WAIT_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +207,86 @@ class InboxPump:
                     inbox.mark_failed(event_id, "not reconciled here: the replica stopped")
                 else:
                     inbox.mark_processed(event_id)
+
+
+def api_request(
+    kind: str,
+    ids: frozenset[str],
+    reason: str,
+    *,
+    registrations: Mapping[str, Registration],
+    put: Callable[..., bool],
+    writing: Callable[[], bool],
+    stopping: Callable[[], bool],
+) -> ReconcileTicket:
+    """The API names what it touched by kind and ids (`customer`, org ids): every domain
+    whose request keys include `<kind>/<id>` reconciles those keys (DESIGN §14: one
+    customer across the fleet domains), without the runtime spelling a domain name.
+
+    The answer is the ticket the API waits on: finished when every queued request's run
+    has (the queue's `on_done`, also for a request coalesced into another), told of each
+    failed attempt (`on_error`). A replica that does not write (a follower, or one shutting
+    down) still queues the runs (they plan, as every follower run does) but defers the ticket
+    at once: its writes reach Stripe through the leader's next refresh of those domains.
+    """
+    ticket = ReconcileTicket()
+    keys = frozenset(f"{kind}/{identity}" for identity in ids)
+    if not writing():
+        ticket.defer("stopping" if stopping() else "not_leader")
+    for name, registration in registrations.items():
+        if keys and all(registration.domain.scope_of(key) == key for key in keys):
+            request = ReconcileRequest(name, keys, reason)
+            if ticket.sealed:
+                put(request)
+                continue
+            on_done, on_failure = ticket.expect()
+            put(request, on_done=on_done, on_error=_telling(on_failure))
+    ticket.seal()
+    _log.info(
+        "reconcile requested by the api",
+        request_id=ticket.request_id,
+        keys=sorted(keys),
+        reason=reason,
+    )
+    return ticket
+
+
+def _telling(on_failure: Callable[[RunFailure], None]) -> Callable[[BaseException], None]:
+    def on_error(error: BaseException) -> None:
+        on_failure(run_failure(error))
+
+    return on_error
+
+
+def run_failure(error: BaseException) -> RunFailure:
+    """What a waiting API caller may be told about a failed attempt: Stripe's message and
+    fields, our own refusals' messages, and only the class of anything else (its text may
+    quote a connection URL)."""
+    policy = classify(error)
+    retrying = not isinstance(policy, PermanentError)
+    stripe = _stripe_error(error)
+    if stripe is not None:
+        return RunFailure(
+            str(stripe),
+            retrying,
+            stripe_code=stripe.code,
+            stripe_param=stripe.param,
+            http_status=stripe.http_status,
+        )
+    if isinstance(policy, UnexpectedError):
+        return RunFailure(f"unexpected {type(error).__name__}", retrying)
+    return RunFailure(str(policy)[:500], retrying)
+
+
+def _stripe_error(error: BaseException) -> StripeGatewayError | None:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StripeGatewayError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 @dataclass(slots=True)
@@ -319,16 +411,19 @@ class Runtime:
             installation_id=lambda: self.desired.installation_id,
             live_mode=self._stripe.api_key.startswith(("sk_live_", "rk_live_")),
             request_reconcile=self._api_request,
+            reconcile_wait_seconds=self.settings.api_wait_seconds,
         )
 
-    def _api_request(self, kind: str, ids: frozenset[str], reason: str) -> None:
-        """The API names what it touched by kind and ids (`customer`, org ids): every domain
-        whose request keys include `<kind>/<id>` reconciles those keys (DESIGN §14: one
-        customer across the fleet domains), without the runtime spelling a domain name."""
-        keys = frozenset(f"{kind}/{identity}" for identity in ids)
-        for name, registration in self._by_name.items():
-            if keys and all(registration.domain.scope_of(key) == key for key in keys):
-                self.queue.put(ReconcileRequest(name, keys, reason))
+    def _api_request(self, kind: str, ids: frozenset[str], reason: str) -> ReconcileTicket:
+        return api_request(
+            kind,
+            ids,
+            reason,
+            registrations=self._by_name,
+            put=self.queue.put,
+            writing=lambda: self.leadership.is_leader and not self._stopping,
+            stopping=lambda: self._stopping,
+        )
 
     # --- behaviour ------------------------------------------------------------------------
 

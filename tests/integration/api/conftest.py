@@ -9,7 +9,7 @@ is an org with an online usd account (its id).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,12 @@ class Settings:
     config: BillingConfig = field(default_factory=BillingConfig)
     live_mode: bool = False
     reconciles: list[tuple[str, frozenset[str], str]] = field(default_factory=list)
+    ticket: Callable[[], object] | None = None
+    """What `request_reconcile` answers (default None: nothing to wait for)."""
+
+    def request_reconcile(self, domain: str, scope: frozenset[str], reason: str) -> object:
+        self.reconciles.append((domain, scope, reason))
+        return None if self.ticket is None else self.ticket()
 
     def configure(self, **customer: Any) -> None:
         self.config = BillingConfig.model_validate({"billing": {"customer": customer}})
@@ -59,7 +65,7 @@ def build_app(store: Store, settings: Settings) -> FastAPI:
         config=lambda: settings.config,
         installation_id=lambda: "default",
         live_mode=settings.live_mode,
-        request_reconcile=lambda d, s, r: settings.reconciles.append((d, s, r)),
+        request_reconcile=settings.request_reconcile,
     )
     app = FastAPI()
     install_error_handlers(app)

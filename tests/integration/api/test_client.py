@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from billing_reconciler.client import BillingAPIError, BillingClient
+from billing_reconciler.api.pending import ReconcileTicket
+from billing_reconciler.client import BillingAPIError, BillingClient, BillingPending
 from billing_reconciler.store import Store
 from tests.integration.api.conftest import ADMIN_TOKEN, APP_TOKEN, Settings, build_app
 from tests.integration.runtime.live_server import LiveServer
@@ -111,3 +112,27 @@ def test_100_concurrent_grants_give_the_exact_balance(
 
     with store.session() as session:
         assert LedgerRepository(session).verify() == []
+
+
+def _deferred() -> ReconcileTicket:
+    ticket = ReconcileTicket()
+    ticket.defer("not_leader")
+    return ticket
+
+
+def test_a_202_raises_billing_pending_with_the_request_id(
+    app_client: BillingClient, settings: Settings
+) -> None:
+    app_client.put_organization("acme", title="Acme")
+    app_client.create_account("acme", {"offline": True})
+    settings.ticket = _deferred
+    with pytest.raises(BillingPending) as raised:
+        app_client.register_account("acme")
+    pending = raised.value
+    assert pending.status == 202
+    assert pending.reason == "not_leader"
+    assert pending.request_id.startswith("rr_")
+    assert pending.location == "/v1beta1/organizations/acme/billing"
+    assert not isinstance(pending, BillingAPIError)
+    settings.ticket = None
+    assert app_client.get_account("acme")["offline"] is False  # recorded all the same

@@ -356,3 +356,71 @@ def test_a_threaded_queue_retries_after_the_backoff() -> None:
 def test_a_queue_needs_a_worker(workers: int) -> None:
     with pytest.raises(ValueError, match="worker"):
         WorkQueue(Recorder(), workers=workers)
+
+
+def test_error_callbacks_hear_every_failed_attempt_before_the_outcome() -> None:
+    clock = FakeClock()
+    heard: list[str] = []
+    queue = WorkQueue(
+        Recorder(TransientError("first"), PermanentError("second")),
+        clock=clock,
+        backoff=Backoff(initial=1),
+    )
+    queue.put(
+        catalog("team"),
+        on_done=lambda outcome: heard.append(f"done:{outcome.value}"),
+        on_error=lambda error: heard.append(f"error:{error}"),
+    )
+    queue.run_pending()
+    assert heard == ["error:first"]  # retried: no outcome yet
+    clock.advance(1)
+    queue.run_pending()
+    assert heard == ["error:first", "error:second", "done:failed"]
+
+
+def test_callbacks_of_a_request_coalesced_into_a_waiting_one_hear_the_merged_run() -> None:
+    """A request that joins a waiting one (the same key, or its domain's whole-domain
+    request) is released when that run ends, and hears its failures."""
+    queue: WorkQueue
+    heard: list[str] = []
+
+    def tell(name: str) -> dict[str, Callable[..., None]]:
+        return {
+            "on_done": lambda outcome: heard.append(f"{name} {outcome.value}"),
+            "on_error": lambda error: heard.append(f"{name} saw {error}"),
+        }
+
+    def handler(request: ReconcileRequest) -> None:
+        if request.reason == "running":
+            # While this runs: a new waiting entry, a request joining it, and a scoped
+            # request absorbed by it (the whole-domain one).
+            assert queue.put(catalog(reason="merged"), **tell("second"))
+            assert not queue.put(catalog(reason="merged"), **tell("third"))
+            assert not queue.put(catalog("team", reason="merged"), **tell("fourth"))
+            return
+        raise PermanentError("refused")
+
+    queue = WorkQueue(handler, clock=FakeClock())
+    queue.put(catalog(reason="running"), **tell("first"))
+    assert queue.run_pending() == 2
+    assert heard == [
+        "first done",
+        "second saw refused",
+        "third saw refused",
+        "fourth saw refused",
+        "second failed",
+        "third failed",
+        "fourth failed",
+    ]
+
+
+def test_a_stopped_queue_tells_error_callbacks_nothing_and_done_callbacks_dropped() -> None:
+    queue = WorkQueue(Recorder(), clock=FakeClock())
+    queue.stop(timeout=1)
+    heard: list[str] = []
+    assert not queue.put(
+        catalog(),
+        on_done=lambda outcome: heard.append(outcome.value),
+        on_error=lambda error: heard.append(str(error)),
+    )
+    assert heard == ["dropped"]

@@ -1,0 +1,96 @@
+"""`runtime.service.api_request`: the API's request as queue entries and a ticket to wait on
+(DESIGN §19), driven on the test's thread (`run_pending`, a fake clock, `wait(0)`)."""
+
+from __future__ import annotations
+
+from billing_reconciler.api.pending import ReconcileTicket
+from billing_reconciler.registry import by_name
+from billing_reconciler.runtime.events import ReconcileRequest
+from billing_reconciler.runtime.queue import Backoff, PermanentError, TransientError, WorkQueue
+from billing_reconciler.runtime.service import api_request, run_failure
+from billing_reconciler.stripe_gateway import PermanentStripeError, TransientStripeError
+from tests.unit.runtime.test_queue import FakeClock, Recorder
+
+
+def _request(queue: WorkQueue, *, writing: bool = True, stopping: bool = False) -> ReconcileTicket:
+    return api_request(
+        "customer",
+        frozenset({"acme"}),
+        "test",
+        registrations=by_name(),
+        put=queue.put,
+        writing=lambda: writing,
+        stopping=lambda: stopping,
+    )
+
+
+def test_only_the_domains_whose_keys_match_are_queued_and_the_ticket_waits_for_them() -> None:
+    handler = Recorder()
+    queue = WorkQueue(handler, clock=FakeClock())
+    ticket = _request(queue)
+    assert ticket.wait(0).state == "pending"
+    assert queue.run_pending() == 1
+    assert handler.calls == [ReconcileRequest("customers", frozenset({"customer/acme"}), "test")]
+    verdict = ticket.wait(0)
+    assert (verdict.state, verdict.request_id) == ("done", ticket.request_id)
+
+
+def test_a_follower_or_a_stopping_replica_defers_at_once_but_still_plans() -> None:
+    handler = Recorder()
+    queue = WorkQueue(handler, clock=FakeClock())
+    follower = _request(queue, writing=False)
+    assert (follower.wait(0).state, follower.wait(0).reason) == ("deferred", "not_leader")
+    stopping = _request(queue, writing=False, stopping=True)
+    assert stopping.wait(0).reason == "stopping"
+    assert queue.run_pending() == 1  # the follower's dry run, as before
+
+
+def test_a_permanent_failure_is_failed_and_a_retrying_one_unavailable() -> None:
+    clock = FakeClock()
+    refused = PermanentStripeError("No such tax id type", code="invalid", param="tax_id_data")
+    queue = WorkQueue(Recorder(refused), clock=clock)
+    ticket = _request(queue)
+    queue.run_pending()
+    verdict = ticket.wait(0)
+    assert verdict.state == "failed"
+    assert verdict.failure is not None
+    assert verdict.failure.stripe_param == "tax_id_data"
+
+    queue = WorkQueue(
+        Recorder(TransientStripeError("down"), None), clock=clock, backoff=Backoff(initial=1)
+    )
+    ticket = _request(queue)
+    queue.run_pending()
+    assert ticket.wait(0).state == "unavailable"
+    clock.advance(1)
+    queue.run_pending()
+    assert ticket.wait(0).state == "done"  # the retry succeeded within the wait
+
+
+def test_a_queue_stopping_before_the_run_defers_the_ticket() -> None:
+    queue = WorkQueue(Recorder(), clock=FakeClock())
+    ticket = _request(queue)
+    queue.stop(timeout=1)
+    assert (ticket.wait(0).state, ticket.wait(0).reason) == ("deferred", "stopping")
+
+
+def test_what_a_failure_may_tell_the_caller() -> None:
+    assert run_failure(PermanentError("the plan was refused: guard")).message == (
+        "the plan was refused: guard"
+    )
+    assert run_failure(TransientError("apply did not converge")).retrying
+    secret = run_failure(RuntimeError("postgresql://u:pw@db"))
+    assert secret.message == "unexpected RuntimeError"
+    try:
+        try:
+            raise PermanentStripeError("Invalid email", code="email_invalid", http_status=400)
+        except PermanentStripeError as cause:
+            raise RuntimeError("step 1 failed") from cause
+    except RuntimeError as wrapped:
+        failure = run_failure(wrapped)
+    assert (failure.retrying, failure.stripe_code, failure.http_status) == (
+        False,
+        "email_invalid",
+        400,
+    )
+    assert failure.message.startswith("Invalid email")
