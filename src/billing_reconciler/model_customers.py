@@ -38,6 +38,14 @@ CUSTOMER_MARKER_KEYS: Final[frozenset[str]] = frozenset(
 MERGED_FIELDS: Final[tuple[str, ...]] = ("name", "email", "phone", "address", "tax_ids")
 
 
+def deleted_in_stripe_reason(stripe_id: str) -> str:
+    """The disabled reason recorded when an account's managed customer was deleted in Stripe.
+
+    The customers domain writes it (never re-creating the customer silently); the API reads
+    it to refuse `enable` of such an account (a new billing account starts again)."""
+    return f"Stripe customer {stripe_id} deleted in Stripe"
+
+
 def customer_key(org_id: str) -> str:
     """`customer/<org_id>`: the request key and `br_key` of an org's customer (DESIGN §14)."""
     return f"{CUSTOMER_KIND}/{org_id}"

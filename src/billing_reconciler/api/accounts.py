@@ -44,6 +44,7 @@ from billing_reconciler.api.routing import (
     error_responses,
 )
 from billing_reconciler.api.verdicts import accepted, is_pending, raise_if_refused
+from billing_reconciler.model_customers import deleted_in_stripe_reason
 from billing_reconciler.store import AccountRecord, AccountRepository, ConflictError
 from billing_reconciler.store import Address as StoredAddress
 from billing_reconciler.store import TaxId as StoredTaxId
@@ -58,12 +59,11 @@ def account_path(org_id: str) -> str:
 
 def deleted_in_stripe(record: AccountRecord) -> bool:
     """The customers domain disabled the account because its Stripe customer was deleted in
-    Stripe (the reason its archive step records: `Stripe customer <id> deleted in Stripe`)."""
+    Stripe (the reason its archive step records)."""
     return (
         record.state != "active"
         and record.stripe_customer_id is not None
-        and record.disabled_reason
-        == f"Stripe customer {record.stripe_customer_id} deleted in Stripe"
+        and record.disabled_reason == deleted_in_stripe_reason(record.stripe_customer_id)
     )
 
 

@@ -47,6 +47,7 @@ from billing_reconciler.model_customers import (
     CustomerRecord,
     creation_idempotency_key,
     customer_key,
+    deleted_in_stripe_reason,
 )
 from billing_reconciler.planning.plan import (
     Action,
@@ -324,8 +325,9 @@ def _new_contract_account(draft: _Draft, spec: CustomerSpec, observed: Customers
                 account_key(spec.org_id),
                 ACCOUNT_STEP,
                 None,
-                "declared in desired/customers, but the org's account is disabled: "
-                "enable it through the API (never re-created silently)",
+                "declared in desired/customers, but the org's account is disabled: enable it "
+                "through the API, or create a new billing account if its Stripe customer was "
+                "deleted (never re-created silently)",
             )
         )
         return
@@ -624,7 +626,8 @@ def _contract_store(spec: CustomerFields, stored: CustomerFields) -> CustomerFie
 def _disable(draft: _Draft, account: StoredAccount) -> None:
     why = (
         f"its Stripe customer {account.stripe_id} was deleted in Stripe: the account is "
-        "disabled, not re-created (enable it through the API to start again)"
+        "disabled, not re-created (create a new billing account through the API to start "
+        "again)"
     )
     draft.add(
         DISABLES,
@@ -632,7 +635,7 @@ def _disable(draft: _Draft, account: StoredAccount) -> None:
             Action.ARCHIVE,
             account.org_id,
             reason=Reason.DELETED_IN_STRIPE,
-            params={"reason": f"Stripe customer {account.stripe_id} deleted in Stripe"},
+            params={"reason": deleted_in_stripe_reason(str(account.stripe_id))},
             stripe_id=account.stripe_id,
             impact=why,
             idempotency_key=draft.key("disable", account.account_id),
