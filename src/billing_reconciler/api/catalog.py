@@ -68,7 +68,7 @@ def _products(entries: Mapping[str, LastApplied]) -> list[Product]:
     return [
         Product(
             name=entry.object_key.split("/", 1)[1],
-            title=_text(entry.fields, "name"),
+            title=_text(entry.fields, "title"),
             description=_text(entry.fields, "description"),
             stripe_product_id=entry.stripe_id,
             prices=prices.get(entry.object_key.split("/", 1)[1], []),
@@ -82,7 +82,7 @@ def _features(entries: Mapping[str, LastApplied]) -> list[Feature]:
     return [
         Feature(
             name=entry.object_key.split("/", 1)[1],
-            title=_text(entry.fields, "name"),
+            title=_text(entry.fields, "title"),
             stripe_feature_id=entry.stripe_id,
             lookup_key=_text(entry.fields, "lookup_key"),
         )

@@ -152,7 +152,7 @@ def test_the_catalog_as_applied(api: Api) -> None:
         PlanRepository(session).archive("old")
         repo = LastAppliedRepository(session)
         entries: list[tuple[str, str, str, dict[str, object]]] = [
-            ("product/seat", "product", "prod_1", {"name": "Seat", "description": "A seat"}),
+            ("product/seat", "product", "prod_1", {"title": "Seat", "description": "A seat"}),
             (
                 "price/seat/monthly",
                 "price",
@@ -164,7 +164,7 @@ def test_the_catalog_as_applied(api: Api) -> None:
                     "lookup_key": "seat_monthly",
                 },
             ),
-            ("feature/sso", "feature", "feat_1", {"name": "SSO", "lookup_key": "sso"}),
+            ("feature/sso", "feature", "feat_1", {"title": "SSO", "lookup_key": "sso"}),
         ]
         for key, kind, stripe_id, fields in entries:
             repo.put(

@@ -105,9 +105,13 @@ def test_an_in_sync_catalog_is_recorded_in_a_lost_store_without_a_stripe_write(
             products = api.get(f"{V1}/billing/products", headers=APP).json()["data"]
             features = api.get(f"{V1}/billing/features", headers=APP).json()["data"]
             plans = api.get(f"{V1}/billing/plans", headers=APP).json()["data"]
-        assert sorted(p["name"] for p in products) == ["base", "credits", "seats"]
+        assert sorted((p["name"], p["title"]) for p in products) == [
+            ("base", "Base platform"),
+            ("credits", "Credits"),
+            ("seats", "Seats"),
+        ]
         assert {len(p["prices"]) for p in products if p["name"] == "base"} == {2}
-        assert [f["name"] for f in features] == ["api_access"]
+        assert [(f["name"], f["title"]) for f in features] == [("api_access", "API access")]
         assert sorted(p["name"] for p in plans) == ["team_monthly", "team_yearly"]
 
         # Drift detection is on again: an edit in the dashboard is drift, not a desired change.
