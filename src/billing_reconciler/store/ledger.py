@@ -398,7 +398,7 @@ class LedgerRepository:
             inserted = self._write_portable(row, balance + delta, delta)
         if not inserted:
             # The id was taken in between by a writer of another account (ours is locked).
-            existing = self._existing(transaction_id, digest)
+            existing = self._existing(transaction_id, digest, account_id)
             assert existing is not None
             return existing, False
         record = LedgerTransaction(
@@ -466,7 +466,7 @@ class LedgerRepository:
             return record, True
         # Not written: the id is taken (read it; a writer of it has committed by now, since
         # ON CONFLICT waited for it), or the locked balance does not allow the debit.
-        existing = self._existing(transaction_id, digest)
+        existing = self._existing(transaction_id, digest, account_id)
         if existing is not None:
             return existing, False
         balance = int(found.balance)
@@ -543,24 +543,32 @@ class LedgerRepository:
             found = self._session.connection().execute(_LOCK_BALANCE, params).one()
         if found.id is None:
             return int(found.balance), None
-        return int(found.balance), self._checked(found, digest)
+        return int(found.balance), self._checked(found, digest, account_id)
 
-    def _checked(self, row: Any, digest: str) -> LedgerTransaction:
+    def _checked(self, row: Any, digest: str, account_id: str) -> LedgerTransaction:
         if row.content_hash != digest:
+            # Ids are global: one used on another account says only that it is taken, never
+            # what another org was granted or charged.
+            before = (
+                f" ({row.type} of {row.amount}, source {row.source!r})"
+                if row.account_id == account_id
+                else " on another account"
+            )
             raise IdConflictError(
-                f"ledger id {row.id!r} was used before with different content"
-                f" ({row.type} of {row.amount} on {row.account_id!r}, source {row.source!r})",
+                f"ledger id {row.id!r} was used before with different content{before}",
                 id=row.id,
             )
         return _transaction(row)
 
-    def _existing(self, transaction_id: str, digest: str) -> LedgerTransaction | None:
+    def _existing(
+        self, transaction_id: str, digest: str, account_id: str
+    ) -> LedgerTransaction | None:
         row = self._session.execute(
             select(*_COLUMNS, LedgerTransactionModel.content_hash).where(
                 LedgerTransactionModel.id == transaction_id
             )
         ).first()
-        return None if row is None else self._checked(row, digest)
+        return None if row is None else self._checked(row, digest, account_id)
 
     def balance(self, account_id: str) -> tuple[int, datetime | None]:
         """The account's balance and when it last moved ((0, None) for none yet)."""

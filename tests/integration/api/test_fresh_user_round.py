@@ -108,5 +108,10 @@ def test_grant_ids_are_global_so_one_reused_in_another_org_is_409(api: Api, acme
     error = error_of(reused)
     assert error["code"] == "id_conflict"
     assert error["details"]["id"] == "welcome"
+    # It says the id is taken, never what another org was granted, or which account.
+    assert "another account" in error["message"]
+    acme_account = api.get(f"{V1}/organizations/acme/billing", headers=APP).json()["id"]
+    assert acme_account not in reused.text
+    assert "promo" not in reused.text
     balance = api.get(f"{V1}/organizations/globex/billing/balance", headers=APP).json()
     assert balance["amount"] == 0
