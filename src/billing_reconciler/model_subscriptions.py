@@ -161,6 +161,10 @@ class SubscriptionRecord:
     created: int = 0
     metadata: Mapping[str, str] = field(default_factory=dict)
     owner: SubscriptionOwner | None = None
+    # `trial_settings.end_behavior.missing_payment_method` (create_invoice | cancel | pause).
+    trial_missing_payment_method: str | None = None
+    # `cancellation_details.reason` (cancellation_requested | payment_failed | ...), or None.
+    cancellation_reason: str | None = None
 
     @property
     def live(self) -> bool:
@@ -210,6 +214,11 @@ class ScheduleRecord:
     phases: tuple[SchedulePhase, ...]
     metadata: Mapping[str, str] = field(default_factory=dict)
     owner: SubscriptionOwner | None = None
+    # `current_phase` as (start, end) while the schedule is active, else None.
+    current_phase: tuple[int, int] | None = None
+    # The subscription a release left behind (`released_subscription`).
+    released_subscription: str | None = None
+    created: int = 0
 
     @property
     def in_force(self) -> bool:
