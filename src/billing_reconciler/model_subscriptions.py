@@ -273,6 +273,9 @@ class DesiredSubscription:
     cancel_immediately: bool = False
     test_clock: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # At trial end (DESIGN §16): `release` (the paid subscription starts) or `cancel` (sent
+    # as `trial_settings.end_behavior.missing_payment_method=cancel` plus cancel at trial end).
+    trial_end_behavior: str = "release"
 
     @property
     def key(self) -> str:
