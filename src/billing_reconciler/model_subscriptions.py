@@ -18,6 +18,7 @@ Conventions (the pinned API, `2026-10-28.endive`):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -285,3 +286,22 @@ class DesiredSubscription:
     def seats(self) -> int | None:
         per_seat = [item.quantity for item in self.items if item.per_seat]
         return per_seat[0] if per_seat else None
+
+
+# --- on-start credits (DESIGN §16: once per (account, plan) ever) ----------------------------
+
+#: Prefix of the ledger id of a plan's on-start credits.
+ON_START_GRANT_PREFIX: Final[str] = "on_start:"
+
+
+def on_start_grant_id(account_id: str, plan: str) -> str:
+    """The ledger id of the on-start credits of `plan` on `account_id`: derived from the pair,
+    so the ledger (idempotent by id) grants them once ever, across subscriptions, restarts and
+    replays. Ids fit the ledger's 255 characters: a pair too long for that is hashed."""
+    if not account_id or not plan:
+        raise ValueError("an on-start grant id needs an account id and a plan")
+    plain = f"{ON_START_GRANT_PREFIX}{account_id}:{plan}"
+    if len(plain) <= 255:
+        return plain
+    digest = hashlib.sha256(f"{account_id}\0{plan}".encode()).hexdigest()
+    return f"{ON_START_GRANT_PREFIX}{account_id}:sha256:{digest}"

@@ -327,3 +327,138 @@ class DomainCursorModel(Base):
     last_event_created: Mapped[datetime | None] = mapped_column(UTCDateTime)
     full_resync_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# --- subscriptions (DESIGN §16): intents, the mirror of Stripe's, plan history ----------------
+
+
+class SubscriptionIntentModel(Base):
+    """What an account's subscription should be (the desired side): its plan, a pending change
+    and a cancel request. At most one `current` intent per account (a partial unique index);
+    a replaced or ended intent stays as history, never removed."""
+
+    __tablename__ = "subscription_intents"
+    __table_args__ = (
+        CheckConstraint("state IN ('current', 'replaced', 'ended')", name="state"),
+        CheckConstraint(
+            "source IN ('default_plan', 'checkout', 'subscribe', 'contract')", name="source"
+        ),
+        CheckConstraint(
+            "pending_reason IS NULL OR pending_reason IN ('change', 'cancel')",
+            name="pending_reason",
+        ),
+        CheckConstraint(
+            "cancel_mode IS NULL OR cancel_mode IN ('immediate', 'period_end')",
+            name="cancel_mode",
+        ),
+        # One current intent per account, enforced by the database on both backends.
+        Index(
+            "uq_subscription_intents_current_account_id",
+            "account_id",
+            unique=True,
+            sqlite_where=text("state = 'current'"),
+            postgresql_where=text("state = 'current'"),
+        ),
+        Index(None, "state", "account_id"),
+        Index(None, "account_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(KEY), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(ACCOUNT_ID), ForeignKey("billing_accounts.id"))
+    org_id: Mapped[str] = mapped_column(String(ORG_ID))
+    plan: Mapped[str] = mapped_column(String(KEY))
+    source: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    requested_by: Mapped[str | None] = mapped_column(String(KEY))
+    skip_trial: Mapped[bool] = mapped_column(Boolean)
+    cancel_after_trial: Mapped[bool] = mapped_column(Boolean)
+    # The pending change (DESIGN §16 `pending_change`); all None when there is none.
+    pending_plan: Mapped[str | None] = mapped_column(String(KEY))
+    pending_effective_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pending_immediate: Mapped[bool] = mapped_column(Boolean)
+    pending_reason: Mapped[str | None] = mapped_column(String(16))
+    pending_requested_by: Mapped[str | None] = mapped_column(String(KEY))
+    pending_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The cancel request; None when there is none.
+    cancel_mode: Mapped[str | None] = mapped_column(String(16))
+    cancel_requested_by: Mapped[str | None] = mapped_column(String(KEY))
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    replaced_by: Mapped[str | None] = mapped_column(String(KEY))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SubscriptionModel(Base):
+    """The mirror of a Stripe subscription on one of our accounts, as last observed.
+
+    Stripe's times are kept as UTC timestamps; `record` rebuilds the observed record exactly.
+    `observed_at` orders observations: an older one never overwrites a newer one.
+    """
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        Index(None, "account_id", "stripe_created"),
+        Index(None, "org_id"),
+        Index(None, "status", "stripe_id"),
+    )
+
+    stripe_id: Mapped[str] = mapped_column(String(KEY), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(ACCOUNT_ID), ForeignKey("billing_accounts.id"))
+    org_id: Mapped[str] = mapped_column(String(ORG_ID))
+    customer_id: Mapped[str] = mapped_column(String(KEY))
+    intent_id: Mapped[str | None] = mapped_column(String(KEY))
+    plan: Mapped[str | None] = mapped_column(String(KEY))
+    seats: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSONColumn)
+    collection_method: Mapped[str] = mapped_column(String(32))
+    days_until_due: Mapped[int | None] = mapped_column(Integer)
+    automatic_tax: Mapped[bool] = mapped_column(Boolean)
+    current_period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    trial_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    trial_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean)
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    schedule_id: Mapped[str | None] = mapped_column(String(KEY))
+    pending_invoice_item_interval: Mapped[list[Any] | None] = mapped_column(JSONColumn)
+    latest_invoice_id: Mapped[str | None] = mapped_column(String(KEY))
+    test_clock: Mapped[str | None] = mapped_column(String(KEY))
+    stripe_created: Mapped[datetime] = mapped_column(UTCDateTime)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONColumn)
+    owner: Mapped[dict[str, Any] | None] = mapped_column(JSONColumn)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PlanHistoryModel(Base):
+    """The plans an account held, one row per period of a plan on a Stripe subscription; at
+    most one open period per (account, plan, subscription). Trials once per plan read it."""
+
+    __tablename__ = "subscription_plan_history"
+    __table_args__ = (
+        Index(
+            "uq_subscription_plan_history_open",
+            "account_id",
+            "plan",
+            "stripe_subscription_id",
+            unique=True,
+            sqlite_where=text("ended_at IS NULL"),
+            postgresql_where=text("ended_at IS NULL"),
+        ),
+        Index(None, "account_id", "plan"),
+    )
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(ACCOUNT_ID), ForeignKey("billing_accounts.id"))
+    plan: Mapped[str] = mapped_column(String(KEY))
+    stripe_subscription_id: Mapped[str] = mapped_column(String(KEY))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    trialed: Mapped[bool] = mapped_column(Boolean)

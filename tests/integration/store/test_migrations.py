@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
@@ -18,6 +19,7 @@ from billing_reconciler.store import (
     head_revision,
     normalize_url,
 )
+from billing_reconciler.store.database import alembic_config
 from billing_reconciler.store.tables import Base
 
 
@@ -101,3 +103,30 @@ def test_replicas_opening_at_once_migrate_once(database_url: str) -> None:
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         assert list(pool.map(open_and_close, range(3))) == [head_revision()] * 3
+
+
+def test_0005_downgrades_to_0004_and_upgrades_again(database_url: str) -> None:
+    """0005 (subscriptions) removes exactly its tables on downgrade, keeps 0004's rows, and
+    upgrading again restores the declared schema."""
+    subscription_tables = {"subscription_intents", "subscriptions", "subscription_plan_history"}
+    with Store.open(database_url) as store:
+        with store.session() as session:
+            session.execute(
+                text(
+                    "INSERT INTO organizations (org_id, title, metadata, created_at, updated_at)"
+                    " VALUES ('org-1', 'Acme', '{}', '2025-01-01 00:00:00', '2025-01-01 00:00:00')"
+                )
+            )
+        with store.engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0004")
+        with store.engine.connect() as connection:
+            assert current_revision(connection) == "0004"
+            tables = set(inspect(connection).get_table_names())
+            assert tables == set(Base.metadata.tables) - subscription_tables | {"alembic_version"}
+            orgs = connection.execute(text("SELECT org_id FROM organizations")).all()
+            assert [row[0] for row in orgs] == ["org-1"]
+    with Store.open(database_url) as store, store.engine.connect() as connection:
+        assert current_revision(connection) == head_revision()
+        assert subscription_tables <= set(inspect(connection).get_table_names())
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []

@@ -1,0 +1,1023 @@
+"""Subscriptions in the store (DESIGN §16): intents, the mirror of Stripe's, plan history.
+
+- **Intents** (`IntentRepository`) are the desired side: per account the plan it should hold
+  (`source`: `default_plan` at creation, a completed `checkout`, a direct `subscribe`, a
+  `contract` customer), who asked and when, `skip_trial` / `cancel_after_trial`, a pending
+  change and a cancel request. At most one `current` intent per account, enforced by a partial
+  unique index (so two concurrent writers cannot both win); replacing one keeps the old row
+  (state `replaced`, `replaced_by` the new id), ending one keeps it too (state `ended`):
+  history is append-only. Intent ids are generated (`subi_` + 32 hex digits) unless the
+  caller gives one (e.g. derived from a checkout id, so a replayed completion is idempotent);
+  the subscription's creation derives its idempotency key from it.
+- **The mirror** (`SubscriptionMirrorRepository`) holds each Stripe subscription on one of our
+  accounts as last observed, keyed by its Stripe id; `record` rebuilds the observed
+  `SubscriptionRecord` exactly. Ordering rule: each upsert carries when it was observed
+  (`observed_at`, the clock by default); one observed before the stored one is stale and
+  changes nothing, and a subscription Stripe ended (`canceled`, `incomplete_expired`: terminal
+  in Stripe) never goes back to a non-terminal status.
+- **Plan history** (`PlanHistoryRepository`): one row per period of a plan on a Stripe
+  subscription, so a trial is granted once per plan per account (`trialed`, `had_plan`).
+
+On-start credits need no table: their ledger id is `model_subscriptions.on_start_grant_id`,
+and the ledger is idempotent by id. Seats are `MemberRepository.count` / `count_many`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final, TypeVar
+
+from sqlalchemy import Select, func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from billing_reconciler.model_subscriptions import (
+    LIVE_STATUSES,
+    ItemRecord,
+    PendingChange,
+    SubscriptionOwner,
+    SubscriptionRecord,
+)
+from billing_reconciler.store._common import Clock, content_hash, dialect_insert, utc_now
+from billing_reconciler.store.errors import ConflictError, IdConflictError, NotFoundError
+from billing_reconciler.store.tables import (
+    BillingAccountModel,
+    PlanHistoryModel,
+    SubscriptionIntentModel,
+    SubscriptionModel,
+)
+
+T = TypeVar("T")
+
+#: Stripe statuses a subscription never leaves (DESIGN §16 mirror's ordering rule).
+TERMINAL_STATUSES: Final[frozenset[str]] = frozenset({"canceled", "incomplete_expired"})
+
+#: How many ids one bulk read puts in an IN list.
+_CHUNK = 500
+
+
+class IntentState(StrEnum):
+    CURRENT = "current"
+    REPLACED = "replaced"
+    ENDED = "ended"
+
+
+class IntentSource(StrEnum):
+    DEFAULT_PLAN = "default_plan"
+    CHECKOUT = "checkout"
+    SUBSCRIBE = "subscribe"
+    CONTRACT = "contract"
+
+
+class CancelMode(StrEnum):
+    IMMEDIATE = "immediate"
+    PERIOD_END = "period_end"
+
+
+class UpsertResult(StrEnum):
+    """What `SubscriptionMirrorRepository.upsert` did."""
+
+    INSERTED = "inserted"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"  # same content; only `observed_at` moved on
+    STALE = "stale"  # observed before the stored one, or would revive an ended one
+
+
+def new_intent_id() -> str:
+    return "subi_" + uuid.uuid4().hex
+
+
+def _chunks(values: Iterable[T]) -> Iterator[list[T]]:
+    wanted = list(dict.fromkeys(values))
+    for start in range(0, len(wanted), _CHUNK):
+        yield wanted[start : start + _CHUNK]
+
+
+def _at(seconds: int | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+def _seconds(value: datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp())
+
+
+# --- intents ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionIntent:
+    """An account's subscription intent; `pending_change.effective_at` is Unix seconds."""
+
+    id: str
+    account_id: str
+    org_id: str
+    plan: str
+    source: str
+    state: str
+    requested_by: str | None
+    skip_trial: bool
+    cancel_after_trial: bool
+    pending_change: PendingChange | None
+    pending_requested_by: str | None
+    pending_requested_at: datetime | None
+    cancel_mode: str | None  # immediate | period_end | None (no cancel requested)
+    cancel_requested_by: str | None
+    cancel_requested_at: datetime | None
+    replaced_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+
+    @property
+    def current(self) -> bool:
+        return self.state == IntentState.CURRENT
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self.cancel_mode is not None
+
+
+def _intent(model: SubscriptionIntentModel) -> SubscriptionIntent:
+    pending = None
+    if model.pending_reason is not None:
+        pending = PendingChange(
+            plan=model.pending_plan,
+            effective_at=_seconds(model.pending_effective_at),
+            immediate=model.pending_immediate,
+            reason=model.pending_reason,
+        )
+    return SubscriptionIntent(
+        id=model.id,
+        account_id=model.account_id,
+        org_id=model.org_id,
+        plan=model.plan,
+        source=model.source,
+        state=model.state,
+        requested_by=model.requested_by,
+        skip_trial=model.skip_trial,
+        cancel_after_trial=model.cancel_after_trial,
+        pending_change=pending,
+        pending_requested_by=model.pending_requested_by,
+        pending_requested_at=model.pending_requested_at,
+        cancel_mode=model.cancel_mode,
+        cancel_requested_by=model.cancel_requested_by,
+        cancel_requested_at=model.cancel_requested_at,
+        replaced_by=model.replaced_by,
+        created_at=model.created_at,
+        updated_at=model.updated_at,
+        ended_at=model.ended_at,
+    )
+
+
+def _check_pending(change: PendingChange) -> None:
+    if change.reason == "change":
+        if not change.plan:
+            raise ValueError("a pending plan change names the plan")
+    elif change.reason == "cancel":
+        if change.plan is not None:
+            raise ValueError("a pending cancel has no plan")
+    else:
+        raise ValueError(f"invalid pending change reason {change.reason!r}: change or cancel")
+
+
+def _set_pending(
+    model: SubscriptionIntentModel,
+    change: PendingChange | None,
+    requested_by: str | None,
+    now: datetime | None,
+) -> None:
+    model.pending_plan = None if change is None else change.plan
+    model.pending_effective_at = None if change is None else _at(change.effective_at)
+    model.pending_immediate = False if change is None else change.immediate
+    model.pending_reason = None if change is None else change.reason
+    model.pending_requested_by = None if change is None else requested_by
+    model.pending_requested_at = None if change is None else now
+
+
+class IntentRepository:
+    """Subscription intents: the desired side of each account's subscription."""
+
+    def __init__(self, session: Session, *, clock: Clock = utc_now) -> None:
+        self._session = session
+        self._clock = clock
+
+    # reads
+
+    def get(self, intent_id: str) -> SubscriptionIntent | None:
+        model = self._one(SubscriptionIntentModel.id == intent_id)
+        return None if model is None else _intent(model)
+
+    def current(self, account_id: str) -> SubscriptionIntent | None:
+        model = self._one(
+            SubscriptionIntentModel.account_id == account_id,
+            SubscriptionIntentModel.state == IntentState.CURRENT.value,
+        )
+        return None if model is None else _intent(model)
+
+    def history(self, account_id: str) -> list[SubscriptionIntent]:
+        """Every intent of the account, oldest first (the current one last)."""
+        query = (
+            select(SubscriptionIntentModel)
+            .where(SubscriptionIntentModel.account_id == account_id)
+            .order_by(SubscriptionIntentModel.created_at, SubscriptionIntentModel.id)
+            .execution_options(populate_existing=True)
+        )
+        return [_intent(model) for model in self._session.scalars(query)]
+
+    def current_for_accounts(self, account_ids: Iterable[str]) -> dict[str, SubscriptionIntent]:
+        """The current intent of each of the accounts that has one, by account id."""
+        found: dict[str, SubscriptionIntent] = {}
+        for chunk in _chunks(account_ids):
+            query = (
+                select(SubscriptionIntentModel)
+                .where(
+                    SubscriptionIntentModel.state == IntentState.CURRENT.value,
+                    SubscriptionIntentModel.account_id.in_(chunk),
+                )
+                .execution_options(populate_existing=True)
+            )
+            for model in self._session.scalars(query):
+                found[model.account_id] = _intent(model)
+        return found
+
+    def list_current(
+        self, *, after_account_id: str | None = None, limit: int = 1000
+    ) -> list[SubscriptionIntent]:
+        """Current intents ordered by account id, `limit` at a time after `after_account_id`
+        (keyset paging on the (state, account_id) index: each page costs the same)."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        query = (
+            select(SubscriptionIntentModel)
+            .where(SubscriptionIntentModel.state == IntentState.CURRENT.value)
+            .order_by(SubscriptionIntentModel.account_id)
+            .limit(limit)
+            .execution_options(populate_existing=True)
+        )
+        if after_account_id is not None:
+            query = query.where(SubscriptionIntentModel.account_id > after_account_id)
+        return [_intent(model) for model in self._session.scalars(query)]
+
+    def count_current(self) -> int:
+        return int(
+            self._session.scalar(
+                select(func.count())
+                .select_from(SubscriptionIntentModel)
+                .where(SubscriptionIntentModel.state == IntentState.CURRENT.value)
+            )
+            or 0
+        )
+
+    # writes
+
+    def record(
+        self,
+        account_id: str,
+        *,
+        plan: str,
+        source: str,
+        requested_by: str | None = None,
+        skip_trial: bool = False,
+        cancel_after_trial: bool = False,
+        intent_id: str | None = None,
+    ) -> tuple[SubscriptionIntent, bool]:
+        """Record the account's current intent; (the intent, True when recorded now).
+
+        Idempotent: when the account's current intent (or the intent of the given id) has the
+        same plan, source, skip_trial and cancel_after_trial, it is answered (False) and
+        nothing changes. ConflictError `already_exists` when the account has a current intent
+        with other content (use `replace`), also when a concurrent writer recorded one first;
+        IdConflictError when `intent_id` names an intent with other content; NotFoundError
+        when there is no such account.
+        """
+        content = _content(plan, source, skip_trial, cancel_after_trial)
+        if intent_id is not None:
+            existing = self.get(intent_id)
+            if existing is not None:
+                return self._same_or_id_conflict(existing, account_id, content), False
+        current = self.current(account_id)
+        if current is not None:
+            if intent_id is None and _content_of(current) == content:
+                return current, False
+            raise _has_current(current)
+        org_id = self._org_of(account_id)
+        model = self._new(
+            account_id, org_id, content, requested_by=requested_by, intent_id=intent_id
+        )
+        try:
+            with self._session.begin_nested():
+                self._session.add(model)
+                self._session.flush()
+        except IntegrityError as error:
+            # A concurrent writer recorded the account's current intent (or this id) first.
+            raced = self.get(intent_id) if intent_id is not None else self.current(account_id)
+            if (
+                raced is not None
+                and raced.current
+                and raced.account_id == account_id
+                and _content_of(raced) == content
+            ):
+                return raced, False
+            raise ConflictError(
+                f"account {account_id!r} already has a current subscription intent"
+                f" (recorded concurrently; or intent id {model.id!r} is taken)",
+                code="already_exists",
+            ) from error
+        return _intent(model), True
+
+    def replace(
+        self,
+        account_id: str,
+        *,
+        plan: str,
+        source: str,
+        requested_by: str | None = None,
+        skip_trial: bool = False,
+        cancel_after_trial: bool = False,
+        intent_id: str | None = None,
+        expected_intent_id: str | None = None,
+    ) -> tuple[SubscriptionIntent, bool]:
+        """A new current intent replacing the account's current one (kept, state `replaced`,
+        `replaced_by` the new id; e.g. a paid plan replacing a live free one). With no current
+        intent it is `record`. Idempotent for an `intent_id` already current with the same
+        content. `expected_intent_id`: ConflictError `failed_precondition` unless that is the
+        current intent (optimistic check). A concurrent replace of the same account loses
+        with ConflictError `already_exists`.
+        """
+        content = _content(plan, source, skip_trial, cancel_after_trial)
+        if intent_id is not None:
+            existing = self.get(intent_id)
+            if existing is not None:
+                return self._same_or_id_conflict(existing, account_id, content), False
+        old = self._locked_current(account_id)
+        if expected_intent_id is not None and (old is None or old.id != expected_intent_id):
+            raise ConflictError(
+                f"the current subscription intent of account {account_id!r} is"
+                f" {None if old is None else old.id!r}, not {expected_intent_id!r}",
+                code="failed_precondition",
+            )
+        if old is None:
+            return self.record(
+                account_id,
+                plan=plan,
+                source=source,
+                requested_by=requested_by,
+                skip_trial=skip_trial,
+                cancel_after_trial=cancel_after_trial,
+                intent_id=intent_id,
+            )
+        now = self._clock()
+        model = self._new(
+            account_id, old.org_id, content, requested_by=requested_by, intent_id=intent_id
+        )
+        try:
+            with self._session.begin_nested():
+                old.state = IntentState.REPLACED.value
+                old.replaced_by = model.id
+                old.ended_at = now
+                old.updated_at = now
+                self._session.flush()
+                self._session.add(model)
+                self._session.flush()
+        except IntegrityError as error:
+            raise ConflictError(
+                f"account {account_id!r}: its current subscription intent was replaced"
+                f" concurrently (or intent id {model.id!r} is taken)",
+                code="already_exists",
+            ) from error
+        return _intent(model), True
+
+    def end(self, account_id: str) -> SubscriptionIntent | None:
+        """The account's current intent is over (its subscription ended as asked): state
+        `ended`, kept. None when the account has no current intent (a replay)."""
+        model = self._locked_current(account_id)
+        if model is None:
+            return None
+        now = self._clock()
+        model.state = IntentState.ENDED.value
+        model.ended_at = now
+        model.updated_at = now
+        self._session.flush()
+        return _intent(model)
+
+    def set_pending_change(
+        self, account_id: str, change: PendingChange, *, requested_by: str | None = None
+    ) -> SubscriptionIntent:
+        """Set the current intent's pending change (a plan change, or a cancel: `plan` None,
+        reason `cancel`); the same change again changes nothing. NotFoundError without a
+        current intent; ConflictError `failed_precondition` for a change to the plan it has."""
+        _check_pending(change)
+        model = self._require_current(account_id)
+        if change.reason == "change" and change.plan == model.plan:
+            raise ConflictError(
+                f"account {account_id!r} is on plan {model.plan!r} already",
+                code="failed_precondition",
+            )
+        if _intent(model).pending_change == change:
+            return _intent(model)
+        now = self._clock()
+        _set_pending(model, change, requested_by, now)
+        model.updated_at = now
+        self._session.flush()
+        return _intent(model)
+
+    def clear_pending_change(self, account_id: str) -> SubscriptionIntent:
+        """Drop the pending change (`cancel_upcoming_changes`); a pending cancel at period end
+        takes its cancel request with it. Nothing pending: unchanged."""
+        model = self._require_current(account_id)
+        if model.pending_reason is None:
+            return _intent(model)
+        if model.pending_reason == "cancel" and model.cancel_mode == CancelMode.PERIOD_END:
+            _set_cancel(model, None, None, None)
+        _set_pending(model, None, None, None)
+        model.updated_at = self._clock()
+        self._session.flush()
+        return _intent(model)
+
+    def apply_pending_change(self, account_id: str) -> SubscriptionIntent:
+        """The pending plan change took effect in Stripe: the intent's plan becomes it and
+        nothing is pending. ConflictError `failed_precondition` when no plan change is
+        pending (a pending cancel ends the intent: `end`)."""
+        model = self._require_current(account_id)
+        if model.pending_reason != "change" or model.pending_plan is None:
+            raise ConflictError(
+                f"account {account_id!r} has no pending plan change", code="failed_precondition"
+            )
+        model.plan = model.pending_plan
+        _set_pending(model, None, None, None)
+        model.updated_at = self._clock()
+        self._session.flush()
+        return _intent(model)
+
+    def request_cancel(
+        self,
+        account_id: str,
+        *,
+        immediate: bool,
+        effective_at: int | None = None,
+        requested_by: str | None = None,
+    ) -> SubscriptionIntent:
+        """Ask for the current intent's subscription to be cancelled: at once (any pending
+        change is dropped), or at the period end `effective_at` (Unix seconds; the pending
+        change becomes `{plan: None, reason: cancel, effective_at}`, DESIGN §16). The same
+        request again changes nothing. NotFoundError without a current intent."""
+        model = self._require_current(account_id)
+        mode = CancelMode.IMMEDIATE if immediate else CancelMode.PERIOD_END
+        pending = None if immediate else PendingChange(None, effective_at, reason="cancel")
+        if model.cancel_mode == mode and _intent(model).pending_change == pending:
+            return _intent(model)
+        now = self._clock()
+        _set_cancel(model, mode, requested_by, now)
+        _set_pending(model, pending, requested_by, now)
+        model.updated_at = now
+        self._session.flush()
+        return _intent(model)
+
+    # helpers
+
+    def _new(
+        self,
+        account_id: str,
+        org_id: str,
+        content: tuple[str, str, bool, bool],
+        *,
+        requested_by: str | None,
+        intent_id: str | None,
+    ) -> SubscriptionIntentModel:
+        plan, source, skip_trial, cancel_after_trial = content
+        now = self._clock()
+        model = SubscriptionIntentModel(
+            id=intent_id or new_intent_id(),
+            account_id=account_id,
+            org_id=org_id,
+            plan=plan,
+            source=source,
+            state=IntentState.CURRENT.value,
+            requested_by=requested_by,
+            skip_trial=skip_trial,
+            cancel_after_trial=cancel_after_trial,
+            replaced_by=None,
+            created_at=now,
+            updated_at=now,
+            ended_at=None,
+        )
+        _set_pending(model, None, None, None)
+        _set_cancel(model, None, None, None)
+        return model
+
+    def _same_or_id_conflict(
+        self,
+        existing: SubscriptionIntent,
+        account_id: str,
+        content: tuple[str, str, bool, bool],
+    ) -> SubscriptionIntent:
+        if existing.account_id != account_id or _content_of(existing) != content:
+            raise IdConflictError(
+                f"subscription intent {existing.id!r} exists with other content", id=existing.id
+            )
+        return existing
+
+    def _org_of(self, account_id: str) -> str:
+        org_id = self._session.scalar(
+            select(BillingAccountModel.org_id).where(BillingAccountModel.id == account_id)
+        )
+        if org_id is None:
+            raise NotFoundError(f"no billing account {account_id!r}")
+        return org_id
+
+    def _one(self, *where: Any) -> SubscriptionIntentModel | None:
+        return self._session.scalars(
+            select(SubscriptionIntentModel).where(*where).execution_options(populate_existing=True)
+        ).one_or_none()
+
+    def _locked_current(self, account_id: str) -> SubscriptionIntentModel | None:
+        return self._session.scalars(
+            select(SubscriptionIntentModel)
+            .where(
+                SubscriptionIntentModel.account_id == account_id,
+                SubscriptionIntentModel.state == IntentState.CURRENT.value,
+            )
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).one_or_none()
+
+    def _require_current(self, account_id: str) -> SubscriptionIntentModel:
+        model = self._locked_current(account_id)
+        if model is None:
+            raise NotFoundError(f"account {account_id!r} has no current subscription intent")
+        return model
+
+
+def _content(
+    plan: str, source: str, skip_trial: bool, cancel_after_trial: bool
+) -> tuple[str, str, bool, bool]:
+    if not plan:
+        raise ValueError("a subscription intent names a plan")
+    try:
+        checked = IntentSource(source).value
+    except ValueError:
+        sources = ", ".join(s.value for s in IntentSource)
+        raise ValueError(f"invalid intent source {source!r}: one of {sources}") from None
+    return plan, checked, bool(skip_trial), bool(cancel_after_trial)
+
+
+def _content_of(intent: SubscriptionIntent) -> tuple[str, str, bool, bool]:
+    return intent.plan, intent.source, intent.skip_trial, intent.cancel_after_trial
+
+
+def _has_current(current: SubscriptionIntent) -> ConflictError:
+    return ConflictError(
+        f"account {current.account_id!r} already has a current subscription intent"
+        f" {current.id!r} (plan {current.plan!r}); replace it instead",
+        code="already_exists",
+    )
+
+
+def _set_cancel(
+    model: SubscriptionIntentModel,
+    mode: CancelMode | None,
+    requested_by: str | None,
+    now: datetime | None,
+) -> None:
+    model.cancel_mode = None if mode is None else mode.value
+    model.cancel_requested_by = requested_by if mode is not None else None
+    model.cancel_requested_at = now if mode is not None else None
+
+
+# --- the mirror of Stripe's subscriptions ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MirroredSubscription:
+    """A Stripe subscription as last observed, with the account and org it belongs to, the
+    plan it bills (its marker's unless told), the seats applied and the intent it was
+    created for (its marker's `br_intent`, when ours)."""
+
+    record: SubscriptionRecord
+    account_id: str
+    org_id: str
+    plan: str | None
+    seats: int | None
+    intent_id: str | None
+    observed_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def stripe_id(self) -> str:
+        return self.record.stripe_id
+
+    @property
+    def status(self) -> str:
+        return self.record.status
+
+    @property
+    def live(self) -> bool:
+        return self.record.live
+
+
+def _owner_dict(owner: SubscriptionOwner | None) -> dict[str, str] | None:
+    if owner is None:
+        return None
+    return {
+        "installation_id": owner.installation_id,
+        "org_id": owner.org_id,
+        "plan": owner.plan,
+        "intent_id": owner.intent_id,
+        "revision": owner.revision,
+    }
+
+
+def _item_dict(item: ItemRecord) -> dict[str, Any]:
+    return {
+        "price_id": item.price_id,
+        "quantity": item.quantity,
+        "item_id": item.item_id,
+        "current_period_start": item.current_period_start,
+        "current_period_end": item.current_period_end,
+    }
+
+
+def _mirror_values(
+    record: SubscriptionRecord,
+    account_id: str,
+    org_id: str,
+    plan: str | None,
+    seats: int | None,
+) -> dict[str, Any]:
+    """The mirror row of `record` (without the bookkeeping times), and its content hash."""
+    interval = record.pending_invoice_item_interval
+    values: dict[str, Any] = {
+        "stripe_id": record.stripe_id,
+        "account_id": account_id,
+        "org_id": org_id,
+        "customer_id": record.customer_id,
+        "intent_id": (record.owner.intent_id or None) if record.owner is not None else None,
+        "plan": plan,
+        "seats": seats,
+        "status": record.status,
+        "currency": record.currency,
+        "items": [_item_dict(item) for item in record.items],
+        "collection_method": record.collection_method,
+        "days_until_due": record.days_until_due,
+        "automatic_tax": record.automatic_tax,
+        "current_period_start": _at(record.current_period_start),
+        "current_period_end": _at(record.current_period_end),
+        "trial_start": _at(record.trial_start),
+        "trial_end": _at(record.trial_end),
+        "cancel_at": _at(record.cancel_at),
+        "cancel_at_period_end": record.cancel_at_period_end,
+        "canceled_at": _at(record.canceled_at),
+        "ended_at": _at(record.ended_at),
+        "schedule_id": record.schedule_id,
+        "pending_invoice_item_interval": None if interval is None else list(interval),
+        "latest_invoice_id": record.latest_invoice_id,
+        "test_clock": record.test_clock,
+        "stripe_created": _at(record.created),
+        "metadata_": dict(record.metadata),
+        "owner": _owner_dict(record.owner),
+    }
+    hashed = {
+        key: (value.isoformat() if isinstance(value, datetime) else value)
+        for key, value in values.items()
+    }
+    values["content_hash"] = content_hash(hashed)
+    return values
+
+
+def _mirrored(model: SubscriptionModel) -> MirroredSubscription:
+    owner = None
+    if model.owner is not None:
+        owner = SubscriptionOwner(**model.owner)
+    interval = model.pending_invoice_item_interval
+    record = SubscriptionRecord(
+        stripe_id=model.stripe_id,
+        customer_id=model.customer_id,
+        status=model.status,
+        currency=model.currency,
+        items=tuple(ItemRecord(**item) for item in model.items),
+        collection_method=model.collection_method,
+        days_until_due=model.days_until_due,
+        automatic_tax=model.automatic_tax,
+        trial_start=_seconds(model.trial_start),
+        trial_end=_seconds(model.trial_end),
+        cancel_at=_seconds(model.cancel_at),
+        cancel_at_period_end=model.cancel_at_period_end,
+        canceled_at=_seconds(model.canceled_at),
+        ended_at=_seconds(model.ended_at),
+        schedule_id=model.schedule_id,
+        pending_invoice_item_interval=None if interval is None else (interval[0], interval[1]),
+        latest_invoice_id=model.latest_invoice_id,
+        test_clock=model.test_clock,
+        created=_seconds(model.stripe_created) or 0,
+        metadata=dict(model.metadata_),
+        owner=owner,
+    )
+    return MirroredSubscription(
+        record=record,
+        account_id=model.account_id,
+        org_id=model.org_id,
+        plan=model.plan,
+        seats=model.seats,
+        intent_id=model.intent_id,
+        observed_at=model.observed_at,
+        created_at=model.created_at,
+        updated_at=model.updated_at,
+    )
+
+
+def _newest_first(query: Select[SubscriptionModel]) -> Select[SubscriptionModel]:
+    return query.order_by(
+        SubscriptionModel.stripe_created.desc(), SubscriptionModel.stripe_id.desc()
+    ).execution_options(populate_existing=True)
+
+
+class SubscriptionMirrorRepository:
+    """The Stripe subscriptions of our accounts, as last observed (DESIGN §16, Mirror)."""
+
+    def __init__(self, session: Session, *, clock: Clock = utc_now) -> None:
+        self._session = session
+        self._clock = clock
+
+    def upsert(
+        self,
+        record: SubscriptionRecord,
+        *,
+        account_id: str,
+        org_id: str,
+        seats: int | None = None,
+        plan: str | None = None,
+        observed_at: datetime | None = None,
+    ) -> UpsertResult:
+        """Mirror `record`, observed at `observed_at` (default: now), into the store.
+
+        `plan` defaults to the record's marker's plan. Idempotent: the same content again is
+        UNCHANGED (only `observed_at` moves on). STALE, and nothing is written, when the
+        stored row was observed later, or when Stripe had ended the stored subscription
+        (`canceled`, `incomplete_expired`) and the record has it in another status.
+        """
+        now = self._clock()
+        observed = now if observed_at is None else observed_at
+        if plan is None and record.owner is not None and record.owner.plan:
+            plan = record.owner.plan
+        values = _mirror_values(record, account_id, org_id, plan, seats)
+        table = SubscriptionModel.__table__
+        columns = {
+            ("metadata" if key == "metadata_" else key): value for key, value in values.items()
+        }
+        inserted = self._session.execute(
+            dialect_insert(self._session, table)
+            .values(**columns, observed_at=observed, created_at=now, updated_at=now)
+            .on_conflict_do_nothing(index_elements=[SubscriptionModel.stripe_id])
+            .returning(SubscriptionModel.stripe_id)
+        ).first()
+        if inserted is not None:
+            return UpsertResult.INSERTED
+        model = self._session.scalars(
+            select(SubscriptionModel)
+            .where(SubscriptionModel.stripe_id == record.stripe_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).one()
+        if observed < model.observed_at or (
+            model.status in TERMINAL_STATUSES and record.status not in TERMINAL_STATUSES
+        ):
+            return UpsertResult.STALE
+        model.observed_at = observed
+        if model.content_hash == values["content_hash"]:
+            self._session.flush()
+            return UpsertResult.UNCHANGED
+        for key, value in values.items():
+            setattr(model, key, value)
+        model.updated_at = now
+        self._session.flush()
+        return UpsertResult.UPDATED
+
+    def get(self, stripe_id: str) -> MirroredSubscription | None:
+        model = self._session.scalars(
+            select(SubscriptionModel)
+            .where(SubscriptionModel.stripe_id == stripe_id)
+            .execution_options(populate_existing=True)
+        ).one_or_none()
+        return None if model is None else _mirrored(model)
+
+    def for_account(self, account_id: str) -> list[MirroredSubscription]:
+        """Every mirrored subscription of the account, newest (Stripe `created`) first."""
+        query = _newest_first(
+            select(SubscriptionModel).where(SubscriptionModel.account_id == account_id)
+        )
+        return [_mirrored(model) for model in self._session.scalars(query)]
+
+    def live_for_account(self, account_id: str) -> MirroredSubscription | None:
+        """The account's live subscription (a status in LIVE_STATUSES), the newest if Stripe
+        holds more than one (a replaced free one not yet cancelled)."""
+        query = _newest_first(
+            select(SubscriptionModel).where(
+                SubscriptionModel.account_id == account_id,
+                SubscriptionModel.status.in_(sorted(LIVE_STATUSES)),
+            )
+        ).limit(1)
+        model = self._session.scalars(query).first()
+        return None if model is None else _mirrored(model)
+
+    def for_accounts(self, account_ids: Iterable[str]) -> dict[str, list[MirroredSubscription]]:
+        """Every mirrored subscription of each account that has one, newest first."""
+        found: dict[str, list[MirroredSubscription]] = {}
+        for chunk in _chunks(account_ids):
+            query = _newest_first(
+                select(SubscriptionModel).where(SubscriptionModel.account_id.in_(chunk))
+            )
+            for model in self._session.scalars(query):
+                found.setdefault(model.account_id, []).append(_mirrored(model))
+        return found
+
+    def live_for_accounts(self, account_ids: Iterable[str]) -> dict[str, MirroredSubscription]:
+        """The live subscription of each account that has one (the newest, as
+        `live_for_account`)."""
+        return {
+            account_id: live[0]
+            for account_id, subscriptions in self.for_accounts(account_ids).items()
+            if (live := [s for s in subscriptions if s.live])
+        }
+
+    def list_live(
+        self, *, after_stripe_id: str | None = None, limit: int = 1000
+    ) -> list[MirroredSubscription]:
+        """Live subscriptions ordered by Stripe id, `limit` at a time after `after_stripe_id`
+        (keyset paging, for fleet reads such as price migration)."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        query = (
+            select(SubscriptionModel)
+            .where(SubscriptionModel.status.in_(sorted(LIVE_STATUSES)))
+            .order_by(SubscriptionModel.stripe_id)
+            .limit(limit)
+            .execution_options(populate_existing=True)
+        )
+        if after_stripe_id is not None:
+            query = query.where(SubscriptionModel.stripe_id > after_stripe_id)
+        return [_mirrored(model) for model in self._session.scalars(query)]
+
+
+# --- plan history --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlanPeriod:
+    """A period of a plan on one of the account's Stripe subscriptions; `ended_at` None
+    while it lasts."""
+
+    account_id: str
+    plan: str
+    stripe_subscription_id: str
+    started_at: datetime
+    ended_at: datetime | None
+    trialed: bool
+
+
+def _period(model: PlanHistoryModel) -> PlanPeriod:
+    return PlanPeriod(
+        account_id=model.account_id,
+        plan=model.plan,
+        stripe_subscription_id=model.stripe_subscription_id,
+        started_at=model.started_at,
+        ended_at=model.ended_at,
+        trialed=model.trialed,
+    )
+
+
+class PlanHistoryRepository:
+    """The plans each account held (trial only once per plan per account, DESIGN §16)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def start(
+        self,
+        account_id: str,
+        plan: str,
+        *,
+        stripe_subscription_id: str,
+        started_at: datetime,
+        trialed: bool = False,
+    ) -> tuple[PlanPeriod, bool]:
+        """Open a period of `plan` on the subscription; (the period, True when opened now).
+
+        Idempotent: when the subscription has an open period of the plan, or a period of it
+        that started at `started_at`, that one is answered (False); `trialed` True marks it
+        trialed (never the reverse).
+        """
+        if not plan or not stripe_subscription_id:
+            raise ValueError("a plan period names its plan and Stripe subscription")
+        existing = self._existing(account_id, plan, stripe_subscription_id, started_at)
+        if existing is None:
+            inserted = self._session.execute(
+                dialect_insert(self._session, PlanHistoryModel.__table__)
+                .values(
+                    account_id=account_id,
+                    plan=plan,
+                    stripe_subscription_id=stripe_subscription_id,
+                    started_at=started_at,
+                    ended_at=None,
+                    trialed=trialed,
+                )
+                .on_conflict_do_nothing(
+                    index_elements=["account_id", "plan", "stripe_subscription_id"],
+                    index_where=text("ended_at IS NULL"),
+                )
+                .returning(PlanHistoryModel.id)
+            ).first()
+            if inserted is not None:
+                model = self._session.get(PlanHistoryModel, inserted.id, populate_existing=True)
+                assert model is not None
+                return _period(model), True
+            existing = self._existing(account_id, plan, stripe_subscription_id, started_at)
+            assert existing is not None, "the open period a concurrent writer opened"
+        if trialed and not existing.trialed:
+            existing.trialed = True
+            self._session.flush()
+        return _period(existing), False
+
+    def end(
+        self,
+        account_id: str,
+        *,
+        stripe_subscription_id: str,
+        ended_at: datetime,
+        plan: str | None = None,
+    ) -> int:
+        """Close the subscription's open periods (of `plan` only, when given); how many were
+        open. Closed periods keep their end: a replay closes nothing."""
+        query = select(PlanHistoryModel).where(
+            PlanHistoryModel.account_id == account_id,
+            PlanHistoryModel.stripe_subscription_id == stripe_subscription_id,
+            PlanHistoryModel.ended_at.is_(None),
+        )
+        if plan is not None:
+            query = query.where(PlanHistoryModel.plan == plan)
+        models = list(
+            self._session.scalars(query.with_for_update().execution_options(populate_existing=True))
+        )
+        for model in models:
+            model.ended_at = ended_at
+        self._session.flush()
+        return len(models)
+
+    def history(self, account_id: str) -> list[PlanPeriod]:
+        """The account's plan periods, oldest first."""
+        query = (
+            select(PlanHistoryModel)
+            .where(PlanHistoryModel.account_id == account_id)
+            .order_by(PlanHistoryModel.started_at, PlanHistoryModel.id)
+            .execution_options(populate_existing=True)
+        )
+        return [_period(model) for model in self._session.scalars(query)]
+
+    def had_plan(self, account_id: str, plan: str) -> bool:
+        """Whether the account ever held `plan` (now or before)."""
+        return self._any(PlanHistoryModel.account_id == account_id, PlanHistoryModel.plan == plan)
+
+    def trialed(self, account_id: str, plan: str) -> bool:
+        """Whether the account ever had a trial of `plan`."""
+        return self._any(
+            PlanHistoryModel.account_id == account_id,
+            PlanHistoryModel.plan == plan,
+            PlanHistoryModel.trialed.is_(True),
+        )
+
+    def plans_had(self, account_ids: Iterable[str]) -> dict[str, frozenset[str]]:
+        """The plans each of the accounts ever held (accounts with none are absent)."""
+        found: dict[str, set[str]] = {}
+        for chunk in _chunks(account_ids):
+            rows = self._session.execute(
+                select(PlanHistoryModel.account_id, PlanHistoryModel.plan)
+                .where(PlanHistoryModel.account_id.in_(chunk))
+                .distinct()
+            )
+            for account_id, plan in rows:
+                found.setdefault(account_id, set()).add(plan)
+        return {account_id: frozenset(plans) for account_id, plans in found.items()}
+
+    def _any(self, *where: Any) -> bool:
+        return self._session.scalar(select(PlanHistoryModel.id).where(*where).limit(1)) is not None
+
+    def _existing(
+        self, account_id: str, plan: str, stripe_subscription_id: str, started_at: datetime
+    ) -> PlanHistoryModel | None:
+        return self._session.scalars(
+            select(PlanHistoryModel)
+            .where(
+                PlanHistoryModel.account_id == account_id,
+                PlanHistoryModel.plan == plan,
+                PlanHistoryModel.stripe_subscription_id == stripe_subscription_id,
+                (PlanHistoryModel.ended_at.is_(None)) | (PlanHistoryModel.started_at == started_at),
+            )
+            .order_by(PlanHistoryModel.ended_at.is_(None).desc(), PlanHistoryModel.id.desc())
+            .limit(1)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).first()
