@@ -251,7 +251,11 @@ def _from_subscription(ctx: RequestContext, params: Params) -> StripeObject:
     first_item = sub["items"]["data"][0]
     phase = _phase_object(
         items=[
-            _phase_item(i["price"]["id"], int(i["quantity"] or 0), i["metadata"])
+            _phase_item(
+                i["price"]["id"],
+                None if i["quantity"] is None else int(i["quantity"]),
+                i["metadata"],
+            )
             for i in sub["items"]["data"]
         ],
         start=int(first_item["current_period_start"]),
@@ -383,8 +387,12 @@ def _phases(
     customer_id: str,
     defaults: StripeObject,
     sub_currency: str | None,
+    *,
+    first_may_end_at_start: bool = False,
 ) -> list[StripeObject]:
-    """Contiguous phases from `start`, validated against the SDK params' meaning."""
+    """Contiguous phases from `start`, validated against the SDK params' meaning. With
+    `first_may_end_at_start` (the current phase ending `now` in the second it started) the
+    first phase may be empty."""
     phases: list[StripeObject] = []
     at = start
     for i, raw in enumerate(raw_phases):
@@ -414,9 +422,16 @@ def _phases(
                     param=f"{iw}[price]",
                 )
             prices.append(price)
-            items.append(
-                _phase_item(price["id"], int(item.get("quantity", 1)), item.get("metadata"))
-            )
+            metered = subscriptions.is_metered(price)
+            if metered and "quantity" in item:
+                # As on a subscription's own items (the subscriptions module's wording).
+                raise invalid(
+                    "Quantity should not be specified where usage_type is `metered`. Remove "
+                    "quantity from the request.",
+                    param=f"{iw}[quantity]",
+                )
+            quantity = None if metered else int(item.get("quantity", 1))
+            items.append(_phase_item(price["id"], quantity, item.get("metadata")))
         cur = (
             currency(raw["currency"], param=f"{where}[currency]")
             if "currency" in raw
@@ -426,6 +441,12 @@ def _phases(
             raise invalid(
                 f"You may only specify one of these parameters: {where}[end_date], "
                 f"{where}[duration].",
+                param=f"{where}[end_date]",
+            )
+        if raw.get("end_date") == "now":
+            # Only the current phase of an active schedule can end `now` (`update`).
+            raise invalid(
+                "`end_date=now` applies to the current phase of an active schedule only.",
                 param=f"{where}[end_date]",
             )
         if "end_date" in raw:
@@ -447,7 +468,7 @@ def _phases(
                 "phase but the last needs an end.",
                 param=f"{where}[end_date]",
             )
-        if end <= at:
+        if end < at or (end == at and not (i == 0 and first_may_end_at_start)):
             raise invalid(
                 "A phase's end_date must be after its start_date.", param=f"{where}[end_date]"
             )
@@ -526,7 +547,7 @@ def _interval_of(ctx: RequestContext, phase: StripeObject) -> tuple[str, int]:
     return str(price["recurring"]["interval"]), int(price["recurring"]["interval_count"])
 
 
-def _phase_item(price_id: str, quantity: int, metadata: Any) -> StripeObject:
+def _phase_item(price_id: str, quantity: int | None, metadata: Any) -> StripeObject:
     return {
         "billing_thresholds": None,
         "discounts": [],
@@ -575,7 +596,9 @@ def _days_until_due(phase: StripeObject, defaults: StripeObject) -> Any:
 
 
 def _item_param(item: StripeObject) -> dict[str, Any]:
-    out: dict[str, Any] = {"price": item["price"], "quantity": item["quantity"]}
+    out: dict[str, Any] = {"price": item["price"]}
+    if item["quantity"] is not None:  # a metered price takes no quantity
+        out["quantity"] = item["quantity"]
     if item["metadata"]:
         out["metadata"] = item["metadata"]
     return out
@@ -591,7 +614,7 @@ def _phase_update(
         price_id = current["price"]["id"]
         if price_id in wanted:
             item = wanted.pop(price_id)
-            if int(current["quantity"] or 0) != item["quantity"]:
+            if current["quantity"] != item["quantity"]:
                 items.append({"id": current["id"], "quantity": item["quantity"]})
         else:
             items.append({"id": current["id"], "deleted": True})
@@ -866,11 +889,33 @@ def update(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         raw[0].pop("start_date", None)
         for later in raw[1:]:
             later.pop("start_date", None)
+        for i, later in enumerate(raw[1:], start=1):
+            if later.get("end_date") == "now":
+                raise invalid(
+                    "Only the current phase can end `now`.", param=f"phases[{i}][end_date]"
+                )
+        # `phases[0][end_date]=now` (the SDK's `int|Literal['now']`): the current phase ends at
+        # the request and the next phase starts at once (an immediate change), or the
+        # schedule ends by its `end_behavior` when there is none.
+        end_now = raw[0].get("end_date") == "now"
+        if end_now:
+            if sub is None or before["status"] != "active":
+                raise invalid(
+                    "`phases[0][end_date]=now` needs an active schedule with a subscription.",
+                    param="phases[0][end_date]",
+                )
+            raw[0]["end_date"] = cctx.now()
         cur = sub["currency"] if sub is not None else None
         phases = _phases(
-            ctx, raw, current["start_date"], after["customer"], after["default_settings"], cur
+            ctx,
+            raw,
+            current["start_date"],
+            after["customer"],
+            after["default_settings"],
+            cur,
+            first_may_end_at_start=end_now,
         )
-        if phases[0]["end_date"] <= cctx.now():
+        if phases[0]["end_date"] <= cctx.now() and not end_now:
             raise invalid("The current phase must end in the future.", param="phases[0][end_date]")
         after["phases"] = after["phases"][: after["_phase"]] + phases
         _set_current(after)
@@ -887,6 +932,11 @@ def update(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     if changes:
         ctx.store.replace(KIND, after)
         cctx.emit("subscription_schedule.updated", after, previous_attributes=changes)
+    if "phases" in params and (params["phases"][0] or {}).get("end_date") == "now":
+        scheduled = ctx.store.get(subscriptions.KIND, after["subscription"] or "")
+        if scheduled is not None:
+            _on_phase_end(cctx, scheduled)
+        after = ctx.store.get(KIND, after["id"]) or after
     return render(ctx.store, after, expand_of(params))
 
 

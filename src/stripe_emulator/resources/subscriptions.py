@@ -879,6 +879,11 @@ def _is_metered(price: StripeObject) -> bool:
     return bool((price.get("recurring") or {}).get("usage_type") == "metered")
 
 
+def is_metered(price: StripeObject) -> bool:
+    """A price billed in arrears by a meter (its items take no quantity); for schedules."""
+    return _is_metered(price)
+
+
 def _metered_line(
     ctx: RequestContext,
     invoice: StripeObject,
