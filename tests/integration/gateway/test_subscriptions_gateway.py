@@ -532,3 +532,56 @@ def test_cancel_schedule_cancels_its_subscription(
     assert left.status == "canceled"
     pending = sdk.v1.invoice_items.list({"customer": customer, "pending": True}).data
     assert pending == []  # prorate=false was sent (Stripe's default there is true)
+
+
+def test_immediate_change_ends_the_current_phase_now_and_keeps_metered_items_unquantified(
+    emu: EmulatorHandle, gateway: StripeGateway
+) -> None:
+    sdk = make_client(emu.url)
+    clock = sdk.v1.test_helpers.test_clocks.create({"frozen_time": T0}).id
+    basic, pro, calls = _price(sdk, 3100, "Basic"), _price(sdk, 6200, "Pro"), _metered_price(sdk)
+    customer = _customer(sdk, clock=clock)
+    sub = create_subscription(
+        gateway,
+        customer_id=customer,
+        owner=_owner("org-1", plan="basic"),
+        items=[Item(basic, 1), Item(calls, None)],
+        currency="usd",
+        idempotency_key="i-1",
+    ).record
+    schedule = create_schedule_from_subscription(
+        gateway, subscription_id=sub.stripe_id, installation_id=INSTALLATION, idempotency_key="i-2"
+    ).record
+    assert [[(i.price_id, i.quantity) for i in p.items] for p in schedule.phases] == [
+        [(basic, 1), (calls, None)]
+    ]
+    now = T0 + 10 * DAY
+    sdk.v1.test_helpers.test_clocks.advance(clock, {"frozen_time": now})
+
+    written = update_schedule(
+        gateway,
+        schedule_id=schedule.stripe_id,
+        owner=_owner("org-1", plan="basic"),
+        phases=[
+            PhaseSpec(items=(PhaseItem(basic, 1), PhaseItem(calls, None)), end="now", plan="basic"),
+            PhaseSpec(
+                items=(PhaseItem(pro, 1), PhaseItem(calls, None)),
+                plan="pro",
+                proration_behavior="create_prorations",
+            ),
+        ],
+        proration_behavior="create_prorations",
+        idempotency_key="i-3",
+    ).record
+
+    assert written.current_phase is not None
+    assert written.current_phase[0] == now
+    assert [p.plan for p in written.phases] == ["basic", "pro"]
+    moved = retrieve_subscription(gateway, sub.stripe_id, installation_id=INSTALLATION)
+    assert sorted((i.price_id, i.quantity) for i in moved.items) == sorted(
+        [(pro, 1), (calls, None)]
+    )
+    assert moved.owner is not None
+    assert moved.owner.plan == "pro"
+    pending = sdk.v1.invoice_items.list({"customer": customer, "pending": True}).data
+    assert sorted(ii.amount for ii in pending) == [-2100, 4200]  # 21 of 31 days left
