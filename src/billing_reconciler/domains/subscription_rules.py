@@ -1,0 +1,1061 @@
+"""The subscriptions domain's rules: intents + Stripe subscriptions -> the ordered plan. Pure.
+
+`desired_subscription` derives the Stripe subscription an account's intent asks for (DESIGN
+§16); `subscriptions_plan` compares it with what Stripe lists on the account's customer and
+orders the steps, per account, in these batches (each independent within itself):
+1. `subscription` create: an online account with a plan and no live subscription of ours
+   (key from installation, org, plan and intent, salted with the store's identity);
+2. `subscription` update: seat quantities (`seat_change_behavior`: `exact` up and down,
+   `incremental` only up), other licensed quantities back to 1, `automatic_tax`, the monthly
+   billing of a yearly plan's seats, the `plan` marker a checkout-made one lacks, the cancel
+   at trial end of a `behavior_after_trial: cancel` trial;
+3. `subscription_schedule` create / update: a pending plan change (the current phase ending
+   at the period end, or now when immediate, then the new plan's), a cancel at period end (the
+   current phase only, `end_behavior: cancel`), a cancelled upcoming change (the current
+   phase only, `end_behavior: release`);
+4. `subscription` cancel (`Action.ARCHIVE`): an immediate cancel (`invoice_now`, `prorate`),
+   or a free subscription a paid one (created in batch 1) replaces.
+
+Every step's `params["op"]` names the Stripe call (see `OP_*`); `params["settings"]` names
+the `billing.yaml` settings that make it a fleet rewrite (`billing.stripe_auto_tax`,
+`billing.product.seat_change_behavior`), `[]` for a change of one account's own facts.
+Settings that apply only to future events (`customer.default_plan`, `plan_change.*`,
+`subscription.behavior_after_trial`) are never compared with live subscriptions.
+
+Left alone, never modified: foreign subscriptions (no marker), other installations'
+subscriptions, items on price ids the catalog does not know. Offline accounts (no Stripe
+customer) get nothing: the intent waits for `register`. A plan an account cannot have (no
+price in its currency, inactive, not applied yet, seats above a `seat_limit`) is a notice in
+the plan (`orphans`, message `refused: ...`), never an exception.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from billing_reconciler.config import BillingSettings
+from billing_reconciler.domains.base import PlanContext
+from billing_reconciler.domains.customer_rules import unspent_key
+from billing_reconciler.domains.subscription_types import (
+    BEHAVIOR_CREDITS,
+    SOURCE_DEFAULT_PLAN,
+    AccountSubscriptions,
+    CatalogPlan,
+    CatalogPrice,
+    PlanCatalog,
+    SubscriptionsObserved,
+)
+from billing_reconciler.model_subscriptions import (
+    CollectionMethod,
+    DesiredItem,
+    DesiredSubscription,
+    PendingChange,
+    SchedulePhase,
+    ScheduleRecord,
+    SubscriptionOwner,
+    SubscriptionRecord,
+    subscription_key,
+)
+from billing_reconciler.planning.plan import (
+    Action,
+    FieldChange,
+    Notice,
+    Plan,
+    Reason,
+    Step,
+    canonical_json,
+    digest,
+)
+
+SUBSCRIPTION_STEP: Final = "subscription"
+SCHEDULE_STEP: Final = "subscription_schedule"
+CREATES, UPDATES, SCHEDULES, CANCELS = 1, 2, 3, 4
+
+#: `params["op"]`: the Stripe call a step's executor makes.
+OP_CREATE: Final = "create"  # POST /v1/subscriptions
+OP_UPDATE: Final = "update"  # POST /v1/subscriptions/{id}
+OP_CANCEL: Final = "cancel"  # DELETE /v1/subscriptions/{id} (invoice_now, prorate)
+# POST /v1/subscription_schedules {from_subscription}, then .../{id} {phases, end_behavior}
+OP_SCHEDULE_CREATE: Final = "schedule_create"
+OP_SCHEDULE_UPDATE: Final = "schedule_update"  # POST /v1/subscription_schedules/{id}
+
+SETTING_AUTO_TAX: Final = "billing.stripe_auto_tax"
+SETTING_SEAT_CHANGE: Final = "billing.product.seat_change_behavior"
+#: Settings read only when a subscription is created or changed: never a fleet rewrite.
+FUTURE_ONLY_SETTINGS: Final = (
+    "billing.customer.default_plan",
+    "billing.plan_change.proration_behavior",
+    "billing.plan_change.immediate_proration_behavior",
+    "billing.plan_change.collection_method",
+    "billing.subscription.behavior_after_trial",
+)
+
+_DAY: Final = 86_400
+
+
+def subscription_schedule_key(org_id: str) -> str:
+    return f"{SCHEDULE_STEP}/{org_id}"
+
+
+def subscription_creation_key(
+    *, installation_id: str, org_id: str, plan: str, intent_id: str, salt: str
+) -> str:
+    """The idempotency key of an intent's subscription create: derived, never random, so a
+    rerun after a crash replays Stripe's first answer. Scoped by installation, org, plan and
+    intent (a new intent of the account, e.g. after a cancel, creates a new subscription), and
+    salted with the store's identity (a new store never replays an old store's answer; across
+    a lost store the listed subscription, marked with the intent, is found instead)."""
+    part = hashlib.sha256("\x1f".join((salt, plan, intent_id)).encode()).hexdigest()[:24]
+    return f"br:{installation_id}:{subscription_key(org_id)}:create:{part}"
+
+
+def fleet_settings(step: Step) -> tuple[str, ...]:
+    """The `billing.yaml` settings that make `step` a fleet rewrite (empty: none)."""
+    return tuple(step.params.get("settings", ()))
+
+
+# --- the desired subscription ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why an account cannot have a plan (shown as a notice; nothing is sent)."""
+
+    org_id: str
+    plan: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """A plan's items in one currency, before seats: derived once per (plan, currency)."""
+
+    plan: CatalogPlan
+    prices: tuple[CatalogPrice, ...]
+    free: bool
+    seat_limit: int | None
+
+
+def _shape(catalog: PlanCatalog, plan_name: str | None, currency: str) -> _Shape | str:
+    """The plan's billed prices in `currency`, or why it cannot be billed in it."""
+    plan = catalog.plan(plan_name)
+    if plan is None:
+        return f"plan {plan_name!r} is not in the catalog"
+    prices = tuple(
+        p
+        for p in plan.prices
+        if p.active and p.behavior != BEHAVIOR_CREDITS and p.interval == plan.interval
+    )
+    if not prices:
+        return f"plan {plan.name!r} has no active price at its interval ({plan.interval})"
+    missing = [p.key for p in prices if currency not in p.amounts]
+    if missing:
+        return (
+            f"plan {plan.name!r} has no price in {currency} ({', '.join(missing)} has "
+            f"{', '.join(sorted(set().union(*(p.amounts for p in prices if p.key in missing))))}"
+            "); add currency_options for it or subscribe the account to another plan"
+        )
+    unapplied = [p.key for p in prices if not p.stripe_id]
+    if unapplied:
+        return f"plan {plan.name!r}: {', '.join(unapplied)} not created in Stripe yet"
+    limits = [p.seat_limit for p in prices if p.per_seat and p.seat_limit]
+    return _Shape(
+        plan=plan,
+        prices=prices,
+        free=not any(p.amounts[currency] for p in prices),
+        seat_limit=min(limits) if limits else None,
+    )
+
+
+def desired_subscription(
+    bundle: AccountSubscriptions,
+    *,
+    catalog: PlanCatalog,
+    billing: BillingSettings,
+    installation_id: str,
+    revision: str = "",
+    plan: str | None = None,
+    collection_method: str = CollectionMethod.CHARGE_AUTOMATICALLY.value,
+) -> DesiredSubscription | Refusal:
+    """The subscription `bundle`'s intent asks for (DESIGN §16), on `plan` when given (a
+    pending change's target) else the intent's plan; a `Refusal` when the account cannot have
+    it. The intent must be set (an account without one has no desired subscription)."""
+    intent = bundle.intent
+    name = plan if plan is not None else (intent.plan if intent is not None else None)
+    currency = (bundle.account.currency or billing.currency).lower()
+    shape = _shape(catalog, name, currency)
+    if isinstance(shape, str):
+        return Refusal(bundle.org_id, name, shape)
+    return _derive(
+        bundle,
+        shape,
+        currency=currency,
+        billing=billing,
+        installation_id=installation_id,
+        revision=revision,
+        target=plan is not None,
+        collection_method=collection_method,
+    )
+
+
+def _derive(
+    bundle: AccountSubscriptions,
+    shape: _Shape,
+    *,
+    currency: str,
+    billing: BillingSettings,
+    installation_id: str,
+    revision: str,
+    target: bool,
+    collection_method: str,
+) -> DesiredSubscription | Refusal:
+    plan = shape.plan
+    seats = max(bundle.seats, 1)
+    if shape.seat_limit is not None and seats > shape.seat_limit:
+        return Refusal(
+            bundle.org_id,
+            plan.name,
+            f"{seats} seats are above the seat_limit {shape.seat_limit} of plan {plan.name!r}",
+        )
+    items = tuple(
+        DesiredItem(
+            price_key=p.key,
+            price_id=str(p.stripe_id),
+            quantity=None if p.metered else (seats if p.per_seat else 1),
+            per_seat=p.per_seat,
+        )
+        for p in shape.prices
+    )
+    intent = bundle.intent
+    intent_id = intent.intent_id if intent is not None else ""
+    owner = SubscriptionOwner(
+        installation_id=installation_id,
+        org_id=bundle.org_id,
+        plan=plan.name,
+        intent_id=intent_id,
+        revision=revision,
+    )
+    cancel_after_trial = (intent is not None and intent.cancel_after_trial) or (
+        billing.subscription.behavior_after_trial == "cancel"
+    )
+    send_invoice = collection_method == CollectionMethod.SEND_INVOICE.value
+    return DesiredSubscription(
+        org_id=bundle.org_id,
+        account_id=bundle.account.account_id,
+        customer_id=bundle.account.stripe_customer_id,
+        plan=plan.name,
+        interval=plan.interval,
+        currency=currency,
+        items=items,
+        intent_id=intent_id,
+        automatic_tax=billing.stripe_auto_tax and not shape.free,
+        collection_method=collection_method,
+        days_until_due=bundle.account.due_in_days if send_invoice else None,
+        trial_days=_trial_days(bundle, plan),
+        pending_invoice_item_interval=(
+            ("month", 1) if plan.interval == "year" and any(i.per_seat for i in items) else None
+        ),
+        pending_change=None if target or intent is None else intent.pending_change,
+        cancel_immediately=bool(
+            not target and intent is not None and intent.cancel and intent.cancel.immediate
+        ),
+        test_clock=bundle.account.test_clock,
+        metadata=owner.as_metadata(),
+        trial_end_behavior="cancel" if cancel_after_trial else "release",
+    )
+
+
+def _trial_days(bundle: AccountSubscriptions, plan: CatalogPlan) -> int:
+    """A plan's trial, once per plan per account: not when skipped, not for a default plan
+    (subscribed directly), not when the account had the plan (history, or any subscription
+    of ours on it)."""
+    intent = bundle.intent
+    if plan.trial_days <= 0 or intent is None or intent.skip_trial:
+        return 0
+    if intent.source == SOURCE_DEFAULT_PLAN or plan.name in bundle.plan_history:
+        return 0
+    if any(s.owner is not None and s.owner.plan == plan.name for s in bundle.subscriptions):
+        return 0
+    return plan.trial_days
+
+
+# --- the plan -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Draft:
+    context: PlanContext
+    catalog: PlanCatalog
+    phases: dict[int, list[Step]] = field(default_factory=dict)
+    notices: list[Notice] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    shapes: dict[tuple[str | None, str], _Shape | str] = field(default_factory=dict)
+
+    @property
+    def billing(self) -> BillingSettings:
+        return self.context.state.config.billing
+
+    @property
+    def installation_id(self) -> str:
+        return self.context.installation_id
+
+    def add(self, phase: int, step: Step) -> None:
+        self.phases.setdefault(phase, []).append(dataclasses.replace(step, batch=phase))
+
+    def key(self, *parts: str) -> str:
+        return unspent_key(
+            "br:" + digest(self.context.key_salt, self.installation_id, *parts),
+            self.context.spent_keys,
+        )
+
+    def notice(self, org_id: str, stripe_id: str | None, message: str) -> None:
+        self.notices.append(Notice(subscription_key(org_id), SUBSCRIPTION_STEP, stripe_id, message))
+
+    def desired(
+        self, bundle: AccountSubscriptions, plan: str | None, *, target: bool = False
+    ) -> DesiredSubscription | Refusal:
+        currency = (bundle.account.currency or self.billing.currency).lower()
+        cache_key = (plan, currency)
+        shape = self.shapes.get(cache_key)
+        if shape is None:
+            shape = self.shapes[cache_key] = _shape(self.catalog, plan, currency)
+        if isinstance(shape, str):
+            return Refusal(bundle.org_id, plan, shape)
+        return _derive(
+            bundle,
+            shape,
+            currency=currency,
+            billing=self.billing,
+            installation_id=self.installation_id,
+            revision=self.context.state.revision,
+            target=target,
+            collection_method=CollectionMethod.CHARGE_AUTOMATICALLY.value,
+        )
+
+    def free(self, bundle: AccountSubscriptions, plan: str) -> bool:
+        currency = (bundle.account.currency or self.billing.currency).lower()
+        shape = self.shapes.get((plan, currency))
+        if shape is None:
+            shape = self.shapes[(plan, currency)] = _shape(self.catalog, plan, currency)
+        return isinstance(shape, _Shape) and shape.free
+
+
+def subscriptions_plan(
+    desired: object, observed: SubscriptionsObserved, context: PlanContext
+) -> Plan:
+    """The plan of every account in `observed` (a targeted request's scope: `customer/<org>`
+    or `subscription/<org>` keys). `desired` is unused: the intents are observed from the store
+    beside Stripe, as the customers domain's accounts are."""
+    del desired
+    draft = _Draft(context, observed.catalog)
+    scope = context.options.scope
+    for bundle in observed.accounts:
+        org = bundle.org_id
+        if (
+            scope is not None
+            and f"customer/{org}" not in scope
+            and (subscription_key(org) not in scope)
+        ):
+            continue
+        _plan_account(draft, bundle)
+    steps = tuple(step for phase in sorted(draft.phases) for step in draft.phases[phase])
+    return Plan(
+        steps=steps,
+        installation_id=context.installation_id,
+        desired_revision=context.state.revision,
+        fingerprint=_fingerprint(observed),
+        created_at=context.now,
+        orphans=tuple(draft.notices),
+        warnings=tuple(draft.warnings),
+    )
+
+
+def _plan_account(draft: _Draft, bundle: AccountSubscriptions) -> None:
+    account, intent = bundle.account, bundle.intent
+    if intent is None or account.state != "active" or account.offline:
+        return  # no intent; disabled; offline: the intent waits for `register`
+    if account.stripe_customer_id is None:
+        return  # registered, its customer not created yet: the customers domain's turn
+    ours = [s for s in bundle.subscriptions if _ours(draft, s)]
+    live = [s for s in ours if s.live]
+    current = _current(draft, bundle, live)
+    if current is None:
+        _without_live(draft, bundle, ours)
+        return
+    if intent.cancel is not None and intent.cancel.immediate:
+        _cancel(draft, bundle, current, replaced=False)
+        return
+    if intent.plan is None:
+        draft.warnings.append(
+            f"{subscription_key(bundle.org_id)}: {current.stripe_id} is live but the intent has "
+            "no plan and no cancel request: left as is"
+        )
+        return
+    plan = _current_plan(current, intent.plan)
+    pending = intent.pending_change
+    moved = pending is not None and pending.plan is not None and pending.plan.lower() == plan
+    if moved and plan != intent.plan.lower():
+        pending = None  # the schedule moved the subscription: the change took effect
+    elif pending is None and plan != intent.plan.lower():
+        _replace_or_warn(draft, bundle, current, plan)
+        return
+    now = draft.desired(bundle, plan)
+    if isinstance(now, Refusal):
+        draft.notice(bundle.org_id, current.stripe_id, f"refused: {now.reason}")
+    else:
+        _update(
+            draft, bundle, current, now, marker=current.owner is not None and not current.owner.plan
+        )
+    schedule, foreign = _schedule_of(draft, bundle, current)
+    if foreign:
+        return
+    if intent.cancel is not None or (pending is not None and pending.reason == "cancel"):
+        _cancel_at_period_end(draft, bundle, current, schedule, plan)
+    elif pending is not None:
+        _change(draft, bundle, current, schedule, plan, pending)
+    elif schedule is not None:
+        _cancel_upcoming(draft, bundle, current, schedule, plan)
+
+
+def _ours(draft: _Draft, sub: SubscriptionRecord) -> bool:
+    owner = sub.owner
+    return owner is not None and owner.installation_id == draft.installation_id
+
+
+def _current_plan(sub: SubscriptionRecord, intent_plan: str) -> str:
+    """The plan `sub` bills (its marker; the intent's when a checkout-made one lacks it)."""
+    owner = sub.owner
+    return (owner.plan if owner is not None and owner.plan else intent_plan).lower()
+
+
+def _current(
+    draft: _Draft, bundle: AccountSubscriptions, live: Sequence[SubscriptionRecord]
+) -> SubscriptionRecord | None:
+    """The live subscription of ours the intent acts on: the one created for the intent, else
+    the newest. One live subscription per account: more are reported, never touched."""
+    if not live:
+        return None
+    intent_id = bundle.intent.intent_id if bundle.intent is not None else ""
+    current = max(
+        live,
+        key=lambda s: (s.owner is not None and s.owner.intent_id == intent_id, s.created),
+    )
+    others = sorted(s.stripe_id for s in live if s is not current)
+    # A free subscription being replaced is a second live one for one pass: not an anomaly.
+    if others and not _replacing(draft, bundle, current, live):
+        draft.warnings.append(
+            f"{subscription_key(bundle.org_id)}: more than one live subscription of ours "
+            f"({current.stripe_id} is used; {', '.join(others)} left as is)"
+        )
+    return current
+
+
+def _replacing(
+    draft: _Draft,
+    bundle: AccountSubscriptions,
+    current: SubscriptionRecord,
+    live: Sequence[SubscriptionRecord],
+) -> bool:
+    """`current` is the paid subscription of the intent and every other live one is free
+    (its cancel is planned below)."""
+    others = [s for s in live if s is not current]
+    if not all(s.owner is not None and draft.free(bundle, s.owner.plan) for s in others):
+        return False
+    for other in others:
+        _cancel(draft, bundle, other, replaced=True)
+    return True
+
+
+def _without_live(
+    draft: _Draft, bundle: AccountSubscriptions, ours: Sequence[SubscriptionRecord]
+) -> None:
+    intent = bundle.intent
+    assert intent is not None
+    if intent.plan is None or intent.cancel is not None:
+        return
+    if intent.pending_change is not None and intent.pending_change.reason == "cancel":
+        return
+    org = bundle.org_id
+    foreign = [s for s in bundle.subscriptions if s.owner is None and s.live]
+    if foreign:
+        draft.notice(
+            org,
+            foreign[0].stripe_id,
+            f"a subscription not made by us ({foreign[0].stripe_id}) is live on the customer: "
+            "left alone, and none of ours is created beside it (one live subscription per "
+            "account)",
+        )
+        return
+    ended = [s for s in ours if s.owner is not None and s.owner.intent_id == intent.intent_id]
+    if ended:
+        draft.notice(
+            org,
+            ended[0].stripe_id,
+            f"the intent's subscription {ended[0].stripe_id} is {ended[0].status} in Stripe: "
+            "not re-created silently (a new subscribe starts again)",
+        )
+        return
+    desired = draft.desired(bundle, intent.plan)
+    if isinstance(desired, Refusal):
+        draft.notice(org, None, f"refused: {desired.reason}")
+        return
+    draft.add(CREATES, _create_step(draft, desired))
+
+
+def _create_step(draft: _Draft, desired: DesiredSubscription) -> Step:
+    params: dict[str, Any] = {
+        "op": OP_CREATE,
+        "customer": desired.customer_id,
+        "currency": desired.currency,
+        "items": [_item_params(i) for i in desired.items],
+        "collection_method": desired.collection_method,
+        "automatic_tax": {"enabled": desired.automatic_tax},
+        "billing_mode": {"type": "flexible"},
+        "metadata": dict(desired.metadata),
+        "plan": desired.plan,
+        "settings": [],
+    }
+    if desired.days_until_due is not None:
+        params["days_until_due"] = desired.days_until_due
+    if desired.trial_days:
+        params["trial_period_days"] = desired.trial_days
+        behavior = "cancel" if desired.trial_end_behavior == "cancel" else "create_invoice"
+        params["trial_settings"] = {"end_behavior": {"missing_payment_method": behavior}}
+    if desired.pending_invoice_item_interval is not None:
+        interval, count = desired.pending_invoice_item_interval
+        params["pending_invoice_item_interval"] = {"interval": interval, "interval_count": count}
+    return Step(
+        action=Action.CREATE,
+        kind=SUBSCRIPTION_STEP,
+        key=desired.key,
+        reason=Reason.NEW,
+        params=params,
+        idempotency_key=unspent_key(
+            subscription_creation_key(
+                installation_id=draft.installation_id,
+                org_id=desired.org_id,
+                plan=desired.plan,
+                intent_id=desired.intent_id,
+                salt=draft.context.key_salt,
+            ),
+            draft.context.spent_keys,
+        ),
+    )
+
+
+def _item_params(item: DesiredItem) -> dict[str, Any]:
+    return {
+        "price": item.price_id,
+        **({} if item.quantity is None else {"quantity": item.quantity}),
+    }
+
+
+def _replace_or_warn(
+    draft: _Draft, bundle: AccountSubscriptions, current: SubscriptionRecord, plan: str
+) -> None:
+    """The intent names another plan than the live subscription bills, with no change
+    pending: a live free one is replaced (the new one created first, the free one cancelled
+    after it); a paid one is left (a change goes through a schedule)."""
+    intent = bundle.intent
+    assert intent is not None
+    assert intent.plan is not None
+    if not draft.free(bundle, plan):
+        draft.warnings.append(
+            f"{subscription_key(bundle.org_id)}: {current.stripe_id} bills plan {plan!r}, the "
+            f"intent says {intent.plan!r}: a paid plan is changed through a plan change, "
+            "left as is"
+        )
+        return
+    desired = draft.desired(bundle, intent.plan)
+    if isinstance(desired, Refusal):
+        draft.notice(bundle.org_id, current.stripe_id, f"refused: {desired.reason}")
+        return
+    draft.add(CREATES, _create_step(draft, desired))
+    _cancel(draft, bundle, current, replaced=True)
+
+
+def _cancel(
+    draft: _Draft, bundle: AccountSubscriptions, sub: SubscriptionRecord, *, replaced: bool
+) -> None:
+    """Cancel now: a cancel request (`invoice_now` and `prorate`, as Frontier), or a free
+    subscription a paid one replaces (nothing to invoice)."""
+    intent_id = bundle.intent.intent_id if bundle.intent is not None else ""
+    params = {
+        "op": OP_CANCEL,
+        "subscription": sub.stripe_id,
+        "invoice_now": not replaced,
+        "prorate": not replaced,
+        "settings": [],
+    }
+    draft.add(
+        CANCELS,
+        Step(
+            action=Action.ARCHIVE,
+            kind=SUBSCRIPTION_STEP,
+            key=subscription_key(bundle.org_id),
+            reason=Reason.DESIRED_CHANGED,
+            params=params,
+            changes=(FieldChange("status", sub.status, "canceled"),),
+            stripe_id=sub.stripe_id,
+            impact=(
+                f"replaced by the intent's plan {bundle.intent.plan!r}"
+                if replaced and bundle.intent is not None
+                else None
+            ),
+            idempotency_key=draft.key("cancel", sub.stripe_id, intent_id),
+        ),
+    )
+
+
+def _update(
+    draft: _Draft,
+    bundle: AccountSubscriptions,
+    sub: SubscriptionRecord,
+    desired: DesiredSubscription,
+    *,
+    marker: bool,
+) -> None:
+    params: dict[str, Any] = {}
+    changes: list[FieldChange] = []
+    settings: set[str] = set()
+    items = _item_updates(draft, sub, desired, changes, settings)
+    if items:
+        params["items"] = items
+        params["proration_behavior"] = "create_prorations"
+    if sub.automatic_tax != desired.automatic_tax:
+        params["automatic_tax"] = {"enabled": desired.automatic_tax}
+        changes.append(FieldChange("automatic_tax", sub.automatic_tax, desired.automatic_tax))
+        settings.add(SETTING_AUTO_TAX)
+    if sub.pending_invoice_item_interval != desired.pending_invoice_item_interval:
+        wanted = desired.pending_invoice_item_interval
+        params["pending_invoice_item_interval"] = (
+            "" if wanted is None else {"interval": wanted[0], "interval_count": wanted[1]}
+        )
+        changes.append(
+            FieldChange(
+                "pending_invoice_item_interval",
+                _interval_text(sub.pending_invoice_item_interval),
+                _interval_text(wanted),
+            )
+        )
+    if marker:
+        params["metadata"] = {"plan": desired.plan}
+        changes.append(FieldChange("metadata.plan", None, desired.plan))
+    trial_cancel = _trial_cancel_at(sub)
+    if trial_cancel is not None:
+        params["cancel_at"] = trial_cancel
+        changes.append(FieldChange("cancel_at", sub.cancel_at, trial_cancel))
+    if not params:
+        return
+    params = {"op": OP_UPDATE, "subscription": sub.stripe_id, **params}
+    params["settings"] = sorted(settings)
+    draft.add(
+        UPDATES,
+        Step(
+            action=Action.UPDATE,
+            kind=SUBSCRIPTION_STEP,
+            key=desired.key,
+            reason=Reason.DESIRED_CHANGED,
+            params=params,
+            changes=tuple(changes),
+            stripe_id=sub.stripe_id,
+            idempotency_key=draft.key(
+                "update", sub.stripe_id, desired.intent_id, canonical_json(params)
+            ),
+        ),
+    )
+
+
+def _item_updates(
+    draft: _Draft,
+    sub: SubscriptionRecord,
+    desired: DesiredSubscription,
+    changes: list[FieldChange],
+    settings: set[str],
+) -> list[dict[str, Any]]:
+    """Quantities that differ from the desired ones, by item (also on a grandfathered price
+    id the catalog still knows; items on prices it does not know are left alone)."""
+    seats = desired.seats or 1
+    incremental = draft.billing.product.seat_change_behavior == "incremental"
+    updates: list[dict[str, Any]] = []
+    for item in sub.items:
+        price = draft.catalog.price(item.price_id)
+        if price is None or price.metered or item.item_id is None:
+            continue
+        wanted = seats if price.per_seat else 1
+        if price.per_seat and incremental and item.quantity is not None:
+            wanted = max(wanted, item.quantity)
+        if wanted == item.quantity:
+            continue
+        updates.append({"id": item.item_id, "quantity": wanted})
+        path = "quantity" if price.per_seat else f"quantity[{price.key}]"
+        changes.append(FieldChange(path, item.quantity, wanted))
+        if price.per_seat and item.quantity is not None and wanted < item.quantity:
+            settings.add(SETTING_SEAT_CHANGE)  # `exact` follows members down
+    return updates
+
+
+def _interval_text(value: tuple[str, int] | None) -> str | None:
+    return None if value is None else f"{value[1]} {value[0]}"
+
+
+def _trial_cancel_at(sub: SubscriptionRecord) -> int | None:
+    """A trial created to cancel at its end (`missing_payment_method=cancel`) also cancels
+    with a payment method (DESIGN §16): `cancel_at` = the trial end, set once Stripe has
+    fixed that time (never derived from the plan's clock, so replays send equal params)."""
+    if (
+        sub.status != "trialing"
+        or sub.trial_missing_payment_method != "cancel"
+        or sub.trial_end is None
+        or sub.cancel_at == sub.trial_end
+        or sub.schedule_id is not None
+    ):
+        return None
+    return sub.trial_end
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+
+def _schedule_of(
+    draft: _Draft, bundle: AccountSubscriptions, sub: SubscriptionRecord
+) -> tuple[ScheduleRecord | None, bool]:
+    """The schedule of ours in force on `sub` (None: none), and whether one not ours is
+    (then left alone: no schedule work)."""
+    for schedule in bundle.schedules:
+        if not schedule.in_force:
+            continue
+        if schedule.subscription_id != sub.stripe_id and schedule.stripe_id != sub.schedule_id:
+            continue
+        owner = schedule.owner
+        if owner is not None and owner.installation_id == draft.installation_id:
+            return schedule, False
+        draft.notice(
+            bundle.org_id,
+            schedule.stripe_id,
+            f"schedule {schedule.stripe_id} on {sub.stripe_id} was not made by us: left alone",
+        )
+        return None, True
+    return None, False
+
+
+@dataclass(frozen=True, slots=True)
+class _Phase:
+    """A phase as the rules compare it: plan, items, end (None: not compared)."""
+
+    plan: str
+    items: tuple[tuple[str, int | None], ...]
+    end: int | str | None
+    params: Mapping[str, Any]
+
+
+def _current_phase(
+    sub: SubscriptionRecord, schedule: ScheduleRecord | None, now: int
+) -> tuple[int | None, tuple[tuple[str, int | None], ...]]:
+    """The start of the current phase (the schedule's, or the subscription's period) and the
+    items it bills (the subscription's)."""
+    start = sub.current_period_start
+    if schedule is not None:
+        if schedule.current_phase is not None:
+            start = schedule.current_phase[0]
+        else:
+            for phase in schedule.phases:
+                if phase.start <= now and (phase.end is None or phase.end > now):
+                    start = phase.start
+    return start, tuple((i.price_id, i.quantity) for i in sub.items)
+
+
+def _phase_params(
+    *,
+    plan: str,
+    items: Iterable[tuple[str, int | None]],
+    start: int | None = None,
+    end: int | str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "items": [{"price": p, **({} if q is None else {"quantity": q})} for p, q in items],
+        "metadata": {"plan": plan},
+    }
+    if start is not None:
+        params["start_date"] = start
+    if end is not None:
+        params["end_date"] = end
+    return {**params, **(extra or {})}
+
+
+def _observed_phases(schedule: ScheduleRecord, now: int) -> tuple[_Phase, ...]:
+    """The schedule's phases from the current one on."""
+    phases = [p for p in schedule.phases if p.end is None or p.end > now]
+    return tuple(_observed_phase(p) for p in phases)
+
+
+def _observed_phase(phase: SchedulePhase) -> _Phase:
+    return _Phase(
+        plan=(phase.plan or "").lower(),
+        items=tuple((i.price_id, i.quantity) for i in phase.items),
+        end=phase.end,
+        params={},
+    )
+
+
+def _same(observed: Sequence[_Phase], desired: Sequence[_Phase]) -> bool:
+    """Phases agree on plan and (but the current phase's, which follows the subscription)
+    items, and on ends where the desired one names a time. Proration and collection are
+    `plan_change.*` settings, read when a change is made: never compared."""
+    if len(observed) != len(desired):
+        return False
+    for index, (seen, wanted) in enumerate(zip(observed, desired, strict=True)):
+        if seen.plan != wanted.plan:
+            return False
+        if index > 0 and seen.items != wanted.items:
+            return False
+        if isinstance(wanted.end, int) and seen.end != wanted.end:
+            return False
+    return True
+
+
+def _write_schedule(
+    draft: _Draft,
+    bundle: AccountSubscriptions,
+    sub: SubscriptionRecord,
+    schedule: ScheduleRecord | None,
+    *,
+    phases: Sequence[_Phase],
+    end_behavior: str,
+    changes: tuple[FieldChange, ...],
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    if (
+        schedule is not None
+        and schedule.end_behavior == end_behavior
+        and _same(_observed_phases(schedule, draft.context.now), phases)
+    ):
+        return
+    intent_id = bundle.intent.intent_id if bundle.intent is not None else ""
+    owner = SubscriptionOwner(
+        installation_id=draft.installation_id,
+        org_id=bundle.org_id,
+        plan=phases[0].plan,
+        intent_id=intent_id,
+        revision=draft.context.state.revision,
+    )
+    params: dict[str, Any] = {
+        "op": OP_SCHEDULE_UPDATE if schedule is not None else OP_SCHEDULE_CREATE,
+        "end_behavior": end_behavior,
+        "phases": [dict(p.params) for p in phases],
+        **(extra or {}),
+        "settings": [],
+    }
+    if schedule is None:
+        params["from_subscription"] = sub.stripe_id
+        params["metadata"] = owner.as_metadata()
+    else:
+        params["schedule"] = schedule.stripe_id
+    draft.add(
+        SCHEDULES,
+        Step(
+            action=Action.UPDATE if schedule is not None else Action.CREATE,
+            kind=SCHEDULE_STEP,
+            key=subscription_schedule_key(bundle.org_id),
+            reason=Reason.DESIRED_CHANGED,
+            params=params,
+            changes=changes,
+            stripe_id=schedule.stripe_id if schedule is not None else sub.stripe_id,
+            idempotency_key=draft.key(
+                "schedule",
+                sub.stripe_id,
+                intent_id,
+                canonical_json({k: v for k, v in params.items() if k != "metadata"}),
+            ),
+        ),
+    )
+
+
+def _change(
+    draft: _Draft,
+    bundle: AccountSubscriptions,
+    sub: SubscriptionRecord,
+    schedule: ScheduleRecord | None,
+    plan: str,
+    pending: PendingChange,
+) -> None:
+    """A pending plan change: the current phase ends at the period end (or now), the new
+    plan's phase follows for one interval and the schedule then releases the subscription."""
+    assert pending.plan is not None
+    target_name = pending.plan.lower()
+    refused = _refuse_change(draft, plan, target_name)
+    if refused is not None:
+        draft.notice(bundle.org_id, sub.stripe_id, f"refused: {refused}")
+        return
+    target = draft.desired(bundle, target_name, target=True)
+    if isinstance(target, Refusal):
+        draft.notice(bundle.org_id, sub.stripe_id, f"refused: {target.reason}")
+        return
+    now = draft.context.now
+    start, items = _current_phase(sub, schedule, now)
+    period_end = sub.current_period_end
+    end: int | str | None = "now" if pending.immediate else period_end
+    if end is None:
+        draft.notice(bundle.org_id, sub.stripe_id, "plan change waits: no current period seen")
+        return
+    change = draft.billing.plan_change
+    proration = (
+        change.immediate_proration_behavior if pending.immediate else change.proration_behavior
+    )
+    next_extra: dict[str, Any] = {
+        "proration_behavior": proration,
+        "collection_method": change.collection_method,
+        "automatic_tax": {"enabled": target.automatic_tax},
+        "duration": {"interval": target.interval, "interval_count": 1},
+    }
+    if change.collection_method == CollectionMethod.SEND_INVOICE.value:
+        next_extra["invoice_settings"] = {"days_until_due": bundle.account.due_in_days}
+    target_items = tuple((i.price_id, i.quantity) for i in target.items)
+    phases = (
+        _Phase(plan, items, end, _phase_params(plan=plan, items=items, start=start, end=end)),
+        _Phase(
+            target_name,
+            target_items,
+            None,
+            _phase_params(plan=target_name, items=target_items, extra=next_extra),
+        ),
+    )
+    extra = {"proration_behavior": proration} if pending.immediate else {}
+    _write_schedule(
+        draft,
+        bundle,
+        sub,
+        schedule,
+        phases=phases,
+        end_behavior="release",
+        changes=(
+            FieldChange("plan", plan, target_name),
+            FieldChange("effective_at", None, end),
+        ),
+        extra=extra,
+    )
+
+
+def _refuse_change(draft: _Draft, plan: str, target: str) -> str | None:
+    if target == plan:
+        return f"plan change to {target!r}: it is the current plan"
+    catalog_plan = draft.catalog.plan(target)
+    if catalog_plan is None:
+        return f"plan change to {target!r}: not in the catalog"
+    if not catalog_plan.active:
+        return f"plan change to {target!r}: the plan is inactive"
+    return None
+
+
+def _cancel_at_period_end(
+    draft: _Draft,
+    bundle: AccountSubscriptions,
+    sub: SubscriptionRecord,
+    schedule: ScheduleRecord | None,
+    plan: str,
+) -> None:
+    """The schedule's last (current) phase ends at the period end, `end_behavior: cancel`."""
+    if schedule is None and sub.cancel_at_period_end:
+        return  # already cancelling at period end (set in Stripe)
+    end = sub.current_period_end
+    if end is None:
+        draft.notice(bundle.org_id, sub.stripe_id, "cancel waits: no current period seen")
+        return
+    start, items = _current_phase(sub, schedule, draft.context.now)
+    phase = _Phase(plan, items, end, _phase_params(plan=plan, items=items, start=start, end=end))
+    _write_schedule(
+        draft,
+        bundle,
+        sub,
+        schedule,
+        phases=(phase,),
+        end_behavior="cancel",
+        changes=(FieldChange("cancel_at", sub.cancel_at, end),),
+    )
+
+
+def _cancel_upcoming(
+    draft: _Draft,
+    bundle: AccountSubscriptions,
+    sub: SubscriptionRecord,
+    schedule: ScheduleRecord,
+    plan: str,
+) -> None:
+    """No change is pending: a schedule holding one (a later phase, or a cancel at its end)
+    is put back to the current phase only, which then releases the subscription."""
+    observed = _observed_phases(schedule, draft.context.now)
+    if len(observed) <= 1 and schedule.end_behavior == "release":
+        return
+    start, items = _current_phase(sub, schedule, draft.context.now)
+    end = observed[0].end if observed and observed[0].end is not None else sub.current_period_end
+    upcoming = observed[1].plan if len(observed) > 1 else None
+    phase = _Phase(plan, items, end, _phase_params(plan=plan, items=items, start=start, end=end))
+    changes = (
+        (FieldChange("upcoming_plan", upcoming, None),)
+        if upcoming is not None
+        else (FieldChange("cancel_at", sub.cancel_at, None),)
+    )
+    _write_schedule(
+        draft,
+        bundle,
+        sub,
+        schedule,
+        phases=(phase,),
+        end_behavior="release",
+        changes=changes,
+    )
+
+
+# --- fingerprint ----------------------------------------------------------------------------
+
+
+def _fingerprint(observed: SubscriptionsObserved) -> str:
+    """A digest of what the plan was computed from (a saved plan is compared with its re-plan
+    by it): every account's facts and its Stripe objects, and the catalog. As the customers'
+    (`customer_rules._fingerprint`): records as tuples of plain values, sorted `repr`s hashed;
+    a unit test changes each field and sees the digest change."""
+    hasher = hashlib.sha256()
+    for item in sorted([repr(_bundle_values(b)) for b in observed.accounts]):
+        hasher.update(item.encode())
+        hasher.update(b"\x1e")
+    hasher.update(b"\x1d")
+    hasher.update(repr(_catalog_values(observed.catalog)).encode())
+    return hasher.hexdigest()[:32]
+
+
+def _bundle_values(b: AccountSubscriptions) -> tuple[object, ...]:
+    # The frozen records' dataclass reprs name every field; mappings become sorted items.
+    return (
+        b.account,
+        b.intent,
+        b.seats,
+        tuple(sorted(b.plan_history)),
+        tuple(_sub_values(s) for s in b.subscriptions),
+        tuple(_schedule_values(s) for s in b.schedules),
+    )
+
+
+def _sub_values(s: SubscriptionRecord) -> tuple[object, ...]:
+    return (dataclasses.replace(s, metadata={}), _items(s.metadata))
+
+
+def _schedule_values(s: ScheduleRecord) -> tuple[object, ...]:
+    return (dataclasses.replace(s, metadata={}), _items(s.metadata))
+
+
+def _catalog_values(catalog: PlanCatalog) -> tuple[object, ...]:
+    plans = tuple(
+        (name, plan.name, plan.interval, plan.trial_days, plan.active, plan.prices)
+        for name, plan in sorted(catalog.plans.items())
+    )
+    prices = tuple(sorted((k, repr(v)) for k, v in catalog.prices_by_id.items()))
+    return (plans, prices)
+
+
+def _items(mapping: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(mapping.items())) if mapping else ()
