@@ -269,6 +269,8 @@ def _from_subscription(ctx: RequestContext, params: Params) -> StripeObject:
     defaults["collection_method"] = sub["collection_method"]
     defaults["default_payment_method"] = sub["default_payment_method"]
     defaults["invoice_settings"]["days_until_due"] = sub["days_until_due"]
+    # The subscription's automatic tax carries over, so later phases keep it unless they say.
+    defaults["automatic_tax"] = copy.deepcopy(sub["automatic_tax"])
     schedule = _new_schedule(cctx, customer, params, defaults, [phase], "release")
     schedule["subscription"] = sub["id"]
     ctx.store.insert(KIND, schedule)
@@ -632,6 +634,10 @@ def _phase_update(
     pm = _setting(phase, defaults, "default_payment_method")
     if pm is not None and pm != sub["default_payment_method"]:
         params["default_payment_method"] = pm
+    tax = _setting(phase, defaults, "automatic_tax")
+    if tax is not None and bool(tax["enabled"]) != bool(sub["automatic_tax"]["enabled"]):
+        # The phase's `automatic_tax` is the subscription's while the phase is in force.
+        params["automatic_tax"] = {"enabled": bool(tax["enabled"])}
     if phase["metadata"]:
         params["metadata"] = phase["metadata"]
     return params

@@ -173,3 +173,42 @@ def test_end_now_on_a_released_schedule_is_refused(
         stripe_client.v1.subscription_schedules.update(
             schedule, {"phases": [{"items": [{"price": basic}], "end_date": "now"}]}
         )
+
+
+def test_a_phase_automatic_tax_applies_to_the_subscription_when_it_starts(
+    stripe_client: Client,
+) -> None:
+    basic, free = _price(stripe_client, 1000, "Basic"), _price(stripe_client, 0, "Free")
+    clock = stripe_client.v1.test_helpers.test_clocks.create({"frozen_time": T0}).id
+    customer = stripe_client.v1.customers.create(
+        {
+            "test_clock": clock,
+            "address": {"line1": "1 Main St", "postal_code": "10115", "country": "DE"},
+        }
+    ).id
+    pm = stripe_client.v1.payment_methods.attach("pm_card_visa", {"customer": customer})
+    stripe_client.v1.customers.update(
+        customer, {"invoice_settings": {"default_payment_method": pm.id}}
+    )
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": basic}], "automatic_tax": {"enabled": True}}
+    ).id
+    schedule = stripe_client.v1.subscription_schedules.create({"from_subscription": sub}).id
+    stripe_client.v1.subscription_schedules.update(
+        schedule,
+        {
+            "phases": [
+                {"items": [{"price": basic}], "end_date": FEB_15},
+                {"items": [{"price": free}], "automatic_tax": {"enabled": False}},
+            ]
+        },
+    )
+    assert stripe_client.v1.subscriptions.retrieve(sub).automatic_tax.enabled is True
+
+    stripe_client.v1.test_helpers.test_clocks.advance(clock, {"frozen_time": FEB_15 + 3600})
+
+    moved = stripe_client.v1.subscriptions.retrieve(sub)
+    assert ([i.price.id for i in moved["items"].data], moved.automatic_tax.enabled) == (
+        [free],
+        False,
+    )
