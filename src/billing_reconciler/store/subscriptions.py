@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import Select, func, select, text
+from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -730,6 +730,28 @@ def _mirrored(model: SubscriptionModel) -> MirroredSubscription:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class MirrorEntry:
+    """One record for `SubscriptionMirrorRepository.upsert_many`: the record, its account
+    and org, the seats applied and the plan it bills (None: the marker's plan)."""
+
+    record: SubscriptionRecord
+    account_id: str
+    org_id: str
+    seats: int | None = None
+    plan: str | None = None
+
+    def values(self) -> dict[str, Any]:
+        plan = self.plan
+        if plan is None and self.record.owner is not None and self.record.owner.plan:
+            plan = self.record.owner.plan
+        return _mirror_values(self.record, self.account_id, self.org_id, plan, self.seats)
+
+
+#: Attribute names of the mirror's row that differ from their column's.
+_COLUMN_OF: Final[dict[str, str]] = {"metadata_": "metadata"}
+
+
 def _newest_first(query: Select[SubscriptionModel]) -> Select[SubscriptionModel]:
     return query.order_by(
         SubscriptionModel.stripe_created.desc(), SubscriptionModel.stripe_id.desc()
@@ -758,44 +780,96 @@ class SubscriptionMirrorRepository:
         `plan` defaults to the record's marker's plan. Idempotent: the same content again is
         UNCHANGED (only `observed_at` moves on). STALE, and nothing is written, when the
         stored row was observed later, or when Stripe had ended the stored subscription
-        (`canceled`, `incomplete_expired`) and the record has it in another status.
+        (`canceled`, `incomplete_expired`) and the record has it in another status. The
+        account must exist (a foreign key): an unknown one is an IntegrityError that ends
+        the transaction.
         """
+        entry = MirrorEntry(record, account_id, org_id, seats=seats, plan=plan)
+        return self.upsert_many([entry], observed_at=observed_at)[record.stripe_id]
+
+    def upsert_many(
+        self, entries: Iterable[MirrorEntry], *, observed_at: datetime | None = None
+    ) -> dict[str, UpsertResult]:
+        """`upsert` of many records observed together (a full observation's page), by
+        Stripe id; a Stripe id given twice keeps its last entry. Per 500 records: one read
+        of the stored rows (locked), one INSERT of the new ones, one UPDATE moving
+        `observed_at` of the unchanged ones, and one UPDATE per changed one."""
         now = self._clock()
         observed = now if observed_at is None else observed_at
-        if plan is None and record.owner is not None and record.owner.plan:
-            plan = record.owner.plan
-        values = _mirror_values(record, account_id, org_id, plan, seats)
-        table = SubscriptionModel.__table__
-        columns = {
-            ("metadata" if key == "metadata_" else key): value for key, value in values.items()
+        by_id = {entry.record.stripe_id: entry for entry in entries}
+        results: dict[str, UpsertResult] = {}
+        for chunk in _chunks(by_id):
+            results.update(self._upsert_chunk([by_id[i] for i in chunk], observed, now))
+        return results
+
+    def _upsert_chunk(
+        self, entries: list[MirrorEntry], observed: datetime, now: datetime
+    ) -> dict[str, UpsertResult]:
+        values = {entry.record.stripe_id: entry.values() for entry in entries}
+        statuses = {entry.record.stripe_id: entry.record.status for entry in entries}
+        stored = {
+            row.stripe_id: row
+            for row in self._session.execute(
+                select(
+                    SubscriptionModel.stripe_id,
+                    SubscriptionModel.content_hash,
+                    SubscriptionModel.observed_at,
+                    SubscriptionModel.status,
+                )
+                .where(SubscriptionModel.stripe_id.in_(list(values)))
+                .with_for_update()
+            )
         }
-        inserted = self._session.execute(
-            dialect_insert(self._session, table)
-            .values(**columns, observed_at=observed, created_at=now, updated_at=now)
-            .on_conflict_do_nothing(index_elements=[SubscriptionModel.stripe_id])
-            .returning(SubscriptionModel.stripe_id)
-        ).first()
-        if inserted is not None:
-            return UpsertResult.INSERTED
-        model = self._session.scalars(
-            select(SubscriptionModel)
-            .where(SubscriptionModel.stripe_id == record.stripe_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ).one()
-        if observed < model.observed_at or (
-            model.status in TERMINAL_STATUSES and record.status not in TERMINAL_STATUSES
-        ):
-            return UpsertResult.STALE
-        model.observed_at = observed
-        if model.content_hash == values["content_hash"]:
-            self._session.flush()
-            return UpsertResult.UNCHANGED
-        for key, value in values.items():
-            setattr(model, key, value)
-        model.updated_at = now
-        self._session.flush()
-        return UpsertResult.UPDATED
+        results: dict[str, UpsertResult] = {}
+        new = [stripe_id for stripe_id in values if stripe_id not in stored]
+        if new:
+            rows = [
+                {
+                    **{_COLUMN_OF.get(key, key): value for key, value in values[i].items()},
+                    "observed_at": observed,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i in new
+            ]
+            inserted = set(
+                self._session.scalars(
+                    dialect_insert(self._session, SubscriptionModel.__table__)
+                    .values(rows)
+                    .on_conflict_do_nothing(index_elements=[SubscriptionModel.stripe_id])
+                    .returning(SubscriptionModel.stripe_id)
+                )
+            )
+            results.update(dict.fromkeys(inserted, UpsertResult.INSERTED))
+            raced = [i for i in new if i not in inserted]
+            if raced:  # a concurrent writer inserted them first: compare with its rows
+                entries_of = {entry.record.stripe_id: entry for entry in entries}
+                results.update(self._upsert_chunk([entries_of[i] for i in raced], observed, now))
+        unchanged: list[str] = []
+        changed: list[dict[str, Any]] = []
+        for stripe_id, row in stored.items():
+            status = statuses[stripe_id]
+            if observed < row.observed_at or (
+                row.status in TERMINAL_STATUSES and status not in TERMINAL_STATUSES
+            ):
+                results[stripe_id] = UpsertResult.STALE
+            elif row.content_hash == values[stripe_id]["content_hash"]:
+                results[stripe_id] = UpsertResult.UNCHANGED
+                unchanged.append(stripe_id)
+            else:
+                results[stripe_id] = UpsertResult.UPDATED
+                changed.append({**values[stripe_id], "observed_at": observed, "updated_at": now})
+        if unchanged:
+            self._session.execute(
+                update(SubscriptionModel)
+                .where(SubscriptionModel.stripe_id.in_(unchanged))
+                .values(observed_at=observed)
+                .execution_options(synchronize_session=False)
+            )
+        if changed:
+            # ORM bulk UPDATE by primary key (attribute names), one statement per row.
+            self._session.execute(update(SubscriptionModel), changed)
+        return results
 
     def get(self, stripe_id: str) -> MirroredSubscription | None:
         model = self._session.scalars(

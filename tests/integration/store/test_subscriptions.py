@@ -6,12 +6,14 @@ PostgreSQL."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 
 from billing_reconciler.model_subscriptions import (
@@ -28,6 +30,7 @@ from billing_reconciler.store import (
     IntentRepository,
     LedgerRepository,
     MemberRepository,
+    MirrorEntry,
     NotFoundError,
     OrganizationRepository,
     PlanHistoryRepository,
@@ -40,6 +43,21 @@ from tests.integration.store.conftest import FakeClock
 
 T0 = 1_767_225_600  # 2026-01-01 00:00:00 UTC
 MONTH = 30 * 86_400
+
+
+@contextmanager
+def _statements(store: Store) -> Iterator[list[str]]:
+    """The SQL statements the store's engine executes inside the block."""
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        seen.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
 
 
 def _account(store: Store, org_id: str = "org-1") -> str:
@@ -504,6 +522,81 @@ def test_a_stale_observation_does_not_overwrite_a_newer_one(store: Store, clock:
         final = mirror.get("sub_1")
         assert final is not None
         assert final.record == ended
+
+
+def test_upsert_many_batches_a_page_of_records(store: Store, clock: FakeClock) -> None:
+    account = _account(store)
+    with store.session() as session:
+        mirror = SubscriptionMirrorRepository(session, clock=clock)
+        mirror.upsert(_subscription("sub_same"), account_id=account, org_id="org-1")
+        mirror.upsert(_subscription("sub_moved"), account_id=account, org_id="org-1")
+        mirror.upsert(
+            _subscription("sub_later"),
+            account_id=account,
+            org_id="org-1",
+            observed_at=clock.now + timedelta(hours=1),
+        )
+    clock.advance(timedelta(minutes=1))
+    new = [MirrorEntry(_subscription(f"sub_new_{n:03d}"), account, "org-1") for n in range(120)]
+    entries = [
+        MirrorEntry(_subscription("sub_same", status="past_due"), account, "org-1"),
+        MirrorEntry(_subscription("sub_same"), account, "org-1"),  # the last one counts
+        MirrorEntry(_subscription("sub_moved", status="active"), account, "org-1", seats=9),
+        MirrorEntry(_subscription("sub_later", status="active"), account, "org-1"),
+        *new,
+    ]
+    with store.session() as session:
+        session.execute(text("SELECT 1"))  # the transaction's BEGIN is not the batch's
+        mirror = SubscriptionMirrorRepository(session, clock=clock)
+        with _statements(store) as seen:
+            results = mirror.upsert_many(entries)
+        # One read, one INSERT, one UPDATE of the unchanged, one (executemany) of the changed.
+        assert len(seen) == 4
+        assert results == {
+            "sub_same": UpsertResult.UNCHANGED,
+            "sub_moved": UpsertResult.UPDATED,
+            "sub_later": UpsertResult.STALE,
+            **{entry.record.stripe_id: UpsertResult.INSERTED for entry in new},
+        }
+    with store.session() as session:
+        mirror = SubscriptionMirrorRepository(session, clock=clock)
+        same, moved, later = (mirror.get(i) for i in ("sub_same", "sub_moved", "sub_later"))
+        assert same is not None
+        assert (same.status, same.observed_at) == ("trialing", clock.now)
+        assert moved is not None
+        assert (moved.status, moved.seats, moved.updated_at) == ("active", 9, clock.now)
+        assert later is not None
+        assert later.status == "trialing"
+        assert len(mirror.for_account(account)) == 123
+        new_one = mirror.get("sub_new_042")
+        assert new_one is not None
+        assert new_one.record == new[42].record
+        assert mirror.upsert_many([]) == {}
+
+
+def test_concurrent_upserts_of_a_new_subscription_insert_it_once(database_url: str) -> None:
+    with Store.open(database_url) as store:
+        account = _account(store)
+    barrier = threading.Barrier(4)
+
+    def upsert(_: int) -> UpsertResult:
+        with Store.open(database_url) as store:
+            with store.session() as session:
+                session.execute(text("SELECT 1"))  # connect before the start line
+            barrier.wait(timeout=30)
+            with store.session() as session:
+                return SubscriptionMirrorRepository(session).upsert(
+                    _subscription(), account_id=account, org_id="org-1"
+                )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(upsert, range(4)))
+    assert results.count(UpsertResult.INSERTED) == 1
+    # The others saw it stored: the same content, or (a later clock reading first) stale.
+    assert set(results) - {UpsertResult.INSERTED} <= {UpsertResult.UNCHANGED, UpsertResult.STALE}
+    with Store.open(database_url) as store, store.session() as session:
+        stored = SubscriptionMirrorRepository(session).for_account(account)
+        assert [s.record for s in stored] == [_subscription()]
 
 
 def test_reads_by_account_live_and_bulk(store: Store) -> None:
