@@ -454,14 +454,17 @@ def update_subscription(
     collection_method: str | None = None,
     days_until_due: int | None = None,
     pending_invoice_item_interval: tuple[str, int] | None = _UNCHANGED,
+    payment_behavior: PaymentBehavior | None = None,
     owner: SubscriptionOwner | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> SubscriptionWrite:
     """Update a subscription of ours: items (`items[i][id]`, `quantity`, `price`, `deleted`)
     with `proration_behavior`, `automatic_tax[enabled]`, `cancel_at_period_end`, collection,
-    `pending_invoice_item_interval` (None unsets it; left out: unchanged) and metadata. Only
-    what is given is sent. `metadata` merges (a value "" removes that key, as Stripe does);
-    `owner` rewrites the marker keys (the `plan` after a change, the revision)."""
+    `pending_invoice_item_interval` (None unsets it; left out: unchanged), `payment_behavior`
+    (for a change that invoices at once: `error_if_incomplete` refuses it with Stripe's 402
+    instead of applying it unpaid) and metadata. Only what is given is sent. `metadata` merges
+    (a value "" removes that key, as Stripe does); `owner` rewrites the marker keys (the `plan`
+    after a change, the revision)."""
     params: dict[str, Any] = {}
     if items:
         params["items"] = [change.as_params() for change in items]
@@ -482,6 +485,8 @@ def update_subscription(
             if pending_invoice_item_interval is None
             else _interval(pending_invoice_item_interval)
         )
+    if payment_behavior is not None:
+        params["payment_behavior"] = payment_behavior
     if metadata or owner is not None:
         params["metadata"] = {
             **dict(metadata or {}),

@@ -585,3 +585,42 @@ def test_immediate_change_ends_the_current_phase_now_and_keeps_metered_items_unq
     assert moved.owner.plan == "pro"
     pending = sdk.v1.invoice_items.list({"customer": customer, "pending": True}).data
     assert sorted(ii.amount for ii in pending) == [-2100, 4200]  # 21 of 31 days left
+
+
+def test_cancel_at_period_end_through_the_schedule_and_a_trial_end(
+    emu: EmulatorHandle, gateway: StripeGateway
+) -> None:
+    sdk = make_client(emu.url)
+    clock = sdk.v1.test_helpers.test_clocks.create({"frozen_time": T0}).id
+    price = _price(sdk, 1000)
+    customer = _customer(sdk, clock=clock)
+    sub = _create(gateway, customer, price, "p-1", trial_end=T0 + 5 * DAY).record
+    assert (sub.status, sub.trial_end, sub.current_period_end) == (
+        "trialing",
+        T0 + 5 * DAY,
+        T0 + 5 * DAY,
+    )
+    sdk.v1.test_helpers.test_clocks.advance(clock, {"frozen_time": T0 + 6 * DAY})
+    active = retrieve_subscription(gateway, sub.stripe_id, installation_id=INSTALLATION)
+    assert active.status == "active"
+    end = active.current_period_end
+    assert end is not None
+    schedule = create_schedule_from_subscription(
+        gateway, subscription_id=sub.stripe_id, installation_id=INSTALLATION, idempotency_key="p-2"
+    ).record
+
+    written = update_schedule(
+        gateway,
+        schedule_id=schedule.stripe_id,
+        owner=_owner("org-1"),
+        phases=[PhaseSpec(items=(PhaseItem(price, 1),), end=end, plan="pro")],
+        end_behavior="cancel",
+        idempotency_key="p-3",
+    ).record
+    assert (written.end_behavior, [p.end for p in written.phases]) == ("cancel", [end])
+
+    sdk.v1.test_helpers.test_clocks.advance(clock, {"frozen_time": end + 3600})
+
+    ended = subscriptions_of_customer(gateway, customer, installation_id=INSTALLATION)
+    assert [(s.status, s.ended_at) for s in ended.subscriptions] == [("canceled", end)]
+    assert [s.status for s in ended.schedules] == ["completed"]
