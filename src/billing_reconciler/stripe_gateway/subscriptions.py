@@ -95,15 +95,16 @@ PaymentBehavior = Literal[
 #: How a subscription we create handles its first invoice (`payment_behavior`, which applies
 #: to `charge_automatically` only; `send_invoice` subscriptions start `active` regardless).
 #: `error_if_incomplete`: a first invoice that needs no payment (a free plan, a trial, a 0
-#: total) is paid at finalization, so the subscription is `active` (or `trialing`) at once; one
-#: that needs a payment the customer cannot make (a default plan that costs money on an
-#: account with no payment method, a decline, 3DS) is answered with Stripe's 402 and nothing
-#: is created, so the caller gets Stripe's verdict and no `incomplete` subscription lingers
-#: for 23 hours holding the account's one live slot. `allow_incomplete` (Stripe's default)
-#: would create that `incomplete` subscription with an open invoice; `default_incomplete` never
-#: attempts the payment (the flow for collecting it on a page of ours, which we do through
-#: Checkout instead). Note: Stripe keeps a 402 under its idempotency key for 24 hours, so the
-#: retry after the customer added a card needs a new key (the rules' next key of the intent).
+#: total) is paid at finalization, so the subscription is `active` (or `trialing`) at once;
+#: one that needs a payment the customer cannot make (a default plan that costs money on an
+#: account with no payment method: 400 `resource_missing`; a decline or 3DS: 402) is refused
+#: and nothing is created, so the caller gets Stripe's verdict and no `incomplete`
+#: subscription lingers for 23 hours holding the account's one live slot.
+#: `allow_incomplete` (Stripe's default) would create that `incomplete` subscription with an
+#: open invoice; `default_incomplete` never attempts the payment (the flow for collecting it
+#: on a page of ours, which we do through Checkout instead). Note: Stripe keeps such a
+#: refusal under its idempotency key for 24 hours (it is the result of an executed request),
+#: so the retry after the customer added a card needs a new key (the rules' next key).
 DEFAULT_PAYMENT_BEHAVIOR: Final[PaymentBehavior] = "error_if_incomplete"
 
 
