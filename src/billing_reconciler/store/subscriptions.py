@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, TypeVar
@@ -620,26 +620,20 @@ class MirroredSubscription:
         return self.record.live
 
 
-def _owner_dict(owner: SubscriptionOwner | None) -> dict[str, str] | None:
-    if owner is None:
-        return None
-    return {
-        "installation_id": owner.installation_id,
-        "org_id": owner.org_id,
-        "plan": owner.plan,
-        "intent_id": owner.intent_id,
-        "revision": owner.revision,
-    }
+def _owner_dict(owner: SubscriptionOwner | None) -> dict[str, Any] | None:
+    """Every field of the marker (generic: a field added to `SubscriptionOwner` is kept)."""
+    return None if owner is None else {f.name: getattr(owner, f.name) for f in fields(owner)}
 
 
 def _item_dict(item: ItemRecord) -> dict[str, Any]:
-    return {
-        "price_id": item.price_id,
-        "quantity": item.quantity,
-        "item_id": item.item_id,
-        "current_period_start": item.current_period_start,
-        "current_period_end": item.current_period_end,
-    }
+    return {f.name: getattr(item, f.name) for f in fields(item)}
+
+
+def _known(cls: type[Any], stored: dict[str, Any]) -> dict[str, Any]:
+    """The stored keys `cls` still has (rows written before a field was added keep its
+    default)."""
+    names = {f.name for f in fields(cls)}
+    return {key: value for key, value in stored.items() if key in names}
 
 
 def _mirror_values(
@@ -692,14 +686,14 @@ def _mirror_values(
 def _mirrored(model: SubscriptionModel) -> MirroredSubscription:
     owner = None
     if model.owner is not None:
-        owner = SubscriptionOwner(**model.owner)
+        owner = SubscriptionOwner(**_known(SubscriptionOwner, model.owner))
     interval = model.pending_invoice_item_interval
     record = SubscriptionRecord(
         stripe_id=model.stripe_id,
         customer_id=model.customer_id,
         status=model.status,
         currency=model.currency,
-        items=tuple(ItemRecord(**item) for item in model.items),
+        items=tuple(ItemRecord(**_known(ItemRecord, item)) for item in model.items),
         collection_method=model.collection_method,
         days_until_due=model.days_until_due,
         automatic_tax=model.automatic_tax,
