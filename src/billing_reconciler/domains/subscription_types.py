@@ -181,6 +181,24 @@ class SubscriptionIntent:
 
 
 @dataclass(frozen=True, slots=True)
+class SubscriptionMirror:
+    """What the store holds of one of the account's Stripe subscriptions (DESIGN §16's
+    mirror): the rules compare it with what Stripe lists and write it again when they
+    differ (a bookkeeping restore, `subscription_mirror`)."""
+
+    stripe_subscription_id: str
+    plan: str
+    status: str
+    seats: int | None = None
+    trial_end: int | None = None
+    current_period_start: int | None = None
+    current_period_end: int | None = None
+    cancel_at: int | None = None
+    canceled_at: int | None = None
+    schedule_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AccountSubscriptions:
     """One account's facts: the store's account, intent, seats (active members) and plan
     history (every plan it had, trials included), and the subscriptions and schedules Stripe
@@ -192,6 +210,8 @@ class AccountSubscriptions:
     plan_history: frozenset[str] = frozenset()
     subscriptions: tuple[SubscriptionRecord, ...] = ()
     schedules: tuple[ScheduleRecord, ...] = ()
+    # The store's mirror of the account's subscriptions of ours (any status).
+    mirrors: tuple[SubscriptionMirror, ...] = ()
 
     @property
     def org_id(self) -> str:

@@ -17,6 +17,7 @@ import pytest
 from billing_reconciler.desired import load_desired
 from billing_reconciler.domains.base import PlanContext, PlanOptions
 from billing_reconciler.domains.subscription_rules import (
+    MIRROR_STEP,
     OP_CANCEL,
     OP_CREATE,
     OP_SCHEDULE_CREATE,
@@ -38,6 +39,7 @@ from billing_reconciler.domains.subscription_types import (
     PlanCatalog,
     SubscriptionAccount,
     SubscriptionIntent,
+    SubscriptionMirror,
     SubscriptionsObserved,
     plan_catalog,
 )
@@ -231,6 +233,7 @@ def _bundle(
     subs: tuple[SubscriptionRecord, ...] = (),
     schedules: tuple[ScheduleRecord, ...] = (),
     history: frozenset[str] = frozenset(),
+    mirrors: tuple[SubscriptionMirror, ...] = (),
     index: int = 0,
     **account: object,
 ) -> AccountSubscriptions:
@@ -241,6 +244,7 @@ def _bundle(
         plan_history=history,
         subscriptions=subs,
         schedules=schedules,
+        mirrors=mirrors,
     )
 
 
@@ -849,6 +853,69 @@ def test_a_live_paid_subscription_on_another_plan_is_not_replaced() -> None:
     assert "changed through a plan change" in plan.warnings[0]
 
 
+# --- the mirror -----------------------------------------------------------------------------
+
+
+def _mirror(sub: SubscriptionRecord, **parts: object) -> SubscriptionMirror:
+    seats = next((i.quantity for i in sub.items if i.price_id.startswith("price_seat")), None)
+    mirror = SubscriptionMirror(
+        stripe_subscription_id=sub.stripe_id,
+        plan=sub.owner.plan if sub.owner is not None else "",
+        status=sub.status,
+        seats=seats,
+        trial_end=sub.trial_end,
+        current_period_start=sub.current_period_start,
+        current_period_end=sub.current_period_end,
+        cancel_at=sub.cancel_at,
+        canceled_at=sub.canceled_at,
+        schedule_id=sub.schedule_id,
+    )
+    return replace(mirror, **parts)  # type: ignore[arg-type]
+
+
+def test_the_mirror_is_written_when_stripe_shows_other_facts_and_only_then() -> None:
+    sub = _sub(status="past_due")
+    new = _plan(_bundle(subs=(sub,)))
+    (restore,) = new.restores
+    assert (restore.kind, restore.action, restore.reason) == (
+        MIRROR_STEP,
+        Action.CREATE,
+        Reason.BOOKKEEPING,
+    )
+    assert restore.params["mirror"] == {
+        "stripe_subscription_id": "sub_0",
+        "plan": "team_monthly",
+        "status": "past_due",
+        "seats": 3,
+        "trial_end": None,
+        "current_period_start": PERIOD_START,
+        "current_period_end": PERIOD_END,
+        "cancel_at": None,
+        "canceled_at": None,
+        "schedule_id": None,
+    }
+    assert "intent" not in restore.params
+    assert new.converged
+    stale = _plan(_bundle(subs=(sub,), mirrors=(_mirror(sub, status="active"),)))
+    assert [r.action for r in stale.restores] == [Action.UPDATE]
+    assert _plan(_bundle(subs=(sub,), mirrors=(_mirror(sub),))).restores == ()
+    foreign = _sub(owner=None)
+    assert _plan(_bundle(subs=(foreign,))).restores == ()
+
+
+def test_a_change_that_took_effect_moves_the_intent_on() -> None:
+    intent = _intent(pending_change=PendingChange("team_yearly", PERIOD_START))
+    moved = _sub("team_yearly")
+    plan = _plan(_bundle(subs=(moved,), intent=intent, mirrors=(_mirror(moved),)))
+    (restore,) = plan.restores
+    assert restore.params["intent"] == {
+        "intent_id": "int_1",
+        "plan": "team_yearly",
+        "pending_change": None,
+    }
+    assert plan.steps == ()
+
+
 # --- scope and fingerprint ------------------------------------------------------------------
 
 
@@ -864,30 +931,101 @@ def _fingerprint(*bundles: AccountSubscriptions) -> str:
     return _plan(*bundles).fingerprint
 
 
-CHANGES = {
-    "seats": lambda b: replace(b, seats=4),
-    "history": lambda b: replace(b, plan_history=frozenset({"x"})),
-    "account currency": lambda b: replace(b, account=replace(b.account, currency="eur")),
-    "intent plan": lambda b: replace(b, intent=replace(b.intent, plan="team_yearly")),
-    "intent cancel": lambda b: replace(b, intent=replace(b.intent, cancel=CancelRequest(True))),
-    "sub status": lambda b: replace(
-        b, subscriptions=(replace(b.subscriptions[0], status="past_due"),)
-    ),
-    "sub metadata": lambda b: replace(
-        b, subscriptions=(replace(b.subscriptions[0], metadata={"a": "b"}),)
-    ),
-    "sub item": lambda b: replace(
-        b, subscriptions=(replace(b.subscriptions[0], items=_items(seats=9)),)
-    ),
-    "schedule": lambda b: replace(b, schedules=(_schedule(),)),
-}
+def _full_bundle() -> AccountSubscriptions:
+    """A bundle with every nested record present, so each field can be changed."""
+    intent = _intent(
+        pending_change=PendingChange("team_yearly", PERIOD_END),
+        cancel=CancelRequest(immediate=False, requested_at=5),
+        requested_by="user-1",
+    )
+    sub = _sub(metadata={"a": "1"}, schedule_id="sub_sched_0")
+    return _bundle(
+        intent=intent,
+        subs=(sub,),
+        schedules=(_schedule(current_phase=(PERIOD_START, PERIOD_END)),),
+        history=frozenset({"free_monthly"}),
+        mirrors=(_mirror(sub),),
+    )
 
 
-@pytest.mark.parametrize("change", sorted(CHANGES))
-def test_the_fingerprint_changes_with_any_observed_value(change: str) -> None:
-    base = _bundle(subs=(_sub(),))
-    assert _fingerprint(base) == _fingerprint(_bundle(subs=(_sub(),)))
-    assert _fingerprint(CHANGES[change](base)) != _fingerprint(base)
+# A value for a field that is None in the full bundle, where an int would not type-check.
+NONE_VALUES: dict[str, object] = {"pending_invoice_item_interval": ("week", 2)}
+
+
+def _changed(value: object, name: str) -> object:
+    if value is None:
+        return NONE_VALUES.get(name, 7)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, frozenset):
+        return value | {"zz"}
+    if isinstance(value, dict):
+        return {**value, "zz": "1"}
+    assert isinstance(value, tuple), value
+    return (*value, 1)
+
+
+def _variants(record: object, path: str) -> list[tuple[str, object]]:
+    """`record` with one field (at any depth) changed, for every field, named by path."""
+    out: list[tuple[str, object]] = []
+    for f in dataclasses.fields(record):  # type: ignore[arg-type]
+        value = getattr(record, f.name)
+        name = f"{path}.{f.name}"
+        if dataclasses.is_dataclass(value):
+            out += [
+                (p, replace(record, **{f.name: v}))  # type: ignore[type-var]
+                for p, v in _variants(value, name)
+            ]
+        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+            out += [
+                (p, replace(record, **{f.name: (v, *value[1:])}))  # type: ignore[type-var]
+                for p, v in _variants(value[0], f"{name}[0]")
+            ]
+        else:
+            out.append((name, replace(record, **{f.name: _changed(value, f.name)})))  # type: ignore[type-var]
+    return out
+
+
+VARIANTS = dict(_variants(_full_bundle(), "bundle"))
+
+
+def test_the_variants_reach_every_record_type() -> None:
+    reached = {path.rsplit(".", 1)[0] for path in VARIANTS}
+    assert {
+        "bundle.account",
+        "bundle.intent",
+        "bundle.intent.pending_change",
+        "bundle.intent.cancel",
+        "bundle.subscriptions[0]",
+        "bundle.subscriptions[0].items[0]",
+        "bundle.subscriptions[0].owner",
+        "bundle.schedules[0]",
+        "bundle.schedules[0].phases[0]",
+        "bundle.schedules[0].phases[0].items[0]",
+        "bundle.schedules[0].owner",
+        "bundle.mirrors[0]",
+    } <= reached
+
+
+@pytest.mark.parametrize("path", sorted(VARIANTS))
+def test_the_fingerprint_changes_with_any_observed_value(path: str) -> None:
+    base = _fingerprint(_full_bundle())
+    assert base == _fingerprint(_full_bundle())
+    changed = VARIANTS[path]
+    assert isinstance(changed, AccountSubscriptions)
+    assert _fingerprint(changed) != base, path
+
+
+def test_the_fingerprint_changes_with_the_catalog() -> None:
+    observed = SubscriptionsObserved((_bundle(),), _catalog())
+    base = subscriptions_plan(None, observed, _context()).fingerprint
+    other = plan_catalog(_context().state, {**PRICE_IDS, "price/solo_base/monthly": "price_x"})
+    changed = subscriptions_plan(None, replace(observed, catalog=other), _context()).fingerprint
+    assert changed != base
 
 
 def test_the_fingerprint_ignores_metadata_order() -> None:
@@ -910,6 +1048,7 @@ def test_a_100k_account_plan_cpu(capsys: pytest.CaptureFixture[str]) -> None:
             seats=4 if i % 100 == 0 else 3,
             plan_history=frozenset({"free_monthly"}),
             subscriptions=(_sub(index=i),),
+            mirrors=(_mirror(_sub(index=i)),),
         )
         for i in range(count)
     )
@@ -921,6 +1060,7 @@ def test_a_100k_account_plan_cpu(capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
         print(f"\n100k-account subscriptions plan: {elapsed:.2f} s CPU, {len(plan.steps)} steps")
     assert len(plan.steps) == count // 100
+    assert plan.restores == ()  # the mirror holds what Stripe shows (3 seats until applied)
     assert all(s.params["items"][0]["quantity"] == 4 for s in plan.steps)
     assert elapsed < 30
 
