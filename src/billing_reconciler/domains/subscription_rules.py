@@ -825,6 +825,8 @@ def _same(observed: Sequence[_Phase], desired: Sequence[_Phase]) -> bool:
             return False
         if index > 0 and seen.items != wanted.items:
             return False
+        if wanted.end == "now":
+            return False  # an immediate change not taken effect yet (else no change pends)
         if isinstance(wanted.end, int) and seen.end != wanted.end:
             return False
     return True

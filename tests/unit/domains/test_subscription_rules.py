@@ -98,6 +98,12 @@ products:
     config: {credit_amount: 100}
     prices:
       - {name: pack, amount: 1000, currency: usd, currency_options: {eur: {amount: 900}}}
+  - name: ent_seat
+    title: Enterprise seat
+    behavior: per_seat
+    config: {seat_limit: 0}
+    prices:
+      - {name: monthly, interval: month, amount: 5000, currency: usd}
   - name: solo_base
     title: Solo
     prices:
@@ -114,6 +120,7 @@ plans:
     interval: year
     products: [{name: team_base}, {name: team_seat}]
   - {name: solo_monthly, title: Solo, interval: month, products: [{name: solo_base}]}
+  - {name: ent_monthly, title: Enterprise, interval: month, products: [{name: ent_seat}]}
   - name: legacy_monthly
     title: Legacy
     interval: month
@@ -130,6 +137,7 @@ PRICE_IDS = {
     "price/api_usage/monthly": "price_api_m",
     "price/credits/pack": "price_credits",
     "price/solo_base/monthly": "price_solo",
+    "price/ent_seat/monthly": "price_ent",
 }
 # A superseded seat price id the catalog still knows (grandfathered subscriptions).
 OLD_PRICE_IDS = {"price_seat_m_2025": "price/team_seat/monthly"}
@@ -329,6 +337,11 @@ def test_seats_above_the_seat_limit_are_refused() -> None:
     plan = _plan(_bundle(seats=51))
     assert plan.steps == ()
     assert "51 seats are above the seat_limit 50 of plan 'team_monthly'" in plan.orphans[0].message
+
+
+def test_a_seat_limit_of_zero_is_unlimited() -> None:
+    assert _catalog().plans["ent_monthly"].prices[0].seat_limit is None
+    assert _desired(_bundle(seats=500, intent=_intent("ent_monthly"))).seats == 500
 
 
 def test_a_price_not_created_in_stripe_yet_is_refused() -> None:
@@ -721,6 +734,31 @@ def test_an_applied_change_schedule_plans_nothing_and_a_differing_one_is_updated
         "sub_sched_0",
     )
     assert step.params["phases"][1]["items"][1] == {"price": "price_seat_y", "quantity": 4}
+
+
+def test_an_immediate_change_over_a_period_end_schedule_updates_it() -> None:
+    intent = _intent(pending_change=PendingChange("team_yearly", None, immediate=True))
+    schedule = _schedule()
+    bundle = _bundle(subs=(_sub(schedule_id="sub_sched_0"),), intent=intent, schedules=(schedule,))
+    step = _only(_plan(bundle))
+    assert step.params["op"] == OP_SCHEDULE_UPDATE
+    assert step.params["phases"][0]["end_date"] == "now"
+
+
+def test_the_plan_catalog_reads_currency_options_tiers_and_unlimited_seats() -> None:
+    prices = {p.key: p for p in _catalog().plans["team_monthly"].prices}
+    seat = prices["price/team_seat/monthly"]
+    assert (seat.key, seat.stripe_id, seat.per_seat, seat.seat_limit) == (
+        "price/team_seat/monthly",
+        "price_seat_m",
+        True,
+        50,
+    )
+    assert seat.amounts == {"usd": 900, "eur": 800}
+    assert _catalog().price("price_seat_m_2025") == seat
+    api = prices["price/api_usage/monthly"]
+    assert (api.metered, api.per_seat) == (True, False)
+    assert not _catalog().plans["legacy_monthly"].active
 
 
 def test_a_change_that_took_effect_plans_nothing() -> None:
