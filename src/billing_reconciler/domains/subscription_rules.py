@@ -121,6 +121,17 @@ def subscription_creation_key(
     return f"br:{installation_id}:{subscription_key(org_id)}:create:{part}"
 
 
+def org_id_of_step_key(key: str) -> str | None:
+    """The org a step key of this domain names: `subscription/<org>`,
+    `subscription/<org>/<sub_id>` (a replaced free subscription's cancel),
+    `subscription_schedule/<org>`, `subscription_mirror/<org>/<sub_id>` (org ids hold no
+    `/`)."""
+    parts = key.split("/")
+    if len(parts) in (2, 3) and parts[0] in (SUBSCRIPTION_STEP, SCHEDULE_STEP, MIRROR_STEP):
+        return parts[1] or None
+    return None
+
+
 def fleet_settings(step: Step) -> tuple[str, ...]:
     """The `billing.yaml` settings that make `step` a fleet rewrite (empty: none)."""
     return tuple(step.params.get("settings", ()))
@@ -607,7 +618,14 @@ def _cancel(
         Step(
             action=Action.ARCHIVE,
             kind=SUBSCRIPTION_STEP,
-            key=subscription_key(bundle.org_id),
+            # A replaced one is another object than the intent's subscription (created in
+            # this plan under `subscription/<org>`): its own key, so recording its cancel
+            # never drops what was recorded for the new one.
+            key=(
+                f"{subscription_key(bundle.org_id)}/{sub.stripe_id}"
+                if replaced
+                else subscription_key(bundle.org_id)
+            ),
             reason=Reason.DESIRED_CHANGED,
             params=params,
             changes=(FieldChange("status", sub.status, "canceled"),),

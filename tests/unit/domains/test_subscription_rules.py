@@ -30,6 +30,7 @@ from billing_reconciler.domains.subscription_rules import (
     Refusal,
     desired_subscription,
     fleet_settings,
+    org_id_of_step_key,
     subscriptions_plan,
 )
 from billing_reconciler.domains.subscription_types import (
@@ -876,6 +877,11 @@ def test_a_paid_intent_replaces_a_live_free_subscription() -> None:
     assert (create.action, create.batch) == (Action.CREATE, 1)
     assert (cancel.action, cancel.batch, cancel.stripe_id) == (Action.ARCHIVE, 4, free.stripe_id)
     assert (cancel.params["invoice_now"], cancel.params["prorate"]) == (False, False)
+    assert (create.key, cancel.key) == (
+        "subscription/org-0",
+        f"subscription/org-0/{free.stripe_id}",
+    )
+    assert {org_id_of_step_key(s.key) for s in plan.steps} == {"org-0"}
     # The next pass, with both live: only the free one's cancel is left.
     paid = _sub(
         index=0, stripe_id="sub_paid", owner=replace(_owner(), intent_id="int_2"), created=NOW
@@ -955,6 +961,14 @@ def test_a_change_that_took_effect_moves_the_intent_on() -> None:
 
 
 # --- scope and fingerprint ------------------------------------------------------------------
+
+
+def test_step_keys_name_their_org() -> None:
+    assert org_id_of_step_key("subscription/a.b:c") == "a.b:c"
+    assert org_id_of_step_key("subscription_schedule/o") == "o"
+    assert org_id_of_step_key("subscription_mirror/o/sub_1") == "o"
+    assert org_id_of_step_key("customer/o") is None
+    assert org_id_of_step_key("subscription/") is None
 
 
 def test_a_targeted_request_plans_only_its_customer() -> None:
