@@ -13,7 +13,9 @@ a `Verdict`:
 - `pending`: still queued or running when the wait ended (`reason="in_progress"`);
 - `deferred`: this replica will not run it (`reason="not_leader"`: a follower records the fact
   and the leader's next refresh of that domain carries it to Stripe; `"stopping"`: the replica
-  is shutting down and the next leader reconciles at start).
+  is shutting down and the next leader reconciles at start), or a run finished without
+  writing what it planned (`"not_applied"`: applying is suspended, or writing stopped part
+  way; the queue's `not_applied` outcome).
 
 Nothing here names a domain, and nothing blocks without a bound. Callbacks arrive on worker
 threads; `wait()` runs on a request thread.
@@ -34,6 +36,7 @@ DEFAULT_WAIT_SECONDS: Final = 5.0
 """How long a write waits for its reconcile before answering 202 (`ApiContext`)."""
 
 _OUTCOME_DONE: Final = "done"
+_OUTCOME_NOT_APPLIED: Final = "not_applied"
 _OUTCOME_FAILED: Final = "failed"
 _OUTCOME_DROPPED: Final = "dropped"
 
@@ -74,6 +77,7 @@ class ReconcileTicket:
         self._failed: RunFailure | None = None
         self._last_retry: RunFailure | None = None
         self._dropped = False
+        self._not_applied = False
 
     @property
     def sealed(self) -> bool:
@@ -104,6 +108,8 @@ class ReconcileTicket:
                     self._failed = self._last_retry or RunFailure("the reconcile failed", False)
                 elif outcome == _OUTCOME_DROPPED:
                     self._dropped = True
+                elif outcome == _OUTCOME_NOT_APPLIED:
+                    self._not_applied = True
                 self._release_if_done()
 
         def on_failure(failure: RunFailure) -> None:
@@ -146,4 +152,6 @@ class ReconcileTicket:
                 return Verdict(self.request_id, "pending", reason="in_progress")
             if self._dropped:
                 return Verdict(self.request_id, "deferred", reason="stopping")
+            if self._not_applied:
+                return Verdict(self.request_id, "deferred", reason="not_applied")
             return Verdict(self.request_id, "done")

@@ -22,11 +22,13 @@ policy, the loop decides):
   store or network hiccup is likelier than a bug that retrying makes worse.
 
 Each request may carry an `on_done` callback (the inbox marks its events processed there),
-called once with the key's final outcome: `DONE`, `FAILED` (permanently), or `DROPPED` (the
-queue stopped first). A transient failure keeps the callbacks for the retry. An `on_error`
-callback hears every failed attempt as it happens (the exception; the retry, if any, follows),
-so a caller waiting on `on_done` can tell "still running" from "failing". A request that
-coalesces into a waiting one hands its callbacks to it: they hear how the merged run ends.
+called once with the key's final outcome: `DONE`, `NOT_APPLIED` (the handler ran and returned
+it: it looked, but did not write what it found, e.g. applying is suspended), `FAILED`
+(permanently), or `DROPPED` (the queue stopped first). A transient failure keeps the
+callbacks for the retry. An `on_error` callback hears every failed attempt as it happens
+(the exception; the retry, if any, follows), so a caller waiting on `on_done` can tell
+"still running" from "failing". A request that coalesces into a waiting one hands its
+callbacks to it: they hear how the merged run ends.
 
 Time comes from an injected clock; `run_pending()` runs ready work on the calling thread, so
 tests drive the queue without threads or sleeps.
@@ -73,13 +75,16 @@ class UnexpectedError(TransientError):
 
 class Outcome(enum.StrEnum):
     DONE = "done"
+    NOT_APPLIED = "not_applied"
     FAILED = "failed"
     DROPPED = "dropped"
 
 
 OnDone = Callable[[Outcome], None]
 OnError = Callable[[BaseException], None]
-Handler = Callable[[ReconcileRequest], None]
+Handler = Callable[[ReconcileRequest], "Outcome | None"]
+"""Runs one request; returns `Outcome.NOT_APPLIED` when it wrote nothing it should have,
+else None (done). Raising decides retries (see the module docstring)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,33 +352,38 @@ class WorkQueue:
     def _run(self, entry: _Entry) -> None:
         self._report_depth()
         error: BaseException | None = None
+        returned: Outcome | None = None
         try:
-            self._handler(entry.request)
+            returned = self._handler(entry.request)
         except Exception as raised:
             error = raised
             # Before the outcome: a waiter learns why the run failed, then whether it ended.
             # Only waiting entries gain callbacks (`_add`), so this list is not growing now.
             _notify_error(entry.error_callbacks, raised)
-        self._finish(entry, error)
+        self._finish(entry, error, returned)
 
-    def _finish(self, entry: _Entry, error: BaseException | None) -> None:
+    def _finish(
+        self, entry: _Entry, error: BaseException | None, returned: Outcome | None = None
+    ) -> None:
         key = entry.key
         outcome: Outcome | None
         with self._condition:
             del self._running[key]
             self._busy_domains.discard(entry.request.domain)
-            outcome = self._settle(entry, error)
+            outcome = self._settle(entry, error, returned)
             self._condition.notify_all()
         if outcome is not None:
             _notify(entry.callbacks, outcome)
         self._report_depth()
 
-    def _settle(self, entry: _Entry, error: BaseException | None) -> Outcome | None:
+    def _settle(
+        self, entry: _Entry, error: BaseException | None, returned: Outcome | None = None
+    ) -> Outcome | None:
         """Record how a run ended; the outcome to tell its callbacks (None: it runs again)."""
         key = entry.key
         if error is None:
             self._failures.pop(key, None)
-            return Outcome.DONE
+            return Outcome.NOT_APPLIED if returned is Outcome.NOT_APPLIED else Outcome.DONE
         policy = classify(error)
         if isinstance(policy, PermanentError):
             self._failures.pop(key, None)

@@ -59,7 +59,7 @@ from billing_reconciler.runtime.queue import (
     classify,
 )
 from billing_reconciler.runtime.scheduler import RefreshScheduler, ScheduledDomain
-from billing_reconciler.store import InboxRepository, Store
+from billing_reconciler.store import InboxRepository, RunMode, Store
 from billing_reconciler.stripe_gateway import StripeGateway, StripeGatewayError
 
 _log = structlog.get_logger(__name__)
@@ -207,6 +207,16 @@ class InboxPump:
                     inbox.mark_failed(event_id, "not reconciled here: the replica stopped")
                 else:
                     inbox.mark_processed(event_id)
+
+
+def run_outcome(result: DomainRunResult) -> Outcome | None:
+    """The queue outcome of a finished run: `NOT_APPLIED` when it planned work and wrote none
+    of it (suspended, a follower, stopping) or stopped part way, so whoever waits on it hears
+    that Stripe has not seen the change yet; else None (done)."""
+    unwritten = result.mode is RunMode.DRY_RUN and result.steps > 0
+    if unwritten or result.result == INTERRUPTED:
+        return Outcome.NOT_APPLIED
+    return None
 
 
 def api_request(
@@ -444,11 +454,11 @@ class Runtime:
             for name in self.domains:
                 self.queue.put(ReconcileRequest(name, None, LEADER_REASON))
 
-    def _handle(self, request: ReconcileRequest) -> None:
+    def _handle(self, request: ReconcileRequest) -> Outcome | None:
         domain = self.domains.get(request.domain)
         if domain is None:
             _log.info("no such domain yet: request dropped", domain=request.domain)
-            return
+            return None
         started = time.monotonic()
         try:
             result = domain.reconcile(request, may_write=self.may_write)
@@ -457,6 +467,7 @@ class Runtime:
             self._note_failure(domain.name, error)
             raise
         self._note_result(domain.name, result, time.monotonic() - started)
+        return run_outcome(result)
 
     def _note_result(self, name: str, result: DomainRunResult, seconds: float) -> None:
         self.metrics.reconcile_finished(name, result.result, seconds)

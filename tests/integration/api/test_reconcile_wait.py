@@ -23,13 +23,13 @@ from billing_reconciler.api.pending import ReconcileTicket
 from billing_reconciler.config import BillingConfig, Secret
 from billing_reconciler.registry import by_name
 from billing_reconciler.runtime.events import ReconcileRequest
-from billing_reconciler.runtime.queue import Backoff, WorkQueue
+from billing_reconciler.runtime.queue import Backoff, Outcome, WorkQueue
 from billing_reconciler.runtime.service import api_request
 from billing_reconciler.store import AccountRepository, Store
 from billing_reconciler.stripe_gateway import PermanentStripeError, TransientStripeError
 from tests.integration.api.conftest import APP, APP_TOKEN, ORG, dump, error_of
 
-Handler = Callable[[ReconcileRequest], None]
+Handler = Callable[[ReconcileRequest], "Outcome | None"]
 
 
 @dataclass
@@ -41,9 +41,9 @@ class Runtime:
     requests: list[ReconcileRequest] = field(default_factory=list)
     tickets: list[ReconcileTicket] = field(default_factory=list)
 
-    def handle(self, request: ReconcileRequest) -> None:
+    def handle(self, request: ReconcileRequest) -> Outcome | None:
         self.requests.append(request)
-        self.handler(request)
+        return self.handler(request)
 
 
 @pytest.fixture
@@ -206,6 +206,27 @@ def test_a_patch_of_a_pushed_field_waits_and_one_of_an_offline_account_does_not(
     assert time.monotonic() - started >= 0.5
     assert online.status_code == 202, online.text
     release.set()
+
+
+def test_a_reconcile_that_wrote_nothing_it_planned_is_202_not_applied(
+    make_client: Callable[..., TestClient], runtime: Runtime, store: Store
+) -> None:
+    """Applying is suspended (`reconcile suspend`): the runtime's run plans the push and
+    writes nothing, so the edit is recorded but Stripe has not seen it (a fresh user's
+    PATCH answered 200 with the new name while Stripe kept the old one)."""
+    client = make_client(wait=2.0)
+    _offline_acme(client)
+    runtime.handler = _creates_customer(store, delay=0.0)
+    assert client.post(f"{ORG}/billing/register", headers=APP).status_code == 200
+    _idle(client)
+    runtime.handler = lambda request: Outcome.NOT_APPLIED
+    answer = client.patch(f"{ORG}/billing", json={"name": "While suspended"}, headers=APP)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["reason"] == "not_applied"
+    with store.session() as session:
+        account = AccountRepository(session).active_for_org("acme")
+    assert account is not None
+    assert account.name == "While suspended"  # the fact is recorded all the same
 
 
 def test_a_reconcile_still_running_after_the_wait_is_202_with_the_request_id(

@@ -3,11 +3,21 @@
 
 from __future__ import annotations
 
+import pytest
+
 from billing_reconciler.api.pending import ReconcileTicket
 from billing_reconciler.registry import by_name
+from billing_reconciler.runtime.domains import INTERRUPTED, DomainRunResult
 from billing_reconciler.runtime.events import ReconcileRequest
-from billing_reconciler.runtime.queue import Backoff, PermanentError, TransientError, WorkQueue
-from billing_reconciler.runtime.service import api_request, run_failure
+from billing_reconciler.runtime.queue import (
+    Backoff,
+    Outcome,
+    PermanentError,
+    TransientError,
+    WorkQueue,
+)
+from billing_reconciler.runtime.service import api_request, run_failure, run_outcome
+from billing_reconciler.store import RunMode
 from billing_reconciler.stripe_gateway import PermanentStripeError, TransientStripeError
 from tests.unit.runtime.test_queue import FakeClock, Recorder
 
@@ -94,3 +104,30 @@ def test_what_a_failure_may_tell_the_caller() -> None:
         400,
     )
     assert failure.message.startswith("Invalid email")
+
+
+@pytest.mark.parametrize(
+    ("mode", "result", "steps", "applied", "outcome"),
+    [
+        # suspended (or a follower): the plan had work, nothing was written
+        (RunMode.DRY_RUN, "changes_pending", 2, 0, Outcome.NOT_APPLIED),
+        # leadership lost between steps
+        (RunMode.APPLY, INTERRUPTED, 3, 1, Outcome.NOT_APPLIED),
+        # nothing to do, or all of it written
+        (RunMode.DRY_RUN, "no_changes", 0, 0, None),
+        (RunMode.APPLY, "applied", 2, 2, None),
+    ],
+)
+def test_a_run_that_wrote_nothing_it_planned_is_not_applied(
+    mode: RunMode, result: str, steps: int, applied: int, outcome: Outcome | None
+) -> None:
+    run = DomainRunResult(
+        domain="customers",
+        run_id="r1",
+        result=result,
+        mode=mode,
+        whole_domain=False,
+        steps=steps,
+        applied=applied,
+    )
+    assert run_outcome(run) is outcome

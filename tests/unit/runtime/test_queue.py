@@ -211,6 +211,14 @@ def test_a_permanent_error_is_not_retried_and_its_callbacks_hear_failed() -> Non
     assert seen == [Outcome.FAILED]
 
 
+def test_a_handler_that_wrote_nothing_tells_its_callbacks_not_applied() -> None:
+    seen, on_done = outcomes()
+    queue = WorkQueue(lambda request: Outcome.NOT_APPLIED, clock=FakeClock())
+    queue.put(catalog(), on_done=on_done)
+    assert queue.run_pending() == 1
+    assert seen == [Outcome.NOT_APPLIED]
+
+
 def test_callbacks_wait_through_retries_and_hear_done_once() -> None:
     clock = FakeClock()
     first, on_first = outcomes()
