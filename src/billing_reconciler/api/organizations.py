@@ -96,9 +96,11 @@ def organizations_router(context: ApiContext) -> APIRouter:
         response: Response,
         test_clock: TestClockHeader = None,
     ) -> Organization | JSONResponse:
-        """Create or replace an org (201 when created; a field left out is cleared, as a PUT
-        replaces the whole org). Auto-creates its account if configured; when that account
-        is online the answer waits for its Stripe customer (202 when it takes longer)."""
+        """Create or replace an org (201 when created, or re-created after a delete; a field
+        left out is cleared, as a PUT replaces the whole org). Auto-creates its account if
+        configured (a re-created org gets a new one: the deleted org's stays disabled, with its
+        history); when that account is online the answer waits for its Stripe customer (202
+        when it takes longer)."""
         check_test_clock(context, test_clock)
         with context.store.session() as session:
             record, created = OrganizationRepository(session, clock=context.clock).upsert(
@@ -106,8 +108,10 @@ def organizations_router(context: ApiContext) -> APIRouter:
             )
             settings = context.config().billing.customer
             opened = None
+            accounts = AccountRepository(session)
             if settings.auto_create_with_org and (
-                AccountRepository(session).latest_for_org(org) is None
+                accounts.latest_for_org(org) is None
+                or (created and accounts.active_for_org(org) is None)
             ):
                 opened = open_account(
                     context,

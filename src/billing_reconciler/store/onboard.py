@@ -11,9 +11,10 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from billing_reconciler.store._common import Clock, utc_now
-from billing_reconciler.store.ledger import LedgerRepository, onboard_grant_id
+from billing_reconciler.store.ledger import SOURCE_AWARDED, LedgerRepository, onboard_grant_id
 
-ONBOARD_SOURCE = "system.starter"
+# DESIGN §16: "onboard credits have source `system.awarded`".
+ONBOARD_SOURCE = SOURCE_AWARDED
 
 
 def grant_onboard_credits(

@@ -85,7 +85,8 @@ class OrganizationRepository:
         owner_email: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> tuple[OrganizationRecord, bool]:
-        """Create or update an org; True when it was created. A deleted org is undeleted."""
+        """Create or update an org; True when it was created, or undeleted (a deleted org
+        put again is created again, from the host's side: its accounts stay as they are)."""
         check_org_id(org_id)
         now = self._clock()
         meta = dict(metadata or {})
@@ -108,14 +109,15 @@ class OrganizationRepository:
         if inserted is not None:
             return _org(model), True
         current = (model.title, model.owner_email, dict(model.metadata_))
-        if current != (title, owner_email, meta) or model.deleted_at is not None:
+        revived = model.deleted_at is not None
+        if current != (title, owner_email, meta) or revived:
             model.title = title
             model.owner_email = owner_email
             model.metadata_ = meta
             model.deleted_at = None
             model.updated_at = now
             self._session.flush()
-        return _org(model), False
+        return _org(model), revived
 
     def get(self, org_id: str) -> OrganizationRecord | None:
         """The org, deleted ones too (the caller checks `deleted_at`)."""

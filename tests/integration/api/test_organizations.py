@@ -57,7 +57,7 @@ def test_put_org_twice_auto_creates_one_account_and_one_onboard_grant(api: Api) 
     assert api.get(f"{ORG}/billing/balance", headers=APP).json()["amount"] == 250
     page = api.get(f"{ORG}/billing/transactions", headers=APP).json()
     assert [t["id"] for t in page["data"]] == [onboard_grant_id("acme")]
-    assert page["data"][0]["source"] == "system.starter"
+    assert page["data"][0]["source"] == "system.awarded"  # DESIGN §16
 
 
 def test_the_default_currency_comes_from_billing_yaml(api: Api) -> None:
@@ -102,10 +102,34 @@ def test_delete_is_refused_while_the_balance_is_negative_unless_forced(api: Api)
     assert dump(api.store) == before
     assert api.delete(ORG, params={"force": "true"}, headers=APP).status_code == 204
     assert api.get(f"{ORG}/billing", headers=APP).status_code == 404
-    # Deleting again is a success; upserting again brings it back.
+    # Deleting again is a success; upserting again creates it again (201), its old account
+    # still disabled (no auto-create here).
     assert api.delete(ORG, headers=APP).status_code == 204
+    assert api.put(ORG, json={"title": "Acme"}, headers=APP).status_code == 201
     assert api.put(ORG, json={"title": "Acme"}, headers=APP).status_code == 200
     assert api.get(f"{ORG}/billing", headers=APP).json()["state"] == "disabled"
+
+
+def test_an_org_put_again_after_a_delete_gets_a_new_account(api: Api) -> None:
+    """A fresh user's PUT of a deleted org answered 200 with its old, disabled account and
+    opened nothing although `auto_create_with_org` was set."""
+    api.settings.configure(auto_create_with_org=True, default_offline=True)
+    assert api.put(ORG, json={"title": "Acme"}, headers=APP).status_code == 201
+    first = api.get(f"{ORG}/billing", headers=APP).json()
+    assert api.delete(ORG, headers=APP).status_code == 204
+    again = api.put(ORG, json={"title": "Acme again"}, headers=APP)
+    assert again.status_code == 201, again.text
+    account = api.get(f"{ORG}/billing", headers=APP).json()
+    assert account["id"] != first["id"]
+    assert (account["state"], account["name"]) == ("active", "Acme again")
+    with api.store.session() as session:
+        old = AccountRepository(session).get(first["id"])
+    assert old is not None
+    assert old.state == "disabled"
+    # A plain update of a live org opens nothing more.
+    assert api.put(ORG, json={"title": "Acme 3"}, headers=APP).status_code == 200
+    with api.store.session() as session:
+        assert AccountRepository(session).active_for_org("acme") is not None
 
 
 def test_delete_disables_the_account(api: Api) -> None:

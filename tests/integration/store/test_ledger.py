@@ -328,7 +328,7 @@ def test_onboard_grant_is_once_per_org(store: Store) -> None:
     assert revert_source("API") == "system.revert.api"
     with store.session() as session:
         ledger = LedgerRepository(session)
-        grant = {"id": onboard_grant_id("org-1"), "amount": 50, "source": "system.starter"}
+        grant = {"id": onboard_grant_id("org-1"), "amount": 50, "source": "system.awarded"}
         assert ledger.credit(account, **grant)[1]  # type: ignore[arg-type]
         assert not ledger.credit(account, **grant)[1]  # type: ignore[arg-type]
         assert ledger.balance(account)[0] == 50
