@@ -48,6 +48,7 @@ from billing_reconciler.model_customers import (
     creation_idempotency_key,
     customer_key,
     deleted_in_stripe_reason,
+    org_id_of_key,
 )
 from billing_reconciler.planning.plan import (
     Action,
@@ -62,10 +63,13 @@ from billing_reconciler.planning.plan import (
 )
 
 #: Step kinds: a Stripe customer (create, push), a billing account row (contract create,
-#: contract settings, pull, disable), the events cursor (a restore).
+#: contract settings, pull, disable), the events cursor (a restore), a customer of ours a
+#: full listing found without an account (a restore: `customer/<org_id>` remembered with its
+#: Stripe id, so a later targeted or incremental pass retrieves and links it, never creates).
 CUSTOMER_STEP: Final = "customer"
 ACCOUNT_STEP: Final = "billing_account"
 CURSOR_STEP: Final = "customer_cursor"
+SEEN_STEP: Final = "customer_seen"
 CURSOR_KEY = f"{CURSOR_STEP}/events"
 ACCOUNT_CREATES, CREATES, PUSHES, STORE_WRITES, DISABLES = 1, 2, 3, 4, 5
 
@@ -176,6 +180,9 @@ def customers_plan(
     for org in orgs:
         _plan_org(draft, org, accounts.get(org), specs.get(org), observed)
     steps = tuple(step for phase in sorted(draft.phases) for step in draft.phases[phase])
+    _duplicates(draft, observed, accounts)
+    if observed.complete:
+        _remember_unclaimed(draft, observed, accounts)
     _cursor(draft, observed)
     return Plan(
         steps=steps,
@@ -316,6 +323,71 @@ def _linkable(draft: _Draft, org_id: str, observed: CustomersObserved) -> Custom
     customer of a disabled account is claimed (a new account of the org gets its own)."""
     candidates = draft.unclaimed(observed).get(customer_key(org_id), ())
     return min(candidates, key=lambda c: str(c.stripe_id), default=None)
+
+
+def known_customer_id(context: PlanContext, org_id: str) -> str | None:
+    """The customer of ours a full listing found for `org_id` while the org had no account
+    (see `_remember_unclaimed`): a pass that does not list every customer retrieves it before
+    it would create one."""
+    seen = context.applied.get(customer_key(org_id))
+    return None if seen is None else seen.stripe_id
+
+
+def _remember_unclaimed(
+    draft: _Draft, observed: CustomersObserved, accounts: Mapping[str, StoredAccount]
+) -> None:
+    """A full listing's customers of ours that no account claims and whose org has no active
+    account (what a lost store leaves): remembered in the store (a bookkeeping restore), so
+    the org's account, when the host opens it again, is linked to its customer by a targeted
+    or incremental pass that never lists them all (one customer per org, DESIGN §15)."""
+    for key, candidates in sorted(draft.unclaimed(observed).items()):
+        org = org_id_of_key(key)
+        if org is None or org in accounts:
+            continue
+        first = min(candidates, key=lambda c: str(c.stripe_id))
+        if known_customer_id(draft.context, org) == first.stripe_id:
+            continue
+        params = {"stripe_id": first.stripe_id}
+        draft.restores.append(
+            Step(
+                action=Action.UPDATE,
+                kind=SEEN_STEP,
+                key=key,
+                reason=Reason.BOOKKEEPING,
+                params=params,
+                stripe_id=first.stripe_id,
+                idempotency_key=draft.key("seen", canonical_json(params)),
+            )
+        )
+
+
+def _duplicates(
+    draft: _Draft, observed: CustomersObserved, accounts: Mapping[str, StoredAccount]
+) -> None:
+    """Two live customers of this installation with one `br_key` break one customer per org
+    (DESIGN §15): never silent. The account's (or the one a link would take) is kept; the
+    others are left alone for a person to delete or unmark."""
+    by_key: dict[str, list[CustomerRecord]] = {}
+    for customer in observed.live.customers:
+        owner = customer.owner
+        if (
+            customer.stripe_id
+            and owner is not None
+            and owner.installation_id == draft.context.installation_id
+        ):
+            by_key.setdefault(owner.key, []).append(customer)
+    scope = draft.context.options.scope
+    for key, customers in sorted(by_key.items()):
+        if len(customers) < 2 or (scope is not None and key not in scope):
+            continue
+        ids = sorted(str(c.stripe_id) for c in customers)
+        account = accounts.get(customers[0].org_id)
+        kept = account.stripe_id if account is not None and account.stripe_id in ids else ids[0]
+        draft.warnings.append(
+            f"{key}: {len(ids)} customers of ours in Stripe carry br_key {key} "
+            f"({', '.join(ids)}); an org has one customer: {kept} is kept, the others are "
+            "left alone (delete them in Stripe or remove their br_key)"
+        )
 
 
 def _new_contract_account(draft: _Draft, spec: CustomerSpec, observed: CustomersObserved) -> None:

@@ -14,6 +14,12 @@ fields differ from what was last applied (a local edit to push). A customer neit
 dirty is unchanged on both sides and is left out of the plan. A targeted request
 (`customer/<org_id>`) retrieves only its accounts' customers.
 
+Never a second customer for an org (DESIGN §15): a pass that may create one (an online account
+without a customer, a contract customer without an account) and does not list every customer
+also retrieves the customer of ours a full listing found for that org while it had no account
+(remembered by the rules, `customer_rules.SEEN_STEP`: what a lost store leaves), and a
+targeted pass on a store that never completed a full resync lists every customer first.
+
 The cursor is this domain's bookkeeping: a plan restore with reason `bookkeeping`, written by
 apply (never by a dry run or a follower, which would lose the events for the leader), after a
 full resync or whenever the events moved. The re-plan that checks convergence after an apply
@@ -36,7 +42,9 @@ from billing_reconciler.domains.customer_rules import (
     ACCOUNT_STEP,
     CURSOR_STEP,
     CUSTOMER_STEP,
+    SEEN_STEP,
     customers_plan,
+    known_customer_id,
 )
 from billing_reconciler.domains.customer_types import (
     CursorState,
@@ -56,6 +64,7 @@ __all__ = [
     "CURSOR_STEP",
     "CUSTOMER_STEP",
     "NAME",
+    "SEEN_STEP",
     "CustomersDomain",
     "CustomersReader",
 ]
@@ -97,7 +106,7 @@ class CustomersDomain:
     """See the module docstring."""
 
     name: Final = NAME
-    kinds: Final = frozenset({CUSTOMER_STEP, ACCOUNT_STEP, CURSOR_STEP})
+    kinds: Final = frozenset({CUSTOMER_STEP, ACCOUNT_STEP, CURSOR_STEP, SEEN_STEP})
     event_routes: Final = CUSTOMER_ROUTES
     #: Its plan is a fleet: identical changes are grouped when rendered (DESIGN §14).
     fleet: Final = True
@@ -123,7 +132,20 @@ class CustomersDomain:
         if scope is not None:
             orgs = frozenset(o for key in scope if (o := org_id_of_key(key)) is not None)
             accounts = tuple(reader.accounts(orgs))
-            live = reader.customers_by_id(_online_ids(accounts), installation_id=installation)
+            creating = _may_create(accounts, desired, orgs)
+            ids = [*_online_ids(accounts), *_known_ids(creating, context)]
+            if creating and reader.cursor().full_resync_at is None:
+                # This store never listed every customer (a new or lost store): a customer of
+                # ours for these orgs may exist that it knows nothing of. List them all before
+                # creating one (once: the first full resync remembers what it finds).
+                return CustomersObserved(
+                    accounts=accounts,
+                    live=_of_orgs(
+                        reader.all_customers(installation_id=installation), orgs, frozenset(ids)
+                    ),
+                    complete=True,
+                )
+            live = reader.customers_by_id(ids, installation_id=installation)
             return CustomersObserved(accounts=accounts, live=live, complete=False)
         accounts = tuple(reader.accounts(None))
         cursor = reader.cursor()
@@ -135,7 +157,11 @@ class CustomersDomain:
                 # Resynced while the account had no customer event yet, and still none.
                 changes = CustomerChanges((), None, full_resync=False)
             if not changes.full_resync:
-                named = {*changes.customer_ids, *_dirty_ids(accounts, desired)}
+                named = {
+                    *changes.customer_ids,
+                    *_dirty_ids(accounts, desired),
+                    *_known_ids(_may_create(accounts, desired, None), context),
+                }
                 return CustomersObserved(
                     accounts=accounts,
                     live=reader.customers_by_id(sorted(named), installation_id=installation),
@@ -198,6 +224,41 @@ class CustomersDomain:
         if not sep or not org_id or kind not in (CUSTOMER_STEP, ACCOUNT_STEP):
             return None
         return customer_key(org_id)
+
+
+def _may_create(
+    accounts: Iterable[StoredAccount], desired: ContractCustomers, orgs: frozenset[str] | None
+) -> list[str]:
+    """Orgs this pass may create a customer for: an online account without one, or a contract
+    customer (of `orgs`, when given) without an account."""
+    active = set()
+    creating = []
+    for account in accounts:
+        active.add(account.org_id)
+        if account.stripe_id is None and not account.offline:
+            creating.append(account.org_id)
+    for org, spec in desired.specs.items():
+        if org not in active and not spec.offline and (orgs is None or org in orgs):
+            creating.append(org)
+    return creating
+
+
+def _known_ids(orgs: Iterable[str], context: PlanContext) -> list[str]:
+    """The customers of ours a full listing found for `orgs` while they had no account."""
+    return [i for org in orgs if (i := known_customer_id(context, org)) is not None]
+
+
+def _of_orgs(live: LiveCustomers, orgs: frozenset[str], ids: frozenset[str]) -> LiveCustomers:
+    """A full listing's customers of `orgs` (by marker) or with one of `ids`."""
+    keys = {customer_key(org) for org in orgs}
+    return LiveCustomers(
+        customers=tuple(
+            c
+            for c in live.customers
+            if c.stripe_id in ids or (c.owner is not None and c.owner.key in keys)
+        ),
+        deleted_ids=live.deleted_ids,
+    )
 
 
 def _online_ids(accounts: Iterable[StoredAccount]) -> list[str]:

@@ -9,7 +9,8 @@ store's accounts and cursor, Stripe's customers and events through the gateway),
 - `billing_account`: store only: a contract account opened (with its onboard credits), the
   YAML's settings and fields written, fields pulled from Stripe, a link to a customer found
   by its marker, or the account disabled because its customer was deleted in Stripe;
-- `customer_cursor`: store only: the events cursor and the time of the last full resync.
+- `customer_cursor`: store only: the events cursor and the time of the last full resync;
+- `customer_seen`: store only: a customer of ours found without an account, remembered.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from sqlalchemy.orm import Session
 
 from billing_reconciler.apply import Done, StepExecutor
 from billing_reconciler.domains.customer_merge import last_applied_from_json
-from billing_reconciler.domains.customer_rules import ACCOUNT_STEP, CURSOR_STEP, CUSTOMER_STEP
+from billing_reconciler.domains.customer_rules import (
+    ACCOUNT_STEP,
+    CURSOR_STEP,
+    CUSTOMER_STEP,
+    SEEN_STEP,
+)
 from billing_reconciler.domains.customer_types import (
     CursorState,
     CustomerChanges,
@@ -33,11 +39,13 @@ from billing_reconciler.domains.customer_types import (
 )
 from billing_reconciler.domains.customers import NAME
 from billing_reconciler.model_customers import Address, CustomerFields, TaxId
-from billing_reconciler.planning.plan import Action, Step, digest
+from billing_reconciler.planning.plan import Action, Step, canonical_json, digest
 from billing_reconciler.store import (
     AccountRecord,
     AccountRepository,
     DomainCursorRepository,
+    LastApplied,
+    LastAppliedRepository,
     Store,
     grant_onboard_credits,
 )
@@ -317,10 +325,38 @@ class CursorExecutor:
         )
 
 
+class SeenExecutor:
+    """A customer of ours a full listing found without an account: remembered by its key
+    (`customer/<org_id>`) in the last-applied table, which the plan context reads back."""
+
+    def send(
+        self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
+    ) -> WriteResult | None:
+        del gateway, step, ids
+        return None
+
+    def record(self, session: Session, done: Done) -> None:
+        step, plan = done.step, done.plan
+        fields = {"stripe_id": step.params.get("stripe_id")}
+        LastAppliedRepository(session).put(
+            LastApplied(
+                installation_id=plan.installation_id,
+                object_key=step.key,
+                kind=SEEN_STEP,
+                stripe_id=step.stripe_id,
+                fields=fields,
+                content_hash=digest(canonical_json(fields)),
+                revision=plan.desired_revision,
+                applied_at=datetime.now(UTC),
+            )
+        )
+
+
 EXECUTORS: Mapping[str, StepExecutor] = {
     CUSTOMER_STEP: CustomerExecutor(),
     ACCOUNT_STEP: AccountExecutor(),
     CURSOR_STEP: CursorExecutor(),
+    SEEN_STEP: SeenExecutor(),
 }
 
 _MERGED = ("name", "email", "phone", "address", "tax_ids")

@@ -152,3 +152,89 @@ def test_onboard_credits_of_a_restored_contract_account(world: World) -> None:
         grant = LedgerRepository(session).get(onboard_grant_id("bigco"))
     assert grant is not None
     assert grant.amount == 50
+
+
+# --- a targeted pass after a lost store (the host API's PUT) ----------------------------------
+
+SCOPE = frozenset({"customer/acme"})
+
+
+def _creates(world: World) -> int:
+    return _posts(world).count("/v1/customers")
+
+
+def test_a_targeted_pass_on_a_new_store_links_the_old_customer(world: World) -> None:
+    """`PUT /organizations/acme` right after `reconcile serve` restarted on a lost store: the
+    targeted reconcile of customer/acme is the store's first pass; it lists every customer
+    before it would create one, and links the one of ours."""
+    world.account("acme", name="Acme", email="a@acme.test")
+    world.apply()
+    [customer] = world.customers()
+
+    world.lose_store()
+    world.account("acme", name="Acme", email="a@acme.test")
+    world.emulator.control.clear_requests()
+    plan = world.plan(SCOPE)
+    assert plan.steps == (), [(s.action, s.key) for s in plan.steps]
+    [link] = [r for r in plan.restores if r.reason is Reason.STORE_LOST]
+    assert (link.key, link.stripe_id) == ("billing_account/acme", customer.id)
+    world.apply(SCOPE)
+    assert _creates(world) == 0
+    assert [c.id for c in world.customers()] == [customer.id]
+    assert world.get("acme").stripe_customer_id == customer.id
+
+
+def test_a_targeted_pass_after_the_first_full_resync_links_the_old_customer(
+    world: World,
+) -> None:
+    """The restarted serve's first full pass ran before the host's PUT (the org had no
+    account then): it remembers the customer of ours it found, and the PUT's targeted
+    reconcile retrieves and links it instead of creating a second one."""
+    world.account("acme", name="Acme", email="a@acme.test")
+    world.apply()
+    [customer] = world.customers()
+
+    world.lose_store()
+    first = world.apply()  # the scheduled full pass: no account of acme yet
+    assert first.steps == ()
+    world.account("acme", name="Acme", email="a@acme.test")
+    world.emulator.control.clear_requests()
+    plan = world.plan(SCOPE)
+    assert plan.steps == (), [(s.action, s.key) for s in plan.steps]
+    world.apply(SCOPE)
+    assert _creates(world) == 0
+    assert [c.id for c in world.customers()] == [customer.id]
+    assert world.get("acme").stripe_customer_id == customer.id
+    # The incremental pass (events after the cursor) agrees.
+    assert world.plan().converged
+
+
+def test_an_incremental_pass_after_the_first_full_resync_links_the_old_customer(
+    world: World,
+) -> None:
+    world.account("acme", name="Acme")
+    world.apply()
+    [customer] = world.customers()
+    world.lose_store()
+    world.apply()
+    world.account("acme", name="Acme")
+    world.emulator.control.clear_requests()
+    plan = world.plan()
+    assert plan.steps == (), [(s.action, s.key) for s in plan.steps]
+    world.apply()
+    assert _creates(world) == 0
+    assert world.get("acme").stripe_customer_id == customer.id
+
+
+def test_two_customers_of_ours_with_one_br_key_are_reported(world: World) -> None:
+    world.account("acme", name="Acme")
+    world.apply()
+    [customer] = world.customers()
+    duplicate = world.stripe.v1.customers.create(
+        {"name": "Acme", "metadata": customer.metadata.to_dict()}
+    )
+    plan = world.plan()
+    [warning] = [w for w in plan.warnings if "br_key customer/acme" in w]
+    assert customer.id in warning
+    assert duplicate.id in warning
+    assert f"{customer.id} is kept" in warning
