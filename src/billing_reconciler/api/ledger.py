@@ -31,6 +31,7 @@ from billing_reconciler.store import AccountRecord, AccountRepository, LedgerRep
 from billing_reconciler.store import LedgerTransaction as StoredTransaction
 
 GRANT_SOURCE = "system.awarded"
+RESERVED_SOURCE_PREFIX = "system."
 
 Since = Annotated[
     AwareDatetime | None, Query(description="RFC 3339; transactions at or after this instant.")
@@ -122,7 +123,18 @@ def admin_ledger_router(context: ApiContext) -> APIRouter:
         responses={200: {"model": Transaction}, **error_responses(403, 404, 409)},
     )
     def grant_credits(org: OrgId, body: CreditGrantIn, response: Response) -> Transaction:
-        """Grant credits (201); the same grant again answers 200 and changes nothing."""
+        """Grant credits (201); the same grant again answers 200 and changes nothing. Of
+        the reserved `system.*` sources only `system.awarded` may be granted by hand: the
+        others are the engine's own records (purchases, overdraft credits, reverts), which
+        invoicing reads."""
+        source = (body.source or GRANT_SOURCE).lower()
+        if source.startswith(RESERVED_SOURCE_PREFIX) and source != GRANT_SOURCE:
+            raise invalid(
+                f"source {source!r} is reserved for the engine's own entries; grant with "
+                f"{GRANT_SOURCE!r} or a source of your own",
+                field="source",
+                source=source,
+            )
         with context.store.session() as session:
             require_org(session, org)
             account = require_active(session, org)
@@ -139,7 +151,7 @@ def admin_ledger_router(context: ApiContext) -> APIRouter:
                 account.id,
                 id=body.id,
                 amount=body.amount,
-                source=(body.source or GRANT_SOURCE).lower(),
+                source=source,
                 description=body.description,
             )
         if created:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from billing_reconciler.store import AccountRepository
-from tests.integration.api.conftest import ADMIN, APP, ORG, V1, Api, error_of, refused
+from tests.integration.api.conftest import ADMIN, APP, ORG, V1, Api, dump, error_of, refused
 
 
 def _deleted_in_stripe(api: Api, account_id: str, customer_id: str) -> None:
@@ -115,3 +115,28 @@ def test_grant_ids_are_global_so_one_reused_in_another_org_is_409(api: Api, acme
     assert "promo" not in reused.text
     balance = api.get(f"{V1}/organizations/globex/billing/balance", headers=APP).json()
     assert balance["amount"] == 0
+
+
+@pytest.mark.parametrize(
+    "source", ["system.overdraft", "system.buy", "System.Starter", "system.revert.usage"]
+)
+def test_a_grant_may_not_use_the_engines_reserved_sources(api: Api, acme: str, source: str) -> None:
+    """`system.overdraft` credits are left out of the overdraft deficit (DESIGN §17): a hand
+    grant under it would change what an org is invoiced."""
+    del acme
+    before = dump(api.store)
+    answer = api.post(
+        f"{V1}/admin/organizations/acme/billing/credits",
+        json={"id": "g-src", "amount": 5, "source": source},
+        headers=ADMIN,
+    )
+    assert answer.status_code == 422, answer.text
+    error = error_of(answer)
+    assert (error["code"], error["details"]["field"]) == ("invalid_argument", "source")
+    assert dump(api.store) == before
+    allowed = api.post(
+        f"{V1}/admin/organizations/acme/billing/credits",
+        json={"id": "g-ok", "amount": 5, "source": "system.awarded"},
+        headers=ADMIN,
+    )
+    assert allowed.status_code == 201
