@@ -37,6 +37,10 @@ from billing_reconciler.store import (
     Store,
 )
 from billing_reconciler.stripe_gateway import StripeGateway, StripeGatewayError, WriteResult
+from billing_reconciler.stripe_gateway.errors import (
+    IdempotencyKeyReusedError,
+    PermanentStripeError,
+)
 
 
 class ApplyError(RuntimeError):
@@ -204,7 +208,10 @@ class Applier:
     def _journal_failed(self, step: Step, error: StripeGatewayError) -> None:
         with self.store.session() as session:
             JournalRepository(session).mark_failed(
-                self._journal_key(step), error=str(error), request_id=error.request_id
+                self._journal_key(step),
+                error=str(error),
+                request_id=error.request_id,
+                refused=refused(error),
             )
 
     def _record(self, executor: StepExecutor, done: Done, request_id: str | None) -> None:
@@ -213,6 +220,20 @@ class Applier:
             JournalRepository(session).mark_done(
                 self._journal_key(done.step), stripe_id=done.stripe_id, request_id=request_id
             )
+
+
+def refused(error: StripeGatewayError) -> bool:
+    """Stripe refused the request for good and applied nothing: a permanent 4xx answer (bad
+    parameters, a missing object, a refused card), so the step's key is spent and the next
+    plan's corrected step takes the next one. Not a failure of unknown outcome (no answer, a
+    5xx: the retry must replay the same key, or a create could run twice), and not Stripe's
+    `idempotency_error` (the key's first request may have applied: never moved past)."""
+    return (
+        isinstance(error, PermanentStripeError)
+        and not isinstance(error, IdempotencyKeyReusedError)
+        and error.http_status is not None
+        and 400 <= error.http_status < 500
+    )
 
 
 def _batches(steps: Sequence[Step]) -> list[list[tuple[int, Step]]]:

@@ -3,6 +3,13 @@
 Rows are never deleted. A step moves `pending -> done` or `pending -> failed`; a failed step may
 be retried (with the same idempotency key) and end `done` or `failed` again; a `done` step is
 final: its Stripe id is the fact the next run builds on, so nothing may rewrite it.
+
+A failure is either of unknown outcome (a connection lost, a 5xx: the request may have been
+applied, so the next attempt must re-send the same key for Stripe to deduplicate) or a
+*refusal*: Stripe answered a 4xx that applied nothing (bad parameters, a missing object). A
+refused step's key is spent like a done one's (`spent_step_keys`): re-sent with the corrected
+parameters the next plan derives, Stripe would refuse the reused key (400 `idempotency_error`).
+The row's error then starts with `REFUSED` (the state column's closed set predates it).
 """
 
 from __future__ import annotations
@@ -12,13 +19,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, Row, Select, Table, bindparam, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from billing_reconciler.store._common import Clock, utc_now
 from billing_reconciler.store.errors import ConflictError, NotFoundError
 from billing_reconciler.store.tables import JournalModel, RunModel
+
+#: The prefix of a refused step's error (see the module docstring).
+REFUSED = "refused by Stripe: "
 
 ABANDONED = (
     "abandoned: its run ended before finishing it; a later run re-planned from Stripe and converged"
@@ -201,15 +222,21 @@ class JournalRepository:
         return current
 
     def mark_failed(
-        self, idempotency_key: str, error: str, request_id: str | None = None
+        self,
+        idempotency_key: str,
+        error: str,
+        request_id: str | None = None,
+        *,
+        refused: bool = False,
     ) -> JournalRecord:
         """Record a failure (its Stripe id, if any, is kept); a step that is already done
-        cannot fail afterwards."""
+        cannot fail afterwards. `refused`: Stripe refused it and applied nothing, so its step
+        key is spent (see the module docstring)."""
         finished = self._finish(
             idempotency_key,
             state=JournalState.FAILED,
             stripe_id=_KEEP,
-            error=error,
+            error=REFUSED + error if refused else error,
             request_id=request_id,
         )
         if finished is not None:
@@ -292,11 +319,18 @@ class JournalRepository:
         return int(getattr(result, "rowcount", 0) or 0)
 
     def spent_step_keys(self, installation_id: str, *, since: datetime) -> frozenset[str]:
-        """Plan keys of steps completed since `since`: Stripe has answered them for good, so a
-        later plan must give its steps other keys (Stripe keeps keys for 24 hours)."""
+        """Plan keys of steps completed or refused since `since`: Stripe has answered them for
+        good, so a later plan must give its steps other keys (Stripe keeps keys for 24 hours).
+        A failure of unknown outcome does not spend its key: its retry must replay it."""
         query = select(JournalModel.step_key).where(
             JournalModel.installation_id == installation_id,
-            JournalModel.state == JournalState.DONE.value,
+            or_(
+                JournalModel.state == JournalState.DONE.value,
+                and_(
+                    JournalModel.state == JournalState.FAILED.value,
+                    JournalModel.error.startswith(REFUSED, autoescape=True),
+                ),
+            ),
             JournalModel.step_key.is_not(None),
             JournalModel.started_at >= since,
         )

@@ -89,6 +89,11 @@ class PermanentStripeError(StripeGatewayError):
     """Sending the same request again cannot succeed: the step fails with Stripe's message."""
 
 
+class IdempotencyKeyReusedError(PermanentStripeError):
+    """Stripe refused a key already used with other parameters (400 `idempotency_error`): it
+    says nothing of what the key's first request did (it may have created an object)."""
+
+
 class StripeAuthenticationError(PermanentStripeError):
     """Stripe refused the API key (401). The only fix is another key, so the message says
     that and nothing else (the SDK's text quotes the key and links to the dashboard)."""
@@ -145,6 +150,8 @@ def translate(error: stripe.StripeError) -> StripeGatewayError:
     fields = _fields(error)
     if _is_transient(error):
         return TransientStripeError(**fields, retry_after=_retry_after(error.headers))
+    if isinstance(error, stripe.IdempotencyError):
+        return IdempotencyKeyReusedError(**fields)
     return PermanentStripeError(**fields)
 
 

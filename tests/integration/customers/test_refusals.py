@@ -1,0 +1,82 @@
+"""Stripe refusing a customer write: the step's key is spent, so the corrected step is sent
+under the next key (a refusal applied nothing); a failure of unknown outcome keeps its key (a
+crash replay must never create a second customer). One refused customer holds back no other
+org's changes."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from billing_reconciler.apply import ApplyError
+from billing_reconciler.controller import PlanOptions
+from billing_reconciler.planning.plan import Action
+from billing_reconciler.store import JournalRepository, JournalState, RunRepository
+from billing_reconciler.store import TaxId as StoredTaxId
+from tests.integration.customers.conftest import World
+
+
+def _create_key(world: World, org: str) -> str:
+    [step] = [
+        s for s in world.plan().steps if s.key == f"customer/{org}" and s.action is Action.CREATE
+    ]
+    return step.idempotency_key
+
+
+def _apply_fails(world: World, scope: frozenset[str] | None = None) -> ApplyError:
+    controller = world.controller()
+    with pytest.raises(ApplyError) as raised:
+        controller.apply(controller.plan(PlanOptions(scope=scope)))
+    return raised.value
+
+
+@pytest.fixture(autouse=True)
+def _real_time(world: World) -> None:
+    # Spent keys are the journal's within Stripe's 24 hours, measured on the store's clock.
+    world.now = time.time
+
+
+def test_a_refused_create_is_fixed_by_correcting_the_account(world: World) -> None:
+    world.account("tx1", name="Tx One", tax_ids=(StoredTaxId(type="xx_vat", value="123"),))
+    first = _create_key(world, "tx1")
+    error = _apply_fails(world)
+    assert error.step.key == "customer/tx1"
+    assert world.customers() == []
+    # Refused again with the same parameters: never stuck on the spent key either.
+    assert _create_key(world, "tx1") != first
+
+    world.update("tx1", tax_ids=(StoredTaxId(type="eu_vat", value="DE123456789"),))
+    fixed = _create_key(world, "tx1")
+    assert fixed != first
+    world.apply()
+    [customer] = world.customers()
+    assert customer.metadata["br_key"] == "customer/tx1"
+    assert world.get("tx1").stripe_customer_id == customer.id
+    assert world.plan().converged
+
+
+def test_a_create_of_unknown_outcome_keeps_its_key(world: World) -> None:
+    """Stripe committed the create, the answer was lost (twice: the retry too): the journal
+    says failed, but the key is not spent (a re-sent create replays Stripe's customer)."""
+    world.account("acme", name="Acme")
+    first = _create_key(world, "acme")
+    control = world.emulator.control
+    control.add_fault(method="POST", path_prefix="/v1/customers", nth=1, kind="drop_after_commit")
+    control.add_fault(method="POST", path_prefix="/v1/customers", nth=2, kind="drop_after_commit")
+    _apply_fails(world)
+    assert len(world.customers()) == 1
+    with world.store.session() as session:
+        run = RunRepository(session).latest("customers")
+        assert run is not None
+        [entry] = JournalRepository(session).for_run(run.run_id)
+        spent = JournalRepository(session).spent_step_keys(
+            "test", since=datetime.fromtimestamp(time.time() - 3600, UTC)
+        )
+    assert entry.state is JournalState.FAILED
+    assert first not in spent
+    world.apply()  # the full listing finds the customer: linked
+    assert len(world.customers()) == 1
+    [customer] = world.customers()
+    assert world.get("acme").stripe_customer_id == customer.id
