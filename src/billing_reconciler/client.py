@@ -7,7 +7,8 @@
 Every method is one route; answers are the JSON resources as TypedDicts. An error answer
 raises `BillingAPIError` with the status and the envelope's code, message and details. A
 write that changes Stripe (`put_organization` opening an online account, `create_account`,
-`patch_account`, `register_account`) waits server-side for Stripe's verdict; when that was not
+`patch_account`, `register_account`, `subscribe`, `change_subscription`,
+`cancel_subscription`) waits server-side for Stripe's verdict; when that was not
 in time (or the replica does not write) the server answers 202 and the method raises
 `BillingPending` (the write is recorded: poll `get_account` later; not an error).
 Depends on the standard library and httpx only (any httpx transport works, e.g. an ASGI app).
@@ -152,6 +153,46 @@ class Feature(TypedDict):
     title: str | None
     stripe_feature_id: str | None
     lookup_key: str | None
+
+
+class PendingChange(TypedDict):
+    plan: str | None
+    effective_at: str | None
+    reason: Literal["change", "cancel"]
+
+
+class Subscription(TypedDict):
+    id: str
+    org_id: str
+    stripe_subscription_id: str | None
+    plan: str
+    state: str | None
+    seats: int | None
+    trial_ends_at: str | None
+    current_period_start: str | None
+    current_period_end: str | None
+    cancel_at: str | None
+    canceled_at: str | None
+    pending_change: PendingChange | None
+    created_at: str
+
+
+class SubscriptionPage(TypedDict):
+    data: list[Subscription]
+    next_cursor: str | None
+
+
+class Trialed(TypedDict):
+    plan: str
+    trialed: bool
+    had_plan: bool
+
+
+class Entitlement(TypedDict):
+    feature: str
+    entitled: bool
+    allowed: bool
+    plan: str | None
 
 
 class MemberPage(TypedDict):
@@ -335,6 +376,78 @@ class BillingClient:
         params = {"limit": limit, "cursor": cursor, "start": _time(start), "end": _time(end)}
         path = f"{self._org(org_id)}/billing/transactions"
         return cast(TransactionPage, self._call("GET", path, params=params))
+
+    # --- subscriptions ----------------------------------------------------------------------
+
+    def list_subscriptions(
+        self, org_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> SubscriptionPage:
+        """Newest first: the current subscription and those replaced or ended."""
+        params = {"limit": limit, "cursor": cursor}
+        path = f"{self._org(org_id)}/billing/subscriptions"
+        return cast(SubscriptionPage, self._call("GET", path, params=params))
+
+    def iter_subscriptions(self, org_id: str, *, limit: int = 500) -> Iterator[Subscription]:
+        """Every subscription, following `next_cursor`."""
+        cursor: str | None = None
+        while True:
+            page = self.list_subscriptions(org_id, limit=limit, cursor=cursor)
+            yield from page["data"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
+
+    def get_subscription(self, org_id: str, subscription_id: str) -> Subscription:
+        path = f"{self._org(org_id)}/billing/subscriptions/{_segment(subscription_id)}"
+        return cast(Subscription, self._call("GET", path))
+
+    def subscribe(
+        self,
+        org_id: str,
+        *,
+        plan: str,
+        skip_trial: bool = False,
+        cancel_after_trial: bool = False,
+    ) -> Subscription:
+        """Admin: subscribe without a checkout; waits for Stripe (`BillingPending` on 202)."""
+        body = {"plan": plan, "skip_trial": skip_trial, "cancel_after_trial": cancel_after_trial}
+        path = f"{self._org(org_id)}/billing/subscriptions"
+        return cast(Subscription, self._call("POST", path, json=body))
+
+    def change_subscription(
+        self,
+        org_id: str,
+        subscription_id: str,
+        *,
+        plan: str | None = None,
+        immediate: bool = False,
+        cancel_upcoming_changes: bool = False,
+    ) -> Subscription:
+        """Change the plan (at the period end, or now with `immediate`), or drop the upcoming
+        change (`cancel_upcoming_changes=True`, without `plan`)."""
+        body: dict[str, Any] = (
+            {"cancel_upcoming_changes": True}
+            if cancel_upcoming_changes
+            else {"plan": plan, "immediate": immediate}
+        )
+        path = f"{self._org(org_id)}/billing/subscriptions/{_segment(subscription_id)}/change"
+        return cast(Subscription, self._call("POST", path, json=body))
+
+    def cancel_subscription(
+        self, org_id: str, subscription_id: str, *, immediate: bool = False
+    ) -> Subscription:
+        """Cancel at the current period end, or now (`immediate`)."""
+        path = f"{self._org(org_id)}/billing/subscriptions/{_segment(subscription_id)}/cancel"
+        return cast(Subscription, self._call("POST", path, json={"immediate": immediate}))
+
+    def trialed(self, org_id: str, plan: str) -> Trialed:
+        """Whether the account had the plan's trial (or the plan: a trial only once)."""
+        path = f"{self._org(org_id)}/billing/plans/{_segment(plan)}/trialed"
+        return cast(Trialed, self._call("GET", path))
+
+    def check_entitlement(self, org_id: str, feature: str) -> Entitlement:
+        path = f"{self._org(org_id)}/billing/entitlements/{_segment(feature)}"
+        return cast(Entitlement, self._call("GET", path))
 
     # --- admin ------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     field_validator,
+    model_validator,
 )
 
 from billing_reconciler.money import is_valid_currency
@@ -324,3 +325,115 @@ class Feature(ResponseBody):
     title: str | None
     stripe_feature_id: str | None
     lookup_key: str | None
+
+
+# --- subscriptions (DESIGN §16, §19) ------------------------------------------------------
+
+PlanName = Annotated[StrictStr, Field(min_length=1, max_length=255)]
+
+
+class SubscribeIn(RequestBody):
+    """`POST .../subscriptions` (admin): subscribe without a checkout."""
+
+    plan: PlanName
+    skip_trial: StrictBool = False
+    cancel_after_trial: StrictBool = False
+
+
+class PlanChangeIn(RequestBody):
+    """Frontier's `{plan_change: {plan, immediate}}` form of a change."""
+
+    plan: PlanName
+    immediate: StrictBool = False
+
+
+class ChangeIn(RequestBody):
+    """`POST .../subscriptions/{id}/change`: `{plan, immediate?}` (or Frontier's
+    `{plan_change: {plan, immediate?}}`), or `{cancel_upcoming_changes: true}`; exactly one."""
+
+    plan: PlanName | None = None
+    immediate: StrictBool | None = None
+    plan_change: PlanChangeIn | None = None
+    cancel_upcoming_changes: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ChangeIn:
+        forms = [
+            name
+            for name, given in (
+                ("plan", self.plan is not None),
+                ("plan_change", self.plan_change is not None),
+                ("cancel_upcoming_changes", self.cancel_upcoming_changes is not None),
+            )
+            if given
+        ]
+        if len(forms) != 1:
+            raise ValueError(
+                "send exactly one of {plan, immediate?}, {plan_change: {plan, immediate?}} "
+                f"and {{cancel_upcoming_changes: true}} (got {', '.join(forms) or 'none'})"
+            )
+        if self.cancel_upcoming_changes is False:
+            raise ValueError("cancel_upcoming_changes can only be true")
+        if self.immediate is not None and self.plan is None:
+            raise ValueError("immediate goes with plan")
+        return self
+
+    @property
+    def target(self) -> tuple[str, bool] | None:
+        """The plan to change to and whether at once; None for cancel_upcoming_changes."""
+        if self.plan_change is not None:
+            return self.plan_change.plan, self.plan_change.immediate
+        if self.plan is not None:
+            return self.plan, bool(self.immediate)
+        return None
+
+
+class CancelIn(RequestBody):
+    """`POST .../subscriptions/{id}/cancel`: now, or at the current period end (default)."""
+
+    immediate: StrictBool = False
+
+
+class PendingChangeOut(ResponseBody):
+    plan: str | None = Field(description="The plan changed to; null for a cancel.")
+    effective_at: Timestamp | None = Field(
+        description="When it takes effect (the period end, or the request's time when "
+        "immediate); null while the period end is not known yet."
+    )
+    reason: Literal["change", "cancel"]
+
+
+class Subscription(ResponseBody):
+    """An account's subscription: `id` is the intent recorded in the store; the Stripe
+    fields are the store's mirror of the Stripe subscription, null until it is mirrored."""
+
+    id: str
+    org_id: str
+    stripe_subscription_id: str | None
+    plan: str
+    state: str | None = Field(description="Stripe's status; null until mirrored.")
+    seats: int | None
+    trial_ends_at: Timestamp | None
+    current_period_start: Timestamp | None
+    current_period_end: Timestamp | None
+    cancel_at: Timestamp | None
+    canceled_at: Timestamp | None
+    pending_change: PendingChangeOut | None
+    created_at: Timestamp
+
+
+class Trialed(ResponseBody):
+    plan: str
+    trialed: bool = Field(description="The account had a trial of the plan.")
+    had_plan: bool = Field(
+        description="The account held the plan (now or before): its trial is used up."
+    )
+
+
+class Entitlement(ResponseBody):
+    feature: str
+    entitled: bool = Field(
+        description="An active or trialing subscription's plan has a product carrying it."
+    )
+    allowed: bool = Field(description="The same as `entitled` (DESIGN §19's name).")
+    plan: str | None = Field(description="The plan granting it; null when not entitled.")

@@ -35,6 +35,7 @@ from billing_reconciler.api.routing import (
     accepted_response,
     error_responses,
 )
+from billing_reconciler.api.subscriptions import check_seat_limit
 from billing_reconciler.api.verdicts import accepted, is_pending, raise_if_refused
 from billing_reconciler.store import (
     AccountRepository,
@@ -44,6 +45,7 @@ from billing_reconciler.store import (
     OrganizationRecord,
     OrganizationRepository,
 )
+from billing_reconciler.store.subscriptions import lock_organization
 
 TestClockHeader = Annotated[
     str | None,
@@ -149,15 +151,20 @@ def organizations_router(context: ApiContext) -> APIRouter:
     @router.put(
         "/{org}/members/{user}",
         response_model=Member,
-        responses={201: {"model": Member}, **error_responses(404)},
+        responses={201: {"model": Member}, **error_responses(404, 409)},
     )
     def put_member(org: OrgId, user: UserId, body: MemberIn, response: Response) -> Member:
-        """Add or update a member (201 when added)."""
+        """Add or update a member (201 when added). Adding one beyond a per-seat product's
+        `seat_limit` of the account's plan is 409 `seat_limit_reached` and records nothing
+        (the org row is locked while counting, so concurrent adds never overshoot)."""
         with context.store.session() as session:
             require_org(session, org)
+            lock_organization(session, org)
             record, created = MemberRepository(session, clock=context.clock).upsert(
                 org, user, email=body.email, role=body.role
             )
+            if created:
+                check_seat_limit(context, session, org)  # raises: the add is rolled back
         context.reconcile_customer(org, "member upserted")
         response.status_code = 201 if created else 200
         return member(record)

@@ -1089,3 +1089,19 @@ class PlanHistoryRepository:
             .with_for_update()
             .execution_options(populate_existing=True)
         ).first()
+
+
+# --- seat checks (the host API's member writes) ---------------------------------------------
+
+
+def lock_organization(session: Session, org_id: str) -> bool:
+    """Lock the org's row until the transaction ends, so concurrent member adds of one org
+    count their seats one after the other (DESIGN §16 `seat_limit`: never overshot). False
+    when there is no such org. On SQLite the store's IMMEDIATE transactions already run
+    writers one at a time."""
+    from billing_reconciler.store.tables import OrganizationModel
+
+    found = session.scalar(
+        select(OrganizationModel.org_id).where(OrganizationModel.org_id == org_id).with_for_update()
+    )
+    return found is not None
