@@ -259,6 +259,9 @@ class ReconcileConfig(_Frozen):
     """Archive managed objects that were removed from YAML (otherwise: list them as orphans)."""
     max_archive_fraction: Annotated[StrictFloat | StrictInt, Field(ge=0, le=1)] = 0.25
     """Refuse a plan archiving more than this fraction of managed objects (a ratio 0-1)."""
+    max_fleet_change_fraction: Annotated[StrictFloat | StrictInt, Field(ge=0, le=1)] = 0.1
+    """Refuse a plan that cancels, downgrades or reprices more than this fraction of a fleet
+    domain's live objects (subscriptions; a ratio 0-1) without --allow-mass-change."""
     drift: Literal["correct", "warn"] = "correct"
     """What to do when someone edited a field we manage in Stripe."""
     rate_limit_per_second: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = None

@@ -9,22 +9,30 @@ domain's name.
 `domains.base`), the domain's reader (its observation I/O) and its step executors. The
 controller does the shared part: last-applied state and spent idempotency keys from the store,
 targeted scopes, the saved-plan checks, the run table, apply through the `Applier`, the
-convergence re-plan.
+convergence re-plan. It also guards and states what a domain's plan says of its fleet
+(DESIGN §14), never knowing which domain it is:
+- the mass-change guard: a plan whose `Step.mass_change` steps touch more than
+  `reconcile.max_fleet_change_fraction` of the plan's `population` (objects counted once by
+  their request key, `scope_of`) is refused without `PlanOptions.allow_mass_change`;
+- settings that apply only to future events (the domain's optional `future_only_settings`):
+  their values are kept in the store when a pass applies (or finds nothing to do while
+  writing), and a plan states each one changed since then (`Plan.future_only`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from billing_reconciler.apply import Applier, StepExecutor, StepOutcome
 from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.domains.base import Domain, PlanContext, PlanOptions
+from billing_reconciler.model import JSONValue
 from billing_reconciler.planning.builder import AppliedState
-from billing_reconciler.planning.plan import Plan, Reason
+from billing_reconciler.planning.plan import Plan, Reason, SettingChange
 from billing_reconciler.planning.scope import restrict_to
 from billing_reconciler.planning.serialize import plan_to_dict
 from billing_reconciler.store import (
@@ -111,11 +119,84 @@ class Controller:
         plan = self.domain.plan(desired, observed, context)
         if options.scope is not None:
             plan = restrict_to(plan, options.scope, self.domain.scope_of)
+        plan = self.domain.annotate(plan, reader)
+        plan = self._guard_mass_change(plan, options)
+        future_only = self._future_only_changes()
+        if future_only:
+            plan = replace(plan, future_only=future_only)
         return Planned(
-            plan=self.domain.annotate(plan, reader),
-            desired_fields=self.domain.desired_fields(desired),
-            options=options,
+            plan=plan, desired_fields=self.domain.desired_fields(desired), options=options
         )
+
+    # --- the fleet: mass changes, settings for future events ------------------------------
+
+    def _guard_mass_change(self, plan: Plan, options: PlanOptions) -> Plan:
+        if options.allow_mass_change:
+            return plan
+        counted = {self.domain.scope_of(s.key) or s.key for s in plan.steps if s.mass_change}
+        if not counted:
+            return plan
+        if plan.population is None:
+            return replace(
+                plan,
+                warnings=(
+                    *plan.warnings,
+                    f"{len(counted):,} object(s) would be cancelled, downgraded or repriced, "
+                    "but the plan states no live population: the mass-change guard cannot "
+                    "weigh them",
+                ),
+            )
+        limit = float(self.state.config.reconcile.max_fleet_change_fraction)
+        live = plan.population.count
+        fraction = len(counted) / max(live, 1)
+        if fraction <= limit:
+            return plan
+        noun = plan.population.noun + ("" if live == 1 else "s")
+        refusal = (
+            f"the plan would cancel, downgrade or reprice {len(counted):,} of {live:,} live "
+            f"{noun} ({fraction:.1%} > reconcile.max_fleet_change_fraction "
+            f"{limit * 100:g}%). Re-run with --allow-mass-change if this is intended"
+        )
+        return replace(plan, refusals=(*plan.refusals, refusal))
+
+    @property
+    def future_only_settings(self) -> tuple[str, ...]:
+        """The domain's settings that apply only to future events (none unless it says)."""
+        return tuple(getattr(self.domain, "future_only_settings", ()))
+
+    def _settings_key(self) -> str:
+        return f"settings_in_force/{self.installation_id}/{self.domain.name}"
+
+    def _setting_values(self, settings: Sequence[str]) -> dict[str, JSONValue]:
+        config = self.state.config.model_dump(mode="json")
+        return {setting: _dig(config, setting) for setting in settings}
+
+    def _future_only_changes(self) -> tuple[SettingChange, ...]:
+        settings = self.future_only_settings
+        if not settings:
+            return ()
+        with self.store.session() as session:
+            recorded = ControllerStateRepository(session).read(self._settings_key())
+        if recorded is None:
+            return ()  # never applied with them: nothing to compare with
+        current = self._setting_values(settings)
+        return tuple(
+            SettingChange(setting=setting, before=recorded[setting], after=current[setting])
+            for setting in settings
+            if setting in recorded and recorded[setting] != current[setting]
+        )
+
+    def record_settings_in_force(self) -> None:
+        """Keep the values of the domain's future-only settings as in force: an apply (or a
+        writing pass with nothing to do) ran with them."""
+        settings = self.future_only_settings
+        if not settings:
+            return
+        values = dict(self._setting_values(settings))
+        with self.store.session() as session:
+            repository = ControllerStateRepository(session)
+            if repository.read(self._settings_key()) != values:
+                repository.write(self._settings_key(), values)
 
     def _context(self, options: PlanOptions) -> PlanContext:
         spent, salt = self._key_history()
@@ -210,6 +291,7 @@ class Controller:
         converged = residual.converged
         if converged:
             self._settle_abandoned(run_id)
+            self.record_settings_in_force()
         self._finish_run(
             run_id,
             RunResult.APPLIED if converged else RunResult.FAILED,
@@ -254,6 +336,16 @@ class Controller:
         summary = {**plan.counts(), "drift": len(plan.drift), "orphans": len(plan.orphans)}
         with self.store.session() as session:
             RunRepository(session).finish(run_id, result, summary, error)
+
+
+def _dig(data: Mapping[str, Any], path: str) -> JSONValue:
+    """The value at a dotted path of the config's JSON (None when there is none)."""
+    value: Any = data
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value  # type: ignore[no-any-return]
 
 
 def _step_view(plan: Plan) -> list[Any]:

@@ -179,6 +179,7 @@ class RunRequest:
     use_emulator: bool
     wait_lock_seconds: float = 0.0
     ignore_suspension: bool = False
+    allow_mass_change: bool = False
 
 
 def run(request: RunRequest, registrations: Sequence[Registration] = DOMAINS) -> int:
@@ -242,6 +243,9 @@ def _plan_and_maybe_apply(
     if any(plan.refused for plan in plans):
         raise CliError("the plan was refused; nothing was applied")
     if not any(plan.has_work for plan in plans):
+        # Nothing to apply: the desired settings are in force as they are.
+        for controller, _ in planned:
+            controller.record_settings_in_force()
         adoptable = sum(len(plan.adoptable) for plan in plans)
         return EXIT_OK if not adoptable else _adoption_pending(adoptable)
     _confirm(request.auto_approve)
@@ -257,7 +261,11 @@ def _plan_all(
         if unknown:
             raise CliError(f"the saved plan has sections for unknown domains: {unknown}")
         return [(c, c.check_saved_plan(_saved_section(saved, c))) for c in controllers]
-    options = PlanOptions(adopt_all=request.adopt, allow_mass_archive=request.allow_mass_archive)
+    options = PlanOptions(
+        adopt_all=request.adopt,
+        allow_mass_archive=request.allow_mass_archive,
+        allow_mass_change=request.allow_mass_change,
+    )
     return [(controller, controller.plan(options)) for controller in controllers]
 
 
@@ -394,6 +402,13 @@ def register(app: typer.Typer) -> None:
         allow_mass_archive: Annotated[
             bool, typer.Option("--allow-mass-archive", help="Allow archiving beyond the guard.")
         ] = False,
+        allow_mass_change: Annotated[
+            bool,
+            typer.Option(
+                "--allow-mass-change",
+                help="Allow cancelling, downgrading or repricing live objects beyond the guard.",
+            ),
+        ] = False,
         emulator: Annotated[
             bool, typer.Option("--emulator", help="Use the embedded Stripe emulator.")
         ] = False,
@@ -430,6 +445,7 @@ def register(app: typer.Typer) -> None:
             use_emulator=emulator,
             wait_lock_seconds=wait_lock,
             ignore_suspension=ignore_suspension,
+            allow_mass_change=allow_mass_change,
         )
         run_and_exit(lambda: run(request), log_level=log_level)
 

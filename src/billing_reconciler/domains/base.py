@@ -21,6 +21,14 @@ What a domain states (all of it pure; no store, no gateway, no SQL or Stripe imp
   belongs to, or None; a targeted request keeps only the steps whose `scope_of` is in scope;
 - `event_routes`: the Stripe event types (or prefixes) it reconciles on, each with the pure
   function naming the request keys an event's object asks for (`domains.event_routes`).
+
+Optional, read by the controller when a domain has them (DESIGN §14, fleet changes):
+- `future_only_settings: tuple[str, ...]`: dotted `billing.yaml` paths
+  (`billing.plan_change.proration_behavior`) that apply only to future events; a change of
+  one since the last apply is stated on the plan (`Plan.future_only`), nothing rewritten.
+Facts a domain states on its plan for the shared renderers and guards: `Step.causes` (the
+settings a fleet rewrite follows from: grouped and printed), `Step.mass_change` with
+`Plan.population` (the mass-change guard), `Plan.notices` (per-object refusals and waits).
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ from billing_reconciler.planning.plan import Plan
 class PlanOptions:
     adopt_all: bool = False
     allow_mass_archive: bool = False
+    # Allow cancelling, downgrading or repricing more than
+    # `reconcile.max_fleet_change_fraction` of a domain's live objects (`--allow-mass-change`).
+    allow_mass_change: bool = False
     # Request keys a targeted (webhook-triggered) reconcile is limited to; None = everything.
     scope: frozenset[str] | None = None
 

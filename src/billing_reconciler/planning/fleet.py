@@ -1,9 +1,13 @@
 """Rendering a fleet domain's plan (customers, later subscriptions): identical changes grouped.
 
-A fleet plan may hold a step per customer. Steps with the same action, kind, reason and
-changed fields form a group; a group of `GROUP_MIN` or more is one line
-(`+ 1,204 customers to create  (new)`) with its fields, the values when every step of the
-group shares them, and a few example keys; smaller groups are listed step by step. The JSON
+A fleet plan may hold a step per customer. Steps with the same action, kind, reason, changed
+fields and cause (the settings a step names in `Step.causes`) form a group; within it, the
+steps that also share their values form a group of their own when there are `GROUP_MIN` or
+more of them. A group of `GROUP_MIN` or more is one line (`+ 1,204 customers to create
+(new)`) with its fields, the values when every step of the group shares them, and a few
+example keys; smaller groups are listed step by step. A caused group names its cause where
+the reason would be, on one line when it changes one field
+(`~ 1,204 subscriptions: automatic_tax false -> true  (billing.stripe_auto_tax)`). The JSON
 plan still has every step (DESIGN §14). Field changes show their direction: `->` pushed to
 Stripe, `<-` pulled from Stripe into the store; a conflict (both sides changed since the last
 apply) is flagged, local having won, and listed with both sides' values. The domain's
@@ -19,7 +23,14 @@ from dataclasses import replace
 from typing import Final
 
 from billing_reconciler.model import JSONValue
-from billing_reconciler.planning.plan import Action, DriftItem, Plan, Reason, Step
+from billing_reconciler.planning.plan import (
+    Action,
+    DriftItem,
+    Plan,
+    Reason,
+    Step,
+    canonical_json,
+)
 from billing_reconciler.planning.render import (
     LEGEND,
     SYMBOLS,
@@ -42,15 +53,40 @@ _CREATE_HIDDEN: Final = frozenset({"installation_id", "revision", "org_id", "onb
 
 
 def _signature(step: Step) -> tuple[object, ...]:
-    return (step.action, step.kind, step.reason, tuple((c.path, c.drift) for c in step.changes))
+    return (
+        step.action,
+        step.kind,
+        step.reason,
+        tuple((c.path, c.drift) for c in step.changes),
+        step.causes,
+    )
+
+
+def _values(step: Step) -> str:
+    return canonical_json([[c.before, c.after] for c in step.changes])
 
 
 def group_steps(steps: Sequence[Step]) -> list[list[Step]]:
-    """Steps grouped by signature, groups in order of first appearance."""
+    """Steps grouped by signature, groups in order of first appearance. Within a signature,
+    the steps sharing their values too (`GROUP_MIN` or more of them) are a group of their
+    own (`1,000 false -> true` apart from `4 true -> false`); the rest stay together."""
     groups: dict[tuple[object, ...], list[Step]] = {}
     for step in steps:
         groups.setdefault(_signature(step), []).append(step)
-    return list(groups.values())
+    result: list[list[Step]] = []
+    for members in groups.values():
+        by_values: dict[str, list[Step]] = {}
+        for step in members:
+            by_values.setdefault(_values(step), []).append(step)
+        if len(by_values) == 1:
+            result.append(members)
+            continue
+        large = [group for group in by_values.values() if len(group) >= GROUP_MIN]
+        rest = [step for group in by_values.values() if len(group) < GROUP_MIN for step in group]
+        result += large
+        if rest:
+            result.append(rest)
+    return result
 
 
 def _noun(kind: str, count: int) -> str:
@@ -117,14 +153,19 @@ def _change_lines(step: Step) -> list[str]:
     return lines
 
 
+def _why(step: Step) -> str:
+    """What the parenthesis after a step or group names: its cause, else its reason."""
+    return ", ".join(step.causes) if step.causes else step.reason.value
+
+
 def _step_text(step: Step) -> list[str]:
     target = f" {step.stripe_id}" if step.stripe_id else ""
-    lines = [f"  {SYMBOLS[step.action]} {step.key}{target}  ({step.reason.value})"]
+    lines = [f"  {SYMBOLS[step.action]} {step.key}{target}  ({_why(step)})"]
     if step.changes:
         lines += _change_lines(step)
     elif step.action is Action.CREATE:
         shown = {k: v for k, v in step.params.items() if k not in _CREATE_HIDDEN}
-        body = render_text(replace(_EMPTY, steps=(replace(step, params=shown),)))
+        body = render_text(replace(_EMPTY, steps=(replace(step, params=shown, causes=()),)))
         lines += [line for line in body.splitlines() if line.startswith("      ")]
     if step.impact:
         lines.append(f"      ! {step.impact}")
@@ -134,18 +175,33 @@ def _step_text(step: Step) -> list[str]:
 def _group_text(group: Sequence[Step]) -> list[str]:
     first = group[0]
     count = len(group)
-    lines = [
-        f"  {SYMBOLS[first.action]} {count:,} {_noun(first.kind, count)} {_verb(first)}"
-        f"  ({first.reason.value})"
-    ]
-    if _same_changes(group):
-        lines += _change_lines(first)
-    elif first.changes:
-        lines.append(f"      {_differing_fields(first)}")
+    head = f"  {SYMBOLS[first.action]} {count:,} {_noun(first.kind, count)}"
+    single = _single_leaf(group)
+    if single is not None:
+        # DESIGN §14: `~ 1,204 subscriptions: automatic_tax false -> true  (billing....)`
+        path, before, after = single
+        lines = [f"{head}: {path} {before} -> {after}  ({_why(first)})"]
+    else:
+        lines = [f"{head} {_verb(first)}  ({_why(first)})"]
+        if _same_changes(group):
+            lines += _change_lines(first)
+        elif first.changes:
+            lines.append(f"      {_differing_fields(first)}")
     lines.append(f"      e.g. {_examples(group, lambda key: key)}")
     if first.impact:
         lines.append(f"      ! {first.impact}")
     return [*lines, ""]
+
+
+def _single_leaf(group: Sequence[Step]) -> tuple[str, str, str] | None:
+    """The one field a caused group of pushes changes, when they all change it alike."""
+    first = group[0]
+    if not first.causes or _direction(first) != "push" or not _same_changes(group):
+        return None
+    leaves = [leaf for change in first.changes for leaf in leaf_changes(change, None)]
+    if len(leaves) != 1 or any(change.drift for change in first.changes):
+        return None
+    return leaves[0]
 
 
 def _same_changes(group: Sequence[Step]) -> bool:

@@ -85,6 +85,14 @@ class Step:
     # Steps with the same batch are independent of each other (one phase of DESIGN §7's
     # order) and may be sent concurrently; None: a batch of its own.
     batch: int | None = None
+    # What caused a fleet rewrite: the settings (`billing.stripe_auto_tax`) whose change makes
+    # this step; empty for a change of the object's own facts. A fleet plan groups by it and
+    # prints it after the group line (DESIGN §14).
+    causes: tuple[str, ...] = ()
+    # Counted by the mass-change guard (DESIGN §14): the step cancels, downgrades or reprices
+    # a live object. The controller refuses a plan whose counted objects exceed
+    # `reconcile.max_fleet_change_fraction` of the plan's `population`.
+    mass_change: bool = False
 
     @property
     def destructive(self) -> bool:
@@ -113,6 +121,25 @@ class Notice:
 
 
 @dataclass(frozen=True, slots=True)
+class Population:
+    """The live objects of a domain (e.g. 1,204 subscriptions): what the mass-change guard
+    takes its fraction of. `noun` is the singular a message names them by."""
+
+    count: int
+    noun: str
+
+
+@dataclass(frozen=True, slots=True)
+class SettingChange:
+    """A setting changed since the last apply that applies only to future events: nothing
+    live is rewritten, and the plan says so (DESIGN §14)."""
+
+    setting: str
+    before: JSONValue
+    after: JSONValue
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     steps: tuple[Step, ...]
     installation_id: str
@@ -130,6 +157,13 @@ class Plan:
     # while Stripe shows they were applied: no change to Stripe or to what the host sees, so
     # they are neither "changes pending" nor counted; apply writes them after the steps.
     restores: tuple[Step, ...] = ()
+    # Objects the plan refuses to change or that wait for something (a plan the account
+    # cannot have, an offline account): per object, never a step; no change pending.
+    notices: tuple[Notice, ...] = ()
+    # Settings changed since the last apply that apply only to future events.
+    future_only: tuple[SettingChange, ...] = ()
+    # The live objects the domain manages, when it states them (the mass-change guard).
+    population: Population | None = None
 
     @property
     def has_changes(self) -> bool:

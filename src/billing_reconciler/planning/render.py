@@ -12,7 +12,15 @@ from typing import Any
 
 from billing_reconciler.model import INVENTORY_METADATA_KEYS, OWNERSHIP_METADATA_KEYS, JSONValue
 from billing_reconciler.money import format_amount, is_valid_currency
-from billing_reconciler.planning.plan import Action, FieldChange, Plan, Ref, Step
+from billing_reconciler.planning.plan import (
+    Action,
+    FieldChange,
+    Notice,
+    Plan,
+    Ref,
+    SettingChange,
+    Step,
+)
 
 SYMBOLS: Mapping[Action, str] = {
     Action.CREATE: "+",
@@ -78,9 +86,40 @@ def _step_text(step: Step) -> list[str]:
                 lines.append(f"      {path}: {before} -> {after}{note}")
     elif step.action in (Action.CREATE, Action.SUPERSEDE):
         lines += [f"      {path}: {value}" for path, value in _flatten(step.params, currency)]
+    if step.causes:
+        lines.append(f"      {causes_text(step.causes)}")
     if step.impact:
         lines.append(f"      ! {step.impact}")
     return [*lines, ""]
+
+
+def causes_text(causes: Sequence[str]) -> str:
+    """`caused by billing.stripe_auto_tax`: the settings a fleet rewrite follows from."""
+    return "caused by " + ", ".join(causes)
+
+
+NOTICES_TITLE = "Refused or waiting"
+
+
+def notices_title(notices: Sequence[Notice]) -> str:
+    """The heading of the per-object refusals and waits: left alone, nothing pending."""
+    return f"{NOTICES_TITLE} ({len(notices)}; left alone, nothing pending)"
+
+
+FUTURE_ONLY_TITLE = (
+    "Settings changed since the last apply that apply to future events only "
+    "(nothing live is rewritten)"
+)
+
+
+def future_only_line(plan: Plan, change: SettingChange) -> str:
+    """`billing.plan_change.proration_behavior changed ("a" -> "b"): applies to future
+    events only; no live subscription rewritten`."""
+    noun = plan.population.noun if plan.population is not None else "object"
+    return (
+        f"{change.setting} changed ({_json(change.before)} -> {_json(change.after)}): "
+        f"applies to future events only; no live {noun} rewritten"
+    )
 
 
 def _sections_text(plan: Plan) -> list[str]:
@@ -103,6 +142,14 @@ def _sections_text(plan: Plan) -> list[str]:
             lines.append(title)
             lines += [f"  ? {n.kind} {n.key} {n.stripe_id or ''}: {n.message}" for n in notices]
             lines.append("")
+    if plan.notices:
+        lines.append(notices_title(plan.notices) + ":")
+        lines += [_notice_text(n) for n in plan.notices]
+        lines.append("")
+    if plan.future_only:
+        lines.append(FUTURE_ONLY_TITLE + ":")
+        lines += [f"  i {future_only_line(plan, c)}" for c in plan.future_only]
+        lines.append("")
     if plan.restores:
         lines.append(restores_title(plan.restores) + ":")
         lines += [f"  + {restore_line(step)}" for step in plan.restores]
@@ -112,6 +159,11 @@ def _sections_text(plan: Plan) -> list[str]:
     if plan.refusals:
         lines += ["Refused:", *(f"  x {r}" for r in plan.refusals), ""]
     return lines
+
+
+def _notice_text(notice: Notice) -> str:
+    target = f" {notice.stripe_id}" if notice.stripe_id else ""
+    return f"  x {notice.kind} {notice.key}{target}: {notice.message}"
 
 
 def restores_title(restores: Sequence[Step]) -> str:
@@ -170,11 +222,16 @@ def markdown_row(step: Step, *, action: str, target: str, changes: Sequence[str]
     """One row: symbol (destructive steps flagged), action, object, reason, changes and the
     step's impact, each line of a cell separated by `<br>`."""
     flag = "⚠️ **destructive**" if step.destructive else ""
-    notes = [*changes, *([f"⚠️ {step.impact}"] if step.impact else [])]
+    cause = [causes_markdown(step.causes)] if step.causes else []
+    notes = [*changes, *cause, *([f"⚠️ {step.impact}"] if step.impact else [])]
     cell = "<br>".join(markdown_cell(note) for note in notes)
     return (
         f"| `{SYMBOLS[step.action]}` {flag} | {action} | {target} | {step.reason.value} | {cell} |"
     )
+
+
+def causes_markdown(causes: Sequence[str]) -> str:
+    return "caused by " + ", ".join(f"`{c}`" for c in causes)
 
 
 def markdown_cell(text: str) -> str:
@@ -183,13 +240,25 @@ def markdown_cell(text: str) -> str:
 
 
 def markdown_notices(plan: Plan) -> list[str]:
-    """Orphans, objects awaiting adoption, store records to write, warnings."""
+    """Orphans, objects awaiting adoption, refused or waiting objects, settings that apply to
+    future events only, store records to write, warnings."""
     lines: list[str] = []
     for title, notices in (("Orphans", plan.orphans), ("Awaiting adoption", plan.adoptable)):
         if notices:
             lines += [f"<details><summary>{title} ({len(notices)})</summary>", ""]
             lines += [f"- `{n.key}` {n.stripe_id or ''}: {n.message}" for n in notices]
             lines += ["", "</details>", ""]
+    if plan.notices:
+        lines += [f"<details><summary>{notices_title(plan.notices)}</summary>", ""]
+        lines += [
+            f"- `{n.key}`" + (f" `{n.stripe_id}`" if n.stripe_id else "") + f": {n.message}"
+            for n in plan.notices
+        ]
+        lines += ["", "</details>", ""]
+    if plan.future_only:
+        lines += [f"**{FUTURE_ONLY_TITLE}**", ""]
+        lines += [f"- {_code_setting(future_only_line(plan, c), c)}" for c in plan.future_only]
+        lines.append("")
     if plan.restores:
         lines += [f"<details><summary>{restores_title(plan.restores)}</summary>", ""]
         lines += [f"- `{step.key}` {_restore_detail(step)}" for step in plan.restores]
@@ -197,6 +266,10 @@ def markdown_notices(plan: Plan) -> list[str]:
     if plan.warnings:
         lines += ["**Warnings**", "", *(f"- {w}" for w in plan.warnings), ""]
     return lines
+
+
+def _code_setting(line: str, change: SettingChange) -> str:
+    return line.replace(change.setting, f"`{change.setting}`", 1)
 
 
 def markdown_footer(plan: Plan) -> str:

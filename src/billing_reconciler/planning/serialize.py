@@ -17,8 +17,10 @@ from billing_reconciler.planning.plan import (
     FieldChange,
     Notice,
     Plan,
+    Population,
     Reason,
     Ref,
+    SettingChange,
     Step,
     from_jsonable,
     to_jsonable,
@@ -54,6 +56,13 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "refusals": list(plan.refusals),
         "known_ids": dict(plan.known_ids),
         "restores": [_step_to_dict(step) for step in plan.restores],
+        "notices": [_notice_to_dict(n) for n in plan.notices],
+        "future_only": [
+            {"setting": c.setting, "before": c.before, "after": c.after} for c in plan.future_only
+        ],
+        "population": None
+        if plan.population is None
+        else {"count": plan.population.count, "noun": plan.population.noun},
     }
 
 
@@ -84,6 +93,8 @@ def _step_to_dict(step: Step) -> dict[str, Any]:
         "destructive": step.destructive,
         "idempotency_key": step.idempotency_key,
         "batch": step.batch,
+        "causes": list(step.causes),
+        "mass_change": step.mass_change,
     }
 
 
@@ -139,7 +150,19 @@ def _plan_from_dict(data: dict[str, Any]) -> Plan:
         refusals=tuple(data["refusals"]),
         known_ids=dict(data["known_ids"]),
         restores=tuple(_step_from_dict(s) for s in data.get("restores", [])),
+        notices=tuple(_notice_from_dict(n) for n in data.get("notices", [])),
+        future_only=tuple(
+            SettingChange(setting=str(c["setting"]), before=c["before"], after=c["after"])
+            for c in data.get("future_only", [])
+        ),
+        population=_population(data.get("population")),
     )
+
+
+def _population(data: Any) -> Population | None:
+    if data is None:
+        return None
+    return Population(count=int(data["count"]), noun=str(data["noun"]))
 
 
 def _step_from_dict(data: dict[str, Any]) -> Step:
@@ -164,6 +187,8 @@ def _step_from_dict(data: dict[str, Any]) -> Step:
         impact=data["impact"],
         idempotency_key=data["idempotency_key"],
         batch=data.get("batch"),
+        causes=tuple(str(c) for c in data.get("causes", [])),
+        mass_change=bool(data.get("mass_change", False)),
     )
 
 

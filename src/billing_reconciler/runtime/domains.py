@@ -171,6 +171,9 @@ class DomainRunner:
         suspension = self._suspension()
         if plan.has_work and suspension is None and may_write():
             return self._apply(controller, planned, request, run_id, may_write)
+        if not plan.has_work and suspension is None and may_write():
+            # The writer found nothing to do: the desired settings are in force as they are.
+            controller.record_settings_in_force()
         controller.record_dry_run(plan, run_id=run_id)
         result = RunResult.CHANGES_PENDING if plan.has_changes else RunResult.NO_CHANGES
         _log_plan_only(plan, result, suspension)

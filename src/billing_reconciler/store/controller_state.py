@@ -78,6 +78,19 @@ class ControllerStateRepository:
         ).scalar_one_or_none()
         return str(value.get("id", "")) if isinstance(value, dict) else ""
 
+    def read(self, key: str) -> dict[str, Any] | None:
+        """A fact the controller keeps under `key` (keys hold a `/`, never one above)."""
+        value = self._session.execute(
+            select(ControllerStateModel.value).where(ControllerStateModel.key == key)
+        ).scalar_one_or_none()
+        return dict(value) if isinstance(value, dict) else None
+
+    def write(self, key: str, value: dict[str, Any]) -> None:
+        """Keep `value` under `key` (replacing what was there)."""
+        if "/" not in key:
+            raise ValueError(f"controller state key {key!r} must hold a '/'")
+        self._put(key, value, self._clock())
+
     def _put(self, key: str, value: dict[str, Any], now: datetime) -> None:
         self._session.execute(
             dialect_insert(self._session, ControllerStateModel)

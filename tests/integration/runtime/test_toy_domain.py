@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from billing_reconciler.apply import Done, record_last_applied
+from billing_reconciler.cli.common import CliError
 from billing_reconciler.cli.reconcile_cmd import Format, RunRequest, run
 from billing_reconciler.cli.status_cmd import _desired_report, collect_status
 from billing_reconciler.controller import Registration
@@ -29,6 +30,7 @@ from billing_reconciler.planning.plan import (
     Action,
     FieldChange,
     Plan,
+    Population,
     Reason,
     Step,
     canonical_json,
@@ -37,6 +39,7 @@ from billing_reconciler.planning.plan import (
 from billing_reconciler.registry import CATALOG, check_unique_kinds
 from billing_reconciler.runtime.domains import DomainRunner
 from billing_reconciler.runtime.events import ReconcileRequest
+from billing_reconciler.runtime.queue import PermanentError
 from billing_reconciler.store import (
     JournalRepository,
     JournalState,
@@ -299,3 +302,127 @@ def test_a_step_kind_without_an_executor_fails_before_it_is_journaled(
 def test_two_domains_may_not_claim_one_step_kind(toy: Registration) -> None:
     with pytest.raises(ValueError, match="planned by both"):
         check_unique_kinds((toy, toy))
+
+
+# --- the fleet facts a domain states: the mass-change guard, future-only settings ----------
+
+PRORATION = "billing.plan_change.proration_behavior"
+
+
+class FleetToy(ToyDomain):
+    """The toy as a fleet domain: an edited greeting put back is a change the mass-change
+    guard counts; it states its live population and a setting that applies to the future."""
+
+    future_only_settings = (PRORATION,)
+
+    def plan(self, desired: dict[str, str], observed: dict[str, str], context: PlanContext) -> Plan:
+        plan = super().plan(desired, observed, context)
+        steps = tuple(
+            replace(step, mass_change=step.action is Action.UPDATE, causes=("billing.toy",))
+            for step in plan.steps
+        )
+        return replace(plan, steps=steps, population=Population(len(observed), GREETING))
+
+
+@pytest.fixture
+def fleet_toy(world: ToyWorld) -> Registration:
+    return Registration(
+        domain=FleetToy(),
+        open_reader=lambda gateway, store: world,
+        executors={GREETING: GreetingExecutor(world)},
+    )
+
+
+def _set_proration(directory: Path, value: str) -> None:
+    billing = directory / "billing.yaml"
+    lines = [
+        line
+        for line in billing.read_text().splitlines()
+        if "plan_change" not in line and "proration_behavior" not in line
+    ]
+    index = lines.index("  default_currency: usd") + 1
+    lines[index:index] = ["  plan_change:", f"    proration_behavior: {value}"]
+    billing.write_text("\n".join(lines) + "\n")
+
+
+def test_a_mass_change_is_refused_without_the_flag_on_the_cli_and_in_serve(
+    fleet_toy: Registration,
+    world: ToyWorld,
+    desired_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    domains = (fleet_toy,)
+    assert run(_request(desired_dir, dry_run=False), domains) == 0
+    # Two of three live greetings edited: putting them back is 67% > 10%.
+    world.greetings["greeting/base"] = "edited"
+    world.greetings["greeting/seats"] = "edited"
+    capsys.readouterr()
+
+    assert run(_request(desired_dir), domains) == 1
+    out = capsys.readouterr().out
+    assert (
+        "the plan would cancel, downgrade or reprice 2 of 3 live greetings "
+        "(66.7% > reconcile.max_fleet_change_fraction 10%). "
+        "Re-run with --allow-mass-change if this is intended"
+    ) in out
+    assert "Plan refused: nothing will be applied." in out
+    with pytest.raises(CliError, match="refused"):
+        run(_request(desired_dir, dry_run=False), domains)
+    assert world.greetings["greeting/base"] == "edited"
+
+    store = _store(tmp_path)
+    try:
+        runner = DomainRunner(
+            registration=fleet_toy,
+            directory=desired_dir,
+            initial=write_desired(desired_dir),
+            store=store,
+            gateway=StripeGateway(api_key="sk_test_unused", api_base="http://127.0.0.1:9"),
+            actor="tester pid 1",
+        )
+        with pytest.raises(PermanentError, match="--allow-mass-change"):
+            runner.reconcile(ReconcileRequest(TOY, None, "schedule"), may_write=lambda: True)
+        assert world.greetings["greeting/base"] == "edited"
+    finally:
+        store.close()
+
+    capsys.readouterr()
+    assert run(_request(desired_dir, allow_mass_change=True), domains) == 2
+    assert "Plan refused" not in capsys.readouterr().out
+    assert run(_request(desired_dir, dry_run=False, allow_mass_change=True), domains) == 0
+    assert world.greetings["greeting/base"] == "hello Base platform"
+
+
+def test_a_future_only_setting_changed_since_the_last_apply_is_stated(
+    fleet_toy: Registration,
+    desired_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    domains = (fleet_toy,)
+    _set_proration(desired_dir, "create_prorations")
+    # Before any apply there is nothing to compare with.
+    assert run(_request(desired_dir), domains) == 2
+    assert PRORATION not in capsys.readouterr().out
+    assert run(_request(desired_dir, dry_run=False), domains) == 0
+
+    _set_proration(desired_dir, "none")
+    saved = tmp_path / "plan.json"
+    assert run(_request(desired_dir, out=saved), domains) == 0  # nothing to rewrite
+    out = capsys.readouterr().out
+    assert (
+        f'{PRORATION} changed ("create_prorations" -> "none"): applies to future events only; '
+        "no live greeting rewritten"
+    ) in out
+    assert json.loads(saved.read_text())["future_only"] == [
+        {"setting": PRORATION, "before": "create_prorations", "after": "none"}
+    ]
+    assert run(_request(desired_dir, fmt=Format.MARKDOWN), domains) == 0
+    assert f"`{PRORATION}` changed" in capsys.readouterr().out
+
+    # A writing pass with nothing to do puts the new value in force: said no more.
+    assert run(_request(desired_dir, dry_run=False), domains) == 0
+    capsys.readouterr()
+    assert run(_request(desired_dir), domains) == 0
+    assert PRORATION not in capsys.readouterr().out
