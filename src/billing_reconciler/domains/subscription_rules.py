@@ -30,7 +30,7 @@ Left alone, never modified: foreign subscriptions (no marker), other installatio
 subscriptions, items on price ids the catalog does not know. Offline accounts (no Stripe
 customer) get nothing: the intent waits for `register`. A plan an account cannot have (no
 price in its currency, inactive, not applied yet, seats above a `seat_limit`) is a notice in
-the plan (`orphans`, message `refused: ...`), never an exception.
+the plan (`Plan.notices`, message `refused: ...`), never an exception.
 """
 
 from __future__ import annotations
@@ -389,7 +389,7 @@ def subscriptions_plan(
         desired_revision=context.state.revision,
         fingerprint=_fingerprint(observed),
         created_at=context.now,
-        orphans=tuple(draft.notices),
+        notices=tuple(draft.notices),
         warnings=tuple(draft.warnings),
         restores=tuple(draft.restores),
     )
@@ -695,6 +695,7 @@ def _update(
             idempotency_key=draft.key(
                 "update", sub.stripe_id, desired.intent_id, canonical_json(params)
             ),
+            causes=tuple(sorted(settings)),
         ),
     )
 

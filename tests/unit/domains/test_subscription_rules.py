@@ -330,14 +330,14 @@ def test_a_plan_without_a_price_in_the_accounts_currency_is_refused() -> None:
     assert "price/solo_base/monthly" in refused.reason
     plan = _plan(bundle)
     assert plan.steps == ()
-    assert [n.key for n in plan.orphans] == ["subscription/org-0"]
-    assert plan.orphans[0].message.startswith("refused: plan 'solo_monthly' has no price in eur")
+    assert [n.key for n in plan.notices] == ["subscription/org-0"]
+    assert plan.notices[0].message.startswith("refused: plan 'solo_monthly' has no price in eur")
 
 
 def test_seats_above_the_seat_limit_are_refused() -> None:
     plan = _plan(_bundle(seats=51))
     assert plan.steps == ()
-    assert "51 seats are above the seat_limit 50 of plan 'team_monthly'" in plan.orphans[0].message
+    assert "51 seats are above the seat_limit 50 of plan 'team_monthly'" in plan.notices[0].message
 
 
 def test_a_seat_limit_of_zero_is_unlimited() -> None:
@@ -461,7 +461,7 @@ def test_offline_accounts_and_accounts_without_a_customer_or_intent_get_nothing(
     no_plan = _bundle(intent=_intent(None))
     plan = _plan(offline, registered_no_customer, disabled, no_intent, no_plan)
     assert plan.steps == ()
-    assert plan.orphans == ()
+    assert plan.notices == ()
 
 
 def test_the_default_plan_is_created_at_registration_without_a_trial() -> None:
@@ -490,7 +490,7 @@ def test_idempotency_keys_are_stable_across_runs_and_differ_per_intent_and_store
 def test_a_cancelled_subscription_of_the_intent_is_not_re_created() -> None:
     plan = _plan(_bundle(subs=(_sub(status="canceled"),)))
     assert plan.steps == ()
-    assert "canceled in Stripe: not re-created" in plan.orphans[0].message
+    assert "canceled in Stripe: not re-created" in plan.notices[0].message
 
 
 # --- foreign and other installations' subscriptions -----------------------------------------
@@ -502,7 +502,7 @@ def test_a_foreign_subscription_is_never_modified_and_blocks_a_second_one() -> N
     assert plan.steps == ()
     plan = _plan(_bundle(subs=(foreign,)))
     assert plan.steps == ()
-    assert "not made by us" in plan.orphans[0].message
+    assert "not made by us" in plan.notices[0].message
 
 
 def test_another_installations_subscription_is_never_touched() -> None:
@@ -520,7 +520,7 @@ def test_a_foreign_schedule_on_our_subscription_is_left_alone() -> None:
         _bundle(subs=(_sub(schedule_id=schedule.stripe_id),), intent=intent, schedules=(schedule,))
     )
     assert plan.steps == ()
-    assert "not made by us" in plan.orphans[0].message
+    assert "not made by us" in plan.notices[0].message
 
 
 # --- seats, tax, metadata -------------------------------------------------------------------
@@ -529,7 +529,7 @@ def test_a_foreign_schedule_on_our_subscription_is_left_alone() -> None:
 def test_an_in_sync_subscription_plans_nothing() -> None:
     plan = _plan(_bundle(subs=(_sub(),)))
     assert plan.steps == ()
-    assert plan.orphans == ()
+    assert plan.notices == ()
     assert plan.warnings == ()
 
 
@@ -796,11 +796,11 @@ def test_plan_changes_that_cannot_be_made_are_refused() -> None:
         intent = _intent(pending_change=PendingChange(target, None))
         plan = _plan(_bundle(subs=(sub,), intent=intent))
         assert plan.steps == (), target
-        assert why in plan.orphans[0].message, target
+        assert why in plan.notices[0].message, target
     intent = _intent(pending_change=PendingChange("solo_monthly", None))
     plan = _plan(_bundle(subs=(replace(sub, currency="eur"),), intent=intent, currency="eur"))
     assert plan.steps == ()
-    assert "no price in eur" in plan.orphans[0].message
+    assert "no price in eur" in plan.notices[0].message
 
 
 def test_a_change_to_a_plan_whose_seat_limit_is_below_the_members_is_refused() -> None:
@@ -808,7 +808,7 @@ def test_a_change_to_a_plan_whose_seat_limit_is_below_the_members_is_refused() -
     intent = _intent("solo_monthly", pending_change=PendingChange("team_monthly", None))
     plan = _plan(_bundle(seats=60, subs=(sub,), intent=intent))
     assert plan.steps == ()
-    assert "seat_limit 50" in plan.orphans[0].message
+    assert "seat_limit 50" in plan.notices[0].message
 
 
 # --- cancel -------------------------------------------------------------------------------
