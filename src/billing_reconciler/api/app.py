@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 from fastapi import APIRouter, Depends
@@ -10,13 +11,14 @@ from billing_reconciler.api.accounts import accounts_router, admin_accounts_rout
 from billing_reconciler.api.auth import ApiTokens, Scope, requires
 from billing_reconciler.api.catalog import catalog_router
 from billing_reconciler.api.context import ApiContext
-from billing_reconciler.api.errors import invalid
+from billing_reconciler.api.errors import ApiError, invalid
 from billing_reconciler.api.ledger import admin_ledger_router, ledger_router
 from billing_reconciler.api.organizations import organizations_router
-from billing_reconciler.api.routing import PREFIX, ApiRoute
-from billing_reconciler.api.subscriptions import admin_subscriptions_router, subscriptions_router
+from billing_reconciler.api.routing import ORG_ID_PATTERN, PREFIX, ApiRoute
 
 _METHODS: Final = ["GET", "PUT", "POST", "PATCH", "DELETE"]
+# The parts of an org the API has routes under (`/organizations/{org}/<part>/...`).
+_ORG_SUBRESOURCES: Final = frozenset({"members", "billing"})
 
 
 def _unmatched_org_routes(tokens: ApiTokens) -> APIRouter:
@@ -35,7 +37,17 @@ def _unmatched_org_routes(tokens: ApiTokens) -> APIRouter:
         f"{PREFIX}/admin/organizations/{{rest:path}}", methods=_METHODS, dependencies=admin_scope
     )
     def unmatched(rest: str) -> None:
-        del rest
+        parts = rest.split("/")
+        if re.fullmatch(ORG_ID_PATTERN, parts[0]) and (
+            len(parts) == 1 or parts[1] in _ORG_SUBRESOURCES
+        ):
+            # A real org and a known part of it: the route (or method) is what is unknown.
+            hint = (
+                "; note that a user id cannot contain '/'"
+                if parts[1:2] == ["members"] and len(parts) > 3
+                else ""
+            )
+            raise ApiError(404, "not_found", f"no such route{hint}", {"path": rest})
         raise invalid(
             "no such route; note that an org id is 1-64 characters of [A-Za-z0-9_.:-] and "
             "cannot contain '/'",
@@ -55,8 +67,6 @@ def api_router(context: ApiContext) -> APIRouter:
         ledger_router(context),
         admin_accounts_router(context),
         admin_ledger_router(context),
-        subscriptions_router(context),
-        admin_subscriptions_router(context),
         catalog_router(context),
         _unmatched_org_routes(context.tokens),
     ):
