@@ -15,6 +15,7 @@ from billing_reconciler.api.errors import ApiError, invalid
 from billing_reconciler.api.ledger import admin_ledger_router, ledger_router
 from billing_reconciler.api.organizations import organizations_router
 from billing_reconciler.api.routing import ORG_ID_PATTERN, PREFIX, ApiRoute
+from billing_reconciler.api.subscriptions import admin_subscriptions_router, subscriptions_router
 
 _METHODS: Final = ["GET", "PUT", "POST", "PATCH", "DELETE"]
 # The parts of an org the API has routes under (`/organizations/{org}/<part>/...`).
@@ -67,6 +68,8 @@ def api_router(context: ApiContext) -> APIRouter:
         ledger_router(context),
         admin_accounts_router(context),
         admin_ledger_router(context),
+        subscriptions_router(context),
+        admin_subscriptions_router(context),
         catalog_router(context),
         _unmatched_org_routes(context.tokens),
     ):
