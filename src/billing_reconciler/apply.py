@@ -6,9 +6,19 @@ For each step, in the plan's order (never re-sorted):
 3. one transaction marks the step `done` and records what we applied (the last-applied state
    the next diff compares against).
 A crash between 2 and 3 is safe: the rerun re-observes Stripe, and a step re-sent with the same
-key replays Stripe's first response instead of creating a duplicate. A permanent Stripe error
-stops the apply with the step, Stripe's message and its request id; the journal keeps the
-failure; nothing after that step runs.
+key replays Stripe's first response instead of creating a duplicate.
+
+A failed step is journaled with Stripe's message and request id, and the apply raises
+`ApplyError` for the first failing step in plan order once it has done what it still may:
+- a failure of unknown outcome (no answer, 5xx, retries exhausted) stops the apply: no new
+  step starts (Stripe is likely down; the rerun replays the same key);
+- a permanent failure (Stripe refused the step) lets the other steps of its batch run (they
+  are independent by construction). Then, if the step's executor names its scope
+  (`ScopedExecutor.scope_of`: the customers domain's `customer/<org_id>`), later steps and
+  restores of that scope, of the same key, or referring to it (a `Ref`, a parent) are skipped
+  and every other one still runs: one refused customer holds back no other org. A step
+  without a scope (the catalog's, whose phases depend on each other) stops the apply after
+  its batch, as before.
 
 The applier is the same for every domain: what a step *does* is its kind's `StepExecutor`
 (the domain's edge module, `effects/<domain>.py`, provides one per kind it plans), which makes
@@ -44,16 +54,42 @@ from billing_reconciler.stripe_gateway.errors import (
 
 
 class ApplyError(RuntimeError):
-    """A step failed; earlier steps stay applied and journaled, later ones did not run."""
+    """A step failed; earlier steps stay applied and journaled. `failures`: every failed step
+    of the apply (this one first), `skipped`: the steps not run because they depend on one
+    (see the module docstring)."""
 
     def __init__(self, step: Step, index: int, cause: Exception) -> None:
         self.step = step
         self.index = index
+        self.cause = cause
         self.request_id = getattr(cause, "request_id", None)
+        self.failures: tuple[ApplyError, ...] = (self,)
+        self.skipped: tuple[Step, ...] = ()
         request = f" (request {self.request_id})" if self.request_id else ""
-        super().__init__(
+        self._message = (
             f"step {index + 1} ({step.action.value} {step.key}) failed: {cause}{request}"
         )
+        super().__init__(self._message)
+
+    @property
+    def permanent(self) -> bool:
+        """Stripe refused the step: sending it again cannot succeed (the other steps may go
+        on); otherwise its outcome is unknown, or it never reached Stripe."""
+        return isinstance(self.cause, PermanentStripeError)
+
+    def with_others(self, failures: Sequence[ApplyError], skipped: Sequence[Step]) -> ApplyError:
+        """This error, naming the apply's other failures and the steps they held back."""
+        self.failures = (self, *[f for f in failures if f is not self])
+        self.skipped = tuple(skipped)
+        others = self.failures[1:]
+        message = self._message
+        if others:
+            keys = ", ".join(f.step.key for f in others)
+            message += f"; {len(others)} more failed ({keys})"
+        if skipped:
+            message += f"; {len(skipped)} dependent steps skipped"
+        self.args = (message,)
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +118,35 @@ class StepExecutor(Protocol):
         ...
 
 
+class ScopedExecutor(StepExecutor, Protocol):
+    """An executor whose steps fail alone: a step of one scope depends only on earlier steps
+    of the same scope (and on what it refers to), so a refused one holds back no other."""
+
+    def scope_of(self, key: str) -> str | None:
+        """The scope a step's object key belongs to (e.g. `customer/<org_id>`), or None."""
+        ...
+
+
+@dataclass(slots=True)
+class _Failures:
+    """What failed so far in one apply, and what that holds back."""
+
+    errors: list[ApplyError]
+    skipped: list[Step]
+    keys: set[str]
+    scopes: set[str]
+    # A failure that holds back every later step (unknown outcome, or no scope).
+    stop: bool = False
+
+    def blocks(self, step: Step, scope: str | None) -> bool:
+        return (
+            step.key in self.keys
+            or (scope is not None and scope in self.scopes)
+            or (step.parent is not None and step.parent.key in self.keys)
+            or bool(_refs(step.params) & self.keys)
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class StepOutcome:
     index: int
@@ -107,25 +172,83 @@ class Applier:
         """Run the batches in the plan's order; the steps of one batch, at most `concurrency`
         at a time. `on_step` sees each step as it completes; if it raises (the runtime's way of
         saying "stop writing"), no further step starts, and the ones in flight finish and are
-        journaled before the error propagates. A failed step stops the apply the same way."""
+        journaled before the error propagates. A failed step: see the module docstring."""
         ids: dict[str, str] = dict(plan.known_ids)
         outcomes: list[StepOutcome] = []
+        failures = _Failures(errors=[], skipped=[], keys=set(), scopes=set())
         for batch in _batches(plan.steps):
-            outcomes.extend(self._apply_batch(plan, batch, ids))
+            runnable = self._runnable(batch, failures)
+            if runnable:
+                outcomes.extend(self._apply_batch(plan, runnable, ids, failures))
+            if failures.stop:
+                break
         # Store-only records the store lost; journaled like steps, after them.
         offset = len(plan.steps)
-        for index, step in enumerate(plan.restores, start=offset):
-            outcomes.append(self._apply_step(plan, index, step, ids))
-            self._report(outcomes[-1])
+        if not failures.stop:
+            restores = list(enumerate(plan.restores, start=offset))
+            for index, step in self._runnable(restores, failures):
+                try:
+                    outcomes.append(self._apply_step(plan, index, step, ids))
+                except ApplyError as failure:
+                    self._failed(failures, failure)
+                    if failures.stop:
+                        break
+                    continue
+                self._report(outcomes[-1])
+        if failures.errors:
+            first = min(failures.errors, key=lambda failure: failure.index)
+            raise first.with_others(
+                sorted(failures.errors, key=lambda f: f.index), failures.skipped
+            )
         return outcomes
 
+    def _scope(self, step: Step) -> str | None:
+        scope_of = getattr(self.executors.get(step.kind), "scope_of", None)
+        return None if scope_of is None else scope_of(step.key)
+
+    def _runnable(
+        self, batch: list[tuple[int, Step]], failures: _Failures
+    ) -> list[tuple[int, Step]]:
+        """The steps of `batch` no earlier failure holds back; the others are skipped, and
+        hold back what depends on them in turn."""
+        if not failures.errors:
+            return batch
+        runnable: list[tuple[int, Step]] = []
+        for index, step in batch:
+            scope = self._scope(step)
+            if failures.blocks(step, scope):
+                failures.skipped.append(step)
+                failures.keys.add(step.key)
+                continue
+            runnable.append((index, step))
+        return runnable
+
+    def _failed(self, failures: _Failures, failure: ApplyError) -> None:
+        failures.errors.append(failure)
+        failures.keys.add(failure.step.key)
+        scope = self._scope(failure.step)
+        if not failure.permanent or scope is None:
+            failures.stop = True
+        else:
+            failures.scopes.add(scope)
+
     def _apply_batch(
-        self, plan: Plan, batch: list[tuple[int, Step]], ids: dict[str, str]
+        self,
+        plan: Plan,
+        batch: list[tuple[int, Step]],
+        ids: dict[str, str],
+        failures: _Failures,
     ) -> list[StepOutcome]:
         if self.concurrency <= 1 or len(batch) == 1:
             sequential: list[StepOutcome] = []
             for index, step in batch:
-                sequential.append(self._apply_step(plan, index, step, ids))
+                try:
+                    sequential.append(self._apply_step(plan, index, step, ids))
+                except ApplyError as failure:
+                    self._failed(failures, failure)
+                    if not failure.permanent:
+                        break  # of unknown outcome: no new step starts
+                    continue
                 self._report(sequential[-1])
             return sequential
         stop = threading.Event()
@@ -134,15 +257,15 @@ class Applier:
             return None if stop.is_set() else self._apply_step(plan, index, step, ids)
 
         done: list[StepOutcome] = []
-        failures: list[ApplyError] = []
         pool = ThreadPoolExecutor(min(self.concurrency, len(batch)), thread_name_prefix="apply")
         try:
             for future in as_completed([pool.submit(run, i, step) for i, step in batch]):
                 try:
                     outcome = future.result()
                 except ApplyError as failure:
-                    stop.set()
-                    failures.append(failure)
+                    if not failure.permanent:
+                        stop.set()
+                    self._failed(failures, failure)
                     continue
                 if outcome is not None:
                     done.append(outcome)
@@ -152,9 +275,6 @@ class Applier:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        if failures:
-            # The first failing step in plan order, whatever order the threads finished in.
-            raise min(failures, key=lambda failure: failure.index)
         return sorted(done, key=lambda outcome: outcome.index)
 
     def _report(self, outcome: StepOutcome) -> None:
@@ -258,6 +378,17 @@ def wire_key(step: Step, params: Mapping[str, Any], parent: str | None) -> str:
     if step.parent is None and not _has_ref(step.params):
         return step.idempotency_key
     return digest(step.idempotency_key, canonical_json(params), parent or "")
+
+
+def _refs(value: Any) -> set[str]:
+    """The keys of the objects `value` refers to (its `Ref`s)."""
+    if isinstance(value, Ref):
+        return {value.key}
+    if isinstance(value, Mapping):
+        return set().union(*(_refs(v) for v in value.values()))
+    if isinstance(value, list | tuple):
+        return set().union(*(_refs(v) for v in value))
+    return set()
 
 
 def _has_ref(value: Any) -> bool:

@@ -37,7 +37,7 @@ from billing_reconciler.domains.customer_types import (
     LiveCustomers,
     StoredAccount,
 )
-from billing_reconciler.domains.customers import NAME
+from billing_reconciler.domains.customers import NAME, CustomersDomain
 from billing_reconciler.model_customers import Address, CustomerFields, TaxId
 from billing_reconciler.planning.plan import Action, Step, canonical_json, digest
 from billing_reconciler.store import (
@@ -68,6 +68,7 @@ from billing_reconciler.stripe_gateway.customers import (
 )
 
 PAGE = 1000
+_DOMAIN = CustomersDomain()
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,6 +182,10 @@ def stored_account(record: AccountRecord) -> StoredAccount:
 class CustomerExecutor:
     """A Stripe customer: created, or its fields and tax ids updated."""
 
+    def scope_of(self, key: str) -> str | None:
+        """`customer/<org_id>`: a refused step holds back only its own org's (apply)."""
+        return _DOMAIN.scope_of(key)
+
     def send(
         self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
     ) -> WriteResult | None:
@@ -247,6 +252,10 @@ def _update(gateway: StripeGateway, step: Step) -> WriteResult:
 
 class AccountExecutor:
     """A billing account row: no Stripe call."""
+
+    def scope_of(self, key: str) -> str | None:
+        """`customer/<org_id>`: a refused step holds back only its own org's (apply)."""
+        return _DOMAIN.scope_of(key)
 
     def send(
         self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
@@ -328,6 +337,10 @@ class CursorExecutor:
 class SeenExecutor:
     """A customer of ours a full listing found without an account: remembered by its key
     (`customer/<org_id>`) in the last-applied table, which the plan context reads back."""
+
+    def scope_of(self, key: str) -> str | None:
+        """`customer/<org_id>`: a refused step holds back only its own org's (apply)."""
+        return _DOMAIN.scope_of(key)
 
     def send(
         self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]

@@ -80,3 +80,27 @@ def test_a_create_of_unknown_outcome_keeps_its_key(world: World) -> None:
     assert len(world.customers()) == 1
     [customer] = world.customers()
     assert world.get("acme").stripe_customer_id == customer.id
+
+
+def test_one_refused_customer_holds_back_no_other_org(world: World) -> None:
+    """tc1's create is refused every run; off2's rename (a push in a later phase) and a new
+    org's create (the same phase) still reach Stripe, and the run names the failing key."""
+    world.account("off2", name="Off Two")
+    world.apply()
+    [off2] = world.customers()
+    world.account("tc1", name="Tc One", tax_ids=(StoredTaxId(type="xx_vat", value="1"),))
+    world.account("new3", name="New Three")
+    world.update("off2", name="Off Two GmbH")
+
+    error = _apply_fails(world)
+    assert error.step.key == "customer/tc1"
+    assert [f.step.key for f in error.failures] == ["customer/tc1"]
+    assert "customer/tc1" in str(error)
+    assert world.stripe.v1.customers.retrieve(off2.id).name == "Off Two GmbH"
+    assert world.get("new3").stripe_customer_id is not None
+    with world.store.session() as session:
+        run = RunRepository(session).latest("customers")
+    assert run is not None
+    assert run.result.value == "failed"
+    # Only tc1 is left to do.
+    assert {s.key for s in world.plan().steps} == {"customer/tc1"}
