@@ -883,9 +883,10 @@ def _write_schedule(
         **(extra or {}),
         "settings": [],
     }
+    # The marker goes with every phase write (Stripe's `from_subscription` takes none).
+    params["metadata"] = owner.as_metadata()
     if schedule is None:
         params["from_subscription"] = sub.stripe_id
-        params["metadata"] = owner.as_metadata()
     else:
         params["schedule"] = schedule.stripe_id
     draft.add(

@@ -1,0 +1,598 @@
+"""The subscriptions domain's I/O: `SubscriptionsIO` reads what `domains.subscriptions` asks
+for (the store's accounts with their intents, seats, plan history and mirrored subscriptions,
+the catalog's last-applied price ids, the events cursor; Stripe's subscriptions and schedules
+through the gateway), and `EXECUTORS` carry out its step kinds (`params["op"]` names the
+call, DESIGN §16):
+
+- `subscription`: create (`POST /v1/subscriptions`, under the key derived from installation,
+  org, plan and intent), update (quantities with `create_prorations`, automatic tax, the
+  monthly billing of a yearly plan's seats, the `plan` marker, the cancel at trial end) and
+  cancel (`DELETE`, `invoice_now` and `prorate` as the step says);
+- `subscription_schedule`: create (`from_subscription`, then the phases and our marker: two
+  calls, Stripe takes nothing else with `from_subscription`) and update (the phases);
+- `subscription_mirror`: store only: the subscription as read, observed at the time of the
+  read; the plan history (an `active`/`trialing` plan opens a period, a plan the
+  subscription moved off or an ended subscription closes it); the plan's on-start credits
+  once per (account, plan) ever (`on_start_grant_id`, source `system.awarded`); the intent
+  moved on when its pending change took effect, or ended when its subscription ended as the
+  account asked;
+- `subscription_cursor`: store only: the events cursor and the time of the last full resync.
+
+No Stripe step writes the store: what it did is read back by the next pass and mirrored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, cast
+
+from sqlalchemy.orm import Session
+
+from billing_reconciler.apply import Done, StepExecutor
+from billing_reconciler.desired.state import DesiredState
+from billing_reconciler.domains.customer_types import CursorState, EventPosition
+from billing_reconciler.domains.subscription_rules import (
+    OP_CANCEL,
+    OP_CREATE,
+    OP_SCHEDULE_CREATE,
+    OP_SCHEDULE_UPDATE,
+    OP_UPDATE,
+)
+from billing_reconciler.domains.subscription_types import (
+    AccountSubscriptions,
+    CancelRequest,
+    PlanCatalog,
+    SubscriptionAccount,
+    SubscriptionIntent,
+    SubscriptionMirror,
+    plan_catalog,
+)
+from billing_reconciler.domains.subscriptions import (
+    CURSOR_STEP,
+    MIRROR_STEP,
+    NAME,
+    SCHEDULE_STEP,
+    SUBSCRIPTION_STEP,
+    LiveSubscriptions,
+    StoredSubscriber,
+    SubscriptionChanges,
+    record_from_json,
+)
+from billing_reconciler.model_subscriptions import (
+    ENTITLED_STATUSES,
+    META_PLAN,
+    PhaseItem,
+    SubscriptionOwner,
+    SubscriptionRecord,
+    on_start_grant_id,
+)
+from billing_reconciler.planning.plan import Step, digest
+from billing_reconciler.store import (
+    AccountRecord,
+    AccountRepository,
+    DomainCursorRepository,
+    IntentRepository,
+    LastAppliedRepository,
+    LedgerRepository,
+    MemberRepository,
+    MirroredSubscription,
+    PlanHistoryRepository,
+    PlanRepository,
+    Store,
+    SubscriptionMirrorRepository,
+    UpsertResult,
+)
+from billing_reconciler.store import SubscriptionIntent as StoredIntent
+from billing_reconciler.store.ledger import SOURCE_AWARDED
+from billing_reconciler.stripe_gateway import StripeGateway, WriteResult
+from billing_reconciler.stripe_gateway.customers import EventCursor
+from billing_reconciler.stripe_gateway.subscriptions import (
+    ItemChange,
+    ObservedSubscriptions,
+    PhaseSpec,
+    cancel_subscription,
+    create_schedule_from_subscription,
+    create_subscription,
+    observe_subscriptions,
+    subscription_events_since,
+    subscriptions_of_customer,
+    update_schedule,
+    update_subscription,
+)
+
+PAGE: Final = 1000
+_ENDED: Final = frozenset({"canceled", "incomplete_expired"})
+
+
+# --------------------------------------------------------------------------------------------
+# The reader
+# --------------------------------------------------------------------------------------------
+
+
+class SubscriptionsIO:
+    """The subscriptions domain's reader (`domains.subscriptions.SubscriptionsReader`)."""
+
+    def __init__(self, gateway: StripeGateway, store: Store) -> None:
+        self.gateway = gateway
+        self.store = store
+
+    def accounts(self, org_ids: frozenset[str] | None) -> Sequence[StoredSubscriber]:
+        with self.store.session() as session:
+            repository = AccountRepository(session)
+            if org_ids is not None:
+                found = (repository.active_for_org(org) for org in sorted(org_ids))
+                return _subscribers(session, [r for r in found if r is not None])
+            subscribers: list[StoredSubscriber] = []
+            after: str | None = None
+            while page := repository.list_active(after_id=after, limit=PAGE):
+                subscribers.extend(_subscribers(session, page))
+                after = page[-1].id
+            return subscribers
+
+    def catalog(self, state: DesiredState, *, installation_id: str) -> PlanCatalog:
+        """The desired plans with the Stripe ids of the prices the catalog last applied."""
+        with self.store.session() as session:
+            entries = LastAppliedRepository(session).for_installation(installation_id)
+        price_ids = {
+            key: entry.stripe_id
+            for key, entry in entries.items()
+            if key.startswith("price/") and entry.stripe_id
+        }
+        return plan_catalog(state, price_ids)
+
+    def cursor(self) -> CursorState:
+        with self.store.session() as session:
+            record = DomainCursorRepository(session).get(NAME)
+        position = None
+        if record.last_event_id is not None and record.last_event_created is not None:
+            position = EventPosition(record.last_event_id, _epoch(record.last_event_created))
+        resynced = record.full_resync_at
+        return CursorState(position, None if resynced is None else _epoch(resynced))
+
+    def changes_since(self, position: EventPosition | None) -> SubscriptionChanges:
+        cursor = None if position is None else EventCursor(position.event_id, position.created)
+        events = subscription_events_since(self.gateway, cursor)
+        moved = events.cursor
+        return SubscriptionChanges(
+            customer_ids=events.customer_ids,
+            position=None if moved is None else EventPosition(moved.event_id, moved.created),
+            full_resync=events.full_resync,
+        )
+
+    def all_subscriptions(self, *, installation_id: str) -> LiveSubscriptions:
+        return _live(observe_subscriptions(self.gateway, installation_id=installation_id))
+
+    def subscriptions_of(
+        self, customer_ids: Iterable[str], *, installation_id: str
+    ) -> LiveSubscriptions:
+        subscriptions: list[SubscriptionRecord] = []
+        schedules: list[Any] = []
+        for customer in customer_ids:
+            observed = subscriptions_of_customer(
+                self.gateway, customer, installation_id=installation_id
+            )
+            subscriptions.extend(observed.subscriptions)
+            schedules.extend(observed.schedules)
+        return LiveSubscriptions(tuple(subscriptions), tuple(schedules))
+
+
+def open_reader(gateway: StripeGateway, store: Store) -> SubscriptionsIO:
+    return SubscriptionsIO(gateway=gateway, store=store)
+
+
+def _live(observed: ObservedSubscriptions) -> LiveSubscriptions:
+    return LiveSubscriptions(observed.subscriptions, observed.schedules)
+
+
+def _subscribers(session: Session, accounts: Sequence[AccountRecord]) -> list[StoredSubscriber]:
+    """A page of accounts with their facts: 4 queries per 500 accounts."""
+    if not accounts:
+        return []
+    ids = [a.id for a in accounts]
+    intents = IntentRepository(session).current_for_accounts(ids)
+    seats = MemberRepository(session).count_many([a.org_id for a in accounts])
+    plans = PlanHistoryRepository(session).plans_had(ids)
+    mirrors = SubscriptionMirrorRepository(session).for_accounts(ids)
+    out: list[StoredSubscriber] = []
+    for account in accounts:
+        mirrored = mirrors.get(account.id, [])
+        intent = intents.get(account.id)
+        out.append(
+            StoredSubscriber(
+                facts=AccountSubscriptions(
+                    account=SubscriptionAccount(
+                        account_id=account.id,
+                        org_id=account.org_id,
+                        stripe_customer_id=account.stripe_customer_id,
+                        currency=account.currency,
+                        offline=account.offline,
+                        state=account.state,
+                        test_clock=account.test_clock,
+                        due_in_days=account.due_in_days,
+                    ),
+                    intent=None if intent is None else rules_intent(intent),
+                    seats=seats.get(account.org_id, 0),
+                    plan_history=plans.get(account.id, frozenset()),
+                    mirrors=tuple(_mirror(m) for m in mirrored),
+                ),
+                mirrored=tuple(m.record for m in mirrored),
+            )
+        )
+    return out
+
+
+def rules_intent(intent: StoredIntent) -> SubscriptionIntent:
+    """The store's current intent as the rules read it."""
+    cancel = None
+    if intent.cancel_mode is not None:
+        requested = intent.cancel_requested_at
+        cancel = CancelRequest(
+            immediate=intent.cancel_mode == "immediate",
+            requested_at=0 if requested is None else _epoch(requested),
+        )
+    return SubscriptionIntent(
+        intent_id=intent.id,
+        plan=intent.plan,
+        source=intent.source,
+        pending_change=intent.pending_change,
+        cancel=cancel,
+        skip_trial=intent.skip_trial,
+        cancel_after_trial=intent.cancel_after_trial,
+        requested_by=intent.requested_by,
+        created_at=_epoch(intent.created_at),
+    )
+
+
+def _mirror(stored: MirroredSubscription) -> SubscriptionMirror:
+    record = stored.record
+    return SubscriptionMirror(
+        stripe_subscription_id=record.stripe_id,
+        plan=stored.plan or "",
+        status=record.status,
+        seats=stored.seats,
+        trial_end=record.trial_end,
+        current_period_start=record.current_period_start,
+        current_period_end=record.current_period_end,
+        cancel_at=record.cancel_at,
+        canceled_at=record.canceled_at,
+        schedule_id=record.schedule_id,
+    )
+
+
+def _epoch(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def _at(seconds: int | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+# --------------------------------------------------------------------------------------------
+# Executors
+# --------------------------------------------------------------------------------------------
+
+
+def _write(result: Any) -> WriteResult:
+    return WriteResult(
+        stripe_id=result.record.stripe_id, request_id=result.request_id, replayed=result.replayed
+    )
+
+
+def _installation(step: Step) -> str:
+    return str(step.params["installation_id"])
+
+
+class SubscriptionExecutor:
+    """A Stripe subscription: created, updated or cancelled at once."""
+
+    def send(
+        self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
+    ) -> WriteResult | None:
+        del ids
+        op = step.params.get("op")
+        if op == OP_CREATE:
+            return _create(gateway, step)
+        if op == OP_UPDATE:
+            return _update(gateway, step)
+        if op == OP_CANCEL:
+            params = step.params
+            return _write(
+                cancel_subscription(
+                    gateway,
+                    subscription_id=str(params["subscription"]),
+                    installation_id=_installation(step),
+                    idempotency_key=step.idempotency_key,
+                    invoice_now=bool(params.get("invoice_now")),
+                    prorate=bool(params.get("prorate")),
+                )
+            )
+        raise LookupError(f"unknown subscription op {op!r} in {step.key}")
+
+    def record(self, session: Session, done: Done) -> None:
+        # Read back and mirrored by the next pass (`subscription_mirror`).
+        del session, done
+
+
+def _owner(metadata: Mapping[str, str], step: Step) -> SubscriptionOwner:
+    owner = SubscriptionOwner.from_metadata(metadata)
+    if owner is None:
+        raise ValueError(f"{step.key}: the step's metadata carries no subscription marker")
+    return owner
+
+
+def _create(gateway: StripeGateway, step: Step) -> WriteResult:
+    params = step.params
+    trial = ((params.get("trial_settings") or {}).get("end_behavior") or {}).get(
+        "missing_payment_method"
+    )
+    interval = params.get("pending_invoice_item_interval")
+    # `billing_mode` is not sent: flexible is the pinned API's default (the gateway's rule).
+    return _write(
+        create_subscription(
+            gateway,
+            customer_id=str(params["customer"]),
+            owner=_owner(params["metadata"], step),
+            items=[PhaseItem(str(i["price"]), i.get("quantity")) for i in params["items"]],
+            currency=str(params["currency"]),
+            idempotency_key=step.idempotency_key,
+            automatic_tax=bool((params.get("automatic_tax") or {}).get("enabled")),
+            collection_method=str(params.get("collection_method") or "charge_automatically"),
+            days_until_due=params.get("days_until_due"),
+            trial_period_days=params.get("trial_period_days"),
+            trial_missing_payment_method=cast(
+                "Literal['cancel', 'create_invoice', 'pause'] | None", trial
+            ),
+            pending_invoice_item_interval=(
+                None
+                if not interval
+                else (str(interval["interval"]), int(interval.get("interval_count", 1)))
+            ),
+        )
+    )
+
+
+def _update(gateway: StripeGateway, step: Step) -> WriteResult:
+    params = step.params
+    extra: dict[str, Any] = {}
+    if "pending_invoice_item_interval" in params:
+        interval = params["pending_invoice_item_interval"]
+        extra["pending_invoice_item_interval"] = (
+            None
+            if not interval
+            else (str(interval["interval"]), int(interval.get("interval_count", 1)))
+        )
+    if "automatic_tax" in params:
+        extra["automatic_tax"] = bool((params["automatic_tax"] or {}).get("enabled"))
+    if "cancel_at" in params:
+        # The cancel at trial end: the trial's end is the current period's end, so
+        # `cancel_at_period_end` makes Stripe's `cancel_at` the trial end the rules compare.
+        extra["cancel_at_period_end"] = True
+    return _write(
+        update_subscription(
+            gateway,
+            subscription_id=str(params["subscription"]),
+            installation_id=_installation(step),
+            idempotency_key=step.idempotency_key,
+            items=[
+                ItemChange(item_id=str(i["id"]), quantity=i.get("quantity"))
+                for i in params.get("items") or ()
+            ],
+            proration_behavior=params.get("proration_behavior"),
+            metadata=params.get("metadata"),
+            **extra,
+        )
+    )
+
+
+class ScheduleExecutor:
+    """A subscription schedule: created from the subscription and phased, or re-phased."""
+
+    def send(
+        self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
+    ) -> WriteResult | None:
+        del ids
+        params = step.params
+        op = params.get("op")
+        if op == OP_SCHEDULE_CREATE:
+            created = create_schedule_from_subscription(
+                gateway,
+                subscription_id=str(params["from_subscription"]),
+                installation_id=_installation(step),
+                idempotency_key=digest(step.idempotency_key, "from_subscription"),
+            )
+            return _phased(gateway, step, created.record.stripe_id, digest(step.idempotency_key))
+        if op == OP_SCHEDULE_UPDATE:
+            return _phased(gateway, step, str(params["schedule"]), step.idempotency_key)
+        raise LookupError(f"unknown subscription schedule op {op!r} in {step.key}")
+
+    def record(self, session: Session, done: Done) -> None:
+        del session, done
+
+
+def _phased(gateway: StripeGateway, step: Step, schedule_id: str, key: str) -> WriteResult:
+    params = step.params
+    phases = [_phase(p) for p in params["phases"]]
+    owner = _owner(params["metadata"], step)
+    end_behavior = params.get("end_behavior") or "release"
+    return _write(
+        update_schedule(
+            gateway,
+            schedule_id=schedule_id,
+            owner=owner,
+            phases=phases,
+            idempotency_key=key,
+            end_behavior=cast("Literal['release', 'cancel']", end_behavior),
+            proration_behavior=params.get("proration_behavior"),
+        )
+    )
+
+
+def _phase(params: Mapping[str, Any]) -> PhaseSpec:
+    """A phase as the rules spelled it (Stripe's parameter names). A last phase without an
+    end lasts one interval of its prices (`duration` says the same; Stripe's default)."""
+    metadata = dict(params.get("metadata") or {})
+    plan = metadata.pop(META_PLAN, None)
+    tax = params.get("automatic_tax")
+    return PhaseSpec(
+        items=tuple(PhaseItem(str(i["price"]), i.get("quantity")) for i in params["items"]),
+        end=params.get("end_date"),
+        start=params.get("start_date"),
+        plan=plan,
+        proration_behavior=params.get("proration_behavior"),
+        collection_method=params.get("collection_method"),
+        days_until_due=(params.get("invoice_settings") or {}).get("days_until_due"),
+        automatic_tax=None if tax is None else bool(tax.get("enabled")),
+        metadata=metadata or None,
+    )
+
+
+class MirrorExecutor:
+    """The store's mirror of one subscription, and the bookkeeping that follows from it."""
+
+    def send(
+        self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
+    ) -> WriteResult | None:
+        del gateway, step, ids
+        return None
+
+    def record(self, session: Session, done: Done) -> None:
+        params = done.step.params
+        if "record" not in params:
+            raise ValueError(f"{done.step.key}: the mirror step carries no subscription record")
+        record = record_from_json(params["record"])
+        mirror = params.get("mirror") or {}
+        account_id = str(params["account_id"])
+        plan = str(mirror.get("plan") or "") or None
+        observed_at = _at(int(params.get("observed_at") or done.plan.created_at))
+        result = SubscriptionMirrorRepository(session).upsert(
+            record,
+            account_id=account_id,
+            org_id=str(params["org_id"]),
+            seats=mirror.get("seats"),
+            plan=plan,
+            observed_at=observed_at,
+        )
+        if result is UpsertResult.STALE:
+            return  # a later observation is stored: what follows from this one is older
+        assert observed_at is not None
+        _plan_history(session, account_id, record, plan, observed_at)
+        if plan is not None and record.status in ENTITLED_STATUSES:
+            grant_on_start_credits(session, account_id=account_id, plan=plan)
+        _move_intent(session, account_id, record, params.get("intent"))
+
+
+def _plan_history(
+    session: Session,
+    account_id: str,
+    record: SubscriptionRecord,
+    plan: str | None,
+    observed_at: datetime,
+) -> None:
+    periods = PlanHistoryRepository(session)
+    if record.status in _ENDED:
+        ended = _at(record.ended_at or record.canceled_at) or observed_at
+        periods.end(account_id, stripe_subscription_id=record.stripe_id, ended_at=ended)
+        return
+    if plan is None or record.status not in ENTITLED_STATUSES:
+        return
+    started = _at(record.current_period_start or record.created) or observed_at
+    for period in periods.history(account_id):
+        if (
+            period.stripe_subscription_id == record.stripe_id
+            and period.ended_at is None
+            and period.plan != plan
+        ):
+            # The subscription moved to another plan (a schedule's phase): that one ended.
+            periods.end(
+                account_id,
+                stripe_subscription_id=record.stripe_id,
+                ended_at=started,
+                plan=period.plan,
+            )
+    periods.start(
+        account_id,
+        plan,
+        stripe_subscription_id=record.stripe_id,
+        started_at=started,
+        trialed=record.status == "trialing",
+    )
+
+
+def grant_on_start_credits(session: Session, *, account_id: str, plan: str) -> bool:
+    """The plan's `on_start_credits`, once per (account, plan) ever (the ledger id is derived
+    from the pair); True when granted now."""
+    row = PlanRepository(session).get(plan)
+    amount = 0 if row is None else row.on_start_credits
+    if amount <= 0:
+        return False
+    ledger = LedgerRepository(session)
+    grant_id = on_start_grant_id(account_id, plan)
+    if ledger.get(grant_id) is not None:
+        return False
+    ledger.credit(
+        account_id,
+        id=grant_id,
+        amount=amount,
+        source=SOURCE_AWARDED,
+        description=f"on-start credits of plan {plan}",
+    )
+    return True
+
+
+def _move_intent(
+    session: Session,
+    account_id: str,
+    record: SubscriptionRecord,
+    moved: Mapping[str, Any] | None,
+) -> None:
+    intents = IntentRepository(session)
+    current = intents.current(account_id)
+    if current is None:
+        return
+    pending = current.pending_change
+    if moved is not None:
+        if (
+            current.id == moved.get("intent_id")
+            and pending is not None
+            and pending.reason == "change"
+            and pending.plan is not None
+            and pending.plan.lower() == str(moved.get("plan"))
+        ):
+            intents.apply_pending_change(account_id)
+        return
+    asked = current.cancel_requested or (pending is not None and pending.reason == "cancel")
+    owner = record.owner
+    if record.status in _ENDED and asked and owner is not None and owner.intent_id == current.id:
+        intents.end(account_id)  # it ended as the account asked
+
+
+class CursorExecutor:
+    """The events cursor: where the next incremental observation starts."""
+
+    def send(
+        self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
+    ) -> WriteResult | None:
+        del gateway, step, ids
+        return None
+
+    def record(self, session: Session, done: Done) -> None:
+        params = done.step.params
+        created = params.get("created")
+        resynced = params.get("full_resync_at")
+        DomainCursorRepository(session).save(
+            NAME,
+            last_event_id=params.get("event_id"),
+            last_event_created=None if created is None else datetime.fromtimestamp(created, UTC),
+            full_resync_at=None if resynced is None else datetime.fromtimestamp(resynced, UTC),
+        )
+
+
+EXECUTORS: Mapping[str, StepExecutor] = {
+    SUBSCRIPTION_STEP: SubscriptionExecutor(),
+    SCHEDULE_STEP: ScheduleExecutor(),
+    MIRROR_STEP: MirrorExecutor(),
+    CURSOR_STEP: CursorExecutor(),
+}
