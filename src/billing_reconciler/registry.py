@@ -23,8 +23,10 @@ from collections.abc import Sequence
 from billing_reconciler.controller import Registration
 from billing_reconciler.domains.catalog_domain import CatalogDomain
 from billing_reconciler.domains.customers import CustomersDomain
+from billing_reconciler.domains.subscriptions import SubscriptionsDomain
 from billing_reconciler.effects import catalog as catalog_effects
 from billing_reconciler.effects import customers as customers_effects
+from billing_reconciler.effects import subscriptions as subscriptions_effects
 
 CATALOG = Registration(
     domain=CatalogDomain(),
@@ -38,7 +40,13 @@ CUSTOMERS = Registration(
     executors=customers_effects.EXECUTORS,
 )
 
-DOMAINS: tuple[Registration, ...] = (CATALOG, CUSTOMERS)
+SUBSCRIPTIONS = Registration(
+    domain=SubscriptionsDomain(),
+    open_reader=subscriptions_effects.open_reader,
+    executors=subscriptions_effects.EXECUTORS,
+)
+
+DOMAINS: tuple[Registration, ...] = (CATALOG, CUSTOMERS, SUBSCRIPTIONS)
 
 
 def by_name(registrations: Sequence[Registration] = DOMAINS) -> dict[str, Registration]:

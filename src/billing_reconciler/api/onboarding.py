@@ -17,6 +17,7 @@ from billing_reconciler.store import (
     AccountRecord,
     AccountRepository,
     Address,
+    IntentRepository,
     OrganizationRecord,
     OrganizationRepository,
     TaxId,
@@ -69,6 +70,12 @@ def open_account(
         metadata=wanted.metadata,
     )
     grant_onboard_credits(context, session, account)
+    if settings.customer.default_plan:
+        # DESIGN §16: subscribed directly (no checkout, no trial) by the subscriptions domain;
+        # an offline account's intent waits for `register`.
+        IntentRepository(session, clock=context.clock).record(
+            account.id, plan=settings.customer.default_plan.lower(), source="default_plan"
+        )
     return account
 
 

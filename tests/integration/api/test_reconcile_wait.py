@@ -160,10 +160,11 @@ def test_register_answers_after_the_reconcile_with_the_stripe_customer(
     assert registered.status_code == 200, registered.text
     assert registered.json()["stripe_customer_id"] == "cus_acme"
     assert registered.json()["offline"] is False
-    assert [(r.domain, r.scope) for r in runtime.requests][-1] == (
-        "customers",
-        frozenset({"customer/acme"}),
-    )
+    # DESIGN §14: one customer across the customer-scoped domains, in apply order.
+    assert [(r.domain, r.scope) for r in runtime.requests][-2:] == [
+        ("customers", frozenset({"customer/acme"})),
+        ("subscriptions", frozenset({"customer/acme"})),
+    ]
 
 
 def test_an_explicit_online_account_and_an_auto_created_one_wait_for_their_customer(
@@ -372,7 +373,10 @@ def test_waiters_on_a_coalesced_request_are_all_released(
     for thread in (first, *later):
         thread.join(15)
     assert answers == [200, 200, 200]
-    assert len(runtime.requests) == 2  # the running one, then one for the two merged
+    # Per domain (customers, then subscriptions: DESIGN §14): the running one, then one for
+    # the two merged.
+    customers = [r for r in runtime.requests if r.domain == "customers"]
+    assert len(customers) == 2
 
 
 def test_past_the_cap_of_waiting_requests_a_write_answers_202_at_once(
