@@ -39,8 +39,12 @@ def test_only_the_domains_whose_keys_match_are_queued_and_the_ticket_waits_for_t
     queue = WorkQueue(handler, clock=FakeClock())
     ticket = _request(queue)
     assert ticket.wait(0).state == "pending"
-    assert queue.run_pending() == 1
-    assert handler.calls == [ReconcileRequest("customers", frozenset({"customer/acme"}), "test")]
+    # Every domain scoped by customer (customers, subscriptions), never the catalog.
+    assert queue.run_pending() == 2
+    assert handler.calls == [
+        ReconcileRequest("customers", frozenset({"customer/acme"}), "test"),
+        ReconcileRequest("subscriptions", frozenset({"customer/acme"}), "test"),
+    ]
     verdict = ticket.wait(0)
     assert (verdict.state, verdict.request_id) == ("done", ticket.request_id)
 
@@ -52,7 +56,8 @@ def test_a_follower_or_a_stopping_replica_defers_at_once_but_still_plans() -> No
     assert (follower.wait(0).state, follower.wait(0).reason) == ("deferred", "not_leader")
     stopping = _request(queue, writing=False, stopping=True)
     assert stopping.wait(0).reason == "stopping"
-    assert queue.run_pending() == 1  # the follower's dry run, as before
+    # The follower's dry runs (one per customer-scoped domain); the stopping one coalesced.
+    assert queue.run_pending() == 2
 
 
 def test_a_permanent_failure_is_failed_and_a_retrying_one_unavailable() -> None:
