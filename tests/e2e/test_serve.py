@@ -33,6 +33,7 @@ import stripe
 from sqlalchemy import select
 
 from billing_reconciler.store import (
+    ControllerStateRepository,
     JournalState,
     LeaseRepository,
     RunMode,
@@ -579,5 +580,107 @@ def test_an_invalid_desired_state_is_reported_and_the_last_valid_one_still_enfor
         # Nothing archived: every product and price is still active.
         assert all(p.active for p in client.v1.products.list({"limit": 100}).data)
         assert all(p.active for p in client.v1.prices.list({"limit": 100}).data)
+    finally:
+        store.close()
+
+
+def cli(serve: Serve, workdir: Path, *args: str) -> None:
+    """`reconcile <args>` in another process on `serve`'s store, as an operator's shell."""
+    done = subprocess.run(
+        [sys.executable, "-m", "billing_reconciler", *args, "--desired", str(workdir / "desired")],
+        cwd=workdir,
+        env=serve.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def runs_since(store: Store, moment: float) -> list[RunRecord]:
+    """The runs started after `moment` (unix seconds), oldest first."""
+
+    def started(run: RunRecord) -> float:
+        at = run.started_at if run.started_at.tzinfo else run.started_at.replace(tzinfo=UTC)
+        return at.timestamp()
+
+    return [r for r in runs(store) if started(r) > moment]
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_resume_in_another_shell_applies_at_once_and_suspend_holds_back_the_next_apply(
+    backend: str,
+    launch: Callable[..., Serve],
+    workdir: Path,
+    emulator: EmulatorHandle,
+    request: pytest.FixtureRequest,
+) -> None:
+    # Every refresh an hour away: only the resume (or a webhook) can start a run here.
+    billing = workdir / "desired" / "billing.yaml"
+    text = billing.read_text()
+    for domain in ("customer", "subscription", "checkout", "invoice"):
+        text, replaced = re.subn(rf"^    {domain}: \d+m$", f"    {domain}: 1h", text, flags=re.M)
+        assert replaced == 1, domain
+    billing.write_text(text)
+    if backend == "postgres":
+        database_url: str = request.getfixturevalue("postgres_database_url")
+    else:
+        database_url = f"sqlite:///{workdir}/.billing/state.db"
+        (workdir / ".billing").mkdir()
+    store = Store.open(database_url)
+    try:
+        with store.session() as session:
+            ControllerStateRepository(session).suspend("incident 12", "oncall")
+        serve = launch(database_url)
+        serve.wait_healthy()
+
+        # Suspended from the start: the first catalog run plans everything, writes nothing.
+        def planned_only() -> RunRecord | None:
+            done = [r for r in runs(store) if r.domain == "catalog" and r.finished_at]
+            return done[0] if done else None
+
+        first = eventually(planned_only, timeout=START_TIMEOUT, what="the first catalog run")
+        assert (first.mode, first.result) == (RunMode.DRY_RUN, RunResult.CHANGES_PENDING)
+        assert sdk(emulator).v1.products.list({"limit": 100}).data == []
+
+        cli(serve, workdir, "resume")
+        resumed_at = time.monotonic()
+        eventually(lambda: applied_run(store), timeout=5, what=f"the apply\n{serve.logs()}")
+        print(f"applied {time.monotonic() - resumed_at:.2f} s after the resume (refresh: 1 h)")
+        assert "applying resumed" in serve.log_path.read_text()
+        client = sdk(emulator)
+        product = managed_product(client, "product/team_base")
+        eventually(lambda: quiet(store, seconds=0.5), timeout=15, what="the echo runs to end")
+
+        # Suspending again holds back the next apply: a dashboard edit's webhook run only
+        # plans the revert.
+        cli(serve, workdir, "suspend", "--reason", "incident 13")
+        edited = time.time()
+        client.v1.products.update(product.id, {"name": "Edited while suspended"})
+
+        def drift_planned() -> RunRecord | None:
+            return next(
+                (
+                    r
+                    for r in runs_since(store, edited)
+                    if r.domain == "catalog" and r.finished_at and r.summary.get("drift")
+                ),
+                None,
+            )
+
+        held = eventually(drift_planned, timeout=10, what=f"the webhook's run\n{serve.logs()}")
+        assert (held.mode, held.result) == (RunMode.DRY_RUN, RunResult.CHANGES_PENDING)
+        assert client.v1.products.retrieve(product.id).name == "Edited while suspended"
+        assert [r for r in runs_since(store, edited) if r.mode is RunMode.APPLY] == []
+
+        cli(serve, workdir, "resume")
+        eventually(
+            lambda: client.v1.products.retrieve(product.id).name == product.name,
+            timeout=5,
+            what=f"the revert after the resume\n{serve.logs()}",
+        )
     finally:
         store.close()

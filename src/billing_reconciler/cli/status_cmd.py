@@ -9,7 +9,9 @@ zero), with the accounts by state and the total of balances. A ledger problem ma
 (`EXIT_LEDGER_UNSOUND`), so a cron or a probe running it notices.
 
 `suspend` pauses applying for every replica sharing the store; plans are still computed,
-recorded and reported. `resume` lifts it.
+recorded and reported (a running serve reads it before each run's apply). `resume` lifts it
+and leaves a notice in the inbox (`runtime.control`): the leader of a running serve then
+reconciles every domain within about a second, applying what was planned meanwhile.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from billing_reconciler.cli.common import (
 from billing_reconciler.config import load_environment
 from billing_reconciler.desired import load_desired
 from billing_reconciler.registry import DOMAINS
+from billing_reconciler.runtime.control import store_resumed_notice
 from billing_reconciler.runtime.leader import lease_name
 from billing_reconciler.store import (
     AccountRepository,
@@ -316,7 +319,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("resume")
     def resume(desired: DesiredDir = Path("desired"), log_level: LogLevelOption = None) -> None:
-        """Lift a suspension: the next run applies again."""
+        """Lift a suspension: a running serve reconciles every domain at once."""
         run_and_exit(lambda: run_resume(desired), log_level=log_level)
 
 
@@ -338,6 +341,10 @@ def run_resume(directory: Path) -> int:
     try:
         with store.session() as session:
             lifted = ControllerStateRepository(session).resume()
+            if lifted:
+                # A running serve hears it through the inbox its leader watches, in the
+                # same transaction: it applies within about a second, not at its next refresh.
+                store_resumed_notice(session, actor=default_actor())
     finally:
         store.close()
     typer.echo("Applying resumed." if lifted else "Applying was not suspended.")

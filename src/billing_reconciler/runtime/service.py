@@ -10,7 +10,11 @@ each to a reconcile request (`events.route_event`), enqueues it, and marks the e
 processed once that reconcile has run. A follower stores events and leaves them for the
 leader, so an event delivered to a follower still leads to a write; a leader that dies with
 events claimed leaves them to the next leader (claims expire), and the next leader starts
-with a whole-domain reconcile of every domain anyway.
+with a whole-domain reconcile of every domain anyway. The inbox also carries the controller's
+own notices from other processes (`runtime.control`): after `reconcile resume` the leader's
+pump queues a whole-domain reconcile of every domain, so a resume applies within about a
+second instead of at the next refresh. A suspension needs no notice: every run reads it
+before it applies.
 
 Shutdown (SIGTERM or SIGINT): writing stops at once (`may_write()` turns false, so an apply
 stops after the step in flight, which the applier journals in its own transaction), no new
@@ -43,6 +47,7 @@ from billing_reconciler.controller import Registration
 from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.registry import DOMAINS
 from billing_reconciler.runtime.app import create_app
+from billing_reconciler.runtime.control import RESUMED, is_notice
 from billing_reconciler.runtime.desired_source import DesiredSource
 from billing_reconciler.runtime.domains import INTERRUPTED, Domain, DomainRunner, DomainRunResult
 from billing_reconciler.runtime.events import ReconcileRequest, route_event
@@ -65,6 +70,7 @@ from billing_reconciler.stripe_gateway import StripeGateway, StripeGatewayError
 _log = structlog.get_logger(__name__)
 
 LEADER_REASON = "leadership acquired"
+RESUMED_REASON = "applying resumed"
 # Readiness allows a domain this many refresh intervals of failing before it turns red
 # (enough for the queue's backoff to retry a few times through a Stripe hiccup).
 DEFAULT_FAILING_INTERVALS = 3
@@ -99,7 +105,12 @@ class StripeAccess:
 
 
 class InboxPump:
-    """Moves stored webhook events into the work queue (leader only; see the module doc)."""
+    """Moves stored webhook events into the work queue (leader only; see the module doc).
+
+    The inbox also carries the controller's own notices (`runtime.control`): `RESUMED`
+    calls `on_resumed` with the notice's id (the runtime queues every domain) and is marked
+    processed at once; the queued runs need no inbox row to be retried or taken over.
+    """
 
     def __init__(
         self,
@@ -110,8 +121,10 @@ class InboxPump:
         poll_seconds: float,
         gather_seconds: float = 0.05,
         batch: int = 500,
+        on_resumed: Callable[[str], object] | None = None,
     ) -> None:
         self._store = store
+        self._on_resumed = on_resumed
         self._gather_seconds = gather_seconds
         self._enqueue = enqueue
         self._handles = handles
@@ -167,6 +180,12 @@ class InboxPump:
             claimed_total += len(events)
             ignored: list[str] = []
             for event in events:
+                if is_notice(event.type):
+                    # Ours, not Stripe's (`runtime.control`): acted upon once queued.
+                    if event.type == RESUMED and self._on_resumed is not None:
+                        self._on_resumed(event.event_id)
+                    ignored.append(event.event_id)
+                    continue
                 request = route_event(event.payload)
                 if request is None or not self._handles(request.domain):
                     if request is not None:
@@ -373,6 +392,7 @@ class Runtime:
             ),
             handles=self.domains.__contains__,
             poll_seconds=self.settings.inbox_poll_seconds,
+            on_resumed=self._on_resumed,
         )
         self.leadership = Leadership(
             leader_lock_for(self.store, self.desired.installation_id),
@@ -453,6 +473,13 @@ class Runtime:
             # Whatever the previous leader left half done, or events it never got to.
             for name in self.domains:
                 self.queue.put(ReconcileRequest(name, None, LEADER_REASON))
+
+    def _on_resumed(self, notice_id: str) -> None:
+        # `reconcile resume` in another process: apply now what the runs while suspended
+        # planned, rather than at each domain's next refresh.
+        _log.info("applying resumed: reconciling every domain", notice_id=notice_id)
+        for name in self.domains:
+            self.queue.put(ReconcileRequest(name, None, f"{RESUMED_REASON} ({notice_id})"))
 
     def _handle(self, request: ReconcileRequest) -> Outcome | None:
         domain = self.domains.get(request.domain)

@@ -8,11 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from billing_reconciler.cli.status_cmd import run_resume
+from billing_reconciler.runtime.control import RESUMED
 from billing_reconciler.runtime.events import ReconcileRequest
 from billing_reconciler.runtime.queue import OnDone, Outcome
 from billing_reconciler.runtime.service import InboxPump
-from billing_reconciler.store import InboxRepository, Store
+from billing_reconciler.store import ControllerStateRepository, InboxRepository, Store
+from billing_reconciler.store.tables import InboxModel
 
 
 @pytest.fixture
@@ -131,3 +135,64 @@ def test_dropped_work_releases_its_events_for_the_next_leader(inbox_store: Store
     successor = pump(inbox_store, next_leader)
     successor.set_active(True)
     assert successor.drain() == 1
+
+
+def notices(store: Store) -> list[tuple[str, bool]]:
+    """The resume notices in the inbox: (event id, processed)."""
+    with store.session() as session:
+        rows = session.execute(
+            select(InboxModel.event_id, InboxModel.processed_at)
+            .where(InboxModel.type == RESUMED)
+            .order_by(InboxModel.id)
+        ).all()
+    return [(event_id, processed_at is not None) for event_id, processed_at in rows]
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_resume_leaves_a_notice_the_leaders_pump_turns_into_a_run_of_every_domain(
+    backend: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    if backend == "postgres":
+        url: str = request.getfixturevalue("postgres_database_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'state.db'}"
+    monkeypatch.setenv("BILLING_DATABASE_URL", url)
+    directory = tmp_path / "desired"
+    directory.mkdir()
+    store = Store.open(url)
+    try:
+        assert run_resume(directory) == 0
+        assert notices(store) == [], "nothing was suspended: no notice"
+
+        with store.session() as session:
+            ControllerStateRepository(session).suspend("incident 9", "oncall")
+        # `reconcile resume` in another process: its own connection, its own transaction.
+        assert run_resume(directory) == 0
+        [(notice_id, done)] = notices(store)
+        assert not done
+        with store.session() as session:
+            assert ControllerStateRepository(session).suspension() is None
+
+        queue = Queue()
+        resumed: list[str] = []
+        leader = InboxPump(
+            store=store,
+            enqueue=queue.put,
+            handles=lambda domain: True,
+            poll_seconds=1,
+            on_resumed=resumed.append,
+        )
+        assert leader.drain() == 0, "a follower's pump leaves the notice to the leader"
+        leader.set_active(True)
+        assert leader.drain() == 1
+        assert resumed == [notice_id]
+        assert queue.requests == [], "not a Stripe event: never routed as one"
+        assert notices(store) == [(notice_id, True)]
+        assert leader.drain() == 0
+    finally:
+        store.close()
