@@ -63,9 +63,14 @@ class EmulatorControl:
         """How long a `timeout` fault holds a request when the client does not give up."""
         self._post("hang", {"seconds": seconds})
 
-    def set_rate_limit(self, per_second: int | None) -> None:
-        """Answer 429 past `per_second` requests in a second (None: unlimited)."""
-        self._post("rate_limit", {"per_second": per_second})
+    def set_rate_limit(self, per_second: int | None, *, burst: int | None = None) -> None:
+        """Rate-limit the API as Stripe does, with a token bucket: `per_second` tokens a
+        second refill a bucket of `burst` (default `per_second`), each request takes one, a
+        request finding none is answered 429 (None: unlimited). The bucket starts full."""
+        body: dict[str, Any] = {"per_second": per_second}
+        if burst is not None:
+            body["burst"] = burst
+        self._post("rate_limit", body)
 
     def add_fault(self, *, method: str, path_prefix: str, nth: int, kind: FaultKind) -> None:
         """Fail the `nth` request matching method and path prefix (counted from now)."""

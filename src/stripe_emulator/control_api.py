@@ -132,10 +132,17 @@ class OperatorApi:
 
     def _rate_limit(self, body: Json, query: dict[str, str]) -> Json:
         per_second = body.get("per_second")
-        if per_second is not None and (not isinstance(per_second, int) or per_second < 1):
-            raise ControlError("per_second must be a positive integer or null")
-        self.emulator.rate_limiter.per_second = per_second
-        return {"per_second": per_second}
+        burst = body.get("burst")
+        for name, value in (("per_second", per_second), ("burst", burst)):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise ControlError(f"{name} must be a positive integer or null")
+        if per_second is None and burst is not None:
+            raise ControlError("burst needs per_second")
+        limiter = self.emulator.rate_limiter
+        limiter.configure(per_second, burst)
+        return {"per_second": limiter.per_second, "burst": limiter.capacity}
 
     def _faults(self, body: Json, query: dict[str, str]) -> Json:
         return {"faults": [f.as_json() for f in self.emulator.faults.faults]}

@@ -64,7 +64,7 @@ class Emulator:
             self.webhooks.retry_delays = DEFAULT_RETRY_DELAYS
             self.request_log.clear()
             self.faults.clear()
-            self.rate_limiter.per_second = None
+            self.rate_limiter.configure(None)
             self.settings = Settings()
             self.clock.reset()
         self.changed()

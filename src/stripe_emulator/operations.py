@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -59,22 +60,61 @@ class RequestLog:
 
 
 class RateLimiter:
-    """At most N requests per wall-clock second; `None` means unlimited."""
+    """Stripe's request rate limiter, a token bucket; `per_second=None` means unlimited.
 
-    def __init__(self) -> None:
+    The bucket holds up to `capacity` tokens (the `burst`, by default `per_second`) and
+    refills continuously at `per_second` tokens a second; a request takes one token, or is
+    refused (429) when less than one is left. A client that sends N requests a second evenly
+    never runs dry however its requests jitter within the second; a burst of more than
+    `capacity` at once is refused past the capacity. Stripe's engineering blog ("Scaling your
+    API with rate limiters") describes its request rate limiter as a token bucket, and its
+    rate-limits docs give the limits per second with bursts tolerated.
+
+    Time is `clock()` (monotonic seconds by default; tests pass their own), never the
+    emulator clock: moving that by a month must not refill or drain the bucket."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
         self.per_second: int | None = None
-        self._window = 0
-        self._count = 0
+        self.burst: int | None = None
+        self._tokens = 0.0
+        self._updated = 0.0
+
+    @property
+    def capacity(self) -> int | None:
+        """How many tokens a full bucket holds (None: unlimited)."""
+        if self.per_second is None:
+            return None
+        return self.burst if self.burst is not None else self.per_second
+
+    def configure(self, per_second: int | None, burst: int | None = None) -> None:
+        """Refill `per_second` tokens a second into a bucket of `burst` (default
+        `per_second`); the bucket starts full. `per_second=None` turns the limit off."""
+        if per_second is not None and per_second < 1:
+            raise ValueError("per_second must be a positive integer or None")
+        if burst is not None and burst < 1:
+            raise ValueError("burst must be a positive integer or None")
+        with self._lock:
+            self.per_second = per_second
+            self.burst = None if per_second is None else burst
+            self._tokens = float(self.capacity or 0)
+            self._updated = self._clock()
 
     def allow(self) -> bool:
-        """Count one request; False when it is over the limit (answer 429)."""
-        if self.per_second is None:
-            return True
-        window = int(time.monotonic())
-        if window != self._window:
-            self._window, self._count = window, 0
-        self._count += 1
-        return self._count <= self.per_second
+        """Take one token for a request; False when none is left (answer 429)."""
+        with self._lock:
+            capacity = self.capacity
+            if self.per_second is None or capacity is None:
+                return True
+            now = self._clock()
+            elapsed = max(0.0, now - self._updated)
+            self._updated = max(self._updated, now)
+            self._tokens = min(float(capacity), self._tokens + elapsed * self.per_second)
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+            return False
 
 
 @dataclass(slots=True)

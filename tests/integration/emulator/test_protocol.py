@@ -209,9 +209,12 @@ def test_rate_limit_answers_429(
     stripe_client: stripe.StripeClient, emulator: EmulatorHandle
 ) -> None:
     emulator.control.set_rate_limit(3)
-    # 20 calls straddle at most one second boundary, so the 4th or 8th call is refused.
-    with pytest.raises(stripe.RateLimitError):
+    # A bucket of 3 tokens refilled at 3 a second: 20 calls back to back run it dry.
+    with pytest.raises(stripe.RateLimitError) as refused:
         _list_repeatedly(stripe_client, 20)
+    assert (refused.value.json_body or {})["error"]["code"] == "rate_limit"
+    assert refused.value.headers is not None
+    assert refused.value.headers.get("Stripe-Should-Retry") == "true"
     emulator.control.set_rate_limit(None)
     assert 429 in {e.status for e in emulator.control.requests()}
 
