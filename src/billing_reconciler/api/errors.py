@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from billing_reconciler.customer_validation import field_path
 from billing_reconciler.store import ConflictError, NotFoundError, StoreError
 
 ErrorCode = Literal[
@@ -81,9 +82,10 @@ _UNREADABLE: Final = frozenset({"json_invalid", "json_type"})
 
 
 def _field(loc: Sequence[str | int]) -> str:
-    # ("body", "amount") -> "amount"; ("path", "org") -> "org"; ("query", "limit") -> "limit".
-    parts = [str(p) for p in loc[1:]] if len(loc) > 1 else [str(p) for p in loc]
-    return ".".join(parts) or "body"
+    # ("body", "amount") -> "amount"; ("path", "org") -> "org"; ("query", "limit") -> "limit";
+    # ("body", "tax_ids", 0, "type") -> "tax_ids[0].type" (the YAML diagnostics' spelling).
+    parts = list(loc[1:]) if len(loc) > 1 else list(loc)
+    return field_path(parts) or "body"
 
 
 def from_validation(error: RequestValidationError) -> ApiError:

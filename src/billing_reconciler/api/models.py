@@ -7,9 +7,8 @@ Responses are snake_case; timestamps are RFC 3339 in UTC (`...Z`), amounts integ
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -24,6 +23,20 @@ from pydantic import (
     model_validator,
 )
 
+from billing_reconciler.customer_validation import INT64_MAX as INT64_MAX
+from billing_reconciler.customer_validation import INT64_MIN as INT64_MIN
+from billing_reconciler.customer_validation import (
+    MAX_TAX_IDS,
+    AddressPart,
+    Country,
+    CreditMin,
+    DueInDays,
+    Email,
+    Name,
+    Phone,
+    TaxIdType,
+    TaxIdValue,
+)
 from billing_reconciler.money import is_valid_currency
 
 
@@ -43,37 +56,11 @@ def _currency(value: str) -> str:
 
 Currency = Annotated[StrictStr, AfterValidator(_currency)]
 
-# An email address, checked strictly without a dependency (email-validator is not one of
-# ours): one `@`; a local part of 1-64 printable non-space characters without `@`; a domain of
-# dot-separated labels (letters, digits, inner hyphens; 1-63 each), at least two, the last
-# alphabetic. Stripe refuses what this refuses, so a bad address fails here, named, rather
-# than as a reconcile Stripe rejects.
-_EMAIL: Final = re.compile(
-    r"^[!-?A-~]{1,64}@(?=.{1,255}$)"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
-
-
-def _email(value: str) -> str:
-    if "\x00" in value:  # said as such, as for every other field
-        raise ValueError("must not contain NUL characters")
-    if not _EMAIL.fullmatch(value) or value.count("@") != 1:
-        raise ValueError("not an email address (expected name@example.com)")
-    return value
-
-
-Email = Annotated[StrictStr, Field(max_length=320), AfterValidator(_email)]
-ShortText = Annotated[StrictStr, Field(max_length=500)]
 Metadata = Annotated[
     dict[Annotated[str, Field(max_length=40)], Annotated[StrictStr, Field(max_length=500)]],
     Field(max_length=50),
 ]
 TestClock = Annotated[StrictStr, Field(pattern=r"^clock_[A-Za-z0-9]+$", max_length=255)]
-
-
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
-"""The range of every stored amount and balance (a signed 64-bit column)."""
 
 
 def _no_nul(value: object) -> None:
@@ -182,27 +169,29 @@ class Member(ResponseBody):
 
 
 class AddressIn(RequestBody):
-    line1: ShortText | None = None
-    line2: ShortText | None = None
-    city: ShortText | None = None
-    state: ShortText | None = None
-    postal_code: ShortText | None = None
-    country: Annotated[StrictStr, Field(min_length=2, max_length=2)] | None = None
+    line1: AddressPart | None = None
+    line2: AddressPart | None = None
+    city: AddressPart | None = None
+    state: AddressPart | None = None
+    postal_code: AddressPart | None = None
+    country: Country | None = Field(
+        default=None, description="ISO 3166-1 alpha-2 (either case; stored upper-case)."
+    )
 
 
 class TaxIdIn(RequestBody):
-    type: Annotated[StrictStr, Field(min_length=1, max_length=32)]
-    value: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    type: TaxIdType = Field(description="One of Stripe's tax id types (eu_vat, us_ein, ...).")
+    value: TaxIdValue
 
 
 class AccountCreate(RequestBody):
     """`POST .../billing`: fields left out default to the org's title and owner email."""
 
-    name: ShortText | None = None
+    name: Name | None = None
     email: Email | None = None
-    phone: Annotated[StrictStr, Field(max_length=32)] | None = None
+    phone: Phone | None = None
     address: AddressIn | None = None
-    tax_ids: Annotated[list[TaxIdIn], Field(max_length=20)] = []
+    tax_ids: Annotated[list[TaxIdIn], Field(max_length=MAX_TAX_IDS)] = []
     currency: Currency | None = None
     offline: StrictBool | None = None
     test_clock: TestClock | None = None
@@ -212,11 +201,11 @@ class AccountCreate(RequestBody):
 class AccountPatch(RequestBody):
     """`PATCH .../billing`: only the fields sent change (null clears an optional one)."""
 
-    name: ShortText | None = None
+    name: Name | None = None
     email: Email | None = None
-    phone: Annotated[StrictStr, Field(max_length=32)] | None = None
+    phone: Phone | None = None
     address: AddressIn | None = None
-    tax_ids: Annotated[list[TaxIdIn], Field(max_length=20)] | None = None
+    tax_ids: Annotated[list[TaxIdIn], Field(max_length=MAX_TAX_IDS)] | None = None
     currency: Currency | None = None
     metadata: Metadata | None = None
 
@@ -257,8 +246,8 @@ class AccountDetailsIn(RequestBody):
     """`PUT /admin/.../billing/details`: partial; `credit_min` <= 0 (negative allows an
     overdraft of that many credits), within the signed 64-bit range."""
 
-    credit_min: Annotated[StrictInt, Field(ge=INT64_MIN, le=0)] | None = None
-    due_in_days: Annotated[StrictInt, Field(ge=0, le=365)] | None = None
+    credit_min: CreditMin | None = None
+    due_in_days: DueInDays | None = None
 
 
 # --- ledger -------------------------------------------------------------------------------

@@ -20,16 +20,23 @@ from pydantic import (
     model_validator,
 )
 
+from billing_reconciler.customer_validation import (
+    MAX_TAX_IDS,
+    AddressPart,
+    Country,
+    CreditMin,
+    DueInDays,
+    Email,
+    Name,
+    Phone,
+    TaxIdType,
+    TaxIdValue,
+)
 from billing_reconciler.desired.models import NAME_PATTERN
 from billing_reconciler.money import is_valid_currency
 
 #: DESIGN §15: org ids are the host's, 1-64 characters of [A-Za-z0-9_.:-].
 ORG_ID_PATTERN: Final[str] = r"^[A-Za-z0-9_.:-]{1,64}$"
-# Stripe's limits on customer fields.
-MAX_NAME: Final[int] = 256
-MAX_EMAIL: Final[int] = 512
-MAX_PHONE: Final[int] = 20
-MAX_ADDRESS_PART: Final[int] = 200
 
 
 def _currency(value: object) -> object:
@@ -45,7 +52,6 @@ Currency = Annotated[
     BeforeValidator(_currency),
     WithJsonSchema({"type": "string", "pattern": "^[A-Za-z]{3}$"}),
 ]
-Text = Annotated[StrictStr, Field(min_length=1)]
 
 
 class _Strict(BaseModel):
@@ -53,22 +59,23 @@ class _Strict(BaseModel):
 
 
 class AddressModel(_Strict):
-    """A postal address; every part optional."""
+    """A postal address; every part optional (the API's rules: `customer_validation`)."""
 
-    line1: Annotated[StrictStr, Field(max_length=MAX_ADDRESS_PART)] | None = None
-    line2: Annotated[StrictStr, Field(max_length=MAX_ADDRESS_PART)] | None = None
-    city: Annotated[StrictStr, Field(max_length=MAX_ADDRESS_PART)] | None = None
-    state: Annotated[StrictStr, Field(max_length=MAX_ADDRESS_PART)] | None = None
-    postal_code: Annotated[StrictStr, Field(max_length=MAX_ADDRESS_PART)] | None = None
-    country: Annotated[StrictStr, Field(pattern=r"^[A-Za-z]{2}$")] | None = None
-    """Two-letter country code (ISO 3166-1 alpha-2)."""
+    line1: AddressPart | None = None
+    line2: AddressPart | None = None
+    city: AddressPart | None = None
+    state: AddressPart | None = None
+    postal_code: AddressPart | None = None
+    country: Country | None = None
+    """Two-letter country code (ISO 3166-1 alpha-2), in either case."""
 
 
 class TaxIdModel(_Strict):
     """A tax id, as Stripe's `tax_id_data`: `{type: eu_vat, value: DE123456789}`."""
 
-    type: Annotated[StrictStr, Field(pattern=r"^[a-z]{2,3}_[a-z_]+$")]
-    value: Annotated[StrictStr, Field(min_length=1, max_length=100)]
+    type: TaxIdType
+    """One of Stripe's tax id types (eu_vat, gb_vat, us_ein, ...)."""
+    value: TaxIdValue
 
 
 class CustomerModel(_Strict):
@@ -76,13 +83,13 @@ class CustomerModel(_Strict):
 
     org_id: Annotated[StrictStr, Field(pattern=ORG_ID_PATTERN)]
     """The host application's organization id (1-64 characters of A-Za-z0-9_.:-)."""
-    name: Annotated[Text, Field(max_length=MAX_NAME)]
-    email: (
-        Annotated[StrictStr, Field(max_length=MAX_EMAIL, pattern=r"^[^@\s]+@[^@\s]+$")] | None
-    ) = None
-    phone: Annotated[StrictStr, Field(min_length=1, max_length=MAX_PHONE)] | None = None
+    name: Name
+    """Up to 256 characters (Stripe's limit)."""
+    email: Email | None = None
+    phone: Phone | None = None
+    """Up to 20 characters (Stripe's limit)."""
     address: AddressModel | None = None
-    tax_ids: list[TaxIdModel] = []
+    tax_ids: Annotated[list[TaxIdModel], Field(max_length=MAX_TAX_IDS)] = []
     offline: StrictBool = False
     """True keeps the account without a Stripe customer."""
     plan: Annotated[StrictStr, Field(min_length=1, max_length=100, pattern=NAME_PATTERN)] | None = (
@@ -91,9 +98,10 @@ class CustomerModel(_Strict):
     """An active plan of the plan files."""
     seats: Annotated[StrictInt, Field(gt=0)] | None = None
     """A fixed seat count (needs `plan`)."""
-    credit_min: StrictInt = 0
-    """Minimum credit balance in credits; negative allows an overdraft."""
-    due_in_days: Annotated[StrictInt, Field(ge=0)] = 30
+    credit_min: CreditMin = 0
+    """Minimum credit balance in credits: 0, or negative to allow an overdraft."""
+    due_in_days: DueInDays = 30
+    """Days to pay an invoice (0-365)."""
     currency: Currency | None = None
     """ISO 4217; billing.default_currency when absent."""
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from billing_reconciler.customer_validation import field_path
 from billing_reconciler.desired.customer_models import (
     AddressModel,
     CustomerModel,
@@ -115,7 +116,7 @@ def _read_document(document: SourceDocument, entries: CustomerEntries) -> None:
     schema = sub_schema(customers_schema(), "CustomerModel")
     for index, raw in enumerate(document.data.get("customers") or []):
         loc = ("customers", index)
-        checked = check(document, CustomerModel, data=raw, at=loc, schema=schema)
+        checked = check(document, CustomerModel, data=raw, at=loc, schema=schema, full_paths=True)
         entries.diagnostics.extend(checked.diagnostics)
         if checked.item is not None:
             entries.customers.append(Located(checked.item, document, loc))
@@ -153,7 +154,7 @@ def check_customers(
         if earlier is not located:
             where = earlier.document.position((*earlier.loc, "org_id"))
             yield located.diagnostic(
-                f"org_id: '{org_id}' is already declared at "
+                f"{_path(located, 'org_id')}: '{org_id}' is already declared at "
                 f"{earlier.document.path}:{where.line}:{where.column}",
                 at=("org_id",),
             )
@@ -167,21 +168,30 @@ def _plan_reference(located: Located[CustomerRefs], plans: PlanNames) -> Iterato
     name = plan.lower()
     if name in plans.active:
         if located.item.seats is not None and name not in plans.per_seat:
-            message = f"seats: plan '{plan}' has no per_seat product to apply a seat count to"
+            message = (
+                f"{_path(located, 'seats')}: plan '{plan}' has no per_seat product to apply a "
+                "seat count to"
+            )
             yield located.diagnostic(message, at=("seats",))
         return
     if plans.may_exist(name):
         return
     if name in plans.inactive:
-        yield located.diagnostic(f"plan: '{plan}' is inactive; name an active plan", at=("plan",))
+        message = f"{_path(located, 'plan')}: '{plan}' is inactive; name an active plan"
+        yield located.diagnostic(message, at=("plan",))
         return
-    message = f"plan: unknown plan '{plan}'"
+    message = f"{_path(located, 'plan')}: unknown plan '{plan}'"
     close = difflib.get_close_matches(name, sorted(plans.active), n=1, cutoff=0.6)
     if close:
         message += f"; did you mean '{close[0]}'?"
     elif plans.active:
         message += f"; expected one of: {', '.join(sorted(plans.active))}"
     yield located.diagnostic(message, at=("plan",))
+
+
+def _path(located: Located[CustomerRefs], name: str) -> str:
+    """A field of an entry by its path from the file's root: `customers[2].plan`."""
+    return field_path((*located.loc, name))
 
 
 def customer_spec(model: CustomerModel, *, default_currency: str) -> CustomerSpec:

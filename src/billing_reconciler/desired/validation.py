@@ -17,6 +17,7 @@ import jsonschema
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from billing_reconciler.customer_validation import field_path
 from billing_reconciler.desired.diagnostics import Diagnostic
 from billing_reconciler.desired.yaml_source import Loc, SourceDocument
 
@@ -69,18 +70,23 @@ def check(
     data: Any,
     at: Loc = (),
     schema: Mapping[str, Any] | None = None,
+    full_paths: bool = False,
 ) -> Checked[ModelT]:
-    """`validate`, also telling which parts of `data` were wrong (`Checked.sound`)."""
+    """`validate`, also telling which parts of `data` were wrong (`Checked.sound`).
+
+    `full_paths` names a field by its whole path from the document's root
+    (`customers[0].tax_ids[1].type: ...`, as the API's error details do) instead of its key."""
     result: ModelT | None = None
     pydantic_findings: list[_Finding] = []
+    prefix = at if full_paths else None
     try:
         result = model.model_validate(data)
     except ValidationError as exc:
         pydantic_findings = [
-            _from_pydantic(err, data=data, schema=schema, model=model)
+            _from_pydantic(err, data=data, schema=schema, model=model, prefix=prefix)
             for err in exc.errors(include_url=False)
         ]
-    schema_findings = _from_schema(schema, data) if schema is not None else []
+    schema_findings = _from_schema(schema, data, prefix) if schema is not None else []
     findings = pydantic_findings + _unrelated(schema_findings, pydantic_findings)
     diagnostics = [document.diagnostic((*at, *f.loc), f.message, key=f.on_key) for f in findings]
     broken = tuple(f.loc for f in findings)
@@ -93,11 +99,17 @@ def check(
 
 
 def _from_pydantic(
-    err: ErrorDetails, *, data: Any, schema: Mapping[str, Any] | None, model: type[BaseModel]
+    err: ErrorDetails,
+    *,
+    data: Any,
+    schema: Mapping[str, Any] | None,
+    model: type[BaseModel],
+    prefix: Loc | None = None,
 ) -> _Finding:
     loc = data_path(data, err["loc"])
     kind = err["type"]
     field = _field_name(loc)
+    named = _named(loc, prefix)
     if kind == "extra_forbidden":
         allowed = _allowed_keys(schema, loc[:-1])
         if not allowed and len(loc) == 1:
@@ -107,13 +119,21 @@ def _from_pydantic(
         missing = str(err["loc"][-1])
         return _Finding(loc, f"missing required key '{missing}'")
     if kind == "literal_error":
-        return _Finding(loc, _bad_choice(field, err))
+        return _Finding(loc, _bad_choice(named, err))
     message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind.endswith("_type") or kind.startswith(("greater", "less", "string_", "too_")):
         message = f"{message} (got {_show(err.get('input'))})" if _safe(kind) else message
-    if not field or message.startswith(field):
+    if not named or message.startswith(named):
         return _Finding(loc, message)
-    return _Finding(loc, f"{field}: {message}")
+    return _Finding(loc, f"{named}: {message}")
+
+
+def _named(loc: Loc, prefix: Loc | None) -> str:
+    """How a message names the field at `loc`: its key, or its path from the document's root
+    (`customers[0].tax_ids[1].type`) when `prefix` (where the data sits) is given."""
+    if prefix is None:
+        return _field_name(loc)
+    return field_path((*prefix, *loc)) if loc else ""
 
 
 def data_path(data: Any, loc: Sequence[str | int]) -> Loc:
@@ -184,17 +204,17 @@ def _show(value: object) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _from_schema(schema: Mapping[str, Any], data: Any) -> list[_Finding]:
+def _from_schema(schema: Mapping[str, Any], data: Any, prefix: Loc | None = None) -> list[_Finding]:
     validator = jsonschema.Draft202012Validator(schema)
     findings = []
     for error in validator.iter_errors(data):
         loc = tuple(error.absolute_path)
-        findings.append(_Finding(loc, _schema_message(error, loc)))
+        findings.append(_Finding(loc, _schema_message(error, loc, prefix)))
     return findings
 
 
-def _schema_message(error: jsonschema.ValidationError, loc: Loc) -> str:
-    field = _field_name(loc)
+def _schema_message(error: jsonschema.ValidationError, loc: Loc, at: Loc | None) -> str:
+    field = _named(loc, at)
     prefix = f"{field}: " if field else ""
     kind = error.validator
     if kind == "additionalProperties":

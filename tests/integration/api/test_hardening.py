@@ -43,7 +43,7 @@ WRONG = {"Authorization": "Bearer not-a-token"}
             "PATCH",
             f"{ORG}/billing",
             {"tax_ids": [{"type": "eu_vat", "value": "\u0000"}]},
-            "tax_ids.0.value",
+            "tax_ids[0].value",
         ),
         ("POST", GRANT, {"id": "g\u0000", "amount": 1}, "id"),
         ("POST", GRANT, {"id": "g1", "amount": 1, "description": "\u0000"}, "description"),

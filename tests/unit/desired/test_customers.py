@@ -98,13 +98,13 @@ def test_customers_change_the_revision_and_no_customers_keep_it(tmp_path: Path) 
 def test_unknown_plan_is_positioned_with_a_suggestion(tmp_path: Path) -> None:
     text = ACME.replace("plan: team_monthly", "plan: team_montly")
     assert errors(load_desired(desired(tmp_path, {"acme.yaml": text}))) == [
-        "acme.yaml:11:11: plan: unknown plan 'team_montly'; did you mean 'team_monthly'?"
+        "acme.yaml:11:11: customers[0].plan: unknown plan 'team_montly'; did you mean 'team_monthly'?"
     ]
 
 
 def test_seats_need_a_per_seat_product(tmp_path: Path) -> None:
     assert errors(load_desired(desired(tmp_path, {"acme.yaml": ACME}, plans=PLANS_NO_SEATS))) == [
-        "acme.yaml:12:12: seats: plan 'team_monthly' has no per_seat product to apply a seat "
+        "acme.yaml:12:12: customers[0].seats: plan 'team_monthly' has no per_seat product to apply a seat "
         "count to"
     ]
 
@@ -112,14 +112,14 @@ def test_seats_need_a_per_seat_product(tmp_path: Path) -> None:
 def test_inactive_plan_is_refused(tmp_path: Path) -> None:
     text = ACME.replace("plan: team_monthly", "plan: legacy_monthly")
     assert errors(load_desired(desired(tmp_path, {"acme.yaml": text}))) == [
-        "acme.yaml:11:11: plan: 'legacy_monthly' is inactive; name an active plan"
+        "acme.yaml:11:11: customers[0].plan: 'legacy_monthly' is inactive; name an active plan"
     ]
 
 
 def test_duplicate_org_id_across_files(tmp_path: Path) -> None:
     other = "customers:\n  - org_id: zeta\n    name: Z\n  - org_id: acme\n    name: Again\n"
     (found,) = errors(load_desired(desired(tmp_path, {"acme.yaml": ACME, "more.yaml": other})))
-    assert found.startswith("more.yaml:4:13: org_id: 'acme' is already declared at ")
+    assert found.startswith("more.yaml:4:13: customers[1].org_id: 'acme' is already declared at ")
     assert found.endswith("/customers/acme.yaml:2:13")
 
 
@@ -127,12 +127,36 @@ def test_duplicate_org_id_across_files(tmp_path: Path) -> None:
     ("replace", "by", "expected"),
     [
         ("    plan:", "    plna:", "acme.yaml:11:5: unknown key 'plna'; did you mean 'plan'?"),
-        ("due_in_days: 14", "due_in_days: -1", "acme.yaml:14:18: due_in_days: Input should be"),
-        ("    name: Acme\n", "    name: Acme\n    currency: usd1\n", "acme.yaml:4:15: currency"),
-        ("org_id: acme", "org_id: a/b", "acme.yaml:2:13: org_id: String should match pattern"),
-        ("org_id: acme", "org_id: " + "a" * 65, "acme.yaml:2:13: org_id: String should match"),
-        ("seats: 5", "seats: 0", "acme.yaml:12:12: seats: Input should be greater than 0"),
-        ("credit_min: -100", "credit_min: 1.5", "acme.yaml:13:17: credit_min: Input should be"),
+        (
+            "due_in_days: 14",
+            "due_in_days: -1",
+            "acme.yaml:14:18: customers[0].due_in_days: Input should be",
+        ),
+        (
+            "    name: Acme\n",
+            "    name: Acme\n    currency: usd1\n",
+            "acme.yaml:4:15: customers[0].currency",
+        ),
+        (
+            "org_id: acme",
+            "org_id: a/b",
+            "acme.yaml:2:13: customers[0].org_id: String should match pattern",
+        ),
+        (
+            "org_id: acme",
+            "org_id: " + "a" * 65,
+            "acme.yaml:2:13: customers[0].org_id: String should match",
+        ),
+        (
+            "seats: 5",
+            "seats: 0",
+            "acme.yaml:12:12: customers[0].seats: Input should be greater than 0",
+        ),
+        (
+            "credit_min: -100",
+            "credit_min: 1.5",
+            "acme.yaml:13:17: customers[0].credit_min: Input should be",
+        ),
         ("    plan: team_monthly\n", "", "acme.yaml:2:5: seats: a fixed seat count needs a plan"),
     ],
 )
@@ -148,7 +172,8 @@ def test_bad_currency_names_iso_4217(tmp_path: Path) -> None:
     text = ACME.replace("    name: Acme\n", "    name: Acme\n    currency: xyz\n")
     (message,) = errors(load_desired(desired(tmp_path, {"acme.yaml": text})))
     assert (
-        message == "acme.yaml:4:15: currency: unknown currency 'xyz': not an active ISO 4217 code"
+        message
+        == "acme.yaml:4:15: customers[0].currency: unknown currency 'xyz': not an active ISO 4217 code"
     )
 
 
@@ -179,9 +204,11 @@ def test_an_entry_with_an_error_still_has_its_plan_and_org_id_checked(
     text = ACME + "  - org_id: acme\n    name: Again\n    plan: team_montly\n" + mistake
     found = errors(load_desired(desired(tmp_path, {"acme.yaml": text})))
     assert len(found) == 3, found
-    assert found[0].startswith("acme.yaml:15:13: org_id: 'acme' is already declared at "), found
+    assert found[0].startswith(
+        "acme.yaml:15:13: customers[1].org_id: 'acme' is already declared at "
+    ), found
     assert found[1] == (
-        "acme.yaml:17:11: plan: unknown plan 'team_montly'; did you mean 'team_monthly'?"
+        "acme.yaml:17:11: customers[1].plan: unknown plan 'team_montly'; did you mean 'team_monthly'?"
     )
     assert found[2].startswith("acme.yaml:18:"), found
 
@@ -192,7 +219,9 @@ def test_a_wrong_value_is_not_checked_again_across_entries(tmp_path: Path) -> No
         "seats: 5", "seats: 0"
     )
     found = errors(load_desired(desired(tmp_path, {"acme.yaml": text})))
-    assert [f.split(": ", 2)[1] for f in found] == ["plan", "seats"], found
+    assert [f.split(": ", 2)[1] for f in found] == ["customers[0].plan", "customers[0].seats"], (
+        found
+    )
 
 
 def test_errors_in_one_entry_do_not_hide_an_unknown_plan_in_another(tmp_path: Path) -> None:
@@ -203,8 +232,8 @@ def test_errors_in_one_entry_do_not_hide_an_unknown_plan_in_another(tmp_path: Pa
     )
     found = errors(load_desired(desired(tmp_path, {"acme.yaml": text})))
     assert [f.split(": ", 2)[:2] for f in found] == [
-        ["acme.yaml:4:18", "due_in_days"],
-        ["acme.yaml:7:11", "plan"],
+        ["acme.yaml:4:18", "customers[0].due_in_days"],
+        ["acme.yaml:7:11", "customers[1].plan"],
         ["acme.yaml:10:5", "unknown key 'colour'; expected one of"],
     ]
 
