@@ -9,7 +9,9 @@ subscriptions module's clock walk treats as a due moment (before a renewal at th
 moment), calling `_on_phase_end` here: the next phase's items and settings are applied as a
 subscription update with the phase's `proration_behavior`, or, after the last phase,
 `end_behavior` releases the subscription (schedule `released`) or cancels it (schedule
-`completed`).
+`completed`). Phases may differ in billing interval (all prices of one phase share one);
+entering a phase at another interval restarts the billing cycle at the phase start and
+invoices the new period (`subscriptions.apply_schedule_phase`).
 """
 
 from __future__ import annotations
@@ -434,6 +436,12 @@ def _phases(
                 )
             quantity = None if metered else int(item.get("quantity", 1))
             items.append(_phase_item(price["id"], quantity, item.get("metadata")))
+        # Within one phase every recurring price shares an interval (they become one
+        # subscription's items); phases may differ: entering a phase at another interval
+        # restarts the billing cycle at the phase start (`subscriptions.apply_schedule_phase`).
+        subscriptions.check_intervals(
+            prices, [f"{where}[items][{j}][price]" for j in range(len(prices))]
+        )
         cur = (
             currency(raw["currency"], param=f"{where}[currency]")
             if "currency" in raw
@@ -530,23 +538,9 @@ def _phases(
                 phase["trial"] = True
         phases.append(phase)
         at = end
-    first_interval = _interval_of(ctx, phases[0])
-    for i, phase in enumerate(phases[1:], start=1):
-        if _interval_of(ctx, phase) != first_interval:
-            raise invalid(
-                "Changing the billing interval between phases is not supported by the "
-                "emulator (all items of a subscription share one interval).",
-                param=f"phases[{i}][items]",
-            )
     if defaults["collection_method"] is None:
         defaults["collection_method"] = "charge_automatically"
     return phases
-
-
-def _interval_of(ctx: RequestContext, phase: StripeObject) -> tuple[str, int]:
-    price = ctx.store.get("price", phase["items"][0]["price"])
-    assert price is not None
-    return str(price["recurring"]["interval"]), int(price["recurring"]["interval_count"])
 
 
 def _phase_item(price_id: str, quantity: int | None, metadata: Any) -> StripeObject:

@@ -5,7 +5,9 @@ clocks (`advance_clock`, registered on `Emulator.clock_hooks`).
 Periods live on the items (`current_period_start/end`, API `2026-10-28.endive`), anchored at
 `billing_cycle_anchor` (`billing_time`): the start, the trial end, a requested anchor (the
 first period up to it prorated) or, after `billing_cycle_anchor[type]=now`, the reset time.
-Every item of a subscription shares one interval. The clock walk also sends `invoice.upcoming`
+Every item of a subscription shares one interval; an update (or a schedule phase) that moves
+every item to another interval resets the cycle as `billing_cycle_anchor=now` does, at the
+time of the change (`cycle_resets`). The clock walk also sends `invoice.upcoming`
 `UPCOMING_RENEWAL_DAYS` before a renewal and invoices pending items on a
 `pending_invoice_item_interval`. Responses and events never carry the `_` fields
 (`render.strip_private`).
@@ -605,15 +607,35 @@ def _interval(price: StripeObject) -> tuple[str, int]:
     return str(recurring["interval"]), int(recurring["interval_count"])
 
 
-def _check_intervals(prices: list[StripeObject]) -> None:
+def _check_intervals(prices: list[StripeObject], params: list[str] | None = None) -> None:
+    """All recurring prices of one subscription (or one schedule phase) share one interval;
+    `params` names each price's parameter (default `items[i][price]`)."""
     first = _interval(prices[0])
     for i, price in enumerate(prices[1:], start=1):
         if _interval(price) != first:
             raise invalid(
                 "The price specified has a different billing interval than the other items; "
                 "all items of a subscription must share one interval.",
-                param=f"items[{i}][price]",
+                param=params[i] if params is not None else f"items[{i}][price]",
             )
+
+
+def check_intervals(prices: list[StripeObject], params: list[str]) -> None:
+    """`_check_intervals` for the schedules module (one phase's prices)."""
+    _check_intervals(prices, params)
+
+
+def cycle_resets(params: Params, before: StripeObject, after: StripeObject) -> bool:
+    """Whether the update `params` that made `after` from `before` starts a new billing
+    cycle at the time of the change: `billing_cycle_anchor[type]=now`, or items moved to a
+    price of another interval (Stripe's "changing to a price with a different billing
+    interval" resets the billing cycle anchor to the change and invoices at once)."""
+    return _resets_anchor(params) or _interval_changed(before, after)
+
+
+def _interval_changed(before: StripeObject, after: StripeObject) -> bool:
+    old, new = before["items"]["data"], after["items"]["data"]
+    return bool(old and new) and _interval(old[0]["price"]) != _interval(new[0]["price"])
 
 
 def _trial_end(params: Params, prices: list[StripeObject], now: int) -> int | None:
@@ -1079,7 +1101,7 @@ def update(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         )
     cctx = invoices.clocked(ctx, before["customer"])
     after, prorations = apply_update(cctx, before, params, save=True)
-    if _resets_anchor(params):
+    if cycle_resets(params, before, after):
         # A new period from now, invoiced at once with the credits for the old one.
         invoice = _cycle_invoice(cctx, after, billing_reason="subscription_update")
         after["latest_invoice"] = invoice["id"]
@@ -1180,6 +1202,14 @@ def apply_update(
     changes: list[tuple[StripeObject | None, StripeObject | None]] = []
     if "items" in params:
         changes = _apply_items(ctx, after, params["items"], now)
+    if _interval_changed(before, after):
+        if after["status"] not in ("active", "past_due"):
+            raise invalid(
+                f"Changing the billing interval of a `{after['status']}` subscription is not "
+                "supported by the emulator.",
+                param="items",
+            )
+        reset = True
     if reset:
         # Every old item's unused time is credited; the new period is billed in full.
         changes = [(old, None) for old in before["items"]["data"]]
@@ -1278,7 +1308,19 @@ def _apply_items(
             "A subscription must have at least one active item; cancel it instead.",
             param="items",
         )
+    # Checked on the result, so every item may move to another interval in one update.
+    prices = [item["price"] for item in data]
+    _check_intervals(prices, [_item_param_name(raw_items, item) for item in data])
     return changes
+
+
+def _item_param_name(raw_items: list[dict[str, Any]], item: StripeObject) -> str:
+    for i, raw in enumerate(raw_items):
+        if raw.get("id") == item["id"] or (
+            "id" not in raw and raw.get("price") == item["price"]["id"]
+        ):
+            return f"items[{i}][price]"
+    return "items"
 
 
 def duplicate_price(price_id: str) -> StripeError:
@@ -1293,13 +1335,6 @@ def _check_item_price(sub: StripeObject, price: StripeObject, where: str) -> Non
     if _unit_amount(price, sub["currency"]) is None:
         raise invalid(
             f"The price {price['id']} does not have a currency option for {sub['currency']}.",
-            param=f"{where}[price]",
-        )
-    first = sub["items"]["data"][0]["price"] if sub["items"]["data"] else price
-    if _interval(price) != _interval(first):
-        raise invalid(
-            "Changing a subscription's billing interval is not supported by the emulator; "
-            "all items share one interval.",
             param=f"{where}[price]",
         )
 
@@ -1914,6 +1949,11 @@ def preview(ctx: RequestContext, params: Params) -> StripeObject:
         if name in details:
             update_params[name] = details[name]
     simulated, prorations = apply_update(cctx, sub, update_params, save=False)
+    if _interval_changed(sub, simulated):
+        raise invalid(
+            "Previewing a change of the billing interval is not supported by the emulator.",
+            param="subscription_details[items]",
+        )
     if update_params.get("proration_behavior") == "always_invoice" and prorations:
         invoice = invoices.draft(
             cctx,
@@ -2031,9 +2071,15 @@ def _item_update(
             update_params[name] = params[name]
     cctx = invoices.clocked(ctx, sub["customer"])
     after, prorations = apply_update(cctx, sub, update_params, save=True)
-    _save(cctx, sub, after)
-    if prorations and params.get("proration_behavior") == "always_invoice":
-        _invoice_now(cctx, after, billing_reason="subscription_update")
+    if cycle_resets(update_params, sub, after):
+        invoice = _cycle_invoice(cctx, after, billing_reason="subscription_update")
+        after["latest_invoice"] = invoice["id"]
+        _save(cctx, sub, after)
+        _settle_now(cctx, invoice)
+    else:
+        _save(cctx, sub, after)
+        if prorations and params.get("proration_behavior") == "always_invoice":
+            _invoice_now(cctx, after, billing_reason="subscription_update")
     return ctx.store.get(KIND, sub["id"]) or after
 
 
@@ -2064,6 +2110,26 @@ def apply_schedule_phase(
         after.pop("_schedule_phase_end", None)
     else:
         after["_schedule_phase_end"] = phase_end
+    if _interval_changed(sub, after):
+        # A phase at another interval: the cycle restarts at the phase start (`apply_update`
+        # reset the anchor and the items' periods to now) and the new period is invoiced.
+        previous_start, previous_end = _period(sub)
+        if ctx.now() == previous_end:
+            # At the period end this stands for the renewal (a draft, finalized an hour
+            # later); the old items' usage windows are gone with the old items.
+            after["_usage_windows"] = {item["id"]: None for item in after["items"]["data"]}
+            invoice = renewal_invoice(ctx, after, save=True, previous_start=previous_start)
+            after["latest_invoice"] = invoice["id"]
+            _save(ctx, sub, after)
+            ctx.store.replace(KIND, after)
+        else:
+            # Mid-period: credits for the unused time and the new period, charged at once.
+            invoice = _cycle_invoice(ctx, after, billing_reason="subscription_update")
+            after["latest_invoice"] = invoice["id"]
+            _save(ctx, sub, after)
+            ctx.store.replace(KIND, after)
+            _settle_now(ctx, invoice)
+        return ctx.store.get(KIND, sub["id"]) or after
     _save(ctx, sub, after)
     ctx.store.replace(KIND, after)
     if prorations and params.get("proration_behavior") == "always_invoice":

@@ -116,11 +116,6 @@ def test_seats_follow_the_members(world: World, behavior: str, after_removal: in
     assert world.plan().steps == ()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="emulator gap: it refuses a schedule phase at another billing interval (400 "
-    "'Changing the billing interval between phases is not supported by the emulator')",
-)
 def test_a_monthly_to_yearly_change_at_the_period_end_goes_through_a_schedule(
     world: World,
 ) -> None:
