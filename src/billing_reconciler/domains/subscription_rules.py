@@ -22,9 +22,16 @@ pending change took effect.
 
 Every step's `params["op"]` names the Stripe call (see `OP_*`); `params["settings"]` names
 the `billing.yaml` settings that make it a fleet rewrite (`billing.stripe_auto_tax`,
-`billing.product.seat_change_behavior`), `[]` for a change of one account's own facts.
-Settings that apply only to future events (`customer.default_plan`, `plan_change.*`,
-`subscription.behavior_after_trial`) are never compared with live subscriptions.
+`billing.product.seat_change_behavior`), `[]` for a change of one account's own facts; the
+same settings are the step's `causes`, by which a fleet plan groups and names the rewrite
+(`~ 37 subscriptions: automatic_tax false -> true  (billing.stripe_auto_tax)`). An untargeted
+plan states its population (every live subscription of ours) and marks the rewrites of a
+repricing setting (`GUARDED_SETTINGS`) `mass_change`, so the controller's mass-change guard
+holds a plan back that rewrites more than `reconcile.max_fleet_change_fraction` of the fleet
+without `--allow-mass-change`. Settings that apply only to future events
+(`FUTURE_ONLY_SETTINGS`: `customer.default_plan`, `plan_change.*`,
+`subscription.behavior_after_trial`) are never compared with live subscriptions: the domain
+declares them, and the controller states a change of one on the plan instead.
 
 Left alone, never modified: foreign subscriptions (no marker), other installations'
 subscriptions, items on price ids the catalog does not know. Offline accounts (no Stripe
@@ -70,6 +77,7 @@ from billing_reconciler.planning.plan import (
     FieldChange,
     Notice,
     Plan,
+    Population,
     Reason,
     Step,
     canonical_json,
@@ -101,6 +109,16 @@ FUTURE_ONLY_SETTINGS: Final = (
     "billing.plan_change.collection_method",
     "billing.subscription.behavior_after_trial",
 )
+
+#: The fleet rewrites the mass-change guard counts (`Step.mass_change`, DESIGN §14): a setting
+#: that reprices every live subscription it touches. Not `seat_change_behavior`: a seat
+#: reduction under `exact` follows a member who left as often as a changed setting and the
+#: rules cannot tell which, so counting it would hold back ordinary member removals (one of
+#: five subscriptions is already 20%). Nor what an account asks for itself (a cancel, a plan
+#: change): those come one account at a time through the API.
+GUARDED_SETTINGS: Final = frozenset({SETTING_AUTO_TAX})
+#: What `Plan.population` counts: the live subscriptions of ours.
+POPULATION_NOUN: Final = "subscription"
 
 _DAY: Final = 86_400
 
@@ -383,6 +401,12 @@ def subscriptions_plan(
             continue
         _plan_account(draft, bundle)
     steps = tuple(step for phase in sorted(draft.phases) for step in draft.phases[phase])
+    population = None
+    if scope is None:
+        # The fleet (DESIGN §14): every live subscription of ours, what the mass-change guard
+        # takes its fraction of; a targeted pass sees a few accounts and states none.
+        population = Population(_live_count(draft, observed.accounts), POPULATION_NOUN)
+        steps = tuple(_guarded(step) for step in steps)
     return Plan(
         steps=steps,
         installation_id=context.installation_id,
@@ -392,15 +416,34 @@ def subscriptions_plan(
         notices=tuple(draft.notices),
         warnings=tuple(draft.warnings),
         restores=tuple(draft.restores),
+        population=population,
     )
+
+
+def _live_count(draft: _Draft, accounts: Iterable[AccountSubscriptions]) -> int:
+    return sum(1 for b in accounts for s in b.subscriptions if s.live and _ours(draft, s))
+
+
+def _guarded(step: Step) -> Step:
+    """`step` marked for the mass-change guard when a repricing setting causes it."""
+    if GUARDED_SETTINGS.isdisjoint(step.causes):
+        return step
+    return dataclasses.replace(step, mass_change=True)
 
 
 def _plan_account(draft: _Draft, bundle: AccountSubscriptions) -> None:
     account, intent = bundle.account, bundle.intent
     ours = [s for s in bundle.subscriptions if _ours(draft, s)]
     _mirror(draft, bundle, ours)
-    if intent is None or account.state != "active" or account.offline:
-        return  # no intent; disabled; offline: the intent waits for `register`
+    if intent is None or account.offline:
+        return  # no intent; offline: the intent waits for `register`
+    if account.state != "active":
+        # Disabled: nothing is created or changed, but a deleted org's live subscription (its
+        # intent asks for an immediate cancel: `api.organizations`) is cancelled.
+        current = _current(draft, bundle, [s for s in ours if s.live])
+        if current is not None and intent.cancel is not None and intent.cancel.immediate:
+            _cancel(draft, bundle, current, replaced=False)
+        return
     if account.stripe_customer_id is None:
         return  # registered, its customer not created yet: the customers domain's turn
     live = [s for s in ours if s.live]

@@ -42,6 +42,7 @@ from billing_reconciler.domains.base import PlanContext
 from billing_reconciler.domains.customer_types import CursorState, EventPosition
 from billing_reconciler.domains.subscription_events import SUBSCRIPTION_ROUTES
 from billing_reconciler.domains.subscription_rules import (
+    FUTURE_ONLY_SETTINGS,
     MIRROR_STEP,
     SCHEDULE_STEP,
     SUBSCRIPTION_STEP,
@@ -161,6 +162,9 @@ class SubscriptionsDomain:
     event_routes: Final = SUBSCRIPTION_ROUTES
     #: Its plan is a fleet: identical changes are grouped when rendered (DESIGN §14).
     fleet: Final = True
+    #: `billing.yaml` settings read only when a subscription is created or changed: a change
+    #: of one rewrites no live subscription, and the controller says so on the plan.
+    future_only_settings: Final = FUTURE_ONLY_SETTINGS
 
     def refresh_seconds(self, state: DesiredState) -> int:
         return int(state.config.billing.refresh_interval.subscription)

@@ -117,6 +117,8 @@ class World:
     stripe: stripe.StripeClient
     test_clock: str
     clock: list[float] = field(default_factory=lambda: [float(T0)])
+    # The store's URL (for a `reconcile` command run against the same store).
+    url: str = ""
 
     def now(self) -> float:
         return self.clock[0]
@@ -151,17 +153,20 @@ class World:
             clock=self.now,
         )
 
-    def plan(self, scope: frozenset[str] | None = None) -> Plan:
+    def plan(self, scope: frozenset[str] | None = None, *, allow_mass_change: bool = False) -> Plan:
         """The subscriptions domain's plan (nothing applied)."""
-        return self.controller(SUBSCRIPTIONS).plan(PlanOptions(scope=scope)).plan
+        options = PlanOptions(scope=scope, allow_mass_change=allow_mass_change)
+        return self.controller(SUBSCRIPTIONS).plan(options).plan
 
-    def reconcile(self, scope: frozenset[str] | None = None) -> Plan:
+    def reconcile(
+        self, scope: frozenset[str] | None = None, *, allow_mass_change: bool = False
+    ) -> Plan:
         """One pass of every domain in apply order (each planned after the one before it
         applied); the subscriptions plan that was applied. Each pass must converge."""
         applied: Plan | None = None
         for registration in DOMAINS:
             controller = self.controller(registration)
-            planned = controller.plan(PlanOptions(scope=scope))
+            planned = controller.plan(PlanOptions(scope=scope, allow_mass_change=allow_mass_change))
             if planned.plan.has_work:
                 _, _, residual = controller.apply(planned)
                 assert residual.converged, (registration.name, residual)
@@ -247,6 +252,7 @@ def world(
             emulator=emulator,
             stripe=sdk,
             test_clock=clock,
+            url=url,
         )
         world.configure()
         try:

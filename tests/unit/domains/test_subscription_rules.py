@@ -14,6 +14,7 @@ from tempfile import mkdtemp
 
 import pytest
 
+from billing_reconciler.controller import Controller, Registration
 from billing_reconciler.desired import load_desired
 from billing_reconciler.domains.base import PlanContext, PlanOptions
 from billing_reconciler.domains.subscription_rules import (
@@ -44,6 +45,7 @@ from billing_reconciler.domains.subscription_types import (
     SubscriptionsObserved,
     plan_catalog,
 )
+from billing_reconciler.domains.subscriptions import SubscriptionsDomain
 from billing_reconciler.model_subscriptions import (
     DesiredSubscription,
     ItemRecord,
@@ -54,7 +56,7 @@ from billing_reconciler.model_subscriptions import (
     SubscriptionOwner,
     SubscriptionRecord,
 )
-from billing_reconciler.planning.plan import Action, Plan, Reason, Step
+from billing_reconciler.planning.plan import Action, Plan, Population, Reason, Step
 
 INSTALLATION = "test"
 NOW = 1_900_000_000
@@ -620,6 +622,153 @@ def test_future_only_settings_produce_no_steps_for_live_subscriptions() -> None:
     live = _bundle(subs=(_sub(),))
     for billing in (CHANGE_SETTINGS, TRIAL_CANCEL, "  customer:\n    default_plan: free_monthly\n"):
         assert _plan(live, billing=billing).steps == (), billing
+
+
+# --- fleet changes (DESIGN §14): causes, population, the mass-change guard, future-only ---
+
+
+def _fleet(n: int, *, automatic_tax: bool = False) -> list[AccountSubscriptions]:
+    """`n` accounts, each with a live paid team subscription of ours (3 seats)."""
+    return [
+        AccountSubscriptions(
+            account=_account(i),
+            intent=_intent(),
+            seats=3,
+            subscriptions=(_sub(index=i, automatic_tax=automatic_tax),),
+        )
+        for i in range(n)
+    ]
+
+
+def test_stripe_auto_tax_flipped_over_a_fleet_is_a_step_per_subscription_with_its_cause() -> None:
+    plan = _plan(*_fleet(7), billing=AUTO_TAX)
+    assert [s.stripe_id for s in plan.steps] == [f"sub_{i}" for i in range(7)]
+    for step in plan.steps:
+        assert step.causes == (SETTING_AUTO_TAX,)
+        assert step.mass_change
+        assert _changes(step) == {"automatic_tax": (False, True)}
+    assert plan.population == Population(7, "subscription")
+    # And back off: the same fleet, each step naming the setting again.
+    back = _plan(*_fleet(7, automatic_tax=True))
+    assert {(s.causes, s.mass_change) for s in back.steps} == {((SETTING_AUTO_TAX,), True)}
+    assert {_changes(s)["automatic_tax"] for s in back.steps} == {(True, False)}
+
+
+def test_the_population_counts_every_live_subscription_of_ours_only() -> None:
+    fleet = _fleet(3)
+    canceled = _bundle(subs=(_sub(index=3, status="canceled"),), index=3)
+    foreign = _bundle(subs=(_sub(index=4, owner=None),), index=4)
+    other = _bundle(subs=(_sub(index=5, owner=_owner(installation="other")),), index=5)
+    free = _bundle(subs=(_sub("free_monthly", index=6),), intent=_intent("free_monthly"), index=6)
+    offline = _bundle(index=7, offline=True, stripe_customer_id=None)
+    plan = _plan(*fleet, canceled, foreign, other, free, offline, billing=AUTO_TAX)
+    # Three paid and one free live subscription of ours; the free one is not rewritten.
+    assert plan.population == Population(4, "subscription")
+    assert sorted(s.stripe_id or "" for s in plan.steps if s.mass_change) == [
+        "sub_0",
+        "sub_1",
+        "sub_2",
+    ]
+
+
+def test_an_accounts_own_changes_are_not_counted_by_the_guard() -> None:
+    seats_up = _bundle(seats=5, subs=(_sub(seats=3),))
+    seats_down = _bundle(seats=2, subs=(_sub(seats=3, index=1),), index=1)
+    cancel = _bundle(
+        intent=_intent(cancel=CancelRequest(immediate=True)), subs=(_sub(index=2),), index=2
+    )
+    new = _bundle(index=3)
+    plan = _plan(seats_up, seats_down, cancel, new)
+    assert len(plan.steps) == 4
+    assert not any(s.mass_change for s in plan.steps)
+    # A seat reduction still names the setting that makes it (`exact`): grouped by it.
+    [down] = [s for s in plan.steps if s.stripe_id == "sub_1"]
+    assert down.causes == (SETTING_SEAT_CHANGE,)
+
+
+def test_a_targeted_plan_states_no_population_and_counts_nothing() -> None:
+    context = replace(_context(AUTO_TAX), options=PlanOptions(scope=frozenset({"customer/org-1"})))
+    plan = subscriptions_plan(None, SubscriptionsObserved(tuple(_fleet(5)), _catalog()), context)
+    [step] = plan.steps
+    assert (step.stripe_id, step.causes, step.mass_change) == ("sub_1", (SETTING_AUTO_TAX,), False)
+    assert plan.population is None
+
+
+def test_the_domain_declares_its_future_only_settings_and_they_rewrite_nothing() -> None:
+    declared = SubscriptionsDomain().future_only_settings
+    assert set(declared) == {
+        "billing.customer.default_plan",
+        "billing.plan_change.proration_behavior",
+        "billing.plan_change.immediate_proration_behavior",
+        "billing.plan_change.collection_method",
+        "billing.subscription.behavior_after_trial",
+    }
+    assert SETTING_AUTO_TAX not in declared
+    assert SETTING_SEAT_CHANGE not in declared
+    config = _context(CHANGE_SETTINGS + TRIAL_CANCEL).state.config.model_dump(mode="json")
+    for setting in declared:  # each names a real billing.yaml setting
+        value: object = config
+        for part in setting.split("."):
+            assert isinstance(value, dict), setting
+            assert part in value, setting
+            value = value[part]
+    live = _fleet(3)
+    for billing in (CHANGE_SETTINGS, TRIAL_CANCEL, "  customer:\n    default_plan: free_monthly\n"):
+        plan = _plan(*live, billing=billing)
+        assert plan.steps == (), billing
+        assert plan.population == Population(3, "subscription")
+
+
+def _guard(plan: Plan, *, billing: str = "", allow: bool = False) -> Plan:
+    """The controller's mass-change guard over `plan` (no Stripe, no store is read)."""
+    controller = Controller(
+        registration=Registration(SubscriptionsDomain(), lambda g, s: None, {}),
+        state=_context(billing).state,
+        gateway=None,  # type: ignore[arg-type]
+        store=None,  # type: ignore[arg-type]
+    )
+    return controller._guard_mass_change(plan, PlanOptions(allow_mass_change=allow))
+
+
+def test_a_fleet_rewrite_above_the_fraction_is_held_back_unless_allowed() -> None:
+    # 3 of 20 live subscriptions rewritten (15% > 10%): refused, nothing applied.
+    taxed = _fleet(20, automatic_tax=True)
+    untaxed = _fleet(3)
+    fleet = [*untaxed, *taxed[3:]]
+    plan = _plan(*fleet, billing=AUTO_TAX)
+    assert len(plan.steps) == 3
+    held = _guard(plan, billing=AUTO_TAX)
+    assert held.refused
+    assert held.refusals == (
+        "the plan would cancel, downgrade or reprice 3 of 20 live subscriptions "
+        "(15.0% > reconcile.max_fleet_change_fraction 10%). "
+        "Re-run with --allow-mass-change if this is intended",
+    )
+    allowed = _guard(plan, billing=AUTO_TAX, allow=True)
+    assert not allowed.refused
+    assert allowed.steps == plan.steps
+    # 2 of 20 (10%) is within the guard; so is 3 of 20 with a fraction of 0.2.
+    assert not _guard(_plan(*fleet[1:], taxed[0], billing=AUTO_TAX), billing=AUTO_TAX).refused
+    assert not _guard_with_fraction(plan, 0.2).refused
+
+
+def _guard_with_fraction(plan: Plan, fraction: float) -> Plan:
+    state = _context(AUTO_TAX).state
+    reconcile = state.config.reconcile.model_copy(update={"max_fleet_change_fraction": fraction})
+    config = state.config.model_copy(update={"reconcile": reconcile})
+    controller = Controller(
+        registration=Registration(SubscriptionsDomain(), lambda g, s: None, {}),
+        state=state.model_copy(update={"config": config}),
+        gateway=None,  # type: ignore[arg-type]
+        store=None,  # type: ignore[arg-type]
+    )
+    return controller._guard_mass_change(plan, PlanOptions())
+
+
+def test_member_changes_over_a_small_fleet_are_never_held_back() -> None:
+    plan = _plan(_bundle(seats=2, subs=(_sub(seats=3),)))
+    assert len(plan.steps) == 1
+    assert not _guard(plan).refused
 
 
 # --- plan changes through schedules ---------------------------------------------------------
