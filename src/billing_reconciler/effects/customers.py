@@ -38,7 +38,7 @@ from billing_reconciler.domains.customer_types import (
     StoredAccount,
 )
 from billing_reconciler.domains.customers import NAME, CustomersDomain
-from billing_reconciler.model_customers import Address, CustomerFields, TaxId
+from billing_reconciler.model_customers import Address, CustomerFields, TaxId, owned_metadata
 from billing_reconciler.planning.plan import Action, Step, canonical_json, digest
 from billing_reconciler.store import (
     AccountRecord,
@@ -211,9 +211,11 @@ class CustomerExecutor:
             assert done.stripe_id is not None
             # Link + last applied in one UPDATE: a create step's cost is mostly the store's.
             pushed = {k: step.params.get(k) for k in _MERGED}
+            # The metadata keys the create sent are ours (the merge owns them from now on).
+            sent = owned_metadata(step.params.get("metadata") or {})
             org_id = _org_of(step)
             linked = accounts.link_created_customer(
-                org_id, done.stripe_id, {**_empty_last(), **_drop_none(pushed)}
+                org_id, done.stripe_id, {**_empty_last(), **_drop_none(pushed), "metadata": sent}
             )
             if linked is None:
                 raise _no_account(org_id, step)
@@ -280,6 +282,9 @@ class AccountExecutor:
         changes.update(_store_fields(params.get("fields") or {}))
         if params.get("currency"):
             changes["currency"] = params["currency"]
+        if params.get("metadata"):
+            # Pulled key by key (None: removed in Stripe) over the metadata as it is now.
+            changes["metadata"] = _apply_keys(account.metadata, params["metadata"])
         if changes:
             account = accounts.update(account.id, **changes)
         if params.get("last_applied"):
@@ -419,8 +424,28 @@ def _account_of(accounts: AccountRepository, step: Step) -> AccountRecord:
 def _merge_last_applied(
     accounts: AccountRepository, account: AccountRecord, fields: Mapping[str, Any]
 ) -> None:
-    if fields:
-        accounts.set_last_applied(account.id, {**account.last_applied, **fields})
+    """The step's last-applied values over the stored ones; `metadata` key by key (a step
+    records only the keys it wrote; None: a key no longer ours)."""
+    if not fields:
+        return
+    merged = {**account.last_applied, **fields}
+    if isinstance(fields.get("metadata"), Mapping):
+        before = account.last_applied.get("metadata")
+        merged["metadata"] = _apply_keys(
+            before if isinstance(before, Mapping) else {}, fields["metadata"]
+        )
+    accounts.set_last_applied(account.id, merged)
+
+
+def _apply_keys(current: Mapping[str, Any], keys: Mapping[str, Any]) -> dict[str, Any]:
+    """`current` with each of `keys` set, or removed where its value is None."""
+    result = dict(current)
+    for key, value in keys.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = value
+    return result
 
 
 def _empty_last() -> dict[str, Any]:
