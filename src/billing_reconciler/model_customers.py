@@ -162,6 +162,18 @@ def customer_user_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in metadata.items() if k not in CUSTOMER_MARKER_KEYS}
 
 
+def is_reserved_metadata_key(key: str) -> bool:
+    """A marker key (DESIGN §14) or any `br_` key: ours to stamp, never an account's metadata
+    to merge (the merge neither pushes nor pulls it)."""
+    return key in CUSTOMER_MARKER_KEYS or key.startswith("br_")
+
+
+def owned_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """An account's metadata as the merge owns it: no reserved key, no empty value (Stripe
+    removes a key set to "")."""
+    return {k: v for k, v in metadata.items() if v and not is_reserved_metadata_key(k)}
+
+
 @dataclass(frozen=True, slots=True)
 class CustomerFields:
     """The merged fields of a customer, as one comparable value (also the last-applied form)."""

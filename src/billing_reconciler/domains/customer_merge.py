@@ -10,8 +10,17 @@ Stripe:
   both changed to the same value -> nothing to write (the last-applied value catches up);
 - a field never applied (no last value) -> local wins if it is set, else the remote value is
   pulled;
-- contract customers: the YAML always wins for every field it sets; a field it leaves unset
-  is pulled, never cleared (fields we do not own are left alone, DESIGN §4).
+- contract customers: the YAML always wins for every field it sets (for the address, every
+  part it sets); a field or address part it leaves out is not the contract's: it is merged
+  three ways from the store's value like an ordinary account's (an edit in Stripe is pulled,
+  an edit through the API pushed), so plan -> apply -> plan converges;
+- metadata, per key, only for the keys we own: those the account's metadata holds, or that we
+  last wrote (`last_applied["metadata"]`). A key set in Stripe that we never wrote is the
+  user's and never touched; reserved keys (our markers, `br_*`, `org_id`) are never merged.
+  A key the account's metadata drops is removed in Stripe (unless Stripe changed it too:
+  local wins) and is no longer ours; a key of ours removed in Stripe is removed in the store.
+  A key the account newly sets that Stripe holds with another value: local wins, reported
+  as a conflict. Changes are named `metadata.<key>`.
 
 The currency is not merged: Stripe fixes a customer's currency with its first billed object
 and refuses another, so a remote currency is pulled into an account that has none, and a
@@ -29,7 +38,7 @@ dependency for no decision it makes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Final, TypeAlias
 
@@ -40,6 +49,7 @@ from billing_reconciler.model_customers import (
     TaxId,
     canonical_tax_ids,
     normalize_address,
+    owned_metadata,
 )
 
 FieldValue: TypeAlias = str | Address | tuple[TaxId, ...] | None
@@ -47,6 +57,14 @@ LastApplied: TypeAlias = Mapping[str, FieldValue]
 """Per field, the value last pushed or pulled; a field absent here was never applied."""
 
 _EMPTY: Final[CustomerFields] = CustomerFields()
+METADATA: Final = "metadata"
+METADATA_PREFIX: Final = "metadata."
+_ADDRESS_PARTS: Final = tuple(Address.__dataclass_fields__)
+
+
+def metadata_key(field: str) -> str | None:
+    """The metadata key a change's field names (`metadata.<key>`), or None for a field."""
+    return field[len(METADATA_PREFIX) :] if field.startswith(METADATA_PREFIX) else None
 
 
 class Direction(StrEnum):
@@ -109,6 +127,9 @@ class CustomerMerge:
     """What store and Stripe both hold once the changes are applied; also the new last-applied
     value of every merged field."""
     currency: CurrencyMerge
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """The metadata keys we own once the changes are applied, with the value both sides hold
+    (the new last-applied metadata)."""
 
     @property
     def push(self) -> tuple[FieldChange, ...]:
@@ -133,29 +154,146 @@ def merge_customer(
     local: CustomerFields,
     remote: CustomerFields,
     last_applied: LastApplied | None,
-    contract: bool = False,
+    declared: CustomerFields | None = None,
     local_currency: str | None = None,
     remote_currency: str | None = None,
+    local_metadata: Mapping[str, str] | None = None,
+    remote_metadata: Mapping[str, str] | None = None,
+    last_metadata: Mapping[str, str] | None = None,
 ) -> CustomerMerge:
-    """Merge one account (`local`) with its Stripe customer (`remote`), field by field."""
+    """Merge one account (`local`: the store's fields) with its Stripe customer (`remote`),
+    field by field. `declared`: a contract customer's YAML fields; each field (address part)
+    it sets wins, the others are merged three ways from `local`. Metadata is merged per key
+    (`last_metadata`: what we last wrote); without `local_metadata` it is left alone."""
     local_c, remote_c = local.canonical(), remote.canonical()
     last = _canonical_last(last_applied or {})
     changes: list[FieldChange] = []
     merged: dict[str, FieldValue] = {}
     for name in MERGED_FIELDS:
         mine, theirs = _get(local_c, name), _get(remote_c, name)
-        if contract:
-            change = _contract_field(name, mine, theirs)
+        wanted = None if declared is None else _get(declared.canonical(), name)
+        if name == "address" and isinstance(wanted, Address):
+            found, value = _contract_address(wanted, mine, theirs, last)
+            changes += found
+            merged[name] = value
+            continue
+        if wanted is not None and _is_set(wanted):
+            change = _contract_field(name, wanted, theirs)
+            merged[name] = wanted
         else:
             change = _merge_field(name, mine, theirs, last)
-        merged[name] = mine if change is None else change.new
+            merged[name] = mine if change is None else change.new
         if change is not None:
             changes.append(change)
+    metadata: dict[str, str] = {}
+    if local_metadata is not None:
+        found_meta, metadata = merge_metadata(
+            local=local_metadata, remote=remote_metadata or {}, last=last_metadata or {}
+        )
+        changes += found_meta
     return CustomerMerge(
         changes=tuple(changes),
         merged=replace(_EMPTY, **merged),  # type: ignore[arg-type]
         currency=merge_currency(local=local_currency, remote=remote_currency),
+        metadata=metadata,
     )
+
+
+def contract_local(declared: CustomerFields, stored: CustomerFields) -> CustomerFields:
+    """A contract account's fields as they apply when nothing else changed: the YAML's value
+    for each field (address part) it sets, the store's for the others."""
+    declared, stored = declared.canonical(), stored.canonical()
+    address = stored.address
+    if declared.address is not None:
+        base = stored.address or Address()
+        address = Address(
+            **{p: getattr(declared.address, p) or getattr(base, p) for p in _ADDRESS_PARTS}
+        )
+    return CustomerFields(
+        name=declared.name or stored.name,
+        email=declared.email or stored.email,
+        phone=declared.phone or stored.phone,
+        address=address,
+        tax_ids=declared.tax_ids or stored.tax_ids,
+    ).canonical()
+
+
+def merge_metadata(
+    *, local: Mapping[str, str], remote: Mapping[str, str], last: Mapping[str, str]
+) -> tuple[list[FieldChange], dict[str, str]]:
+    """The per-key merge of the metadata keys we own (see the module docstring): the changes,
+    and the owned keys afterwards with the value both sides then hold."""
+    mine_all, theirs_all = owned_metadata(local), owned_metadata(remote)
+    before_all = owned_metadata(last)
+    changes: list[FieldChange] = []
+    merged: dict[str, str] = {}
+    for key in sorted(set(mine_all) | set(before_all)):
+        name = METADATA_PREFIX + key
+        mine, theirs = mine_all.get(key), theirs_all.get(key)
+        change: FieldChange | None = None
+        if key in before_all:
+            change = _merge_field(name, mine, theirs, {name: before_all[key]})
+        elif mine != theirs:
+            # Ours from now on; a value someone set in Stripe under that key is overwritten
+            # and reported.
+            reason = Reason.NEVER_APPLIED if theirs is None else Reason.BOTH_CHANGED
+            change = FieldChange(name, Direction.PUSH, reason, theirs, mine)
+        value = mine if change is None else change.new
+        if change is not None:
+            changes.append(change)
+        if isinstance(value, str) and value:
+            merged[key] = value
+    return changes, merged
+
+
+def _contract_address(
+    wanted: Address,
+    mine: FieldValue,
+    theirs: FieldValue,
+    last: Mapping[str, FieldValue],
+) -> tuple[list[FieldChange], Address | None]:
+    """A contract's address: the parts the YAML sets win; each part it leaves out is merged
+    three ways (store, Stripe, last applied) like a field. The address is written whole: a
+    push when Stripe's differs from the result, a pull when the store's part lost to
+    Stripe's (an edit in Stripe of a part the YAML does not declare)."""
+    store = mine if isinstance(mine, Address) else None
+    remote = theirs if isinstance(theirs, Address) else None
+    before = last.get("address")
+    before_address = before if isinstance(before, Address) else None
+    parts: dict[str, str | None] = {}
+    pulled = False
+    for part in _ADDRESS_PARTS:
+        declared_part: str | None = getattr(wanted, part)
+        if declared_part:
+            parts[part] = declared_part
+            continue
+        s, r = _part(store, part), _part(remote, part)
+        if s == r:
+            parts[part] = s
+        elif "address" not in last:
+            parts[part] = s if s else r
+        else:
+            parts[part] = s if s != _part(before_address, part) else r
+        pulled = pulled or (parts[part] == r and r != s)
+    value = normalize_address(Address(**parts))
+    changes: list[FieldChange] = []
+    if value != _clean(remote):
+        changes.append(FieldChange("address", Direction.PUSH, Reason.CONTRACT, remote, value))
+    if pulled and value != _clean(store):
+        changes.append(FieldChange("address", Direction.PULL, Reason.REMOTE_CHANGED, store, value))
+    return changes, value
+
+
+def _clean(address: Address | None) -> Address | None:
+    """An address with every empty part None (so "" and None compare equal)."""
+    if address is None:
+        return None
+    return normalize_address(Address(**{p: _part(address, p) for p in _ADDRESS_PARTS}))
+
+
+def _part(address: Address | None, part: str) -> str | None:
+    value: str | None = None if address is None else getattr(address, part)
+    return value or None
 
 
 def merge_currency(*, local: str | None, remote: str | None) -> CurrencyMerge:
@@ -189,12 +327,11 @@ def _merge_field(
     return FieldChange(name, Direction.PULL, Reason.REMOTE_CHANGED, mine, theirs)
 
 
-def _contract_field(name: str, mine: FieldValue, theirs: FieldValue) -> FieldChange | None:
-    if mine == theirs:
+def _contract_field(name: str, wanted: FieldValue, theirs: FieldValue) -> FieldChange | None:
+    """A field the contract's YAML sets: pushed whenever Stripe holds another value."""
+    if wanted == theirs:
         return None
-    if _is_set(mine):
-        return FieldChange(name, Direction.PUSH, Reason.CONTRACT, theirs, mine)
-    return FieldChange(name, Direction.PULL, Reason.REMOTE_CHANGED, mine, theirs)
+    return FieldChange(name, Direction.PUSH, Reason.CONTRACT, theirs, wanted)
 
 
 def _is_set(value: FieldValue) -> bool:
@@ -281,13 +418,18 @@ def _address_from_json(raw: object) -> Address | None:
 
 
 def update_params(changes: tuple[FieldChange, ...]) -> dict[str, Any]:
-    """Stripe `POST /v1/customers/{id}` parameters of the pushed scalar fields and address
-    ("" unsets a field; tax ids have their own endpoints: see `tax_id_changes`)."""
+    """Stripe `POST /v1/customers/{id}` parameters of the pushed scalar fields, address and
+    metadata keys ("" unsets a field or a key; Stripe merges `metadata` key by key, so keys we
+    do not send, ours or the user's, stay; tax ids have their own endpoints: see
+    `tax_id_changes`)."""
     params: dict[str, Any] = {}
     for change in changes:
         if change.direction is not Direction.PUSH or change.field == "tax_ids":
             continue
-        if change.field == "address":
+        key = metadata_key(change.field)
+        if key is not None:
+            params.setdefault(METADATA, {})[key] = change.new or ""
+        elif change.field == "address":
             value = change.new
             params["address"] = value.as_params() if isinstance(value, Address) else ""
         else:

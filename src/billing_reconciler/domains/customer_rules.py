@@ -31,12 +31,16 @@ from typing import Any, Final
 from billing_reconciler.desired.state import CustomerSpec
 from billing_reconciler.domains.base import PlanContext
 from billing_reconciler.domains.customer_merge import (
+    METADATA,
+    METADATA_PREFIX,
     CurrencyOutcome,
     CustomerMerge,
     FieldValue,
+    contract_local,
     last_applied_to_json,
     merge_currency,
     merge_customer,
+    metadata_key,
     tax_id_changes,
     update_params,
 )
@@ -49,6 +53,7 @@ from billing_reconciler.model_customers import (
     customer_key,
     deleted_in_stripe_reason,
     org_id_of_key,
+    owned_metadata,
 )
 from billing_reconciler.planning.plan import (
     Action,
@@ -140,8 +145,9 @@ class _Draft:
                     self._unclaimed.setdefault(customer.owner.key, []).append(customer)
         return self._unclaimed
 
-    def add(self, phase: int, step: Step) -> None:
-        self.phases.setdefault(phase, []).append(dataclasses.replace(step, batch=phase))
+    def add(self, phase: int, step: Step, *, at: int | None = None) -> None:
+        steps = self.phases.setdefault(phase, [])
+        steps.insert(len(steps) if at is None else at, dataclasses.replace(step, batch=phase))
 
     def key(self, *parts: str) -> str:
         """A key salted with the store's identity (a lost store's successor never derives a
@@ -197,6 +203,15 @@ def customers_plan(
     )
 
 
+@dataclass(slots=True)
+class _ContractWrite:
+    """What a contract's YAML writes into its account row (settings and fields): one store
+    step per org, however many of them changed."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+    changes: list[FieldChange] = field(default_factory=list)
+
+
 def _plan_org(
     draft: _Draft,
     org: str,
@@ -217,48 +232,87 @@ def _plan_org(
                 "no longer declared in desired/customers: kept as an ordinary account",
             )
         )
-    local = spec.customer_fields() if spec is not None else account.fields
+    contract = None if spec is None else _ContractWrite()
+    if spec is not None and contract is not None:
+        _contract_settings(draft, spec, account, contract)
+    at = len(draft.phases.get(STORE_WRITES, ()))
+    _plan_customer(draft, org, account, spec, observed, contract)
+    if contract is not None:
+        _contract_step(draft, account, contract, at=at)
+
+
+def _plan_customer(
+    draft: _Draft,
+    org: str,
+    account: StoredAccount,
+    spec: CustomerSpec | None,
+    observed: CustomersObserved,
+    contract: _ContractWrite | None,
+) -> None:
+    """The account's customer: created, linked, or merged (pushes, pulls, a contract's YAML
+    fields into `contract`)."""
+    declared = spec.customer_fields() if spec is not None else None
     offline = spec.offline if spec is not None else account.offline
-    if spec is not None:
-        _contract_settings(draft, spec, account)
     if offline:
-        if spec is not None:
-            _store_fields(draft, account, _contract_store(local, account.fields))
+        if declared is not None and contract is not None:
+            _store_fields(contract, account, contract_local(declared, account.fields))
         return
     remote = _remote_of(draft, account, observed)
     if remote is None:
         return
     if remote.stripe_id is None:
+        local = account.fields if declared is None else contract_local(declared, account.fields)
         _create(draft, org, local, account)
         return
     linking = account.stripe_id is None
-    if not linking and spec is None and _unchanged(local, account, remote):
+    if not linking and spec is None and _unchanged(account, remote):
         return
     if linking:
-        # Stripe shows the customer as we applied it: its fields are the last-applied side,
-        # so a local difference is pushed and nothing is pulled back over the store.
-        account = dataclasses.replace(account, last_applied=last_applied_to_json(remote.fields))
+        # Stripe shows the customer as we applied it: its fields (and its values of the
+        # account's metadata keys) are the last-applied side, so a local difference is pushed
+        # and nothing is pulled back over the store.
+        account = dataclasses.replace(account, last_applied=_linked_last(account, remote))
     merge = merge_customer(
-        local=local,
+        local=account.fields,
         remote=remote.fields,
         last_applied=account.last_values(),
-        contract=spec is not None,
+        declared=declared,
         local_currency=account.currency,
         remote_currency=remote.currency,
+        local_metadata=account.metadata,
+        remote_metadata=remote.metadata,
+        last_metadata=last_metadata(account.last_applied),
     )
-    _apply_merge(draft, account, remote, merge, contract=spec is not None)
+    _apply_merge(draft, account, remote, merge, contract)
     if linking:
         _link(draft, account, remote, merge)
 
 
-def _unchanged(local: CustomerFields, account: StoredAccount, remote: CustomerRecord) -> bool:
+def last_metadata(last_applied: Mapping[str, Any]) -> dict[str, str]:
+    """The metadata keys we last wrote, with their values (`last_applied["metadata"]`)."""
+    raw = last_applied.get(METADATA)
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(k): v for k, v in raw.items() if isinstance(v, str) and v}
+
+
+def _linked_last(account: StoredAccount, remote: CustomerRecord) -> dict[str, Any]:
+    live = owned_metadata(remote.metadata)
+    return {
+        **last_applied_to_json(remote.fields),
+        METADATA: {k: live[k] for k in owned_metadata(account.metadata) if k in live},
+    }
+
+
+def _unchanged(account: StoredAccount, remote: CustomerRecord) -> bool:
     """The account, its customer and its last-applied record agree (most of a fleet, every
     pass): the merge would write nothing and `_apply_merge` emit nothing, so both are skipped.
     Local == remote leaves no field to merge; the last-applied JSON equal to theirs, key by
     key, leaves nothing for a pull to record (a stored form that differs, e.g. tax ids in
-    another order, is rewritten by the full path); an equal or absent remote currency leaves
-    no currency to pull or refuse."""
-    fields = local.canonical()
+    another order, is rewritten by the full path); the account's metadata equal to the keys
+    last written, and Stripe holding each of them, leaves no key to push, pull or record; an
+    equal or absent remote currency leaves no currency to pull or refuse."""
+    fields = account.fields.canonical()
     same = (remote.name, remote.email, remote.phone, remote.address, remote.tax_ids) == (
         fields.name,
         fields.email,
@@ -273,6 +327,11 @@ def _unchanged(local: CustomerFields, account: StoredAccount, remote: CustomerRe
         is not CurrencyOutcome.UNCHANGED
     ):
         return False
+    mine = owned_metadata(account.metadata)
+    if mine != last_metadata(account.last_applied) or any(
+        remote.metadata.get(k) != v for k, v in mine.items()
+    ):
+        return False
     return last_applied_to_json(fields).items() <= account.last_applied.items()
 
 
@@ -282,6 +341,12 @@ def _link(
     """Restore the account's link to its listed customer, with the customer's fields as last
     applied (except those this plan's push or pull records itself, before the restore)."""
     written = {c.field for c in merge.changes}
+    last = {k: v for k, v in account.last_applied.items() if k not in written}
+    last[METADATA] = {
+        k: v
+        for k, v in last_metadata(account.last_applied).items()
+        if METADATA_PREFIX + k not in written
+    }
     draft.restores.append(
         _account_step(
             Action.UPDATE,
@@ -289,7 +354,7 @@ def _link(
             reason=Reason.STORE_LOST,
             params={
                 "stripe_customer_id": remote.stripe_id,
-                "last_applied": {k: v for k, v in account.last_applied.items() if k not in written},
+                "last_applied": last,
             },
             stripe_id=remote.stripe_id,
             idempotency_key=draft.key("link", account.account_id, remote.stripe_id or ""),
@@ -452,7 +517,9 @@ def _new_contract_account(draft: _Draft, spec: CustomerSpec, observed: Customers
         )
 
 
-def _contract_settings(draft: _Draft, spec: CustomerSpec, account: StoredAccount) -> None:
+def _contract_settings(
+    draft: _Draft, spec: CustomerSpec, account: StoredAccount, contract: _ContractWrite
+) -> None:
     settings: dict[str, Any] = {
         "offline": spec.offline,
         "credit_min": spec.credit_min,
@@ -476,15 +543,29 @@ def _contract_settings(draft: _Draft, spec: CustomerSpec, account: StoredAccount
     changed = {k: v for k, v in settings.items() if current.get(k) != v}
     if not changed:
         return
+    contract.params["settings"] = changed
+    contract.changes += [FieldChange(k, current.get(k), v) for k, v in sorted(changed.items())]
+
+
+def _contract_step(
+    draft: _Draft, account: StoredAccount, contract: _ContractWrite, *, at: int
+) -> None:
+    """The one store step of what the contract's YAML writes into its account (settings and
+    fields; no Stripe call, no last-applied: the fields a pull writes are left to it), before
+    the org's pull (`at`: where the org's store writes start)."""
+    if not contract.params:
+        return
+    params = {**contract.params, "last_applied": {}}
     draft.add(
         STORE_WRITES,
-        _account_step(
+        at=at,
+        step=_account_step(
             Action.UPDATE,
-            spec.org_id,
+            account.org_id,
             reason=Reason.DESIRED_CHANGED,
-            params={"settings": changed},
-            changes=tuple(FieldChange(k, current.get(k), v) for k, v in sorted(changed.items())),
-            idempotency_key=draft.key("settings", account.account_id, canonical_json(changed)),
+            params=params,
+            changes=tuple(contract.changes),
+            idempotency_key=draft.key("contract", account.account_id, canonical_json(params)),
         ),
     )
 
@@ -498,7 +579,7 @@ def _create(draft: _Draft, org: str, local: CustomerFields, account: StoredAccou
             local,
             account_id=account.account_id,
             test_clock=account.test_clock,
-            metadata=dict(account.metadata),
+            metadata=owned_metadata(account.metadata),
         ),
     )
 
@@ -549,31 +630,88 @@ def _apply_merge(
     account: StoredAccount,
     remote: CustomerRecord,
     merge: CustomerMerge,
-    *,
-    contract: bool,
+    contract: _ContractWrite | None,
 ) -> None:
-    in_sync = {
-        name: value
-        for name, value in last_applied_to_json(merge.merged).items()
-        if name not in {c.field for c in merge.changes}
-        and account.last_applied.get(name, _MISSING) != value
-    }
+    """The merge as steps: at most one Stripe update (every pushed field, metadata key and
+    tax id), one store step of the pulls (and a currency Stripe set), the contract's YAML
+    fields in its store step; a last-applied record that only catches up (both sides already
+    agree) is bookkeeping, a restore, never an empty step."""
+    in_sync = _in_sync(account, merge)
     pushed = merge.push
     if pushed:
         _push(draft, account, remote, merge, in_sync)
         in_sync = {}
     pulled = merge.pull
-    if contract:
+    if contract is not None:
         # A contract's YAML is written into the store too, so the API shows what applies.
-        _store_fields(draft, account, merge.merged, exclude=frozenset(c.field for c in pulled))
-    if pulled or merge.currency.outcome is CurrencyOutcome.PULL or in_sync:
+        _store_fields(contract, account, merge.merged, exclude=frozenset(c.field for c in pulled))
+    if pulled or merge.currency.outcome is CurrencyOutcome.PULL:
         _pull(draft, account, merge, in_sync)
+    elif in_sync:
+        params = {"fields": {}, "last_applied": in_sync}
+        draft.restores.append(
+            _account_step(
+                Action.UPDATE,
+                account.org_id,
+                reason=Reason.BOOKKEEPING,
+                params=params,
+                idempotency_key=draft.key(
+                    "last applied",
+                    account.account_id,
+                    canonical_json(account.last_applied),
+                    canonical_json(params),
+                ),
+            )
+        )
     if merge.currency.outcome is CurrencyOutcome.REFUSED:
         draft.warnings.append(
             f"{customer_key(account.org_id)}: Stripe bills customer {remote.stripe_id} in "
             f"{merge.currency.remote}, the account's currency is {merge.currency.local}; "
             "a currency once set never changes (left as is)"
         )
+
+
+def _in_sync(account: StoredAccount, merge: CustomerMerge) -> dict[str, Any]:
+    """The last-applied values no change of the merge writes that differ from the stored
+    ones (both sides agree, the record catches up); metadata keys as `{key: value}`, None
+    for a key no longer ours."""
+    written = {c.field for c in merge.changes}
+    in_sync: dict[str, Any] = {
+        name: value
+        for name, value in last_applied_to_json(merge.merged).items()
+        if name not in written and account.last_applied.get(name, _MISSING) != value
+    }
+    before = last_metadata(account.last_applied)
+    keys = sorted(set(before) | set(merge.metadata))
+    meta = {
+        k: merge.metadata.get(k)
+        for k in keys
+        if METADATA_PREFIX + k not in written and before.get(k) != merge.metadata.get(k)
+    }
+    if meta:
+        in_sync[METADATA] = meta
+    return in_sync
+
+
+def _last_of(merge: CustomerMerge, changes: Iterable[MergeChange]) -> dict[str, Any]:
+    """The last-applied record `changes` write once applied (metadata keys nested)."""
+    merged_json = last_applied_to_json(merge.merged)
+    last: dict[str, Any] = {}
+    for change in changes:
+        key = metadata_key(change.field)
+        if key is None:
+            last[change.field] = merged_json[change.field]
+        else:
+            last.setdefault(METADATA, {})[key] = merge.metadata.get(key)
+    return last
+
+
+def _with(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
+    """Two last-applied records as one (their metadata keys merged)."""
+    combined = {**first, **second}
+    if METADATA in first and METADATA in second:
+        combined[METADATA] = {**first[METADATA], **second[METADATA]}
+    return combined
 
 
 def _push(
@@ -586,22 +724,27 @@ def _push(
     pushed = merge.push
     add, delete = tax_id_changes(pushed)
     txi = dict(remote.stripe_tax_ids)
-    merged_json = last_applied_to_json(merge.merged)
     params: dict[str, Any] = {
         "update": update_params(pushed),
         "add_tax_ids": [{"type": t.type, "value": t.value} for t in add],
         "delete_tax_ids": [
             {"id": txi[t], "type": t.type, "value": t.value} for t in delete if t in txi
         ],
-        "last_applied": {**in_sync, **{c.field: merged_json[c.field] for c in pushed}},
+        "last_applied": _with(in_sync, _last_of(merge, pushed)),
     }
     key = customer_key(account.org_id)
+    before = last_metadata(account.last_applied)
     for change in merge.conflicts:
+        meta = metadata_key(change.field)
+        if meta is None:
+            applied = _json_value(account.last_applied.get(change.field))
+        else:
+            applied = before.get(meta)
         draft.drift.append(
             DriftItem(
                 key=key,
                 path=change.field,
-                applied=_json_value(account.last_applied.get(change.field)),
+                applied=applied,
                 live=_one(change.old),
                 corrected=True,
             )
@@ -631,8 +774,17 @@ def _pull(
 ) -> None:
     merged_json = last_applied_to_json(merge.merged)
     pulled = merge.pull
-    fields = {c.field: merged_json[c.field] for c in pulled}
-    params: dict[str, Any] = {"fields": fields, "last_applied": {**in_sync, **fields}}
+    fields = {c.field: merged_json[c.field] for c in pulled if metadata_key(c.field) is None}
+    params: dict[str, Any] = {
+        "fields": fields,
+        "last_applied": _with(in_sync, _last_of(merge, pulled)),
+    }
+    metadata = {
+        key: merge.metadata.get(key) for c in pulled if (key := metadata_key(c.field)) is not None
+    }
+    if metadata:
+        # Key by key (None: removed), over the store's metadata at apply time.
+        params[METADATA] = metadata
     changes = [_shown_change(c) for c in pulled]
     if merge.currency.outcome is CurrencyOutcome.PULL:
         params["currency"] = merge.currency.remote
@@ -656,43 +808,23 @@ def _pull(
 
 
 def _store_fields(
-    draft: _Draft,
+    contract: _ContractWrite,
     account: StoredAccount,
     target: CustomerFields,
     *,
     exclude: frozenset[str] = frozenset(),
 ) -> None:
-    """A contract account's store fields set to the YAML's (no Stripe call, no last-applied;
-    the fields a pull writes are left to it)."""
+    """A contract account's store fields set to `target` (into its one store step; the fields
+    a pull writes are left to it)."""
     current = last_applied_to_json(account.fields)
     wanted = last_applied_to_json(target)
     fields = {k: v for k, v in wanted.items() if current[k] != v and k not in exclude}
     if not fields:
         return
-    draft.add(
-        STORE_WRITES,
-        _account_step(
-            Action.UPDATE,
-            account.org_id,
-            reason=Reason.DESIRED_CHANGED,
-            params={"fields": fields, "last_applied": {}},
-            changes=tuple(
-                FieldChange(k, _json_value(current[k]), _json_value(v)) for k, v in fields.items()
-            ),
-            idempotency_key=draft.key("contract", account.account_id, canonical_json(fields)),
-        ),
-    )
-
-
-def _contract_store(spec: CustomerFields, stored: CustomerFields) -> CustomerFields:
-    """The YAML's value for each field it sets; the store's for the others."""
-    return CustomerFields(
-        name=spec.name or stored.name,
-        email=spec.email or stored.email,
-        phone=spec.phone or stored.phone,
-        address=spec.address or stored.address,
-        tax_ids=spec.tax_ids or stored.tax_ids,
-    ).canonical()
+    contract.params["fields"] = fields
+    contract.changes += [
+        FieldChange(k, _json_value(current[k]), _json_value(v)) for k, v in fields.items()
+    ]
 
 
 def _disable(draft: _Draft, account: StoredAccount) -> None:

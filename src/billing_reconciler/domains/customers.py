@@ -38,6 +38,7 @@ from typing import Any, Final, Protocol
 from billing_reconciler.desired.state import CustomerSpec, DesiredState
 from billing_reconciler.domains.base import PlanContext
 from billing_reconciler.domains.customer_events import CUSTOMER_ROUTES
+from billing_reconciler.domains.customer_merge import contract_local
 from billing_reconciler.domains.customer_rules import (
     ACCOUNT_STEP,
     CURSOR_STEP,
@@ -45,6 +46,7 @@ from billing_reconciler.domains.customer_rules import (
     SEEN_STEP,
     customers_plan,
     known_customer_id,
+    last_metadata,
 )
 from billing_reconciler.domains.customer_types import (
     CursorState,
@@ -54,7 +56,7 @@ from billing_reconciler.domains.customer_types import (
     LiveCustomers,
     StoredAccount,
 )
-from billing_reconciler.model_customers import customer_key, org_id_of_key
+from billing_reconciler.model_customers import customer_key, org_id_of_key, owned_metadata
 from billing_reconciler.planning.plan import Plan
 
 NAME: Final = "customers"
@@ -266,13 +268,20 @@ def _online_ids(accounts: Iterable[StoredAccount]) -> list[str]:
 
 
 def _dirty_ids(accounts: Iterable[StoredAccount], desired: ContractCustomers) -> list[str]:
-    """Customers of accounts whose local side differs from what was last applied."""
+    """Customers of accounts whose local side differs from what was last applied: a field
+    (for a contract, the YAML's where it sets one, else the store's) or a metadata key."""
     ids: list[str] = []
     for account in accounts:
         if not account.stripe_id or account.offline:
             continue
         spec = desired.specs.get(account.org_id)
-        local = spec.customer_fields() if spec is not None else account.fields
-        if account.last_fields() != local:
+        local = (
+            account.fields
+            if spec is None
+            else contract_local(spec.customer_fields(), account.fields)
+        )
+        if account.last_fields() != local or owned_metadata(account.metadata) != last_metadata(
+            account.last_applied
+        ):
             ids.append(account.stripe_id)
     return ids

@@ -17,6 +17,7 @@ from billing_reconciler.domains.customer_merge import (
     last_applied_to_json,
     merge_currency,
     merge_customer,
+    merge_metadata,
     tax_id_changes,
     update_params,
 )
@@ -90,18 +91,92 @@ def test_never_applied_local_wins_if_set_else_pull() -> None:
     }
 
 
-def test_contract_wins_even_over_a_remote_edit_and_never_clears() -> None:
+def test_contract_wins_for_what_it_declares_and_merges_the_rest_three_ways() -> None:
+    """A field the YAML leaves out is not the contract's: merged from the store's value like
+    an ordinary account's (a Stripe edit pulled, an API edit pushed), never cleared by it."""
+    last = {"name": "Contract Co", "email": "a@co.test", "phone": None}
     result = merge_customer(
-        local=CustomerFields(name="Contract Co"),
-        remote=CustomerFields(name="Edited", phone="+1555"),
-        last_applied={"name": "Contract Co", "phone": None},
-        contract=True,
+        local=CustomerFields(name="Contract Co", email="api@co.test"),
+        remote=CustomerFields(name="Edited", email="a@co.test", phone="+1555"),
+        last_applied=last,
+        declared=CustomerFields(name="Contract Co"),
     )
-    by_field = {c.field: (c.direction, c.reason) for c in result.changes}
+    by_field = {c.field: (c.direction, c.reason, c.new) for c in result.changes}
     assert by_field == {
-        "name": (Direction.PUSH, Reason.CONTRACT),
-        "phone": (Direction.PULL, Reason.REMOTE_CHANGED),
+        "name": (Direction.PUSH, Reason.CONTRACT, "Contract Co"),
+        "email": (Direction.PUSH, Reason.LOCAL_CHANGED, "api@co.test"),
+        "phone": (Direction.PULL, Reason.REMOTE_CHANGED, "+1555"),
     }
+    # Applied, it is in sync: the contract's undeclared field no longer moves.
+    again = merge_customer(
+        local=result.merged,
+        remote=result.merged,
+        last_applied=_last(result.merged),
+        declared=CustomerFields(name="Contract Co"),
+    )
+    assert again.in_sync
+
+
+def test_contract_address_parts_it_leaves_out_are_merged_three_ways() -> None:
+    declared = CustomerFields(
+        name="Co", address=Address(line1="1 Main St", city="Berlin", country="DE")
+    )
+    applied = declared.address
+    assert applied is not None
+    # Stripe added line2 (a part the YAML leaves out): pulled, nothing pushed.
+    edited = replace(applied, line2="Building 7")
+    result = merge_customer(
+        local=declared,
+        remote=replace(declared, address=edited),
+        last_applied=_last(declared),
+        declared=declared,
+    )
+    assert [(c.field, c.direction, c.new) for c in result.changes] == [
+        ("address", Direction.PULL, edited)
+    ]
+    # Stripe also moved a declared part: the YAML's part is pushed back, line2 kept, and the
+    # store takes line2.
+    result = merge_customer(
+        local=declared,
+        remote=replace(declared, address=replace(edited, city="Munich")),
+        last_applied=_last(declared),
+        declared=declared,
+    )
+    assert [(c.field, c.direction, c.reason, c.new) for c in result.changes] == [
+        ("address", Direction.PUSH, Reason.CONTRACT, edited),
+        ("address", Direction.PULL, Reason.REMOTE_CHANGED, edited),
+    ]
+    assert update_params(result.push)["address"]["line2"] == "Building 7"
+
+
+def test_metadata_is_merged_per_key_for_the_keys_we_own() -> None:
+    last = {"team": "billing", "tier": "gold", "region": "eu"}
+    changes, merged = merge_metadata(
+        # tier dropped locally, plan new, team unchanged, region unchanged locally
+        local={"team": "billing", "plan": "pro", "region": "eu", "br_key": "x", "org_id": "y"},
+        # team edited in Stripe, region removed in Stripe, crm_id the user's own key
+        remote={"team": "sales", "tier": "gold", "crm_id": "42", "br_key": "customer/a"},
+        last=last,
+    )
+    by_key = {c.field: (c.direction, c.reason, c.old, c.new) for c in changes}
+    assert by_key == {
+        "metadata.plan": (Direction.PUSH, Reason.NEVER_APPLIED, None, "pro"),
+        "metadata.region": (Direction.PULL, Reason.REMOTE_CHANGED, "eu", None),
+        "metadata.team": (Direction.PULL, Reason.REMOTE_CHANGED, "billing", "sales"),
+        "metadata.tier": (Direction.PUSH, Reason.LOCAL_CHANGED, "gold", None),
+    }
+    assert merged == {"plan": "pro", "team": "sales"}
+    pushed = tuple(c for c in changes if c.direction is Direction.PUSH)
+    # Only our keys, "" removing one; never a marker, never the user's crm_id.
+    assert update_params(pushed) == {"metadata": {"plan": "pro", "tier": ""}}
+
+
+def test_a_new_metadata_key_stripe_holds_otherwise_is_a_conflict_local_wins() -> None:
+    changes, merged = merge_metadata(local={"plan": "pro"}, remote={"plan": "free"}, last={})
+    assert [(c.field, c.direction, c.conflict) for c in changes] == [
+        ("metadata.plan", Direction.PUSH, True)
+    ]
+    assert merged == {"plan": "pro"}
 
 
 def test_tax_ids_and_address_compare_as_values() -> None:
@@ -175,17 +250,22 @@ _last_applied = st.one_of(
 )
 
 
-@given(local=_fields, remote=_fields, last=_last_applied, contract=st.booleans())
+@given(
+    local=_fields,
+    remote=_fields,
+    last=_last_applied,
+    declared=st.one_of(st.none(), _fields),
+)
 def test_applying_the_merge_converges(
     local: CustomerFields,
     remote: CustomerFields,
     last: dict[str, FieldValue] | None,
-    contract: bool,
+    declared: CustomerFields | None,
 ) -> None:
-    first = merge_customer(local=local, remote=remote, last_applied=last, contract=contract)
+    first = merge_customer(local=local, remote=remote, last_applied=last, declared=declared)
     # Both sides hold `merged` after apply, and it becomes the last-applied value.
     again = merge_customer(
-        local=first.merged, remote=first.merged, last_applied=_last(first.merged), contract=contract
+        local=first.merged, remote=first.merged, last_applied=_last(first.merged), declared=declared
     )
     assert again.in_sync
     # Pushes make Stripe equal `merged`, pulls make the store equal it.
@@ -193,7 +273,40 @@ def test_applying_the_merge_converges(
         assert change.new == getattr(first.merged, change.field)
         other = remote if change.direction is Direction.PUSH else local
         assert change.old == getattr(other.canonical(), change.field)
-    assert not ({c.field for c in first.push} & {c.field for c in first.pull})
+    both = {c.field for c in first.push} & {c.field for c in first.pull}
+    # Only a contract's address is written to both sides at once (its declared parts
+    # pushed, a part it leaves out pulled from Stripe).
+    assert both <= ({"address"} if declared is not None else set())
+
+
+_meta = st.dictionaries(
+    st.sampled_from(["a", "b", "c", "br_key", "org_id"]), st.sampled_from(["", "1", "2"])
+)
+
+
+@given(local=_meta, remote=_meta, last=_meta)
+def test_applying_the_metadata_merge_converges_and_leaves_foreign_keys(
+    local: dict[str, str], remote: dict[str, str], last: dict[str, str]
+) -> None:
+    changes, merged = merge_metadata(local=local, remote=remote, last=last)
+    pushed = update_params(tuple(c for c in changes if c.direction is Direction.PUSH))
+    sent = pushed.get("metadata", {})
+    assert not {"br_key", "org_id"} & set(sent)
+    # A key neither the account holds nor we wrote is never sent.
+    owned = {k for k, v in last.items() if v} | {k for k, v in local.items() if v}
+    assert set(sent) <= owned
+    # Stripe merges the keys sent ("" removes); the store takes the pulls: then in sync.
+    after_remote = {k: v for k, v in {**remote, **sent}.items() if v}
+    after_local = dict(local)
+    for change in changes:
+        if change.direction is Direction.PULL:
+            key = change.field.removeprefix("metadata.")
+            after_local.pop(key, None)
+            if change.new:
+                after_local[key] = str(change.new)
+    again, merged_again = merge_metadata(local=after_local, remote=after_remote, last=merged)
+    assert again == []
+    assert merged_again == merged
 
 
 @given(local=_fields, remote=_fields, last=_last_applied)
@@ -219,7 +332,8 @@ def test_symmetry_without_conflicts(
 def test_equal_sides_never_change(
     fields: CustomerFields, last: dict[str, FieldValue] | None, contract: bool
 ) -> None:
-    assert merge_customer(local=fields, remote=fields, last_applied=last, contract=contract).in_sync
+    declared = fields if contract else None
+    assert merge_customer(local=fields, remote=fields, last_applied=last, declared=declared).in_sync
 
 
 @given(fields=_fields)

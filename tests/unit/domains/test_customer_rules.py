@@ -75,7 +75,10 @@ def _account(index: int, fields: CustomerFields | None = None) -> StoredAccount:
         fields=applied if fields is None else fields,
         currency="eur",
         metadata={"team": "billing", "tier": "gold"},
-        last_applied=last_applied_to_json(applied),
+        last_applied={
+            **last_applied_to_json(applied),
+            "metadata": {"team": "billing", "tier": "gold"},
+        },
     )
 
 
@@ -86,7 +89,8 @@ def _customer(index: int, fields: CustomerFields | None = None, **parts: object)
         fields=_fields(index) if fields is None else fields,
         stripe_id=f"cus_{index}",
         currency="eur",
-        metadata={"plan": "pro", "region": "eu"},
+        # The account's keys (ours) and the user's own (plan, region).
+        metadata={"plan": "pro", "region": "eu", "team": "billing", "tier": "gold"},
         owner=CustomerOwner(installation_id=INSTALLATION, key=customer_key(org), org_id=org),
         stripe_tax_ids=((TaxId("eu_vat", f"DE{index:09d}"), f"txi_{index}"),),
     )
@@ -133,7 +137,11 @@ def test_the_fingerprint_is_equal_for_equal_observations(context: PlanContext) -
     # The same values in another order: the customers as Stripe lists them, mapping keys as
     # another store or Stripe returns them.
     reordered_customers = tuple(
-        replace(_customer(i), metadata={"region": "eu", "plan": "pro"}) for i in reversed(range(5))
+        replace(
+            _customer(i),
+            metadata={"tier": "gold", "team": "billing", "region": "eu", "plan": "pro"},
+        )
+        for i in reversed(range(5))
     )
     reordered_accounts = tuple(
         replace(
@@ -312,37 +320,40 @@ def test_a_local_edit_among_in_sync_accounts_is_pushed(context: PlanContext) -> 
     assert step.params["update"] == {"name": "Org Four"}
 
 
-def test_a_last_applied_form_that_differs_is_rewritten(context: PlanContext) -> None:
+def test_a_last_applied_form_that_differs_is_rewritten_as_bookkeeping(
+    context: PlanContext,
+) -> None:
     """Equal fields on both sides, but the stored last-applied record is not in the form the
-    merge writes (a key missing, tax ids in another order): a store write records it."""
+    merge writes (a key missing, tax ids in another order): a bookkeeping restore records it,
+    never an update step with no change (the plan is converged)."""
     two = (TaxId("eu_vat", "DE2"), TaxId("eu_vat", "DE1"))
     fields = replace(_fields(2), tax_ids=tuple(sorted(two)))
     stored = {
+        **_account(2).last_applied,
         **last_applied_to_json(fields),
         "tax_ids": [{"type": t.type, "value": t.value} for t in two],
     }
     del stored["phone"]
-    [step] = _plan_of(
-        context,
-        2,
-        account_fields=fields,
-        account_last_applied=stored,
-        customer_tax_ids=fields.tax_ids,
-    )
-    assert _what(step) == (
-        Action.UPDATE,
+    accounts = [_account(i) for i in range(5)]
+    accounts[2] = replace(accounts[2], fields=fields, last_applied=stored)
+    customers = [_customer(i) for i in range(5)]
+    customers[2] = replace(customers[2], tax_ids=fields.tax_ids)
+    plan = customers_plan({}, _observed(tuple(accounts), tuple(customers)), context)
+    assert plan.steps == ()
+    assert plan.converged
+    [restore] = plan.restores
+    assert (restore.kind, restore.key, restore.reason) == (
         "billing_account",
         "billing_account/org-2",
-        Reason.REMOTE_CHANGED,
+        Reason.BOOKKEEPING,
     )
-    assert step.params == {
+    assert restore.params == {
         "fields": {},
         "last_applied": {
             "phone": None,
             "tax_ids": [{"type": "eu_vat", "value": "DE1"}, {"type": "eu_vat", "value": "DE2"}],
         },
     }
-    assert step.changes == ()
 
 
 def test_a_currency_stripe_set_is_pulled(context: PlanContext) -> None:
@@ -364,3 +375,170 @@ def test_another_currency_in_stripe_is_refused(context: PlanContext) -> None:
     [warning] = plan.warnings
     assert "customer/org-3" in warning
     assert "in usd, the account's currency is eur" in warning
+
+
+# --------------------------------------------------------------------------------------------
+# Plan quality: per org at most one Stripe update carrying every pushed field, metadata key
+# and tax id, and one store step of the pulls; no step without a change.
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_pushed_field_and_key_of_an_org_is_one_stripe_update(context: PlanContext) -> None:
+    local = replace(
+        _fields(1),
+        name="Org One",
+        phone="+49 30 1",
+        address=Address(line1="9 Main St", city="Berlin", country="DE"),
+        tax_ids=(TaxId("eu_vat", "DE999"),),
+    )
+    [step] = _plan_of(
+        context,
+        1,
+        account_fields=local,
+        account_metadata={"team": "finance", "cost_center": "42"},  # tier removed
+    )
+    assert _what(step) == (Action.UPDATE, "customer", "customer/org-1", Reason.DESIRED_CHANGED)
+    assert step.params["update"] == {
+        "name": "Org One",
+        "phone": "+49 30 1",
+        "address": {
+            "line1": "9 Main St",
+            "line2": "",
+            "city": "Berlin",
+            "state": "",
+            "postal_code": "",
+            "country": "DE",
+        },
+        # Only the keys we own: the user's `plan` and `region` are not sent.
+        "metadata": {"cost_center": "42", "team": "finance", "tier": ""},
+    }
+    assert step.params["add_tax_ids"] == [{"type": "eu_vat", "value": "DE999"}]
+    assert step.params["delete_tax_ids"] == [
+        {"id": "txi_1", "type": "eu_vat", "value": "DE000000001"}
+    ]
+    assert step.params["last_applied"]["metadata"] == {
+        "cost_center": "42",
+        "team": "finance",
+        "tier": None,
+    }
+    assert [c.path for c in step.changes] == [
+        "name",
+        "phone",
+        "address",
+        "tax_ids",
+        "metadata.cost_center",
+        "metadata.team",
+        "metadata.tier",
+    ]
+
+
+def test_pushes_and_pulls_of_one_org_are_one_stripe_step_and_one_store_step(
+    context: PlanContext,
+) -> None:
+    steps = _plan_of(
+        context,
+        3,
+        account_fields=replace(_fields(3), name="Local name"),
+        account_metadata={"team": "billing", "tier": "gold", "new": "1"},
+        customer_email="portal@example.test",
+        customer_metadata={"plan": "pro", "region": "eu", "team": "sales", "tier": "gold"},
+    )
+    assert [_what(s) for s in steps] == [
+        (Action.UPDATE, "customer", "customer/org-3", Reason.DESIRED_CHANGED),
+        (Action.UPDATE, "billing_account", "billing_account/org-3", Reason.REMOTE_CHANGED),
+    ]
+    push, pull = steps
+    assert push.params["update"] == {"name": "Local name", "metadata": {"new": "1"}}
+    assert pull.params["fields"] == {"email": "portal@example.test"}
+    assert pull.params["metadata"] == {"team": "sales"}
+    assert [c.path for c in pull.changes] == ["email", "metadata.team"]
+    assert all(s.changes for s in steps)
+
+
+def test_a_metadata_key_removed_in_stripe_is_removed_from_the_store(context: PlanContext) -> None:
+    [step] = _plan_of(context, 0, customer_metadata={"plan": "pro", "team": "billing"})
+    assert _what(step)[1:] == ("billing_account", "billing_account/org-0", Reason.REMOTE_CHANGED)
+    assert step.params["metadata"] == {"tier": None}
+    assert step.params["last_applied"] == {"metadata": {"tier": None}}
+
+
+def test_user_metadata_keys_in_stripe_alone_plan_nothing(context: PlanContext) -> None:
+    assert (
+        _plan_of(
+            context,
+            0,
+            customer_metadata={"team": "billing", "tier": "gold", "crm": "7", "br_other": "x"},
+        )
+        == ()
+    )
+
+
+def _contract(context: PlanContext, tmp: Path, yaml: str) -> PlanContext:
+    root = tmp / "desired"
+    (root / "plans").mkdir(parents=True)
+    (root / "customers").mkdir()
+    (root / "billing.yaml").write_text(
+        f"billing:\n  default_currency: eur\nreconcile:\n  installation_id: {INSTALLATION}\n"
+    )
+    (root / "customers" / "c.yaml").write_text(yaml)
+    result = load_desired(root)
+    assert result.state is not None, [str(d) for d in result.diagnostics]
+    return replace(context, state=result.state)
+
+
+CONTRACT_YAML = """\
+customers:
+  - org_id: org-1
+    name: Org 1
+    email: billing+1@example.test
+    credit_min: -100
+    currency: eur
+"""
+
+
+def test_a_contract_org_gets_one_store_step_for_the_yaml_and_one_for_pulls(
+    context: PlanContext, tmp_path: Path
+) -> None:
+    """Settings and fields the YAML writes into the account are one step (they used to be
+    one step each); a Stripe edit of a field the YAML leaves out (phone) is a pull."""
+    ctx = _contract(context, tmp_path, CONTRACT_YAML)
+    specs = {s.org_id: s for s in ctx.state.customers}
+    accounts = [_account(i) for i in range(5)]
+    accounts[1] = replace(accounts[1], contract=False, fields=replace(_fields(1), name="API name"))
+    customers = [_customer(i) for i in range(5)]
+    customers[1] = replace(customers[1], phone="+1 555")
+    plan = customers_plan(specs, _observed(tuple(accounts), tuple(customers)), ctx)
+    steps = [s for s in plan.steps if s.key.endswith("org-1")]
+    assert [_what(s) for s in steps] == [
+        (Action.UPDATE, "billing_account", "billing_account/org-1", Reason.DESIRED_CHANGED),
+        (Action.UPDATE, "billing_account", "billing_account/org-1", Reason.REMOTE_CHANGED),
+    ]
+    desired, pull = steps
+    assert desired.params == {
+        "settings": {"contract": True, "credit_min": -100},
+        "fields": {"name": "Org 1"},
+        "last_applied": {},
+    }
+    assert pull.params["fields"] == {"phone": "+1 555"}
+    assert pull.params["last_applied"] == {"phone": "+1 555"}
+
+
+def test_a_contract_converges_after_a_stripe_edit_of_an_undeclared_field(
+    context: PlanContext, tmp_path: Path
+) -> None:
+    ctx = _contract(context, tmp_path, CONTRACT_YAML)
+    specs = {s.org_id: s for s in ctx.state.customers}
+    applied = replace(_fields(1), name="Org 1", phone="+1 555")
+    accounts = [_account(i) for i in range(5)]
+    accounts[1] = replace(
+        accounts[1],
+        contract=True,
+        credit_min=-100,
+        fields=applied,
+        last_applied={**accounts[1].last_applied, **last_applied_to_json(applied)},
+    )
+    customers = [_customer(i) for i in range(5)]
+    customers[1] = replace(customers[1], name="Org 1", phone="+1 555")
+    plan = customers_plan(specs, _observed(tuple(accounts), tuple(customers)), ctx)
+    assert plan.steps == ()
+    assert plan.restores == ()
