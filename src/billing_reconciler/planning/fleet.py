@@ -250,14 +250,17 @@ def _visible_restores(plan: Plan) -> tuple[Step, ...]:
 def fleet_summary(plan: Plan) -> str:
     if plan.refused or not plan.has_changes:
         return summary_line(plan)
-    pulls = sum(1 for s in plan.steps if s.reason is Reason.REMOTE_CHANGED)
+    # Updates by direction: a store-only write (a contract's YAML into its account) is
+    # neither a push to Stripe nor a pull from it.
+    directions = [_direction(s) for s in plan.steps if s.action is Action.UPDATE]
+    pushes, pulls, stores = (directions.count(d) for d in ("push", "pull", "store"))
     disables = sum(1 for s in plan.steps if s.reason is Reason.DELETED_IN_STRIPE)
     creates = sum(1 for s in plan.steps if s.action is Action.CREATE)
-    updates = sum(1 for s in plan.steps if s.action is Action.UPDATE)
     conflicts = len(plan.drift)
+    store = f", {stores:,} store" if stores else ""
     return (
-        f"Plan: {creates:,} to create, {updates:,} to update ({updates - pulls:,} push, "
-        f"{pulls:,} pull), {disables:,} to disable, {conflicts:,} conflict(s)."
+        f"Plan: {creates:,} to create, {len(directions):,} to update ({pushes:,} push, "
+        f"{pulls:,} pull{store}), {disables:,} to disable, {conflicts:,} conflict(s)."
     )
 
 

@@ -143,3 +143,36 @@ def test_markdown_of_a_fleet_with_only_links_is_no_changes_with_the_links() -> N
     markdown = render_fleet_markdown(plan)
     assert "**No changes.**" in markdown
     assert "- `billing_account/acme` → `cus_acme`" in markdown
+
+
+def test_the_summary_counts_a_store_only_update_apart_from_pushes_and_pulls() -> None:
+    """A contract's YAML written into its account is an update of the store only: neither a
+    push to Stripe (as it used to be counted) nor a pull."""
+    push = Step(
+        Action.UPDATE,
+        "customer",
+        "customer/a",
+        Reason.DESIRED_CHANGED,
+        stripe_id="cus_a",
+        changes=(FieldChange("name", "Old", "New"),),
+    )
+    pull = Step(
+        Action.UPDATE,
+        "billing_account",
+        "billing_account/a",
+        Reason.REMOTE_CHANGED,
+        changes=(FieldChange("phone", None, "+1 555"),),
+    )
+    store = Step(
+        Action.UPDATE,
+        "billing_account",
+        "billing_account/b",
+        Reason.DESIRED_CHANGED,
+        changes=(FieldChange("credit_min", 0, -100),),
+    )
+    plan = _plan((push, pull, store))
+    summary = "Plan: 0 to create, 3 to update (1 push, 1 pull, 1 store), 0 to disable"
+    assert summary in render_fleet_text(plan)
+    assert summary in render_fleet_markdown(plan)
+    assert "credit_min: 0 -> -100\n" in render_fleet_text(plan)  # no push arrow
+    assert "# push" not in render_fleet_text(_plan((pull, store)))
