@@ -177,6 +177,30 @@ class Subscription(TypedDict):
     created_at: str
 
 
+class PreviewLine(TypedDict):
+    description: str
+    quantity: int | None
+    amount: int
+    period_start: str
+    period_end: str
+
+
+class ChangePreview(TypedDict):
+    """What a plan change would invoice (`preview_change`); amounts in minor units."""
+
+    subscription_id: str
+    plan: str
+    current_plan: str
+    immediate: bool
+    effective_at: str | None
+    proration_behavior: Literal["create_prorations", "none", "always_invoice"]
+    currency: str
+    amount_due_now: int
+    proration_lines: list[PreviewLine]
+    next_renewal_total: int
+    next_renewal_at: str | None
+
+
 class SubscriptionPage(TypedDict):
     data: list[Subscription]
     next_cursor: str | None
@@ -432,6 +456,16 @@ class BillingClient:
         )
         path = f"{self._org(org_id)}/billing/subscriptions/{_segment(subscription_id)}/change"
         return cast(Subscription, self._call("POST", path, json=body))
+
+    def preview_change(
+        self, org_id: str, subscription_id: str, plan: str, *, immediate: bool = False
+    ) -> ChangePreview:
+        """What changing to `plan` (at the period end, or now with `immediate`) would
+        invoice, with the configured proration; nothing changes. Refused exactly as
+        `change_subscription` would be."""
+        body: dict[str, Any] = {"plan": plan, "immediate": immediate, "preview": True}
+        path = f"{self._org(org_id)}/billing/subscriptions/{_segment(subscription_id)}/change"
+        return cast(ChangePreview, self._call("POST", path, json=body))
 
     def cancel_subscription(
         self, org_id: str, subscription_id: str, *, immediate: bool = False

@@ -22,6 +22,7 @@ from billing_reconciler.api.auth import ApiTokens
 from billing_reconciler.api.pending import DEFAULT_WAIT_SECONDS, ReconcileTicket, Verdict
 from billing_reconciler.config import BillingConfig
 from billing_reconciler.store import Store
+from billing_reconciler.stripe_gateway.client import StripeGateway
 
 # The domain that turns billing accounts into Stripe customers (DESIGN §14); its scope is a
 # set of org ids (`customer/<org_id>` keys).
@@ -58,6 +59,9 @@ class ApiContext:
     clock: Callable[[], datetime] = field(default=_now)
     reconcile_wait_seconds: float = DEFAULT_WAIT_SECONDS
     """How long a write that changes Stripe waits for its reconcile before answering 202."""
+    gateway: StripeGateway | None = None
+    """Stripe, for the reads a route answers from Stripe itself (a plan change's invoice
+    preview); None: such a route answers 503 `provider_unavailable`."""
     waiters: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(MAX_WAITERS)
     )

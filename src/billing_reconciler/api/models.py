@@ -337,13 +337,15 @@ class PlanChangeIn(RequestBody):
 
 
 class ChangeIn(RequestBody):
-    """`POST .../subscriptions/{id}/change`: `{plan, immediate?}` (or Frontier's
-    `{plan_change: {plan, immediate?}}`), or `{cancel_upcoming_changes: true}`; exactly one."""
+    """`POST .../subscriptions/{id}/change`: `{plan, immediate?, preview?}` (or Frontier's
+    `{plan_change: {plan, immediate?}, preview?}`), or `{cancel_upcoming_changes: true}`;
+    exactly one. `preview: true` changes nothing and answers what the change would invoice."""
 
     plan: PlanName | None = None
     immediate: StrictBool | None = None
     plan_change: PlanChangeIn | None = None
     cancel_upcoming_changes: StrictBool | None = None
+    preview: StrictBool = False
 
     @model_validator(mode="after")
     def _one_form(self) -> ChangeIn:
@@ -365,6 +367,8 @@ class ChangeIn(RequestBody):
             raise ValueError("cancel_upcoming_changes can only be true")
         if self.immediate is not None and self.plan is None:
             raise ValueError("immediate goes with plan")
+        if self.preview and self.cancel_upcoming_changes is not None:
+            raise ValueError("preview goes with a plan change, not cancel_upcoming_changes")
         return self
 
     @property
@@ -409,6 +413,48 @@ class Subscription(ResponseBody):
     canceled_at: Timestamp | None
     pending_change: PendingChangeOut | None
     created_at: Timestamp
+
+
+class PreviewLine(ResponseBody):
+    """One proration line of a previewed plan change (Stripe's invoice line)."""
+
+    description: str
+    quantity: int | None
+    amount: int = Field(description="Minor units; a credit for unused time is negative.")
+    period_start: Timestamp
+    period_end: Timestamp
+
+
+class ChangePreview(ResponseBody):
+    """What a plan change would invoice (`preview: true`; nothing changed): Stripe's
+    `create_preview` with the configured proration (`billing.plan_change`)."""
+
+    subscription_id: str
+    plan: str = Field(description="The plan changed to.")
+    current_plan: str
+    immediate: bool
+    effective_at: Timestamp | None = Field(
+        description="When the change would take effect: now, or the current period end "
+        "(null while it is not known)."
+    )
+    proration_behavior: Literal["create_prorations", "none", "always_invoice"] = Field(
+        description="The configured proration that applies: "
+        "`billing.plan_change.immediate_proration_behavior` for an immediate change, "
+        "`proration_behavior` at the period end."
+    )
+    currency: str
+    amount_due_now: int = Field(
+        description="Invoiced at once (`always_invoice`), minor units; 0 otherwise."
+    )
+    proration_lines: list[PreviewLine] = Field(
+        description="The prorations: invoiced now (`always_invoice`) or on the next renewal "
+        "(`create_prorations`); none at the period end or with `none`."
+    )
+    next_renewal_total: int = Field(
+        description="The total of the next renewal invoice on the new plan, minor units "
+        "(with the prorations it carries)."
+    )
+    next_renewal_at: Timestamp | None = Field(description="When that invoice is made.")
 
 
 class Trialed(ResponseBody):

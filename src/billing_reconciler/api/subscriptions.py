@@ -32,9 +32,11 @@ from billing_reconciler.api.errors import ApiError, invalid, not_found, precondi
 from billing_reconciler.api.models import (
     CancelIn,
     ChangeIn,
+    ChangePreview,
     Entitlement,
     Page,
     PendingChangeOut,
+    PreviewLine,
     SubscribeIn,
     Subscription,
     Trialed,
@@ -52,6 +54,7 @@ from billing_reconciler.api.routing import (
     error_responses,
 )
 from billing_reconciler.api.verdicts import accepted, is_pending, raise_if_refused
+from billing_reconciler.config import ProrationBehavior
 from billing_reconciler.domains.subscription_types import (
     BEHAVIOR_CREDITS,
     BEHAVIOR_PER_SEAT,
@@ -77,6 +80,8 @@ from billing_reconciler.store.subscriptions import (
     SubscriptionIntent,
     SubscriptionMirrorRepository,
 )
+from billing_reconciler.stripe_gateway.errors import StripeGatewayError, TransientStripeError
+from billing_reconciler.stripe_gateway.invoices import PlanChangePreview, preview_plan_change
 
 #: The product metadata key the catalog writes a product's `config.seat_limit` under.
 META_SEAT_LIMIT: Final = "br_seat_limit"
@@ -497,15 +502,20 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
 
     @router.post(
         "/subscriptions/{id}/change",
-        response_model=Subscription,
+        response_model=Subscription | ChangePreview,
         responses={**accepted_response(), **error_responses(402, 404, 409)},
     )
     def change_subscription(
         org: OrgId, id: SubscriptionId, body: ChangeIn
-    ) -> Subscription | JSONResponse:
+    ) -> Subscription | ChangePreview | JSONResponse:
         """Change the plan at the current period end (or now with `immediate`), or drop the
-        upcoming change (`cancel_upcoming_changes`); waits for Stripe's verdict."""
+        upcoming change (`cancel_upcoming_changes`); waits for Stripe's verdict (the
+        subscription). With `preview: true` nothing changes: the answer is what the change
+        would invoice (a `ChangePreview`, from Stripe's `create_preview`), after the same
+        checks and refusals as the change itself."""
         target = body.target
+        if body.preview and target is not None:
+            return _preview_change(context, org, id, *target)
         with context.store.session() as session:
             require_org(session, org)
             account = require_active(session, org)
@@ -666,6 +676,125 @@ def _planned_change(
         effective_at=now if immediate else period_end,
         immediate=immediate,
         reason="change",
+    )
+
+
+# --- the preview of a change ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _TargetItem:
+    """A target plan's item as the change's new phase bills it (`PricedItem`)."""
+
+    price_id: str
+    quantity: int | None
+
+
+def _preview_change(
+    context: ApiContext, org: str, intent_id: str, name: str, immediate: bool
+) -> ChangePreview:
+    """`{plan, immediate, preview: true}`: every check of the change itself (the same
+    refusals), then Stripe's `create_preview` of the subscription on the target plan's items
+    (its prices in the account's currency; per-seat quantity = the members, at least 1, as
+    the subscriptions domain derives them) with the configured proration. Nothing is
+    written: no intent, no store row, no Stripe write."""
+    with context.store.session() as session:
+        require_org(session, org)
+        account = require_active(session, org)
+        intent, mirrored = _require_live(session, org, intent_id)
+        change = _planned_change(context, session, account, intent, mirrored, name, immediate)
+        if change is None:  # exactly this change is pending already: preview it anyway
+            change = intent.pending_change
+        catalog = AppliedCatalog(session, context.installation_id())
+        plan = _active_plan(catalog, name)
+        shape = _shape(catalog, plan, _currency(context, account))
+        seats = max(MemberRepository(session).count(org), 1)
+    if mirrored is None:
+        raise precondition(
+            f"subscription {intent_id} is not in Stripe yet: there is nothing to preview; "
+            "retry once it is",
+            org_id=org,
+            subscription_id=intent_id,
+        )
+    gateway = context.gateway
+    if gateway is None:
+        raise ApiError(503, "provider_unavailable", "Stripe is not reachable from this server", {})
+    settings = context.config().billing.plan_change
+    configured = settings.immediate_proration_behavior if immediate else settings.proration_behavior
+    items = [
+        _TargetItem(
+            price_id=str(p.stripe_id),
+            quantity=None if p.metered else (seats if p.per_seat else 1),
+        )
+        for p in shape.prices
+    ]
+    try:
+        answer = preview_plan_change(
+            gateway,
+            subscription_id=mirrored.record.stripe_id,
+            installation_id=context.installation_id(),
+            items=items,
+            # At the period end the new phase starts on the cycle boundary: nothing to prorate.
+            proration_behavior=configured if immediate else "none",
+        )
+    except TransientStripeError as error:
+        raise ApiError(
+            503,
+            "provider_unavailable",
+            "Stripe did not answer the preview; retry later",
+            {"subscription_id": intent_id, "stripe_request_id": error.request_id},
+        ) from error
+    except StripeGatewayError as error:
+        raise precondition(
+            f"Stripe refused the preview: {error.message}",
+            subscription_id=intent_id,
+            stripe_code=error.code,
+            stripe_request_id=error.request_id,
+        ) from error
+    return _preview_body(
+        intent_id,
+        current_plan=intent.plan,
+        plan=plan.name,
+        immediate=immediate,
+        effective_at=None if change is None else change.effective_at,
+        proration_behavior=configured,
+        preview=answer,
+    )
+
+
+def _preview_body(
+    intent_id: str,
+    *,
+    current_plan: str,
+    plan: str,
+    immediate: bool,
+    effective_at: int | None,
+    proration_behavior: ProrationBehavior,
+    preview: PlanChangePreview,
+) -> ChangePreview:
+    now = preview.invoice_now
+    renewal = preview.renewal
+    return ChangePreview(
+        subscription_id=intent_id,
+        plan=plan,
+        current_plan=current_plan,
+        immediate=immediate,
+        effective_at=_at(effective_at),
+        proration_behavior=proration_behavior,
+        currency=renewal.currency,
+        amount_due_now=0 if now is None else now.amount_due,
+        proration_lines=[
+            PreviewLine(
+                description=line.description,
+                quantity=line.quantity,
+                amount=line.amount,
+                period_start=datetime.fromtimestamp(line.period_start, UTC),
+                period_end=datetime.fromtimestamp(line.period_end, UTC),
+            )
+            for line in preview.proration_lines
+        ],
+        next_renewal_total=renewal.total,
+        next_renewal_at=_at(renewal.created or None),
     )
 
 

@@ -369,6 +369,7 @@ class Runtime:
             rate_limit_per_second=state.config.reconcile.rate_limit_per_second,
             on_request=self.metrics.observe_stripe_request,
         )
+        self.gateway = gateway
         self.desired = DesiredSource(directory=self._directory, initial=state, clock=self._clock)
         self.domains: dict[str, Domain] = {
             registration.name: DomainRunner(
@@ -442,6 +443,7 @@ class Runtime:
             live_mode=self._stripe.api_key.startswith(("sk_live_", "rk_live_")),
             request_reconcile=self._api_request,
             reconcile_wait_seconds=self.settings.api_wait_seconds,
+            gateway=self.gateway,
         )
 
     def _api_request(self, kind: str, ids: frozenset[str], reason: str) -> ReconcileTicket:

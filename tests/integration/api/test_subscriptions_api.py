@@ -492,7 +492,11 @@ def test_an_immediate_change_in_frontiers_form(api: Api, acme: str, catalog: Non
         ({}, 422, "invalid_argument"),
         ({"immediate": True}, 422, "invalid_argument"),
         ({"cancel_upcoming_changes": False}, 422, "invalid_argument"),
-        ({"plan": "team", "preview": True}, 422, "invalid_argument"),
+        ({"cancel_upcoming_changes": True, "preview": True}, 422, "invalid_argument"),
+        ({"plan": "team", "preview": "yes"}, 422, "invalid_argument"),
+        # A preview asks Stripe, and this app has none (test_subscription_preview.py does).
+        ({"plan": "team", "preview": True}, 503, "provider_unavailable"),
+        ({"plan": "gbp", "preview": True}, 422, "invalid_argument"),  # refused first
     ],
 )
 def test_change_refusals(
