@@ -75,7 +75,8 @@ def after_reconcile(
     leadership moved), else the account as the reconcile left it in the store."""
     if verdict is None:  # no runtime to wait on
         return account(record)
-    raise_if_refused(verdict, org_id=org, account_id=record.id)
+    tax_ids = [(t.type, t.value) for t in record.tax_ids]
+    raise_if_refused(verdict, org_id=org, account_id=record.id, tax_ids=tax_ids)
     if is_pending(verdict):
         return accepted(verdict, account_path(org))
     with context.store.session() as session:

@@ -12,6 +12,8 @@ ran, and the controller keeps reconciling it (after a fix of the refused field, 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any, Final
 
 from fastapi.responses import JSONResponse
@@ -34,8 +36,13 @@ _MESSAGES: Final[dict[PendingReason, str]] = {
 }
 
 
-def raise_if_refused(verdict: Verdict, **details: Any) -> None:
-    """`failed` and `unavailable` as the §19 error answers; anything else returns."""
+def raise_if_refused(
+    verdict: Verdict, *, tax_ids: Sequence[tuple[str, str]] = (), **details: Any
+) -> None:
+    """`failed` and `unavailable` as the §19 error answers; anything else returns.
+
+    `tax_ids` are the account's (type, value) in its order: a refused `tax_ids[i].value`
+    (the gateway counts in canonical order, sorted) is named by its place in that order."""
     failure = verdict.failure
     if failure is None or verdict.state not in ("failed", "unavailable"):
         return
@@ -43,7 +50,7 @@ def raise_if_refused(verdict: Verdict, **details: Any) -> None:
     if failure.stripe_code is not None:
         body["stripe_code"] = failure.stripe_code
     if failure.stripe_param is not None:
-        body["field"] = failure.stripe_param
+        body["field"] = _in_account_order(failure.stripe_param, tax_ids)
     if verdict.state == "unavailable":
         raise ApiError(
             503,
@@ -61,6 +68,18 @@ def raise_if_refused(verdict: Verdict, **details: Any) -> None:
         "request and send it again",
         body,
     )
+
+
+_TAX_ID_FIELD: Final = re.compile(r"^tax_ids\[(\d+)\]\.(\w+)$")
+
+
+def _in_account_order(field: str, tax_ids: Sequence[tuple[str, str]]) -> str:
+    found = _TAX_ID_FIELD.fullmatch(field)
+    canonical = sorted(set(tax_ids))
+    if found is None or int(found.group(1)) >= len(canonical):
+        return field
+    place = list(tax_ids).index(canonical[int(found.group(1))])
+    return f"tax_ids[{place}].{found.group(2)}"
 
 
 def accepted(verdict: Verdict, location: str, reason: PendingReason | None = None) -> JSONResponse:

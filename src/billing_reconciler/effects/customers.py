@@ -235,12 +235,17 @@ def _update(gateway: StripeGateway, step: Step) -> WriteResult:
             params=params["update"],
             idempotency_key=step.idempotency_key,
         )
+    # A refused tax id is named by its place among the customer's (`tax_ids[1].value`).
+    pushed = (params.get("last_applied") or {}).get("tax_ids") or ()
+    order = sorted({(t["type"], t["value"]) for t in pushed})
     for tax in params.get("add_tax_ids") or ():
+        pair = (tax["type"], tax["value"])
         add_tax_id(
             gateway,
             stripe_id=step.stripe_id,
             tax_id=TaxId(type=tax["type"], value=tax["value"]),
             idempotency_key=digest(step.idempotency_key, "add", tax["type"], tax["value"]),
+            index=order.index(pair) if pair in order else None,
         )
     for tax in params.get("delete_tax_ids") or ():
         delete_tax_id(

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
+from billing_reconciler.customer_validation import stripe_field_path
 from billing_reconciler.model_customers import (
     Address,
     CustomerFields,
@@ -28,7 +29,7 @@ from billing_reconciler.model_customers import (
     customer_user_metadata,
 )
 from billing_reconciler.stripe_gateway.client import StripeGateway
-from billing_reconciler.stripe_gateway.errors import PermanentStripeError
+from billing_reconciler.stripe_gateway.errors import PermanentStripeError, StripeGatewayError
 from billing_reconciler.stripe_gateway.observe import PAGE_SIZE, list_all
 from billing_reconciler.stripe_gateway.write import WriteResult, _result
 
@@ -371,9 +372,17 @@ def update_customer(
 
 
 def add_tax_id(
-    gateway: StripeGateway, *, stripe_id: str, tax_id: TaxId, idempotency_key: str
+    gateway: StripeGateway,
+    *,
+    stripe_id: str,
+    tax_id: TaxId,
+    idempotency_key: str,
+    index: int | None = None,
 ) -> WriteResult:
-    """Add a tax id to a customer; the result's `stripe_id` is the tax id's (`txi_...`)."""
+    """Add a tax id to a customer; the result's `stripe_id` is the tax id's (`txi_...`).
+
+    `index` is the tax id's place among the customer's (canonical order, as
+    `create_customer` sends them): a refusal names `tax_ids[<index>].value`, not `value`."""
     body = {"type": tax_id.type, "value": tax_id.value}
     service = gateway.sdk.v1.customers.tax_ids
     return _send(
@@ -382,6 +391,7 @@ def add_tax_id(
         "/v1/customers/{customer}/tax_ids",
         lambda options: service.create(stripe_id, cast("CustomerTaxIdCreateParams", body), options),
         idempotency_key,
+        tax_id_index=-1 if index is None else index,
     )
 
 
@@ -411,9 +421,25 @@ def _send(
     endpoint: str,
     call: Callable[[Any], Any],
     idempotency_key: str,
+    *,
+    tax_id_index: int | None = None,
 ) -> WriteResult:
+    """Send a write; a refusal's `param` is renamed to our field's path (`tax_id_data[0][type]`
+    is `tax_ids[0].type`, `address[line1]` is `address.line1`), as the API and YAML name it.
+    `tax_id_index` is the tax id a tax id endpoint writes (-1: not known)."""
     if not idempotency_key:
         raise ValueError("every mutating Stripe call needs an idempotency key")
     options = {"idempotency_key": idempotency_key}
-    obj = gateway.request(method=method, endpoint=endpoint, send=lambda: call(options))
+    try:
+        obj = gateway.request(method=method, endpoint=endpoint, send=lambda: call(options))
+    except StripeGatewayError as error:
+        if error.param:
+            error.param = _our_field(error.param, tax_id_index)
+        raise
     return _result(obj)
+
+
+def _our_field(param: str, tax_id_index: int | None) -> str:
+    if tax_id_index == -1 and param in ("type", "value"):
+        return f"tax_ids[].{param}"
+    return stripe_field_path(param, tax_id_index=tax_id_index)

@@ -414,3 +414,30 @@ def test_past_the_cap_of_waiting_requests_a_write_answers_202_at_once(
     release.set()
     first.join(10)
     assert answers == [200]
+
+
+def test_a_refused_tax_id_is_named_by_its_place_in_the_account(
+    make_client: Callable[..., TestClient], runtime: Runtime
+) -> None:
+    # The gateway counts tax ids in canonical order (eu_vat before us_ein); the answer names
+    # the one refused by its place in the account as the client sent it.
+    def refuse(request: ReconcileRequest) -> None:
+        raise PermanentStripeError(
+            "Invalid value for eu_vat.",
+            code="tax_id_invalid",
+            param="tax_ids[0].value",
+            http_status=400,
+        )
+
+    client = make_client()
+    _offline_acme(client)
+    tax_ids = [
+        {"type": "us_ein", "value": "12-3456789"},
+        {"type": "eu_vat", "value": "XX123"},
+    ]
+    assert client.patch(f"{ORG}/billing", json={"tax_ids": tax_ids}, headers=APP).is_success
+    _idle(client)
+    runtime.handler = refuse
+    answer = client.post(f"{ORG}/billing/register", headers=APP)
+    assert answer.status_code == 409, answer.text
+    assert error_of(answer)["details"]["field"] == "tax_ids[1].value"

@@ -15,6 +15,7 @@ from billing_reconciler.controller import PlanOptions
 from billing_reconciler.planning.plan import Action
 from billing_reconciler.store import JournalRepository, JournalState, RunRepository
 from billing_reconciler.store import TaxId as StoredTaxId
+from billing_reconciler.stripe_gateway.errors import PermanentStripeError
 from tests.integration.customers.conftest import World
 
 
@@ -104,3 +105,38 @@ def test_one_refused_customer_holds_back_no_other_org(world: World) -> None:
     assert run.result.value == "failed"
     # Only tc1 is left to do.
     assert {s.key for s in world.plan().steps} == {"customer/tc1"}
+
+
+def test_a_refused_tax_id_of_a_create_names_its_field_path(world: World) -> None:
+    # Stripe says `tax_id_data[0][value]`; the apply error names our field, counted in the
+    # canonical order the create sends (eu_vat before us_ein).
+    world.account(
+        "tx3",
+        tax_ids=(
+            StoredTaxId(type="us_ein", value="12-3456789"),
+            StoredTaxId(type="eu_vat", value="XX123"),
+        ),
+    )
+    error = _apply_fails(world)
+    assert error.step.key == "customer/tx3"
+    assert isinstance(error.cause, PermanentStripeError)
+    assert error.cause.param == "tax_ids[0].value"
+    assert "param=tax_ids[0].value" in str(error)
+
+
+def test_a_refused_tax_id_of_an_update_names_its_field_path(world: World) -> None:
+    # A tax id added to an existing customer is its own call (`POST .../tax_ids`, param
+    # `value`): named by its place among the customer's tax ids (eu_vat, then gb_vat).
+    world.account("tx4")
+    world.apply()
+    world.update(
+        "tx4",
+        tax_ids=(
+            StoredTaxId(type="gb_vat", value="GB12"),
+            StoredTaxId(type="eu_vat", value="DE123456789"),
+        ),
+    )
+    error = _apply_fails(world)
+    assert error.step.key == "customer/tx4"
+    assert isinstance(error.cause, PermanentStripeError)
+    assert error.cause.param == "tax_ids[1].value"
