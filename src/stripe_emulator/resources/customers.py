@@ -156,6 +156,7 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     check_enum(params.get("tax_exempt"), "tax_exempt", TAX_EXEMPT)
     _refuse_legacy_sources(params, ("source",))
     _check_invoice_prefix(params.get("invoice_prefix"))
+    _check_lengths(params)
     _check_cash_settings(params.get("cash_balance"))
     tax_id_data: list[dict[str, str]] = params.get("tax_id_data", [])
     for index, datum in enumerate(tax_id_data):
@@ -263,6 +264,7 @@ def update(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     check_enum(nullable(params.get("tax_exempt")), "tax_exempt", TAX_EXEMPT)
     _refuse_legacy_sources(params, ("default_source", "source"))
     _check_invoice_prefix(params.get("invoice_prefix"))
+    _check_lengths(params)
     after = copy.deepcopy(before)
     for field in _SIMPLE_FIELDS:
         if field in params:
@@ -518,6 +520,22 @@ def _refuse_legacy_sources(params: Params, names: tuple[str, ...]) -> None:
                 f"The emulator does not support `{name}` on customers: attach a payment method "
                 "with POST /v1/payment_methods/{id}/attach and set "
                 "invoice_settings[default_payment_method].",
+                param=name,
+            )
+
+
+# Stripe's limits on a customer's text fields (shorter than the 5,000 of other strings): a
+# longer phone is refused as `Invalid string: +1 555-555...5678456789; must be at most 20
+# characters` (param `phone`); `name` up to 256, `email` up to 512 (the SDK's docstring).
+_MAX_LENGTHS: dict[str, int] = {"phone": 20, "name": 256, "email": 512}
+
+
+def _check_lengths(params: Params) -> None:
+    for name, limit in _MAX_LENGTHS.items():
+        value = params.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            raise invalid(
+                f"Invalid string: {value[:10]}...{value[-10:]}; must be at most {limit} characters",
                 param=name,
             )
 
