@@ -1471,6 +1471,7 @@ def create_preview(ctx: RequestContext, params: Params, path: dict[str, str]) ->
         _PREVIEW_DETAILS_HANDLED,
         prefix="subscription_details",
     )
+    _check_proration_date(ctx, params)
     provider = PREVIEW.get("subscription")
     if ("subscription" in params or "subscription_details" in params) and provider is not None:
         return render(ctx.store, provider(ctx, params))
@@ -1488,6 +1489,43 @@ def create_preview(ctx: RequestContext, params: Params, path: dict[str, str]) ->
     pull_pending_items(ctx, invoice, subscription_id=None)
     recompute(invoice)
     return render(ctx.store, preview_view(ctx, invoice))
+
+
+def _check_proration_date(ctx: RequestContext, params: Params) -> None:
+    """`subscription_details.proration_date` as the SDK's docstring states it: it needs
+    `subscription` and `subscription_details.items` (`trial_end` is not handled here), not
+    with `proration_behavior=none`, and within the subscription's current period (and the
+    current phase of its schedule, when it has one)."""
+    details = params.get("subscription_details") or {}
+    if "proration_date" not in details:
+        return
+    where = "subscription_details[proration_date]"
+    if "subscription" not in params or "items" not in details:
+        raise invalid(
+            "When `subscription_details[proration_date]` is set, `subscription` and "
+            "`subscription_details[items]` are required.",
+            param=where,
+        )
+    if details.get("proration_behavior") == "none":
+        raise invalid(
+            "`subscription_details[proration_date]` cannot be used with "
+            "`subscription_details[proration_behavior]=none`.",
+            param=where,
+        )
+    sub = ctx.store.get("subscription", str(params["subscription"]))
+    items = [] if sub is None else sub["items"]["data"]
+    if not items:
+        return  # the subscription preview refuses an unknown subscription itself
+    at = int(details["proration_date"])
+    start = min(int(i["current_period_start"]) for i in items)
+    end = max(int(i["current_period_end"]) for i in items)
+    phase_end = sub.get("_schedule_phase_end") if sub is not None else None
+    if not start <= at <= end or (phase_end is not None and at > int(phase_end)):
+        raise invalid(
+            "The proration date must be within the current subscription period"
+            + (" and the current phase of its schedule." if phase_end is not None else "."),
+            param=where,
+        )
 
 
 def preview_view(ctx: RequestContext, invoice: StripeObject) -> StripeObject:
