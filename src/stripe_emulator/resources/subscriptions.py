@@ -1964,6 +1964,8 @@ def preview(ctx: RequestContext, params: Params) -> StripeObject:
             save=False,
             automatic_tax=simulated["automatic_tax"]["enabled"],
         )
+        # The invoice made now takes the subscription's pending items too (`_invoice_now`).
+        invoices.pull_pending_items(cctx, invoice, subscription_id=sub["id"])
         for ii in prorations:
             invoices.add_item_line(invoice, ii)
         invoices.recompute(invoice)

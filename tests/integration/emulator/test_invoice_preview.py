@@ -124,3 +124,32 @@ def test_a_proration_date_needs_the_subscription_and_items_and_a_proration(
         )
         assert error.param == where
         assert "current subscription period" in str(error.user_message)
+
+
+def test_an_always_invoice_preview_takes_the_pending_items_as_the_update_does(
+    stripe_client: Client,
+) -> None:
+    client = stripe_client
+    sub, dear = _subscription(client)
+    item = sub["items"].data[0]
+    clock = client.v1.customers.retrieve(str(sub.customer)).test_clock
+    client.v1.test_helpers.test_clocks.advance(str(clock), {"frozen_time": HALF})
+    # A second seat with create_prorations: two pending proration items.
+    client.v1.subscriptions.update(
+        sub.id,
+        {"items": [{"id": item.id, "quantity": 2}], "proration_behavior": "create_prorations"},
+    )
+    change: dict[str, Any] = {
+        "items": [{"id": item.id, "price": dear}],
+        "proration_behavior": "always_invoice",
+    }
+    preview = client.v1.invoices.create_preview(
+        {"subscription": sub.id, "subscription_details": change}  # type: ignore[arg-type]
+    )
+    updated = client.v1.subscriptions.update(sub.id, change)  # type: ignore[arg-type]
+    invoice = client.v1.invoices.retrieve(str(updated.latest_invoice))
+    assert sorted((li.description, li.amount) for li in preview.lines.data) == sorted(
+        (li.description, li.amount) for li in invoice.lines.data
+    )
+    assert sorted(li.amount for li in invoice.lines.data) == [-1000, -500, 1000, 2000]
+    assert preview.amount_due == invoice.amount_due == 1500
