@@ -127,13 +127,16 @@ def user_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
 @dataclass(frozen=True, slots=True)
 class ItemRecord:
     """One subscription item: its price, quantity (None: metered) and, observed, its id and
-    current period (the pinned API's periods are per item)."""
+    current period (the pinned API's periods are per item), and the catalog key of its price
+    when the price is ours (its `br_key` marker): a superseded price id the catalog no longer
+    lists is still known by it (a grandfathered seat item follows the members)."""
 
     price_id: str
     quantity: int | None
     item_id: str | None = None
     current_period_start: int | None = None
     current_period_end: int | None = None
+    price_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

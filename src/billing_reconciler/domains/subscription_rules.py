@@ -65,6 +65,7 @@ from billing_reconciler.model_subscriptions import (
     CollectionMethod,
     DesiredItem,
     DesiredSubscription,
+    ItemRecord,
     PendingChange,
     SchedulePhase,
     ScheduleRecord,
@@ -332,6 +333,7 @@ class _Draft:
     restores: list[Step] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     shapes: dict[tuple[str | None, str], _Shape | str] = field(default_factory=dict)
+    prices_by_key: dict[str, CatalogPrice] | None = None
 
     @property
     def billing(self) -> BillingSettings:
@@ -373,6 +375,22 @@ class _Draft:
             target=target,
             collection_method=CollectionMethod.CHARGE_AUTOMATICALLY.value,
         )
+
+    def price_of(self, item: ItemRecord) -> CatalogPrice | None:
+        """The catalog's price an item bills: by its id, else (a superseded id the catalog
+        no longer has: a grandfathered item) by the price's key from its marker."""
+        price = self.catalog.price(item.price_id)
+        if price is not None or item.price_key is None:
+            return price
+        if self.prices_by_key is None:
+            self.prices_by_key = {
+                p.key: p
+                for p in (
+                    *self.catalog.prices_by_id.values(),
+                    *(p for plan in self.catalog.plans.values() for p in plan.prices),
+                )
+            }
+        return self.prices_by_key.get(item.price_key)
 
     def free(self, bundle: AccountSubscriptions, plan: str) -> bool:
         currency = (bundle.account.currency or self.billing.currency).lower()
@@ -756,8 +774,9 @@ def _item_updates(
     incremental = draft.billing.product.seat_change_behavior == "incremental"
     updates: list[dict[str, Any]] = []
     for item in sub.items:
-        price = draft.catalog.price(item.price_id)
-        if price is None or price.metered or item.item_id is None:
+        price = draft.price_of(item)
+        # No quantity observed: a metered item (whatever a price of its key is now).
+        if price is None or price.metered or item.item_id is None or item.quantity is None:
             continue
         wanted = seats if price.per_seat else 1
         if price.per_seat and incremental and item.quantity is not None:
@@ -1139,7 +1158,7 @@ def _mirror(
 def _mirror_of(draft: _Draft, sub: SubscriptionRecord) -> SubscriptionMirror:
     seats = None
     for item in sub.items:
-        price = draft.catalog.price(item.price_id)
+        price = draft.price_of(item)
         if price is not None and price.per_seat:
             seats = item.quantity
             break
@@ -1242,7 +1261,14 @@ def _sub_values(s: SubscriptionRecord) -> tuple[object, ...]:
         s.currency,
         tuple(
             [
-                (i.price_id, i.quantity, i.item_id, i.current_period_start, i.current_period_end)
+                (
+                    i.price_id,
+                    i.quantity,
+                    i.item_id,
+                    i.current_period_start,
+                    i.current_period_end,
+                    i.price_key,
+                )
                 for i in s.items
             ]
         ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from billing_reconciler.model import MANAGED_BY, META_INSTALLATION, META_KEY, META_MANAGED_BY
 from billing_reconciler.model_subscriptions import (
     META_PLAN,
     ItemRecord,
@@ -41,7 +42,7 @@ def map_subscription(
         customer_id=_id_of(obj.get("customer")) or "",
         status=str(obj.get("status") or ""),
         currency=str(obj.get("currency") or ""),
-        items=tuple(map_item(item) for item in _items(obj)),
+        items=tuple(map_item(item, installation_id=installation_id) for item in _items(obj)),
         collection_method=str(obj.get("collection_method") or "charge_automatically"),
         days_until_due=_int(obj.get("days_until_due")),
         automatic_tax=bool((obj.get("automatic_tax") or {}).get("enabled", False)),
@@ -67,15 +68,30 @@ def map_subscription(
     )
 
 
-def map_item(obj: Mapping[str, Any]) -> ItemRecord:
-    """A subscription item: its price id, quantity (None for a metered price) and period."""
+def map_item(obj: Mapping[str, Any], *, installation_id: str | None = None) -> ItemRecord:
+    """A subscription item: its price id, quantity (None for a metered price), period, and
+    the price's catalog key when the price carries our marker (of `installation_id`, when
+    given): Stripe embeds the whole price in the item."""
+    price = obj.get("price")
     return ItemRecord(
-        price_id=_id_of(obj.get("price")) or "",
-        quantity=_int(obj.get("quantity")) if not _metered(obj.get("price")) else None,
+        price_id=_id_of(price) or "",
+        quantity=_int(obj.get("quantity")) if not _metered(price) else None,
         item_id=_str(obj.get("id")),
         current_period_start=_int(obj.get("current_period_start")),
         current_period_end=_int(obj.get("current_period_end")),
+        price_key=_price_key(price, installation_id),
     )
+
+
+def _price_key(price: object, installation_id: str | None) -> str | None:
+    if not isinstance(price, Mapping):
+        return None
+    metadata = _metadata(price)
+    if metadata.get(META_MANAGED_BY) != MANAGED_BY:
+        return None
+    if installation_id is not None and metadata.get(META_INSTALLATION) != installation_id:
+        return None
+    return metadata.get(META_KEY) or None
 
 
 def map_schedule(obj: Mapping[str, Any], *, installation_id: str | None = None) -> ScheduleRecord:

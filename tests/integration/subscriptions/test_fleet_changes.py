@@ -17,6 +17,7 @@ from billing_reconciler.cli.common import CliError
 from billing_reconciler.cli.reconcile_cmd import Format, RunRequest, run
 from billing_reconciler.domains.subscription_rules import SETTING_AUTO_TAX, SUBSCRIPTION_STEP
 from billing_reconciler.registry import CATALOG, CUSTOMERS, SUBSCRIPTIONS
+from billing_reconciler.store import MemberRepository
 
 from .conftest import World
 
@@ -174,3 +175,38 @@ def test_a_future_only_setting_changed_says_so_and_rewrites_nothing(
     assert PRORATION not in capsys.readouterr().out
     for org in ORGS:
         assert _ours(world, org).automatic_tax.enabled is False
+
+
+def test_a_subscription_on_a_superseded_seat_price_still_follows_the_members(
+    world: World,
+) -> None:
+    """The catalog supersedes the seat price (a new amount); the live subscription stays on
+    the old one (grandfathered), whose id the catalog's last-applied records no longer hold:
+    its item is known by the price's marker, so a member added still raises its quantity."""
+    world.configure(default_plan="")
+    world.open("acme", members=2)
+    world.reconcile()
+    world.add_card("acme")
+    world.subscribe("acme", "team_monthly")
+    world.reconcile()
+    world.reconcile()
+    old = {i.price.lookup_key: i.price.id for i in _ours(world, "acme")["items"].data}
+    catalog = world.directory / "plans" / "catalog.yaml"
+    catalog.write_text(catalog.read_text().replace("amount: 900\n", "amount: 1000\n"))
+    world.reconcile()
+    [seat] = [
+        p
+        for p in world.stripe.v1.prices.list({"limit": 100}).data
+        if p.metadata.to_dict().get("br_key") == "price/team_seat/monthly" and p.active
+    ]
+    assert seat.id != old["test.team_seat_monthly"]
+    assert world.plan().steps == ()
+
+    with world.store.session() as session:
+        MemberRepository(session).upsert("acme", "user-new")
+    plan = world.reconcile()
+    [step] = plan.steps
+    assert step.params["items"][0]["quantity"] == 3
+    items = {i.price.id: i.quantity for i in _ours(world, "acme")["items"].data}
+    assert items == {old["test.team_base_monthly"]: 1, old["test.team_seat_monthly"]: 3}
+    assert world.plan().steps == ()

@@ -563,6 +563,35 @@ def test_a_grandfathered_seat_item_still_follows_seats_and_unknown_prices_are_le
     assert step.params["items"] == [{"id": "si_old", "quantity": 6}]
 
 
+def test_a_superseded_seat_price_the_catalog_does_not_list_is_known_by_its_key() -> None:
+    """A grandfathered item whose old price id the catalog lacks (only the current id is
+    last-applied) is found by the price's `br_key`: it follows the seats and is mirrored."""
+    items = (
+        _items()[0],
+        replace(
+            _items()[1],
+            price_id="price_seat_m_2024",
+            item_id="si_2024",
+            price_key="price/team_seat/monthly",
+        ),
+        # An unknown id with no key, and a metered item (no quantity) under a per-seat key.
+        replace(_items()[2], price_id="price_unknown"),
+        replace(
+            _items()[2],
+            price_id="price_was_metered",
+            item_id="si_m",
+            price_key="price/team_seat/monthly",
+        ),
+    )
+    step = _only(_plan(_bundle(seats=6, subs=(_sub(items=items),))))
+    assert step.params["items"] == [{"id": "si_2024", "quantity": 6}]
+    assert _changes(step) == {"quantity": (3, 6)}
+    [mirror] = _plan(_bundle(seats=3, subs=(_sub(items=items),))).restores
+    assert mirror.params["mirror"]["seats"] == 3
+    unkeyed = tuple(replace(i, price_key=None) for i in items)
+    assert _plan(_bundle(seats=6, subs=(_sub(items=unkeyed),))).steps == ()
+
+
 def test_another_licensed_quantity_is_set_back_to_one() -> None:
     items = (replace(_items()[0], quantity=2), *_items()[1:])
     step = _only(_plan(_bundle(subs=(_sub(items=items),))))
