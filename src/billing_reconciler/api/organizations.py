@@ -3,6 +3,17 @@
 Writes are idempotent upserts. An org created while `customer.auto_create_with_org` is set
 gets its billing account (and onboard credits) in the same transaction; every change asks for
 the targeted reconcile of that org's customer once committed.
+
+A delete (DESIGN §19) is refused with 409 `failed_precondition` while the org's account has
+a negative balance or a live paid subscription (its plan bills a non-zero price in the
+account's currency, as the subscribe route tells a free plan), unless `?force=true`. A
+delete disables the account and, in the same transaction, asks for the end of its live
+subscription: an immediate cancel (`invoice_now` and `prorate`, as `POST .../cancel
+{immediate: true}` does: what is owed is invoiced, the unused time becomes a credit on the
+Stripe customer's balance, never a refund), which the subscriptions domain carries out for the
+disabled account on the targeted reconcile the delete asks for (and on later passes until it
+is done). A deleted org is never left billing. An intent with nothing in Stripe (an offline
+account's) just ends.
 """
 
 from __future__ import annotations
@@ -35,9 +46,16 @@ from billing_reconciler.api.routing import (
     accepted_response,
     error_responses,
 )
-from billing_reconciler.api.subscriptions import check_seat_limit
+from billing_reconciler.api.subscriptions import (
+    AppliedCatalog,
+    Shape,
+    check_seat_limit,
+    mirror_of,
+    subscriptions_path,
+)
 from billing_reconciler.api.verdicts import accepted, is_pending, raise_if_refused
 from billing_reconciler.store import (
+    AccountRecord,
     AccountRepository,
     LedgerRepository,
     MemberRecord,
@@ -45,7 +63,14 @@ from billing_reconciler.store import (
     OrganizationRecord,
     OrganizationRepository,
 )
-from billing_reconciler.store.subscriptions import lock_organization
+from billing_reconciler.store.subscriptions import (
+    TERMINAL_STATUSES,
+    IntentRepository,
+    MirroredSubscription,
+    SubscriptionIntent,
+    SubscriptionMirrorRepository,
+    lock_organization,
+)
 
 TestClockHeader = Annotated[
     str | None,
@@ -136,9 +161,18 @@ def organizations_router(context: ApiContext) -> APIRouter:
     @router.delete("/{org}", status_code=204, responses=error_responses(404, 409))
     def delete_organization(
         org: OrgId,
-        force: Annotated[bool, Query(description="Delete even while overdrawn.")] = False,
+        force: Annotated[
+            bool,
+            Query(
+                description="Delete even while overdrawn or on a live paid subscription (the "
+                "subscription is then cancelled at once)."
+            ),
+        ] = False,
     ) -> Response:
-        """Delete an org; refused (409) while its balance is negative unless `?force=true`."""
+        """Delete an org; refused (409) while its balance is negative or a paid subscription
+        is live, unless `?force=true`. The account is disabled and its live subscription, paid
+        or free, cancelled at once (invoiced and prorated, as an immediate cancel) by the
+        targeted reconcile the delete asks for."""
         with context.store.session() as session:
             record = OrganizationRepository(session).get(org)
             if record is None:
@@ -193,6 +227,7 @@ def organizations_router(context: ApiContext) -> APIRouter:
 
 
 def _delete(context: ApiContext, session: Session, org: str, *, force: bool) -> None:
+    lock_organization(session, org)
     accounts = AccountRepository(session, clock=context.clock)
     account = accounts.latest_for_org(org)
     if account is not None:
@@ -205,6 +240,61 @@ def _delete(context: ApiContext, session: Session, org: str, *, force: bool) -> 
                 account_id=account.id,
                 balance=balance,
             )
+        _end_subscription(context, session, org, account, force=force)
         if account.state == "active":
             accounts.set_state(account.id, "disabled", reason="organization deleted")
     OrganizationRepository(session, clock=context.clock).mark_deleted(org)
+
+
+def _end_subscription(
+    context: ApiContext, session: Session, org: str, account: AccountRecord, *, force: bool
+) -> None:
+    """Refuse while a paid subscription is live (unless `force`); else ask for the end of the
+    live one (see the module docstring)."""
+    intents = IntentRepository(session, clock=context.clock)
+    intent = intents.current(account.id)
+    if intent is None:
+        return
+    mirrored = mirror_of(intent, SubscriptionMirrorRepository(session).for_account(account.id))
+    if mirrored is not None and mirrored.status in TERMINAL_STATUSES:
+        return  # ended in Stripe; its mirror moves the intent on
+    if not force and _paid(context, session, account, intent, mirrored):
+        details: dict[str, str] = {
+            "org_id": org,
+            "account_id": account.id,
+            "subscription_id": intent.id,
+            "plan": intent.plan,
+        }
+        if mirrored is not None:
+            details["stripe_subscription_id"] = mirrored.stripe_id
+        raise precondition(
+            f"organization {org} has a live paid subscription {intent.id} on plan "
+            f"{intent.plan}: cancel it first (POST {subscriptions_path(org)}/{intent.id}/cancel) "
+            "or delete with ?force=true (it is then cancelled at once)",
+            **details,
+        )
+    if account.offline and mirrored is None:
+        intents.end(account.id)  # nothing in Stripe: the intent just ends
+    elif intent.cancel_mode != "immediate":
+        intents.request_cancel(account.id, immediate=True, requested_by="organization deleted")
+
+
+def _paid(
+    context: ApiContext,
+    session: Session,
+    account: AccountRecord,
+    intent: SubscriptionIntent,
+    mirrored: MirroredSubscription | None,
+) -> bool:
+    """The live subscription bills a price that is not 0 in the account's currency: its
+    plan (the mirrored one's marker, else the intent's) is not free. A plan that cannot be
+    priced (removed, not applied) counts as paid, as the subscribe route counts it."""
+    catalog = AppliedCatalog(session, context.installation_id())
+    currency = (account.currency or context.config().billing.currency).lower()
+    names = {intent.plan, *([mirrored.plan] if mirrored is not None and mirrored.plan else [])}
+    for name in names:
+        plan = catalog.plan(name)
+        shape = None if plan is None else catalog.shape(plan, currency)
+        if not (isinstance(shape, Shape) and shape.free):
+            return True
+    return False

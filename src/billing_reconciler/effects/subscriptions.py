@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, cast
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from billing_reconciler.apply import Done, StepExecutor
@@ -85,6 +86,8 @@ from billing_reconciler.store import (
 )
 from billing_reconciler.store import SubscriptionIntent as StoredIntent
 from billing_reconciler.store.ledger import SOURCE_AWARDED
+from billing_reconciler.store.subscriptions import CancelMode, IntentState
+from billing_reconciler.store.tables import BillingAccountModel, SubscriptionIntentModel
 from billing_reconciler.stripe_gateway import StripeGateway, WriteResult
 from billing_reconciler.stripe_gateway.customers import EventCursor
 from billing_reconciler.stripe_gateway.subscriptions import (
@@ -118,16 +121,21 @@ class SubscriptionsIO:
         self.store = store
 
     def accounts(self, org_ids: frozenset[str] | None) -> Sequence[StoredSubscriber]:
+        """The active accounts, and the disabled ones whose current intent asks for an
+        immediate cancel (a deleted org's: its live subscription is cancelled, never left
+        billing; see `api.organizations`)."""
         with self.store.session() as session:
             repository = AccountRepository(session)
+            ending = _ending_accounts(session, org_ids)
             if org_ids is not None:
-                found = (repository.active_for_org(org) for org in sorted(org_ids))
-                return _subscribers(session, [r for r in found if r is not None])
+                found = [repository.active_for_org(org) for org in sorted(org_ids)]
+                return _subscribers(session, [r for r in found if r is not None] + ending)
             subscribers: list[StoredSubscriber] = []
             after: str | None = None
             while page := repository.list_active(after_id=after, limit=PAGE):
                 subscribers.extend(_subscribers(session, page))
                 after = page[-1].id
+            subscribers.extend(_subscribers(session, ending))
             return subscribers
 
     def catalog(self, state: DesiredState, *, installation_id: str) -> PlanCatalog:
@@ -183,6 +191,26 @@ def open_reader(gateway: StripeGateway, store: Store) -> SubscriptionsIO:
 
 def _live(observed: ObservedSubscriptions) -> LiveSubscriptions:
     return LiveSubscriptions(observed.subscriptions, observed.schedules)
+
+
+def _ending_accounts(session: Session, org_ids: frozenset[str] | None) -> list[AccountRecord]:
+    """Accounts not active (disabled) whose current intent asks for an immediate cancel: few
+    (a deleted org's until its subscription is cancelled), found by one indexed query."""
+    query = (
+        select(SubscriptionIntentModel.account_id)
+        .join(BillingAccountModel, BillingAccountModel.id == SubscriptionIntentModel.account_id)
+        .where(
+            SubscriptionIntentModel.state == IntentState.CURRENT.value,
+            SubscriptionIntentModel.cancel_mode == CancelMode.IMMEDIATE.value,
+            BillingAccountModel.state != "active",
+        )
+        .order_by(SubscriptionIntentModel.account_id)
+    )
+    if org_ids is not None:
+        query = query.where(SubscriptionIntentModel.org_id.in_(sorted(org_ids)))
+    repository = AccountRepository(session)
+    found = (repository.get(account_id) for account_id in session.scalars(query))
+    return [account for account in found if account is not None]
 
 
 def _subscribers(session: Session, accounts: Sequence[AccountRecord]) -> list[StoredSubscriber]:
