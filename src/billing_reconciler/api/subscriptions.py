@@ -794,7 +794,9 @@ def _preview_body(
             for line in preview.proration_lines
         ],
         next_renewal_total=renewal.total,
-        next_renewal_at=_at(renewal.created or None),
+        # At the period end the new plan's first invoice is made then (a preview of items at
+        # another interval answers the cycle restarting at once: its total is that invoice's).
+        next_renewal_at=_at(effective_at if not immediate else (renewal.created or None)),
     )
 
 
