@@ -9,7 +9,9 @@ call, DESIGN §16):
   monthly billing of a yearly plan's seats, the `plan` marker, the cancel at trial end) and
   cancel (`DELETE`, `invoice_now` and `prorate` as the step says);
 - `subscription_schedule`: create (`from_subscription`, then the phases and our marker: two
-  calls, Stripe takes nothing else with `from_subscription`) and update (the phases);
+  calls, Stripe takes nothing else with `from_subscription`) and update (the phases); a run
+  that dies between the two leaves an unmarked schedule, which the reader recognises as the
+  first half of our write (`claim_half_written`) so the next pass finishes it;
 - `subscription_mirror`: store only: the subscription as read, observed at the time of the
   read; the plan history (an `active`/`trialing` plan opens a period, a plan the
   subscription moved off or an ended subscription closes it); the plan's on-start credits
@@ -23,6 +25,7 @@ No Stripe step writes the store: what it did is read back by the next pass and m
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, cast
@@ -64,6 +67,7 @@ from billing_reconciler.model_subscriptions import (
     ENTITLED_STATUSES,
     META_PLAN,
     PhaseItem,
+    ScheduleRecord,
     SubscriptionOwner,
     SubscriptionRecord,
     on_start_grant_id,
@@ -92,7 +96,6 @@ from billing_reconciler.stripe_gateway import StripeGateway, WriteResult
 from billing_reconciler.stripe_gateway.customers import EventCursor
 from billing_reconciler.stripe_gateway.subscriptions import (
     ItemChange,
-    ObservedSubscriptions,
     PhaseSpec,
     cancel_subscription,
     create_schedule_from_subscription,
@@ -169,28 +172,73 @@ class SubscriptionsIO:
         )
 
     def all_subscriptions(self, *, installation_id: str) -> LiveSubscriptions:
-        return _live(observe_subscriptions(self.gateway, installation_id=installation_id))
+        observed = observe_subscriptions(self.gateway, installation_id=installation_id)
+        return _live(observed.subscriptions, observed.schedules, installation_id)
 
     def subscriptions_of(
         self, customer_ids: Iterable[str], *, installation_id: str
     ) -> LiveSubscriptions:
         subscriptions: list[SubscriptionRecord] = []
-        schedules: list[Any] = []
+        schedules: list[ScheduleRecord] = []
         for customer in customer_ids:
             observed = subscriptions_of_customer(
                 self.gateway, customer, installation_id=installation_id
             )
             subscriptions.extend(observed.subscriptions)
             schedules.extend(observed.schedules)
-        return LiveSubscriptions(tuple(subscriptions), tuple(schedules))
+        return _live(subscriptions, schedules, installation_id)
 
 
 def open_reader(gateway: StripeGateway, store: Store) -> SubscriptionsIO:
     return SubscriptionsIO(gateway=gateway, store=store)
 
 
-def _live(observed: ObservedSubscriptions) -> LiveSubscriptions:
-    return LiveSubscriptions(observed.subscriptions, observed.schedules)
+def _live(
+    subscriptions: Sequence[SubscriptionRecord],
+    schedules: Sequence[ScheduleRecord],
+    installation_id: str,
+) -> LiveSubscriptions:
+    ours = {
+        sub.stripe_id: sub
+        for sub in subscriptions
+        if sub.owner is not None and sub.owner.installation_id == installation_id
+    }
+    return LiveSubscriptions(
+        tuple(subscriptions), tuple(claim_half_written(s, ours) for s in schedules)
+    )
+
+
+def claim_half_written(
+    schedule: ScheduleRecord, ours: Mapping[str, SubscriptionRecord]
+) -> ScheduleRecord:
+    """`schedule` with our subscription's marker when it is the first half of our own
+    two-call schedule write (`ScheduleExecutor`: `from_subscription`, then the phases and the
+    marker) whose second half never happened (a crash, a 500, a lost connection): in force
+    on a subscription of ours, unmarked and without any metadata (Stripe takes none with
+    `from_subscription`), `end_behavior: release`, and its one phase exactly the copy
+    `from_subscription` makes (the subscription's items and quantities, its current period,
+    no phase metadata). Such a schedule changes nothing (at its end it releases the
+    subscription as it was), so whoever made it, finishing it as ours is what our write would
+    have done; the next pass writes its phases and marker, never a second schedule (which
+    Stripe refuses on a subscription that has one). Anything else (a second phase, other
+    settings, metadata) is someone's change: left as it is (foreign)."""
+    sub = ours.get(schedule.subscription_id or "")
+    if sub is None or sub.owner is None or schedule.owner is not None or schedule.metadata:
+        return schedule
+    if not schedule.in_force or schedule.end_behavior != "release" or len(schedule.phases) != 1:
+        return schedule
+    [phase] = schedule.phases
+    copied = tuple(sorted((i.price_id, i.quantity) for i in phase.items)) == tuple(
+        sorted((i.price_id, i.quantity) for i in sub.items)
+    )
+    if (
+        not copied
+        or phase.plan is not None
+        or phase.start != sub.current_period_start
+        or phase.end != sub.current_period_end
+    ):
+        return schedule
+    return dataclasses.replace(schedule, owner=sub.owner)
 
 
 def _ending_accounts(session: Session, org_ids: frozenset[str] | None) -> list[AccountRecord]:
