@@ -385,7 +385,13 @@ def _cursor_step(observed: SubscriptionsObservation, context: PlanContext) -> St
         reason=Reason.BOOKKEEPING,
         params=params,
         idempotency_key="br:"
-        + digest(context.key_salt, context.installation_id, "cursor", canonical_json(params)),
+        + digest(
+            context.key_salt,
+            context.installation_id,
+            "subscriptions",
+            "cursor",
+            canonical_json(params),
+        ),
     )
 
 
