@@ -718,7 +718,12 @@ def _preview_change(
         )
     gateway = context.gateway
     if gateway is None:
-        raise ApiError(503, "provider_unavailable", "Stripe is not reachable from this server", {})
+        raise ApiError(
+            503,
+            "provider_unavailable",
+            "Stripe is not reachable from this server: no preview can be made",
+            {"subscription_id": intent_id},
+        )
     settings = context.config().billing.plan_change
     configured = settings.immediate_proration_behavior if immediate else settings.proration_behavior
     items = [
