@@ -1833,6 +1833,13 @@ def _expire(ctx: RequestContext, sub: StripeObject) -> None:
 
 
 def _end_trial(ctx: RequestContext, sub: StripeObject) -> None:
+    cancel_at = sub["cancel_at"]
+    if cancel_at is not None and int(cancel_at) <= int(sub["trial_end"]):
+        # Set to cancel when the trial ends (`cancel_at_period_end` during the trial, or
+        # `cancel_at` at its end): Stripe ends it then, payment method or not, and invoices no
+        # period that never starts.
+        _cancel(ctx, sub, reason="cancellation_requested")
+        return
     customer = ctx.store.get("customer", sub["customer"])
     has_pm = bool(
         sub["default_payment_method"]

@@ -1,0 +1,75 @@
+"""How a trial ends when the subscription is set to cancel (Stripe's behaviour the emulator
+keeps): a trialing subscription with `cancel_at_period_end` (or `cancel_at` at the trial's
+end) is canceled when the trial ends, payment method or not, and no invoice asks for money;
+without it, the trial ends into a paid period. Through the real SDK over HTTP, test clocks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import stripe
+
+Client = stripe.StripeClient
+
+T0 = 1768435200  # 2026-01-15T00:00:00Z
+DAY = 86400
+TRIAL_END = T0 + 14 * DAY
+
+
+def _setup(client: Client) -> tuple[str, str, str]:
+    clock = client.v1.test_helpers.test_clocks.create({"frozen_time": T0}).id
+    customer = client.v1.customers.create({"test_clock": clock, "email": "t@example.com"}).id
+    pm = client.v1.payment_methods.attach("pm_card_visa", {"customer": customer})
+    client.v1.customers.update(customer, {"invoice_settings": {"default_payment_method": pm.id}})
+    product = client.v1.products.create({"name": "Team"})
+    price = client.v1.prices.create(
+        {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": 4900,
+            "recurring": {"interval": "month"},
+        }
+    )
+    return clock, customer, price.id
+
+
+def _charged(client: Client, sub_id: str) -> list[int]:
+    invoices = client.v1.invoices.list({"subscription": sub_id, "limit": 100}).data
+    return [i.amount_due for i in invoices if i.amount_due or i.total]
+
+
+@pytest.mark.parametrize("how", ["create", "update", "cancel_at"])
+def test_a_trial_set_to_cancel_ends_canceled_without_an_invoice(
+    stripe_client: Client, how: str
+) -> None:
+    clock, customer, price = _setup(stripe_client)
+    params: dict[str, Any] = {
+        "customer": customer,
+        "items": [{"price": price}],
+        "trial_period_days": 14,
+    }
+    if how == "create":
+        params["cancel_at_period_end"] = True
+    sub = stripe_client.v1.subscriptions.create(params)  # type: ignore[arg-type]
+    if how == "update":
+        sub = stripe_client.v1.subscriptions.update(sub.id, {"cancel_at_period_end": True})
+    elif how == "cancel_at":
+        sub = stripe_client.v1.subscriptions.update(sub.id, {"cancel_at": TRIAL_END})
+    assert (sub.status, sub.cancel_at) == ("trialing", TRIAL_END)
+
+    stripe_client.v1.test_helpers.test_clocks.advance(clock, {"frozen_time": TRIAL_END + 3600})
+    ended = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert ended.status == "canceled"
+    assert ended.ended_at == TRIAL_END
+    assert _charged(stripe_client, sub.id) == []
+
+
+def test_a_trial_not_set_to_cancel_ends_into_a_paid_period(stripe_client: Client) -> None:
+    clock, customer, price = _setup(stripe_client)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": price}], "trial_period_days": 14}
+    )
+    stripe_client.v1.test_helpers.test_clocks.advance(clock, {"frozen_time": TRIAL_END + 7200})
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "active"
+    assert _charged(stripe_client, sub.id) == [4900]
