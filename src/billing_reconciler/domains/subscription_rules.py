@@ -608,6 +608,11 @@ def _create_step(draft: _Draft, desired: DesiredSubscription) -> Step:
         params["trial_period_days"] = desired.trial_days
         behavior = "cancel" if desired.trial_end_behavior == "cancel" else "create_invoice"
         params["trial_settings"] = {"end_behavior": {"missing_payment_method": behavior}}
+        if behavior == "cancel":
+            # Cancelled at the trial's end with a card too: the trial is the first period, so
+            # `cancel_at_period_end` with the create (Stripe fixes the time, no clock in the
+            # params) and one pass converges; `_trial_cancel_at` is for trials made elsewhere.
+            params["cancel_at_period_end"] = True
     if desired.pending_invoice_item_interval is not None:
         interval, count = desired.pending_invoice_item_interval
         params["pending_invoice_item_interval"] = {"interval": interval, "interval_count": count}

@@ -421,6 +421,7 @@ def _create(gateway: StripeGateway, step: Step) -> WriteResult:
             trial_missing_payment_method=cast(
                 "Literal['cancel', 'create_invoice', 'pause'] | None", trial
             ),
+            cancel_at_period_end=bool(params.get("cancel_at_period_end")),
             pending_invoice_item_interval=(
                 None
                 if not interval

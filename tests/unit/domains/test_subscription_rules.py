@@ -426,12 +426,14 @@ def test_an_online_account_without_a_subscription_gets_one_created() -> None:
     }
     assert params["metadata"]["plan"] == "team_monthly"
     assert "pending_invoice_item_interval" not in params
+    assert "cancel_at_period_end" not in params
     assert fleet_settings(step) == ()
 
 
 def test_a_trial_that_cancels_at_its_end_is_created_so_and_then_cancel_at_is_set() -> None:
     step = _only(_plan(_bundle(), billing=TRIAL_CANCEL))
     assert step.params["trial_settings"] == {"end_behavior": {"missing_payment_method": "cancel"}}
+    assert step.params["cancel_at_period_end"] is True
     trialing = _sub(
         status="trialing", trial_end=NOW + 86_400, trial_missing_payment_method="cancel"
     )
