@@ -943,10 +943,16 @@ def _write_schedule(
         intent_id=intent_id,
         revision=draft.context.state.revision,
     )
+    written = [dict(p.params) for p in phases]
+    end = phases[0].end
+    if sub.status == "trialing" and sub.trial_end is not None and isinstance(end, int):
+        # The current phase keeps the running trial (a phase written without one is no
+        # trial: Stripe would end it now and bill); an immediate change ("now") ends it.
+        written[0]["trial_end"] = min(sub.trial_end, end)
     params: dict[str, Any] = {
         "op": OP_SCHEDULE_UPDATE if schedule is not None else OP_SCHEDULE_CREATE,
         "end_behavior": end_behavior,
-        "phases": [dict(p.params) for p in phases],
+        "phases": written,
         **(extra or {}),
         "settings": [],
     }

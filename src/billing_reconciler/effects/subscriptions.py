@@ -523,6 +523,7 @@ def _phase(params: Mapping[str, Any]) -> PhaseSpec:
         days_until_due=(params.get("invoice_settings") or {}).get("days_until_due"),
         automatic_tax=None if tax is None else bool(tax.get("enabled")),
         metadata=metadata or None,
+        trial_end=params.get("trial_end"),
     )
 
 

@@ -562,7 +562,10 @@ class PhaseSpec:
     """One phase to write: its items, its end (a timestamp, "now" for the current phase of an
     immediate change, None for an open last phase), the plan it bills (phase metadata `plan`,
     merged into the subscription's metadata when the phase starts), and its settings.
-    `start` is only sent for the first phase and only repeats the current phase's start."""
+    `start` is only sent for the first phase and only repeats the current phase's start.
+    `trial_end` keeps a running trial in the current phase (phases are declarative: one
+    written without it is no trial, and Stripe would end the trial now): the phase's own end
+    is sent as `trial: true` (the whole phase a trial), an earlier time as `trial_end`."""
 
     items: tuple[PricedItem, ...]
     end: int | Literal["now"] | None = None
@@ -573,6 +576,7 @@ class PhaseSpec:
     days_until_due: int | None = None
     automatic_tax: bool | None = None
     metadata: Mapping[str, str] | None = None
+    trial_end: int | None = None
 
     def as_params(self) -> dict[str, Any]:
         if not self.items:
@@ -582,6 +586,11 @@ class PhaseSpec:
             out["start_date"] = self.start
         if self.end is not None:
             out["end_date"] = self.end
+        if self.trial_end is not None:
+            if self.trial_end == self.end:
+                out["trial"] = True
+            else:
+                out["trial_end"] = self.trial_end
         if self.proration_behavior is not None:
             out["proration_behavior"] = self.proration_behavior
         if self.collection_method is not None:
