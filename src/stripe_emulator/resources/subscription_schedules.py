@@ -917,6 +917,20 @@ def update(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
         )
         if phases[0]["end_date"] <= cctx.now() and not end_now:
             raise invalid("The current phase must end in the future.", param="phases[0][end_date]")
+        if (
+            sub is not None
+            and sub["status"] == "trialing"
+            and not end_now
+            and phases[0]["trial_end"] is None
+        ):
+            # Phases are declarative: a current phase without `trial` / `trial_end` is not a
+            # trial, so Stripe would end the running trial now and bill; not modelled here.
+            raise invalid(
+                "The current phase of a trialing subscription must keep its trial "
+                "(`phases[0][trial]=true` or `phases[0][trial_end]`): ending a trial through a "
+                "schedule update is not supported by the emulator (see docs/emulator.md).",
+                param="phases[0][trial_end]",
+            )
         after["phases"] = after["phases"][: after["_phase"]] + phases
         _set_current(after)
     if sub is not None:

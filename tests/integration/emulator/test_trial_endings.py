@@ -73,3 +73,38 @@ def test_a_trial_not_set_to_cancel_ends_into_a_paid_period(stripe_client: Client
     stripe_client.v1.test_helpers.test_clocks.advance(clock, {"frozen_time": TRIAL_END + 7200})
     assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "active"
     assert _charged(stripe_client, sub.id) == [4900]
+
+
+def test_a_schedule_keeps_a_running_trial_only_when_its_current_phase_says_so(
+    stripe_client: Client,
+) -> None:
+    """Phases are declarative: rewriting a trialing subscription's current phase without
+    `trial` / `trial_end` would end the trial now in Stripe (refused here: not modelled);
+    with `trial: true` the trial runs to the phase's end, where `end_behavior: cancel`
+    cancels the subscription without an invoice."""
+    clock, customer, price = _setup(stripe_client)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": price}], "trial_period_days": 14}
+    )
+    schedule = stripe_client.v1.subscription_schedules.create({"from_subscription": sub.id})
+    [phase] = schedule.phases
+    assert (phase.start_date, phase.end_date, phase.trial_end) == (T0, TRIAL_END, TRIAL_END)
+    current: dict[str, Any] = {
+        "items": [{"price": price, "quantity": 1}],
+        "start_date": T0,
+        "end_date": TRIAL_END,
+    }
+    with pytest.raises(stripe.InvalidRequestError, match="must keep its trial"):
+        stripe_client.v1.subscription_schedules.update(
+            schedule.id,
+            {"phases": [current], "end_behavior": "cancel"},  # type: ignore[arg-type]
+        )
+    stripe_client.v1.subscription_schedules.update(
+        schedule.id,
+        {"phases": [{**current, "trial": True}], "end_behavior": "cancel"},  # type: ignore[arg-type]
+    )
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "trialing"
+    stripe_client.v1.test_helpers.test_clocks.advance(clock, {"frozen_time": TRIAL_END + 3600})
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "canceled"
+    assert stripe_client.v1.subscription_schedules.retrieve(schedule.id).status == "completed"
+    assert _charged(stripe_client, sub.id) == []
