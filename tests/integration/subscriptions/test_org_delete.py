@@ -10,12 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
-from billing_reconciler.api import ApiContext, ApiTokens, api_router, install_error_handlers
-from billing_reconciler.config import Secret
-from billing_reconciler.desired import load_desired
 from billing_reconciler.domains.subscription_rules import SUBSCRIPTION_STEP
 from billing_reconciler.planning.plan import Action
 from billing_reconciler.store import (
@@ -27,44 +22,17 @@ from billing_reconciler.store import (
 from tests.integration.api.conftest import dump, error_of
 
 from .conftest import World
+from .host import APP, Host
 
-APP_TOKEN = "app-token-0123456789"
-APP = {"Authorization": f"Bearer {APP_TOKEN}"}
 ORG = "/v1beta1/organizations/acme"
 TARGETED = frozenset({"customer/acme"})
-
-
-class Host:
-    """The host API of the world, recording the reconciles it asks for."""
-
-    def __init__(self, world: World) -> None:
-        result = load_desired(world.directory)
-        assert result.state is not None
-        config = result.state.config
-        self.reconciles: list[frozenset[str]] = []
-
-        def request(domain: str, scope: frozenset[str], reason: str) -> None:
-            del domain, reason
-            self.reconciles.append(scope)
-
-        context = ApiContext(
-            store=world.store,
-            tokens=ApiTokens(app=(Secret(APP_TOKEN),)),
-            config=lambda: config,
-            installation_id=lambda: "test",
-            request_reconcile=request,
-        )
-        app = FastAPI()
-        install_error_handlers(app)
-        app.include_router(api_router(context))
-        self.client = TestClient(app, raise_server_exceptions=True)
 
 
 @pytest.fixture
 def host(world: World) -> Iterator[Host]:
     opened = Host(world)
     yield opened
-    opened.client.close()
+    opened.close()
 
 
 def _paid(world: World) -> str:
