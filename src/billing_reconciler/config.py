@@ -262,6 +262,10 @@ class ReconcileConfig(_Frozen):
     max_fleet_change_fraction: Annotated[StrictFloat | StrictInt, Field(ge=0, le=1)] = 0.1
     """Refuse a plan that cancels, downgrades or reprices more than this fraction of a fleet
     domain's live objects (subscriptions; a ratio 0-1) without --allow-mass-change."""
+    price_migration: Literal["none", "at_renewal", "now"] = "none"
+    """Live subscriptions on a price the catalog supersedes: `none` leaves them on the old
+    price (grandfathered), `at_renewal` moves them at their next period end (a schedule
+    phase), `now` swaps the item's price at once (billing.plan_change's immediate proration)."""
     drift: Literal["correct", "warn"] = "correct"
     """What to do when someone edited a field we manage in Stripe."""
     rate_limit_per_second: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = None

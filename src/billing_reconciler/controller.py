@@ -32,7 +32,7 @@ from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.domains.base import Domain, PlanContext, PlanOptions
 from billing_reconciler.model import JSONValue
 from billing_reconciler.planning.builder import AppliedState
-from billing_reconciler.planning.plan import Plan, Reason, SettingChange
+from billing_reconciler.planning.plan import Plan, Reason, SettingChange, refs_in
 from billing_reconciler.planning.scope import restrict_to
 from billing_reconciler.planning.serialize import plan_to_dict
 from billing_reconciler.store import (
@@ -283,7 +283,7 @@ class Controller:
                 executors=self.registration.executors,
                 on_step=on_step,
                 concurrency=self.state.config.reconcile.apply_concurrency,
-            ).apply(planned.plan)
+            ).apply(self._with_outside_ids(planned.plan))
             residual = self.plan(planned.options).plan
         except Exception as error:
             self._finish_run(run_id, RunResult.FAILED, planned.plan, error=str(error))
@@ -299,6 +299,24 @@ class Controller:
             error=None if converged else "apply did not converge: the re-plan is not empty",
         )
         return run_id, outcomes, residual
+
+    def _with_outside_ids(self, plan: Plan) -> Plan:
+        """`plan` with the ids of the objects its `Ref`s name that no step of it creates and
+        it does not know: another domain's objects, which that domain's apply earlier in the
+        run may have just created (a price migration's new price), resolved from the
+        last-applied records as they are now."""
+        produced = {step.key for step in plan.steps} | set(plan.known_ids)
+        wanted = {ref.key for step in plan.steps for ref in refs_in(step.params)} - produced
+        if not wanted:
+            return plan
+        with self.store.session() as session:
+            entries = LastAppliedRepository(session).for_installation(self.installation_id)
+        found = {
+            key: str(entries[key].stripe_id)
+            for key in sorted(wanted)
+            if key in entries and entries[key].stripe_id
+        }
+        return replace(plan, known_ids={**found, **plan.known_ids})
 
     def _settle_abandoned(self, run_id: str) -> None:
         with self.store.session() as session:

@@ -4,7 +4,10 @@ The catalog's rules are `planning.diff`; its desired records come from `domains.
 reads through a `CatalogReader` (implemented over the gateway and the store by
 `effects.catalog`): the live catalog (attachments listed only for the products the planner
 picks, so observation stays at ceil(N/100) calls per type), the plan records of the store, and
-the active-subscription count of a price a step retires (the plan states that impact).
+the usage of each price a step retires: how many live subscriptions of ours bill it and their
+monthly revenue per currency (`domains.price_impact`; the edge reads the store's mirror of the
+subscriptions, never Stripe), stated on the step with what `reconcile.price_migration` does
+with them (the subscriptions domain plans the moves).
 Targeted requests name products (`product/<name>`); a product's prices and attachments belong
 to it.
 
@@ -28,6 +31,7 @@ from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.domains.base import PlanContext
 from billing_reconciler.domains.catalog import desired_catalog
 from billing_reconciler.domains.catalog_events import CATALOG_ROUTES
+from billing_reconciler.domains.price_impact import PriceUsage, price_impact, render_impact
 from billing_reconciler.model import (
     Catalog,
     CatalogRecord,
@@ -65,7 +69,12 @@ class CatalogReader(Protocol):
 
     def plan_records(self) -> tuple[PlanRecord, ...]: ...
 
-    def active_subscriptions(self, price_id: str) -> int | None: ...
+    def price_usage(
+        self, price_ids: Sequence[str], *, installation_id: str
+    ) -> Mapping[str, PriceUsage]:
+        """The live subscriptions of ours on each of `price_ids` (a price none bills is
+        left out)."""
+        ...
 
 
 class CatalogDomain:
@@ -89,6 +98,7 @@ class CatalogDomain:
 
     def plan(self, desired: Catalog, observed: Catalog, context: PlanContext) -> Plan:
         plan = diff(desired, observed, context.applied, _policy(context))
+        plan = _with_migration_policy(plan, context.state.config.reconcile.price_migration)
         records = in_sync_records(desired, observed, plan, context)
         if not records:
             return plan
@@ -96,8 +106,15 @@ class CatalogDomain:
         return replace(plan, restores=tuple(restores))
 
     def annotate(self, plan: Plan, reader: CatalogReader) -> Plan:
-        """State how many active subscriptions sit on each price a step supersedes or archives."""
-        return replace(plan, steps=tuple(_with_impact(step, reader) for step in plan.steps))
+        """State how many live subscriptions (and how much monthly revenue) sit on each price a
+        step supersedes or archives; a price none bills gets no impact line."""
+        retiring = [s.stripe_id for s in plan.steps if _retires(s) and s.stripe_id]
+        usage = (
+            reader.price_usage(sorted(set(retiring)), installation_id=plan.installation_id)
+            if retiring
+            else {}
+        )
+        return replace(plan, steps=tuple(_with_impact(step, usage) for step in plan.steps))
 
     def desired_fields(self, desired: Catalog) -> dict[str, dict[str, Any]]:
         records: tuple[CatalogRecord, ...] = (
@@ -260,13 +277,39 @@ def _policy(context: PlanContext) -> PlanPolicy:
     )
 
 
-def _with_impact(step: Step, reader: CatalogReader) -> Step:
-    leaving = step.kind is Kind.PRICE and step.action in (Action.SUPERSEDE, Action.ARCHIVE)
-    if not (leaving and step.stripe_id):
+#: `Step.impact` of a retiring price between `plan` and `annotate`: the policy, by which
+#: `annotate` renders the usage it reads.
+_POLICY_PREFIX: Final = "price_migration="
+
+
+def _retires(step: Step) -> bool:
+    return step.kind == Kind.PRICE and step.action in (Action.SUPERSEDE, Action.ARCHIVE)
+
+
+def _with_migration_policy(plan: Plan, policy: str) -> Plan:
+    """Each retiring price step remembers the policy (and whether a successor price exists)
+    for `annotate`. The archive that completes a supersede is not stated twice."""
+    superseded = {s.stripe_id for s in plan.steps if s.action is Action.SUPERSEDE}
+    steps = []
+    for step in plan.steps:
+        if _retires(step) and not (step.action is Action.ARCHIVE and step.stripe_id in superseded):
+            successor = step.action is Action.SUPERSEDE or step.reason is Reason.SUPERSEDED
+            step = replace(step, impact=f"{_POLICY_PREFIX}{policy}:{int(successor)}")
+        steps.append(step)
+    return replace(plan, steps=tuple(steps))
+
+
+def _with_impact(step: Step, usage: Mapping[str, PriceUsage]) -> Step:
+    if not (step.impact or "").startswith(_POLICY_PREFIX):
         return step
-    count = reader.active_subscriptions(step.stripe_id)
-    if not count:
-        return step
-    return replace(
-        step, impact=f"{count} active subscription(s) stay on {step.stripe_id} (grandfathered)"
+    policy, _, successor = (step.impact or "").removeprefix(_POLICY_PREFIX).partition(":")
+    found = usage.get(step.stripe_id or "")
+    if found is None or not found.subscriptions:
+        return replace(step, impact=None)
+    text = render_impact(
+        price_impact(found),
+        price_id=step.stripe_id or "",
+        policy=policy,
+        superseded=successor == "1",
     )
+    return replace(step, impact=text)

@@ -51,6 +51,12 @@ from typing import Any, Final
 from billing_reconciler.config import BillingSettings
 from billing_reconciler.domains.base import PlanContext
 from billing_reconciler.domains.customer_rules import unspent_key
+from billing_reconciler.domains.price_impact import (
+    MIGRATION_AT_RENEWAL,
+    MIGRATION_NONE,
+    MIGRATION_NOW,
+    SETTING_PRICE_MIGRATION,
+)
 from billing_reconciler.domains.subscription_types import (
     BEHAVIOR_CREDITS,
     SOURCE_DEFAULT_PLAN,
@@ -80,6 +86,7 @@ from billing_reconciler.planning.plan import (
     Plan,
     Population,
     Reason,
+    Ref,
     Step,
     canonical_json,
     digest,
@@ -117,7 +124,9 @@ FUTURE_ONLY_SETTINGS: Final = (
 #: rules cannot tell which, so counting it would hold back ordinary member removals (one of
 #: five subscriptions is already 20%). Nor what an account asks for itself (a cancel, a plan
 #: change): those come one account at a time through the API.
-GUARDED_SETTINGS: Final = frozenset({SETTING_AUTO_TAX})
+#: A price migration (`reconcile.price_migration`, DESIGN §16) reprices every subscription it
+#: moves: counted too.
+GUARDED_SETTINGS: Final = frozenset({SETTING_AUTO_TAX, SETTING_PRICE_MIGRATION})
 #: What `Plan.population` counts: the live subscriptions of ours.
 POPULATION_NOUN: Final = "subscription"
 
@@ -334,10 +343,16 @@ class _Draft:
     warnings: list[str] = field(default_factory=list)
     shapes: dict[tuple[str | None, str], _Shape | str] = field(default_factory=dict)
     prices_by_key: dict[str, CatalogPrice] | None = None
+    # Protected price keys with live subscriptions not migrated off them, and how many.
+    protected: dict[str, int] = field(default_factory=dict)
 
     @property
     def billing(self) -> BillingSettings:
         return self.context.state.config.billing
+
+    @property
+    def migration(self) -> str:
+        return str(self.context.state.config.reconcile.price_migration)
 
     @property
     def installation_id(self) -> str:
@@ -419,6 +434,11 @@ def subscriptions_plan(
             continue
         _plan_account(draft, bundle)
     steps = tuple(step for phase in sorted(draft.phases) for step in draft.phases[phase])
+    for key, count in sorted(draft.protected.items()):
+        draft.warnings.append(
+            f"{key} is protected: {count:,} live subscription(s) on a superseded id of it are "
+            f"not migrated ({SETTING_PRICE_MIGRATION}: {draft.migration})"
+        )
     population = None
     if scope is None:
         # The fleet (DESIGN §14): every live subscription of ours, what the mass-change guard
@@ -487,19 +507,33 @@ def _plan_account(draft: _Draft, bundle: AccountSubscriptions) -> None:
         _replace_or_warn(draft, bundle, current, plan)
         return
     now = draft.desired(bundle, plan)
+    schedule, foreign = _schedule_of(draft, bundle, current)
+    # A price migration (DESIGN §16) of a subscription nothing else is about to change: a
+    # pending change or cancel moves or ends it at its period end anyway.
+    moves = (
+        _moves(draft, bundle, current, scheduled=schedule is not None or foreign)
+        if pending is None and intent.cancel is None
+        else {}
+    )
     if isinstance(now, Refusal):
         draft.notice(bundle.org_id, current.stripe_id, f"refused: {now.reason}")
     else:
         _update(
-            draft, bundle, current, now, marker=current.owner is not None and not current.owner.plan
+            draft,
+            bundle,
+            current,
+            now,
+            marker=current.owner is not None and not current.owner.plan,
+            moves=moves if draft.migration == MIGRATION_NOW else {},
         )
-    schedule, foreign = _schedule_of(draft, bundle, current)
     if foreign:
         return
     if intent.cancel is not None or (pending is not None and pending.reason == "cancel"):
         _cancel_at_period_end(draft, bundle, current, schedule, plan)
     elif pending is not None:
         _change(draft, bundle, current, schedule, plan, pending)
+    elif moves and draft.migration == MIGRATION_AT_RENEWAL and not isinstance(now, Refusal):
+        _migrate_at_renewal(draft, bundle, current, schedule, plan, now, moves)
     elif schedule is not None:
         _cancel_upcoming(draft, bundle, current, schedule, plan)
 
@@ -713,14 +747,17 @@ def _update(
     desired: DesiredSubscription,
     *,
     marker: bool,
+    moves: Mapping[str, str | Ref] | None = None,
 ) -> None:
     params: dict[str, Any] = {}
     changes: list[FieldChange] = []
     settings: set[str] = set()
-    items = _item_updates(draft, sub, desired, changes, settings)
+    items = _item_updates(draft, sub, desired, changes, settings, moves or {})
     if items:
         params["items"] = items
-        params["proration_behavior"] = "create_prorations"
+        params["proration_behavior"] = (
+            draft.billing.plan_change.immediate_proration_behavior if moves else "create_prorations"
+        )
     if sub.automatic_tax != desired.automatic_tax:
         params["automatic_tax"] = {"enabled": desired.automatic_tax}
         changes.append(FieldChange("automatic_tax", sub.automatic_tax, desired.automatic_tax))
@@ -772,23 +809,40 @@ def _item_updates(
     desired: DesiredSubscription,
     changes: list[FieldChange],
     settings: set[str],
+    moves: Mapping[str, str | Ref],
 ) -> list[dict[str, Any]]:
     """Quantities that differ from the desired ones, by item (also on a grandfathered price
-    id the catalog still knows; items on prices it does not know are left alone)."""
+    id the catalog still knows; items on prices it does not know are left alone), and the
+    items `moves` puts on their price's current id (`price` on the item id: Stripe replaces
+    the item's price in place, its quantity kept or set)."""
     seats = desired.seats or 1
     incremental = draft.billing.product.seat_change_behavior == "incremental"
     updates: list[dict[str, Any]] = []
     for item in sub.items:
         price = draft.price_of(item)
+        target = None if item.item_id is None else moves.get(item.item_id)
+        if price is not None and target is not None:
+            changes.append(FieldChange(f"price[{price.key}]", item.price_id, _shown(target)))
+            settings.add(SETTING_PRICE_MIGRATION)
         # No quantity observed: a metered item (whatever a price of its key is now).
         if price is None or price.metered or item.item_id is None or item.quantity is None:
+            if target is not None:
+                updates.append({"id": item.item_id, "price": target})
             continue
         wanted = seats if price.per_seat else 1
         if price.per_seat and incremental and item.quantity is not None:
             wanted = max(wanted, item.quantity)
         if wanted == item.quantity:
+            if target is not None:
+                updates.append({"id": item.item_id, "price": target, "quantity": wanted})
             continue
-        updates.append({"id": item.item_id, "quantity": wanted})
+        updates.append(
+            {
+                "id": item.item_id,
+                **({} if target is None else {"price": target}),
+                "quantity": wanted,
+            }
+        )
         path = "quantity" if price.per_seat else f"quantity[{price.key}]"
         changes.append(FieldChange(path, item.quantity, wanted))
         if price.per_seat and item.quantity is not None and wanted < item.quantity:
@@ -813,6 +867,117 @@ def _trial_cancel_at(sub: SubscriptionRecord) -> int | None:
     ):
         return None
     return sub.trial_end
+
+
+# --- price migration ------------------------------------------------------------------------
+
+
+def _shown(target: str | Ref) -> str:
+    return f"new {target.key}" if isinstance(target, Ref) else target
+
+
+def _moves(
+    draft: _Draft, bundle: AccountSubscriptions, sub: SubscriptionRecord, *, scheduled: bool
+) -> dict[str, str | Ref]:
+    """Per item id of `sub`, the price it moves to under `reconcile.price_migration`
+    (DESIGN §16): an item on a superseded id of a catalog price moves to the price's current
+    id; one on a price the catalog's next apply supersedes (`CatalogPrice.replacing`, in a
+    plan made before that apply) to a `Ref` to the price's key, resolved when the move runs
+    (after the catalog's apply). None under `none`, nor off a protected price (a warning
+    counts them), nor off an inactive one; a subscription on a schedule under `now` waits
+    (a notice: its phases would put the old items back)."""
+    if draft.migration == MIGRATION_NONE:
+        return {}
+    moves: dict[str, str | Ref] = {}
+    protected: list[str] = []
+    for item in sub.items:
+        price = draft.price_of(item)
+        if price is None or item.item_id is None or not price.active:
+            continue
+        target: str | Ref | None = None
+        if price.replacing:
+            target = Ref(price.key)
+        elif price.stripe_id and item.price_id != price.stripe_id:
+            target = price.stripe_id
+        if target is None:
+            continue
+        if price.protect:
+            protected.append(price.key)
+            continue
+        moves[item.item_id] = target
+    for key in set(protected):
+        draft.protected[key] = draft.protected.get(key, 0) + 1
+    if moves and scheduled and draft.migration == MIGRATION_NOW:
+        draft.notice(
+            bundle.org_id,
+            sub.stripe_id,
+            f"price migration waits: {sub.stripe_id} is on a subscription schedule",
+        )
+        return {}
+    return moves
+
+
+def _migrate_at_renewal(
+    draft: _Draft,
+    bundle: AccountSubscriptions,
+    sub: SubscriptionRecord,
+    schedule: ScheduleRecord | None,
+    plan: str,
+    desired: DesiredSubscription,
+    moves: Mapping[str, str | Ref],
+) -> None:
+    """`at_renewal`: a schedule whose current phase (the items as they are) ends at the
+    period end and whose next phase bills the moved items for one interval, then releases
+    the subscription: Stripe swaps the prices at the renewal, nothing is prorated, and the
+    renewal's invoice is the first on the new price."""
+    end = sub.current_period_end
+    if end is None:
+        draft.notice(bundle.org_id, sub.stripe_id, "price migration waits: no current period seen")
+        return
+    start, items = _current_phase(sub, schedule, draft.context.now)
+    moved = tuple(
+        (
+            moves[i.item_id] if i.item_id is not None and i.item_id in moves else i.price_id,
+            i.quantity,
+        )
+        for i in sub.items
+    )
+    extra = {
+        "proration_behavior": "none",
+        "duration": {"interval": desired.interval, "interval_count": 1},
+    }
+    phases = (
+        _Phase(plan, items, end, _phase_params(plan=plan, items=items, start=start, end=end)),
+        _Phase(
+            plan,
+            moved,  # type: ignore[arg-type]
+            None,
+            _phase_params(plan=plan, items=moved, extra=extra),  # type: ignore[arg-type]
+        ),
+    )
+    changes = tuple(
+        FieldChange(f"price[{price.key}]", i.price_id, _shown(moves[i.item_id]))
+        for i in sub.items
+        if i.item_id is not None and i.item_id in moves and (price := draft.price_of(i))
+    )
+    before = len(draft.phases.get(SCHEDULES, ()))
+    _write_schedule(
+        draft,
+        bundle,
+        sub,
+        schedule,
+        phases=phases,
+        end_behavior="release",
+        changes=(*changes, FieldChange("effective_at", None, end)),
+    )
+    written = draft.phases.get(SCHEDULES, [])
+    if len(written) > before:
+        step = written[-1]
+        written[-1] = dataclasses.replace(
+            step,
+            params={**step.params, "settings": [SETTING_PRICE_MIGRATION]},
+            causes=(SETTING_PRICE_MIGRATION,),
+        )
 
 
 # --- schedules ------------------------------------------------------------------------------
@@ -1361,6 +1526,8 @@ def _price_values(p: CatalogPrice) -> tuple[object, ...]:
         p.seat_limit,
         p.active,
         p.interval_count,
+        p.replacing,
+        p.protect,
     )
 
 

@@ -34,7 +34,12 @@ class CatalogPrice:
     `key` is `price/<product>/<name>`; `stripe_id` the id of the catalog's last-applied price
     (None: not created yet: a plan using it cannot be subscribed this pass); `amounts` maps
     every currency the price has (its own and `currency_options`) to its unit amount in minor
-    units (for a tiered price: the sum of its tiers' amounts, so 0 means free)."""
+    units (for a tiered price: the sum of its tiers' amounts, so 0 means free).
+
+    `replacing`: the catalog's next apply supersedes the price (its desired immutable fields
+    differ from the last-applied ones), so `stripe_id` is the id about to be retired and a
+    price migration targets the price's key, resolved when it runs; `protect`: the desired
+    price is protected (its subscriptions are never migrated off it)."""
 
     key: str
     product: str
@@ -46,6 +51,8 @@ class CatalogPrice:
     seat_limit: int | None = None  # the product's `config.seat_limit` (None: unlimited)
     active: bool = True
     interval_count: int = 1
+    replacing: bool = False
+    protect: bool = False
 
     @property
     def per_seat(self) -> bool:
@@ -89,9 +96,11 @@ def plan_catalog(
     price_ids: Mapping[str, str],
     *,
     old_price_ids: Mapping[str, str] | None = None,
+    replacing: frozenset[str] = frozenset(),
 ) -> PlanCatalog:
     """The catalog of `state` with the Stripe ids of its prices (`price_ids`: price key ->
-    id, from the last-applied records; `old_price_ids`: superseded id -> price key)."""
+    id, from the last-applied records; `old_price_ids`: superseded id -> price key;
+    `replacing`: the keys the catalog's next apply supersedes)."""
     products = {p.name: p for p in state.products}
     plans: dict[str, CatalogPlan] = {}
     by_key: dict[str, CatalogPrice] = {}
@@ -109,6 +118,8 @@ def plan_catalog(
                 behavior=product.behavior,
                 seat_limit=product.config.seat_limit or None,  # 0: unlimited
                 active=spec.active and product.active,
+                replacing=key in replacing,
+                protect=spec.protect or product.protect,
             )
     for plan in state.plans:
         prices = tuple(

@@ -19,15 +19,30 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from billing_reconciler.apply import Done, StepExecutor, record_last_applied, resolve_refs, wire_key
+from billing_reconciler.desired.state import DesiredState
+from billing_reconciler.domains.catalog import desired_catalog
 from billing_reconciler.domains.catalog_domain import RECORD_KIND
+from billing_reconciler.domains.price_impact import PriceAmounts, PriceUsage, usage_of
 from billing_reconciler.model import Catalog, Kind, PlanRecord, ProductRecord, object_key
+from billing_reconciler.planning.fields import (
+    PRICE_IMMUTABLE,
+    PRICE_IMMUTABLE_NESTED,
+    comparable_fields,
+)
 from billing_reconciler.planning.plan import Action, Step
-from billing_reconciler.store import PlanRepository, PlanRow, PlanState, Store
+from billing_reconciler.store import (
+    LastApplied,
+    LastAppliedRepository,
+    PlanRepository,
+    PlanRow,
+    PlanState,
+    Store,
+    SubscriptionMirrorRepository,
+)
 from billing_reconciler.stripe_gateway import (
     Operation,
     StripeGateway,
     WriteResult,
-    count_active_subscriptions,
     observe_catalog,
     write,
 )
@@ -49,8 +64,73 @@ class CatalogIO:
         with self.store.session() as session:
             return tuple(_plan_record(row) for row in PlanRepository(session).list_all())
 
-    def active_subscriptions(self, price_id: str) -> int | None:
-        return count_active_subscriptions(self.gateway, price_id)
+    def price_usage(
+        self, price_ids: Sequence[str], *, installation_id: str
+    ) -> Mapping[str, PriceUsage]:
+        """From the store: the mirror of the live subscriptions (as last observed by the
+        subscriptions domain) and the prices' last-applied amounts. No Stripe call."""
+        with self.store.session() as session:
+            mirror = SubscriptionMirrorRepository(session)
+            subscriptions: list[tuple[str, list[tuple[str, int | None]]]] = []
+            after: str | None = None
+            while page := mirror.list_live(after_stripe_id=after, limit=1000):
+                subscriptions.extend(
+                    (m.record.currency, [(i.price_id, i.quantity) for i in m.record.items])
+                    for m in page
+                )
+                after = page[-1].stripe_id
+            entries = LastAppliedRepository(session).for_installation(installation_id).values()
+        amounts = {
+            e.stripe_id: _amounts(e.fields)
+            for e in entries
+            if e.kind == Kind.PRICE.value and e.stripe_id
+        }
+        return {
+            price_id: PriceUsage(count, lines, amounts.get(price_id))
+            for price_id, (count, lines) in usage_of(price_ids, subscriptions).items()
+        }
+
+
+def _amounts(fields: Mapping[str, Any]) -> PriceAmounts | None:
+    """A last-applied price's unit amounts per currency and interval (None: tiered)."""
+    if fields.get("billing_scheme") == "tiered" or fields.get("unit_amount") is None:
+        return None
+    amounts = {str(fields.get("currency", "")).lower(): int(fields["unit_amount"])}
+    for currency, option in (fields.get("currency_options") or {}).items():
+        if isinstance(option, Mapping) and isinstance(option.get("unit_amount"), int):
+            amounts[currency.lower()] = int(option["unit_amount"])
+    recurring = fields.get("recurring") or {}
+    return PriceAmounts(
+        amounts=amounts,
+        interval=recurring.get("interval"),
+        interval_count=int(recurring.get("interval_count") or 1),
+    )
+
+
+def superseding_price_keys(
+    state: DesiredState, applied: Mapping[str, LastApplied], *, installation_id: str
+) -> frozenset[str]:
+    """The price keys whose last-applied price the catalog's next apply supersedes: their
+    desired immutable fields (`planning.fields.PRICE_IMMUTABLE`, `recurring`) differ from the
+    last-applied ones, or a currency option is removed. A protected price is never
+    superseded (the catalog refuses the plan), so it is not among them. What the
+    subscriptions domain plans a price migration to (a `Ref` to the key, resolved when the
+    migration runs, after the catalog's apply)."""
+    keys = set()
+    for price in desired_catalog(state, installation_id=installation_id).prices:
+        entry = applied.get(price.key)
+        if entry is None or not entry.stripe_id or price.protect:
+            continue
+        want = comparable_fields(price)
+        have = entry.fields
+        immutable = (*PRICE_IMMUTABLE, *PRICE_IMMUTABLE_NESTED)
+        had, wanted = have.get("currency_options"), want.get("currency_options")
+        removed = set(had if isinstance(had, dict) else {}) - set(
+            wanted if isinstance(wanted, dict) else {}
+        )
+        if removed or any(want.get(name) != have.get(name) for name in immutable):
+            keys.add(price.key)
+    return frozenset(keys)
 
 
 def open_reader(gateway: StripeGateway, store: Store) -> CatalogIO:

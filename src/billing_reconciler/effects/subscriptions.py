@@ -33,7 +33,7 @@ from typing import Any, Final, Literal, cast
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billing_reconciler.apply import Done, StepExecutor
+from billing_reconciler.apply import Done, StepExecutor, resolve_refs
 from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.domains.customer_types import CursorState, EventPosition
 from billing_reconciler.domains.subscription_rules import (
@@ -63,6 +63,7 @@ from billing_reconciler.domains.subscriptions import (
     SubscriptionChanges,
     record_from_json,
 )
+from billing_reconciler.effects.catalog import superseding_price_keys
 from billing_reconciler.model_subscriptions import (
     ENTITLED_STATUSES,
     META_PLAN,
@@ -150,7 +151,8 @@ class SubscriptionsIO:
             for key, entry in entries.items()
             if key.startswith("price/") and entry.stripe_id
         }
-        return plan_catalog(state, price_ids)
+        replacing = superseding_price_keys(state, entries, installation_id=installation_id)
+        return plan_catalog(state, price_ids, replacing=replacing)
 
     def cursor(self) -> CursorState:
         with self.store.session() as session:
@@ -367,7 +369,8 @@ class SubscriptionExecutor:
     def send(
         self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
     ) -> WriteResult | None:
-        del ids
+        # A price migration's target may be a `Ref` to the catalog's price key.
+        step = dataclasses.replace(step, params=resolve_refs(step.params, ids))
         op = step.params.get("op")
         if op == OP_CREATE:
             return _create(gateway, step)
@@ -454,7 +457,9 @@ def _update(gateway: StripeGateway, step: Step) -> WriteResult:
             installation_id=_installation(step),
             idempotency_key=step.idempotency_key,
             items=[
-                ItemChange(item_id=str(i["id"]), quantity=i.get("quantity"))
+                ItemChange(
+                    item_id=str(i["id"]), price_id=i.get("price"), quantity=i.get("quantity")
+                )
                 for i in params.get("items") or ()
             ],
             proration_behavior=params.get("proration_behavior"),
@@ -470,7 +475,7 @@ class ScheduleExecutor:
     def send(
         self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
     ) -> WriteResult | None:
-        del ids
+        step = dataclasses.replace(step, params=resolve_refs(step.params, ids))
         params = step.params
         op = params.get("op")
         if op == OP_SCHEDULE_CREATE:
