@@ -171,15 +171,6 @@ def _open_org(running: Running, org: str) -> tuple[str, str, float]:
     return url, customer, answered
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="defect: the PUT queues the customers and the subscriptions domains' targeted runs "
-    "at once (runtime/service.py api_request); the subscriptions run reads the account before "
-    "the customers run has created its Stripe customer, plans nothing, and customer.created "
-    "routes only to the customers domain (domains/customer_events.py), so the free "
-    "subscription waits for refresh_interval.subscription (here 1 h, by default 1 m). Not "
-    "strict: it passes when the subscriptions run happens to start after the customer exists",
-)
 @pytest.mark.parametrize("running", [pytest.param(("sqlite", "exact"), id="sqlite")], indirect=True)
 def test_a_new_org_is_on_the_free_default_plan_in_stripe_within_a_second_of_its_put(
     running: Running,

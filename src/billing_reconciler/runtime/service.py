@@ -262,14 +262,18 @@ def api_request(
     keys = frozenset(f"{kind}/{identity}" for identity in ids)
     if not writing():
         ticket.defer("stopping" if stopping() else "not_leader")
-    for name, registration in registrations.items():
-        if keys and all(registration.domain.scope_of(key) == key for key in keys):
-            request = ReconcileRequest(name, keys, reason)
-            if ticket.sealed:
-                put(request)
-                continue
-            on_done, on_failure = ticket.expect()
-            put(request, on_done=on_done, on_error=_telling(on_failure))
+    names = [
+        name
+        for name, registration in registrations.items()
+        if keys and all(registration.domain.scope_of(key) == key for key in keys)
+    ]
+    if ticket.sealed:
+        for name in names:
+            put(ReconcileRequest(name, keys, reason))
+    else:
+        slots = [ticket.expect() for _ in names]
+        _queue_in_order(names, slots, keys, reason, put)
+    ticket.seal()
     ticket.seal()
     _log.info(
         "reconcile requested by the api",
@@ -278,6 +282,31 @@ def api_request(
         reason=reason,
     )
     return ticket
+
+
+def _queue_in_order(
+    names: list[str],
+    slots: list[tuple[Callable[[str], None], Callable[[RunFailure], None]]],
+    keys: frozenset[str],
+    reason: str,
+    put: Callable[..., bool],
+) -> None:
+    """Queue the first domain's run; each one's end queues the next, in apply order.
+
+    A later domain reads what an earlier one wrote (the subscriptions domain subscribes the
+    customer the customers domain has just created), so the runs of one request follow each
+    other as a one-shot `reconcile` runs the domains; run side by side, the later one would
+    plan before the customer exists and leave the subscription to the next refresh.
+    """
+    if not names:
+        return
+    (on_done, on_failure), rest = slots[0], slots[1:]
+
+    def then_next(outcome: str) -> None:
+        on_done(outcome)
+        _queue_in_order(names[1:], rest, keys, reason, put)
+
+    put(ReconcileRequest(names[0], keys, reason), on_done=then_next, on_error=_telling(on_failure))
 
 
 def _telling(on_failure: Callable[[RunFailure], None]) -> Callable[[BaseException], None]:

@@ -49,6 +49,23 @@ def test_only_the_domains_whose_keys_match_are_queued_and_the_ticket_waits_for_t
     assert (verdict.state, verdict.request_id) == ("done", ticket.request_id)
 
 
+def test_the_domains_run_one_after_the_other_in_apply_order() -> None:
+    # The subscriptions run reads the customer the customers run creates: it is queued only
+    # when that run has ended, never beside it (two workers would run them at once).
+    seen: list[tuple[str, int]] = []
+
+    def handler(request: ReconcileRequest) -> None:
+        seen.append((request.domain, queue.depth))
+
+    queue = WorkQueue(handler, workers=2, clock=FakeClock())
+    ticket = _request(queue)
+    assert queue.snapshot().waiting == (("customers", frozenset({"customer/acme"})),)
+    assert queue.run_pending() == 2
+    # While customers ran nothing else waited; subscriptions came after it.
+    assert seen == [("customers", 0), ("subscriptions", 0)]
+    assert ticket.wait(0).state == "done"
+
+
 def test_a_follower_or_a_stopping_replica_defers_at_once_but_still_plans() -> None:
     handler = Recorder()
     queue = WorkQueue(handler, clock=FakeClock())
