@@ -72,7 +72,7 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -168,7 +168,7 @@ def org_id(index: int) -> str:
     return f"org-{index:06d}"
 
 
-def write_desired(root: Path, rate: int) -> Path:
+def write_desired(root: Path, rate: int, subscription_refresh: str = "1m") -> Path:
     """A free plan and a per-seat team plan; no default plan (the orgs subscribe)."""
     (root / "plans").mkdir(parents=True, exist_ok=True)
     (root / "plans" / "catalog.yaml").write_text(CATALOG_YAML)
@@ -180,6 +180,8 @@ def write_desired(root: Path, rate: int) -> Path:
         '    default_plan: ""\n'
         "  product:\n"
         "    seat_change_behavior: exact\n"
+        "  refresh_interval:\n"
+        f"    subscription: {subscription_refresh}\n"
         "reconcile:\n"
         f"  installation_id: {INSTALLATION}\n"
         f"  rate_limit_per_second: {rate}\n"
@@ -888,7 +890,7 @@ def _add(
 def member_latency(
     emulator: EmulatorProcess, root: Path, database_url: str, args: argparse.Namespace
 ) -> dict[str, Any]:
-    write_desired(root / "desired", args.rate)
+    write_desired(root / "desired", args.rate, args.subscription_refresh)
     store = Store.open(database_url)
     process, url, log_path = _start_serve(root, emulator, database_url)
     result: dict[str, Any] = {"orgs": args.orgs, "adds_per_mode": args.adds}
@@ -902,21 +904,26 @@ def member_latency(
         user = 0
         with httpx.Client(base_url=f"{url}/v1beta1", timeout=60) as http:
             # Sequential: round-robin over the orgs, one add in flight.
-            latencies, puts = [], []
+            latencies, puts, samples = [], [], []
             warned = _retries(log_path)
+            began, wall_began = time.perf_counter(), time.time()
             for n in range(args.adds):
                 user += 1
+                sent = time.perf_counter() - began
                 latency, put = _add(http, orgs[n % len(orgs)], observer, user)
                 latencies.append(latency)
                 puts.append(put)
+                samples.append((round(sent, 2), round(latency, 3)))
             result["sequential"] = _mode_report(latencies, puts, _retries(log_path) - warned)
+            result["sequential"]["samples_sent_at_latency"] = samples
+            result["sequential"]["serve_log"] = _log_stats(log_path, wall_began, time.time())
             print(f"# sequential: {result['sequential']['latency']}", file=sys.stderr)
         _wait(lambda: _quiet(store, 1.5), timeout=120, what="the runs to end")
 
         # Concurrent: one thread per org, each adding its share back to back.
         share = max(1, args.adds // len(orgs))
         lock = threading.Lock()
-        latencies, puts = [], []
+        latencies, puts, samples = [], [], []
         counter = [user]
         warned = _retries(log_path)
 
@@ -926,13 +933,15 @@ def member_latency(
                     with lock:
                         counter[0] += 1
                         mine = counter[0]
+                    sent = time.perf_counter() - began
                     latency, put = _add(http, org, observer, mine)
                     with lock:
                         latencies.append(latency)
                         puts.append(put)
+                        samples.append((round(sent, 2), round(latency, 3)))
 
         threads = [threading.Thread(target=one_org, args=(o,)) for o in orgs]
-        began = time.perf_counter()
+        began, wall_began = time.perf_counter(), time.time()
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -940,6 +949,8 @@ def member_latency(
         wall = time.perf_counter() - began
         result["concurrent"] = _mode_report(latencies, puts, _retries(log_path) - warned)
         result["concurrent"]["wall_s"] = round(wall, 2)
+        result["concurrent"]["samples_sent_at_latency"] = sorted(samples)
+        result["concurrent"]["serve_log"] = _log_stats(log_path, wall_began, time.time())
         print(f"# concurrent: {result['concurrent']['latency']}", file=sys.stderr)
         observer.stop()
         result["observer_polls"] = observer.polls
@@ -977,6 +988,30 @@ def member_latency(
     return result
 
 
+def _log_stats(log_path: Path, since: float, until: float) -> dict[str, Any]:
+    """What serve's log says about the subscriptions runs started in [since, until] (wall
+    clock): how many, targeted or whole-domain (the scheduled refresh), and the retries."""
+    runs: Counter[str] = Counter()
+    retries: Counter[str] = Counter()
+    for line in log_path.read_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        entry = json.loads(line)
+        if entry.get("domain") != "subscriptions":
+            continue
+        at = datetime.fromisoformat(str(entry["timestamp"]).replace("Z", "+00:00")).timestamp()
+        if not since <= at <= until:
+            continue
+        if entry.get("event") == "reconcile started":
+            runs["whole_domain" if entry.get("scope") is None else "targeted"] += 1
+        elif entry.get("event") == "reconcile failed; retrying":
+            scope = "whole_domain" if entry.get("reason") == "schedule" else "targeted"
+            retries[
+                f"{scope}: {entry.get('error')} (retry in {entry.get('retry_in_seconds')} s)"
+            ] += 1
+    return {"subscriptions_runs_started": dict(runs), "subscriptions_retries": dict(retries)}
+
+
 def _retries(log_path: Path) -> int:
     """`reconcile failed; retrying` warnings in serve's log so far (and their errors)."""
     return sum(
@@ -1009,6 +1044,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adds", type=int, default=200, help="latency: member adds per mode")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     parser.add_argument("--profile", action="store_true", help="observe: cProfile top lines")
+    parser.add_argument(
+        "--subscription-refresh",
+        default="1m",
+        help="latency: billing.refresh_interval.subscription (1m, the default; 1h: none runs)",
+    )
     parser.add_argument("--keep-log", default=None, help="latency: copy serve's log here")
     args = parser.parse_args(argv)
     report: dict[str, Any] = {
