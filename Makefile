@@ -46,11 +46,12 @@ unit: install
 integration: install
 	$(BIN)/pytest tests/integration
 
-## The customers crash matrix in full: a crash at every mutating request of a 200-account cold
-## apply (both fault kinds), each from a cold store, then a rerun; SQLite and PostgreSQL (slow:
-## about 8 s a position). The suite runs a seeded sample of it.
+## The crash matrices in full: a crash at every mutating request of a cold apply (both fault
+## kinds), each from a cold store, then a rerun; SQLite and PostgreSQL. Customers: a 200-account
+## cold apply (about 8 s a position); subscriptions: a 100-subscription one (about 15 s a
+## position). The suite runs a seeded sample of each.
 crash-all: install
-	BILLING_CRASH_ALL=1 $(BIN)/pytest -p no:cacheprovider tests/integration/customers/test_crash_matrix.py
+	BILLING_CRASH_ALL=1 $(BIN)/pytest -p no:cacheprovider tests/integration/customers/test_crash_matrix.py tests/integration/subscriptions/test_crash_matrix.py
 
 ## Benchmarks (not tests): JSON reports; results are kept in bench/RESULTS.md.
 bench: install

@@ -10,10 +10,11 @@ pytest_plugins = [
 # The slow half of the suite: `make test` runs `-m slow` in a second pytest process beside
 # `-m "not slow"` (two processes keep CI's wall time well under its budget; neither is ever
 # skipped). Slow = the end-to-end tests (each starts `reconcile` or `serve` processes) and the
-# customers crash matrix; the split keeps the two halves about even.
+# customers and subscriptions crash matrices; the split keeps the two halves about even.
 SLOW_PATHS = (
     "tests/e2e/",
     "tests/integration/customers/test_crash_matrix.py",
+    "tests/integration/subscriptions/test_crash_matrix.py",
 )
 
 
