@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from fractions import Fraction
 
 import pytest
 
 from billing_reconciler.controller import Controller, Registration
 from billing_reconciler.domains.base import PlanContext, PlanOptions
+from billing_reconciler.domains.catalog import desired_catalog
 from billing_reconciler.domains.catalog_domain import CatalogDomain, _with_migration_policy
 from billing_reconciler.domains.price_impact import (
     SETTING_PRICE_MIGRATION,
@@ -38,6 +40,7 @@ from billing_reconciler.domains.subscription_types import (
     plan_catalog,
 )
 from billing_reconciler.domains.subscriptions import SubscriptionsDomain
+from billing_reconciler.effects.catalog import superseding_price_keys
 from billing_reconciler.model import Kind
 from billing_reconciler.model_subscriptions import (
     ItemRecord,
@@ -45,7 +48,9 @@ from billing_reconciler.model_subscriptions import (
     SchedulePhase,
     ScheduleRecord,
 )
+from billing_reconciler.planning.fields import comparable_fields
 from billing_reconciler.planning.plan import Action, Plan, Reason, Ref, Step
+from billing_reconciler.store import LastApplied
 from tests.unit.domains.test_subscription_rules import (
     OLD_PRICE_IDS,
     PERIOD_END,
@@ -442,3 +447,44 @@ def test_the_catalogs_retiring_steps_state_the_impact(policy: str) -> None:
         "on it (archived without a successor: nothing to migrate to)"
     )
     assert idle.impact is None  # no live subscription on it
+
+
+# --- which prices the catalog's next apply supersedes ----------------------------------------
+
+
+def _applied(**changed: Mapping[str, object]) -> dict[str, LastApplied]:
+    """Last-applied records equal to the desired prices, but for `changed` fields (by key)."""
+    state = _context().state
+    entries = {}
+    for price in desired_catalog(state, installation_id="test").prices:
+        fields = {**comparable_fields(price), **changed.get(price.key, {})}
+        entries[price.key] = LastApplied(
+            installation_id="test",
+            object_key=price.key,
+            kind="price",
+            stripe_id=PRICE_IDS.get(price.key, "price_x"),
+            fields=fields,
+            content_hash="",
+            revision="",
+            applied_at=datetime.now(UTC),
+        )
+    return entries
+
+
+def test_a_price_is_about_to_be_superseded_when_an_immutable_field_changed() -> None:
+    state = _context().state
+    assert superseding_price_keys(state, _applied(), installation_id="test") == frozenset()
+    amount = _applied(**{SEAT_KEY: {"unit_amount": 800}})
+    assert superseding_price_keys(state, amount, installation_id="test") == {SEAT_KEY}
+    # A currency option the desired price no longer has also needs a new price.
+    options = comparable_fields(
+        next(p for p in desired_catalog(state, installation_id="test").prices if p.key == SEAT_KEY)
+    )["currency_options"]
+    assert isinstance(options, dict)
+    removed = _applied(**{SEAT_KEY: {"currency_options": {**options, "gbp": {"unit_amount": 700}}}})
+    assert superseding_price_keys(state, removed, installation_id="test") == {SEAT_KEY}
+    # A mutable field (nickname) is updated in place; an unapplied price is not superseded.
+    nickname = _applied(**{SEAT_KEY: {"nickname": "old"}})
+    assert superseding_price_keys(state, nickname, installation_id="test") == frozenset()
+    unapplied = {k: v for k, v in amount.items() if k != SEAT_KEY}
+    assert superseding_price_keys(state, unapplied, installation_id="test") == frozenset()
