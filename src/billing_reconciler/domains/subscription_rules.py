@@ -8,11 +8,13 @@ orders the steps, per account, in these batches (each independent within itself)
 2. `subscription` update: seat quantities (`seat_change_behavior`: `exact` up and down,
    `incremental` only up), other licensed quantities back to 1, `automatic_tax`, the monthly
    billing of a yearly plan's seats, the `plan` marker a checkout-made one lacks, the cancel
-   at trial end of a `behavior_after_trial: cancel` trial;
+   at trial end of a `behavior_after_trial: cancel` trial, the items of a price migration
+   under `reconcile.price_migration: now` (`price` on the item id);
 3. `subscription_schedule` create / update: a pending plan change (the current phase ending
    at the period end, or now when immediate, then the new plan's), a cancel at period end (the
    current phase only, `end_behavior: cancel`), a cancelled upcoming change (the current
-   phase only, `end_behavior: release`);
+   phase only, `end_behavior: release`), a price migration under `at_renewal` (the current
+   phase to the period end, then the moved items for one interval, `end_behavior: release`);
 4. `subscription` cancel (`Action.ARCHIVE`): an immediate cancel (`invoice_now`, `prorate`),
    or a free subscription a paid one (created in batch 1) replaces.
 
@@ -22,7 +24,7 @@ pending change took effect.
 
 Every step's `params["op"]` names the Stripe call (see `OP_*`); `params["settings"]` names
 the `billing.yaml` settings that make it a fleet rewrite (`billing.stripe_auto_tax`,
-`billing.product.seat_change_behavior`), `[]` for a change of one account's own facts; the
+`billing.product.seat_change_behavior`, `reconcile.price_migration`), `[]` for a change of one account's own facts; the
 same settings are the step's `causes`, by which a fleet plan groups and names the rewrite
 (`~ 37 subscriptions: automatic_tax false -> true  (billing.stripe_auto_tax)`). An untargeted
 plan states its population (every live subscription of ours) and marks the rewrites of a
