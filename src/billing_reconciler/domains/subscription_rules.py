@@ -24,7 +24,8 @@ pending change took effect.
 
 Every step's `params["op"]` names the Stripe call (see `OP_*`); `params["settings"]` names
 the `billing.yaml` settings that make it a fleet rewrite (`billing.stripe_auto_tax`,
-`billing.product.seat_change_behavior`, `reconcile.price_migration`), `[]` for a change of one account's own facts; the
+`billing.product.seat_change_behavior`, `reconcile.price_migration`), `[]` for a change of
+one account's own facts; the
 same settings are the step's `causes`, by which a fleet plan groups and names the rewrite
 (`~ 37 subscriptions: automatic_tax false -> true  (billing.stripe_auto_tax)`). An untargeted
 plan states its population (every live subscription of ours) and marks the rewrites of a
