@@ -830,19 +830,19 @@ def _item_updates(
         # No quantity observed: a metered item (whatever a price of its key is now).
         if price is None or price.metered or item.item_id is None or item.quantity is None:
             if target is not None:
-                updates.append({"id": item.item_id, "price": target})
+                updates.append({"id": item.item_id, **_move(target, item)})
             continue
         wanted = seats if price.per_seat else 1
         if price.per_seat and incremental and item.quantity is not None:
             wanted = max(wanted, item.quantity)
         if wanted == item.quantity:
             if target is not None:
-                updates.append({"id": item.item_id, "price": target, "quantity": wanted})
+                updates.append({"id": item.item_id, **_move(target, item), "quantity": wanted})
             continue
         updates.append(
             {
                 "id": item.item_id,
-                **({} if target is None else {"price": target}),
+                **({} if target is None else _move(target, item)),
                 "quantity": wanted,
             }
         )
@@ -873,6 +873,17 @@ def _trial_cancel_at(sub: SubscriptionRecord) -> int | None:
 
 
 # --- price migration ------------------------------------------------------------------------
+
+
+#: On a moved item whose target is a `Ref`: the price id it moves off. When the reference
+#: resolves to that same id, the catalog has not superseded the price yet (a `serve` pass
+#: planned between a desired/ change and the catalog's apply): the executor sends nothing and
+#: a later pass moves it.
+REPLACES: Final = "replaces"
+
+
+def _move(target: str | Ref, item: ItemRecord) -> dict[str, Any]:
+    return {"price": target, **({REPLACES: item.price_id} if isinstance(target, Ref) else {})}
 
 
 def _shown(target: str | Ref) -> str:
@@ -949,14 +960,14 @@ def _migrate_at_renewal(
         "proration_behavior": "none",
         "duration": {"interval": desired.interval, "interval_count": 1},
     }
+    renewal = _phase_params(plan=plan, items=moved, extra=extra)  # type: ignore[arg-type]
+    renewal["items"] = [
+        {**written, **({REPLACES: i.price_id} if isinstance(written["price"], Ref) else {})}
+        for written, i in zip(renewal["items"], sub.items, strict=True)
+    ]
     phases = (
         _Phase(plan, items, end, _phase_params(plan=plan, items=items, start=start, end=end)),
-        _Phase(
-            plan,
-            moved,  # type: ignore[arg-type]
-            None,
-            _phase_params(plan=plan, items=moved, extra=extra),  # type: ignore[arg-type]
-        ),
+        _Phase(plan, moved, None, renewal),  # type: ignore[arg-type]
     )
     changes = tuple(
         FieldChange(f"price[{price.key}]", i.price_id, _shown(moves[i.item_id]))

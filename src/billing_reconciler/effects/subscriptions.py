@@ -42,6 +42,7 @@ from billing_reconciler.domains.subscription_rules import (
     OP_SCHEDULE_CREATE,
     OP_SCHEDULE_UPDATE,
     OP_UPDATE,
+    REPLACES,
 )
 from billing_reconciler.domains.subscription_types import (
     AccountSubscriptions,
@@ -371,6 +372,8 @@ class SubscriptionExecutor:
     ) -> WriteResult | None:
         # A price migration's target may be a `Ref` to the catalog's price key.
         step = dataclasses.replace(step, params=resolve_refs(step.params, ids))
+        if _waits_for_catalog(step.params):
+            return WriteResult(stripe_id=step.stripe_id or "", request_id=None, replayed=False)
         op = step.params.get("op")
         if op == OP_CREATE:
             return _create(gateway, step)
@@ -393,6 +396,16 @@ class SubscriptionExecutor:
     def record(self, session: Session, done: Done) -> None:
         # Read back and mirrored by the next pass (`subscription_mirror`).
         del session, done
+
+
+def _waits_for_catalog(params: Mapping[str, Any]) -> bool:
+    """A price migration planned before the catalog's apply, run while the catalog has not
+    superseded the price yet (a `serve` pass between a desired/ change and the catalog's
+    apply): its reference resolved to the very id it moves off. Nothing is sent; a later
+    pass plans the move to the new id."""
+    phases = params.get("phases") or ()
+    items = [*(params.get("items") or ()), *(i for p in phases for i in p.get("items") or ())]
+    return any(REPLACES in i and i.get("price") == i[REPLACES] for i in items)
 
 
 def _owner(metadata: Mapping[str, str], step: Step) -> SubscriptionOwner:
@@ -476,6 +489,8 @@ class ScheduleExecutor:
         self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
     ) -> WriteResult | None:
         step = dataclasses.replace(step, params=resolve_refs(step.params, ids))
+        if _waits_for_catalog(step.params):
+            return WriteResult(stripe_id=step.stripe_id or "", request_id=None, replayed=False)
         params = step.params
         op = params.get("op")
         if op == OP_SCHEDULE_CREATE:

@@ -41,6 +41,7 @@ from billing_reconciler.domains.subscription_types import (
 )
 from billing_reconciler.domains.subscriptions import SubscriptionsDomain
 from billing_reconciler.effects.catalog import superseding_price_keys
+from billing_reconciler.effects.subscriptions import EXECUTORS
 from billing_reconciler.model import Kind
 from billing_reconciler.model_subscriptions import (
     ItemRecord,
@@ -207,7 +208,7 @@ def test_now_before_the_catalog_apply_targets_the_price_key() -> None:
     plan = _plan("now", _fleet("price_seat_m"), catalog=_catalog(replacing=True))
     assert len(plan.steps) == N
     assert plan.steps[0].params["items"] == [
-        {"id": "si_0_1", "price": Ref(SEAT_KEY), "quantity": 3}
+        {"id": "si_0_1", "price": Ref(SEAT_KEY), "replaces": "price_seat_m", "quantity": 3}
     ]
     assert plan.steps[0].changes[0].after == f"new {SEAT_KEY}"
     # Under none the same plan moves nothing.
@@ -488,3 +489,18 @@ def test_a_price_is_about_to_be_superseded_when_an_immutable_field_changed() -> 
     assert superseding_price_keys(state, nickname, installation_id="test") == frozenset()
     unapplied = {k: v for k, v in amount.items() if k != SEAT_KEY}
     assert superseding_price_keys(state, unapplied, installation_id="test") == frozenset()
+
+
+@pytest.mark.parametrize("policy", ["now", "at_renewal"])
+def test_a_move_run_before_the_catalog_superseded_the_price_sends_nothing(policy: str) -> None:
+    """A `serve` pass planned between a desired/ change and the catalog's apply: the price's
+    key still resolves to the id the item is on; the executor sends nothing (no gateway
+    call: there is none here) and a later pass moves it. Resolved to the new id, it writes."""
+    [step, *_] = _plan(policy, _fleet("price_seat_m"), catalog=_catalog(replacing=True)).steps
+    step = dataclasses.replace(step, params={**step.params, "installation_id": "test"})
+    executor = EXECUTORS[step.kind]
+    result = executor.send(None, step, {SEAT_KEY: "price_seat_m"})  # type: ignore[arg-type]
+    assert result is not None
+    assert (result.stripe_id, result.request_id) == (step.stripe_id, None)
+    with pytest.raises(AttributeError):  # it would write: no gateway to write with
+        executor.send(None, step, {SEAT_KEY: "price_seat_new"})  # type: ignore[arg-type]
