@@ -337,6 +337,15 @@ def _profile(call: Callable[[], object], top: int = 25) -> list[str]:
     return lines[-top:]
 
 
+def _profile_tottime(call: Callable[[], object], top: int = 30) -> list[str]:
+    profiler = cProfile.Profile()
+    profiler.runcall(call)
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    lines = [line.rstrip() for line in out.getvalue().splitlines() if line.strip()]
+    return lines[-top:]
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
@@ -584,7 +593,9 @@ def observe_and_plan(
         rss_before = _peak_rss_mb()
 
         # 1. Full resync (due: see `_full_resync`).
-        result["full_resync"] = _full_resync(controller, requests, size, rss_before)
+        result["full_resync"] = _full_resync(
+            controller, requests, size, rss_before, profile=args.profile_resync
+        )
         observation: SubscriptionsObservation = result["full_resync"].pop("_observation")
         context = result["full_resync"].pop("_context")
 
@@ -654,7 +665,7 @@ def observe_and_plan(
 
 
 def _full_resync(
-    controller: Controller, requests: Requests, size: int, rss_before: float
+    controller: Controller, requests: Requests, size: int, rss_before: float, *, profile: bool
 ) -> dict[str, Any]:
     """Observe with the cursor's full resync due (the template's passes recorded one an
     instant ago: the pass is run as of `full_resync_interval` later)."""
@@ -674,7 +685,7 @@ def _full_resync(
     schedules = calls["by_endpoint"].get("GET /v1/subscription_schedules", 0)
     limit = max(1, math.ceil(size / 100))
     bundles = observation.observed.accounts
-    return {
+    report: dict[str, Any] = {
         "_observation": observation,
         "_context": context,
         "resynced": observation.resynced,
@@ -691,6 +702,14 @@ def _full_resync(
         "peak_rss_mb_after": _peak_rss_mb(),
         "pass": observation.resynced and subs <= limit and schedules <= 1,
     }
+    if profile:
+        report["top_cumulative"] = _profile(
+            lambda: controller.domain.observe(reader, None, context), top=40
+        )
+        report["top_tottime"] = _profile_tottime(
+            lambda: controller.domain.observe(reader, None, context), top=30
+        )
+    return report
 
 
 # --- member added -> quantity in Stripe, through `reconcile serve` -----------------------------
@@ -1048,6 +1067,11 @@ def main(argv: list[str] | None = None) -> int:
         "--subscription-refresh",
         default="1m",
         help="latency: billing.refresh_interval.subscription (1m, the default; 1h: none runs)",
+    )
+    parser.add_argument(
+        "--profile-resync",
+        action="store_true",
+        help="observe: cProfile a second full resync (as long again as the first, and more)",
     )
     parser.add_argument("--keep-log", default=None, help="latency: copy serve's log here")
     args = parser.parse_args(argv)
