@@ -107,6 +107,7 @@ from billing_reconciler.store.subscriptions import (
 from billing_reconciler.store.tables import (
     BillingAccountModel,
     LedgerBalanceModel,
+    OrganizationModel,
     PlanHistoryModel,
     SubscriptionIntentModel,
     SubscriptionModel,
@@ -843,6 +844,67 @@ def _quiet(store: Store, seconds: float) -> bool:
     return time.time() - last.timestamp() > seconds
 
 
+def _finished_since(store: Store, domain: str, moment: float) -> bool:
+    with store.session() as session:
+        history = RunRepository(session).recent(1000)
+    for run in history:
+        started = run.started_at
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        if run.domain == domain and started.timestamp() >= moment and run.finished_at:
+            return True
+    return False
+
+
+def _seed_serve_fleet(
+    emulator: EmulatorProcess,
+    desired: Path,
+    store: Store,
+    args: argparse.Namespace,
+    result: dict[str, Any],
+) -> list[Org]:
+    """`--fleet` subscriptions (as `observe` seeds them, with an organization row per org)
+    before serve starts; the orgs measured are the newest `--orgs` of them (the observer's
+    one list call shows the newest 100)."""
+    started = time.perf_counter()
+    template = make_template(emulator, desired, store)
+    seconds, clones = seed_emulator(emulator, template, args.fleet)
+    result["seed_emulator_s"] = round(seconds, 2)
+    result["seed_store_s"] = round(seed_store(store, template, clones), 2)
+    now = datetime.now(UTC)
+    orgs = [template.ids["org"], *(c["org"] for c in clones)]
+    for start in range(0, len(orgs), STORE_BATCH):
+        rows = [
+            {
+                "org_id": org,
+                "title": f"Org {org}",
+                "owner_email": None,
+                "metadata_": {},
+                "created_at": now,
+                "updated_at": now,
+                "deleted_at": None,
+            }
+            for org in orgs[start : start + STORE_BATCH]
+        ]
+        with store.session() as session:
+            session.execute(insert(OrganizationModel), rows)
+    result["seed_s"] = round(time.perf_counter() - started, 1)
+    print(f"# seeded a fleet of {args.fleet}", file=sys.stderr, flush=True)
+    return [Org(c["org"], c["customer"], c["sub"], members=0) for c in clones[-args.orgs :]]
+
+
+def _owners(url: str, fleet: list[Org]) -> list[Org]:
+    """One member each (the seat quantity stays 1): the measured adds then change it."""
+    app = {"Authorization": f"Bearer {APP_TOKEN}"}
+    with httpx.Client(base_url=f"{url}/v1beta1", timeout=30) as http:
+        for org in fleet:
+            answer = http.put(f"/organizations/{org.org}/members/owner", json={}, headers=app)
+            if answer.status_code not in (200, 201):
+                raise SystemExit(f"PUT member {org.org}: {answer.status_code} {answer.text}")
+            org.members = 1
+    return fleet
+
+
 @dataclasses.dataclass
 class Org:
     org: str
@@ -909,14 +971,25 @@ def _add(
 def member_latency(
     emulator: EmulatorProcess, root: Path, database_url: str, args: argparse.Namespace
 ) -> dict[str, Any]:
-    write_desired(root / "desired", args.rate, args.subscription_refresh)
+    desired = write_desired(root / "desired", args.rate, args.subscription_refresh)
     store = Store.open(database_url)
+    result: dict[str, Any] = {"orgs": args.orgs, "adds_per_mode": args.adds, "fleet": args.fleet}
+    fleet: list[Org] = []
+    if args.fleet:
+        fleet = _seed_serve_fleet(emulator, desired, store, args, result)
+    launched = time.time()
     process, url, log_path = _start_serve(root, emulator, database_url)
-    result: dict[str, Any] = {"orgs": args.orgs, "adds_per_mode": args.adds}
     try:
         _wait(lambda: _catalog_applied(store), timeout=120, what="the catalog applied")
-        _wait(lambda: _quiet(store, 1.0), timeout=120, what="the start runs to end")
-        orgs = _open_orgs(url, emulator, args.orgs)
+        if fleet:
+            _wait(
+                lambda: _finished_since(store, "subscriptions", launched),
+                timeout=1200,
+                what="serve's first subscriptions pass over the fleet",
+            )
+            result["serve_start_subscriptions_pass_s"] = round(time.time() - launched, 1)
+        _wait(lambda: _quiet(store, 1.0), timeout=600, what="the start runs to end")
+        orgs = _owners(url, fleet) if fleet else _open_orgs(url, emulator, args.orgs)
         _wait(lambda: _quiet(store, 1.5), timeout=120, what="the subscribes' runs to end")
         observer = Observer(emulator.url)
         observer.start()
@@ -1061,6 +1134,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=100, help="reconcile.rate_limit_per_second")
     parser.add_argument("--orgs", type=int, default=20, help="latency: orgs")
     parser.add_argument("--adds", type=int, default=200, help="latency: member adds per mode")
+    parser.add_argument(
+        "--fleet",
+        type=int,
+        default=0,
+        help="latency: first seed this many subscriptions (as observe does) and measure the"
+        " newest --orgs of them while serve also refreshes the fleet",
+    )
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     parser.add_argument("--profile", action="store_true", help="observe: cProfile top lines")
     parser.add_argument(
