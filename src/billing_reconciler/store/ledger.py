@@ -626,42 +626,43 @@ class LedgerRepository:
         return page, None
 
     def total_balance(self) -> int:
-        """The sum of every account's balance (minor units; 0 with no accounts)."""
-        total = self._session.scalar(select(func.coalesce(func.sum(_balances.c.amount), 0)))
-        return int(total or 0)
+        """The sum of every account's balance (minor units; 0 with no accounts), exact at any
+        size: summed in halves (`_split_sum`), so it never overflows the database's int64."""
+        high, low = self._session.execute(select(*_split_sum(_balances.c.amount))).one()
+        return _joined(high, low)
 
     def verify(self) -> list[str]:
         """Problems of the ledger (empty when sound): an account whose entries do not sum to
         its balance; a transaction whose entries are not two summing to zero, or whose
-        account side is not its signed amount."""
+        account side is not its signed amount.
+
+        Each account's entries are summed in halves and compared in Python, so balances and
+        entries summing past int64 (SQLite raises "integer overflow") are checked exactly."""
         problems: list[str] = []
         entry = LedgerEntryModel
-        sums = (
-            select(entry.account_id, func.sum(entry.amount).label("total"))
-            .where(entry.side == ACCOUNT_SIDE)
-            .group_by(entry.account_id)
-            .subquery()
-        )
-        mismatched = self._session.execute(
-            select(_balances.c.account_id, _balances.c.amount, sums.c.total)
-            .outerjoin(sums, sums.c.account_id == _balances.c.account_id)
-            .where(_balances.c.amount != func.coalesce(sums.c.total, 0))
-            .order_by(_balances.c.account_id)
-        )
-        for account_id, balance, total in mismatched:
-            problems.append(
-                f"account {account_id}: balance {int(balance)} but its entries sum to"
-                f" {int(total or 0)}"
+        sums = {
+            account_id: _joined(high, low)
+            for account_id, high, low in self._session.execute(
+                select(entry.account_id, *_split_sum(entry.amount))
+                .where(entry.side == ACCOUNT_SIDE)
+                .group_by(entry.account_id)
             )
-        orphans = self._session.execute(
-            select(sums.c.account_id, sums.c.total)
-            .outerjoin(_balances, _balances.c.account_id == sums.c.account_id)
-            .where(_balances.c.account_id.is_(None))
-            .order_by(sums.c.account_id)
-        )
-        for account_id, total in orphans:
+        }
+        balances = {
+            account_id: int(amount)
+            for account_id, amount in self._session.execute(
+                select(_balances.c.account_id, _balances.c.amount)
+            )
+        }
+        for account_id in sorted(balances):
+            balance, total = balances[account_id], sums.get(account_id, 0)
+            if balance != total:
+                problems.append(
+                    f"account {account_id}: balance {balance} but its entries sum to {total}"
+                )
+        for account_id in sorted(set(sums) - set(balances)):
             problems.append(
-                f"account {account_id}: entries sum to {int(total)} but it has no balance row"
+                f"account {account_id}: entries sum to {sums[account_id]} but it has no balance row"
             )
         txn = LedgerTransactionModel
         account_amount = func.sum(case((entry.side == ACCOUNT_SIDE, entry.amount), else_=0))
@@ -699,3 +700,21 @@ class LedgerRepository:
                 f" side {int(signed)} on its own account)"
             )
         return problems
+
+
+# Sums of int64 columns in two halves: `amount // 2**32` (below 2**31 in magnitude) and
+# `amount % 2**32` (below 2**32), so each half's sum stays within int64 for up to 2**31 rows,
+# and `_joined` puts them together in Python ints. Both backends truncate the division toward
+# zero and give the remainder the dividend's sign, so high * 2**32 + low == amount, row by row.
+_HALF = 2**32
+
+
+def _split_sum(column: Any) -> tuple[Any, Any]:
+    return (
+        func.coalesce(func.sum(column // _HALF), 0),
+        func.coalesce(func.sum(column % _HALF), 0),
+    )
+
+
+def _joined(high: Any, low: Any) -> int:
+    return int(high) * _HALF + int(low)

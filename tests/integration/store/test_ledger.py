@@ -469,3 +469,39 @@ def test_pg_one_id_from_10_concurrent_writers_is_one_transaction(pg_url: str) ->
         assert session.execute(text("SELECT count(*) FROM ledger_transactions")).scalar() == 2
         assert ledger.balance(account)[0] + ledger.balance(other)[0] == 10
         assert ledger.verify() == []
+
+
+def test_verify_and_the_total_are_exact_past_int64(store: Store) -> None:
+    """Two accounts at 2**62 credits each (the API's largest grant): their balances sum to
+    2**63, past int64, where SQLite's SUM raised "integer overflow" (fresh-user test T1,
+    finding 4); the check and the total are exact on both backends, a mismatch too."""
+    big = 2**62
+    accounts = [_account(store, org) for org in ("org-big-1", "org-big-2")]
+    with store.session() as session:
+        ledger = LedgerRepository(session)
+        for account in accounts:
+            ledger.credit(account, id=f"big:{account}", amount=big, source="api")
+    with store.session() as session:
+        ledger = LedgerRepository(session)
+        assert ledger.verify() == []
+        assert ledger.total_balance() == 2**63
+        # A debit and a credit of the largest amount on one account: its entries still sum
+        # exactly (negative halves included).
+        ledger.debit(accounts[0], id="down", amount=big, source="api", credit_min=-(2**62))
+        ledger.debit(accounts[0], id="down-2", amount=big, source="api", credit_min=-(2**62))
+        ledger.credit(accounts[0], id="up", amount=big - 1, source="api")
+    with store.session() as session:
+        ledger = LedgerRepository(session)
+        assert ledger.balance(accounts[0])[0] == -1
+        assert ledger.verify() == []
+        assert ledger.total_balance() == big - 1
+        session.execute(
+            text("UPDATE ledger_balances SET amount = :v WHERE account_id = :a"),
+            {"v": 2**63 - 1, "a": accounts[1]},
+        )
+    with store.session() as session:
+        ledger = LedgerRepository(session)
+        assert ledger.verify() == [
+            f"account {accounts[1]}: balance {2**63 - 1} but its entries sum to {big}"
+        ]
+        assert ledger.total_balance() == 2**63 - 2
