@@ -219,7 +219,9 @@ class DomainRunner:
             # Recorded as failed by the controller. Usually Stripe changed under us mid-apply;
             # the retry re-plans from what is there now.
             remaining = len(residual.steps) + len(residual.restores)
-            raise TransientError(f"apply did not converge: {remaining} step(s) remain")
+            raise TransientError(
+                f"apply did not converge: {remaining} step(s) remain", again_at_once=True
+            )
         _log.info("reconcile finished", result=RunResult.APPLIED.value, applied=applied)
         return self._result(
             request, run_id, RunResult.APPLIED.value, RunMode.APPLY, planned.plan, applied=applied

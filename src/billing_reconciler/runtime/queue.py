@@ -3,7 +3,9 @@
 A request's key is `(domain, scope)`. Requests carry identity only (STYLE 11), so any number
 of requests for one key while it waits is one run; while it runs, they are one more run after
 the current one (the current run may have observed Stripe before their change). A waiting
-whole-domain request (`scope=None`) also absorbs scoped requests of its domain: it covers them.
+whole-domain request (`scope=None`) also absorbs scoped requests of its domain: it covers them
+(unless it waits longer than they would: one backing off after a failure does not hand its
+backoff to a member's seat change).
 
 Webhook-triggered requests may be debounced (`Debounce(quiet, max_wait)`): Stripe sends a
 burst of events for one edit (and 1,000 for a bulk script), and each run re-reads Stripe
@@ -15,7 +17,9 @@ one domain never overlap (the catalog apply is not safe to run concurrently with
 The handler's exception decides what happens next (STYLE 8: exception classes encode retry
 policy, the loop decides):
 - `TransientError(delay)` and the gateway's `TransientStripeError` (anywhere in the cause
-  chain): the key runs again after `delay`, or after its exponential backoff (capped);
+  chain): the key runs again after `delay`, or after its exponential backoff (capped); a run
+  whose re-plan was not empty (`again_at_once`: a fact arrived while it applied) runs again at
+  once the first time, then backs off;
 - `PermanentError` and the gateway's `PermanentStripeError`: logged, not retried; the next
   scheduled run (or a new request) tries again;
 - anything else is unexpected: logged with its traceback and retried with backoff, since a
@@ -58,11 +62,19 @@ _MAX_IDLE_WAIT_SECONDS = 1.0
 
 
 class TransientError(Exception):
-    """Worth retrying: after `delay` seconds if given, else after the key's backoff."""
+    """Worth retrying: after `delay` seconds if given, else after the key's backoff.
 
-    def __init__(self, message: str, *, delay: float | None = None) -> None:
+    `again_at_once`: the world moved under the run (a fact written while it applied, so its
+    re-plan was not empty): re-planning now is what helps, so the first retry runs at once
+    and only later ones back off (one step behind the key's backoff).
+    """
+
+    def __init__(
+        self, message: str, *, delay: float | None = None, again_at_once: bool = False
+    ) -> None:
         super().__init__(message)
         self.delay = delay
+        self.again_at_once = again_at_once
 
 
 class PermanentError(Exception):
@@ -228,7 +240,8 @@ class WorkQueue:
         not_before: float = 0.0,
     ) -> bool:
         key = key_of(request)
-        existing = self._waiting.get(key) or self._waiting.get((request.domain, None))
+        ready_at = max(not_before, now + (debounce.quiet if debounce is not None else 0.0))
+        existing = self._waiting.get(key) or self._covering(request, ready_at)
         if existing is not None:
             existing.callbacks.extend(callbacks)
             existing.error_callbacks.extend(error_callbacks)
@@ -237,11 +250,21 @@ class WorkQueue:
                 existing.ready_at = max(existing.ready_at, settled)
             existing.ready_at = max(existing.ready_at, not_before)
             return False
-        ready_at = max(not_before, now + (debounce.quiet if debounce is not None else 0.0))
         self._waiting[key] = _Entry(
             request, next(self._order), ready_at, now, callbacks, error_callbacks
         )
         return True
+
+    def _covering(self, request: ReconcileRequest, ready_at: float) -> _Entry | None:
+        """A waiting whole-domain request that covers this scoped one, if it runs no later:
+        one backing off after a failure (a busy fleet's refresh that did not converge) would
+        hand its backoff to a member's seat change, so the scoped request waits on its own."""
+        if request.scope is None:
+            return None
+        whole = self._waiting.get((request.domain, None))
+        if whole is None or whole.ready_at > ready_at:
+            return None
+        return whole
 
     @property
     def depth(self) -> int:
@@ -396,7 +419,12 @@ class WorkQueue:
             return Outcome.FAILED
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
-        delay = policy.delay if policy.delay is not None else self._backoff.delay(failures)
+        if policy.delay is not None:
+            delay = policy.delay
+        elif policy.again_at_once:
+            delay = self._backoff.delay(failures - 1)
+        else:
+            delay = self._backoff.delay(failures)
         delay = min(delay, self._backoff.cap)
         _log.warning(
             "reconcile failed; retrying",

@@ -432,3 +432,29 @@ def test_a_stopped_queue_tells_error_callbacks_nothing_and_done_callbacks_droppe
         on_error=lambda error: heard.append(str(error)),
     )
     assert heard == ["dropped"]
+
+
+def test_a_run_that_did_not_converge_runs_again_at_once_then_backs_off() -> None:
+    clock = FakeClock()
+    moved = TransientError("apply did not converge: 1 step(s) remain", again_at_once=True)
+    queue = WorkQueue(Recorder(moved, moved), clock=clock, backoff=Backoff(initial=1))
+    queue.put(catalog("team"))
+    assert queue.run_pending() == 2  # the first retry is at once
+    assert queue.next_ready_in() == 1  # then the key's backoff, one step behind
+    clock.advance(1)
+    assert queue.run_pending() == 1
+    assert queue.next_ready_in() is None
+
+
+def test_a_whole_domain_request_backing_off_does_not_hold_back_scoped_ones() -> None:
+    clock = FakeClock()
+    handler = Recorder(TransientError("the fleet's refresh did not converge"))
+    queue = WorkQueue(handler, clock=clock, backoff=Backoff(initial=30))
+    queue.put(catalog())
+    assert queue.run_pending() == 1  # fails: the whole-domain run waits 30 s
+    assert queue.put(catalog("team"))  # not absorbed: it would wait the 30 s too
+    assert queue.run_pending() == 1
+    assert handler.calls[-1].scope == frozenset({"product/team"})
+    clock.advance(30)
+    assert queue.run_pending() == 1
+    assert handler.calls[-1].scope is None
