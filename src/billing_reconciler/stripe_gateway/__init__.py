@@ -40,7 +40,6 @@ from billing_reconciler.stripe_gateway.mapping import (
     map_product_feature,
 )
 from billing_reconciler.stripe_gateway.observe import (
-    count_active_subscriptions,
     list_all,
     observe_catalog,
 )
@@ -113,7 +112,6 @@ __all__ = [
     "add_tax_id",
     "cancel_schedule",
     "cancel_subscription",
-    "count_active_subscriptions",
     "create_customer",
     "create_schedule_from_subscription",
     "create_subscription",

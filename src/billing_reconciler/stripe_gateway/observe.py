@@ -23,7 +23,6 @@ if TYPE_CHECKING:
         PriceListParams,
         ProductFeatureListParams,
         ProductListParams,
-        SubscriptionListParams,
     )
     from stripe.params.billing import MeterListParams
     from stripe.params.entitlements import FeatureListParams
@@ -146,23 +145,3 @@ def _product_features(gateway: StripeGateway, product_id: str) -> Iterator[dict[
         # every later plan fail instead of letting the diff re-create the product.
         if error.http_status != 404:
             raise
-
-
-def count_active_subscriptions(gateway: StripeGateway, price_id: str) -> int | None:
-    """How many active subscriptions sit on a price (the plan states it before superseding or
-    archiving), or None when the account or emulator does not serve subscriptions (404)."""
-    subscriptions = gateway.sdk.v1.subscriptions
-    try:
-        return sum(
-            1
-            for _ in list_all(
-                gateway,
-                endpoint="/v1/subscriptions",
-                fetch_page=lambda p: subscriptions.list(cast("SubscriptionListParams", p)),
-                params={"price": price_id, "status": "active"},
-            )
-        )
-    except PermanentStripeError as error:
-        if error.http_status == 404:
-            return None
-        raise

@@ -13,7 +13,6 @@ from billing_reconciler.stripe_gateway import (
     PermanentStripeError,
     RequestOutcome,
     StripeGateway,
-    count_active_subscriptions,
     observe_catalog,
     write,
 )
@@ -312,25 +311,6 @@ def test_a_400_surfaces_as_permanent_with_param_and_request_id(
     assert error.request_id.startswith("req_")
     assert len(emu.control.requests(method="POST", path_prefix="/v1/prices")) == 1  # no retry
     assert API_KEY not in str(error)
-
-
-def test_count_active_subscriptions_of_a_fresh_price(
-    emu: EmulatorHandle, gateway: StripeGateway
-) -> None:
-    product_id = create_product(gateway)
-    price_params = {
-        "product": product_id,
-        "currency": "usd",
-        "unit_amount": 100,
-        "recurring": {"interval": "month"},
-    }
-    price_id = create(gateway, Kind.PRICE, price_params, "it-sub-price")
-
-    count = count_active_subscriptions(gateway, price_id)
-
-    # The emulator does not serve subscriptions yet (404): the gateway then says "unknown".
-    [listing] = emu.control.requests(method="GET", path_prefix="/v1/subscriptions")
-    assert count == (None if listing.status == 404 else 0)
 
 
 def test_features_of_a_product_deleted_since_last_apply_are_empty(
