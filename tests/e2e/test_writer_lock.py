@@ -223,6 +223,9 @@ def test_a_suspension_refuses_an_apply_unless_ignored_and_dry_runs_still_plan(
     workdir: Path,
 ) -> None:
     env = {"BILLING_DATABASE_URL": sqlite_url(workdir)}
+    # `suspend` never creates a store: a first dry run does (and records its plan).
+    first = reconcile("--dry-run", "--emulator", cwd=workdir, env=env)
+    assert first.returncode == 2, first.stderr
     suspended = reconcile("suspend", "--reason", "quarter-end freeze", cwd=workdir, env=env)
     assert suspended.returncode == 0, suspended.stderr
 

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import structlog
 import typer
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from billing_reconciler.apply import ApplyError
 from billing_reconciler.config import ConfigError, redact
@@ -94,16 +94,30 @@ def run_and_exit(command: Callable[[], int], *, log_level: LogLevel | None = Non
     except KNOWN_ERRORS as error:
         exit_with(error)
     except SQLAlchemyError as error:
-        # A store that cannot be opened or used (no such database, refused port, a URL of an
-        # unsupported dialect) is the user's to fix: say so in one line, details at debug.
         log.debug("store error", exc_info=True)
-        exit_with(CliError(f"the store cannot be used (BILLING_DATABASE_URL): {_first(error)}"))
+        if is_connection_problem(error):
+            # A store that cannot be opened (no such database, refused port, not a database
+            # file, a URL of an unsupported dialect) is the URL's to fix: say so in one line.
+            exit_with(CliError(f"the store cannot be used (BILLING_DATABASE_URL): {_first(error)}"))
+        # A statement the store refused, once connected: not the URL's fault.
+        exit_with(CliError(f"a store query failed: {_first(error)}"))
     except OSError as error:
         log.debug("operating system error", exc_info=True)
         where = f": {error.filename}" if error.filename else ""
         exit_with(CliError(f"{error.strerror or _first(error)}{where}"))
     else:
         exit_with(code)
+
+
+def is_connection_problem(error: SQLAlchemyError) -> bool:
+    """True when the database could not be reached or opened (a bad URL, a refused or failed
+    connection), false for a statement that failed on a working connection."""
+    if isinstance(error, ArgumentError | NoSuchModuleError):
+        return True
+    if isinstance(error, DBAPIError):
+        # SQLAlchemy names the statement of a failed query; a failed connect has none.
+        return error.statement is None or error.connection_invalidated
+    return False
 
 
 def _first(error: BaseException) -> str:

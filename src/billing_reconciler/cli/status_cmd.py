@@ -1,5 +1,10 @@
 """`reconcile status`, `reconcile suspend --reason`, `reconcile resume`.
 
+None of them creates a store: with no store at BILLING_DATABASE_URL (or beside `--desired`),
+no such SQLite file or a database without our schema, each exits 1 naming where it looked
+and writes nothing; nor does a `--desired` directory that does not exist. Only the commands
+that apply (`reconcile`, `serve`, `demo`) create and migrate a store.
+
 `status` reads the store only (no Stripe key needed): every registered domain with its last
 run, its result, drift and orphans it saw, and its pending journal steps (begun, never
 finished: a crash); who holds the leader lease; whether applying is suspended; whether
@@ -51,6 +56,7 @@ from billing_reconciler.store import (
     Store,
     default_actor,
 )
+from billing_reconciler.store.database import StoreNotFoundError
 
 # The registered domains, in apply order; others appear once they have recorded a run.
 SERVED_DOMAINS = tuple(registration.name for registration in DOMAINS)
@@ -276,14 +282,22 @@ def _count(value: object) -> str:
 
 
 def _open_store(directory: Path) -> Store:
-    return Store.open(load_environment(desired_dir=directory).database_url)
+    """The existing store of `directory`'s installation; never creates one."""
+    if not directory.is_dir():
+        raise CliError(f"no desired-state directory at {directory} (--desired DIR)")
+    try:
+        return Store.open_existing(load_environment(desired_dir=directory).database_url)
+    except StoreNotFoundError as error:
+        raise CliError(
+            f"{error}: run `reconcile` (apply) or `reconcile serve` first, "
+            "or set BILLING_DATABASE_URL"
+        ) from error
 
 
 def run_status(directory: Path, fmt: StatusFormat) -> int:
-    desired = _desired_report(directory)
     store = _open_store(directory)
     try:
-        report = collect_status(store, desired)
+        report = collect_status(store, _desired_report(directory))
     finally:
         store.close()
     if fmt is StatusFormat.JSON:

@@ -1,4 +1,11 @@
-"""Opening the store: engine setup per backend, migrations to head, one transaction per session."""
+"""Opening the store: engine setup per backend, migrations to head, one transaction per session.
+
+`Store.open` creates the store when it is missing (a SQLite file and its directory, or the
+schema in an empty PostgreSQL database); the commands that apply use it. `Store.open_existing`
+never creates one: a SQLite file that does not exist, or a database without our schema (no
+Alembic version), is a `StoreNotFoundError` and nothing is written; the read-only and control
+commands (`status`, `suspend`, `resume`) use it.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +41,14 @@ MIGRATION_LOCK_ID = 0x42524D4947524154
 SQLITE_BEGIN_OPTION = "sqlite_begin"
 
 
+class StoreNotFoundError(Exception):
+    """There is no store at the URL: no such SQLite file, or a database without our schema."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(f"no store at {location}")
+        self.location = location
+
+
 def default_sqlite_url(base_dir: Path) -> str:
     """The default store: `<base_dir>/.billing/state.db`."""
     return f"sqlite:///{(base_dir / DEFAULT_SQLITE_PATH).resolve()}"
@@ -54,6 +69,24 @@ def _sqlite_file(url: URL) -> Path | None:
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     return Path(database)
+
+
+def _sqlite_has_schema(path: Path) -> bool | None:
+    """Whether the SQLite file holds our schema (an Alembic version table), read without
+    writing to it; None when a read-only look cannot tell (the engine then reports why)."""
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        found = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+        ).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        connection.close()
+    return found is not None
 
 
 def _create_engine(url: URL) -> Engine:
@@ -165,6 +198,34 @@ class Store:
         """Connect to `url` (SQLite file or PostgreSQL) and migrate the schema to head."""
         engine = _create_engine(normalize_url(url))
         try:
+            _upgrade_to_head(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    @classmethod
+    def open_existing(cls, url: str) -> Self:
+        """Connect to the store at `url` and migrate it to head, only if it exists: a SQLite
+        file that does not exist (nor its directory) is never created, an empty database never
+        migrated; either is a `StoreNotFoundError` naming the location (password hidden)."""
+        parsed = normalize_url(url)
+        location = parsed.render_as_string(hide_password=True)
+        if parsed.get_backend_name() == "sqlite":
+            path = _sqlite_file(parsed)
+            if path is None or not path.is_file():
+                # An in-memory database is always a new, empty one.
+                raise StoreNotFoundError(location if path is None else str(path))
+            location = str(path)
+            if _sqlite_has_schema(path) is False:
+                # Said before the engine's first connection switches the file to WAL.
+                raise StoreNotFoundError(location)
+        engine = _create_engine(parsed)
+        try:
+            with engine.connect() as connection:
+                revision = current_revision(connection)
+            if revision is None:
+                raise StoreNotFoundError(location)
             _upgrade_to_head(engine)
         except BaseException:
             engine.dispose()
