@@ -34,6 +34,13 @@ META_ORG_ID: Final[str] = "org_id"
 CUSTOMER_MARKER_KEYS: Final[frozenset[str]] = frozenset(
     {META_MANAGED_BY, META_KEY, META_INSTALLATION, META_REVISION, META_ORG_ID}
 )
+AUTO_CREATED_KEY: Final[str] = "auto_created"
+#: Keys the controller itself writes into an account's customer besides the markers: DESIGN
+#: §15's `auto_created=true`, stamped when the customer of an account created with its org is
+#: created. Like the markers they are never merged: an account's metadata edit neither
+#: removes nor changes them, a link to an existing customer (a lost store) never adds them,
+#: and they are not the user's metadata (the API does not show them).
+CONTROLLER_METADATA_KEYS: Final[frozenset[str]] = frozenset({AUTO_CREATED_KEY})
 #: The fields the three-way merge owns, in the order plans show them.
 MERGED_FIELDS: Final[tuple[str, ...]] = ("name", "email", "phone", "address", "tax_ids")
 
@@ -169,9 +176,19 @@ def is_reserved_metadata_key(key: str) -> bool:
 
 
 def owned_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
-    """An account's metadata as the merge owns it: no reserved key, no empty value (Stripe
-    removes a key set to "")."""
-    return {k: v for k, v in metadata.items() if v and not is_reserved_metadata_key(k)}
+    """An account's metadata as the merge owns it (the user's keys): no reserved key, no key
+    the controller writes itself (`CONTROLLER_METADATA_KEYS`), no empty value (Stripe removes
+    a key set to "")."""
+    return {
+        k: v
+        for k, v in metadata.items()
+        if v and not is_reserved_metadata_key(k) and k not in CONTROLLER_METADATA_KEYS
+    }
+
+
+def controller_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """The keys of `metadata` the controller writes itself (`CONTROLLER_METADATA_KEYS`)."""
+    return {k: v for k, v in metadata.items() if v and k in CONTROLLER_METADATA_KEYS}
 
 
 @dataclass(frozen=True, slots=True)

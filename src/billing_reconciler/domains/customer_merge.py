@@ -8,8 +8,10 @@ Stripe:
   portal) -> pull into the store; neither -> nothing;
 - both changed to different values -> local wins, and the change is reported as a conflict;
   both changed to the same value -> nothing to write (the last-applied value catches up);
-- a field never applied (no last value) -> local wins if it is set, else the remote value is
-  pulled;
+- a field never applied (no last value: a fresh link to an existing customer, as after a lost
+  store) -> the remote value is pulled if the store does not set it (never pushed as a
+  clear); set on both sides to different values, local wins and it is reported as a
+  conflict; set locally only, it is pushed;
 - contract customers: the YAML always wins for every field it sets (for the address, every
   part it sets); a field or address part it leaves out is not the contract's: it is merged
   three ways from the store's value like an ordinary account's (an edit in Stripe is pulled,
@@ -314,9 +316,13 @@ def _merge_field(
     if mine == theirs:
         return None
     if name not in last:
-        if _is_set(mine):
-            return FieldChange(name, Direction.PUSH, Reason.NEVER_APPLIED, theirs, mine)
-        return FieldChange(name, Direction.PULL, Reason.NEVER_APPLIED, mine, theirs)
+        # No record (a fresh link to an existing customer: a lost store, the host's PUT
+        # again): a field the store does not set is pulled, never pushed as a clear; one both
+        # set differently is a conflict, local wins and it is reported.
+        if not _is_set(mine):
+            return FieldChange(name, Direction.PULL, Reason.NEVER_APPLIED, mine, theirs)
+        reason = Reason.BOTH_CHANGED if _is_set(theirs) else Reason.NEVER_APPLIED
+        return FieldChange(name, Direction.PUSH, reason, theirs, mine)
     before = last[name]
     local_changed, remote_changed = mine != before, theirs != before
     if local_changed and remote_changed:

@@ -49,6 +49,7 @@ from billing_reconciler.domains.customer_types import CustomersObserved, StoredA
 from billing_reconciler.model_customers import (
     CustomerFields,
     CustomerRecord,
+    controller_metadata,
     creation_idempotency_key,
     customer_key,
     deleted_in_stripe_reason,
@@ -267,11 +268,10 @@ def _plan_customer(
     linking = account.stripe_id is None
     if not linking and spec is None and _unchanged(account, remote):
         return
-    if linking:
-        # Stripe shows the customer as we applied it: its fields (and its values of the
-        # account's metadata keys) are the last-applied side, so a local difference is pushed
-        # and nothing is pulled back over the store.
-        account = dataclasses.replace(account, last_applied=_linked_last(account, remote))
+    # Linking (a crash after the create, or a lost store and the host's PUT again): the
+    # account has no last-applied record of this customer, so the merge pulls every field
+    # the store does not set (an edit made in Stripe, never pushed as a clear) and reports a
+    # field both sides set differently as a conflict (local wins).
     merge = merge_customer(
         local=account.fields,
         remote=remote.fields,
@@ -285,7 +285,7 @@ def _plan_customer(
     )
     _apply_merge(draft, account, remote, merge, contract)
     if linking:
-        _link(draft, account, remote, merge)
+        _link(draft, account, remote)
 
 
 def last_metadata(last_applied: Mapping[str, Any]) -> dict[str, str]:
@@ -293,15 +293,9 @@ def last_metadata(last_applied: Mapping[str, Any]) -> dict[str, str]:
     raw = last_applied.get(METADATA)
     if not isinstance(raw, Mapping):
         return {}
-    return {str(k): v for k, v in raw.items() if isinstance(v, str) and v}
-
-
-def _linked_last(account: StoredAccount, remote: CustomerRecord) -> dict[str, Any]:
-    live = owned_metadata(remote.metadata)
-    return {
-        **last_applied_to_json(remote.fields),
-        METADATA: {k: live[k] for k in owned_metadata(account.metadata) if k in live},
-    }
+    # A record written before `auto_created` was the controller's own key may hold it: not
+    # the merge's (`owned_metadata`).
+    return owned_metadata({str(k): v for k, v in raw.items() if isinstance(v, str) and v})
 
 
 def _unchanged(account: StoredAccount, remote: CustomerRecord) -> bool:
@@ -335,27 +329,15 @@ def _unchanged(account: StoredAccount, remote: CustomerRecord) -> bool:
     return last_applied_to_json(fields).items() <= account.last_applied.items()
 
 
-def _link(
-    draft: _Draft, account: StoredAccount, remote: CustomerRecord, merge: CustomerMerge
-) -> None:
-    """Restore the account's link to its listed customer, with the customer's fields as last
-    applied (except those this plan's push or pull records itself, before the restore)."""
-    written = {c.field for c in merge.changes}
-    last = {k: v for k, v in account.last_applied.items() if k not in written}
-    last[METADATA] = {
-        k: v
-        for k, v in last_metadata(account.last_applied).items()
-        if METADATA_PREFIX + k not in written
-    }
+def _link(draft: _Draft, account: StoredAccount, remote: CustomerRecord) -> None:
+    """Restore the account's link to its listed customer. The last-applied values are the
+    merge's to record (its push, pull or bookkeeping restore), not the link's."""
     draft.restores.append(
         _account_step(
             Action.UPDATE,
             account.org_id,
             reason=Reason.STORE_LOST,
-            params={
-                "stripe_customer_id": remote.stripe_id,
-                "last_applied": last,
-            },
+            params={"stripe_customer_id": remote.stripe_id},
             stripe_id=remote.stripe_id,
             idempotency_key=draft.key("link", account.account_id, remote.stripe_id or ""),
         )
@@ -484,7 +466,10 @@ def _new_contract_account(draft: _Draft, spec: CustomerSpec, observed: Customers
     if linked is not None:
         # The store lost the account, Stripe still has its customer: the account is opened
         # again in the store and linked (a restore, no Stripe call), with the customer's fields
-        # as last applied; a difference from the YAML is pushed by the next pass.
+        # as last applied and every field (address part) the YAML leaves out taken from
+        # Stripe (never cleared there by the next pass); a difference from the YAML is pushed
+        # by the next pass.
+        params.update(last_applied_to_json(contract_local(fields, linked.fields)))
         params["stripe_customer_id"] = linked.stripe_id
         params["last_applied"] = last_applied_to_json(linked.fields)
         draft.restores.append(
@@ -579,7 +564,11 @@ def _create(draft: _Draft, org: str, local: CustomerFields, account: StoredAccou
             local,
             account_id=account.account_id,
             test_clock=account.test_clock,
-            metadata=owned_metadata(account.metadata),
+            # The user's keys and those we stamp ourselves (`auto_created`), never merged.
+            metadata={
+                **owned_metadata(account.metadata),
+                **controller_metadata(account.metadata),
+            },
         ),
     )
 

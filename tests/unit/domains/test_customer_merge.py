@@ -78,17 +78,26 @@ def test_both_changed_alike_writes_nothing() -> None:
     assert result.merged == same.canonical()
 
 
-def test_never_applied_local_wins_if_set_else_pull() -> None:
+def test_never_applied_pulls_what_the_store_leaves_unset_and_reports_a_conflict() -> None:
+    """No last-applied record (a fresh link to an existing customer, as after a lost store):
+    a field the store does not set is pulled, never pushed as a clear; one both sides set
+    differently is a conflict (local wins); one only the store sets is pushed."""
     result = merge_customer(
-        local=CustomerFields(name="Acme"),
-        remote=CustomerFields(name="Other", phone="+1555"),
+        local=CustomerFields(name="Acme", email="a@acme.test"),
+        remote=CustomerFields(
+            name="Other", phone="+1555", address=Address(city="Paris", country="FR")
+        ),
         last_applied=None,
     )
     by_field = {c.field: (c.direction, c.reason) for c in result.changes}
     assert by_field == {
-        "name": (Direction.PUSH, Reason.NEVER_APPLIED),
+        "name": (Direction.PUSH, Reason.BOTH_CHANGED),
+        "email": (Direction.PUSH, Reason.NEVER_APPLIED),
         "phone": (Direction.PULL, Reason.NEVER_APPLIED),
+        "address": (Direction.PULL, Reason.NEVER_APPLIED),
     }
+    assert [c.field for c in result.conflicts] == ["name"]
+    assert update_params(result.push) == {"name": "Acme", "email": "a@acme.test"}
 
 
 def test_contract_wins_for_what_it_declares_and_merges_the_rest_three_ways() -> None:
