@@ -101,6 +101,7 @@ class Account(TypedDict):
     credit_min: int
     due_in_days: int
     test_clock: str | None
+    metadata: dict[str, str]
     created_at: str
 
 

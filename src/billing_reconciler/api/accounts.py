@@ -44,7 +44,12 @@ from billing_reconciler.api.routing import (
     error_responses,
 )
 from billing_reconciler.api.verdicts import accepted, is_pending, raise_if_refused
-from billing_reconciler.model_customers import deleted_in_stripe_reason
+from billing_reconciler.model_customers import (
+    CONTROLLER_METADATA_KEYS,
+    controller_metadata,
+    deleted_in_stripe_reason,
+    owned_metadata,
+)
 from billing_reconciler.store import AccountRecord, AccountRepository, ConflictError
 from billing_reconciler.store import Address as StoredAddress
 from billing_reconciler.store import TaxId as StoredTaxId
@@ -112,6 +117,7 @@ def account(record: AccountRecord) -> Account:
         credit_min=record.credit_min,
         due_in_days=record.due_in_days,
         test_clock=record.test_clock,
+        metadata=owned_metadata(record.metadata),
         created_at=record.created_at,
     )
 
@@ -131,7 +137,14 @@ def _latest(session: Session, org_id: str) -> AccountRecord:
     return record
 
 
-def _patch_fields(body: AccountPatch) -> dict[str, Any]:
+def _metadata(sent: dict[str, str] | None, current: AccountRecord | None) -> dict[str, str]:
+    """The user's metadata keys sent, with the keys the controller writes itself
+    (`auto_created`) kept as the account holds them: never set, changed or removed by it."""
+    kept = {} if current is None else controller_metadata(current.metadata)
+    return {**{k: v for k, v in (sent or {}).items() if k not in CONTROLLER_METADATA_KEYS}, **kept}
+
+
+def _patch_fields(body: AccountPatch, current: AccountRecord) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name in body.model_fields_set:
         if name == "address":
@@ -139,7 +152,7 @@ def _patch_fields(body: AccountPatch) -> dict[str, Any]:
         elif name == "tax_ids":
             fields[name] = _tax_ids(body.tax_ids or [])
         elif name == "metadata":
-            fields[name] = dict(body.metadata or {})
+            fields[name] = _metadata(body.metadata, current)
         else:
             fields[name] = getattr(body, name)
     return fields
@@ -184,7 +197,7 @@ def accounts_router(context: ApiContext) -> APIRouter:
                     currency=body.currency,
                     offline=body.offline,
                     test_clock=body.test_clock,
-                    metadata=dict(body.metadata or {}),
+                    metadata=_metadata(body.metadata, None),
                 ),
             )
         if record.offline or record.state != "active":
@@ -206,7 +219,7 @@ def accounts_router(context: ApiContext) -> APIRouter:
             current = require_active(session, org)
             try:
                 record = AccountRepository(session, clock=context.clock).update(
-                    current.id, **_patch_fields(body)
+                    current.id, **_patch_fields(body, current)
                 )
             except ConflictError as error:
                 # The one refusal of an update: a currency once set never changes.

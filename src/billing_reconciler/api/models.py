@@ -239,6 +239,13 @@ class Account(ResponseBody):
     credit_min: int
     due_in_days: int
     test_clock: str | None
+    metadata: Annotated[
+        dict[str, str],
+        Field(
+            description="The account's metadata keys (pushed to its Stripe customer); never "
+            "the marker keys nor `auto_created`, which are the controller's."
+        ),
+    ]
     created_at: Timestamp
 
 

@@ -156,3 +156,56 @@ def test_a_stripe_edit_of_a_metadata_key_we_wrote_is_pulled(world: World, api: T
     # Only the key we own is pulled; Stripe's own key is left where it is.
     assert world.get("acme").metadata == {"team": "sales"}
     _converged(world)
+
+
+@pytest.fixture
+def auto_api(world: World) -> Iterator[TestClient]:
+    """As `api`, with accounts auto-created with their orgs (`auto_created=true`, DESIGN §15)."""
+
+    class Reconciling(Settings):
+        def request_reconcile(self, domain: str, scope: frozenset[str], reason: str) -> object:
+            super().request_reconcile(domain, scope, reason)
+            world.apply(scope=frozenset(customer_key(org) for org in scope))
+            return None
+
+    settings = Reconciling()
+    settings.configure(auto_create_with_org=True)
+    client = TestClient(build_app(world.store, settings), raise_server_exceptions=True)
+    org = client.put("/v1beta1/organizations/n1", json={"title": "N1"}, headers=APP)
+    assert org.status_code == 201, org.text
+    yield client
+    client.close()
+
+
+def _live_metadata(world: World, stripe_id: str) -> dict[str, str]:
+    metadata = world.stripe.v1.customers.retrieve(stripe_id).metadata
+    return {} if metadata is None else {str(k): str(v) for k, v in metadata.to_dict().items()}
+
+
+def test_a_metadata_patch_keeps_auto_created_and_the_account_shows_the_users_keys(
+    world: World, auto_api: TestClient
+) -> None:
+    """`auto_created` is the controller's own key, like the markers: a PATCH of the user's
+    metadata never removes it in Stripe, and the account resource shows the user's keys."""
+    [customer] = world.customers()
+    assert _live_metadata(world, customer.id)["auto_created"] == "true"
+    path = "/v1beta1/organizations/n1/billing"
+    answer = auto_api.patch(path, json={"metadata": {"a": "1"}}, headers=APP)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["metadata"] == {"a": "1"}
+    live = _live_metadata(world, customer.id)
+    assert (live["a"], live["auto_created"], live["org_id"]) == ("1", "true", "n1")
+    got = auto_api.get(path, headers=APP)
+    assert got.status_code == 200, got.text
+    assert got.json()["metadata"] == {"a": "1"}
+    # The store keeps it too (a later create from this account would stamp it).
+    assert world.get("n1").metadata == {"a": "1", "auto_created": "true"}
+    _converged(world)
+
+    answer = auto_api.patch(path, json={"metadata": {}}, headers=APP)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["metadata"] == {}
+    live = _live_metadata(world, customer.id)
+    assert "a" not in live
+    assert live["auto_created"] == "true"
+    _converged(world)
