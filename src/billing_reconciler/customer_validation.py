@@ -19,9 +19,24 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Sequence
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, Field, StrictInt, StrictStr, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from billing_reconciler.model_customers import (
+    CONTROLLER_METADATA_KEYS,
+    CUSTOMER_MARKER_KEYS,
+    is_reserved_metadata_key,
+)
 
 MAX_NAME: Final[int] = 256
 """Stripe's limit on a customer's name."""
@@ -36,6 +51,18 @@ INT64_MIN: Final[int] = -(2**63)
 INT64_MAX: Final[int] = 2**63 - 1
 """The range of every stored amount and balance (a signed 64-bit column)."""
 MAX_DUE_IN_DAYS: Final[int] = 365
+MAX_METADATA_KEYS: Final[int] = 50
+"""Stripe's limit on an object's metadata keys."""
+MAX_METADATA_KEY: Final[int] = 40
+"""Stripe's limit on a metadata key's length."""
+MAX_METADATA_VALUE: Final[int] = 500
+"""Stripe's limit on a metadata value's length."""
+ACCOUNT_METADATA_KEYS: Final[int] = (
+    MAX_METADATA_KEYS - len(CUSTOMER_MARKER_KEYS) - len(CONTROLLER_METADATA_KEYS)
+)
+"""The keys a user may give an account's metadata: Stripe's 50 less the keys the customers
+domain writes on its customer itself, the markers (DESIGN §14: `managed_by`, `br_key`,
+`br_installation`, `br_revision`, `org_id`) and `auto_created` (§15)."""
 
 #: `tax_id_data[].type` values of the pinned SDK (`CustomerCreateParamsTaxIdDatum.type`).
 TAX_ID_TYPES: Final[frozenset[str]] = frozenset(
@@ -492,7 +519,23 @@ def check_tax_id_value(value: str) -> str:
     return value
 
 
-Name = Annotated[StrictStr, Field(min_length=1, max_length=MAX_NAME), AfterValidator(no_nul)]
+def not_only_dots(value: str) -> str:
+    """An id that is not only dots: `.` and `..` are path segments every HTTP client removes
+    (RFC 3986 §5.2.4), so a resource under such an id could not be reached again."""
+    if not value.strip("."):
+        raise ValueError("must not be only dots ('.' and '..' are path segments clients remove)")
+    return value
+
+
+def not_blank(value: str) -> str:
+    """A text that is not empty nor only whitespace (nor holds a NUL)."""
+    no_nul(value)
+    if not value.strip():
+        raise ValueError("must not be blank (only whitespace)")
+    return value
+
+
+Name = Annotated[StrictStr, Field(min_length=1, max_length=MAX_NAME), AfterValidator(not_blank)]
 """A customer's name (Stripe: up to 256 characters)."""
 Email = Annotated[
     StrictStr,
@@ -501,7 +544,7 @@ Email = Annotated[
     WithJsonSchema({"type": "string", "maxLength": MAX_EMAIL, "pattern": EMAIL_PATTERN}),
 ]
 """An email address (`name@example.com`)."""
-Phone = Annotated[StrictStr, Field(min_length=1, max_length=MAX_PHONE), AfterValidator(no_nul)]
+Phone = Annotated[StrictStr, Field(min_length=1, max_length=MAX_PHONE), AfterValidator(not_blank)]
 """A phone number (Stripe: up to 20 characters)."""
 AddressPart = Annotated[StrictStr, Field(max_length=MAX_ADDRESS_PART), AfterValidator(no_nul)]
 Country = Annotated[
@@ -523,6 +566,102 @@ CreditMin = Annotated[StrictInt, Field(ge=INT64_MIN, le=0)]
 """The minimum credit balance: 0, or negative to allow an overdraft of that many credits."""
 DueInDays = Annotated[StrictInt, Field(ge=0, le=MAX_DUE_IN_DAYS)]
 """Days a customer has to pay an invoice (0-365)."""
+
+
+def unique_tax_ids(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A wrap validator of a list of tax ids (models with `type` and `value`): the same type
+    and value twice is refused at the second one's index (`tax_ids[1]`), as Stripe keeps one
+    and the account would list a tax id Stripe does not have."""
+    items = handler(value)
+    seen: dict[tuple[str, str], int] = {}
+    for index, item in enumerate(items):
+        key = (item.type, item.value)
+        if key in seen:
+            error = PydanticCustomError(
+                "duplicate_tax_id",
+                "the same tax id as tax_ids[{first}] ({type} {value}): list each tax id once",
+                {"first": seen[key], "type": key[0], "value": key[1]},
+            )
+            raise ValidationError.from_exception_data(
+                "tax_ids", [InitErrorDetails(type=error, loc=(index,), input=item)]
+            )
+        seen[key] = index
+    return items
+
+
+def check_metadata_key(key: str) -> None:
+    """A metadata key Stripe takes: 1-40 characters, no square brackets (form encoding's
+    nesting), no NUL."""
+    if not key:
+        raise ValueError("a metadata key must not be empty")
+    if len(key) > MAX_METADATA_KEY:
+        raise ValueError(
+            f"metadata key {key[:MAX_METADATA_KEY]!r}...: at most {MAX_METADATA_KEY} characters"
+        )
+    if "[" in key or "]" in key:
+        raise ValueError(f"metadata key {key!r}: must not contain '[' or ']'")
+    no_nul(key)
+
+
+def check_metadata(value: dict[str, str]) -> dict[str, str]:
+    """Metadata of an org: keys as `check_metadata_key`, values up to 500 characters, at most
+    50 keys (Stripe's limits)."""
+    if len(value) > MAX_METADATA_KEYS:
+        raise ValueError(f"at most {MAX_METADATA_KEYS} keys (got {len(value)})")
+    for key, item in value.items():
+        check_metadata_key(key)
+        no_nul(item)
+        if len(item) > MAX_METADATA_VALUE:
+            raise ValueError(f"metadata value of {key!r}: at most {MAX_METADATA_VALUE} characters")
+    return value
+
+
+def check_account_metadata(value: dict[str, str]) -> dict[str, str]:
+    """Metadata of a billing account, pushed to its Stripe customer: `check_metadata`'s rules,
+    no key the controller writes itself (a marker key of DESIGN §14, any `br_` key,
+    `auto_created`), and room left for those within Stripe's 50 (`ACCOUNT_METADATA_KEYS`)."""
+    ours = ", ".join(sorted(CUSTOMER_MARKER_KEYS | CONTROLLER_METADATA_KEYS))
+    for key in value:
+        if is_reserved_metadata_key(key) or key in CONTROLLER_METADATA_KEYS:
+            raise ValueError(
+                f"metadata key {key!r} is reserved: {ours} and any br_ key are written by the "
+                "controller"
+            )
+    if len(value) > ACCOUNT_METADATA_KEYS:
+        raise ValueError(
+            f"at most {ACCOUNT_METADATA_KEYS} keys (got {len(value)}): Stripe takes "
+            f"{MAX_METADATA_KEYS}, and the controller writes "
+            f"{MAX_METADATA_KEYS - ACCOUNT_METADATA_KEYS} itself ({ours})"
+        )
+    return check_metadata(value)
+
+
+MetadataMap = Annotated[
+    dict[StrictStr, StrictStr],
+    AfterValidator(check_metadata),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": MAX_METADATA_KEYS,
+            "propertyNames": {"minLength": 1, "maxLength": MAX_METADATA_KEY},
+            "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE},
+        }
+    ),
+]
+"""An org's metadata (Stripe's limits: 50 keys of 1-40 characters, values up to 500)."""
+AccountMetadata = Annotated[
+    dict[StrictStr, StrictStr],
+    AfterValidator(check_account_metadata),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": ACCOUNT_METADATA_KEYS,
+            "propertyNames": {"minLength": 1, "maxLength": MAX_METADATA_KEY},
+            "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE},
+        }
+    ),
+]
+"""A billing account's metadata: `check_account_metadata`."""
 
 
 def field_path(loc: Sequence[str | int]) -> str:

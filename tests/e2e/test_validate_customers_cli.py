@@ -173,3 +173,37 @@ def test_customer_field_errors_in_json(tmp_path: Path) -> None:
         (19, 17, "customers[2].credit_min"),
         (20, 18, "customers[2].due_in_days"),
     ]
+
+
+DUPLICATES = """\
+customers:
+  - org_id: dup
+    name: Dup
+    tax_ids:
+      - {type: us_ein, value: 12-3456789}
+      - {type: eu_vat, value: DE123456789}
+      - {type: us_ein, value: 12-3456789}
+  - org_id: ".."
+    name: "   "
+    phone: "  "
+"""
+
+
+def test_duplicate_tax_ids_dot_org_ids_and_blank_fields_are_errors(tmp_path: Path) -> None:
+    desired = shipped_copy(tmp_path)
+    (desired / "customers" / "dup.yaml").write_text(DUPLICATES, encoding="utf-8")
+    before = {str(p): p.stat().st_mtime for p in tmp_path.rglob("*")}
+
+    code, output = run_cli("validate", "--desired", str(desired))
+
+    assert code == 1, output
+    lines = [line.split("/desired/", 1)[-1] for line in output.splitlines()]
+    assert lines[:4] == [
+        "customers/dup.yaml:7:9: error: customers[0].tax_ids[2]: the same tax id as "
+        "tax_ids[0] (us_ein 12-3456789): list each tax id once",
+        "customers/dup.yaml:8:13: error: customers[1].org_id: must not be only dots ('.' and "
+        "'..' are path segments clients remove)",
+        "customers/dup.yaml:9:11: error: customers[1].name: must not be blank (only whitespace)",
+        "customers/dup.yaml:10:12: error: customers[1].phone: must not be blank (only whitespace)",
+    ]
+    assert {str(p): p.stat().st_mtime for p in tmp_path.rglob("*")} == before

@@ -37,9 +37,12 @@ SAMPLES: list[tuple[str, Any, bool]] = [
     ("phone", "x" * 20, True),
     ("phone", "+1 780-459-5656 ext. 725", False),
     ("phone", "", False),
+    ("phone", "   ", False),
+    ("phone", " +49 30 1234567", True),
     ("name", "n" * 256, True),
     ("name", "n" * 257, False),
     ("name", "", False),
+    ("name", " \t ", False),
     ("address", {"line1": "l" * 500, "country": "de"}, True),
     ("address", {"line1": "l" * 501}, False),
     ("address", {"country": "DE"}, True),
@@ -54,6 +57,9 @@ SAMPLES: list[tuple[str, Any, bool]] = [
     ("tax_ids", [{"type": "eu_vat", "value": "  "}], False),
     ("tax_ids", [{"type": "eu_vat", "value": "x" * 65}], False),
     ("tax_ids", [TAX] * 21, False),
+    ("tax_ids", [TAX, dict(TAX)], False),
+    ("tax_ids", [TAX, {"type": "eu_vat", "value": "DE123456780"}], True),
+    ("tax_ids", [TAX, {"type": "eu_oss_vat", "value": TAX["value"]}], True),
     ("credit_min", 0, True),
     ("credit_min", -500, True),
     ("credit_min", 5, False),
@@ -109,6 +115,22 @@ def test_an_unknown_tax_id_type_suggests_the_closest() -> None:
     assert api_error["loc"] == ("tax_ids", 1, "type")
     assert "unknown tax id type 'eu_vta'; did you mean 'eu_vat'?" in api_error["msg"]
     assert "did you mean 'gb_vat'?" in yaml.value.errors()[0]["msg"]
+
+
+def test_a_duplicate_tax_id_is_named_at_its_second_entry() -> None:
+    ein = {"type": "us_ein", "value": "12-3456789"}
+    with pytest.raises(ValidationError) as api:
+        AccountPatch.model_validate({"tax_ids": [ein, TAX, ein]})
+    with pytest.raises(ValidationError) as yaml:
+        CustomerModel.model_validate({"org_id": "a", "name": "A", "tax_ids": [ein, TAX, ein]})
+    for error in (api.value.errors(), yaml.value.errors()):
+        assert [(e["loc"], e["type"]) for e in error] == [(("tax_ids", 2), "duplicate_tax_id")]
+        assert "the same tax id as tax_ids[0] (us_ein 12-3456789)" in error[0]["msg"]
+
+
+@pytest.mark.parametrize(("org_id", "accepted"), [(".", False), ("..", False), (".a.", True)])
+def test_a_contract_org_id_of_only_dots_is_refused(org_id: str, accepted: bool) -> None:
+    assert _accepts(CustomerModel, {"org_id": org_id, "name": "A"}) is accepted
 
 
 def _literal_values(hint: object) -> set[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
 from fastapi import APIRouter, Depends
@@ -14,7 +13,7 @@ from billing_reconciler.api.context import ApiContext
 from billing_reconciler.api.errors import ApiError, invalid
 from billing_reconciler.api.ledger import admin_ledger_router, ledger_router
 from billing_reconciler.api.organizations import organizations_router
-from billing_reconciler.api.routing import ORG_ID_PATTERN, PREFIX, ApiRoute
+from billing_reconciler.api.routing import PREFIX, ApiRoute, is_org_id
 from billing_reconciler.api.subscriptions import admin_subscriptions_router, subscriptions_router
 
 _METHODS: Final = ["GET", "PUT", "POST", "PATCH", "DELETE"]
@@ -39,19 +38,19 @@ def _unmatched_org_routes(tokens: ApiTokens) -> APIRouter:
     )
     def unmatched(rest: str) -> None:
         parts = rest.split("/")
-        if re.fullmatch(ORG_ID_PATTERN, parts[0]) and (
-            len(parts) == 1 or parts[1] in _ORG_SUBRESOURCES
-        ):
+        if is_org_id(parts[0]) and (len(parts) == 1 or parts[1] in _ORG_SUBRESOURCES):
+            if parts[1:2] == ["members"] and len(parts) > 3:
+                # Members have no sub-routes: the user id held a '/' (Starlette decodes %2F).
+                raise invalid(
+                    "no such route; note that a user id cannot contain '/'",
+                    status=400,
+                    field="user",
+                )
             # A real org and a known part of it: the route (or method) is what is unknown.
-            hint = (
-                "; note that a user id cannot contain '/'"
-                if parts[1:2] == ["members"] and len(parts) > 3
-                else ""
-            )
-            raise ApiError(404, "not_found", f"no such route{hint}", {"path": rest})
+            raise ApiError(404, "not_found", "no such route", {"path": rest})
         raise invalid(
-            "no such route; note that an org id is 1-64 characters of [A-Za-z0-9_.:-] and "
-            "cannot contain '/'",
+            "no such route; note that an org id is 1-64 characters of [A-Za-z0-9_.:-], not "
+            "only dots, and cannot contain '/'",
             status=400,
             field="org",
         )

@@ -19,6 +19,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -27,15 +28,18 @@ from billing_reconciler.customer_validation import INT64_MAX as INT64_MAX
 from billing_reconciler.customer_validation import INT64_MIN as INT64_MIN
 from billing_reconciler.customer_validation import (
     MAX_TAX_IDS,
+    AccountMetadata,
     AddressPart,
     Country,
     CreditMin,
     DueInDays,
     Email,
+    MetadataMap,
     Name,
     Phone,
     TaxIdType,
     TaxIdValue,
+    unique_tax_ids,
 )
 from billing_reconciler.money import is_valid_currency
 
@@ -56,10 +60,7 @@ def _currency(value: str) -> str:
 
 Currency = Annotated[StrictStr, AfterValidator(_currency)]
 
-Metadata = Annotated[
-    dict[Annotated[str, Field(max_length=40)], Annotated[StrictStr, Field(max_length=500)]],
-    Field(max_length=50),
-]
+Metadata = MetadataMap
 TestClock = Annotated[StrictStr, Field(pattern=r"^clock_[A-Za-z0-9]+$", max_length=255)]
 
 
@@ -184,6 +185,10 @@ class TaxIdIn(RequestBody):
     value: TaxIdValue
 
 
+TaxIds = Annotated[list[TaxIdIn], Field(max_length=MAX_TAX_IDS), WrapValidator(unique_tax_ids)]
+"""At most 20 tax ids, each type and value once."""
+
+
 class AccountCreate(RequestBody):
     """`POST .../billing`: fields left out default to the org's title and owner email."""
 
@@ -191,11 +196,11 @@ class AccountCreate(RequestBody):
     email: Email | None = None
     phone: Phone | None = None
     address: AddressIn | None = None
-    tax_ids: Annotated[list[TaxIdIn], Field(max_length=MAX_TAX_IDS)] = []
+    tax_ids: TaxIds = []
     currency: Currency | None = None
     offline: StrictBool | None = None
     test_clock: TestClock | None = None
-    metadata: Metadata | None = None
+    metadata: AccountMetadata | None = None
 
 
 class AccountPatch(RequestBody):
@@ -205,9 +210,9 @@ class AccountPatch(RequestBody):
     email: Email | None = None
     phone: Phone | None = None
     address: AddressIn | None = None
-    tax_ids: Annotated[list[TaxIdIn], Field(max_length=MAX_TAX_IDS)] | None = None
+    tax_ids: TaxIds | None = None
     currency: Currency | None = None
-    metadata: Metadata | None = None
+    metadata: AccountMetadata | None = None
 
 
 class Address(ResponseBody):

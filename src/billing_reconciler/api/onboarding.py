@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from billing_reconciler.api.context import ApiContext
 from billing_reconciler.api.errors import ApiError, precondition
+from billing_reconciler.model_customers import AUTO_CREATED_KEY as AUTO_CREATED_KEY
 from billing_reconciler.store import (
     AccountRecord,
     AccountRepository,
@@ -23,8 +24,6 @@ from billing_reconciler.store import (
     TaxId,
 )
 from billing_reconciler.store import grant_onboard_credits as store_grant
-
-AUTO_CREATED_KEY = "auto_created"
 
 
 @dataclass(frozen=True, slots=True)

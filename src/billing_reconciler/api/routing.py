@@ -7,12 +7,14 @@ all leave as the §19 envelope, from this router alone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Final
 
 from fastapi import Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import AfterValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing_reconciler.api.auth import Requires
@@ -25,15 +27,32 @@ from billing_reconciler.api.errors import (
     unexpected,
 )
 from billing_reconciler.api.models import Accepted, ErrorBody
+from billing_reconciler.customer_validation import not_only_dots
 from billing_reconciler.store import StoreError
 
 PREFIX: Final = "/v1beta1"
 ORG_ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
+"""An org id's characters (DESIGN §15); `is_org_id` also refuses one of dots only."""
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
 MAX_BODY_BYTES: Final = 1024 * 1024
 """The largest request body read; a larger one is 422 `invalid_argument` (field `body`)."""
 _BODYLESS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def not_padded(value: str) -> str:
+    """An id that is not blank and neither begins nor ends with whitespace."""
+    if not value.strip():
+        raise ValueError("must not be blank (only whitespace)")
+    if value != value.strip():
+        raise ValueError("must not begin or end with whitespace")
+    return value
+
+
+def is_org_id(value: str) -> bool:
+    """What `OrgId` accepts."""
+    return re.fullmatch(ORG_ID_PATTERN, value) is not None and bool(value.strip("."))
+
 
 OrgId = Annotated[
     str,
@@ -41,8 +60,10 @@ OrgId = Annotated[
         min_length=1,
         max_length=64,
         pattern=ORG_ID_PATTERN,
-        description="The host's organization id: 1-64 characters of [A-Za-z0-9_.:-].",
+        description="The host's organization id: 1-64 characters of [A-Za-z0-9_.:-], not "
+        "only dots.",
     ),
+    AfterValidator(not_only_dots),
 ]
 UserId = Annotated[
     str,
@@ -50,8 +71,11 @@ UserId = Annotated[
         min_length=1,
         max_length=255,
         pattern=r"^[^\x00-\x1f\x7f]+$",
-        description="The host's user id (no control characters).",
+        description="The host's user id: no control characters, no '/', not only dots, not "
+        "blank, no whitespace at either end.",
     ),
+    AfterValidator(not_padded),
+    AfterValidator(not_only_dots),
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 500).")]
 Cursor = Annotated[

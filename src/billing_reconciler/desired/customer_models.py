@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Final
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -17,6 +18,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     WithJsonSchema,
+    WrapValidator,
     model_validator,
 )
 
@@ -31,6 +33,8 @@ from billing_reconciler.customer_validation import (
     Phone,
     TaxIdType,
     TaxIdValue,
+    not_only_dots,
+    unique_tax_ids,
 )
 from billing_reconciler.desired.models import NAME_PATTERN
 from billing_reconciler.money import is_valid_currency
@@ -81,15 +85,18 @@ class TaxIdModel(_Strict):
 class CustomerModel(_Strict):
     """A contract customer: an account declared by org id."""
 
-    org_id: Annotated[StrictStr, Field(pattern=ORG_ID_PATTERN)]
-    """The host application's organization id (1-64 characters of A-Za-z0-9_.:-)."""
+    org_id: Annotated[StrictStr, Field(pattern=ORG_ID_PATTERN), AfterValidator(not_only_dots)]
+    """The host application's organization id (1-64 of A-Za-z0-9_.:-, not only dots)."""
     name: Name
     """Up to 256 characters (Stripe's limit)."""
     email: Email | None = None
     phone: Phone | None = None
     """Up to 20 characters (Stripe's limit)."""
     address: AddressModel | None = None
-    tax_ids: Annotated[list[TaxIdModel], Field(max_length=MAX_TAX_IDS)] = []
+    tax_ids: Annotated[
+        list[TaxIdModel], Field(max_length=MAX_TAX_IDS), WrapValidator(unique_tax_ids)
+    ] = []
+    """Each type and value once."""
     offline: StrictBool = False
     """True keeps the account without a Stripe customer."""
     plan: Annotated[StrictStr, Field(min_length=1, max_length=100, pattern=NAME_PATTERN)] | None = (

@@ -1,0 +1,272 @@
+"""A fresh user's findings on the API's request validation (tester T1, 2026-12-03): each bad
+request is refused with the status, code and field named, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import MutableMapping
+from typing import Any
+
+import anyio
+import pytest
+
+from billing_reconciler.customer_validation import ACCOUNT_METADATA_KEYS
+from billing_reconciler.model_customers import (
+    AUTO_CREATED_KEY,
+    CONTROLLER_METADATA_KEYS,
+    CUSTOMER_MARKER_KEYS,
+)
+from tests.integration.api.conftest import APP, ORG, V1, Api, dump, refused
+
+EIN = {"type": "us_ein", "value": "12-3456789"}
+
+# --- 7: metadata keys ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metadata", "fragment"),
+    [
+        ({"": "empty"}, "must not be empty"),
+        ({"k" * 41: "v"}, "at most 40 characters"),
+        ({"a[b]": "v"}, "must not contain '[' or ']'"),
+        ({"k": "v" * 501}, "at most 500 characters"),
+        ({"managed_by": "me"}, "reserved"),
+        ({"org_id": "other"}, "reserved"),
+        ({"br_key": "customer/x"}, "reserved"),
+        ({AUTO_CREATED_KEY: "true"}, "reserved"),
+        ({f"k{i}": "v" for i in range(ACCOUNT_METADATA_KEYS + 1)}, "at most 44 keys (got 45)"),
+        ({f"k{i}": "v" for i in range(50)}, "at most 44 keys (got 50)"),
+    ],
+)
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_account_metadata_within_stripe_limits_with_our_markers(
+    api: Api, acme: str, method: str, metadata: dict[str, str], fragment: str
+) -> None:
+    del acme
+    if method == "POST":
+        assert api.post(f"{ORG}/billing/disable", headers=APP).status_code == 200
+    error = refused(
+        api,
+        method,
+        f"{ORG}/billing",
+        status=422,
+        code="invalid_argument",
+        field="metadata",
+        json={"metadata": metadata},
+    )
+    assert fragment in error["message"], error
+
+
+def test_account_metadata_leaves_room_for_the_markers(api: Api, acme: str) -> None:
+    del acme
+    ours = len(CUSTOMER_MARKER_KEYS) + len(CONTROLLER_METADATA_KEYS)
+    assert ours + ACCOUNT_METADATA_KEYS == 50
+    most = {f"k{i}": "v" for i in range(ACCOUNT_METADATA_KEYS)}
+    answer = api.patch(f"{ORG}/billing", json={"metadata": most}, headers=APP)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["metadata"] == most
+
+
+def test_org_metadata_refuses_an_empty_key(api: Api) -> None:
+    refused(
+        api,
+        "PUT",
+        f"{V1}/organizations/m1",
+        status=422,
+        code="invalid_argument",
+        field="metadata",
+        json={"title": "M1", "metadata": {"": "x"}},
+    )
+
+
+# --- 11: duplicate tax ids -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_duplicate_tax_ids_are_refused_at_the_second(api: Api, acme: str, method: str) -> None:
+    del acme
+    if method == "POST":
+        assert api.post(f"{ORG}/billing/disable", headers=APP).status_code == 200
+    other = {"type": "eu_vat", "value": "DE123456789"}
+    error = refused(
+        api,
+        method,
+        f"{ORG}/billing",
+        status=422,
+        code="invalid_argument",
+        field="tax_ids[2]",
+        json={"tax_ids": [EIN, other, dict(EIN)]},
+    )
+    assert "the same tax id as tax_ids[0] (us_ein 12-3456789)" in error["message"], error
+
+
+def test_the_same_value_under_another_type_is_not_a_duplicate(api: Api, acme: str) -> None:
+    del acme
+    body = {"tax_ids": [EIN, {"type": "ca_bn", "value": "12-3456789"}]}
+    answer = api.patch(f"{ORG}/billing", json=body, headers=APP)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["tax_ids"]) == 2
+
+
+# --- 12, 16: ids -----------------------------------------------------------------------------
+
+
+def as_is(api: Api, method: str, path: str, body: object = None) -> tuple[int, dict[str, Any]]:
+    """Send `path` as it is (as `curl --path-as-is` does; httpx removes dot segments) straight
+    to the app: the status and the JSON answer."""
+    payload = b"" if body is None else json.dumps(body).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"authorization", APP["Authorization"].encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "http.request", "body": payload, "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    async def call() -> None:
+        await api.app(scope, receive, send)
+
+    anyio.run(call)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    text = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, json.loads(text) if text else {}
+
+
+@pytest.mark.parametrize("org", [".", "..", "...", ". ."])
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_org_ids_of_only_dots_are_refused(api: Api, method: str, org: str) -> None:
+    before = dump(api.store)
+    status, answer = as_is(api, method, f"{V1}/organizations/{org}", {"title": "Dots"})
+    assert status == 400, answer
+    assert answer["error"]["code"] == "invalid_argument", answer
+    assert answer["error"]["details"]["field"] == "org", answer
+    status, answer = as_is(api, "GET", f"{V1}/organizations/{org}/billing")
+    assert status == 400, answer
+    assert answer["error"]["details"]["field"] == "org", answer
+    assert dump(api.store) == before
+
+
+@pytest.mark.parametrize("user", [".", ".."])
+def test_user_ids_of_only_dots_are_refused(api: Api, acme: str, user: str) -> None:
+    del acme
+    before = dump(api.store)
+    status, answer = as_is(api, "PUT", f"{ORG}/members/{user}", {"email": "u@acme.test"})
+    assert status == 400, answer
+    assert answer["error"]["code"] == "invalid_argument", answer
+    assert answer["error"]["details"]["field"] == "user", answer
+    assert "only dots" in answer["error"]["message"], answer
+    assert dump(api.store) == before
+
+
+def test_org_ids_with_dots_inside_are_fine(api: Api) -> None:
+    assert api.put(f"{V1}/organizations/a.b", json={"title": "A"}, headers=APP).status_code == 201
+    assert api.put(f"{V1}/organizations/.a.", json={"title": "A"}, headers=APP).status_code == 201
+
+
+@pytest.mark.parametrize("org", [" ", "%20acme", "acme%20"])
+def test_org_ids_with_whitespace_are_refused(api: Api, org: str) -> None:
+    refused(
+        api,
+        "PUT",
+        f"{V1}/organizations/{org}",
+        status=400,
+        code="invalid_argument",
+        field="org",
+        json={"title": "Blank"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("user", "fragment"),
+    [
+        ("...", "only dots"),
+        ("%20", "blank"),
+        ("%20%20", "blank"),
+        ("%20u1", "whitespace"),
+        ("u1%20", "whitespace"),
+        ("u1%09", ""),  # a control character: the pattern's refusal
+    ],
+)
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_bad_user_ids_are_refused(
+    api: Api, acme: str, method: str, user: str, fragment: str
+) -> None:
+    del acme
+    request: dict[str, Any] = {"json": {"email": "u@acme.test"}} if method == "PUT" else {}
+    error = refused(
+        api,
+        method,
+        f"{ORG}/members/{user}",
+        status=400,
+        code="invalid_argument",
+        field="user",
+        **request,
+    )
+    assert fragment in error["message"], error
+
+
+@pytest.mark.parametrize("user", ["a/b", "a%2Fb"])
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_a_user_id_with_a_slash_is_refused_as_an_org_id_with_one(
+    api: Api, acme: str, method: str, user: str
+) -> None:
+    del acme
+    request: dict[str, Any] = {"json": {"email": "u@acme.test"}} if method == "PUT" else {}
+    as_org = refused(
+        api,
+        method,
+        f"{V1}/organizations/{user}",
+        status=400,
+        code="invalid_argument",
+        field="org",
+        **request,
+    )
+    as_user = refused(
+        api,
+        method,
+        f"{ORG}/members/{user}",
+        status=400,
+        code="invalid_argument",
+        field="user",
+        **request,
+    )
+    assert "cannot contain '/'" in as_org["message"]
+    assert "cannot contain '/'" in as_user["message"]
+
+
+@pytest.mark.parametrize(("field", "value"), [("phone", "   "), ("name", " \t ")])
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_blank_phone_and_name_are_refused(
+    api: Api, acme: str, method: str, field: str, value: str
+) -> None:
+    del acme
+    if method == "POST":
+        assert api.post(f"{ORG}/billing/disable", headers=APP).status_code == 200
+    error = refused(
+        api,
+        method,
+        f"{ORG}/billing",
+        status=422,
+        code="invalid_argument",
+        field=field,
+        json={field: value},
+    )
+    assert "must not be blank" in error["message"], error
