@@ -118,6 +118,7 @@ class _Draft:
     restores: list[Step] = field(default_factory=list)
     drift: list[DriftItem] = field(default_factory=list)
     orphans: list[Notice] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # Indexes of the observed customers, built once per plan (not per account: 100k accounts
     # would make the plan quadratic).
@@ -199,6 +200,7 @@ def customers_plan(
         created_at=context.now,
         drift=tuple(draft.drift),
         orphans=tuple(draft.orphans),
+        notices=tuple(draft.notices),
         warnings=tuple(draft.warnings),
         restores=tuple(draft.restores),
     )
@@ -439,11 +441,13 @@ def _duplicates(
 
 def _new_contract_account(draft: _Draft, spec: CustomerSpec, observed: CustomersObserved) -> None:
     if spec.org_id in observed.inactive_orgs:
-        draft.orphans.append(
+        # Declared, so not an orphan: a disabled declared account, left alone (waiting for the
+        # host), with the Stripe customer it holds.
+        draft.notices.append(
             Notice(
                 account_key(spec.org_id),
                 ACCOUNT_STEP,
-                None,
+                observed.inactive_customers.get(spec.org_id),
                 "declared in desired/customers, but the org's account is disabled: enable it "
                 "through the API, or create a new billing account if its Stripe customer was "
                 "deleted (never re-created silently)",
@@ -911,6 +915,7 @@ def _fingerprint(observed: CustomersObserved) -> str:
         sorted([repr(_customer_values(c)) for c in observed.live.customers]),
         sorted(map(repr, observed.live.deleted_ids)),
         sorted(map(repr, observed.inactive_orgs)),
+        sorted(map(repr, observed.inactive_customers.items())),
         sorted(map(repr, observed.claimed_ids)),
         (repr((observed.cursor, observed.moved_to)),),
     )

@@ -91,8 +91,10 @@ class CustomersObserved:
     cursor: CursorState = CursorState()
     moved_to: EventPosition | None = None
     resynced: bool = False
-    # Contract orgs without an active account that have a disabled one.
+    # Contract orgs without an active account that have a disabled one, and the Stripe
+    # customer that (newest) disabled account holds, for those that hold one.
     inactive_orgs: frozenset[str] = frozenset()
+    inactive_customers: Mapping[str, str] = field(default_factory=dict)
     # Live customers no active account holds that an account of the store (a disabled one)
     # does: never linked to another account.
     claimed_ids: frozenset[str] = frozenset()

@@ -87,9 +87,9 @@ class CustomersReader(Protocol):
 
     def customers_by_id(self, ids: Iterable[str], *, installation_id: str) -> LiveCustomers: ...
 
-    def orgs_with_accounts(self, org_ids: Iterable[str]) -> frozenset[str]:
+    def orgs_with_accounts(self, org_ids: Iterable[str]) -> Mapping[str, str | None]:
         """Which of `org_ids` have an account in any state (a disabled one blocks a contract
-        customer's re-creation)."""
+        customer's re-creation), each with the Stripe customer its newest account holds."""
         ...
 
     def claimed_customers(self, stripe_ids: Iterable[str]) -> frozenset[str]:
@@ -195,7 +195,12 @@ class CustomersDomain:
         missing = [org for org in desired.specs if org not in active]
         if not missing:
             return observed
-        return replace(observed, inactive_orgs=reader.orgs_with_accounts(missing))
+        found = reader.orgs_with_accounts(missing)
+        return replace(
+            observed,
+            inactive_orgs=frozenset(found),
+            inactive_customers={org: i for org, i in found.items() if i is not None},
+        )
 
     def _with_claimed(
         self, reader: CustomersReader, observed: CustomersObserved

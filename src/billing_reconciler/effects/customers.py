@@ -96,10 +96,11 @@ class CustomersIO:
                 after = page[-1].id
             return accounts
 
-    def orgs_with_accounts(self, org_ids: Iterable[str]) -> frozenset[str]:
+    def orgs_with_accounts(self, org_ids: Iterable[str]) -> Mapping[str, str | None]:
         with self.store.session() as session:
             repository = AccountRepository(session)
-            return frozenset(o for o in org_ids if repository.latest_for_org(o) is not None)
+            latest = {o: repository.latest_for_org(o) for o in org_ids}
+            return {o: r.stripe_customer_id for o, r in latest.items() if r is not None}
 
     def claimed_customers(self, stripe_ids: Iterable[str]) -> frozenset[str]:
         with self.store.session() as session:

@@ -140,7 +140,7 @@ def _sections_text(plan: Plan) -> list[str]:
     ):
         if notices:
             lines.append(title)
-            lines += [f"  ? {n.kind} {n.key} {n.stripe_id or ''}: {n.message}" for n in notices]
+            lines += [f"  ? {n.kind} {n.key}{_target(n)}: {n.message}" for n in notices]
             lines.append("")
     if plan.notices:
         lines.append(notices_title(plan.notices) + ":")
@@ -162,8 +162,12 @@ def _sections_text(plan: Plan) -> list[str]:
 
 
 def _notice_text(notice: Notice) -> str:
-    target = f" {notice.stripe_id}" if notice.stripe_id else ""
-    return f"  x {notice.kind} {notice.key}{target}: {notice.message}"
+    return f"  x {notice.kind} {notice.key}{_target(notice)}: {notice.message}"
+
+
+def _target(notice: Notice) -> str:
+    """` cus_123`, or nothing for an object without a Stripe id (an offline account)."""
+    return f" {notice.stripe_id}" if notice.stripe_id else ""
 
 
 def restores_title(restores: Sequence[Step]) -> str:
@@ -246,7 +250,7 @@ def markdown_notices(plan: Plan) -> list[str]:
     for title, notices in (("Orphans", plan.orphans), ("Awaiting adoption", plan.adoptable)):
         if notices:
             lines += [f"<details><summary>{title} ({len(notices)})</summary>", ""]
-            lines += [f"- `{n.key}` {n.stripe_id or ''}: {n.message}" for n in notices]
+            lines += [f"- `{n.key}`{_target(n)}: {n.message}" for n in notices]
             lines += ["", "</details>", ""]
     if plan.notices:
         lines += [f"<details><summary>{notices_title(plan.notices)}</summary>", ""]

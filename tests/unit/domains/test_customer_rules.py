@@ -259,6 +259,7 @@ CHANGES: dict[str, Callable[[], CustomersObserved]] = {
     "position to record": lambda: _observed(moved_to=EventPosition("evt_3", 102)),
     "claimed ids": lambda: _observed(claimed_ids=frozenset({"cus_9"})),
     "inactive orgs": lambda: _observed(inactive_orgs=frozenset({"org-9"})),
+    "inactive customers": lambda: _observed(inactive_customers={"org-9": "cus_9"}),
 }
 
 
