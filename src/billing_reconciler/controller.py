@@ -264,12 +264,17 @@ class Controller:
         *,
         on_step: Callable[[StepOutcome], None] | None = None,
         run_id: str | None = None,
+        settle_bookkeeping: bool = False,
     ) -> tuple[str, list[StepOutcome], Plan]:
         """Apply, then re-observe: returns the run id, the outcomes and the residual plan.
 
         `run_id` names the run (default: a new id), so a caller can log under it before the
         run exists. An exception from `on_step` stops the apply after that step (the step is
-        journaled done) and fails the run.
+        journaled done) and fails the run. `settle_bookkeeping`: a converged re-plan's
+        bookkeeping restores (what the writes just made, as re-read: the subscriptions
+        domain's mirror of a subscription it created, an events cursor) are applied in the
+        same run, so the store shows the run's work when it ends (`serve`: the API answers
+        the write from it); the residual returned then holds none.
         """
         if planned.plan.refused:
             raise ReconcileError("the plan was refused: " + "; ".join(planned.plan.refusals))
@@ -285,6 +290,15 @@ class Controller:
                 concurrency=self.state.config.reconcile.apply_concurrency,
             ).apply(self._with_outside_ids(planned.plan))
             residual = self.plan(planned.options).plan
+            if settle_bookkeeping and residual.converged and residual.restores:
+                Applier(
+                    gateway=self.gateway,
+                    store=self.store,
+                    run_id=run_id,
+                    desired_fields=planned.desired_fields,
+                    executors=self.registration.executors,
+                ).apply(replace(residual, steps=()))
+                residual = replace(residual, restores=())
         except Exception as error:
             self._finish_run(run_id, RunResult.FAILED, planned.plan, error=str(error))
             raise

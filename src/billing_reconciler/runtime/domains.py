@@ -209,7 +209,9 @@ class DomainRunner:
                 )
 
         try:
-            _, _, residual = controller.apply(planned, on_step=after_step, run_id=run_id)
+            _, _, residual = controller.apply(
+                planned, on_step=after_step, run_id=run_id, settle_bookkeeping=True
+            )
         except WritingStopped as stopped:
             _log.warning("apply interrupted", applied=applied, of=total, detail=str(stopped))
             return self._result(
