@@ -595,7 +595,8 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
     )
     def entitlement(org: OrgId, feature: FeaturePath) -> Entitlement:
         """Whether an active or trialing subscription's plan has a product carrying the
-        feature (DESIGN §16; a feature on no product grants nothing)."""
+        feature (DESIGN §16; a feature on no product grants nothing, nor a disabled account:
+        its subscription is being cancelled)."""
         name = feature.lower()
         with context.store.session() as session:
             require_org(session, org)
@@ -605,7 +606,8 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
                 raise not_found(f"no feature {feature}", field="feature", feature=feature)
             intent = IntentRepository(session).current(account.id)
             granting = None
-            for mirrored in SubscriptionMirrorRepository(session).for_account(account.id):
+            mirrors = SubscriptionMirrorRepository(session).for_account(account.id)
+            for mirrored in mirrors if account.state == "active" else ():
                 if mirrored.status not in ENTITLED_STATUSES:
                     continue
                 plan_name = mirrored.plan or (intent.plan if intent is not None else None)

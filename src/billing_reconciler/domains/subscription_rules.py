@@ -67,6 +67,7 @@ from billing_reconciler.domains.subscription_types import (
     CatalogPlan,
     CatalogPrice,
     PlanCatalog,
+    SubscriptionIntent,
     SubscriptionMirror,
     SubscriptionsObserved,
 )
@@ -100,7 +101,7 @@ SCHEDULE_STEP: Final = "subscription_schedule"
 #: The store's mirror of a subscription (and the intent a completed change moves): a
 #: bookkeeping restore, written by apply, never a change.
 MIRROR_STEP: Final = "subscription_mirror"
-CREATES, UPDATES, SCHEDULES, CANCELS = 1, 2, 3, 4
+ENDS, CREATES, UPDATES, SCHEDULES, CANCELS = 0, 1, 2, 3, 4
 
 #: `params["op"]`: the Stripe call a step's executor makes.
 OP_CREATE: Final = "create"  # POST /v1/subscriptions
@@ -473,18 +474,24 @@ def _guarded(step: Step) -> Step:
 
 
 def _plan_account(draft: _Draft, bundle: AccountSubscriptions) -> None:
-    account, intent = bundle.account, bundle.intent
+    account = bundle.account
     ours = [s for s in bundle.subscriptions if _ours(draft, s)]
-    _mirror(draft, bundle, ours)
+    adoption = _adoption(draft, bundle, ours)
+    _mirror(draft, bundle, ours, adoption)
+    if adoption is not None:
+        # From here on the intent is the adopted subscription's (the store's follows it).
+        bundle = dataclasses.replace(bundle, intent=adoption.intent)
+    intent = bundle.intent
+    if account.state != "active" and not account.offline:
+        # Disabled (through the API, or a deleted org's): it stops billing. Nothing is created
+        # or changed, and every live subscription of ours on its customer is cancelled now
+        # (`invoice_now`, `prorate`: what is owed is invoiced, unused time is a credit), before
+        # anything else of the plan, so a new account of the org never bills beside it.
+        for sub in sorted((s for s in ours if s.live), key=lambda s: s.stripe_id):
+            _cancel(draft, bundle, sub, replaced=False, phase=ENDS)
+        return
     if intent is None or account.offline:
         return  # no intent; offline: the intent waits for `register`
-    if account.state != "active":
-        # Disabled: nothing is created or changed, but a deleted org's live subscription (its
-        # intent asks for an immediate cancel: `api.organizations`) is cancelled.
-        current = _current(draft, bundle, [s for s in ours if s.live])
-        if current is not None and intent.cancel is not None and intent.cancel.immediate:
-            _cancel(draft, bundle, current, replaced=False)
-        return
     if account.stripe_customer_id is None:
         return  # registered, its customer not created yet: the customers domain's turn
     live = [s for s in ours if s.live]
@@ -541,6 +548,89 @@ def _plan_account(draft: _Draft, bundle: AccountSubscriptions) -> None:
         _cancel_upcoming(draft, bundle, current, schedule, plan)
 
 
+@dataclass(frozen=True, slots=True)
+class _Adoption:
+    """A live subscription of ours the store has no intent for (Stripe is the inventory): its
+    plan becomes the account's intent, under the intent id it was created for."""
+
+    sub: SubscriptionRecord
+    intent: SubscriptionIntent
+    replaces: str | None  # the store's current intent (a default plan's), None: none
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "intent_id": self.intent.intent_id,
+            "plan": self.intent.plan,
+            "replaces": self.replaces,
+        }
+
+
+def _adoption(
+    draft: _Draft, bundle: AccountSubscriptions, ours: Sequence[SubscriptionRecord]
+) -> _Adoption | None:
+    """After a lost store (or with a store that never knew it), an active online account
+    whose intent is none, or only the default plan's with nothing pending (what re-creating
+    the org records), adopts a live subscription of ours on its customer made for another
+    intent: a paid one before a free one (a default plan never replaces a paid subscription),
+    else the newest; nothing is created beside it. A free one of the default intent's own
+    that is live keeps the intent when every other live one is free too (those are replaced
+    by it)."""
+    account, intent = bundle.account, bundle.intent
+    if account.state != "active" or account.offline or account.stripe_customer_id is None:
+        return None
+    if intent is not None and (
+        intent.source != SOURCE_DEFAULT_PLAN
+        or intent.pending_change is not None
+        or intent.cancel is not None
+    ):
+        return None
+    mine = intent.intent_id if intent is not None else None
+    live = [s for s in ours if s.live and s.owner is not None]
+    others = [
+        (s, plan)
+        for s in live
+        if s.owner is not None
+        and s.owner.intent_id
+        and s.owner.intent_id != mine
+        and (plan := _plan_of(draft, s)) is not None
+    ]
+    if not others:
+        return None
+    paid = [(s, plan) for s, plan in others if not draft.free(bundle, plan)]
+    if not paid and any(s.owner is not None and s.owner.intent_id == mine for s in live):
+        return None
+    sub, plan = max(paid or others, key=lambda pair: (pair[0].created, pair[0].stripe_id))
+    assert sub.owner is not None
+    adopted = SubscriptionIntent(
+        intent_id=sub.owner.intent_id,
+        plan=plan,
+        source="subscribe",
+        created_at=sub.created or 0,
+    )
+    return _Adoption(sub=sub, intent=adopted, replaces=mine)
+
+
+def _plan_of(draft: _Draft, sub: SubscriptionRecord) -> str | None:
+    """The plan a subscription of ours bills: its `plan` marker, else the one catalog plan
+    whose billed prices are its items' (by their price keys); None: cannot tell."""
+    if sub.owner is not None and sub.owner.plan:
+        return sub.owner.plan.lower()
+    keys = {i.price_key for i in sub.items}
+    if not keys or None in keys:
+        return None
+    found = [
+        plan.name.lower()
+        for plan in draft.catalog.plans.values()
+        if keys
+        == {
+            p.key
+            for p in plan.prices
+            if p.behavior != BEHAVIOR_CREDITS and p.interval == plan.interval and p.active
+        }
+    ]
+    return found[0] if len(found) == 1 else None
+
+
 def _ours(draft: _Draft, sub: SubscriptionRecord) -> bool:
     owner = sub.owner
     return owner is not None and owner.installation_id == draft.installation_id
@@ -568,8 +658,9 @@ def _current(
     # A free subscription being replaced is a second live one for one pass: not an anomaly.
     if others and not _replacing(draft, bundle, current, live):
         draft.warnings.append(
-            f"{subscription_key(bundle.org_id)}: more than one live subscription of ours "
-            f"({current.stripe_id} is used; {', '.join(others)} left as is)"
+            f"{subscription_key(bundle.org_id)}: conflict: more than one live subscription "
+            f"of ours ({current.stripe_id} is used; {', '.join(others)} left as is, never "
+            "cancelled automatically: cancel the one not wanted in Stripe)"
         )
     return current
 
@@ -704,10 +795,15 @@ def _replace_or_warn(
 
 
 def _cancel(
-    draft: _Draft, bundle: AccountSubscriptions, sub: SubscriptionRecord, *, replaced: bool
+    draft: _Draft,
+    bundle: AccountSubscriptions,
+    sub: SubscriptionRecord,
+    *,
+    replaced: bool,
+    phase: int = CANCELS,
 ) -> None:
-    """Cancel now: a cancel request (`invoice_now` and `prorate`, as Frontier), or a free
-    subscription a paid one replaces (nothing to invoice)."""
+    """Cancel now: a cancel request or a disabled account (`invoice_now` and `prorate`, as
+    Frontier), or a free subscription a paid one replaces (nothing to invoice)."""
     intent_id = bundle.intent.intent_id if bundle.intent is not None else ""
     params = {
         "op": OP_CANCEL,
@@ -717,16 +813,18 @@ def _cancel(
         "settings": [],
     }
     draft.add(
-        CANCELS,
+        phase,
         Step(
             action=Action.ARCHIVE,
             kind=SUBSCRIPTION_STEP,
             # A replaced one is another object than the intent's subscription (created in
             # this plan under `subscription/<org>`): its own key, so recording its cancel
             # never drops what was recorded for the new one.
+            # A disabled account's is too: a new account of the org plans under
+            # `subscription/<org>` beside it.
             key=(
                 f"{subscription_key(bundle.org_id)}/{sub.stripe_id}"
-                if replaced
+                if replaced or phase == ENDS
                 else subscription_key(bundle.org_id)
             ),
             reason=Reason.DESIRED_CHANGED,
@@ -736,6 +834,8 @@ def _cancel(
             impact=(
                 f"replaced by the intent's plan {bundle.intent.plan!r}"
                 if replaced and bundle.intent is not None
+                else f"billing account {bundle.account.account_id} is disabled"
+                if phase == ENDS
                 else None
             ),
             idempotency_key=draft.key("cancel", sub.stripe_id, intent_id),
@@ -1300,7 +1400,10 @@ def _cancel_upcoming(
 
 
 def _mirror(
-    draft: _Draft, bundle: AccountSubscriptions, ours: Sequence[SubscriptionRecord]
+    draft: _Draft,
+    bundle: AccountSubscriptions,
+    ours: Sequence[SubscriptionRecord],
+    adoption: _Adoption | None = None,
 ) -> None:
     """The store's mirror of each subscription of ours written again where Stripe shows
     other facts (status, periods, trial end, cancel times, schedule, seats: DESIGN §16), and
@@ -1319,13 +1422,16 @@ def _mirror(
             and intent.pending_change.plan.lower() == seen.plan
             and (intent.plan or "").lower() != seen.plan
         )
-        if stored.get(sub.stripe_id) == seen and not moved:
+        adopted = adoption is not None and adoption.sub.stripe_id == sub.stripe_id
+        if stored.get(sub.stripe_id) == seen and not moved and not adopted:
             continue
         params: dict[str, Any] = {
             "org_id": bundle.org_id,
             "account_id": bundle.account.account_id,
             "mirror": {f.name: getattr(seen, f.name) for f in dataclasses.fields(seen)},
         }
+        if adopted and adoption is not None:
+            params["adopt"] = adoption.params()
         if moved and intent is not None:
             params["intent"] = {
                 "intent_id": intent.intent_id,

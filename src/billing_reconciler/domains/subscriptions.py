@@ -17,7 +17,9 @@ them: unchanged in Stripe since they were mirrored (an event would have named th
 store-side change (a new intent, a member added, a pending change) and a `billing.yaml`
 fleet change are planned against them without reading Stripe. A subscription read from
 Stripe whose facts differ from its mirror is mirrored again (its stale mirror is not given to
-the rules, which then plan the bookkeeping restore). A targeted request (`customer/<org>`,
+the rules, which then plan the bookkeeping restore). An active account with nothing
+mirrored whose intent asks for a subscription is read from Stripe too (`_unmirrored`): an
+empty mirror is no proof that its customer has none of ours. A targeted request (`customer/<org>`,
 `subscription/<org>`) reads only its accounts' customers from Stripe.
 
 The cursor is this domain's bookkeeping, as the customers domain's: a restore
@@ -197,7 +199,11 @@ class SubscriptionsDomain:
                 changes = SubscriptionChanges((), None, full_resync=False)
             if not changes.full_resync:
                 ours = _customers(subscribers)
-                named = frozenset(changes.customer_ids) & ours | _scheduled(subscribers)
+                named = (
+                    frozenset(changes.customer_ids) & ours
+                    | _scheduled(subscribers)
+                    | _unmirrored(subscribers)
+                )
                 live = reader.subscriptions_of(sorted(named), installation_id=installation)
                 return _observation(
                     subscribers,
@@ -270,6 +276,23 @@ def _org_of_request(key: str) -> str | None:
 
 def _customers(subscribers: Iterable[StoredSubscriber]) -> frozenset[str]:
     return frozenset(s.customer_id for s in subscribers if s.customer_id)
+
+
+def _unmirrored(subscribers: Iterable[StoredSubscriber]) -> frozenset[str]:
+    """Customers of active accounts whose intent asks for a subscription while the store
+    mirrors none of theirs (a new account, a customer linked since the last full resync, a
+    lost store): read from Stripe before anything is created, so a live one of ours there is
+    found and adopted, never a second one created beside it (an empty mirror says nothing)."""
+    return frozenset(
+        s.customer_id
+        for s in subscribers
+        if s.customer_id
+        and not s.mirrored
+        and s.facts.account.state == "active"
+        and (intent := s.facts.intent) is not None
+        and intent.plan
+        and intent.cancel is None
+    )
 
 
 def _scheduled(subscribers: Iterable[StoredSubscriber]) -> frozenset[str]:

@@ -92,7 +92,7 @@ from billing_reconciler.store import (
 )
 from billing_reconciler.store import SubscriptionIntent as StoredIntent
 from billing_reconciler.store.ledger import SOURCE_AWARDED
-from billing_reconciler.store.subscriptions import CancelMode, IntentState
+from billing_reconciler.store.subscriptions import IntentSource, IntentState
 from billing_reconciler.store.tables import BillingAccountModel, SubscriptionIntentModel
 from billing_reconciler.stripe_gateway import StripeGateway, WriteResult
 from billing_reconciler.stripe_gateway.customers import EventCursor
@@ -126,9 +126,9 @@ class SubscriptionsIO:
         self.store = store
 
     def accounts(self, org_ids: frozenset[str] | None) -> Sequence[StoredSubscriber]:
-        """The active accounts, and the disabled ones whose current intent asks for an
-        immediate cancel (a deleted org's: its live subscription is cancelled, never left
-        billing; see `api.organizations`)."""
+        """The active accounts, and the disabled ones with a current intent (disabled through
+        the API, or a deleted org's: its live subscription is cancelled, never left billing;
+        see `api.organizations`)."""
         with self.store.session() as session:
             repository = AccountRepository(session)
             ending = _ending_accounts(session, org_ids)
@@ -245,14 +245,15 @@ def claim_half_written(
 
 
 def _ending_accounts(session: Session, org_ids: frozenset[str] | None) -> list[AccountRecord]:
-    """Accounts not active (disabled) whose current intent asks for an immediate cancel: few
-    (a deleted org's until its subscription is cancelled), found by one indexed query."""
+    """Accounts not active (disabled through the API, or a deleted org's) with a current
+    intent: their live subscription is cancelled, and the intent ends when it has (few: a
+    disabled account drops out once its subscription is mirrored ended), found by one indexed
+    query."""
     query = (
         select(SubscriptionIntentModel.account_id)
         .join(BillingAccountModel, BillingAccountModel.id == SubscriptionIntentModel.account_id)
         .where(
             SubscriptionIntentModel.state == IntentState.CURRENT.value,
-            SubscriptionIntentModel.cancel_mode == CancelMode.IMMEDIATE.value,
             BillingAccountModel.state != "active",
         )
         .order_by(SubscriptionIntentModel.account_id)
@@ -576,10 +577,49 @@ class MirrorExecutor:
         if result is UpsertResult.STALE:
             return  # a later observation is stored: what follows from this one is older
         assert observed_at is not None
-        _plan_history(session, account_id, record, plan, observed_at)
-        if plan is not None and record.status in ENTITLED_STATUSES:
+        started = _plan_history(session, account_id, record, plan, observed_at)
+        if started and plan is not None and _made_here(session, record):
             grant_on_start_credits(session, account_id=account_id, plan=plan)
-        _move_intent(session, account_id, record, params.get("intent"))
+        adopt = params.get("adopt")
+        if adopt is not None:
+            _adopt_intent(session, account_id, record, adopt)
+        else:
+            _move_intent(session, account_id, record, params.get("intent"))
+
+
+def _made_here(session: Session, record: SubscriptionRecord) -> bool:
+    """The subscription was created for an intent this store knows: one made for another
+    store's (a lost store's, adopted) had its on-start credits granted by that store."""
+    owner = record.owner
+    return (
+        owner is None
+        or not owner.intent_id
+        or IntentRepository(session).get(owner.intent_id) is not None
+    )
+
+
+def _adopt_intent(
+    session: Session, account_id: str, record: SubscriptionRecord, adopt: Mapping[str, Any]
+) -> None:
+    """The account's intent becomes the adopted subscription's plan (`subscription_rules.
+    _adoption`), under the intent id it was created for (a new id when this store has that
+    one already), replacing the default plan's intent the plan saw; nothing when the
+    account's intent changed since (the next pass plans again)."""
+    intents = IntentRepository(session)
+    current = intents.current(account_id)
+    expected = adopt.get("replaces")
+    if (current.id if current is not None else None) != expected:
+        return
+    wanted = str(adopt["intent_id"])
+    intent_id = None if intents.get(wanted) is not None else wanted
+    intents.replace(
+        account_id,
+        plan=str(adopt["plan"]),
+        source=IntentSource.SUBSCRIBE.value,
+        requested_by=f"adopted {record.stripe_id}",
+        intent_id=intent_id,
+        expected_intent_id=expected,
+    )
 
 
 def _plan_history(
@@ -588,14 +628,16 @@ def _plan_history(
     record: SubscriptionRecord,
     plan: str | None,
     observed_at: datetime,
-) -> None:
+) -> bool:
+    """The plan periods `record` shows; True when a period of `plan` opened now (the plan
+    started on the subscription: its on-start credits are due)."""
     periods = PlanHistoryRepository(session)
     if record.status in _ENDED:
         ended = _at(record.ended_at or record.canceled_at) or observed_at
         periods.end(account_id, stripe_subscription_id=record.stripe_id, ended_at=ended)
-        return
+        return False
     if plan is None or record.status not in ENTITLED_STATUSES:
-        return
+        return False
     started = _at(record.current_period_start or record.created) or observed_at
     for period in periods.history(account_id):
         if (
@@ -610,13 +652,14 @@ def _plan_history(
                 ended_at=started,
                 plan=period.plan,
             )
-    periods.start(
+    _, opened = periods.start(
         account_id,
         plan,
         stripe_subscription_id=record.stripe_id,
         started_at=started,
         trialed=record.status == "trialing",
     )
+    return opened
 
 
 def grant_on_start_credits(session: Session, *, account_id: str, plan: str) -> bool:
@@ -663,8 +706,15 @@ def _move_intent(
         return
     asked = current.cancel_requested or (pending is not None and pending.reason == "cancel")
     owner = record.owner
-    if record.status in _ENDED and asked and owner is not None and owner.intent_id == current.id:
-        intents.end(account_id)  # it ended as the account asked
+    if record.status not in _ENDED or owner is None or owner.intent_id != current.id:
+        return
+    if asked or _disabled(session, account_id):
+        intents.end(account_id)  # it ended as the account asked, or as its disable does
+
+
+def _disabled(session: Session, account_id: str) -> bool:
+    account = AccountRepository(session).get(account_id)
+    return account is not None and account.state != "active"
 
 
 class CursorExecutor:

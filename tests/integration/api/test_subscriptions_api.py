@@ -684,6 +684,17 @@ def test_entitlements(api: Api, acme: str, catalog: None) -> None:
     assert api.get(sso, headers=APP).json() == denied
 
 
+def test_a_disabled_account_is_entitled_to_nothing(api: Api, acme: str, catalog: None) -> None:
+    """Disabling stops billing (its live subscription is cancelled by the reconcile): from the
+    disable on, entitlement checks answer not entitled, also before Stripe has cancelled it."""
+    sso = f"{ORG}/billing/entitlements/sso"
+    live(api, "pro", status="active")
+    assert api.get(sso, headers=APP).json()["entitled"] is True
+    assert api.post(f"{ORG}/billing/disable", headers=APP).status_code == 200
+    denied = {"feature": "sso", "entitled": False, "allowed": False, "plan": None}
+    assert api.get(sso, headers=APP).json() == denied
+
+
 # --- seats ---------------------------------------------------------------------------------
 
 

@@ -1,0 +1,180 @@
+"""The subscriptions rules after a lost store (DESIGN §16, README: Stripe is the inventory)
+and for a disabled account: a live subscription of ours is adopted by an account whose intent
+is none or only the default plan's, never duplicated or replaced by the default plan; two
+live paid ones are a conflict for a human; a disabled account's live subscription is
+cancelled before anything else. And the domain reads from Stripe an account whose intent asks
+for a subscription while nothing of it is mirrored."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from billing_reconciler.desired.state import DesiredState
+from billing_reconciler.domains.customer_types import CursorState, EventPosition
+from billing_reconciler.domains.subscription_rules import (
+    MIRROR_STEP,
+    OP_CANCEL,
+    SUBSCRIPTION_STEP,
+)
+from billing_reconciler.domains.subscription_types import PlanCatalog, SubscriptionsObserved
+from billing_reconciler.domains.subscriptions import (
+    LiveSubscriptions,
+    StoredSubscriber,
+    SubscriptionChanges,
+    SubscriptionsDomain,
+)
+from billing_reconciler.model_subscriptions import SubscriptionOwner, SubscriptionRecord
+from billing_reconciler.planning.plan import Action, Plan
+from tests.unit.domains.test_subscription_rules import (
+    INSTALLATION,
+    NOW,
+    _bundle,
+    _catalog,
+    _context,
+    _intent,
+    _plan,
+    _sub,
+)
+
+DEFAULT = _intent("free_monthly", intent_id="int_new", source="default_plan")
+
+
+def _old(
+    plan: str = "team_monthly", *, index: int = 0, intent_id: str = "int_old", **kw: object
+) -> SubscriptionRecord:
+    owner = SubscriptionOwner(
+        installation_id=INSTALLATION, org_id="org-0", plan=plan, intent_id=intent_id
+    )
+    sub = _sub(plan)
+    return dataclasses.replace(sub, stripe_id=f"sub_{plan}_{index}", owner=owner, **kw)  # type: ignore[arg-type]
+
+
+def _adopts(plan: Plan, sub_id: tuple[str, str]) -> dict[str, Any]:
+    restores = [r for r in plan.restores if r.kind == MIRROR_STEP and "adopt" in r.params]
+    assert [(r.stripe_id, r.params["adopt"]["plan"]) for r in restores] == [sub_id]
+    adopt: dict[str, Any] = restores[0].params["adopt"]
+    return adopt
+
+
+def test_a_default_plan_intent_adopts_a_live_paid_subscription_and_creates_nothing() -> None:
+    paid = _old()
+    plan = _plan(_bundle(intent=DEFAULT, subs=(paid,)))
+    assert not [s for s in plan.steps if s.action is Action.CREATE]
+    assert not [s for s in plan.steps if s.params.get("op") == OP_CANCEL]
+    adopt = _adopts(plan, (paid.stripe_id, "team_monthly"))
+    assert adopt == {"intent_id": "int_old", "plan": "team_monthly", "replaces": "int_new"}
+    assert not [w for w in plan.warnings if "team_monthly" in w]
+
+
+def test_no_intent_adopts_the_live_subscription() -> None:
+    free = _old("free_monthly")
+    bundle = dataclasses.replace(_bundle(subs=(free,)), intent=None)
+    plan = _plan(bundle)
+    assert plan.steps == ()
+    adopt = _adopts(plan, (free.stripe_id, "free_monthly"))
+    assert adopt["replaces"] is None
+
+
+def test_the_paid_one_wins_over_the_default_plans_own_free_one_which_is_replaced() -> None:
+    paid = _old(created=NOW - 5000)
+    own_free = _old("free_monthly", intent_id="int_new", created=NOW - 10)
+    plan = _plan(_bundle(intent=DEFAULT, subs=(paid, own_free)))
+    _adopts(plan, (paid.stripe_id, "team_monthly"))
+    cancels = [s for s in plan.steps if s.params.get("op") == OP_CANCEL]
+    assert [(s.stripe_id, s.params["invoice_now"]) for s in cancels] == [
+        (own_free.stripe_id, False)
+    ]
+    assert not [s for s in plan.steps if s.action is Action.CREATE]
+
+
+def test_two_live_paid_subscriptions_are_a_conflict_never_cancelled() -> None:
+    older = _old(index=1, intent_id="int_a", created=NOW - 9000)
+    newer = _old(index=2, intent_id="int_b", created=NOW - 100)
+    plan = _plan(_bundle(intent=DEFAULT, subs=(older, newer)))
+    _adopts(plan, (newer.stripe_id, "team_monthly"))
+    assert not [s for s in plan.steps if s.params.get("op") == OP_CANCEL]
+    assert not [s for s in plan.steps if s.action is Action.CREATE]
+    (warning,) = [w for w in plan.warnings if "conflict" in w]
+    assert f"{newer.stripe_id} is used; {older.stripe_id} left as is" in warning
+
+
+def test_a_subscribed_intent_adopts_nothing() -> None:
+    paid = _old()
+    plan = _plan(_bundle(intent=_intent("solo_monthly", source="subscribe"), subs=(paid,)))
+    assert not [r for r in plan.restores if "adopt" in r.params]
+
+
+def test_the_plan_of_an_unmarked_plan_comes_from_its_items_price_keys() -> None:
+    sub = _old("free_monthly")
+    assert sub.owner is not None
+    keyed = dataclasses.replace(
+        sub,
+        owner=dataclasses.replace(sub.owner, plan=""),
+        items=tuple(
+            dataclasses.replace(i, price_key="price/platform_free/monthly") for i in sub.items
+        ),
+    )
+    bundle = dataclasses.replace(_bundle(subs=(keyed,)), intent=None)
+    _adopts(_plan(bundle), (keyed.stripe_id, "free_monthly"))
+
+
+def test_a_disabled_account_has_its_live_subscriptions_cancelled_first() -> None:
+    paid = _old()
+    disabled = _bundle(intent=_intent(), subs=(paid,), state="disabled")
+    new_account = _bundle(intent=_intent("free_monthly", intent_id="int_9"), index=1)
+    new_account = dataclasses.replace(
+        new_account, account=dataclasses.replace(new_account.account, org_id="org-0")
+    )
+    plan = _plan(disabled, new_account)
+    first, *rest = plan.steps
+    assert (first.stripe_id, first.params["op"], first.batch) == (paid.stripe_id, OP_CANCEL, 0)
+    assert (first.params["invoice_now"], first.params["prorate"]) == (True, True)
+    assert first.key == f"{SUBSCRIPTION_STEP}/org-0/{paid.stripe_id}"
+    assert [s.action for s in rest] == [Action.CREATE]
+    assert len({s.key for s in plan.steps}) == len(plan.steps)
+
+
+# --- the domain: an unmirrored account is read from Stripe ------------------------------------
+
+
+class _Reader:
+    def __init__(self, subscribers: Sequence[StoredSubscriber]) -> None:
+        self.subscribers = subscribers
+        self.read: list[list[str]] = []
+
+    def accounts(self, org_ids: frozenset[str] | None) -> Sequence[StoredSubscriber]:
+        return self.subscribers
+
+    def catalog(self, state: DesiredState, *, installation_id: str) -> PlanCatalog:
+        return _catalog()
+
+    def cursor(self) -> CursorState:
+        return CursorState(EventPosition("evt_1", NOW - 10), full_resync_at=NOW - 10)
+
+    def changes_since(self, position: EventPosition | None) -> SubscriptionChanges:
+        return SubscriptionChanges((), position, full_resync=False)
+
+    def all_subscriptions(self, *, installation_id: str) -> LiveSubscriptions:
+        raise AssertionError("not a full resync")
+
+    def subscriptions_of(
+        self, customer_ids: Iterable[str], *, installation_id: str
+    ) -> LiveSubscriptions:
+        self.read.append(list(customer_ids))
+        return LiveSubscriptions(subscriptions=(_old(),))
+
+
+def test_an_account_with_nothing_mirrored_is_read_from_stripe_between_full_resyncs() -> None:
+    unmirrored = StoredSubscriber(facts=_bundle(intent=DEFAULT))
+    mirrored = StoredSubscriber(facts=_bundle(index=1), mirrored=(_sub(index=1),))
+    no_intent = StoredSubscriber(facts=dataclasses.replace(_bundle(index=2), intent=None))
+    reader = _Reader([unmirrored, mirrored, no_intent])
+    domain = SubscriptionsDomain()
+    observed = domain.observe(reader, None, _context())
+    assert reader.read == [["cus_0"]]
+    assert observed.fresh == frozenset({"org-0"})
+    plan = domain.plan(None, observed, _context())
+    assert not [s for s in plan.steps if s.action is Action.CREATE]
+    assert isinstance(observed.observed, SubscriptionsObserved)
