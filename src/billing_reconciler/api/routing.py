@@ -7,6 +7,7 @@ all leave as the §19 envelope, from this router alone.
 
 from __future__ import annotations
 
+import email.message
 import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Final
@@ -139,11 +140,32 @@ async def _read_capped_body(request: Request) -> None:
     request._body = b"".join(chunks)
 
 
+def _is_json(content_type: str | None) -> bool:
+    """`application/json` or `application/<something>+json`, parameters aside (FastAPI parses
+    a body as JSON only then)."""
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+def _require_json(request: Request) -> None:
+    """A body sent with another content type (curl's `-d` sends form encoding) would reach
+    validation as bytes ("Input should be a valid dictionary"): say what is wrong instead."""
+    if request._body and not _is_json(request.headers.get("content-type")):
+        raise invalid("the body must be JSON (Content-Type: application/json)", field="body")
+
+
 class ApiRoute(APIRoute):
     """A route whose every failure is answered in the API's error envelope.
 
     Order: the token first (nothing else of an unauthenticated request is looked at), then
-    the body's size, then FastAPI's parsing and validation, then the handler."""
+    the body's size and content type, then FastAPI's parsing and validation, then the
+    handler."""
 
     def _authorize(self, request: Request) -> None:
         for dependency in self.dependencies:
@@ -159,6 +181,8 @@ class ApiRoute(APIRoute):
                 self._authorize(request)
                 if request.method not in _BODYLESS:
                     await _read_capped_body(request)
+                    if self.body_field is not None:
+                        _require_json(request)
                 return await handler(request)
             except ApiError as error:
                 return error.response()

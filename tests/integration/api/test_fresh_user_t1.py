@@ -270,3 +270,46 @@ def test_blank_phone_and_name_are_refused(
         json={field: value},
     )
     assert "must not be blank" in error["message"], error
+
+
+# --- 15: a body that is not sent as JSON ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data"]
+)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("PUT", f"{V1}/organizations/f1"), ("PATCH", f"{ORG}/billing"), ("POST", f"{ORG}/billing")],
+)
+def test_a_body_not_sent_as_json_is_named(
+    api: Api, acme: str, method: str, path: str, content_type: str
+) -> None:
+    del acme
+    error = refused(
+        api,
+        method,
+        path,
+        status=422,
+        code="invalid_argument",
+        field="body",
+        content=b'{"title":"F1"}',
+        headers={**APP, "Content-Type": content_type},
+    )
+    assert error["message"] == "the body must be JSON (Content-Type: application/json)", error
+
+
+def test_json_content_types_with_parameters_are_json(api: Api) -> None:
+    for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
+        answer = api.put(
+            f"{V1}/organizations/f1",
+            content=b'{"title":"F1"}',
+            headers={**APP, "Content-Type": content_type},
+        )
+        assert answer.status_code in (200, 201), answer.text
+
+
+def test_a_bodyless_post_needs_no_content_type(api: Api, acme: str) -> None:
+    del acme
+    answer = api.post(f"{ORG}/billing/disable", headers={**APP, "Content-Type": "text/plain"})
+    assert answer.status_code == 200, answer.text
