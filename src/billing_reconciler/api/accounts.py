@@ -126,6 +126,17 @@ def _address(value: AddressIn | None) -> StoredAddress | None:
     return None if value is None else StoredAddress(**value.model_dump())
 
 
+def _merged_address(sent: AddressIn | None, stored: StoredAddress | None) -> StoredAddress | None:
+    """A PATCH's `address` as a JSON merge patch (RFC 7396) of the stored one: a part sent
+    replaces it, a part sent as null clears it, a part left out is kept; `address: null`
+    clears the whole address (as does clearing every part)."""
+    if sent is None:
+        return None
+    parts: dict[str, str | None] = {} if stored is None else stored.as_dict()
+    parts.update(sent.model_dump(include=sent.model_fields_set))
+    return None if all(v is None for v in parts.values()) else StoredAddress(**parts)
+
+
 def _tax_ids(values: list[TaxIdIn]) -> tuple[StoredTaxId, ...]:
     return tuple(StoredTaxId(type=t.type, value=t.value) for t in values)
 
@@ -148,7 +159,7 @@ def _patch_fields(body: AccountPatch, current: AccountRecord) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name in body.model_fields_set:
         if name == "address":
-            fields[name] = _address(body.address)
+            fields[name] = _merged_address(body.address, current.address)
         elif name == "tax_ids":
             fields[name] = _tax_ids(body.tax_ids or [])
         elif name == "metadata":
@@ -213,7 +224,9 @@ def accounts_router(context: ApiContext) -> APIRouter:
         responses={**accepted_response(), **error_responses(402, 404, 409)},
     )
     def patch_account(org: OrgId, body: AccountPatch) -> Account | JSONResponse:
-        """Change the fields sent; a currency once set cannot change (409)."""
+        """Change the fields sent; a currency once set cannot change (409). `address` merges
+        into the stored one (RFC 7396: a part sent as null clears it, a part left out stays;
+        `address: null` clears it all)."""
         with context.store.session() as session:
             require_org(session, org)
             current = require_active(session, org)

@@ -313,3 +313,38 @@ def test_a_bodyless_post_needs_no_content_type(api: Api, acme: str) -> None:
     del acme
     answer = api.post(f"{ORG}/billing/disable", headers={**APP, "Content-Type": "text/plain"})
     assert answer.status_code == 200, answer.text
+
+
+# --- 18: PATCH of an address merges its parts ------------------------------------------------
+
+FULL = {"line1": "5 Portal Rd", "line2": "Floor 2", "city": "Paris", "postal_code": "75001"}
+
+
+def test_an_address_patch_merges_its_parts(api: Api, acme: str) -> None:
+    del acme
+    path = f"{ORG}/billing"
+
+    def patch(address: object) -> dict[str, Any] | None:
+        answer = api.patch(path, json={"address": address}, headers=APP)
+        assert answer.status_code == 200, answer.text
+        assert api.get(path, headers=APP).json()["address"] == answer.json()["address"]
+        result: dict[str, Any] | None = answer.json()["address"]
+        return result
+
+    empty = dict.fromkeys(("line1", "line2", "city", "state", "postal_code", "country"))
+    assert patch({**FULL, "country": "fr"}) == {**empty, **FULL, "country": "FR"}
+    # A part sent replaces it; the parts left out stay.
+    assert patch({"line1": "Main 1"}) == {**empty, **FULL, "line1": "Main 1", "country": "FR"}
+    # A part sent as null clears it.
+    assert patch({"line2": None, "postal_code": None}) == {
+        **empty,
+        "line1": "Main 1",
+        "city": "Paris",
+        "country": "FR",
+    }
+    # Nothing sent changes nothing.
+    assert patch({}) == {**empty, "line1": "Main 1", "city": "Paris", "country": "FR"}
+    # Clearing every part left clears the address; `address: null` clears it all.
+    assert patch({"line1": None, "city": None, "country": None}) is None
+    assert patch({"city": "Lyon"}) == {**empty, "city": "Lyon"}
+    assert patch(None) is None
