@@ -518,17 +518,31 @@ class BillingClient:
 
     # --- catalog ----------------------------------------------------------------------------
 
+    def _every(self, path: str) -> list[Any]:
+        """Every item of a catalog list, following `next_cursor` (500 a page)."""
+        items: list[Any] = []
+        cursor: str | None = None
+        while True:
+            page = self._call("GET", path, params={"limit": 500, "cursor": cursor})
+            items.extend(page["data"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return items
+
     def list_plans(self) -> list[Plan]:
-        return cast(list[Plan], self._call("GET", "/billing/plans")["data"])
+        """Every active plan, by name (all pages)."""
+        return cast(list[Plan], self._every("/billing/plans"))
 
     def get_plan(self, name: str) -> Plan:
         return cast(Plan, self._call("GET", f"/billing/plans/{_segment(name)}"))
 
     def list_products(self) -> list[Product]:
-        return cast(list[Product], self._call("GET", "/billing/products")["data"])
+        """Every product as last applied, by name (all pages)."""
+        return cast(list[Product], self._every("/billing/products"))
 
     def list_features(self) -> list[Feature]:
-        return cast(list[Feature], self._call("GET", "/billing/features")["data"])
+        """Every feature as last applied, by name (all pages)."""
+        return cast(list[Feature], self._every("/billing/features"))
 
 
 def _error(response: httpx.Response) -> BillingAPIError:

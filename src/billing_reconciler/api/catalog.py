@@ -3,8 +3,8 @@
 "As applied" means what the last successful applies recorded, not what desired/ says now (a
 plan that is merged but not applied yet is not for sale): plans come from the store's plans
 table (active ones), products, prices and features from this installation's last-applied
-state, which holds the fields we last wrote to Stripe and the Stripe ids. Catalogs are small,
-so these lists come in one page (`next_cursor` is always null).
+state, which holds the fields we last wrote to Stripe and the Stripe ids. Lists are ordered
+by name and paged as every list (`?limit=`, default 50, max 500; `?cursor=`, `next_cursor`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,15 @@ from billing_reconciler.api.auth import Scope, requires
 from billing_reconciler.api.context import ApiContext
 from billing_reconciler.api.errors import not_found
 from billing_reconciler.api.models import Feature, Page, Plan, Price, Product
-from billing_reconciler.api.routing import PREFIX, ApiRoute, error_responses
+from billing_reconciler.api.routing import (
+    DEFAULT_LIMIT,
+    PREFIX,
+    ApiRoute,
+    Cursor,
+    Limit,
+    error_responses,
+    paginate,
+)
 from billing_reconciler.model import Kind
 from billing_reconciler.store import LastApplied, LastAppliedRepository, PlanRecord, PlanRepository
 
@@ -91,6 +99,10 @@ def _features(entries: Mapping[str, LastApplied]) -> list[Feature]:
     ]
 
 
+def _name(item: Plan | Product | Feature) -> str:
+    return item.name
+
+
 def catalog_router(context: ApiContext) -> APIRouter:
     router = APIRouter(
         prefix=f"{PREFIX}/billing",
@@ -100,11 +112,14 @@ def catalog_router(context: ApiContext) -> APIRouter:
     )
 
     @router.get("/plans", response_model=Page[Plan], responses=error_responses())
-    def list_plans() -> Page[Plan]:
+    def list_plans(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[Plan]:
         """Active plans, by name."""
         with context.store.session() as session:
             records = PlanRepository(session).list_active()
-        return Page[Plan](data=[plan(r) for r in records], next_cursor=None)
+        page, next_cursor = paginate(
+            [plan(r) for r in records], _name, kind="plan", limit=limit, cursor=cursor
+        )
+        return Page[Plan](data=page, next_cursor=next_cursor)
 
     @router.get("/plans/{name}", response_model=Plan, responses=error_responses(404))
     def get_plan(name: str = Path(max_length=255)) -> Plan:
@@ -116,17 +131,23 @@ def catalog_router(context: ApiContext) -> APIRouter:
         return plan(record)
 
     @router.get("/products", response_model=Page[Product], responses=error_responses())
-    def list_products() -> Page[Product]:
-        """Products with their prices, as last applied to Stripe."""
+    def list_products(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[Product]:
+        """Products with their prices, as last applied to Stripe, by name."""
         with context.store.session() as session:
             entries = LastAppliedRepository(session).for_installation(context.installation_id())
-        return Page[Product](data=_products(entries), next_cursor=None)
+        page, next_cursor = paginate(
+            _products(entries), _name, kind="product", limit=limit, cursor=cursor
+        )
+        return Page[Product](data=page, next_cursor=next_cursor)
 
     @router.get("/features", response_model=Page[Feature], responses=error_responses())
-    def list_features() -> Page[Feature]:
-        """Features, as last applied to Stripe."""
+    def list_features(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[Feature]:
+        """Features, as last applied to Stripe, by name."""
         with context.store.session() as session:
             entries = LastAppliedRepository(session).for_installation(context.installation_id())
-        return Page[Feature](data=_features(entries), next_cursor=None)
+        page, next_cursor = paginate(
+            _features(entries), _name, kind="feature", limit=limit, cursor=cursor
+        )
+        return Page[Feature](data=page, next_cursor=next_cursor)
 
     return router

@@ -7,10 +7,12 @@ all leave as the §19 envelope, from this router alone.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.message
 import re
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, Final
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -83,6 +85,41 @@ Cursor = Annotated[
     str | None,
     Query(max_length=512, description="The `next_cursor` of the previous page."),
 ]
+
+T = TypeVar("T")
+
+
+def _encode_cursor(kind: str, name: str) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{name}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(kind: str, cursor: str) -> str:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    prefix, sep, name = text.partition(":")
+    if not sep or prefix != kind or _encode_cursor(kind, name) != cursor:
+        raise invalid("not a cursor this list handed out", status=400, field="cursor")
+    return name
+
+
+def paginate(
+    items: Sequence[T], name: Callable[[T], str], *, kind: str, limit: int, cursor: str | None
+) -> tuple[list[T], str | None]:
+    """A page of `items` ordered by `name` (unique), after the `cursor` of the previous page,
+    and the next page's cursor (None: last). Cursors are opaque (the last name of a page, with
+    the list's `kind`): one of another list, or not one at all, is 400 `invalid_argument`
+    field `cursor`, as the transactions and subscriptions lists answer; an item removed
+    between two pages does not break the walk."""
+    ordered = sorted(items, key=name)
+    if cursor is not None:
+        after = _decode_cursor(kind, cursor)
+        ordered = [item for item in ordered if name(item) > after]
+    page = ordered[:limit]
+    more = len(ordered) > limit
+    return page, _encode_cursor(kind, name(page[-1])) if more and page else None
+
 
 _ERROR_DESCRIPTIONS: Final = {
     400: "Unreadable request (malformed JSON, a bad path parameter)",

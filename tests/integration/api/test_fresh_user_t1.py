@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -16,6 +17,7 @@ from billing_reconciler.model_customers import (
     CONTROLLER_METADATA_KEYS,
     CUSTOMER_MARKER_KEYS,
 )
+from billing_reconciler.store import LastApplied, LastAppliedRepository, PlanRepository, PlanRow
 from tests.integration.api.conftest import APP, ORG, V1, Api, dump, refused
 
 EIN = {"type": "us_ein", "value": "12-3456789"}
@@ -348,3 +350,92 @@ def test_an_address_patch_merges_its_parts(api: Api, acme: str) -> None:
     assert patch({"line1": None, "city": None, "country": None}) is None
     assert patch({"city": "Lyon"}) == {**empty, "city": "Lyon"}
     assert patch(None) is None
+
+
+# --- 10: the catalog lists are paged ---------------------------------------------------------
+
+
+def _seed_catalog(api: Api) -> None:
+    now = datetime.now(UTC)
+    with api.store.session() as session:
+        for name in ("e", "a", "d", "b", "c"):
+            PlanRepository(session).upsert(PlanRow(name=name, title=name.upper()))
+        repo = LastAppliedRepository(session)
+        for kind, names in (("product", "zyx"), ("feature", "qpo")):
+            for name in names:
+                repo.put(
+                    LastApplied(
+                        installation_id="default",
+                        object_key=f"{kind}/{name}",
+                        kind=kind,
+                        stripe_id=f"{kind}_{name}",
+                        fields={"title": name},
+                        content_hash="x",
+                        revision="r",
+                        applied_at=now,
+                    )
+                )
+
+
+def _walk(api: Api, path: str, limit: int) -> list[list[str]]:
+    pages: list[list[str]] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": limit, **({} if cursor is None else {"cursor": cursor})}
+        answer = api.get(path, params=params, headers=APP)
+        assert answer.status_code == 200, answer.text
+        pages.append([item["name"] for item in answer.json()["data"]])
+        cursor = answer.json()["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+@pytest.mark.parametrize(
+    ("path", "names"),
+    [("plans", "abcde"), ("products", "xyz"), ("features", "opq")],
+)
+def test_catalog_lists_take_limit_and_cursor(api: Api, path: str, names: str) -> None:
+    _seed_catalog(api)
+    url = f"{V1}/billing/{path}"
+    everything = api.get(url, headers=APP).json()
+    assert [item["name"] for item in everything["data"]] == list(names)
+    assert everything["next_cursor"] is None
+    pages = _walk(api, url, 2)
+    assert pages == [list(names[i : i + 2]) for i in range(0, len(names), 2)]
+    assert _walk(api, url, 500) == [list(names)]
+    for limit in (0, 501, -1):
+        refused(
+            api,
+            "GET",
+            url,
+            status=422,
+            code="invalid_argument",
+            field="limit",
+            params={"limit": limit},
+        )
+    for cursor in ("zzz", "", "cGxhbjph=", "bm9wZTph"):
+        error = refused(
+            api,
+            "GET",
+            url,
+            status=400,
+            code="invalid_argument",
+            field="cursor",
+            params={"cursor": cursor},
+        )
+        assert error["message"] == "not a cursor this list handed out", error
+
+
+def test_a_cursor_of_another_catalog_list_is_refused(api: Api) -> None:
+    _seed_catalog(api)
+    plans = api.get(f"{V1}/billing/plans", params={"limit": 1}, headers=APP).json()
+    assert plans["next_cursor"] is not None
+    refused(
+        api,
+        "GET",
+        f"{V1}/billing/features",
+        status=400,
+        code="invalid_argument",
+        field="cursor",
+        params={"cursor": plans["next_cursor"]},
+    )
