@@ -46,6 +46,7 @@ from billing_reconciler.domains.customer_merge import (
 )
 from billing_reconciler.domains.customer_merge import FieldChange as MergeChange
 from billing_reconciler.domains.customer_types import CustomersObserved, StoredAccount
+from billing_reconciler.model import JSONValue
 from billing_reconciler.model_customers import (
     CustomerFields,
     CustomerRecord,
@@ -238,6 +239,8 @@ def _plan_org(
     contract = None if spec is None else _ContractWrite()
     if spec is not None and contract is not None:
         _contract_settings(draft, spec, account, contract)
+        if org in observed.orgs_without_row:
+            _contract_org(spec, contract)
     at = len(draft.phases.get(STORE_WRITES, ()))
     _plan_customer(draft, org, account, spec, observed, contract)
     if contract is not None:
@@ -534,6 +537,14 @@ def _contract_settings(
         return
     contract.params["settings"] = changed
     contract.changes += [FieldChange(k, current.get(k), v) for k, v in sorted(changed.items())]
+
+
+def _contract_org(spec: CustomerSpec, contract: _ContractWrite) -> None:
+    """The organization row of a contract org the host never PUT (the host API 404s an org
+    without one), written by the contract's store step: the contract's name and email."""
+    organization: dict[str, JSONValue] = {"title": spec.name, "owner_email": spec.email}
+    contract.params["organization"] = organization
+    contract.changes.append(FieldChange("organization", None, organization))
 
 
 def _contract_step(
@@ -916,6 +927,7 @@ def _fingerprint(observed: CustomersObserved) -> str:
         sorted(map(repr, observed.live.deleted_ids)),
         sorted(map(repr, observed.inactive_orgs)),
         sorted(map(repr, observed.inactive_customers.items())),
+        sorted(map(repr, observed.orgs_without_row)),
         sorted(map(repr, observed.claimed_ids)),
         (repr((observed.cursor, observed.moved_to)),),
     )

@@ -96,6 +96,10 @@ class CustomersReader(Protocol):
         """Which of `stripe_ids` an account of the store (in any state) is linked to."""
         ...
 
+    def orgs_without_row(self, org_ids: Iterable[str]) -> frozenset[str]:
+        """Which of `org_ids` have no organization row (deleted or not)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ContractCustomers:
@@ -124,7 +128,16 @@ class CustomersDomain:
         self, reader: CustomersReader, desired: ContractCustomers, context: PlanContext
     ) -> CustomersObserved:
         observed = self._with_inactive(reader, desired, self._observe(reader, desired, context))
-        return self._with_claimed(reader, observed)
+        return self._with_orgs(reader, desired, self._with_claimed(reader, observed))
+
+    def _with_orgs(
+        self, reader: CustomersReader, desired: ContractCustomers, observed: CustomersObserved
+    ) -> CustomersObserved:
+        """Contract orgs with an active account that have no organization row."""
+        declared = sorted(a.org_id for a in observed.accounts if a.org_id in desired.specs)
+        if not declared:
+            return observed
+        return replace(observed, orgs_without_row=reader.orgs_without_row(declared))
 
     def _observe(
         self, reader: CustomersReader, desired: ContractCustomers, context: PlanContext

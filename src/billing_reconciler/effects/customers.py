@@ -46,6 +46,7 @@ from billing_reconciler.store import (
     DomainCursorRepository,
     LastApplied,
     LastAppliedRepository,
+    OrganizationRepository,
     Store,
     grant_onboard_credits,
 )
@@ -105,6 +106,11 @@ class CustomersIO:
     def claimed_customers(self, stripe_ids: Iterable[str]) -> frozenset[str]:
         with self.store.session() as session:
             return AccountRepository(session).linked_customer_ids(stripe_ids)
+
+    def orgs_without_row(self, org_ids: Iterable[str]) -> frozenset[str]:
+        with self.store.session() as session:
+            repository = OrganizationRepository(session)
+            return frozenset(o for o in org_ids if repository.get(o) is None)
 
     def cursor(self) -> CursorState:
         with self.store.session() as session:
@@ -282,6 +288,14 @@ class AccountExecutor:
             accounts.set_state(account.id, "disabled", reason=str(step.params.get("reason")))
             return
         params = step.params
+        organization = params.get("organization")
+        if isinstance(organization, Mapping):
+            open_organization(
+                session,
+                account.org_id,
+                title=str(organization["title"]),
+                owner_email=organization.get("owner_email"),
+            )
         if params.get("stripe_customer_id"):
             accounts.set_stripe_customer(account.id, str(params["stripe_customer_id"]))
         changes = dict(params.get("settings") or {})
@@ -322,6 +336,23 @@ def _open_contract_account(
         org_id=account.org_id,
         amount=int(params.get("onboard_credits") or 0),
     )
+    open_organization(
+        session,
+        account.org_id,
+        title=str(params.get("name") or account.org_id),
+        owner_email=params.get("email"),
+    )
+
+
+def open_organization(
+    session: Session, org_id: str, *, title: str, owner_email: str | None
+) -> None:
+    """A contract customer's org as the host API needs it (its routes 404 an org without a
+    row): created with the contract's name and email when no row exists, in the transaction
+    that writes the account. An org the host PUT (or deleted) is left as it is."""
+    organizations = OrganizationRepository(session)
+    if organizations.get(org_id) is None:
+        organizations.upsert(org_id, title=title, owner_email=owner_email)
 
 
 class CursorExecutor:

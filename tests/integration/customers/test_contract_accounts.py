@@ -1,11 +1,18 @@
 """Contract customers (`desired/customers/*.yaml`) against the emulator: a declared account
-that is disabled is reported as such, never as an orphan (T1 finding 17).
+that is disabled is reported as such, never as an orphan (T1 finding 17); a contract's org
+gets its organization row with the account, so the host API serves it (T1 finding 5).
 """
 
 from __future__ import annotations
 
+from fastapi.testclient import TestClient
+from sqlalchemy import delete
+
 from billing_reconciler.planning.fleet import render_fleet_markdown, render_fleet_text
-from billing_reconciler.store import AccountRepository
+from billing_reconciler.planning.plan import Reason
+from billing_reconciler.store import AccountRepository, OrganizationRepository
+from billing_reconciler.store.tables import OrganizationModel
+from tests.integration.api.conftest import APP, Settings, build_app
 from tests.integration.customers.conftest import World
 
 CONTRACT = """\
@@ -63,3 +70,84 @@ def test_an_offline_declared_contract_disabled_has_no_blank_stripe_id(world: Wor
     assert notice.stripe_id is None
     text = render_fleet_text(plan)
     assert "billing_account/acme: declared in desired/customers" in text
+
+
+# --- T1 finding 5: a contract customer's org is visible to the host API ----------------------
+
+
+def _api(world: World) -> TestClient:
+    """The host API on the world's store (no reconcile run from it)."""
+    return TestClient(build_app(world.store, Settings()), raise_server_exceptions=True)
+
+
+def _served(world: World) -> None:
+    """What the host sees of `acme` through the API after the contract applied."""
+    base = "/v1beta1/organizations/acme/billing"
+    with _api(world) as api:
+        got = api.get(base, headers=APP)
+        assert got.status_code == 200, got.text
+        assert (got.json()["name"], got.json()["email"]) == ("Acme Corporation", "ap@acme.test")
+        assert got.json()["stripe_customer_id"] == world.get("acme").stripe_customer_id
+        balance = api.get(f"{base}/balance", headers=APP)
+        assert balance.status_code == 200, balance.text
+        assert balance.json()["amount"] == 50  # the onboard credits
+        transactions = api.get(f"{base}/transactions", headers=APP)
+        assert transactions.status_code == 200, transactions.text
+        assert len(transactions.json()["data"]) == 1
+        patched = api.patch(base, json={"phone": "+1 555 0100"}, headers=APP)
+        assert patched.status_code == 200, patched.text
+        assert api.post(f"{base}/disable", headers=APP).status_code == 200
+        enabled = api.post(f"{base}/enable", headers=APP)
+        assert enabled.status_code == 200, enabled.text
+        assert enabled.json()["state"] == "active"
+    with world.store.session() as session:
+        org = OrganizationRepository(session).get("acme")
+    assert org is not None
+    assert (org.title, org.owner_email, org.deleted_at) == (
+        "Acme Corporation",
+        "ap@acme.test",
+        None,
+    )
+
+
+def test_a_contract_apply_opens_the_org_for_the_host_api(world: World) -> None:
+    world.write_contract(CONTRACT)
+    world.apply()
+    _served(world)
+    world.apply()  # the API's phone edit pushed
+    assert world.plan().converged
+
+
+def test_a_contract_account_without_an_org_row_gets_one(world: World) -> None:
+    """A contract account opened before the org row was written with it (or a host that
+    never PUT the org): the next pass writes the org row, in the contract's store step."""
+    world.write_contract(CONTRACT)
+    world.apply()
+    with world.store.engine.begin() as connection:
+        connection.execute(delete(OrganizationModel))
+    plan = world.plan()
+    [step] = plan.steps
+    assert (step.kind, step.key, step.reason) == (
+        "billing_account",
+        "billing_account/acme",
+        Reason.DESIRED_CHANGED,
+    )
+    world.apply()
+    _served(world)
+
+
+def test_a_contract_never_overwrites_or_revives_the_hosts_org(world: World) -> None:
+    with world.store.session() as session:
+        OrganizationRepository(session).upsert("acme", title="Acme (host)", owner_email=None)
+    world.write_contract(CONTRACT)
+    world.apply()
+    with world.store.session() as session:
+        org = OrganizationRepository(session).get("acme")
+        assert org is not None
+        assert (org.title, org.owner_email) == ("Acme (host)", None)
+        OrganizationRepository(session).mark_deleted("acme")
+    assert world.plan().converged
+    with world.store.session() as session:
+        org = OrganizationRepository(session).get("acme")
+    assert org is not None
+    assert org.deleted_at is not None

@@ -260,6 +260,7 @@ CHANGES: dict[str, Callable[[], CustomersObserved]] = {
     "claimed ids": lambda: _observed(claimed_ids=frozenset({"cus_9"})),
     "inactive orgs": lambda: _observed(inactive_orgs=frozenset({"org-9"})),
     "inactive customers": lambda: _observed(inactive_customers={"org-9": "cus_9"}),
+    "orgs without row": lambda: _observed(orgs_without_row=frozenset({"org-1"})),
 }
 
 
