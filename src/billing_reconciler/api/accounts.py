@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from billing_reconciler.api.auth import Scope, requires
 from billing_reconciler.api.context import ApiContext
-from billing_reconciler.api.errors import ApiError, from_store, not_found
+from billing_reconciler.api.errors import ApiError, from_store, not_found, precondition
 from billing_reconciler.api.models import (
     Account,
     AccountCreate,
@@ -254,10 +254,13 @@ def accounts_router(context: ApiContext) -> APIRouter:
     )
     def register_account(org: OrgId) -> Account | JSONResponse:
         """Offline -> online: the customers domain creates the Stripe customer; the answer
-        waits for it (202 when it takes longer), so `stripe_customer_id` is set."""
+        waits for it (202 when it takes longer), so `stripe_customer_id` is set. A contract
+        account its YAML declares offline is 409 `failed_precondition` (change the YAML)."""
         with context.store.session() as session:
             require_org(session, org)
             record = require_active(session, org)
+            if record.offline and record.contract:
+                raise _declared_offline(org, record)
             if record.offline:
                 record = AccountRepository(session, clock=context.clock).update(
                     record.id, offline=False
@@ -292,6 +295,20 @@ def _set_state(context: ApiContext, org: str, state: str) -> Account:
             )
     context.reconcile_customer(org, f"billing account {state}")
     return account(record)
+
+
+def _declared_offline(org: str, record: AccountRecord) -> ApiError:
+    """A contract account is what its YAML declares: the next reconcile would set `offline`
+    back, so `register` is refused rather than answered with nothing changed."""
+    return precondition(
+        f"billing account {record.id} of organization {org} is a contract customer whose "
+        "YAML (desired/customers/) declares offline: true, which the customers domain keeps; "
+        "set offline: false in that file and apply it (reconcile) to register it",
+        org_id=org,
+        account_id=record.id,
+        field="offline",
+        source="desired/customers",
+    )
 
 
 def _customer_deleted(org: str, record: AccountRecord) -> ApiError:

@@ -17,7 +17,13 @@ from billing_reconciler.model_customers import (
     CONTROLLER_METADATA_KEYS,
     CUSTOMER_MARKER_KEYS,
 )
-from billing_reconciler.store import LastApplied, LastAppliedRepository, PlanRepository, PlanRow
+from billing_reconciler.store import (
+    AccountRepository,
+    LastApplied,
+    LastAppliedRepository,
+    PlanRepository,
+    PlanRow,
+)
 from tests.integration.api.conftest import APP, ORG, V1, Api, dump, refused
 
 EIN = {"type": "us_ein", "value": "12-3456789"}
@@ -439,3 +445,46 @@ def test_a_cursor_of_another_catalog_list_is_refused(api: Api) -> None:
         field="cursor",
         params={"cursor": plans["next_cursor"]},
     )
+
+
+# --- 13: register on a contract account declared offline --------------------------------------
+
+
+def _contract_account(api: Api, org: str, *, offline: bool) -> str:
+    assert api.put(f"{V1}/organizations/{org}", json={"title": org}, headers=APP).status_code == 201
+    with api.store.session() as session:
+        record = AccountRepository(session).create(
+            org, name=org, email=None, currency="usd", offline=offline, contract=True
+        )
+    return record.id
+
+
+def test_register_of_a_contract_account_declared_offline_is_refused(api: Api) -> None:
+    account_id = _contract_account(api, "c1", offline=True)
+    api.settings.reconciles.clear()
+    error = refused(
+        api,
+        "POST",
+        f"{V1}/organizations/c1/billing/register",
+        status=409,
+        code="failed_precondition",
+        field="offline",
+    )
+    assert "declares offline: true" in error["message"], error
+    assert error["details"]["org_id"] == "c1"
+    assert error["details"]["account_id"] == account_id
+    assert error["details"]["source"] == "desired/customers"
+    assert api.settings.reconciles == []
+    got = api.get(f"{V1}/organizations/c1/billing", headers=APP).json()
+    assert (got["offline"], got["stripe_customer_id"]) == (True, None)
+
+
+def test_register_of_an_ordinary_offline_account_still_works(api: Api) -> None:
+    assert api.put(f"{V1}/organizations/o1", json={"title": "O1"}, headers=APP).status_code == 201
+    created = api.post(
+        f"{V1}/organizations/o1/billing", json={"offline": True, "currency": "usd"}, headers=APP
+    )
+    assert created.status_code == 201, created.text
+    answer = api.post(f"{V1}/organizations/o1/billing/register", headers=APP)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["offline"] is False
