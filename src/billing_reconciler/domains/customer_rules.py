@@ -446,14 +446,24 @@ def _new_contract_account(draft: _Draft, spec: CustomerSpec, observed: Customers
     if spec.org_id in observed.inactive_orgs:
         # Declared, so not an orphan: a disabled declared account, left alone (waiting for the
         # host), with the Stripe customer it holds.
+        if spec.org_id in observed.deleted_orgs:
+            why = (
+                "declared in desired/customers, but the host deleted the org and its account "
+                f"is disabled: PUT /organizations/{spec.org_id} again, then enable the account "
+                "through the API (or create a new billing account; never re-created silently)"
+            )
+        else:
+            why = (
+                "declared in desired/customers, but the org's account is disabled: enable it "
+                "through the API, or create a new billing account if its Stripe customer was "
+                "deleted (never re-created silently)"
+            )
         draft.notices.append(
             Notice(
                 account_key(spec.org_id),
                 ACCOUNT_STEP,
                 observed.inactive_customers.get(spec.org_id),
-                "declared in desired/customers, but the org's account is disabled: enable it "
-                "through the API, or create a new billing account if its Stripe customer was "
-                "deleted (never re-created silently)",
+                why,
             )
         )
         return
@@ -928,6 +938,7 @@ def _fingerprint(observed: CustomersObserved) -> str:
         sorted(map(repr, observed.inactive_orgs)),
         sorted(map(repr, observed.inactive_customers.items())),
         sorted(map(repr, observed.orgs_without_row)),
+        sorted(map(repr, observed.deleted_orgs)),
         sorted(map(repr, observed.claimed_ids)),
         (repr((observed.cursor, observed.moved_to)),),
     )

@@ -95,6 +95,8 @@ class CustomersObserved:
     # customer that (newest) disabled account holds, for those that hold one.
     inactive_orgs: frozenset[str] = frozenset()
     inactive_customers: Mapping[str, str] = field(default_factory=dict)
+    # Of `inactive_orgs`, those the host deleted (`DELETE /organizations/{org}`).
+    deleted_orgs: frozenset[str] = frozenset()
     # Contract orgs with an active account but no organization row (never PUT by the host):
     # the contract's store step writes one, so the host API serves the account.
     orgs_without_row: frozenset[str] = frozenset()

@@ -100,6 +100,10 @@ class CustomersReader(Protocol):
         """Which of `org_ids` have no organization row (deleted or not)."""
         ...
 
+    def deleted_orgs(self, org_ids: Iterable[str]) -> frozenset[str]:
+        """Which of `org_ids` the host deleted (their row is marked deleted)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ContractCustomers:
@@ -213,6 +217,7 @@ class CustomersDomain:
             observed,
             inactive_orgs=frozenset(found),
             inactive_customers={org: i for org, i in found.items() if i is not None},
+            deleted_orgs=reader.deleted_orgs(sorted(found)) if found else frozenset(),
         )
 
     def _with_claimed(

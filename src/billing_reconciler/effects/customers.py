@@ -107,6 +107,12 @@ class CustomersIO:
         with self.store.session() as session:
             return AccountRepository(session).linked_customer_ids(stripe_ids)
 
+    def deleted_orgs(self, org_ids: Iterable[str]) -> frozenset[str]:
+        with self.store.session() as session:
+            repository = OrganizationRepository(session)
+            found = {o: repository.get(o) for o in org_ids}
+            return frozenset(o for o, r in found.items() if r is not None and r.deleted_at)
+
     def orgs_without_row(self, org_ids: Iterable[str]) -> frozenset[str]:
         with self.store.session() as session:
             repository = OrganizationRepository(session)

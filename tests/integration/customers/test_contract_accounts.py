@@ -151,3 +151,25 @@ def test_a_contract_never_overwrites_or_revives_the_hosts_org(world: World) -> N
         org = OrganizationRepository(session).get("acme")
     assert org is not None
     assert org.deleted_at is not None
+
+
+def test_a_contract_org_the_host_deleted_is_reported_with_the_way_back(world: World) -> None:
+    """After `DELETE /organizations/acme` the account is disabled and enable is 404 (no org):
+    the notice says to PUT the org again first; done so, enable works."""
+    world.write_contract(CONTRACT)
+    world.apply()
+    [customer] = world.customers()
+    base = "/v1beta1/organizations/acme"
+    with _api(world) as api:
+        assert api.delete(base, headers=APP).status_code == 204
+        assert api.post(f"{base}/billing/enable", headers=APP).status_code == 404
+        [notice] = world.plan().notices
+        assert notice.stripe_id == customer.id
+        assert "PUT /organizations/acme again, then enable" in notice.message
+        put = api.put(base, json={"title": "Acme"}, headers=APP)
+        assert put.status_code == 201, put.text
+        enabled = api.post(f"{base}/billing/enable", headers=APP)
+        assert enabled.status_code == 200, enabled.text
+    world.apply()
+    assert world.get("acme").stripe_customer_id == customer.id
+    assert world.plan().converged

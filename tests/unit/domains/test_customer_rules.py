@@ -261,6 +261,7 @@ CHANGES: dict[str, Callable[[], CustomersObserved]] = {
     "inactive orgs": lambda: _observed(inactive_orgs=frozenset({"org-9"})),
     "inactive customers": lambda: _observed(inactive_customers={"org-9": "cus_9"}),
     "orgs without row": lambda: _observed(orgs_without_row=frozenset({"org-1"})),
+    "deleted orgs": lambda: _observed(deleted_orgs=frozenset({"org-9"})),
 }
 
 
