@@ -65,15 +65,19 @@ def org_id_of_key(key: str) -> str | None:
 
 
 def creation_idempotency_key(
-    *, installation_id: str, org_id: str, account_id: str, salt: str
+    *, installation_id: str, org_id: str, account_id: str, salt: str, test_clock: str | None = None
 ) -> str:
     """The idempotency key of an account's customer creation: derived, never random (STYLE
     9), so a rerun after a crash replays Stripe's stored response instead of creating a second
     one. Scoped by installation (two installations sharing one Stripe account create their
     own), by account (a later account of the org, the first disabled, gets a new customer, not
     a replay of the first's) and salted with the store's identity (a new store never replays
-    an old store's answer; across a lost store the listed customer is linked instead)."""
-    part = hashlib.sha256("\x1f".join((salt, account_id)).encode()).hexdigest()[:24]
+    an old store's answer; across a lost store the listed customer is linked instead). An
+    account's test clock is part of it when set: Stripe keeps the answer of a create naming a
+    clock it does not have, so the create with the clock corrected (through the API, while no
+    customer exists) needs a key of its own; an account without a clock keeps its key."""
+    parts = (salt, account_id) if not test_clock else (salt, account_id, test_clock)
+    part = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
     return f"br:{installation_id}:customer/{org_id}:create:{part}"
 
 

@@ -31,6 +31,7 @@ from billing_reconciler.api.models import (
 )
 from billing_reconciler.api.onboarding import (
     NewAccount,
+    check_test_clock,
     open_account,
     require_active,
     require_org,
@@ -224,12 +225,15 @@ def accounts_router(context: ApiContext) -> APIRouter:
         responses={**accepted_response(), **error_responses(402, 404, 409)},
     )
     def patch_account(org: OrgId, body: AccountPatch) -> Account | JSONResponse:
-        """Change the fields sent; a currency once set cannot change (409). `address` merges
+        """Change the fields sent; a currency once set cannot change (409), nor `test_clock`
+        once a Stripe customer is linked (409). `address` merges
         into the stored one (RFC 7396: a part sent as null clears it, a part left out stays;
         `address: null` clears it all)."""
         with context.store.session() as session:
             require_org(session, org)
             current = require_active(session, org)
+            if "test_clock" in body.model_fields_set:
+                _check_test_clock_change(context, org, current, body.test_clock)
             try:
                 record = AccountRepository(session, clock=context.clock).update(
                     current.id, **_patch_fields(body, current)
@@ -240,6 +244,8 @@ def accounts_router(context: ApiContext) -> APIRouter:
                 answer.details.update(field="currency", account_id=current.id)
                 raise answer from None
         pushed = any(getattr(current, f) != getattr(record, f) for f in PUSHED_FIELDS)
+        # A new test clock on an account without its customer: the create is tried again.
+        pushed = pushed or current.test_clock != record.test_clock
         if record.offline or not pushed:
             context.reconcile_customer(org, "billing account updated")
             return account(record)
@@ -295,6 +301,24 @@ def _set_state(context: ApiContext, org: str, state: str) -> Account:
             )
     context.reconcile_customer(org, f"billing account {state}")
     return account(record)
+
+
+def _check_test_clock_change(
+    context: ApiContext, org: str, current: AccountRecord, test_clock: str | None
+) -> None:
+    """A test clock can be replaced or cleared only while no Stripe customer is linked (a
+    customer's test clock is fixed at its creation); never set with a live key."""
+    check_test_clock(context, test_clock)
+    if test_clock != current.test_clock and current.stripe_customer_id is not None:
+        raise precondition(
+            f"billing account {current.id} is linked to Stripe customer "
+            f"{current.stripe_customer_id}, whose test clock was fixed when it was created; "
+            "a test clock can change only before the customer exists",
+            org_id=org,
+            account_id=current.id,
+            stripe_customer_id=current.stripe_customer_id,
+            field="test_clock",
+        )
 
 
 def _declared_offline(org: str, record: AccountRecord) -> ApiError:

@@ -213,6 +213,11 @@ class AccountPatch(RequestBody):
     tax_ids: TaxIds | None = None
     currency: Currency | None = None
     metadata: AccountMetadata | None = None
+    test_clock: TestClock | None = Field(
+        default=None,
+        description="Test mode only: replace (or clear, null) the test clock while no Stripe "
+        "customer is linked (409 `failed_precondition` after).",
+    )
 
 
 class Address(ResponseBody):

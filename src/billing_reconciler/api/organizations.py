@@ -127,7 +127,8 @@ def organizations_router(context: ApiContext) -> APIRouter:
         left out is cleared, as a PUT replaces the whole org). Auto-creates its account if
         configured (a re-created org gets a new one: the deleted org's stays disabled, with its
         history); when that account is online the answer waits for its Stripe customer (202
-        when it takes longer)."""
+        when it takes longer). `X-Stripe-Test-Clock` sets the auto-created account's test
+        clock, and replaces it while the account has no Stripe customer yet."""
         check_test_clock(context, test_clock)
         with context.store.session() as session:
             record, created = OrganizationRepository(session, clock=context.clock).upsert(
@@ -146,6 +147,8 @@ def organizations_router(context: ApiContext) -> APIRouter:
                     record,
                     NewAccount(test_clock=test_clock, metadata={AUTO_CREATED_KEY: "true"}),
                 )
+            elif test_clock is not None:
+                opened = _replace_test_clock(context, session, org, test_clock)
         response.status_code = 201 if created else 200
         if opened is None or opened.offline:
             context.reconcile_customer(org, "organization upserted")
@@ -224,6 +227,22 @@ def organizations_router(context: ApiContext) -> APIRouter:
         return Page[Member](data=[member(r) for r in records], next_cursor=next_cursor)
 
     return router
+
+
+def _replace_test_clock(
+    context: ApiContext, session: Session, org: str, test_clock: str
+) -> AccountRecord | None:
+    """A test clock sent again for an active account whose Stripe customer does not exist yet
+    (the first clock named none, say) replaces its clock, so the customer's create is tried
+    again with it: the account, or None when nothing changed. Once the customer exists its
+    clock is fixed and the header is ignored, as on any PUT of an org with an account."""
+    accounts = AccountRepository(session, clock=context.clock)
+    account = accounts.active_for_org(org)
+    if account is None or account.stripe_customer_id is not None:
+        return None
+    if account.test_clock == test_clock:
+        return None
+    return accounts.update(account.id, test_clock=test_clock)
 
 
 def _delete(context: ApiContext, session: Session, org: str, *, force: bool) -> None:

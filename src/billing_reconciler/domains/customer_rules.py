@@ -633,6 +633,7 @@ def _create_step(
                 org_id=org,
                 account_id=account_id,
                 salt=draft.context.key_salt,
+                test_clock=test_clock,
             ),
             draft.context.spent_keys,
         ),

@@ -24,7 +24,16 @@ from billing_reconciler.store import (
     PlanRepository,
     PlanRow,
 )
-from tests.integration.api.conftest import APP, ORG, V1, Api, dump, refused
+from tests.integration.api.conftest import (
+    APP,
+    ORG,
+    V1,
+    Api,
+    Settings,
+    build_app,
+    dump,
+    refused,
+)
 
 EIN = {"type": "us_ein", "value": "12-3456789"}
 
@@ -488,3 +497,104 @@ def test_register_of_an_ordinary_offline_account_still_works(api: Api) -> None:
     answer = api.post(f"{V1}/organizations/o1/billing/register", headers=APP)
     assert answer.status_code == 200, answer.text
     assert answer.json()["offline"] is False
+
+
+# --- 9: a test clock that named no clock can be corrected -------------------------------------
+
+TC1 = f"{V1}/organizations/tc1"
+
+
+def _clock_of(api: Api) -> str | None:
+    answer = api.get(f"{TC1}/billing", headers=APP)
+    assert answer.status_code == 200, answer.text
+    clock: str | None = answer.json()["test_clock"]
+    return clock
+
+
+def _stuck(api: Api) -> str:
+    """An org whose auto-created online account names a clock Stripe has not (no customer)."""
+    api.settings.configure(auto_create_with_org=True)
+    headers = {**APP, "X-Stripe-Test-Clock": "clock_nonexistent"}
+    assert api.put(TC1, json={"title": "TC1"}, headers=headers).status_code == 201
+    assert _clock_of(api) == "clock_nonexistent"
+    account_id: str = api.get(f"{TC1}/billing", headers=APP).json()["id"]
+    return account_id
+
+
+def test_a_put_with_another_clock_replaces_it_while_no_customer_exists(api: Api) -> None:
+    account_id = _stuck(api)
+    api.settings.reconciles.clear()
+    headers = {**APP, "X-Stripe-Test-Clock": "clock_good"}
+    answer = api.put(TC1, json={"title": "TC1"}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert _clock_of(api) == "clock_good"
+    assert api.get(f"{TC1}/billing", headers=APP).json()["id"] == account_id
+    assert [r[1] for r in api.settings.reconciles] == [frozenset({"tc1"})]
+    # Without the header, a PUT leaves the clock alone.
+    assert api.put(TC1, json={"title": "TC1"}, headers=APP).status_code == 200
+    assert _clock_of(api) == "clock_good"
+
+
+def test_a_patch_replaces_or_clears_the_clock_while_no_customer_exists(api: Api) -> None:
+    _stuck(api)
+    answer = api.patch(f"{TC1}/billing", json={"test_clock": "clock_other"}, headers=APP)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["test_clock"] == "clock_other"
+    answer = api.patch(f"{TC1}/billing", json={"test_clock": None}, headers=APP)
+    assert answer.status_code == 200, answer.text
+    assert _clock_of(api) is None
+    refused(
+        api,
+        "PATCH",
+        f"{TC1}/billing",
+        status=422,
+        code="invalid_argument",
+        field="test_clock",
+        json={"test_clock": "not a clock"},
+    )
+
+
+def test_the_clock_is_fixed_once_the_customer_exists(api: Api) -> None:
+    account_id = _stuck(api)
+    with api.store.session() as session:
+        AccountRepository(session).set_stripe_customer(account_id, "cus_1")
+    for clock in ("clock_other", None):
+        error = refused(
+            api,
+            "PATCH",
+            f"{TC1}/billing",
+            status=409,
+            code="failed_precondition",
+            field="test_clock",
+            json={"test_clock": clock},
+        )
+        assert error["details"]["stripe_customer_id"] == "cus_1", error
+    # The same clock again changes nothing and is fine; a PUT's header is ignored.
+    answer = api.patch(f"{TC1}/billing", json={"test_clock": "clock_nonexistent"}, headers=APP)
+    assert answer.status_code == 200, answer.text
+    headers = {**APP, "X-Stripe-Test-Clock": "clock_good"}
+    assert api.put(TC1, json={"title": "TC1"}, headers=headers).status_code == 200
+    assert _clock_of(api) == "clock_nonexistent"
+
+
+def test_a_live_key_refuses_a_test_clock_on_patch(api: Api, acme: str) -> None:
+    del acme
+    live = Api(build_app(api.store, Settings(live_mode=True)))
+    live.store = api.store
+    try:
+        error = refused(
+            live,
+            "PATCH",
+            f"{ORG}/billing",
+            status=409,
+            code="failed_precondition",
+            field="test_clock",
+            json={"test_clock": "clock_good"},
+        )
+        assert "test mode only" in error["message"], error
+        # Clearing one is no test clock: allowed.
+        assert (
+            live.patch(f"{ORG}/billing", json={"test_clock": None}, headers=APP).status_code == 200
+        )
+    finally:
+        live.close()
