@@ -46,6 +46,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 import structlog
 
@@ -151,6 +152,10 @@ class _Entry:
     queued_at: float
     callbacks: list[OnDone] = field(default_factory=list)
     error_callbacks: list[OnError] = field(default_factory=list)
+    parts: tuple[_Entry, ...] = ()
+    """A batch: the scoped requests it runs as one (see `_batch`)."""
+    alone: bool = False
+    """Run by itself (never batched): it was part of a batch that failed."""
 
     @property
     def key(self) -> Key:
@@ -238,11 +243,13 @@ class WorkQueue:
         now: float,
         debounce: Debounce | None = None,
         not_before: float = 0.0,
+        alone: bool = False,
     ) -> bool:
         key = key_of(request)
         ready_at = max(not_before, now + (debounce.quiet if debounce is not None else 0.0))
         existing = self._waiting.get(key) or self._covering(request, ready_at)
         if existing is not None:
+            existing.alone = existing.alone or alone
             existing.callbacks.extend(callbacks)
             existing.error_callbacks.extend(error_callbacks)
             if debounce is not None:
@@ -251,7 +258,7 @@ class WorkQueue:
             existing.ready_at = max(existing.ready_at, not_before)
             return False
         self._waiting[key] = _Entry(
-            request, next(self._order), ready_at, now, callbacks, error_callbacks
+            request, next(self._order), ready_at, now, callbacks, error_callbacks, alone=alone
         )
         return True
 
@@ -359,7 +366,23 @@ class WorkQueue:
         if not ready:
             return None
         entry = min(ready, key=lambda e: e.order)
-        del self._waiting[entry.key]
+        batch = _batch(entry, ready)
+        for part in batch:
+            del self._waiting[part.key]
+        # A batch retried after a transient failure joins a new one by its own requests.
+        parts = tuple(inner for part in batch for inner in (part.parts or (part,)))
+        if len(batch) > 1:
+            scope = frozenset().union(*(part.request.scope or () for part in parts))
+            reason = f"{entry.request.reason} (+{len(parts) - 1} more)"
+            entry = _Entry(
+                ReconcileRequest(entry.request.domain, scope, reason),
+                entry.order,
+                now,
+                min(part.queued_at for part in parts),
+                [callback for part in batch for callback in part.callbacks],
+                [callback for part in batch for callback in part.error_callbacks],
+                parts=parts,
+            )
         self._running[entry.key] = entry
         self._busy_domains.add(entry.request.domain)
         return entry
@@ -382,7 +405,9 @@ class WorkQueue:
             error = raised
             # Before the outcome: a waiter learns why the run failed, then whether it ended.
             # Only waiting entries gain callbacks (`_add`), so this list is not growing now.
-            _notify_error(entry.error_callbacks, raised)
+            # A batch's refusal may be another customer's: its requests hear their own runs.
+            if not (entry.parts and isinstance(classify(raised), PermanentError)):
+                _notify_error(entry.error_callbacks, raised)
         self._finish(entry, error, returned)
 
     def _finish(
@@ -393,11 +418,31 @@ class WorkQueue:
         with self._condition:
             del self._running[key]
             self._busy_domains.discard(entry.request.domain)
-            outcome = self._settle(entry, error, returned)
+            if error is not None and entry.parts and isinstance(classify(error), PermanentError):
+                outcome = self._split(entry, error)
+            else:
+                outcome = self._settle(entry, error, returned)
             self._condition.notify_all()
         if outcome is not None:
             _notify(entry.callbacks, outcome)
         self._report_depth()
+
+    def _split(self, batch: _Entry, error: BaseException) -> Outcome | None:
+        """A batch was refused: each of its requests runs again at once by itself, so each
+        caller hears how its own customer's run ends (never another's refusal). A transient
+        failure retries the batch as one (`_settle`)."""
+        _log.info(
+            "batched reconcile failed; its requests run one by one",
+            domain=batch.request.domain,
+            requests=len(batch.parts),
+            error=str(error),
+        )
+        if self._stopping:
+            return Outcome.DROPPED
+        now = self._clock()
+        for part in batch.parts:
+            self._add(part.request, part.callbacks, part.error_callbacks, now=now, alone=True)
+        return None
 
     def _settle(
         self, entry: _Entry, error: BaseException | None, returned: Outcome | None = None
@@ -441,11 +486,40 @@ class WorkQueue:
         self._add(
             entry.request, entry.callbacks, entry.error_callbacks, now=now, not_before=now + delay
         )
+        retry = self._waiting.get(key)
+        if entry.parts and retry is not None and not retry.parts:
+            retry.parts = entry.parts  # still a batch: a later refusal splits it
         return None
 
     def _report_depth(self) -> None:
         if self._on_depth is not None:
             self._on_depth(self.depth)
+
+
+MAX_BATCH_SCOPE: Final = 100
+"""The most scope keys one batched run covers."""
+
+
+def _batch(first: _Entry, ready: list[_Entry]) -> tuple[_Entry, ...]:
+    """`first` and the other ready scoped requests of its domain, in arrival order, up to
+    `MAX_BATCH_SCOPE` keys: twenty orgs' seat changes at once are one run that reads and
+    writes the twenty customers, not twenty runs one after the other (two runs of a domain
+    never overlap). A whole-domain request, or one that must run alone, is never batched."""
+    if first.request.scope is None or first.alone:
+        return (first,)
+    parts = [first]
+    keys = set(first.request.scope)
+    for entry in sorted(ready, key=lambda e: e.order):
+        scope = entry.request.scope
+        if entry is first or entry.alone or scope is None:
+            continue
+        if entry.request.domain != first.request.domain:
+            continue
+        if len(keys | scope) > MAX_BATCH_SCOPE:
+            break
+        parts.append(entry)
+        keys |= scope
+    return tuple(parts)
 
 
 def _notify(callbacks: list[OnDone], outcome: Outcome) -> None:

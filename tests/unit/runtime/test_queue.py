@@ -135,14 +135,68 @@ def test_an_undebounced_request_does_not_hurry_a_debounced_one() -> None:
 def test_different_keys_run_in_arrival_order() -> None:
     handler = Recorder()
     queue = WorkQueue(handler, clock=FakeClock())
-    for product in ("a", "b", "c"):
-        queue.put(catalog(product))
+    for domain in ("catalog", "customers", "subscriptions"):
+        queue.put(ReconcileRequest(domain, None, "x"))
     queue.run_pending()
-    assert [sorted(c.scope or ()) for c in handler.calls] == [
-        ["product/a"],
-        ["product/b"],
-        ["product/c"],
+    assert [c.domain for c in handler.calls] == ["catalog", "customers", "subscriptions"]
+
+
+def test_ready_scoped_requests_of_one_domain_run_as_one_batch() -> None:
+    handler = Recorder()
+    queue = WorkQueue(handler, clock=FakeClock())
+    heard: dict[str, list[Outcome]] = {}
+    for product in ("a", "b", "c"):
+        queue.put(catalog(product, reason=product), on_done=heard.setdefault(product, []).append)
+    queue.put(ReconcileRequest("customers", frozenset({"customer/x"}), "x"))
+    assert queue.run_pending() == 2
+    assert handler.calls == [
+        ReconcileRequest(
+            "catalog", frozenset({"product/a", "product/b", "product/c"}), "a (+2 more)"
+        ),
+        ReconcileRequest("customers", frozenset({"customer/x"}), "x"),
     ]
+    assert heard == {"a": [Outcome.DONE], "b": [Outcome.DONE], "c": [Outcome.DONE]}
+
+
+def test_a_failed_batch_runs_each_request_alone_and_only_the_failing_one_hears_it() -> None:
+    calls: list[frozenset[str] | None] = []
+
+    def handler(request: ReconcileRequest) -> None:
+        calls.append(request.scope)
+        if request.scope is not None and "product/b" in request.scope:
+            raise PermanentError("Stripe refused product b")
+
+    queue = WorkQueue(handler, clock=FakeClock())
+    heard: dict[str, list[Outcome]] = {}
+    errors: dict[str, list[str]] = {}
+    for product in ("a", "b", "c"):
+        queue.put(
+            catalog(product),
+            on_done=heard.setdefault(product, []).append,
+            on_error=lambda error, p=product: errors.setdefault(p, []).append(str(error)),
+        )
+    assert queue.run_pending() == 4
+    assert calls == [
+        frozenset({"product/a", "product/b", "product/c"}),
+        frozenset({"product/a"}),
+        frozenset({"product/b"}),
+        frozenset({"product/c"}),
+    ]
+    assert heard == {"a": [Outcome.DONE], "b": [Outcome.FAILED], "c": [Outcome.DONE]}
+    assert errors == {"b": ["Stripe refused product b"]}  # never told of the batch's failure
+
+
+def test_a_request_not_ready_yet_is_not_batched() -> None:
+    clock = FakeClock()
+    handler = Recorder()
+    queue = WorkQueue(handler, clock=clock)
+    queue.put(catalog("a"))
+    queue.put(catalog("b"), debounce=Debounce(quiet=5, max_wait=10))
+    assert queue.run_pending() == 1
+    assert handler.calls == [catalog("a")]
+    clock.advance(5)
+    assert queue.run_pending() == 1
+    assert handler.calls[-1] == catalog("b")
 
 
 def test_transient_failures_back_off_exponentially_up_to_the_cap() -> None:
@@ -298,7 +352,7 @@ def test_workers_run_domains_concurrently_but_never_one_domain_twice() -> None:
     queue.start()
     try:
         queue.put(catalog("a"))
-        queue.put(catalog("b"))
+        queue.put(catalog())
         queue.put(ReconcileRequest("customer", None, "x"))
         assert gate.started.acquire(timeout=WAIT)
         assert gate.started.acquire(timeout=WAIT)
@@ -458,3 +512,35 @@ def test_a_whole_domain_request_backing_off_does_not_hold_back_scoped_ones() -> 
     clock.advance(30)
     assert queue.run_pending() == 1
     assert handler.calls[-1].scope is None
+
+
+def test_a_batch_that_did_not_converge_runs_again_as_one_and_then_splits_if_refused() -> None:
+    calls: list[frozenset[str] | None] = []
+    moved = TransientError("apply did not converge: 2 step(s) remain", again_at_once=True)
+    failures: list[Exception] = [moved, PermanentError("Stripe refused product b")]
+
+    def handler(request: ReconcileRequest) -> None:
+        calls.append(request.scope)
+        if failures and request.scope is not None and len(request.scope) > 1:
+            raise failures.pop(0)
+        if request.scope == frozenset({"product/b"}):
+            raise PermanentError("Stripe refused product b")
+
+    queue = WorkQueue(handler, clock=FakeClock())
+    heard: dict[str, list[Outcome]] = {}
+    errors: dict[str, list[str]] = {}
+    for product in ("a", "b"):
+        queue.put(
+            catalog(product),
+            on_done=heard.setdefault(product, []).append,
+            on_error=lambda error, p=product: errors.setdefault(p, []).append(str(error)),
+        )
+    assert queue.run_pending() == 4
+    both = frozenset({"product/a", "product/b"})
+    assert calls == [both, both, frozenset({"product/a"}), frozenset({"product/b"})]
+    assert heard == {"a": [Outcome.DONE], "b": [Outcome.FAILED]}
+    # Both heard the batch's transient failure; only b its own refusal.
+    assert errors == {
+        "a": ["apply did not converge: 2 step(s) remain"],
+        "b": ["apply did not converge: 2 step(s) remain", "Stripe refused product b"],
+    }
