@@ -98,14 +98,15 @@ def test_customers_change_the_revision_and_no_customers_keep_it(tmp_path: Path) 
 def test_unknown_plan_is_positioned_with_a_suggestion(tmp_path: Path) -> None:
     text = ACME.replace("plan: team_monthly", "plan: team_montly")
     assert errors(load_desired(desired(tmp_path, {"acme.yaml": text}))) == [
-        "acme.yaml:11:11: customers[0].plan: unknown plan 'team_montly'; did you mean 'team_monthly'?"
+        "acme.yaml:11:11: customers[0].plan: unknown plan 'team_montly'; "
+        "did you mean 'team_monthly'?"
     ]
 
 
 def test_seats_need_a_per_seat_product(tmp_path: Path) -> None:
     assert errors(load_desired(desired(tmp_path, {"acme.yaml": ACME}, plans=PLANS_NO_SEATS))) == [
-        "acme.yaml:12:12: customers[0].seats: plan 'team_monthly' has no per_seat product to apply a seat "
-        "count to"
+        "acme.yaml:12:12: customers[0].seats: plan 'team_monthly' has no per_seat product "
+        "to apply a seat count to"
     ]
 
 
@@ -172,8 +173,8 @@ def test_bad_currency_names_iso_4217(tmp_path: Path) -> None:
     text = ACME.replace("    name: Acme\n", "    name: Acme\n    currency: xyz\n")
     (message,) = errors(load_desired(desired(tmp_path, {"acme.yaml": text})))
     assert (
-        message
-        == "acme.yaml:4:15: customers[0].currency: unknown currency 'xyz': not an active ISO 4217 code"
+        message == "acme.yaml:4:15: customers[0].currency: unknown currency 'xyz': "
+        "not an active ISO 4217 code"
     )
 
 
@@ -208,7 +209,8 @@ def test_an_entry_with_an_error_still_has_its_plan_and_org_id_checked(
         "acme.yaml:15:13: customers[1].org_id: 'acme' is already declared at "
     ), found
     assert found[1] == (
-        "acme.yaml:17:11: customers[1].plan: unknown plan 'team_montly'; did you mean 'team_monthly'?"
+        "acme.yaml:17:11: customers[1].plan: unknown plan 'team_montly'; "
+        "did you mean 'team_monthly'?"
     )
     assert found[2].startswith("acme.yaml:18:"), found
 
