@@ -558,10 +558,21 @@ class _Adoption:
     replaces: str | None  # the store's current intent (a default plan's), None: none
 
     def params(self) -> dict[str, Any]:
+        pending = self.intent.pending_change
         return {
             "intent_id": self.intent.intent_id,
             "plan": self.intent.plan,
             "replaces": self.replaces,
+            **(
+                {}
+                if pending is None
+                else {
+                    "pending_change": {
+                        "plan": pending.plan,
+                        "effective_at": pending.effective_at,
+                    }
+                }
+            ),
         }
 
 
@@ -605,9 +616,62 @@ def _adoption(
         intent_id=sub.owner.intent_id,
         plan=plan,
         source="subscribe",
+        pending_change=_adopted_change(draft, bundle, sub, plan),
         created_at=sub.created or 0,
     )
     return _Adoption(sub=sub, intent=adopted, replaces=mine)
+
+
+def _adopted_change(
+    draft: _Draft, bundle: AccountSubscriptions, sub: SubscriptionRecord, plan: str
+) -> PendingChange | None:
+    """The plan change our schedule on an adopted subscription holds (a lost store's pending
+    change): the plan of the phase after the current one (its `plan` marker, else its items'
+    prices), effective at that phase's start; None: no schedule of ours in force on it, or no
+    later phase on another plan (the next plan keeps what the schedule holds)."""
+    now = draft.context.now
+    for schedule in bundle.schedules:
+        if not schedule.in_force:
+            continue
+        if schedule.subscription_id != sub.stripe_id and schedule.stripe_id != sub.schedule_id:
+            continue
+        owner = schedule.owner
+        if owner is None or owner.installation_id != draft.installation_id:
+            return None
+        upcoming = sorted((p for p in schedule.phases if p.start > now), key=lambda p: p.start)
+        if not upcoming:
+            return None
+        target = _phase_plan(draft, upcoming[0])
+        if target is None or target == plan:
+            return None
+        return PendingChange(plan=target, effective_at=upcoming[0].start)
+    return None
+
+
+def _phase_plan(draft: _Draft, phase: SchedulePhase) -> str | None:
+    """The plan a schedule phase bills: its `plan` marker, else the one catalog plan whose
+    billed prices are its items' (by their price ids); None: cannot tell."""
+    if phase.plan:
+        return phase.plan.lower()
+    keys: set[str] = set()
+    for item in phase.items:
+        price = draft.catalog.price(item.price_id)
+        if price is None:
+            return None
+        keys.add(price.key)
+    if not keys:
+        return None
+    found = [
+        p.name.lower()
+        for p in draft.catalog.plans.values()
+        if keys
+        == {
+            price.key
+            for price in p.prices
+            if price.behavior != BEHAVIOR_CREDITS and price.interval == p.interval and price.active
+        }
+    ]
+    return found[0] if len(found) == 1 else None
 
 
 def _plan_of(draft: _Draft, sub: SubscriptionRecord) -> str | None:

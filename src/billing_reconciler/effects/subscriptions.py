@@ -68,6 +68,7 @@ from billing_reconciler.effects.catalog import superseding_price_keys
 from billing_reconciler.model_subscriptions import (
     ENTITLED_STATUSES,
     META_PLAN,
+    PendingChange,
     PhaseItem,
     ScheduleRecord,
     SubscriptionOwner,
@@ -620,6 +621,15 @@ def _adopt_intent(
         intent_id=intent_id,
         expected_intent_id=expected,
     )
+    pending = adopt.get("pending_change")
+    if pending is not None and pending.get("plan"):
+        # The plan change our schedule on it holds (a lost store's): kept, not dropped.
+        at = pending.get("effective_at")
+        intents.set_pending_change(
+            account_id,
+            PendingChange(str(pending["plan"]), None if at is None else int(at)),
+            requested_by=f"adopted {record.stripe_id}",
+        )
 
 
 def _plan_history(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from billing_reconciler.model_subscriptions import on_start_grant_id
+from billing_reconciler.model_subscriptions import PendingChange, on_start_grant_id
 from billing_reconciler.planning.plan import Reason
 from billing_reconciler.store import (
     IntentRepository,
@@ -24,7 +24,7 @@ from billing_reconciler.store import (
 )
 from tests.fixtures.postgres import new_postgres_database
 
-from .conftest import World
+from .conftest import FEB_15, World
 from .host import APP, V1, Host
 
 TARGETED = frozenset({"customer/acme"})
@@ -142,3 +142,60 @@ def test_a_free_default_subscription_is_adopted_not_replaced_after_a_lost_store(
         assert intent is not None
         assert (intent.plan, intent.id) == ("free_monthly", free.metadata["br_intent"])
         assert world.plan().steps == ()
+
+
+def test_a_pending_plan_change_is_adopted_with_its_schedule_after_a_lost_store(
+    world: World, tmp_path: Path
+) -> None:
+    """A change at period end held by our schedule survives a lost store: the adopted intent
+    gets the schedule's next phase as its pending change, the schedule keeps both phases, the
+    API reports it, the re-plan is empty, and at the period end the subscription moves."""
+    customer, paid = _on_team(world)
+    account = world.account("acme")
+    with world.store.session() as session:
+        IntentRepository(session).set_pending_change(
+            account.id, PendingChange("team_yearly", effective_at=FEB_15)
+        )
+    world.reconcile()
+    [schedule] = world.stripe.v1.subscription_schedules.list({"customer": customer}).data
+    assert [p.metadata["plan"] for p in schedule.phases] == ["team_monthly", "team_yearly"]
+
+    with _lost_store(world, tmp_path):
+        world.reconcile()
+        world.open("acme", members=2)
+        world.reconcile()
+
+        kept = world.stripe.v1.subscription_schedules.retrieve(schedule.id)
+        assert kept.status in ("not_started", "active")
+        assert [p.metadata["plan"] for p in kept.phases] == ["team_monthly", "team_yearly"]
+        assert kept.phases[0].end_date == FEB_15
+        account = world.account("acme")
+        with world.store.session() as session:
+            intent = IntentRepository(session).current(account.id)
+        assert intent is not None
+        assert (intent.id, intent.plan) == (paid.metadata["br_intent"], "team_monthly")
+        assert intent.pending_change == PendingChange("team_yearly", effective_at=FEB_15)
+        assert world.plan().steps == ()
+
+        host = Host(world)
+        try:
+            listed = host.client.get(
+                f"{V1}/organizations/acme/billing/subscriptions", headers=APP
+            ).json()
+        finally:
+            host.close()
+        current = listed["data"][0]
+        assert current["stripe_subscription_id"] == paid.id
+        assert current["pending_change"] is not None
+        assert current["pending_change"]["plan"] == "team_yearly"
+
+        world.advance(FEB_15 + 3600)
+        world.reconcile()
+        moved = world.stripe.v1.subscriptions.retrieve(paid.id)
+        assert moved.status == "active"
+        assert moved.metadata["plan"] == "team_yearly"
+        assert {i.price.recurring.interval for i in moved["items"].data} == {"year"}
+        with world.store.session() as session:
+            intent = IntentRepository(session).current(account.id)
+        assert intent is not None
+        assert (intent.plan, intent.pending_change) == ("team_yearly", None)
