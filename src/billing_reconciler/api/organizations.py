@@ -126,7 +126,9 @@ def organizations_router(context: ApiContext) -> APIRouter:
         """Create or replace an org (201 when created, or re-created after a delete; a field
         left out is cleared, as a PUT replaces the whole org). Auto-creates its account if
         configured (a re-created org gets a new one: the deleted org's stays disabled, with its
-        history); when that account is online the answer waits for its Stripe customer (202
+        history; but a contract account, declared in desired/customers, stays the org's: the
+        PUT opens none, and `POST .../billing/enable` re-enables it with its Stripe customer);
+        when that account is online the answer waits for its Stripe customer (202
         when it takes longer). `X-Stripe-Test-Clock` sets the auto-created account's test
         clock, and replaces it while the account has no Stripe customer yet."""
         check_test_clock(context, test_clock)
@@ -137,9 +139,12 @@ def organizations_router(context: ApiContext) -> APIRouter:
             settings = context.config().billing.customer
             opened = None
             accounts = AccountRepository(session)
+            latest = accounts.latest_for_org(org)
             if settings.auto_create_with_org and (
-                accounts.latest_for_org(org) is None
-                or (created and accounts.active_for_org(org) is None)
+                latest is None
+                # A re-created org gets a new account, unless its newest is a contract's
+                # (desired/customers): that one stays the org's, to enable, with its customer.
+                or (created and latest.state != "active" and not latest.contract)
             ):
                 opened = open_account(
                     context,

@@ -449,8 +449,10 @@ def _new_contract_account(draft: _Draft, spec: CustomerSpec, observed: Customers
         if spec.org_id in observed.deleted_orgs:
             why = (
                 "declared in desired/customers, but the host deleted the org and its account "
-                f"is disabled: PUT /organizations/{spec.org_id} again, then enable the account "
-                "through the API (or create a new billing account; never re-created silently)"
+                f"is disabled: PUT /organizations/{spec.org_id} again (it opens no new account "
+                "for a declared org: this one stays the org's), then enable it through the API "
+                "(POST .../billing/enable), which keeps its Stripe customer; never re-created "
+                "silently"
             )
         else:
             why = (

@@ -6,12 +6,12 @@ gets its organization row with the account, so the host API serves it (T1 findin
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from billing_reconciler.planning.fleet import render_fleet_markdown, render_fleet_text
 from billing_reconciler.planning.plan import Reason
 from billing_reconciler.store import AccountRepository, OrganizationRepository
-from billing_reconciler.store.tables import OrganizationModel
+from billing_reconciler.store.tables import BillingAccountModel, OrganizationModel
 from tests.integration.api.conftest import APP, Settings, build_app
 from tests.integration.customers.conftest import World
 
@@ -165,7 +165,7 @@ def test_a_contract_org_the_host_deleted_is_reported_with_the_way_back(world: Wo
         assert api.post(f"{base}/billing/enable", headers=APP).status_code == 404
         [notice] = world.plan().notices
         assert notice.stripe_id == customer.id
-        assert "PUT /organizations/acme again, then enable" in notice.message
+        assert "PUT /organizations/acme again (it opens no new account" in notice.message
         put = api.put(base, json={"title": "Acme"}, headers=APP)
         assert put.status_code == 201, put.text
         enabled = api.post(f"{base}/billing/enable", headers=APP)
@@ -173,3 +173,74 @@ def test_a_contract_org_the_host_deleted_is_reported_with_the_way_back(world: Wo
     world.apply()
     assert world.get("acme").stripe_customer_id == customer.id
     assert world.plan().converged
+
+
+def _accounts(world: World, org_id: str) -> list[tuple[str, str | None, bool]]:
+    with world.store.session() as session:
+        return sorted(
+            (a.state, a.stripe_customer_id, a.contract)
+            for a in session.scalars(
+                select(BillingAccountModel).where(BillingAccountModel.org_id == org_id)
+            )
+        )
+
+
+def test_a_deleted_contract_org_put_again_keeps_its_declared_account(world: World) -> None:
+    """The notice's way back with `auto_create_with_org` (fresh-user finding): disable, DELETE,
+    PUT again, enable. The PUT opens no account for a declared org (a second one would get a
+    second Stripe customer with br_key customer/acme); enable re-enables the declared one,
+    with its customer."""
+    world.write_contract(CONTRACT)
+    world.apply()
+    [customer] = world.customers()
+    settings = Settings()
+    settings.configure(auto_create_with_org=True)
+    base = "/v1beta1/organizations/acme"
+    with TestClient(build_app(world.store, settings), raise_server_exceptions=True) as api:
+        assert api.post(f"{base}/billing/disable", headers=APP).status_code == 200
+        assert api.delete(base, headers=APP).status_code == 204
+        world.apply()
+        [notice] = world.plan().notices
+        assert notice.stripe_id == customer.id
+        assert "PUT /organizations/acme again (it opens no new account" in notice.message
+        put = api.put(base, json={"title": "Acme"}, headers=APP)
+        assert put.status_code == 201, put.text
+        assert _accounts(world, "acme") == [("disabled", customer.id, True)]
+        got = api.get(f"{base}/billing", headers=APP)
+        assert (got.status_code, got.json()["state"]) == (200, "disabled"), got.text
+        enabled = api.post(f"{base}/billing/enable", headers=APP)
+        assert enabled.status_code == 200, enabled.text
+        assert enabled.json()["stripe_customer_id"] == customer.id
+        assert enabled.json()["state"] == "active"
+    world.apply()
+    assert _accounts(world, "acme") == [("active", customer.id, True)]
+    assert [c.id for c in world.customers()] == [customer.id]
+    plan = world.plan()
+    assert not [w for w in plan.warnings if "br_key" in w], plan.warnings
+    assert plan.notices == ()
+    assert plan.converged
+
+
+def test_an_ordinary_org_put_again_after_delete_gets_a_new_account(world: World) -> None:
+    """Not a contract: a re-created org still gets a fresh auto-created account."""
+    settings = Settings()
+    settings.configure(auto_create_with_org=True)
+    base = "/v1beta1/organizations/globex"
+    with TestClient(build_app(world.store, settings), raise_server_exceptions=True) as api:
+        assert api.put(base, json={"title": "Globex"}, headers=APP).status_code == 201
+        world.apply()
+        [old] = _accounts(world, "globex")
+        assert old[0] == "active"
+        assert old[1] is not None
+        assert not old[2]
+        assert api.delete(base, headers=APP).status_code == 204
+        world.apply()
+        put = api.put(base, json={"title": "Globex"}, headers=APP)
+        assert put.status_code == 201, put.text
+    with world.store.session() as session:
+        accounts = AccountRepository(session)
+        fresh = accounts.active_for_org("globex")
+        assert fresh is not None
+        assert fresh.stripe_customer_id is None
+        assert fresh.metadata.get("auto_created") == "true"
+    assert _accounts(world, "globex") == [("active", None, False), ("disabled", old[1], False)]
