@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from billing_reconciler.config import BillingSettings
+from billing_reconciler.desired.state import CustomerSpec
 from billing_reconciler.domains.base import PlanContext
 from billing_reconciler.domains.customer_rules import unspent_key
 from billing_reconciler.domains.price_impact import (
@@ -62,6 +63,7 @@ from billing_reconciler.domains.price_impact import (
 )
 from billing_reconciler.domains.subscription_types import (
     BEHAVIOR_CREDITS,
+    SOURCE_CONTRACT,
     SOURCE_DEFAULT_PLAN,
     AccountSubscriptions,
     CatalogPlan,
@@ -349,10 +351,18 @@ class _Draft:
     prices_by_key: dict[str, CatalogPrice] | None = None
     # Protected price keys with live subscriptions not migrated off them, and how many.
     protected: dict[str, int] = field(default_factory=dict)
+    _contracts: dict[str, CustomerSpec] | None = None
 
     @property
     def billing(self) -> BillingSettings:
         return self.context.state.config.billing
+
+    @property
+    def contracts(self) -> Mapping[str, CustomerSpec]:
+        """The contract customers (`desired/customers/`) by org id."""
+        if self._contracts is None:
+            self._contracts = {c.org_id: c for c in self.context.state.customers}
+        return self._contracts
 
     @property
     def migration(self) -> str:
@@ -473,7 +483,64 @@ def _guarded(step: Step) -> Step:
     return dataclasses.replace(step, mass_change=True)
 
 
+def contract_intent_id(org_id: str, plan: str) -> str:
+    """The synthetic intent id of a contract customer's declared plan: derived from the org
+    and the plan (never random), so a rerun after a crash derives the same creation key."""
+    part = hashlib.sha256(f"{org_id}\x1f{plan.lower()}".encode()).hexdigest()[:20]
+    return f"contract_{part}"
+
+
+def contract_bundle(
+    installation_id: str, bundle: AccountSubscriptions, plan: str, seats: int | None
+) -> AccountSubscriptions:
+    """`bundle` as its contract customer declares it (DESIGN §15: the YAML wins): the
+    intent is the declared `plan` whatever the store's intent says (a subscribe, change or
+    cancel through the API is not followed), under a synthetic intent id derived from org and
+    plan, without a trial. A live subscription of ours on another plan gets a pending change
+    to the declared plan at its period end (`billing.plan_change` has no immediate policy).
+    A declared `seats` is the per-seat quantity instead of the member count."""
+    target = plan.lower()
+    live = [
+        s
+        for s in bundle.subscriptions
+        if s.live and s.owner is not None and s.owner.installation_id == installation_id
+    ]
+    intent: SubscriptionIntent
+    if live:
+        current = max(live, key=lambda s: (s.created, s.stripe_id))
+        assert current.owner is not None
+        intent_id = current.owner.intent_id or contract_intent_id(bundle.org_id, target)
+        current_plan = _current_plan(current, target)
+        intent = SubscriptionIntent(
+            intent_id=intent_id,
+            plan=current_plan,
+            source=SOURCE_CONTRACT,
+            skip_trial=True,
+            pending_change=(
+                None if current_plan == target else PendingChange(plan=target, effective_at=None)
+            ),
+        )
+    else:
+        intent = SubscriptionIntent(
+            intent_id=contract_intent_id(bundle.org_id, target),
+            plan=target,
+            source=SOURCE_CONTRACT,
+            skip_trial=True,
+        )
+    return dataclasses.replace(
+        bundle, intent=intent, seats=bundle.seats if seats is None else seats
+    )
+
+
+def _contract(draft: _Draft, bundle: AccountSubscriptions) -> AccountSubscriptions:
+    spec = draft.contracts.get(bundle.org_id)
+    if spec is None or spec.plan is None:
+        return bundle  # not a contract customer, or one without a declared plan: as today
+    return contract_bundle(draft.installation_id, bundle, spec.plan, spec.seats)
+
+
 def _plan_account(draft: _Draft, bundle: AccountSubscriptions) -> None:
+    bundle = _contract(draft, bundle)
     account = bundle.account
     ours = [s for s in bundle.subscriptions if _ours(draft, s)]
     adoption = _adoption(draft, bundle, ours)

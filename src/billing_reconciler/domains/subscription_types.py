@@ -25,6 +25,8 @@ BEHAVIOR_CREDITS: Final = "credits"
 USAGE_METERED: Final = "metered"
 #: Intent sources (who set the plan): `default_plan` subscribes directly, never with a trial.
 SOURCE_DEFAULT_PLAN: Final = "default_plan"
+#: A contract customer's declared plan (`desired/customers/`, DESIGN §15): never a trial.
+SOURCE_CONTRACT: Final = "contract"
 
 
 @dataclass(frozen=True, slots=True)

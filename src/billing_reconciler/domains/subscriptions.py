@@ -18,7 +18,8 @@ store-side change (a new intent, a member added, a pending change) and a `billin
 fleet change are planned against them without reading Stripe. A subscription read from
 Stripe whose facts differ from its mirror is mirrored again (its stale mirror is not given to
 the rules, which then plan the bookkeeping restore). An active account with nothing
-mirrored whose intent asks for a subscription is read from Stripe too (`_unmirrored`): an
+mirrored whose intent (or contract customer's declared plan) asks for a subscription is read
+from Stripe too (`_unmirrored`): an
 empty mirror is no proof that its customer has none of ours. A targeted request (`customer/<org>`,
 `subscription/<org>`) reads only its accounts' customers from Stripe.
 
@@ -202,7 +203,7 @@ class SubscriptionsDomain:
                 named = (
                     frozenset(changes.customer_ids) & ours
                     | _scheduled(subscribers)
-                    | _unmirrored(subscribers)
+                    | _unmirrored(subscribers, _declared(context))
                 )
                 live = reader.subscriptions_of(sorted(named), installation_id=installation)
                 return _observation(
@@ -278,7 +279,14 @@ def _customers(subscribers: Iterable[StoredSubscriber]) -> frozenset[str]:
     return frozenset(s.customer_id for s in subscribers if s.customer_id)
 
 
-def _unmirrored(subscribers: Iterable[StoredSubscriber]) -> frozenset[str]:
+def _declared(context: PlanContext) -> frozenset[str]:
+    """The org ids of contract customers declaring a plan (their intent is the YAML's)."""
+    return frozenset(c.org_id for c in context.state.customers if c.plan is not None)
+
+
+def _unmirrored(
+    subscribers: Iterable[StoredSubscriber], declared: frozenset[str] = frozenset()
+) -> frozenset[str]:
     """Customers of active accounts whose intent asks for a subscription while the store
     mirrors none of theirs (a new account, a customer linked since the last full resync, a
     lost store): read from Stripe before anything is created, so a live one of ours there is
@@ -289,9 +297,14 @@ def _unmirrored(subscribers: Iterable[StoredSubscriber]) -> frozenset[str]:
         if s.customer_id
         and not s.mirrored
         and s.facts.account.state == "active"
-        and (intent := s.facts.intent) is not None
-        and intent.plan
-        and intent.cancel is None
+        and (
+            s.facts.org_id in declared
+            or (
+                (intent := s.facts.intent) is not None
+                and bool(intent.plan)
+                and intent.cancel is None
+            )
+        )
     )
 
 

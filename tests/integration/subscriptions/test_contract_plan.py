@@ -1,0 +1,64 @@
+"""A contract customer's declared `plan` and `seats` (DESIGN §15: the YAML wins) through the
+real catalog, customers and subscriptions domains on the emulator: the declared org gets one
+subscription on its plan with the fixed seat count, a re-plan is empty, and a member added
+in the store leaves the count as declared."""
+
+from __future__ import annotations
+
+import textwrap
+
+from billing_reconciler.controller import PlanOptions
+from billing_reconciler.domains.subscription_rules import MIRROR_STEP
+from billing_reconciler.registry import CATALOG, CUSTOMERS
+from billing_reconciler.store import MemberRepository
+
+from .conftest import World
+
+CONTRACT = """\
+customers:
+  - org_id: acme
+    name: Acme Corporation
+    plan: team_monthly
+    seats: 5
+"""
+
+
+def _assert_converged(world: World) -> None:
+    replan = world.plan()
+    assert replan.steps == ()
+    assert [r.key for r in replan.restores if r.kind == MIRROR_STEP] == []
+
+
+def test_a_declared_plan_and_seat_count_are_subscribed_and_kept(world: World) -> None:
+    folder = world.directory / "customers"
+    folder.mkdir()
+    (folder / "contracts.yaml").write_text(textwrap.dedent(CONTRACT))
+    # The customers domain opens the account and its customer; the card is added before the
+    # subscriptions domain runs (a paid subscription charged automatically needs one).
+    for registration in (CATALOG, CUSTOMERS):
+        controller = world.controller(registration)
+        planned = controller.plan(PlanOptions())
+        _, _, residual = controller.apply(planned)
+        assert residual.converged, residual
+    assert world.account("acme").contract
+    world.add_card("acme")
+    world.reconcile()
+    subs = [s for s in world.subscriptions("acme") if s.status in ("active", "trialing")]
+    assert len(subs) == 1, subs
+    sub = subs[0]
+    assert sub.metadata["plan"] == "team_monthly"
+    assert sub.status == "active"  # a contract is billed as agreed: no trial
+    quantities = sorted((item.price.id, item.quantity) for item in sub["items"]["data"])
+    # The platform fee once, the seats at the declared 5 (the org has no member yet).
+    assert sorted(q for _, q in quantities) == [1, 5], quantities
+    # The next pass writes the store's mirror of it, and nothing else; then nothing is left.
+    assert world.reconcile().steps == ()
+    _assert_converged(world)
+    with world.store.session() as session:
+        for index in range(8):
+            MemberRepository(session).upsert("acme", f"user-{index}")
+    world.reconcile()
+    after = [s for s in world.subscriptions("acme") if s.status in ("active", "trialing")]
+    assert [s.id for s in after] == [sub.id]
+    assert sorted((i.price.id, i.quantity) for i in after[0]["items"]["data"]) == quantities
+    _assert_converged(world)
