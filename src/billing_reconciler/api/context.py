@@ -62,6 +62,9 @@ class ApiContext:
     gateway: StripeGateway | None = None
     """Stripe, for the reads a route answers from Stripe itself (a plan change's invoice
     preview); None: such a route answers 503 `provider_unavailable`."""
+    declared_plan: Callable[[str], str | None] = lambda org_id: None
+    """The plan a contract customer (`desired/customers/`) declares for an org, None: none.
+    The YAML wins: such an org's subscribe, plan change and cancel are refused (409)."""
     waiters: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(MAX_WAITERS)
     )

@@ -413,6 +413,18 @@ def _ended(intent: SubscriptionIntent, mirrored: MirroredSubscription | None) ->
     return not intent.current or (mirrored is not None and mirrored.status in TERMINAL_STATUSES)
 
 
+def _refuse_declared(context: ApiContext, org: str) -> None:
+    """409 when a contract customer declares the org's plan: its subscription is the YAML's."""
+    plan = context.declared_plan(org)
+    if plan is not None:
+        raise precondition(
+            f"organization {org} is a contract customer whose plan {plan} is declared in "
+            "desired/customers: change the plan or its cancel there",
+            org_id=org,
+            plan=plan,
+        )
+
+
 def _require_live(
     session: Session, org: str, intent_id: str, *, cancelling: bool = False
 ) -> tuple[SubscriptionIntent, MirroredSubscription | None]:
@@ -513,6 +525,7 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
         subscription). With `preview: true` nothing changes: the answer is what the change
         would invoice (a `ChangePreview`, from Stripe's `create_preview`), after the same
         checks and refusals as the change itself."""
+        _refuse_declared(context, org)
         target = body.target
         if body.preview and target is not None:
             return _preview_change(context, org, id, *target)
@@ -546,6 +559,7 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
     ) -> Subscription | JSONResponse:
         """Cancel now (`immediate`, invoiced and prorated), or at the current period end
         (default: `cancel_at` and `pending_change{plan: null, reason: cancel}`)."""
+        _refuse_declared(context, org)
         with context.store.session() as session:
             require_org(session, org)
             account = require_active(session, org)
@@ -826,6 +840,7 @@ def admin_subscriptions_router(context: ApiContext) -> APIRouter:
         """Subscribe without a checkout (admin). One live subscription per account: a paid
         plan replaces a live free one; beside a live paid one it is refused (change the plan
         instead). Waits for Stripe's verdict (201, or 202 when it takes longer)."""
+        _refuse_declared(context, org)
         with context.store.session() as session:
             require_org(session, org)
             account = require_active(session, org)

@@ -473,6 +473,9 @@ class Runtime:
             request_reconcile=self._api_request,
             reconcile_wait_seconds=self.settings.api_wait_seconds,
             gateway=self.gateway,
+            declared_plan=lambda org: next(
+                (c.plan for c in self.desired.current.customers if c.org_id == org), None
+            ),
         )
 
     def _api_request(self, kind: str, ids: frozenset[str], reason: str) -> ReconcileTicket:

@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import textwrap
 
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from billing_reconciler.api import ApiContext, ApiTokens, api_router, install_error_handlers
+from billing_reconciler.config import Secret
 from billing_reconciler.controller import PlanOptions
+from billing_reconciler.desired import load_desired
 from billing_reconciler.domains.subscription_rules import MIRROR_STEP
 from billing_reconciler.registry import CATALOG, CUSTOMERS
 from billing_reconciler.store import MemberRepository
 
 from .conftest import World
+from .host import ADMIN, ADMIN_TOKEN, APP, APP_TOKEN, V1
 
 CONTRACT = """\
 customers:
@@ -62,3 +69,46 @@ def test_a_declared_plan_and_seat_count_are_subscribed_and_kept(world: World) ->
     assert [s.id for s in after] == [sub.id]
     assert sorted((i.price.id, i.quantity) for i in after[0]["items"]["data"]) == quantities
     _assert_converged(world)
+
+
+def test_the_api_refuses_to_subscribe_change_or_cancel_a_declared_plan(world: World) -> None:
+    folder = world.directory / "customers"
+    folder.mkdir()
+    (folder / "contracts.yaml").write_text(textwrap.dedent(CONTRACT))
+    result = load_desired(world.directory)
+    assert result.state is not None
+    state = result.state
+    context = ApiContext(
+        store=world.store,
+        tokens=ApiTokens(app=(Secret(APP_TOKEN),), admin=(Secret(ADMIN_TOKEN),)),
+        config=lambda: state.config,
+        installation_id=lambda: "test",
+        declared_plan=lambda org: next((c.plan for c in state.customers if c.org_id == org), None),
+    )
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(api_router(context))
+    catalog = world.controller(CATALOG)
+    catalog.apply(catalog.plan(PlanOptions()))
+    world.open("acme")
+    world.open("beta")
+    subs = f"{V1}/organizations/acme/billing/subscriptions"
+    with TestClient(app, raise_server_exceptions=True) as client:
+        answers = [
+            client.post(subs, json={"plan": "team_yearly"}, headers=ADMIN),
+            client.post(f"{subs}/int_any/change", json={"plan": "team_yearly"}, headers=APP),
+            client.post(f"{subs}/int_any/cancel", json={"immediate": True}, headers=APP),
+        ]
+        for answer in answers:
+            assert answer.status_code == 409, answer.text
+            error = answer.json()["error"]
+            assert error["code"] == "failed_precondition"
+            assert "declared in desired/customers" in error["message"]
+            assert error["details"] == {"org_id": "acme", "plan": "team_monthly"}
+        # An org no contract declares is subscribed as before.
+        beta = client.post(
+            f"{V1}/organizations/beta/billing/subscriptions",
+            json={"plan": "team_yearly"},
+            headers=ADMIN,
+        )
+        assert beta.status_code in (201, 202), beta.text
