@@ -19,9 +19,12 @@ fleet change are planned against them without reading Stripe. A subscription rea
 Stripe whose facts differ from its mirror is mirrored again (its stale mirror is not given to
 the rules, which then plan the bookkeeping restore). An active account with nothing
 mirrored whose intent (or contract customer's declared plan) asks for a subscription is read
-from Stripe too (`_unmirrored`): an
-empty mirror is no proof that its customer has none of ours. A targeted request (`customer/<org>`,
-`subscription/<org>`) reads only its accounts' customers from Stripe.
+from Stripe too (`_unmirrored`): an empty mirror is no proof that its customer has none of
+ours. A targeted request (`customer/<org>`, `subscription/<org>`) reads only its accounts'
+customers from Stripe.
+
+Contract customers (`desired/customers/`, DESIGN §15) declaring a `plan` are planned as the
+YAML says, not as the store's intent does (`subscription_rules.contract_bundle`).
 
 The cursor is this domain's bookkeeping, as the customers domain's: a restore
 (`subscription_cursor`, reason `bookkeeping`) written by apply after a full resync or
