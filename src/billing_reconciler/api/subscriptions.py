@@ -470,6 +470,16 @@ def _answer(
     return answer
 
 
+def _unmade(session: Session, account: AccountRecord, intent: SubscriptionIntent) -> bool:
+    """The online account's current intent has no Stripe subscription made for it (none
+    mirrored: Stripe refused its create, or its reconcile has not run yet), nor a cancel
+    request."""
+    if account.offline or intent.cancel_mode is not None:
+        return False
+    mirrors = SubscriptionMirrorRepository(session).for_account(account.id)
+    return mirror_of(intent, mirrors) is None
+
+
 # --- the routes -------------------------------------------------------------------------------
 
 
@@ -567,16 +577,25 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
             if intent.cancel_mode == "immediate":
                 return subscription(intent, mirrored)  # being cancelled now already
             intents = IntentRepository(session, clock=context.clock)
-            if account.offline and mirrored is None:
-                # No Stripe subscription exists (nor can one, offline): the intent just ends.
-                ended = intents.end(account.id) or intent
-                return subscription(ended, None)
-            period_end = None if mirrored is None else mirrored.record.current_period_end
-            intents.request_cancel(
-                account.id,
-                immediate=body.immediate,
-                effective_at=None if body.immediate else period_end,
-            )
+            if mirrored is None:
+                # No Stripe subscription was made for the intent (offline: none can be; else
+                # Stripe refused its create): the intent just ends. Nothing else is cancelled:
+                # a live subscription of another intent (the free one a refused paid plan was
+                # to replace) stays, and the next reconcile adopts it.
+                ended = subscription(intents.end(account.id) or intent, None)
+                offline = account.offline
+            else:
+                ended, offline = None, account.offline
+                intents.request_cancel(
+                    account.id,
+                    immediate=body.immediate,
+                    effective_at=None if body.immediate else mirrored.record.current_period_end,
+                )
+        if ended is not None:
+            if not offline:
+                # The next reconcile adopts what is live (its verdict is not this cancel's).
+                context.await_customer(org, "subscription canceled")
+            return ended
         verdict = context.await_customer(org, "subscription canceled")
         return _answer(context, org, id, verdict)
 
@@ -872,6 +891,18 @@ def admin_subscriptions_router(context: ApiContext) -> APIRouter:
                     current = None
             if current is None:
                 intent, _ = intents.record(account.id, **fields)
+            elif current.plan.lower() == plan.name and _unmade(session, account, current):
+                # No Stripe subscription was made for it (Stripe refused it: "correct the
+                # request and send it again"): this is the retry. The targeted reconcile runs
+                # again and answers Stripe's new verdict; other trial options replace it.
+                if (current.source, current.skip_trial, current.cancel_after_trial) == (
+                    fields["source"],
+                    body.skip_trial,
+                    body.cancel_after_trial,
+                ):
+                    intent = current
+                else:
+                    intent, _ = intents.replace(account.id, expected_intent_id=current.id, **fields)
             elif current.plan.lower() == plan.name:
                 raise ApiError(
                     409,

@@ -566,6 +566,16 @@ def _plan_account(draft: _Draft, bundle: AccountSubscriptions) -> None:
     if current is None:
         _without_live(draft, bundle, ours)
         return
+    if intent.cancel is not None and _of_another_intent(bundle, current):
+        # The cancel names the intent's subscription: one made for another intent on
+        # another plan (the live free one a refused paid plan was to replace) is not it.
+        draft.notice(
+            bundle.org_id,
+            current.stripe_id,
+            f"the cancel of intent {intent.intent_id} has no subscription of its own: "
+            f"{current.stripe_id} (another intent's) is not cancelled",
+        )
+        return
     if intent.cancel is not None and intent.cancel.immediate:
         _cancel(draft, bundle, current, replaced=False)
         return
@@ -739,6 +749,17 @@ def _phase_plan(draft: _Draft, phase: SchedulePhase) -> str | None:
         }
     ]
     return found[0] if len(found) == 1 else None
+
+
+def _of_another_intent(bundle: AccountSubscriptions, sub: SubscriptionRecord) -> bool:
+    """`sub` was made for another intent than the account's, on another plan (an adopted
+    one under a new intent id bills the intent's plan: it is the intent's)."""
+    intent, owner = bundle.intent, sub.owner
+    if intent is None or owner is None or not owner.intent_id:
+        return False
+    if owner.intent_id == intent.intent_id:
+        return False
+    return (owner.plan or "").lower() != (intent.plan or "").lower()
 
 
 def _plan_of(draft: _Draft, sub: SubscriptionRecord) -> str | None:

@@ -106,3 +106,62 @@ def test_a_subscribe_stripe_accepted_answers_201_with_the_mirrored_subscription(
     assert (sub["plan"], sub["stripe_subscription_id"]) == ("team_monthly", live.id)
     assert (sub["state"], sub["seats"]) == (live.status, 2)
     assert served.get(f"{SUBS}/{sub['id']}", headers=APP).json() == sub
+
+
+def _refused_paid_subscribe(world: World, served: TestClient) -> str:
+    """acme on the free default plan without a card; a paid subscribe without a trial that
+    Stripe refuses (no payment source): the paid intent's id."""
+    world.open("acme", members=2)
+    world.reconcile()
+    world.reconcile()
+    (free,) = world.subscriptions("acme")
+    assert (free.metadata["plan"], free.status) == ("free_monthly", "active")
+    response = served.post(SUBS, json={"plan": "team_monthly", "skip_trial": True}, headers=ADMIN)
+    assert response.status_code == 409, response.text
+    error = response.json()["error"]
+    assert "send it again" in error["message"], error
+    subscription_id = error["details"]["subscription_id"]
+    assert isinstance(subscription_id, str)
+    assert [s.id for s in world.subscriptions("acme")] == [free.id]  # nothing created
+    return subscription_id
+
+
+def test_a_refused_subscribe_sent_again_is_the_retry_with_stripes_new_verdict(
+    world: World, served: TestClient
+) -> None:
+    intent_id = _refused_paid_subscribe(world, served)
+    body = {"plan": "team_monthly", "skip_trial": True}
+    again = served.post(SUBS, json=body, headers=ADMIN)
+    assert again.status_code == 409, again.text
+    error = again.json()["error"]
+    assert error["code"] != "already_exists", error  # Stripe's verdict again, not a duplicate
+    assert "send it again" in error["message"], error
+    world.add_card("acme")
+    corrected = served.post(SUBS, json=body, headers=ADMIN)
+    assert corrected.status_code == 201, corrected.text
+    sub = corrected.json()
+    assert (sub["id"], sub["plan"]) == (intent_id, "team_monthly")
+    live = [s for s in world.subscriptions("acme") if s.status == "active"]
+    assert [s.metadata["plan"] for s in live] == ["team_monthly"]
+    assert sub["stripe_subscription_id"] == live[0].id
+
+
+def test_cancelling_a_refused_subscribe_ends_it_and_never_the_live_free_one(
+    world: World, served: TestClient
+) -> None:
+    intent_id = _refused_paid_subscribe(world, served)
+    (free,) = world.subscriptions("acme")
+    response = served.post(f"{SUBS}/{intent_id}/cancel", json={"immediate": True}, headers=APP)
+    assert response.status_code == 200, response.text
+    assert response.json()["stripe_subscription_id"] is None
+    world.reconcile()
+    world.reconcile()
+    assert world.stripe.v1.subscriptions.retrieve(free.id).status == "active"
+    listed = served.get(SUBS, headers=APP).json()["data"]
+    current = [s for s in listed if s["stripe_subscription_id"] == free.id]
+    assert current
+    assert current[0]["canceled_at"] is None
+    assert current[0]["state"] == "active"
+    paid = served.get(f"{SUBS}/{intent_id}", headers=APP).json()
+    assert paid["stripe_subscription_id"] is None
+    assert world.plan().steps == ()

@@ -18,7 +18,11 @@ from billing_reconciler.domains.subscription_rules import (
     OP_CANCEL,
     SUBSCRIPTION_STEP,
 )
-from billing_reconciler.domains.subscription_types import PlanCatalog, SubscriptionsObserved
+from billing_reconciler.domains.subscription_types import (
+    CancelRequest,
+    PlanCatalog,
+    SubscriptionsObserved,
+)
 from billing_reconciler.domains.subscriptions import (
     LiveSubscriptions,
     StoredSubscriber,
@@ -178,3 +182,25 @@ def test_an_account_with_nothing_mirrored_is_read_from_stripe_between_full_resyn
     plan = domain.plan(None, observed, _context())
     assert not [s for s in plan.steps if s.action is Action.CREATE]
     assert isinstance(observed.observed, SubscriptionsObserved)
+
+
+def test_a_cancel_of_an_intent_without_a_subscription_never_cancels_another_intents() -> None:
+    """The paid intent Stripe refused (no subscription made for it) asks for a cancel: the
+    live free subscription of the default intent it was to replace is not its own."""
+    free = _old("free_monthly", intent_id="int_default")
+    for immediate in (True, False):
+        paid = _intent(
+            "team_monthly",
+            intent_id="int_paid",
+            cancel=CancelRequest(immediate=immediate),
+        )
+        plan = _plan(_bundle(intent=paid, subs=(free,)))
+        assert not [s for s in plan.steps if s.stripe_id == free.stripe_id], plan.steps
+        assert not [s for s in plan.steps if s.action is Action.CREATE]
+
+
+def test_an_immediate_cancel_still_cancels_an_adopted_one_under_a_new_intent_id() -> None:
+    paid = _old("team_monthly", intent_id="int_lost")
+    intent = _intent("team_monthly", intent_id="int_new", cancel=CancelRequest(immediate=True))
+    plan = _plan(_bundle(intent=intent, subs=(paid,)))
+    assert [s.stripe_id for s in plan.steps if s.params.get("op") == OP_CANCEL] == [paid.stripe_id]
