@@ -36,6 +36,7 @@ from billing_reconciler.api.onboarding import (
     require_active,
     require_org,
 )
+from billing_reconciler.api.organizations import _end_subscription
 from billing_reconciler.api.pending import Verdict
 from billing_reconciler.api.routing import (
     PREFIX,
@@ -299,6 +300,11 @@ def _set_state(context: ApiContext, org: str, state: str) -> Account:
             record = AccountRepository(session, clock=context.clock).set_state(
                 record.id, state, reason=None if state == "active" else "disabled through the API"
             )
+        if state == "disabled":
+            # Disabling cancels the live subscription: recorded with the disable (an immediate
+            # cancel request on its intent, as an org delete records it), so an enable before
+            # the reconcile ran does not undo it.
+            _end_subscription(context, session, org, record, force=True)
     context.reconcile_customer(org, f"billing account {state}")
     return account(record)
 

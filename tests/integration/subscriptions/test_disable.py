@@ -89,3 +89,23 @@ def test_a_new_account_after_a_disable_never_bills_beside_the_old_subscription(
     ]
     assert world.stripe.v1.subscriptions.retrieve(paid.id).status == "canceled"
     assert world.plan().steps == ()
+
+
+def test_a_disable_then_an_enable_before_any_reconcile_still_cancels_the_subscription(
+    world: World, host: Host
+) -> None:
+    paid = _on_team(world)
+    account = world.account("acme")
+    assert host.client.post(f"{ORG}/billing/disable", headers=APP).status_code == 200
+    assert host.client.post(f"{ORG}/billing/enable", headers=APP).status_code == 200
+    with world.store.session() as session:
+        intent = IntentRepository(session).current(account.id)
+    assert intent is not None
+    assert intent.cancel_mode == "immediate"  # recorded with the disable
+    world.reconcile(TARGETED)
+    assert world.stripe.v1.subscriptions.retrieve(paid.id).status == "canceled"
+    world.reconcile()  # mirrored: the intent ends, nothing is created again
+    assert _live(_ours_of_acme(world)) == []
+    with world.store.session() as session:
+        assert IntentRepository(session).current(account.id) is None
+    assert world.plan().steps == ()
