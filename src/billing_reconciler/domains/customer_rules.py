@@ -418,12 +418,15 @@ def _duplicates(
 ) -> None:
     """Two live customers of this installation with one `br_key` break one customer per org
     (DESIGN §15): never silent. The account's (or the one a link would take) is kept; the
-    others are left alone for a person to delete or unmark."""
+    others are left alone for a person to delete or unmark. A customer a disabled account
+    holds is not one of them: it is that account's (its invoices and history), and the org's
+    new account has its own."""
     by_key: dict[str, list[CustomerRecord]] = {}
     for customer in observed.live.customers:
         owner = customer.owner
         if (
             customer.stripe_id
+            and customer.stripe_id not in observed.claimed_ids
             and owner is not None
             and owner.installation_id == draft.context.installation_id
         ):

@@ -545,3 +545,15 @@ def test_a_contract_converges_after_a_stripe_edit_of_an_undeclared_field(
     plan = customers_plan(specs, _observed(tuple(accounts), tuple(customers)), ctx)
     assert plan.steps == ()
     assert plan.restores == ()
+
+
+def test_two_customers_of_one_org_are_reported_unless_a_disabled_account_holds_one(
+    context: PlanContext,
+) -> None:
+    old = replace(_customer(0), stripe_id="cus_old")
+    customers = (old, *(_customer(i) for i in range(5)))
+    reported = customers_plan({}, _observed(customers=customers), context).warnings
+    assert [w for w in reported if "carry br_key customer/org-0" in w], reported
+    # The org's disabled account holds cus_old (its invoices): the new account has its own.
+    held = _observed(customers=customers, claimed_ids=frozenset({"cus_old"}))
+    assert not [w for w in customers_plan({}, held, context).warnings if "carry br_key" in w]
