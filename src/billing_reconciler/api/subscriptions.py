@@ -75,6 +75,7 @@ from billing_reconciler.store.subscriptions import (
     TERMINAL_STATUSES,
     IntentRepository,
     IntentSource,
+    IntentState,
     MirroredSubscription,
     PlanHistoryRepository,
     SubscriptionIntent,
@@ -503,6 +504,14 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
             account = _latest(session, org)
             intents = list(reversed(IntentRepository(session).history(account.id)))
             mirrors = SubscriptionMirrorRepository(session).for_account(account.id)
+        # An intent replaced before Stripe ever had its subscription (the default plan's a
+        # lost store's re-PUT recorded, then the adopted subscription's took its place) is
+        # nothing a caller can see or act on: the current intent and those with one are.
+        intents = [
+            i
+            for i in intents
+            if i.state == IntentState.CURRENT or mirror_of(i, mirrors) is not None
+        ]
         start = 0
         if cursor is not None:
             ids = [i.id for i in intents]

@@ -120,6 +120,8 @@ def test_a_live_paid_subscription_is_adopted_after_a_lost_store_never_duplicated
             host.close()
         current = listed["data"][0]
         assert (current["plan"], current["stripe_subscription_id"]) == ("team_monthly", paid.id)
+        # No intent without a subscription (the re-PUT's default plan, replaced) is listed.
+        assert all(s["stripe_subscription_id"] for s in listed["data"]), listed
         assert current["state"] == paid.status
 
 
