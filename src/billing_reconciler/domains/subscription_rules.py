@@ -736,19 +736,7 @@ def _phase_plan(draft: _Draft, phase: SchedulePhase) -> str | None:
         if price is None:
             return None
         keys.add(price.key)
-    if not keys:
-        return None
-    found = [
-        p.name.lower()
-        for p in draft.catalog.plans.values()
-        if keys
-        == {
-            price.key
-            for price in p.prices
-            if price.behavior != BEHAVIOR_CREDITS and price.interval == p.interval and price.active
-        }
-    ]
-    return found[0] if len(found) == 1 else None
+    return _plan_billing(draft, keys)
 
 
 def _of_another_intent(bundle: AccountSubscriptions, sub: SubscriptionRecord) -> bool:
@@ -768,7 +756,15 @@ def _plan_of(draft: _Draft, sub: SubscriptionRecord) -> str | None:
     if sub.owner is not None and sub.owner.plan:
         return sub.owner.plan.lower()
     keys = {i.price_key for i in sub.items}
-    if not keys or None in keys:
+    if None in keys:
+        return None
+    return _plan_billing(draft, {key for key in keys if key is not None})
+
+
+def _plan_billing(draft: _Draft, keys: set[str]) -> str | None:
+    """The one catalog plan whose billed prices (active, of its interval, no credits) are
+    exactly `keys`; None when none or several are."""
+    if not keys:
         return None
     found = [
         plan.name.lower()
