@@ -127,13 +127,18 @@ def create(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeO
     end_behavior = params.get("end_behavior", "release")
     check_enum(end_behavior, "end_behavior", END_BEHAVIORS)
     if "from_subscription" in params:
-        for name in ("customer", "phases", "start_date", "default_settings", "end_behavior"):
+        # The SDK's `from_subscription` docstring: "other parameters (such as phase values)
+        # cannot be set"; Stripe answers each with this message (metadata included).
+        for name in (
+            "customer",
+            "phases",
+            "start_date",
+            "default_settings",
+            "end_behavior",
+            "metadata",
+        ):
             if name in params:
-                raise invalid(
-                    f"You cannot set `{name}` when creating a schedule from a subscription; "
-                    "update the schedule instead.",
-                    param=name,
-                )
+                raise invalid(f"You cannot set `{name}` if `from_subscription` is set.", param=name)
         return _from_subscription(ctx, params)
     if "customer" not in params:
         raise invalid("Missing required param: customer (or from_subscription).", param="customer")

@@ -325,6 +325,38 @@ def test_refusals(stripe_client: Client, emulator: EmulatorHandle) -> None:
         assert refused.value.param == param, params
 
 
+def test_from_subscription_takes_no_other_parameter(
+    stripe_client: Client, emulator: EmulatorHandle
+) -> None:
+    """The SDK's `from_subscription` docstring: "other parameters (such as phase values)
+    cannot be set"; Stripe refuses metadata too, with "You cannot set `metadata` if
+    `from_subscription` is set." (the error other integrations record, e.g. tierrun/tier's
+    schedule client), and creates nothing."""
+    _, customer = _setup(stripe_client)
+    price = _price(stripe_client, 1000)
+    sub = stripe_client.v1.subscriptions.create({"customer": customer, "items": [{"price": price}]})
+    others: dict[str, Any] = {
+        "metadata": {"plan": "team"},
+        "phases": [{"items": [{"price": price}]}],
+        "end_behavior": "cancel",
+        "customer": customer,
+    }
+    for name, value in others.items():
+        params: dict[str, Any] = {"from_subscription": sub.id, name: value}
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            stripe_client.v1.subscription_schedules.create(params)  # type: ignore[arg-type]
+        error = refused.value
+        assert (error.http_status, error.param) == (400, name)
+        assert error.error is not None
+        assert error.error.type == "invalid_request_error"
+        assert error.user_message == f"You cannot set `{name}` if `from_subscription` is set."
+    assert stripe_client.v1.subscription_schedules.list({"customer": customer}).data == []
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).schedule is None
+    # Alone it is taken.
+    schedule = stripe_client.v1.subscription_schedules.create({"from_subscription": sub.id})
+    assert schedule.subscription == sub.id
+
+
 # --- schedules starting in the future -------------------------------------------------------
 
 
