@@ -1957,10 +1957,9 @@ def preview(ctx: RequestContext, params: Params) -> StripeObject:
             update_params[name] = details[name]
     simulated, prorations = apply_update(cctx, sub, update_params, save=False)
     if _interval_changed(sub, simulated):
-        raise invalid(
-            "Previewing a change of the billing interval is not supported by the emulator.",
-            param="subscription_details[items]",
-        )
+        # Stripe resets the billing cycle anchor to now and invoices at once: the preview is
+        # that invoice (what `update` saves through `_cycle_invoice`), whatever the proration.
+        return _cycle_preview(cctx, simulated, prorations)
     if update_params.get("proration_behavior") == "always_invoice" and prorations:
         invoice = invoices.draft(
             cctx,
@@ -2003,6 +2002,38 @@ def preview(ctx: RequestContext, params: Params) -> StripeObject:
             "proration_date"
         ]
     return invoices.preview_view(cctx, invoice)
+
+
+def _cycle_preview(
+    ctx: RequestContext, sub: StripeObject, prorations: list[StripeObject]
+) -> StripeObject:
+    """The invoice an update restarting the cycle now makes (`_cycle_invoice`), not saved:
+    the subscription's pending items, the credits for the old items' unused time (none with
+    `proration_behavior=none`), then the new period in full (`sub` is the simulated
+    subscription, its items' periods already the new period's)."""
+    customer = ctx.store.get("customer", sub["customer"])
+    assert customer is not None
+    invoice = invoices.draft(
+        ctx,
+        customer,
+        cur=sub["currency"],
+        billing_reason="subscription_update",
+        collection_method=sub["collection_method"],
+        days_until_due=sub["days_until_due"],
+        subscription=sub,
+        save=False,
+        automatic_tax=sub["automatic_tax"]["enabled"],
+    )
+    invoices.pull_pending_items(ctx, invoice, subscription_id=sub["id"])
+    for ii in prorations:
+        invoices.add_item_line(invoice, ii)
+    period = _period(sub)
+    sub["_usage_windows"] = {item["id"]: None for item in sub["items"]["data"]}
+    for item in sub["items"]["data"]:
+        _item_line(ctx, invoice, sub, item, period, trial=False)
+    invoice["period_start"] = invoice["period_end"] = period[0]
+    invoices.recompute(invoice)
+    return invoices.preview_view(ctx, invoice)
 
 
 # --- subscription items -------------------------------------------------------------------

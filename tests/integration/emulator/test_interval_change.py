@@ -206,14 +206,20 @@ def test_updating_a_subscription_to_a_yearly_price_resets_its_cycle_at_once(
     item = sub["items"].data[0].id
     jan_25 = T0 + 10 * DAY
     _advance(stripe_client, clock, jan_25)
-    with pytest.raises(stripe.InvalidRequestError) as refused:
-        stripe_client.v1.invoices.create_preview(
-            {
-                "subscription": sub.id,
-                "subscription_details": {"items": [{"id": item, "price": yearly}]},
-            }
-        )
-    assert refused.value.param == "subscription_details[items]"
+    # The preview of the change is the invoice the update then makes (below), created now.
+    preview = stripe_client.v1.invoices.create_preview(
+        {
+            "subscription": sub.id,
+            "subscription_details": {"items": [{"id": item, "price": yearly}]},
+        }
+    )
+    assert (preview.billing_reason, preview.created) == ("subscription_update", jan_25)
+    assert [line.amount for line in preview.lines.data] == [-2100, 36500]
+    assert [(li.period.start, li.period.end) for li in preview.lines.data] == [
+        (jan_25, FEB_15),
+        (jan_25, jan_25 + 365 * DAY),
+    ]
+    assert (preview.total, preview.amount_due) == (34400, 34400)
     # Every item must share one interval: adding a yearly item to a monthly one is refused.
     with pytest.raises(stripe.InvalidRequestError) as mixed:
         stripe_client.v1.subscriptions.update(sub.id, {"items": [{"price": yearly}]})
@@ -227,7 +233,60 @@ def test_updating_a_subscription_to_a_yearly_price_resets_its_cycle_at_once(
     invoice = stripe_client.v1.invoices.retrieve(str(moved.latest_invoice))
     assert (invoice.billing_reason, invoice.status) == ("subscription_update", "paid")
     assert [line.amount for line in invoice.lines.data] == [-2100, 36500]
+    assert [
+        (li.description, li.amount, li.period.start, li.period.end) for li in invoice.lines.data
+    ] == [(li.description, li.amount, li.period.start, li.period.end) for li in preview.lines.data]
+    assert invoice.total == preview.total
     assert stripe_client.v1.invoice_items.list({"customer": customer, "pending": True}).data == []
+
+
+@pytest.mark.parametrize(
+    ("behavior", "amounts"),
+    [("none", [36500]), ("create_prorations", [-2100, 36500]), ("always_invoice", [-2100, 36500])],
+)
+def test_a_preview_of_an_interval_change_is_the_invoice_made_at_once_and_writes_nothing(
+    stripe_client: Client, emulator: EmulatorHandle, behavior: str, amounts: list[int]
+) -> None:
+    """Stripe invoices an interval change at once (the anchor reset to the change) whatever
+    the proration behavior; `none` only leaves out the credit for the unused month. The
+    preview names that invoice and changes nothing: no invoice item, no invoice, the
+    subscription still monthly, only the one POST."""
+    clock, customer = _setup(stripe_client)
+    monthly, yearly = _price(stripe_client, 3100, "month"), _price(stripe_client, 36500, "year")
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": monthly}]}
+    )
+    item = sub["items"].data[0].id
+    jan_25 = T0 + 10 * DAY
+    _advance(stripe_client, clock, jan_25)
+    emulator.control.clear_requests()
+    change: dict[str, Any] = {
+        "items": [{"id": item, "price": yearly}],
+        "proration_behavior": behavior,
+    }
+
+    preview = stripe_client.v1.invoices.create_preview(
+        {"subscription": sub.id, "subscription_details": change}  # type: ignore[arg-type]
+    )
+
+    assert (preview.billing_reason, preview.created) == ("subscription_update", jan_25)
+    assert [line.amount for line in preview.lines.data] == amounts
+    assert preview.amount_due == sum(amounts)
+    (full,) = [li for li in preview.lines.data if li.amount > 0]
+    assert (full.period.start, full.period.end) == (jan_25, jan_25 + 365 * DAY)
+    assert [r.path for r in emulator.control.requests(method="POST")] == [
+        "/v1/invoices/create_preview"
+    ]
+    assert stripe_client.v1.invoice_items.list({"customer": customer}).data == []
+    assert len(_invoices(stripe_client, sub.id)) == 1  # the first one only
+    unchanged = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert _periods(unchanged) == {(T0, FEB_15)}
+    assert unchanged.billing_cycle_anchor == T0
+
+    moved = stripe_client.v1.subscriptions.update(sub.id, change)  # type: ignore[arg-type]
+    invoice = stripe_client.v1.invoices.retrieve(str(moved.latest_invoice))
+    assert [li.amount for li in invoice.lines.data] == amounts
+    assert invoice.amount_paid == preview.amount_due
 
 
 def test_a_trialing_subscription_cannot_change_its_interval(
