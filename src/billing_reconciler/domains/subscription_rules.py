@@ -66,6 +66,7 @@ from billing_reconciler.domains.subscription_types import (
     SOURCE_CONTRACT,
     SOURCE_DEFAULT_PLAN,
     AccountSubscriptions,
+    CancelRequest,
     CatalogPlan,
     CatalogPrice,
     PlanCatalog,
@@ -636,21 +637,18 @@ class _Adoption:
 
     def params(self) -> dict[str, Any]:
         pending = self.intent.pending_change
-        return {
+        params: dict[str, Any] = {
             "intent_id": self.intent.intent_id,
             "plan": self.intent.plan,
             "replaces": self.replaces,
-            **(
-                {}
-                if pending is None
-                else {
-                    "pending_change": {
-                        "plan": pending.plan,
-                        "effective_at": pending.effective_at,
-                    }
-                }
-            ),
         }
+        if pending is not None and self.intent.cancel is not None:
+            # A cancel at period end (DESIGN §16: the store's cancel request and its pending
+            # `{plan: null, reason: cancel}`), recovered from Stripe's state.
+            params["cancel"] = {"immediate": False, "effective_at": pending.effective_at}
+        elif pending is not None:
+            params["pending_change"] = {"plan": pending.plan, "effective_at": pending.effective_at}
+        return params
 
 
 def _adoption(
@@ -689,11 +687,17 @@ def _adoption(
         return None
     sub, plan = max(paid or others, key=lambda pair: (pair[0].created, pair[0].stripe_id))
     assert sub.owner is not None
+    pending = _adopted_change(draft, bundle, sub, plan)
     adopted = SubscriptionIntent(
         intent_id=sub.owner.intent_id,
         plan=plan,
         source="subscribe",
-        pending_change=_adopted_change(draft, bundle, sub, plan),
+        pending_change=pending,
+        cancel=(
+            CancelRequest(immediate=False)
+            if pending is not None and pending.reason == "cancel"
+            else None
+        ),
         created_at=sub.created or 0,
     )
     return _Adoption(sub=sub, intent=adopted, replaces=mine)
@@ -702,11 +706,15 @@ def _adoption(
 def _adopted_change(
     draft: _Draft, bundle: AccountSubscriptions, sub: SubscriptionRecord, plan: str
 ) -> PendingChange | None:
-    """The plan change our schedule on an adopted subscription holds (a lost store's pending
-    change): the plan of the phase after the current one (its `plan` marker, else its items'
-    prices), effective at that phase's start; None: no schedule of ours in force on it, or no
-    later phase on another plan (the next plan keeps what the schedule holds)."""
-    now = draft.context.now
+    """What our schedule on an adopted subscription holds (a lost store's pending change or
+    cancel at period end): the plan of the phase after the current one (its `plan` marker,
+    else its items' prices), effective at that phase's start; else, for a schedule that
+    ends with `end_behavior: cancel`, a cancel (`plan` None, reason `cancel`) at its last
+    phase's end (how a cancel at period end is held while a schedule exists, DESIGN §16).
+    Without a schedule, a subscription Stripe cancels at its period end (not a trial's
+    end: that is the trial's `behavior_after_trial`) is a cancel then too. None: nothing
+    pending, a schedule not ours, or no later phase on another plan (the next plan keeps
+    what the schedule holds)."""
     for schedule in bundle.schedules:
         if not schedule.in_force:
             continue
@@ -715,14 +723,27 @@ def _adopted_change(
         owner = schedule.owner
         if owner is None or owner.installation_id != draft.installation_id:
             return None
-        upcoming = sorted((p for p in schedule.phases if p.start > now), key=lambda p: p.start)
-        if not upcoming:
-            return None
-        target = _phase_plan(draft, upcoming[0])
-        if target is None or target == plan:
-            return None
-        return PendingChange(plan=target, effective_at=upcoming[0].start)
+        return _scheduled_change(draft, schedule, plan)
+    if sub.cancel_at_period_end and sub.status != "trialing":
+        return PendingChange(
+            plan=None, effective_at=sub.cancel_at or sub.current_period_end, reason="cancel"
+        )
     return None
+
+
+def _scheduled_change(draft: _Draft, schedule: ScheduleRecord, plan: str) -> PendingChange | None:
+    """A later phase on another plan is the change (we never write one that then cancels);
+    else `end_behavior: cancel` is the cancel at the last phase's end."""
+    upcoming = sorted(
+        (p for p in schedule.phases if p.start > draft.context.now), key=lambda p: p.start
+    )
+    target = _phase_plan(draft, upcoming[0]) if upcoming else None
+    if target is not None and target != plan:
+        return PendingChange(plan=target, effective_at=upcoming[0].start)
+    if schedule.end_behavior != "cancel":
+        return None
+    ends = [p.end for p in schedule.phases if p.end is not None]
+    return PendingChange(plan=None, effective_at=max(ends) if ends else None, reason="cancel")
 
 
 def _phase_plan(draft: _Draft, phase: SchedulePhase) -> str | None:

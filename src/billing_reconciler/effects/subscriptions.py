@@ -621,6 +621,16 @@ def _adopt_intent(
         intent_id=intent_id,
         expected_intent_id=expected,
     )
+    cancel = adopt.get("cancel")
+    if cancel is not None:
+        # The cancel at period end our schedule holds (a lost store's): kept, not dropped.
+        at = cancel.get("effective_at")
+        intents.request_cancel(
+            account_id,
+            immediate=bool(cancel.get("immediate")),
+            effective_at=None if at is None else int(at),
+            requested_by=f"adopted {record.stripe_id}",
+        )
     pending = adopt.get("pending_change")
     if pending is not None and pending.get("plan"):
         # The plan change our schedule on it holds (a lost store's): kept, not dropped.

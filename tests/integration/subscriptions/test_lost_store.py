@@ -53,6 +53,11 @@ def _live(world: World, customer: str) -> list[Any]:
     return [s for s in listed.data if s.status not in ("canceled", "incomplete_expired")]
 
 
+def _phase_plan(phase: Any) -> str | None:
+    metadata = phase.metadata
+    return None if metadata is None else str(metadata["plan"])
+
+
 def _on_team(world: World) -> tuple[str, Any]:
     """acme on the free default plan, then subscribed to team_monthly (the free one replaced),
     mirrored, its on-start credits granted: (customer id, the live paid subscription)."""
@@ -160,7 +165,7 @@ def test_a_pending_plan_change_is_adopted_with_its_schedule_after_a_lost_store(
         )
     world.reconcile()
     [schedule] = world.stripe.v1.subscription_schedules.list({"customer": customer}).data
-    assert [p.metadata["plan"] for p in schedule.phases] == ["team_monthly", "team_yearly"]
+    assert [_phase_plan(p) for p in schedule.phases] == ["team_monthly", "team_yearly"]
 
     with _lost_store(world, tmp_path):
         world.reconcile()
@@ -169,7 +174,7 @@ def test_a_pending_plan_change_is_adopted_with_its_schedule_after_a_lost_store(
 
         kept = world.stripe.v1.subscription_schedules.retrieve(schedule.id)
         assert kept.status in ("not_started", "active")
-        assert [p.metadata["plan"] for p in kept.phases] == ["team_monthly", "team_yearly"]
+        assert [_phase_plan(p) for p in kept.phases] == ["team_monthly", "team_yearly"]
         assert kept.phases[0].end_date == FEB_15
         account = world.account("acme")
         with world.store.session() as session:
@@ -201,3 +206,45 @@ def test_a_pending_plan_change_is_adopted_with_its_schedule_after_a_lost_store(
             intent = IntentRepository(session).current(account.id)
         assert intent is not None
         assert (intent.plan, intent.pending_change) == ("team_yearly", None)
+
+
+def test_a_cancel_at_period_end_is_adopted_with_its_schedule_after_a_lost_store(
+    world: World, tmp_path: Path
+) -> None:
+    """A cancel at period end held by our schedule (its one phase ends at the period end,
+    `end_behavior: cancel`) survives a lost store: the adopted intent asks for the cancel at
+    that time, the schedule is not released or rewritten, the re-plan is empty, and at the
+    period end the subscription is canceled."""
+    customer, paid = _on_team(world)
+    account = world.account("acme")
+    with world.store.session() as session:
+        IntentRepository(session).request_cancel(account.id, immediate=False, effective_at=FEB_15)
+    world.reconcile()
+    [schedule] = world.stripe.v1.subscription_schedules.list({"customer": customer}).data
+    assert schedule.end_behavior == "cancel"
+    assert [p.end_date for p in schedule.phases] == [FEB_15]
+
+    with _lost_store(world, tmp_path):
+        world.reconcile()
+        world.open("acme", members=2)
+        world.reconcile()
+
+        kept = world.stripe.v1.subscription_schedules.retrieve(schedule.id)
+        assert kept.status in ("not_started", "active")
+        assert kept.end_behavior == "cancel"
+        assert [p.end_date for p in kept.phases] == [FEB_15]
+        account = world.account("acme")
+        with world.store.session() as session:
+            intent = IntentRepository(session).current(account.id)
+        assert intent is not None
+        assert (intent.id, intent.plan) == (paid.metadata["br_intent"], "team_monthly")
+        assert intent.cancel_mode == "period_end"
+        assert intent.pending_change == PendingChange(None, effective_at=FEB_15, reason="cancel")
+        assert world.plan().steps == ()
+
+        world.advance(FEB_15 + 3600)
+        world.reconcile()
+        assert world.stripe.v1.subscriptions.retrieve(paid.id).status == "canceled"
+        assert _live(world, customer) == []
+        with world.store.session() as session:
+            assert IntentRepository(session).current(account.id) is None

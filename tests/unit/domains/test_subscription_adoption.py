@@ -16,6 +16,7 @@ from billing_reconciler.domains.customer_types import CursorState, EventPosition
 from billing_reconciler.domains.subscription_rules import (
     MIRROR_STEP,
     OP_CANCEL,
+    SCHEDULE_STEP,
     SUBSCRIPTION_STEP,
 )
 from billing_reconciler.domains.subscription_types import (
@@ -34,11 +35,13 @@ from billing_reconciler.planning.plan import Action, Plan
 from tests.unit.domains.test_subscription_rules import (
     INSTALLATION,
     NOW,
+    PERIOD_END,
     _bundle,
     _catalog,
     _context,
     _intent,
     _plan,
+    _schedule,
     _sub,
 )
 
@@ -102,6 +105,54 @@ def test_two_live_paid_subscriptions_are_a_conflict_never_cancelled() -> None:
     assert not [s for s in plan.steps if s.action is Action.CREATE]
     (warning,) = [w for w in plan.warnings if "conflict" in w]
     assert f"{newer.stripe_id} is used; {older.stripe_id} left as is" in warning
+
+
+def test_a_schedule_that_cancels_at_period_end_is_adopted_as_the_cancel_and_kept() -> None:
+    """A lost store's cancel at period end, held by our schedule (its one phase ends at the
+    period end, `end_behavior: cancel`): the adopted intent asks for it, and the schedule is
+    neither released nor rewritten."""
+    paid = _old()
+    cancelling = _schedule(
+        _schedule().phases[:1],
+        "cancel",
+        owner=paid.owner,
+        subscription_id=paid.stripe_id,
+    )
+    plan = _plan(_bundle(intent=DEFAULT, subs=(paid,), schedules=(cancelling,)))
+    adopt = _adopts(plan, (paid.stripe_id, "team_monthly"))
+    assert adopt == {
+        "intent_id": "int_old",
+        "plan": "team_monthly",
+        "replaces": "int_new",
+        "cancel": {"immediate": False, "effective_at": PERIOD_END},
+    }
+    assert not [s for s in plan.steps if s.kind == SCHEDULE_STEP], plan.steps
+    assert plan.steps == ()
+
+
+def test_a_schedule_with_a_later_phase_is_adopted_as_the_change_not_a_cancel() -> None:
+    paid = _old()
+    changing = _schedule(owner=paid.owner, subscription_id=paid.stripe_id)
+    plan = _plan(_bundle(intent=DEFAULT, subs=(paid,), schedules=(changing,)))
+    adopt = _adopts(plan, (paid.stripe_id, "team_monthly"))
+    assert adopt["pending_change"] == {"plan": "team_yearly", "effective_at": PERIOD_END}
+    assert "cancel" not in adopt
+    assert plan.steps == ()
+
+
+def test_a_subscription_stripe_cancels_at_period_end_is_adopted_with_the_cancel() -> None:
+    """Without a schedule: Stripe's `cancel_at_period_end` outside a trial is a cancel then
+    (a trial's is its `behavior_after_trial`, not a cancel request)."""
+    paid = _old(cancel_at_period_end=True, cancel_at=PERIOD_END)
+    plan = _plan(_bundle(intent=DEFAULT, subs=(paid,)))
+    adopt = _adopts(plan, (paid.stripe_id, "team_monthly"))
+    assert adopt["cancel"] == {"immediate": False, "effective_at": PERIOD_END}
+    assert plan.steps == ()
+    trial = _old(cancel_at_period_end=True, cancel_at=PERIOD_END, status="trialing")
+    adopt = _adopts(
+        _plan(_bundle(intent=DEFAULT, subs=(trial,))), (trial.stripe_id, "team_monthly")
+    )
+    assert "cancel" not in adopt
 
 
 def test_a_subscribed_intent_adopts_nothing() -> None:
