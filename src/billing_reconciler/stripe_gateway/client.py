@@ -308,6 +308,11 @@ def _base_addresses(api_base: str | None) -> BaseAddresses | None:
 
 
 def _status_of(result: object) -> int | None:
-    response = getattr(result, "last_response", None)
+    # An SDK object carries its response; a raw request's result is the response.
+    response = (
+        result
+        if isinstance(result, stripe.StripeResponse)
+        else getattr(result, "last_response", None)
+    )
     code = getattr(response, "code", None)
     return code if isinstance(code, int) else None

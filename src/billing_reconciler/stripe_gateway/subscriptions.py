@@ -43,7 +43,7 @@ from billing_reconciler.stripe_gateway.customers import (
     _pages_after,
 )
 from billing_reconciler.stripe_gateway.errors import PermanentStripeError
-from billing_reconciler.stripe_gateway.observe import list_all
+from billing_reconciler.stripe_gateway.observe import list_all_raw
 from billing_reconciler.stripe_gateway.subscription_mapping import (
     map_schedule,
     map_subscription,
@@ -195,33 +195,22 @@ def retrieve_schedule(
 
 
 def _list_subscriptions(
-    gateway: StripeGateway, params: dict[str, Any], *, installation_id: str
+    gateway: StripeGateway, params: SubscriptionListParams, *, installation_id: str
 ) -> Iterator[SubscriptionRecord]:
-    service = gateway.sdk.v1.subscriptions
-    for obj in list_all(
-        gateway,
-        endpoint="/v1/subscriptions",
-        fetch_page=lambda p: service.list(cast("SubscriptionListParams", p)),
-        params=params,
-    ):
+    # Read raw (`list_all_raw`); the SDK's parameter types still check what is sent.
+    for obj in list_all_raw(gateway, endpoint="/v1/subscriptions", params=dict(params)):
         yield _subscription(gateway, obj, installation_id=installation_id)
 
 
 def _list_schedules(
-    gateway: StripeGateway, params: dict[str, Any], *, installation_id: str
+    gateway: StripeGateway, params: SubscriptionScheduleListParams, *, installation_id: str
 ) -> Iterator[ScheduleRecord]:
-    service = gateway.sdk.v1.subscription_schedules
-    for obj in list_all(
-        gateway,
-        endpoint="/v1/subscription_schedules",
-        fetch_page=lambda p: service.list(cast("SubscriptionScheduleListParams", p)),
-        params=params,
-    ):
+    for obj in list_all_raw(gateway, endpoint="/v1/subscription_schedules", params=dict(params)):
         yield map_schedule(obj, installation_id=installation_id)
 
 
 def _subscription(
-    gateway: StripeGateway, obj: dict[str, Any], *, installation_id: str
+    gateway: StripeGateway, obj: Mapping[str, Any], *, installation_id: str
 ) -> SubscriptionRecord:
     items = obj.get("items")
     if isinstance(items, Mapping) and items.get("has_more"):
@@ -230,14 +219,9 @@ def _subscription(
     return map_subscription(obj, installation_id=installation_id)
 
 
-def _all_items(gateway: StripeGateway, subscription_id: str) -> Iterator[dict[str, Any]]:
-    service = gateway.sdk.v1.subscription_items
-    return list_all(
-        gateway,
-        endpoint="/v1/subscription_items",
-        fetch_page=lambda p: service.list(cast("SubscriptionItemListParams", p)),
-        params={"subscription": subscription_id},
-    )
+def _all_items(gateway: StripeGateway, subscription_id: str) -> Iterator[Mapping[str, Any]]:
+    params: SubscriptionItemListParams = {"subscription": subscription_id}
+    return list_all_raw(gateway, endpoint="/v1/subscription_items", params=dict(params))
 
 
 # --------------------------------------------------------------------------------------------
