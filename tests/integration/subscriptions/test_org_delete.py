@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from billing_reconciler.controller import PlanOptions
 from billing_reconciler.domains.subscription_rules import SUBSCRIPTION_STEP
 from billing_reconciler.planning.plan import Action
+from billing_reconciler.registry import CUSTOMERS
 from billing_reconciler.store import (
     AccountRepository,
     IntentRepository,
@@ -21,7 +23,7 @@ from billing_reconciler.store import (
 )
 from tests.integration.api.conftest import dump, error_of
 
-from .conftest import World
+from .conftest import FEB_15, World
 from .host import APP, Host
 
 ORG = "/v1beta1/organizations/acme"
@@ -173,3 +175,69 @@ def test_a_delete_of_an_offline_account_on_a_free_plan_ends_its_intent(
     assert response.status_code == 204, response.text
     assert _intent(world, account.id) is None
     assert world.reconcile().steps == ()
+
+
+def test_a_deleted_org_re_created_before_its_cancel_is_applied_plans_unique_keys(
+    world: World, host: Host
+) -> None:
+    """acme on team_monthly with a cancel at period end pending, deleted (`force`) and opened
+    again before any reconcile: one plan cancels the old account's subscription (its key names
+    the Stripe subscription) and creates the new account's (`subscription/acme`); every step
+    key is unique, a re-plan derives the same idempotency keys (a crash then rerun replays
+    them), and after the apply the old one is canceled, the new one live, nothing more."""
+    world.open("acme", members=1)
+    world.reconcile()
+    world.reconcile()
+    world.add_card("acme")
+    world.subscribe("acme", "team_monthly")
+    world.reconcile()
+    world.reconcile()  # mirrored
+    old = world.account("acme")
+    [sub] = [s for s in _subscriptions(world, old.stripe_customer_id) if s.status == "active"]
+    with world.store.session() as session:
+        IntentRepository(session).request_cancel(old.id, immediate=False, effective_at=FEB_15)
+    response = host.client.delete(f"{ORG}?force=true", headers=APP)
+    assert response.status_code == 204, response.text
+    world.open("acme", members=1)  # re-created: a new account, the default plan's intent
+
+    plan = world.reconcile()
+    steps = [s for s in plan.steps if s.kind == SUBSCRIPTION_STEP]
+    assert [(s.action, s.key) for s in steps] == [
+        (Action.ARCHIVE, f"{SUBSCRIPTION_STEP}/acme/{sub.id}"),
+        (Action.CREATE, f"{SUBSCRIPTION_STEP}/acme"),
+    ]
+    assert len({s.key for s in plan.steps}) == len(plan.steps)
+    assert world.stripe.v1.subscriptions.retrieve(sub.id).status == "canceled"
+    new = world.account("acme")
+    assert new.id != old.id
+    [created] = _subscriptions(world, new.stripe_customer_id)
+    assert (created.status, created.metadata["plan"]) == ("active", "free_monthly")
+    world.reconcile()  # the mirrors; the old intent ends
+    assert _intent(world, old.id) is None
+    assert world.reconcile().steps == ()
+    assert [s.id for s in _subscriptions(world, new.stripe_customer_id)] == [created.id]
+
+
+def test_the_keys_of_a_re_created_orgs_plan_are_stable_across_re_plans(
+    world: World, host: Host
+) -> None:
+    """The plan of the cancel of a deleted org's subscription beside the create of its new
+    account's, made twice before anything of it is applied (a crash, then the rerun), has the
+    same step and idempotency keys, all unique."""
+    _paid(world)
+    response = host.client.delete(f"{ORG}?force=true", headers=APP)
+    assert response.status_code == 204, response.text
+    world.configure()  # the default plan again: the new account gets its intent
+    world.open("acme", members=1)
+    customers = world.controller(CUSTOMERS)
+    planned = customers.plan(PlanOptions())
+    customers.apply(planned)  # the new account's customer: its subscription can be created
+
+    first, again = world.plan(), world.plan()
+    keys = [(s.action, s.key, s.idempotency_key) for s in first.steps]
+    assert [(a, k) for a, k, _ in keys] == [
+        (Action.ARCHIVE, f"{SUBSCRIPTION_STEP}/acme/{first.steps[0].stripe_id}"),
+        (Action.CREATE, f"{SUBSCRIPTION_STEP}/acme"),
+    ]
+    assert len({k for _, k, _ in keys}) == len(keys)
+    assert [(s.action, s.key, s.idempotency_key) for s in again.steps] == keys
