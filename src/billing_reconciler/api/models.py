@@ -461,17 +461,23 @@ class ChangePreview(ResponseBody):
     )
     currency: str
     amount_due_now: int = Field(
-        description="Invoiced at once (`always_invoice`), minor units; 0 otherwise."
+        description="Invoiced at once, minor units: with `always_invoice`, and for an "
+        "immediate change of billing interval (Stripe restarts the billing cycle now and "
+        "invoices the new interval in full, whatever the proration); 0 otherwise."
     )
     proration_lines: list[PreviewLine] = Field(
-        description="The prorations: invoiced now (`always_invoice`) or on the next renewal "
-        "(`create_prorations`); none at the period end or with `none`."
+        description="The prorations: invoiced now (`always_invoice`, or an immediate change "
+        "of billing interval) or on the next renewal (`create_prorations`); none at the "
+        "period end or with `none`."
     )
     next_renewal_total: int = Field(
         description="The total of the next renewal invoice on the new plan, minor units "
-        "(with the prorations it carries)."
+        "(with the prorations it carries); at the period end, the new plan's first invoice."
     )
-    next_renewal_at: Timestamp | None = Field(description="When that invoice is made.")
+    next_renewal_at: Timestamp | None = Field(
+        description="When that invoice is made: the current period end, or after an "
+        "immediate change of billing interval the end of the new period that starts now."
+    )
 
 
 class Trialed(ResponseBody):

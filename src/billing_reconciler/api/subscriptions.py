@@ -785,6 +785,7 @@ def _preview_change(
             items=items,
             # At the period end the new phase starts on the cycle boundary: nothing to prorate.
             proration_behavior=configured if immediate else "none",
+            immediate=immediate,
         )
     except TransientStripeError as error:
         raise ApiError(
@@ -845,7 +846,9 @@ def _preview_body(
         next_renewal_total=renewal.total,
         # At the period end the new plan's first invoice is made then (a preview of items at
         # another interval answers the cycle restarting at once: its total is that invoice's).
-        next_renewal_at=_at(effective_at if not immediate else (renewal.created or None)),
+        # Now: after a change of interval the cycle restarts now, so the renewal is at the end
+        # of the new period (now + the new interval), not at the old period end.
+        next_renewal_at=_at(effective_at if not immediate else preview.renews_at),
     )
 
 

@@ -43,6 +43,9 @@ class PreviewLine:
     period_end: int
     proration: bool
     price_id: str | None = None
+    # A subscription item's line (`parent.type = subscription_item_details`), not an
+    # invoice item's.
+    subscription_item: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +93,12 @@ def phase_item_changes(
 @dataclass(frozen=True, slots=True)
 class PlanChangePreview:
     """What a plan change would invoice: the invoice made at once (`always_invoice` with
-    something to prorate; else None) and the next renewal on the new plan."""
+    something to prorate, or a change of billing interval, which Stripe invoices at once;
+    else None) and the next renewal on the new plan, made at `renews_at` (None: unknown)."""
 
     invoice_now: InvoicePreview | None
     renewal: InvoicePreview
+    renews_at: int | None = None
 
     @property
     def proration_lines(self) -> tuple[PreviewLine, ...]:
@@ -109,16 +114,28 @@ def preview_plan_change(
     installation_id: str,
     items: Sequence[PricedItem],
     proration_behavior: ProrationBehavior,
+    immediate: bool = True,
 ) -> PlanChangePreview:
     """What moving `subscription_id` onto `items` with `proration_behavior` would invoice.
-    One GET (the subscription's current item ids), then `create_preview`: with
-    `always_invoice` Stripe answers the invoice made at once when there is something to
-    prorate, and a second preview (`proration_behavior=none`) gives the renewal after it;
-    otherwise the one preview is the next renewal, carrying the prorations
-    (`create_prorations`) or none."""
+    One GET (the subscription's current item ids and period), then `create_preview`.
+
+    Stripe answers the invoice made at once when there is one: with `always_invoice` and
+    something to prorate, or for items at another billing interval (Stripe resets the
+    billing cycle anchor to now and invoices the new interval in full, the unused time
+    credited unless `none`), whatever the proration; that invoice is created before the
+    current period ends. A second preview (`proration_behavior=none`) then gives the
+    renewal after it: at the period end, or, after an interval change, at the end of the new
+    period the invoice made now opened. Otherwise the one preview is the next renewal,
+    carrying the prorations (`create_prorations`) or none.
+
+    Not `immediate` (the change starts at the period end, `proration_behavior` then
+    `none`): the one preview is the first invoice on the new items, made at the period end
+    (for another interval Stripe answers the cycle restarting, whose lines are that
+    invoice's)."""
     if not items:
         raise ValueError("a plan change previews at least one item")
     record = retrieve_subscription(gateway, subscription_id, installation_id=installation_id)
+    period_end = record.current_period_end
     current = tuple((item.item_id, item.price_id, item.quantity) for item in record.items)
     changes = phase_item_changes(current, items)
     item_params = [change.as_params() for change in changes]
@@ -132,9 +149,28 @@ def preview_plan_change(
         )
 
     first = preview(proration_behavior)
-    if proration_behavior == "always_invoice" and first.proration_lines:
-        return PlanChangePreview(invoice_now=first, renewal=preview("none"))
-    return PlanChangePreview(invoice_now=None, renewal=first)
+    if not immediate:
+        return PlanChangePreview(invoice_now=None, renewal=first, renews_at=period_end)
+    if period_end is not None and first.created < period_end:
+        renewal = preview("none")
+        return PlanChangePreview(
+            invoice_now=first, renewal=renewal, renews_at=_renews_at(first, renewal)
+        )
+    if period_end is None and proration_behavior == "always_invoice" and first.proration_lines:
+        renewal = preview("none")
+        return PlanChangePreview(invoice_now=first, renewal=renewal, renews_at=renewal.created)
+    return PlanChangePreview(invoice_now=None, renewal=first, renews_at=first.created or None)
+
+
+def _renews_at(now: InvoicePreview, renewal: InvoicePreview) -> int | None:
+    """When the renewal after an invoice made at once is made: when the invoice made now
+    bills the subscription's items for a new period (a billing cycle reset; an invoice made
+    for prorations only has invoice item lines), that period's end; else the renewal's own
+    creation (the period end)."""
+    opened = [line.period_end for line in now.lines if line.subscription_item]
+    if opened:
+        return max(opened)
+    return renewal.created or None
 
 
 def preview_subscription_invoice(
@@ -172,6 +208,11 @@ def _proration(line: Mapping[str, Any]) -> bool:
     return False
 
 
+def _subscription_item(line: Mapping[str, Any]) -> bool:
+    parent = line.get("parent")
+    return isinstance(parent, Mapping) and parent.get("type") == "subscription_item_details"
+
+
 def _price_id(line: Mapping[str, Any]) -> str | None:
     pricing = line.get("pricing")
     details = pricing.get("price_details") if isinstance(pricing, Mapping) else None
@@ -200,6 +241,7 @@ def map_preview(obj: Mapping[str, Any]) -> InvoicePreview:
                 period_end=_int(period.get("end")),
                 proration=_proration(raw),
                 price_id=_price_id(raw),
+                subscription_item=_subscription_item(raw),
             )
         )
     reason = obj.get("billing_reason")
