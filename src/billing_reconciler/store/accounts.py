@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Final, cast
 
-from sqlalchemy import Table, bindparam, exists, func, select, update
+from sqlalchemy import Row, Table, bindparam, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -103,7 +103,14 @@ def new_account_id() -> str:
     return "acct_" + uuid.uuid4().hex
 
 
-def _record(model: BillingAccountModel) -> AccountRecord:
+#: The account's columns, for fleet reads as plain rows (keys: the model's attribute names;
+#: no ORM instance per row).
+_ACCOUNT_COLUMNS: Final = tuple(
+    getattr(BillingAccountModel, attr.key) for attr in BillingAccountModel.__mapper__.column_attrs
+)
+
+
+def _record(model: BillingAccountModel | Row[Any]) -> AccountRecord:
     return AccountRecord(
         id=model.id,
         org_id=model.org_id,
@@ -414,15 +421,14 @@ class AccountRepository:
     def list_active(self, *, after_id: str | None = None, limit: int = 1000) -> list[AccountRecord]:
         """Active accounts ordered by id, `limit` at a time after `after_id` (keyset paging)."""
         query = (
-            select(BillingAccountModel)
+            select(*_ACCOUNT_COLUMNS)
             .where(BillingAccountModel.state == ACTIVE)
             .order_by(BillingAccountModel.id)
             .limit(limit)
-            .execution_options(populate_existing=True)
         )
         if after_id is not None:
             query = query.where(BillingAccountModel.id > after_id)
-        return [_record(model) for model in self._session.scalars(query)]
+        return [_record(row) for row in self._session.execute(query)]
 
     def count_by_state(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
