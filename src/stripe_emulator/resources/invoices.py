@@ -1529,8 +1529,8 @@ def _check_proration_date(ctx: RequestContext, params: Params) -> None:
 
 
 def preview_view(ctx: RequestContext, invoice: StripeObject) -> StripeObject:
-    """A preview as Stripe serves it: an `upcoming_in_...` id, and the customer's balance
-    applied as finalization would apply it (nothing is saved)."""
+    """A preview as Stripe serves it: an `upcoming_in_...` id, `billing_reason: upcoming`,
+    and the customer's balance applied as finalization would apply it (nothing is saved)."""
     out = copy.deepcopy(invoice)
     customer = ctx.store.get("customer", invoice["customer"]) or {}
     balance = int(customer.get("balance") or 0)
@@ -1541,6 +1541,9 @@ def preview_view(ctx: RequestContext, invoice: StripeObject) -> StripeObject:
         out["ending_balance"] = balance - applied
         recompute(out)
     out["id"] = f"upcoming_{new_id('in')}"
+    # The SDK's `Invoice.billing_reason`: "`upcoming`: Reserved for upcoming invoices created
+    # through the Create Preview Invoice API or when an `invoice.upcoming` event is generated".
+    out["billing_reason"] = "upcoming"
     out["lines"]["url"] = "/v1/invoices/upcoming/lines"
     for li in out["lines"]["data"]:
         li["invoice"] = out["id"]

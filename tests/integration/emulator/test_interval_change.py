@@ -213,7 +213,7 @@ def test_updating_a_subscription_to_a_yearly_price_resets_its_cycle_at_once(
             "subscription_details": {"items": [{"id": item, "price": yearly}]},
         }
     )
-    assert (preview.billing_reason, preview.created) == ("subscription_update", jan_25)
+    assert (preview.billing_reason, preview.created) == ("upcoming", jan_25)
     assert [line.amount for line in preview.lines.data] == [-2100, 36500]
     assert [(li.period.start, li.period.end) for li in preview.lines.data] == [
         (jan_25, FEB_15),
@@ -269,7 +269,7 @@ def test_a_preview_of_an_interval_change_is_the_invoice_made_at_once_and_writes_
         {"subscription": sub.id, "subscription_details": change}  # type: ignore[arg-type]
     )
 
-    assert (preview.billing_reason, preview.created) == ("subscription_update", jan_25)
+    assert (preview.billing_reason, preview.created) == ("upcoming", jan_25)
     assert [line.amount for line in preview.lines.data] == amounts
     assert preview.amount_due == sum(amounts)
     (full,) = [li for li in preview.lines.data if li.amount > 0]

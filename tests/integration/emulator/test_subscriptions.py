@@ -1053,6 +1053,11 @@ def test_invoice_upcoming_is_sent_days_before_each_renewal(
     # The invoice's own period is the one that ends at the renewal (stripe/stripe-dotnet#1611).
     assert (raw["total"], raw["status"], raw["period_end"]) == (2000, "draft", FEB_15)
     assert [line["period"]["start"] for line in raw["lines"]["data"]] == [FEB_15]
+    # The SDK's `Invoice.billing_reason`: `upcoming` is reserved for `invoice.upcoming` and
+    # Create Preview Invoice answers.
+    assert raw["billing_reason"] == "upcoming"
+    preview = stripe_client.v1.invoices.create_preview({"subscription": sub.id})
+    assert preview.billing_reason == "upcoming"
     # The account setting: seven days.
     monkeypatch.setattr(subscriptions, "UPCOMING_RENEWAL_DAYS", 7)
     _advance(stripe_client, clock.id, APR_15)
