@@ -82,10 +82,10 @@ def test_a_preview_answer_maps_its_lines_and_which_are_prorations() -> None:
         700,
         5,
     )
-    assert [(li.amount, li.proration) for li in preview.lines] == [
-        (-300, True),
-        (1000, True),
-        (0, False),
+    assert [(li.amount, li.proration, li.subscription_item) for li in preview.lines] == [
+        (-300, True, False),
+        (1000, True, False),
+        (0, False, True),
     ]
     assert [li.amount for li in preview.proration_lines] == [-300, 1000]
     assert preview.lines[0].price_id == "price_x"
