@@ -122,7 +122,7 @@ _PAYMENT_OPTIONS_HANDLED = frozenset({"customer_balance"})
 # customer's cash balance, on `send_invoice` invoices).
 PAYMENT_METHOD_TYPES = ("card", "customer_balance")
 _PREVIEW_HANDLED = frozenset(
-    {"subscription", "subscription_details", "customer", "currency", "automatic_tax"}
+    {"subscription", "subscription_details", "schedule", "customer", "currency", "automatic_tax"}
 )
 _PREVIEW_DETAILS_HANDLED = frozenset(
     {"items", "proration_behavior", "proration_date", "cancel_at_period_end"}
@@ -1472,6 +1472,9 @@ def create_preview(ctx: RequestContext, params: Params, path: dict[str, str]) ->
         prefix="subscription_details",
     )
     _check_proration_date(ctx, params)
+    by_schedule = PREVIEW.get("schedule")
+    if "schedule" in params and by_schedule is not None:
+        return render(ctx.store, by_schedule(ctx, params))
     provider = PREVIEW.get("subscription")
     if ("subscription" in params or "subscription_details" in params) and provider is not None:
         return render(ctx.store, provider(ctx, params))

@@ -107,10 +107,61 @@ def register(router: Router) -> None:
     router.add(
         "POST", one + "/cancel", f"{p}cancel_params.SubscriptionScheduleCancelParams", cancel
     )
+    invoices.PREVIEW["schedule"] = preview
     if _on_phase_end not in subscriptions.SCHEDULE_PHASE_HOOKS:
         subscriptions.SCHEDULE_PHASE_HOOKS.append(_on_phase_end)
     if _on_subscription_canceled not in subscriptions.SCHEDULE_CANCEL_HOOKS:
         subscriptions.SCHEDULE_CANCEL_HOOKS.append(_on_subscription_canceled)
+
+
+# --- create_preview with `schedule` ----------------------------------------------------------
+
+
+def preview(ctx: RequestContext, params: Params) -> StripeObject:
+    """`POST /v1/invoices/create_preview` with `schedule` (the SDK: "The identifier of the
+    schedule whose upcoming invoice you'd like to retrieve. Cannot be used with subscription
+    or subscription fields"): the next invoice of its subscription. When the current phase
+    ends at the subscription's period end and a phase follows, that invoice is the one the
+    next phase makes as it starts (`subscriptions.preview_phase`: the cycle restarting at
+    another interval, else the renewal on its items); a last phase ending then with
+    `end_behavior: cancel` has none; otherwise it is the subscription's renewal. An active
+    schedule only; a phase starting inside the period is not previewed (emulator
+    limitation)."""
+    for name in ("subscription", "subscription_details"):
+        if name in params:
+            raise invalid(f"You cannot set `{name}` if `schedule` is set.", param=name)
+    schedule = fetch(
+        ctx, KIND, params["schedule"], "subscription_schedule", param="schedule", in_body=True
+    )
+    if "customer" in params and params["customer"] != schedule["customer"]:
+        raise invalid("The schedule does not belong to this customer.", param="customer")
+    sub = ctx.store.get(subscriptions.KIND, schedule["subscription"] or "")
+    if schedule["status"] != "active" or sub is None:
+        raise invalid(
+            f"Previewing a `{schedule['status']}` schedule is not supported by the emulator.",
+            param="schedule",
+        )
+    index = int(schedule["_phase"])
+    ends = schedule["phases"][index]["end_date"]
+    period_end = max(int(item["current_period_end"]) for item in sub["items"]["data"])
+    if ends is None or int(ends) > period_end:
+        return subscriptions.preview(ctx, {"subscription": sub["id"]})
+    if int(ends) < period_end:
+        raise invalid(
+            "Previewing a schedule whose next phase starts inside the current period is not "
+            "supported by the emulator.",
+            param="schedule",
+        )
+    if index + 1 >= len(schedule["phases"]):
+        if schedule["end_behavior"] == "cancel":
+            raise invalid(
+                "No upcoming invoices for a subscription that ends with its current period.",
+                code="invoice_upcoming_none",
+            )
+        return subscriptions.preview(ctx, {"subscription": sub["id"]})
+    phase = schedule["phases"][index + 1]
+    update = _phase_update(sub, phase, schedule["default_settings"], phase["proration_behavior"])
+    return subscriptions.preview_phase(ctx, sub, update, at=period_end)
 
 
 # --- create -------------------------------------------------------------------------------

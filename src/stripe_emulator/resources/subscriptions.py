@@ -1981,6 +1981,40 @@ def preview(ctx: RequestContext, params: Params) -> StripeObject:
             "No upcoming invoices for a subscription that ends with its current period.",
             code="invoice_upcoming_none",
         )
+    return _renewal_preview(cctx, simulated, prorations, update_params.get("proration_date"))
+
+
+def preview_phase(
+    ctx: RequestContext, sub: StripeObject, params: Params, *, at: int
+) -> StripeObject:
+    """The invoice a schedule's next phase makes when it starts at the current period end
+    `at` (`params`: the update that enters it, `_phase_update`): at another interval the
+    cycle restarting then (the new period in full, nothing to credit at the boundary), else
+    the renewal on the phase's items. Computed and not saved."""
+    cctx = invoices.clocked(ctx, sub["customer"])
+    then = invoices.ClockedContext(
+        cctx.emulator, cctx.request_id, cctx.idempotency_key, cctx.path, cctx.events, frozen=at
+    )
+    simulated, prorations = apply_update(then, sub, params, save=False)
+    if _interval_changed(sub, simulated):
+        # As `apply_schedule_phase` makes it at the period end: the renewal draft of the new
+        # period (the old items' usage windows gone with them).
+        simulated["_usage_windows"] = {item["id"]: None for item in simulated["items"]["data"]}
+        invoice = renewal_invoice(then, simulated, save=False, previous_start=_period(sub)[0])
+        invoice["created"] = at
+        invoice["automatically_finalizes_at"] = at + invoices.FINALIZE_DELAY
+        return invoices.preview_view(cctx, invoice)
+    return _renewal_preview(cctx, simulated, prorations, None)
+
+
+def _renewal_preview(
+    cctx: RequestContext,
+    simulated: StripeObject,
+    prorations: list[StripeObject],
+    proration_date: Any,
+) -> StripeObject:
+    """The renewal invoice of the (simulated) subscription at its period end, carrying
+    `prorations`, not saved."""
     upcoming = copy.deepcopy(simulated)
     previous, start = _period(upcoming)
     _, end = _cycle(upcoming, start)
@@ -1997,10 +2031,8 @@ def preview(ctx: RequestContext, params: Params) -> StripeObject:
     )
     invoice["created"] = start
     invoice["automatically_finalizes_at"] = start + invoices.FINALIZE_DELAY
-    if "proration_date" in update_params and invoice["parent"]:
-        invoice["parent"]["subscription_details"]["subscription_proration_date"] = update_params[
-            "proration_date"
-        ]
+    if proration_date is not None and invoice["parent"]:
+        invoice["parent"]["subscription_details"]["subscription_proration_date"] = proration_date
     return invoices.preview_view(cctx, invoice)
 
 

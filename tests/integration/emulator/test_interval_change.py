@@ -103,6 +103,24 @@ def test_a_monthly_to_yearly_phase_at_the_period_end_starts_a_yearly_cycle(
         (FEB_15, FEB_15_2027),
     ]
     assert shape_problems(_served(updated), stripe.SubscriptionSchedule) == []
+    # The schedule's upcoming invoice: the one the yearly phase makes as it starts.
+    emulator.control.clear_requests()
+    upcoming = stripe_client.v1.invoices.create_preview({"schedule": schedule.id})
+    assert (upcoming.billing_reason, upcoming.created, upcoming.total) == (
+        "upcoming",
+        FEB_15,
+        20000,
+    )
+    assert [(li.amount, li.period.start, li.period.end) for li in upcoming.lines.data] == [
+        (20000, FEB_15, FEB_15_2027)
+    ]
+    assert [r.path for r in emulator.control.requests(method="POST")] == [
+        "/v1/invoices/create_preview"
+    ]
+    # `schedule` goes alone: not with the subscription's fields.
+    with pytest.raises(stripe.InvalidRequestError) as both:
+        stripe_client.v1.invoices.create_preview({"schedule": schedule.id, "subscription": sub.id})
+    assert both.value.param == "subscription"
 
     _advance(stripe_client, clock, FEB_15 + 2 * HOUR)
     moved = stripe_client.v1.subscriptions.retrieve(sub.id)
@@ -120,6 +138,9 @@ def test_a_monthly_to_yearly_phase_at_the_period_end_starts_a_yearly_cycle(
         (20000, FEB_15, FEB_15_2027)
     ]
     assert (year.period_start, year.period_end) == (T0, FEB_15)
+    assert [(li.amount, li.period.start, li.period.end) for li in year.lines.data] == [
+        (li.amount, li.period.start, li.period.end) for li in upcoming.lines.data
+    ]
     current = stripe_client.v1.subscription_schedules.retrieve(schedule.id)
     assert current.current_phase is not None
     assert (current.current_phase.start_date, current.current_phase.end_date) == (

@@ -112,6 +112,18 @@ def test_schedule_moves_subscription_to_new_price_at_period_end(
     assert [p.start_date for p in updated.phases] == [T0, FEB_15]
     assert updated.phases[1].end_date == MAR_15  # one interval of its price
     assert _prices_of(stripe_client.v1.subscriptions.retrieve(sub.id)) == [old]
+    # The schedule's upcoming invoice is the renewal on the next phase's price (the
+    # subscription's own preview still shows its current items).
+    upcoming = stripe_client.v1.invoices.create_preview({"schedule": schedule.id})
+    assert (upcoming.created, upcoming.total) == (FEB_15, 2500)
+    lines = [li.to_dict() for li in upcoming.lines.data]
+    assert [(li["pricing"]["price_details"]["price"], li["amount"]) for li in lines] == [
+        (new, 2500)
+    ]
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        stripe_client.v1.invoices.create_preview({"schedule": "sub_sched_missing"})
+    assert (missing.value.http_status, missing.value.param) == (400, "schedule")
+    assert missing.value.code == "resource_missing"
 
     _advance(stripe_client, clock, FEB_15 + 2 * 3600)
     moved = stripe_client.v1.subscriptions.retrieve(sub.id)
@@ -120,6 +132,7 @@ def test_schedule_moves_subscription_to_new_price_at_period_end(
     renewal = stripe_client.v1.invoices.retrieve(str(moved.latest_invoice))
     assert renewal.billing_reason == "subscription_cycle"
     assert (renewal.status, renewal.amount_paid) == ("paid", 2500)  # the new price, no proration
+    assert renewal.total == upcoming.total
     current = stripe_client.v1.subscription_schedules.retrieve(schedule.id)
     assert current.current_phase is not None
     assert current.current_phase.start_date == FEB_15
