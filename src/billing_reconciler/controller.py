@@ -9,7 +9,11 @@ domain's name.
 `domains.base`), the domain's reader (its observation I/O) and its step executors. The
 controller does the shared part: last-applied state and spent idempotency keys from the store,
 targeted scopes, the saved-plan checks, the run table, apply through the `Applier`, the
-convergence re-plan. It also guards and states what a domain's plan says of its fleet
+convergence re-plan. A re-plan that is not empty is judged by what it repeats (`repeats`): a
+step the run applied and still finds wanted means the write did not take (the run failed:
+it did not converge); steps that are new, or differ from what was applied, are new input
+that arrived while the run applied (the run succeeded; the caller decides whether to run
+again). It also guards and states what a domain's plan says of its fleet
 (DESIGN §14), never knowing which domain it is:
 - the mass-change guard: a plan whose `Step.mass_change` steps touch more than
   `reconcile.max_fleet_change_fraction` of the plan's `population` (objects counted once by
@@ -22,7 +26,7 @@ convergence re-plan. It also guards and states what a domain's plan says of its 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +36,14 @@ from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.domains.base import Domain, PlanContext, PlanOptions
 from billing_reconciler.model import JSONValue
 from billing_reconciler.planning.builder import AppliedState
-from billing_reconciler.planning.plan import Plan, Reason, SettingChange, refs_in
+from billing_reconciler.planning.plan import (
+    Plan,
+    Reason,
+    SettingChange,
+    Step,
+    canonical_json,
+    refs_in,
+)
 from billing_reconciler.planning.scope import restrict_to
 from billing_reconciler.planning.serialize import plan_to_dict
 from billing_reconciler.store import (
@@ -55,6 +66,9 @@ __all__ = [
     "Planned",
     "ReconcileError",
     "Registration",
+    "new_input",
+    "outstanding",
+    "repeats",
 ]
 
 # Saved plans expire with Stripe's idempotency keys (DESIGN §6).
@@ -268,6 +282,10 @@ class Controller:
     ) -> tuple[str, list[StepOutcome], Plan]:
         """Apply, then re-observe: returns the run id, the outcomes and the residual plan.
 
+        The run is recorded applied unless the residual repeats a step it applied (`repeats`:
+        recorded failed, "apply did not converge"); a residual of new input only is the
+        caller's to act on (`new_input`).
+
         `run_id` names the run (default: a new id), so a caller can log under it before the
         run exists. An exception from `on_step` stops the apply after that step (the step is
         journaled done) and fails the run. `settle_bookkeeping`: a converged re-plan's
@@ -302,15 +320,19 @@ class Controller:
         except Exception as error:
             self._finish_run(run_id, RunResult.FAILED, planned.plan, error=str(error))
             raise
-        converged = residual.converged
-        if converged:
+        repeated = repeats(outcomes, residual)
+        if residual.converged:
             self._settle_abandoned(run_id)
+        if not repeated:
             self.record_settings_in_force()
+        # A re-plan with only new input (facts that arrived while the run applied) ends the
+        # run well: what it applied shows in Stripe. Only a step it wrote and still finds
+        # wanted is a run that did not converge.
         self._finish_run(
             run_id,
-            RunResult.APPLIED if converged else RunResult.FAILED,
+            RunResult.FAILED if repeated else RunResult.APPLIED,
             planned.plan,
-            error=None if converged else "apply did not converge: the re-plan is not empty",
+            error=None if not repeated else _not_converged(repeated),
         )
         return run_id, outcomes, residual
 
@@ -368,6 +390,44 @@ class Controller:
         summary = {**plan.counts(), "drift": len(plan.drift), "orphans": len(plan.orphans)}
         with self.store.session() as session:
             RunRepository(session).finish(run_id, result, summary, error)
+
+
+def outstanding(residual: Plan) -> tuple[Step, ...]:
+    """What keeps a re-plan from being converged: its steps, and its restores but a domain's
+    bookkeeping (see `Plan.converged`)."""
+    return (
+        *residual.steps,
+        *(restore for restore in residual.restores if restore.reason is not Reason.BOOKKEEPING),
+    )
+
+
+def repeats(applied: Iterable[StepOutcome], residual: Plan) -> tuple[Step, ...]:
+    """The residual's outstanding steps that repeat one the run applied: same key, action and
+    parameters. The run wrote it and the re-plan still wants it, so Stripe (or the store)
+    does not show the write: the run did not converge. A residual step that is new, or that
+    differs from what was applied (a quantity one seat higher), is new input: a fact that
+    arrived while the run applied, for the next run to act on."""
+    written = {_identity(outcome.step) for outcome in applied}
+    return tuple(step for step in outstanding(residual) if _identity(step) in written)
+
+
+def new_input(applied: Iterable[StepOutcome], residual: Plan) -> tuple[Step, ...]:
+    """The residual's outstanding steps that are not repeats (see `repeats`)."""
+    written = {_identity(outcome.step) for outcome in applied}
+    return tuple(step for step in outstanding(residual) if _identity(step) not in written)
+
+
+def _identity(step: Step) -> tuple[str, str, str]:
+    return step.key, step.action.value, canonical_json(step.params)
+
+
+def _not_converged(repeated: Sequence[Step]) -> str:
+    keys = ", ".join(step.key for step in repeated[:5])
+    more = f" (+{len(repeated) - 5} more)" if len(repeated) > 5 else ""
+    return (
+        f"apply did not converge: the re-plan still wants {len(repeated)} step(s) this run "
+        f"applied: {keys}{more}"
+    )
 
 
 def _dig(data: Mapping[str, Any], path: str) -> JSONValue:

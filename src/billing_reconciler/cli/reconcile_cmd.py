@@ -48,7 +48,13 @@ from billing_reconciler.cli.writer import (
     writer_lock,
 )
 from billing_reconciler.config import Environment, key_mode, load_environment, redact
-from billing_reconciler.controller import Controller, Planned, PlanOptions, Registration
+from billing_reconciler.controller import (
+    Controller,
+    Planned,
+    PlanOptions,
+    Registration,
+    repeats,
+)
 from billing_reconciler.desired import load_desired
 from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.planning.plan import Plan, Reason
@@ -340,7 +346,17 @@ def _apply(
     run_id, outcomes, residual = controller.apply(planned, on_step=report)
     log.info("apply finished", run_id=run_id, steps=len(outcomes))
     if not residual.converged:
-        typer.echo("error: apply did not converge; the re-plan still has changes:", err=True)
+        if repeats(outcomes, residual):
+            typer.echo("error: apply did not converge; the re-plan still has changes:", err=True)
+        else:
+            # Everything applied took; what the re-plan found arrived while it ran. It was not
+            # in the plan that was approved, so it is not applied unasked: run again to see it.
+            typer.echo(
+                f"error: {prefix}apply complete ({len(outcomes)} steps), but changes arrived "
+                "while it ran (not in the approved plan, so not applied); run `reconcile` "
+                "again. The re-plan:",
+                err=True,
+            )
         typer.echo(render_text(residual), err=True, nl=False)
         return EXIT_ERROR
     # Restores run after the steps; only the store records a lost store needed are named.

@@ -14,7 +14,13 @@ domain that is not registered are logged and dropped by the runtime.
 - `may_write()` is asked again after every applied step: a lost lock or a SIGTERM stops the
   apply between two steps (each journaled in its own transaction), never inside one;
 - every log line of a run carries its run id (structlog contextvars), the id the run table
-  records.
+  records;
+- an apply whose re-plan is not empty did not converge only when it still wants a step the
+  run applied (`controller.repeats`: a `TransientError`, retried with backoff). Anything else
+  in it is new input, facts that arrived while the run applied (a member added during the
+  seat update of the one before): the run succeeded and names the new input's scopes as its
+  `follow_up`, which the queue runs at once (a whole-domain run's follow-up is targeted at
+  the customers it found changed, so none of them waits for another pass of the fleet).
 """
 
 from __future__ import annotations
@@ -22,17 +28,24 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
 from billing_reconciler.apply import StepOutcome
-from billing_reconciler.controller import Controller, Planned, PlanOptions, Registration
+from billing_reconciler.controller import (
+    Controller,
+    Planned,
+    PlanOptions,
+    Registration,
+    new_input,
+    repeats,
+)
 from billing_reconciler.desired import LoadResult, load_desired
 from billing_reconciler.desired.state import DesiredState
-from billing_reconciler.planning.plan import Plan
+from billing_reconciler.planning.plan import Plan, Step
 from billing_reconciler.runtime.desired_source import DesiredSource, DesiredStatus
 from billing_reconciler.runtime.events import ReconcileRequest
 from billing_reconciler.runtime.queue import PermanentError, TransientError
@@ -70,6 +83,8 @@ class DomainRunResult:
     applied: int = 0
     drift: int = 0
     orphans: int = 0
+    follow_up: ReconcileRequest | None = None
+    """The new input the run's re-plan found, to reconcile next (None: it converged)."""
 
 
 class Domain(Protocol):
@@ -209,7 +224,7 @@ class DomainRunner:
                 )
 
         try:
-            _, _, residual = controller.apply(
+            _, outcomes, residual = controller.apply(
                 planned, on_step=after_step, run_id=run_id, settle_bookkeeping=True
             )
         except WritingStopped as stopped:
@@ -217,17 +232,47 @@ class DomainRunner:
             return self._result(
                 request, run_id, INTERRUPTED, RunMode.APPLY, planned.plan, applied=applied
             )
-        if not residual.converged:
-            # Recorded as failed by the controller. Usually Stripe changed under us mid-apply;
-            # the retry re-plans from what is there now.
-            remaining = len(residual.steps) + len(residual.restores)
+        fresh = new_input(outcomes, residual)
+        follow_up = None
+        if fresh:
+            scope = self._scope_of(fresh, request.scope)
+            follow_up = ReconcileRequest(self.name, scope, f"new input after run {run_id[:8]}")
+        repeated = repeats(outcomes, residual)
+        if repeated:
+            # Recorded as failed by the controller: a write it made does not show (someone
+            # undid it at once, or Stripe lags). The retry backs off and re-plans.
             raise TransientError(
-                f"apply did not converge: {remaining} step(s) remain", again_at_once=True
+                f"apply did not converge: {len(repeated)} applied step(s) still wanted "
+                f"({repeated[0].key}{', ...' if len(repeated) > 1 else ''})",
+                follow_up=follow_up,
             )
-        _log.info("reconcile finished", result=RunResult.APPLIED.value, applied=applied)
-        return self._result(
-            request, run_id, RunResult.APPLIED.value, RunMode.APPLY, planned.plan, applied=applied
+        _log.info(
+            "reconcile finished",
+            result=RunResult.APPLIED.value,
+            applied=applied,
+            **({"new_input": len(fresh)} if fresh else {}),
         )
+        return replace(
+            self._result(
+                request,
+                run_id,
+                RunResult.APPLIED.value,
+                RunMode.APPLY,
+                planned.plan,
+                applied=applied,
+            ),
+            follow_up=follow_up,
+        )
+
+    def _scope_of(
+        self, steps: tuple[Step, ...], scope: frozenset[str] | None
+    ) -> frozenset[str] | None:
+        """The request keys of `steps`, for a targeted follow-up; the run's own scope (None:
+        the whole domain) when one of them belongs to no request key."""
+        keys = {self._registration.domain.scope_of(step.key) for step in steps}
+        if None in keys:
+            return scope
+        return frozenset(key for key in keys if key is not None)
 
     def _result(
         self,

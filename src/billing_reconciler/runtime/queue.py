@@ -18,12 +18,21 @@ The handler's exception decides what happens next (STYLE 8: exception classes en
 policy, the loop decides):
 - `TransientError(delay)` and the gateway's `TransientStripeError` (anywhere in the cause
   chain): the key runs again after `delay`, or after its exponential backoff (capped); a run
-  whose re-plan was not empty (`again_at_once`: a fact arrived while it applied) runs again at
-  once the first time, then backs off;
+  that did not converge (a step it wrote is still wanted) is one;
 - `PermanentError` and the gateway's `PermanentStripeError`: logged, not retried; the next
   scheduled run (or a new request) tries again;
 - anything else is unexpected: logged with its traceback and retried with backoff, since a
   store or network hiccup is likelier than a bug that retrying makes worse.
+
+A handler may instead return `FollowUp(request)`: its run ended well, but its re-plan found
+new input (facts that arrived while it applied: a member added during the seat update of the
+one before). That is no failure: the callbacks hear `DONE`, the key's failures are cleared,
+and `request` (the new input's scopes) is queued at once, without backoff. A
+`TransientError` may carry a `follow_up` too (a run that did not converge for one customer
+and found new input for others): the key backs off, the follow-up does not wait for it. A
+follow-up that keeps finding new input with nothing else asked for in between (a step whose
+parameters change at every plan would look so) runs at once `MAX_RERUNS_AT_ONCE` times in a
+row, then backs off.
 
 Each request may carry an `on_done` callback (the inbox marks its events processed there),
 called once with the key's final outcome: `DONE`, `NOT_APPLIED` (the handler ran and returned
@@ -65,17 +74,20 @@ _MAX_IDLE_WAIT_SECONDS = 1.0
 class TransientError(Exception):
     """Worth retrying: after `delay` seconds if given, else after the key's backoff.
 
-    `again_at_once`: the world moved under the run (a fact written while it applied, so its
-    re-plan was not empty): re-planning now is what helps, so the first retry runs at once
-    and only later ones back off (one step behind the key's backoff).
+    `follow_up`: a request to queue at once beside the retry (the new input a run that did
+    not converge also found; see the module docstring).
     """
 
     def __init__(
-        self, message: str, *, delay: float | None = None, again_at_once: bool = False
+        self,
+        message: str,
+        *,
+        delay: float | None = None,
+        follow_up: ReconcileRequest | None = None,
     ) -> None:
         super().__init__(message)
         self.delay = delay
-        self.again_at_once = again_at_once
+        self.follow_up = follow_up
 
 
 class PermanentError(Exception):
@@ -93,11 +105,23 @@ class Outcome(enum.StrEnum):
     DROPPED = "dropped"
 
 
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """A handler's answer for a run that ended well and found new input: `request` runs next,
+    at once (see the module docstring)."""
+
+    request: ReconcileRequest
+
+
+MAX_RERUNS_AT_ONCE: Final = 5
+"""Follow-ups in a row, with no other request joining them, that run at once."""
+
 OnDone = Callable[[Outcome], None]
 OnError = Callable[[BaseException], None]
-Handler = Callable[[ReconcileRequest], "Outcome | None"]
+Handler = Callable[[ReconcileRequest], "Outcome | FollowUp | None"]
 """Runs one request; returns `Outcome.NOT_APPLIED` when it wrote nothing it should have,
-else None (done). Raising decides retries (see the module docstring)."""
+`FollowUp` when it found new input, else None (done). Raising decides retries (see the module
+docstring)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +180,8 @@ class _Entry:
     """A batch: the scoped requests it runs as one (see `_batch`)."""
     alone: bool = False
     """Run by itself (never batched): it was part of a batch that failed."""
+    reruns: int = 0
+    """Follow-ups in a row that led here with no other request joining (0: asked for)."""
 
     @property
     def key(self) -> Key:
@@ -244,12 +270,14 @@ class WorkQueue:
         debounce: Debounce | None = None,
         not_before: float = 0.0,
         alone: bool = False,
+        reruns: int = 0,
     ) -> bool:
         key = key_of(request)
         ready_at = max(not_before, now + (debounce.quiet if debounce is not None else 0.0))
         existing = self._waiting.get(key) or self._covering(request, ready_at)
         if existing is not None:
             existing.alone = existing.alone or alone
+            existing.reruns = min(existing.reruns, reruns)
             existing.callbacks.extend(callbacks)
             existing.error_callbacks.extend(error_callbacks)
             if debounce is not None:
@@ -258,7 +286,14 @@ class WorkQueue:
             existing.ready_at = max(existing.ready_at, not_before)
             return False
         self._waiting[key] = _Entry(
-            request, next(self._order), ready_at, now, callbacks, error_callbacks, alone=alone
+            request,
+            next(self._order),
+            ready_at,
+            now,
+            callbacks,
+            error_callbacks,
+            alone=alone,
+            reruns=reruns,
         )
         return True
 
@@ -382,6 +417,7 @@ class WorkQueue:
                 [callback for part in batch for callback in part.callbacks],
                 [callback for part in batch for callback in part.error_callbacks],
                 parts=parts,
+                reruns=min(part.reruns for part in parts),
             )
         self._running[entry.key] = entry
         self._busy_domains.add(entry.request.domain)
@@ -398,7 +434,7 @@ class WorkQueue:
     def _run(self, entry: _Entry) -> None:
         self._report_depth()
         error: BaseException | None = None
-        returned: Outcome | None = None
+        returned: Outcome | FollowUp | None = None
         try:
             returned = self._handler(entry.request)
         except Exception as raised:
@@ -411,7 +447,10 @@ class WorkQueue:
         self._finish(entry, error, returned)
 
     def _finish(
-        self, entry: _Entry, error: BaseException | None, returned: Outcome | None = None
+        self,
+        entry: _Entry,
+        error: BaseException | None,
+        returned: Outcome | FollowUp | None = None,
     ) -> None:
         key = entry.key
         outcome: Outcome | None
@@ -441,16 +480,28 @@ class WorkQueue:
             return Outcome.DROPPED
         now = self._clock()
         for part in batch.parts:
-            self._add(part.request, part.callbacks, part.error_callbacks, now=now, alone=True)
+            self._add(
+                part.request,
+                part.callbacks,
+                part.error_callbacks,
+                now=now,
+                alone=True,
+                reruns=part.reruns,
+            )
         return None
 
     def _settle(
-        self, entry: _Entry, error: BaseException | None, returned: Outcome | None = None
+        self,
+        entry: _Entry,
+        error: BaseException | None,
+        returned: Outcome | FollowUp | None = None,
     ) -> Outcome | None:
         """Record how a run ended; the outcome to tell its callbacks (None: it runs again)."""
         key = entry.key
         if error is None:
             self._failures.pop(key, None)
+            if isinstance(returned, FollowUp):
+                self._follow_up(entry, returned.request)
             return Outcome.NOT_APPLIED if returned is Outcome.NOT_APPLIED else Outcome.DONE
         policy = classify(error)
         if isinstance(policy, PermanentError):
@@ -464,12 +515,7 @@ class WorkQueue:
             return Outcome.FAILED
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
-        if policy.delay is not None:
-            delay = policy.delay
-        elif policy.again_at_once:
-            delay = self._backoff.delay(failures - 1)
-        else:
-            delay = self._backoff.delay(failures)
+        delay = policy.delay if policy.delay is not None else self._backoff.delay(failures)
         delay = min(delay, self._backoff.cap)
         _log.warning(
             "reconcile failed; retrying",
@@ -484,12 +530,39 @@ class WorkQueue:
             return Outcome.DROPPED
         now = self._clock()
         self._add(
-            entry.request, entry.callbacks, entry.error_callbacks, now=now, not_before=now + delay
+            entry.request,
+            entry.callbacks,
+            entry.error_callbacks,
+            now=now,
+            not_before=now + delay,
+            reruns=entry.reruns,
         )
         retry = self._waiting.get(key)
         if entry.parts and retry is not None and not retry.parts:
             retry.parts = entry.parts  # still a batch: a later refusal splits it
+        if policy.follow_up is not None:
+            self._follow_up(entry, policy.follow_up)
         return None
+
+    def _follow_up(self, entry: _Entry, request: ReconcileRequest) -> None:
+        """Queue the new input a run found: at once, unless follow-ups alone have led here
+        `MAX_RERUNS_AT_ONCE` times in a row (then with the backoff of the excess)."""
+        if self._stopping:
+            return
+        now = self._clock()
+        if self._waiting.get(key_of(request)) or self._covering(request, now):
+            return  # asked for already: that run re-plans anyway, and must not wait longer
+        reruns = entry.reruns + 1
+        delay = self._backoff.delay(reruns - MAX_RERUNS_AT_ONCE)
+        _log.info(
+            "new input found; reconciling it next",
+            domain=request.domain,
+            after=entry.request.reason,
+            scope=None if request.scope is None else len(request.scope),
+            reruns=reruns,
+            in_seconds=round(delay, 3),
+        )
+        self._add(request, [], [], now=now, not_before=now + delay, reruns=reruns)
 
     def _report_depth(self) -> None:
         if self._on_depth is not None:

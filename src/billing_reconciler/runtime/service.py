@@ -56,6 +56,7 @@ from billing_reconciler.runtime.leader import Leadership, leader_lock_for
 from billing_reconciler.runtime.metrics import Metrics
 from billing_reconciler.runtime.queue import (
     Debounce,
+    FollowUp,
     OnDone,
     Outcome,
     PermanentError,
@@ -228,13 +229,16 @@ class InboxPump:
                     inbox.mark_processed(event_id)
 
 
-def run_outcome(result: DomainRunResult) -> Outcome | None:
+def run_outcome(result: DomainRunResult) -> Outcome | FollowUp | None:
     """The queue outcome of a finished run: `NOT_APPLIED` when it planned work and wrote none
     of it (suspended, a follower, stopping) or stopped part way, so whoever waits on it hears
-    that Stripe has not seen the change yet; else None (done)."""
+    that Stripe has not seen the change yet; `FollowUp` when it applied and its re-plan found
+    new input (run next, at once); else None (done)."""
     unwritten = result.mode is RunMode.DRY_RUN and result.steps > 0
     if unwritten or result.result == INTERRUPTED:
         return Outcome.NOT_APPLIED
+    if result.follow_up is not None:
+        return FollowUp(result.follow_up)
     return None
 
 
@@ -515,7 +519,7 @@ class Runtime:
         for name in self.domains:
             self.queue.put(ReconcileRequest(name, None, f"{RESUMED_REASON} ({notice_id})"))
 
-    def _handle(self, request: ReconcileRequest) -> Outcome | None:
+    def _handle(self, request: ReconcileRequest) -> Outcome | FollowUp | None:
         domain = self.domains.get(request.domain)
         if domain is None:
             _log.info("no such domain yet: request dropped", domain=request.domain)

@@ -39,7 +39,7 @@ from billing_reconciler.planning.plan import (
 from billing_reconciler.registry import CATALOG, check_unique_kinds
 from billing_reconciler.runtime.domains import DomainRunner
 from billing_reconciler.runtime.events import ReconcileRequest
-from billing_reconciler.runtime.queue import PermanentError
+from billing_reconciler.runtime.queue import PermanentError, TransientError
 from billing_reconciler.store import (
     JournalRepository,
     JournalState,
@@ -426,3 +426,130 @@ def test_a_future_only_setting_changed_since_the_last_apply_is_stated(
     capsys.readouterr()
     assert run(_request(desired_dir), domains) == 0
     assert PRORATION not in capsys.readouterr().out
+
+
+# --- a re-plan that is not empty: new input, or a write that did not take -------------------
+
+
+@dataclass
+class MeddlingExecutor(GreetingExecutor):
+    """Sends greetings; after one of `edit_after` is sent, someone edits it out of band (a new
+    fact, arriving while the run applies); a greeting in `lose` is acknowledged but never
+    kept (a write that does not show)."""
+
+    edit_after: frozenset[str] = frozenset()
+    lose: frozenset[str] = frozenset()
+
+    def send(self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]) -> WriteResult:
+        result = super().send(gateway, step, ids)
+        if step.key in self.lose:
+            self.world.greetings.pop(step.key, None)
+        if step.key in self.edit_after:
+            self.world.greetings[step.key] = "edited meanwhile"
+        return result
+
+
+def _meddling(world: ToyWorld, **meddling: frozenset[str]) -> Registration:
+    return Registration(
+        domain=ToyDomain(),
+        open_reader=lambda gateway, store: world,
+        executors={GREETING: MeddlingExecutor(world, **meddling)},
+    )
+
+
+def _runner(registration: Registration, desired_dir: Path, store: Store) -> DomainRunner:
+    return DomainRunner(
+        registration=registration,
+        directory=desired_dir,
+        initial=write_desired(desired_dir),
+        store=store,
+        gateway=StripeGateway(api_key="sk_test_unused", api_base="http://127.0.0.1:9"),
+        actor="tester pid 1",
+    )
+
+
+def _last_run(store: Store) -> tuple[RunResult | None, str | None]:
+    with store.session() as session:
+        row = RunRepository(session).latest(TOY)
+        assert row is not None
+        return row.result, row.error
+
+
+def test_new_input_in_the_re_plan_ends_the_run_applied_with_a_targeted_follow_up(
+    world: ToyWorld, desired_dir: Path, tmp_path: Path
+) -> None:
+    registration = _meddling(world, edit_after=frozenset({"greeting/base"}))
+    store = _store(tmp_path)
+    try:
+        result = _runner(registration, desired_dir, store).reconcile(
+            ReconcileRequest(TOY, None, "schedule"), may_write=lambda: True
+        )
+        # Every write took; the edit made while the run applied is new input: the whole-
+        # domain run follows up on that greeting alone, and is no failure.
+        assert (result.result, result.applied) == ("applied", 3)
+        assert result.follow_up is not None
+        assert result.follow_up.domain == TOY
+        assert result.follow_up.scope == frozenset({"greeting/base"})
+        assert _last_run(store) == (RunResult.APPLIED, None)
+    finally:
+        store.close()
+
+
+def test_a_write_the_re_plan_still_wants_did_not_converge_and_is_retried_with_backoff(
+    world: ToyWorld, desired_dir: Path, tmp_path: Path
+) -> None:
+    registration = _meddling(world, lose=frozenset({"greeting/seats"}))
+    store = _store(tmp_path)
+    try:
+        with pytest.raises(TransientError, match="apply did not converge") as raised:
+            _runner(registration, desired_dir, store).reconcile(
+                ReconcileRequest(TOY, None, "schedule"), may_write=lambda: True
+            )
+        assert raised.value.delay is None  # the queue's backoff
+        assert raised.value.follow_up is None  # nothing new: only the lost write
+        result, error = _last_run(store)
+        assert result is RunResult.FAILED
+        assert error is not None
+        assert "greeting/seats" in error
+    finally:
+        store.close()
+
+
+def test_a_run_with_a_lost_write_and_new_input_backs_off_and_follows_up_the_new_input(
+    world: ToyWorld, desired_dir: Path, tmp_path: Path
+) -> None:
+    registration = _meddling(
+        world, lose=frozenset({"greeting/seats"}), edit_after=frozenset({"greeting/base"})
+    )
+    store = _store(tmp_path)
+    try:
+        with pytest.raises(TransientError, match="apply did not converge") as raised:
+            _runner(registration, desired_dir, store).reconcile(
+                ReconcileRequest(TOY, None, "schedule"), may_write=lambda: True
+            )
+        follow_up = raised.value.follow_up
+        assert follow_up is not None
+        assert follow_up.scope == frozenset({"greeting/base"})
+        assert _last_run(store)[0] is RunResult.FAILED
+    finally:
+        store.close()
+
+
+def test_the_cli_reports_new_input_it_did_not_apply_and_records_the_run_applied(
+    world: ToyWorld, desired_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    domains = (_meddling(world, edit_after=frozenset({"greeting/base"})),)
+    assert run(_request(desired_dir, dry_run=False), domains) == 1
+    err = capsys.readouterr().err
+    assert "apply complete (3 steps), but changes arrived while it ran" in err
+    assert "did not converge" not in err
+    assert world.greetings["greeting/base"] == "edited meanwhile"  # not applied unasked
+    store = _store(tmp_path)
+    try:
+        assert _last_run(store) == (RunResult.APPLIED, None)
+    finally:
+        store.close()
+
+    domains = (_meddling(ToyWorld(), lose=frozenset({"greeting/seats"})),)
+    assert run(_request(desired_dir, dry_run=False), domains) == 1
+    assert "error: apply did not converge" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from billing_reconciler.desired import load_desired
 from billing_reconciler.registry import by_name
 from billing_reconciler.runtime.domains import DomainRunner
 from billing_reconciler.runtime.events import ReconcileRequest
-from billing_reconciler.runtime.queue import Backoff, Outcome, WorkQueue
+from billing_reconciler.runtime.queue import Backoff, FollowUp, Outcome, WorkQueue
 from billing_reconciler.runtime.service import api_request, run_outcome
 from billing_reconciler.stripe_gateway import RetryPolicy, StripeGateway
 
@@ -55,7 +55,7 @@ def served(world: World) -> Iterator[TestClient]:
         for name, registration in registrations.items()
     }
 
-    def handle(request: ReconcileRequest) -> Outcome | None:
+    def handle(request: ReconcileRequest) -> Outcome | FollowUp | None:
         return run_outcome(runners[request.domain].reconcile(request, may_write=lambda: True))
 
     queue = WorkQueue(handle, workers=1, backoff=Backoff(initial=5.0))

@@ -11,6 +11,7 @@ from billing_reconciler.runtime.domains import INTERRUPTED, DomainRunResult
 from billing_reconciler.runtime.events import ReconcileRequest
 from billing_reconciler.runtime.queue import (
     Backoff,
+    FollowUp,
     Outcome,
     PermanentError,
     TransientError,
@@ -153,3 +154,18 @@ def test_a_run_that_wrote_nothing_it_planned_is_not_applied(
         applied=applied,
     )
     assert run_outcome(run) is outcome
+
+
+def test_a_run_that_found_new_input_hands_the_queue_its_follow_up() -> None:
+    follow_up = ReconcileRequest("subscriptions", frozenset({"customer/o2"}), "new input")
+    run = DomainRunResult(
+        domain="subscriptions",
+        run_id="r1",
+        result="applied",
+        mode=RunMode.APPLY,
+        whole_domain=True,
+        steps=3,
+        applied=3,
+        follow_up=follow_up,
+    )
+    assert run_outcome(run) == FollowUp(follow_up)

@@ -13,8 +13,10 @@ import pytest
 
 from billing_reconciler.runtime.events import ReconcileRequest
 from billing_reconciler.runtime.queue import (
+    MAX_RERUNS_AT_ONCE,
     Backoff,
     Debounce,
+    FollowUp,
     Outcome,
     PermanentError,
     TransientError,
@@ -488,16 +490,128 @@ def test_a_stopped_queue_tells_error_callbacks_nothing_and_done_callbacks_droppe
     assert heard == ["dropped"]
 
 
-def test_a_run_that_did_not_converge_runs_again_at_once_then_backs_off() -> None:
+def test_a_run_that_did_not_converge_backs_off_from_the_first_retry() -> None:
     clock = FakeClock()
-    moved = TransientError("apply did not converge: 1 step(s) remain", again_at_once=True)
-    queue = WorkQueue(Recorder(moved, moved), clock=clock, backoff=Backoff(initial=1))
+    stuck = TransientError("apply did not converge: 1 applied step(s) still wanted")
+    queue = WorkQueue(Recorder(stuck, stuck), clock=clock, backoff=Backoff(initial=1))
     queue.put(catalog("team"))
-    assert queue.run_pending() == 2  # the first retry is at once
-    assert queue.next_ready_in() == 1  # then the key's backoff, one step behind
+    assert queue.run_pending() == 1
+    assert queue.next_ready_in() == 1
     clock.advance(1)
     assert queue.run_pending() == 1
+    assert queue.next_ready_in() == 2
+    assert queue.snapshot().failures == {("catalog", frozenset({"product/team"})): 2}
+
+
+class FollowingUp:
+    """A handler whose runs end well, the first `times` of them finding new input."""
+
+    def __init__(self, follow_up: ReconcileRequest, times: int) -> None:
+        self.calls: list[ReconcileRequest] = []
+        self._follow_up = follow_up
+        self._times = times
+
+    def __call__(self, request: ReconcileRequest) -> FollowUp | None:
+        self.calls.append(request)
+        if len(self.calls) <= self._times:
+            return FollowUp(self._follow_up)
+        return None
+
+
+def test_a_run_that_found_new_input_is_done_and_its_follow_up_runs_at_once() -> None:
+    clock = FakeClock()
+    handler = FollowingUp(catalog("b", reason="new input"), times=1)
+    queue = WorkQueue(handler, clock=clock, backoff=Backoff(initial=30))
+    seen, on_done = outcomes()
+    errors: list[BaseException] = []
+    queue.put(catalog("a", "b"), on_done=on_done, on_error=errors.append)
+    assert queue.run_pending() == 2  # no backoff: the follow-up ran at once
+    assert handler.calls == [catalog("a", "b"), catalog("b", reason="new input")]
+    assert seen == [Outcome.DONE]  # heard once, when its own run ended
+    assert errors == []  # no failure was told
+    assert queue.snapshot().failures == {}
     assert queue.next_ready_in() is None
+
+
+def test_a_follow_up_joins_a_request_already_waiting_and_keeps_its_time() -> None:
+    clock = FakeClock()
+    queue: WorkQueue
+    heard: list[Outcome] = []
+
+    def handler(request: ReconcileRequest) -> FollowUp | None:
+        calls.append(request)
+        if len(calls) == 1:
+            # A member added during the run: its own request waits, and the follow-up
+            # naming the same customer is that request, not a second run.
+            queue.put(catalog("b", reason="member added"), on_done=heard.append)
+            return FollowUp(catalog("b", reason="new input"))
+        return None
+
+    calls: list[ReconcileRequest] = []
+    queue = WorkQueue(handler, clock=clock)
+    queue.put(catalog("a", "b"))
+    assert queue.run_pending() == 2
+    assert calls[1] == catalog("b", reason="member added")
+    assert heard == [Outcome.DONE]
+
+
+def test_follow_ups_alone_in_a_row_run_at_once_a_bounded_number_of_times() -> None:
+    clock = FakeClock()
+    handler = FollowingUp(catalog("a", reason="new input"), times=MAX_RERUNS_AT_ONCE + 2)
+    queue = WorkQueue(handler, clock=clock, backoff=Backoff(initial=1))
+    queue.put(catalog("a"))
+    assert queue.run_pending() == 1 + MAX_RERUNS_AT_ONCE
+    assert queue.next_ready_in() == 1  # a step whose parameters change at every plan
+    clock.advance(1)
+    assert queue.run_pending() == 1
+    assert queue.next_ready_in() == 2
+    # A request from outside joining the follow-up resets the count: new input is real.
+    assert not queue.put(catalog("a"))
+    assert queue.next_ready_in() == 2  # ... but does not hurry the one backing off
+    clock.advance(2)
+    assert queue.run_pending() == 1
+    assert queue.next_ready_in() is None
+    assert queue.snapshot().failures == {}
+
+
+def test_a_batch_with_a_request_from_outside_restarts_the_count_of_follow_ups() -> None:
+    clock = FakeClock()
+    queue: WorkQueue
+    calls: list[ReconcileRequest] = []
+
+    def handler(request: ReconcileRequest) -> FollowUp:
+        calls.append(request)
+        if len(calls) == MAX_RERUNS_AT_ONCE:
+            queue.put(catalog("b", reason="member added"))
+        return FollowUp(catalog("a", reason="new input"))
+
+    queue = WorkQueue(handler, clock=clock, backoff=Backoff(initial=1))
+    queue.put(catalog("a"))
+    # The follow-up of the fifth run is batched with b's request: that run counts as asked
+    # for, so its follow-ups run at once MAX_RERUNS_AT_ONCE more times.
+    assert queue.run_pending() == 2 * MAX_RERUNS_AT_ONCE + 1
+    assert calls[MAX_RERUNS_AT_ONCE].scope == frozenset({"product/a", "product/b"})
+    assert queue.next_ready_in() == 1
+
+
+def test_a_run_that_did_not_converge_still_follows_up_its_new_input_at_once() -> None:
+    clock = FakeClock()
+    calls: list[ReconcileRequest] = []
+
+    def handler(request: ReconcileRequest) -> None:
+        calls.append(request)
+        if request.scope is None:
+            raise TransientError(
+                "apply did not converge: 1 applied step(s) still wanted (product/a)",
+                follow_up=catalog("b", reason="new input"),
+            )
+
+    queue = WorkQueue(handler, clock=clock, backoff=Backoff(initial=30))
+    queue.put(catalog())
+    assert queue.run_pending() == 2
+    assert calls == [catalog(), catalog("b", reason="new input")]
+    assert queue.next_ready_in() == 30  # the whole-domain run backs off on its own
+    assert queue.snapshot().failures == {("catalog", None): 1}
 
 
 def test_a_whole_domain_request_backing_off_does_not_hold_back_scoped_ones() -> None:
@@ -516,7 +630,7 @@ def test_a_whole_domain_request_backing_off_does_not_hold_back_scoped_ones() -> 
 
 def test_a_batch_that_did_not_converge_runs_again_as_one_and_then_splits_if_refused() -> None:
     calls: list[frozenset[str] | None] = []
-    moved = TransientError("apply did not converge: 2 step(s) remain", again_at_once=True)
+    moved = TransientError("apply did not converge: 2 step(s) remain", delay=0)
     failures: list[Exception] = [moved, PermanentError("Stripe refused product b")]
 
     def handler(request: ReconcileRequest) -> None:
