@@ -602,8 +602,8 @@ def _made_here(session: Session, record: SubscriptionRecord) -> bool:
 def _adopt_intent(
     session: Session, account_id: str, record: SubscriptionRecord, adopt: Mapping[str, Any]
 ) -> None:
-    """The account's intent becomes the adopted subscription's plan (`subscription_rules.
-    _adoption`), under the intent id it was created for (a new id when this store has that
+    """The account's intent becomes the adopted subscription's plan (`subscription_adoption.
+    adoption_of`), under the intent id it was created for (a new id when this store has that
     one already), replacing the default plan's intent the plan saw; nothing when the
     account's intent changed since (the next pass plans again)."""
     intents = IntentRepository(session)

@@ -1,0 +1,191 @@
+"""Subscription schedules as the rules see and write them (DESIGN §16): the schedule of ours
+in force on a subscription, its phases from the current one on, how desired phases compare
+with observed ones, and the schedule step that writes them (`from_subscription` then the
+phases and our marker: two calls, the executor's). Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from billing_reconciler.domains.subscription_draft import Draft
+from billing_reconciler.domains.subscription_keys import (
+    OP_SCHEDULE_CREATE,
+    OP_SCHEDULE_UPDATE,
+    SCHEDULE_STEP,
+    SCHEDULES,
+    subscription_schedule_key,
+)
+from billing_reconciler.domains.subscription_types import AccountSubscriptions
+from billing_reconciler.model_subscriptions import (
+    SchedulePhase,
+    ScheduleRecord,
+    SubscriptionOwner,
+    SubscriptionRecord,
+)
+from billing_reconciler.planning.plan import Action, FieldChange, Reason, Step, canonical_json
+
+
+def schedule_of(
+    draft: Draft, bundle: AccountSubscriptions, sub: SubscriptionRecord
+) -> tuple[ScheduleRecord | None, bool]:
+    """The schedule of ours in force on `sub` (None: none), and whether one not ours is
+    (then left alone: no schedule work)."""
+    for schedule in bundle.schedules:
+        if not schedule.in_force:
+            continue
+        if schedule.subscription_id != sub.stripe_id and schedule.stripe_id != sub.schedule_id:
+            continue
+        owner = schedule.owner
+        if owner is not None and owner.installation_id == draft.installation_id:
+            return schedule, False
+        draft.notice(
+            bundle.org_id,
+            schedule.stripe_id,
+            f"schedule {schedule.stripe_id} on {sub.stripe_id} was not made by us: left alone",
+        )
+        return None, True
+    return None, False
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """A phase as the rules compare it: plan, items, end (None: not compared)."""
+
+    plan: str
+    items: tuple[tuple[str, int | None], ...]
+    end: int | str | None
+    params: Mapping[str, Any]
+
+
+def current_phase_of(
+    sub: SubscriptionRecord, schedule: ScheduleRecord | None, now: int
+) -> tuple[int | None, tuple[tuple[str, int | None], ...]]:
+    """The start of the current phase (the schedule's, or the subscription's period) and the
+    items it bills (the subscription's)."""
+    start = sub.current_period_start
+    if schedule is not None:
+        if schedule.current_phase is not None:
+            start = schedule.current_phase[0]
+        else:
+            for phase in schedule.phases:
+                if phase.start <= now and (phase.end is None or phase.end > now):
+                    start = phase.start
+    return start, tuple((i.price_id, i.quantity) for i in sub.items)
+
+
+def phase_params(
+    *,
+    plan: str,
+    items: Iterable[tuple[str, int | None]],
+    start: int | None = None,
+    end: int | str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "items": [{"price": p, **({} if q is None else {"quantity": q})} for p, q in items],
+        "metadata": {"plan": plan},
+    }
+    if start is not None:
+        params["start_date"] = start
+    if end is not None:
+        params["end_date"] = end
+    return {**params, **(extra or {})}
+
+
+def observed_phases(schedule: ScheduleRecord, now: int) -> tuple[Phase, ...]:
+    """The schedule's phases from the current one on."""
+    phases = [p for p in schedule.phases if p.end is None or p.end > now]
+    return tuple(_observed_phase(p) for p in phases)
+
+
+def _observed_phase(phase: SchedulePhase) -> Phase:
+    return Phase(
+        plan=(phase.plan or "").lower(),
+        items=tuple((i.price_id, i.quantity) for i in phase.items),
+        end=phase.end,
+        params={},
+    )
+
+
+def _same(observed: Sequence[Phase], desired: Sequence[Phase]) -> bool:
+    """Phases agree on plan and (but the current phase's, which follows the subscription)
+    items, and on ends where the desired one names a time. Proration and collection are
+    `plan_change.*` settings, read when a change is made: never compared."""
+    if len(observed) != len(desired):
+        return False
+    for index, (seen, wanted) in enumerate(zip(observed, desired, strict=True)):
+        if seen.plan != wanted.plan:
+            return False
+        if index > 0 and seen.items != wanted.items:
+            return False
+        if wanted.end == "now":
+            return False  # an immediate change not taken effect yet (else no change pends)
+        if isinstance(wanted.end, int) and seen.end != wanted.end:
+            return False
+    return True
+
+
+def write_schedule(
+    draft: Draft,
+    bundle: AccountSubscriptions,
+    sub: SubscriptionRecord,
+    schedule: ScheduleRecord | None,
+    *,
+    phases: Sequence[Phase],
+    end_behavior: str,
+    changes: tuple[FieldChange, ...],
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    if (
+        schedule is not None
+        and schedule.end_behavior == end_behavior
+        and _same(observed_phases(schedule, draft.context.now), phases)
+    ):
+        return
+    intent_id = bundle.intent.intent_id if bundle.intent is not None else ""
+    owner = SubscriptionOwner(
+        installation_id=draft.installation_id,
+        org_id=bundle.org_id,
+        plan=phases[0].plan,
+        intent_id=intent_id,
+        revision=draft.context.state.revision,
+    )
+    written = [dict(p.params) for p in phases]
+    end = phases[0].end
+    if sub.status == "trialing" and sub.trial_end is not None and isinstance(end, int):
+        # The current phase keeps the running trial (a phase written without one is no
+        # trial: Stripe would end it now and bill); an immediate change ("now") ends it.
+        written[0]["trial_end"] = min(sub.trial_end, end)
+    params: dict[str, Any] = {
+        "op": OP_SCHEDULE_UPDATE if schedule is not None else OP_SCHEDULE_CREATE,
+        "end_behavior": end_behavior,
+        "phases": written,
+        **(extra or {}),
+        "settings": [],
+    }
+    # The marker goes with every phase write (Stripe's `from_subscription` takes none).
+    params["metadata"] = owner.as_metadata()
+    if schedule is None:
+        params["from_subscription"] = sub.stripe_id
+    else:
+        params["schedule"] = schedule.stripe_id
+    draft.add(
+        SCHEDULES,
+        Step(
+            action=Action.UPDATE if schedule is not None else Action.CREATE,
+            kind=SCHEDULE_STEP,
+            key=subscription_schedule_key(bundle.org_id),
+            reason=Reason.DESIRED_CHANGED,
+            params=params,
+            changes=changes,
+            stripe_id=schedule.stripe_id if schedule is not None else sub.stripe_id,
+            idempotency_key=draft.key(
+                "schedule",
+                sub.stripe_id,
+                intent_id,
+                canonical_json({k: v for k, v in params.items() if k != "metadata"}),
+            ),
+        ),
+    )
