@@ -138,10 +138,11 @@ def test_a_monthly_to_yearly_change_at_the_period_end_goes_through_a_schedule(
     [schedule_step] = _steps(plan, SCHEDULE_STEP)
     assert schedule_step.action is Action.CREATE
     [schedule] = world.stripe.v1.subscription_schedules.list({"customer": sub.customer}).data
-    assert schedule.metadata["managed_by"] == "billing-reconciler"
+    assert schedule.to_dict()["metadata"]["managed_by"] == "billing-reconciler"
     assert schedule.end_behavior == "release"
     assert next((p.start_date, p.end_date) for p in schedule.phases) == (T0, FEB_15)
-    assert [p.metadata["plan"] for p in schedule.phases] == ["team_monthly", "team_yearly"]
+    phases = schedule.to_dict()["phases"]
+    assert [p["metadata"]["plan"] for p in phases] == ["team_monthly", "team_yearly"]
     assert world.reconcile().steps == ()
 
     world.advance(FEB_15 + 3600)
