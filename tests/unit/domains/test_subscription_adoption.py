@@ -8,6 +8,7 @@ for a subscription while nothing of it is mirrored."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -30,7 +31,11 @@ from billing_reconciler.domains.subscriptions import (
     SubscriptionChanges,
     SubscriptionsDomain,
 )
-from billing_reconciler.model_subscriptions import SubscriptionOwner, SubscriptionRecord
+from billing_reconciler.model_subscriptions import (
+    PendingChange,
+    SubscriptionOwner,
+    SubscriptionRecord,
+)
 from billing_reconciler.planning.plan import Action, Plan
 from tests.unit.domains.test_subscription_rules import (
     INSTALLATION,
@@ -189,6 +194,51 @@ def test_a_disabled_account_has_its_live_subscriptions_cancelled_first() -> None
     assert first.key == f"{SUBSCRIPTION_STEP}/org-0/{paid.stripe_id}"
     assert [s.action for s in rest] == [Action.CREATE]
     assert len({s.key for s in plan.steps}) == len(plan.steps)
+
+
+def test_an_org_re_created_beside_its_disabled_account_plans_unique_step_keys() -> None:
+    """A deleted org's account (disabled, its cancel now, at period end or none pending, on a
+    paid or a free plan, with its schedule or without) and the org's re-created account (its
+    default plan to create, or the same plan): one plan, in either order, never holds two
+    steps with one key, and the old account's cancel names its subscription."""
+    cancels = {
+        "now": (CancelRequest(immediate=True), None),
+        "period_end": (
+            CancelRequest(immediate=False),
+            PendingChange(None, PERIOD_END, reason="cancel"),
+        ),
+        "none": (None, None),
+    }
+    for (cancel, pending), plan_name, scheduled, new_plan in itertools.product(
+        cancels.values(), ("team_monthly", "free_monthly"), (False, True), ("free_monthly", None)
+    ):
+        sub = _old(plan_name)
+        schedules = (
+            (
+                _schedule(
+                    _schedule().phases[:1], "cancel", owner=sub.owner, subscription_id=sub.stripe_id
+                ),
+            )
+            if scheduled
+            else ()
+        )
+        old = _bundle(
+            intent=_intent(plan_name, intent_id="int_old", cancel=cancel, pending_change=pending),
+            subs=(sub,),
+            schedules=schedules,
+            state="disabled",
+        )
+        new = _bundle(intent=_intent(new_plan or plan_name, intent_id="int_9"), index=1)
+        new = dataclasses.replace(new, account=dataclasses.replace(new.account, org_id="org-0"))
+        for bundles in ((old, new), (new, old)):
+            plan = _plan(*bundles)
+            keys = [s.key for s in plan.steps]
+            assert len(set(keys)) == len(keys), keys
+            ends = [s for s in plan.steps if s.stripe_id == sub.stripe_id]
+            assert [(s.key, s.params["op"]) for s in ends] == [
+                (f"{SUBSCRIPTION_STEP}/org-0/{sub.stripe_id}", OP_CANCEL)
+            ]
+            assert f"{SUBSCRIPTION_STEP}/org-0" in keys  # the new account's create
 
 
 # --- the domain: an unmirrored account is read from Stripe ------------------------------------
