@@ -20,7 +20,16 @@ again). It also guards and states what a domain's plan says of its fleet
   their request key, `scope_of`) is refused without `PlanOptions.allow_mass_change`;
 - settings that apply only to future events (the domain's optional `future_only_settings`):
   their values are kept in the store when a pass applies (or finds nothing to do while
-  writing), and a plan states each one changed since then (`Plan.future_only`).
+  writing), and a plan states each one changed since then (`Plan.future_only`);
+- fleet settings, whose change rewrites live objects (the domain's optional `fleet_settings`):
+  a fleet rewrite is applied only by a whole-domain plan, where the guard weighs the whole
+  population. Their values are kept in the store only when a whole-domain pass applies (or
+  writes with nothing to do); a targeted (scoped) plan is made with the values so kept (none
+  kept yet: the desired ones), so a member change or a webhook after a `billing.yaml` edit
+  neither rewrites that customer nor differs from what the guard approved, and a scoped step
+  the guard would still count (`Step.mass_change`) is held back as a notice for the whole
+  pass. A whole plan states a changed fleet setting no step of it follows from like a
+  future-only one (`Plan.future_only`: nothing live rewritten).
 """
 
 from __future__ import annotations
@@ -29,7 +38,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from billing_reconciler.apply import Applier, StepExecutor, StepOutcome
 from billing_reconciler.desired.state import DesiredState
@@ -37,6 +48,7 @@ from billing_reconciler.domains.base import Domain, PlanContext, PlanOptions
 from billing_reconciler.model import JSONValue
 from billing_reconciler.planning.builder import AppliedState
 from billing_reconciler.planning.plan import (
+    Notice,
     Plan,
     Reason,
     SettingChange,
@@ -116,6 +128,9 @@ class Controller:
     # Who the run table names as having run a pass; `reconcile serve` adds its process id so
     # replicas on one host stay apart.
     actor: str = field(default_factory=default_actor)
+    # Whether the last `plan` was of the whole domain: only such a pass puts the fleet
+    # settings in force (`record_settings_in_force`).
+    _planned_whole: bool = field(default=False, init=False, repr=False)
 
     @property
     def domain(self) -> Domain:
@@ -126,16 +141,21 @@ class Controller:
         return self.state.config.reconcile.installation_id
 
     def plan(self, options: PlanOptions = DEFAULT_OPTIONS) -> Planned:
-        context = self._context(options)
-        desired = self.domain.desired(self.state, context)
+        whole = options.scope is None
+        self._planned_whole = whole
+        # A targeted plan follows the fleet settings in force, not a `billing.yaml` edit the
+        # whole-domain pass has not applied yet.
+        state = self.state if whole else self._state_in_force()
+        context = self._context(options, state)
+        desired = self.domain.desired(state, context)
         reader = self.registration.open_reader(self.gateway, self.store)
         observed = self.domain.observe(reader, desired, context)
         plan = self.domain.plan(desired, observed, context)
         if options.scope is not None:
-            plan = restrict_to(plan, options.scope, self.domain.scope_of)
+            plan = _hold_back_fleet_rewrites(restrict_to(plan, options.scope, self.domain.scope_of))
         plan = self.domain.annotate(plan, reader)
         plan = self._guard_mass_change(plan, options)
-        future_only = self._future_only_changes()
+        future_only = self._future_only_changes(plan if whole else None)
         if future_only:
             plan = replace(plan, future_only=future_only)
         return Planned(
@@ -178,19 +198,52 @@ class Controller:
         """The domain's settings that apply only to future events (none unless it says)."""
         return tuple(getattr(self.domain, "future_only_settings", ()))
 
+    @property
+    def fleet_settings(self) -> tuple[str, ...]:
+        """The domain's settings whose change rewrites live objects (none unless it says)."""
+        return tuple(getattr(self.domain, "fleet_settings", ()))
+
     def _settings_key(self) -> str:
         return f"settings_in_force/{self.installation_id}/{self.domain.name}"
+
+    def _recorded_settings(self) -> Mapping[str, JSONValue] | None:
+        with self.store.session() as session:
+            recorded = ControllerStateRepository(session).read(self._settings_key())
+        return recorded if isinstance(recorded, Mapping) else None
+
+    def _state_in_force(self) -> DesiredState:
+        """The desired state with the fleet settings as last put in force by a whole-domain
+        pass (each one never recorded keeps its desired value)."""
+        settings = self.fleet_settings
+        recorded = self._recorded_settings() if settings else None
+        if not recorded:
+            return self.state
+        config = self.state.config
+        for setting in settings:
+            if setting in recorded:
+                config = _with_setting(config, setting.split("."), recorded[setting])
+        if config is self.state.config:
+            return self.state
+        return self.state.model_copy(update={"config": config})
 
     def _setting_values(self, settings: Sequence[str]) -> dict[str, JSONValue]:
         config = self.state.config.model_dump(mode="json")
         return {setting: _dig(config, setting) for setting in settings}
 
-    def _future_only_changes(self) -> tuple[SettingChange, ...]:
-        settings = self.future_only_settings
+    def _future_only_changes(self, whole: Plan | None) -> tuple[SettingChange, ...]:
+        """The future-only settings changed since they were put in force; with `whole` (a
+        whole-domain plan), also the fleet settings changed that no step of it follows from
+        (`seat_change_behavior: exact -> incremental` lowers no quantity): they too rewrite
+        nothing live."""
+        caused = set() if whole is None else {c for step in whole.steps for c in step.causes}
+        fleet = () if whole is None else self.fleet_settings
+        settings = (
+            *self.future_only_settings,
+            *(s for s in fleet if s not in caused and s not in self.future_only_settings),
+        )
         if not settings:
             return ()
-        with self.store.session() as session:
-            recorded = ControllerStateRepository(session).read(self._settings_key())
+        recorded = self._recorded_settings()
         if recorded is None:
             return ()  # never applied with them: nothing to compare with
         current = self._setting_values(settings)
@@ -202,20 +255,24 @@ class Controller:
 
     def record_settings_in_force(self) -> None:
         """Keep the values of the domain's future-only settings as in force: an apply (or a
-        writing pass with nothing to do) ran with them."""
-        settings = self.future_only_settings
+        writing pass with nothing to do) ran with them; and of its fleet settings when that
+        pass's plan (the last `plan`) was of the whole domain, as the guard weighed it."""
+        fleet = self.fleet_settings if self._planned_whole else ()
+        settings = (*self.future_only_settings, *fleet)
         if not settings:
             return
-        values = dict(self._setting_values(settings))
         with self.store.session() as session:
             repository = ControllerStateRepository(session)
-            if repository.read(self._settings_key()) != values:
+            recorded = repository.read(self._settings_key())
+            kept = recorded if isinstance(recorded, Mapping) else {}
+            values = {**kept, **self._setting_values(settings)}
+            if recorded != values:
                 repository.write(self._settings_key(), values)
 
-    def _context(self, options: PlanOptions) -> PlanContext:
+    def _context(self, options: PlanOptions, state: DesiredState | None = None) -> PlanContext:
         spent, salt = self._key_history()
         return PlanContext(
-            state=self.state,
+            state=self.state if state is None else state,
             options=options,
             applied=self._applied(),
             spent_keys=spent,
@@ -428,6 +485,52 @@ def _not_converged(repeated: Sequence[Step]) -> str:
         f"apply did not converge: the re-plan still wants {len(repeated)} step(s) this run "
         f"applied: {keys}{more}"
     )
+
+
+def _hold_back_fleet_rewrites(plan: Plan) -> Plan:
+    """A targeted plan without the steps the mass-change guard counts (a fleet rewrite still
+    wanted under the settings in force: a price migration): only a whole-domain plan, where
+    the guard weighs the whole population, applies them. Each is a notice instead."""
+    held = [step for step in plan.steps if step.mass_change]
+    if not held:
+        return plan
+    notices = tuple(
+        Notice(
+            key=step.key,
+            kind=step.kind,
+            stripe_id=step.stripe_id,
+            message=(
+                f"fleet rewrite ({', '.join(step.causes) or 'mass change'}) held back: only a "
+                "whole-domain pass applies it, as the mass-change guard weighs it"
+            ),
+        )
+        for step in held
+    )
+    return replace(
+        plan,
+        steps=tuple(step for step in plan.steps if not step.mass_change),
+        notices=(*plan.notices, *notices),
+    )
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _with_setting(model: _Model, path: Sequence[str], value: JSONValue) -> _Model:
+    """`model` (a config) with the field at the dotted `path` set to `value`; unchanged when
+    the path names no field."""
+    name, rest = path[0], path[1:]
+    if name not in type(model).model_fields:
+        return model
+    if not rest:
+        if getattr(model, name) == value:
+            return model
+        return model.model_copy(update={name: value})
+    child = getattr(model, name)
+    if not isinstance(child, BaseModel):
+        return model
+    updated = _with_setting(child, rest, value)
+    return model if updated is child else model.model_copy(update={name: updated})
 
 
 def _dig(data: Mapping[str, Any], path: str) -> JSONValue:

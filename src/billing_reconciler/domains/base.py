@@ -26,6 +26,11 @@ Optional, read by the controller when a domain has them (DESIGN §14, fleet chan
 - `future_only_settings: tuple[str, ...]`: dotted `billing.yaml` paths
   (`billing.plan_change.proration_behavior`) that apply only to future events; a change of
   one since the last apply is stated on the plan (`Plan.future_only`), nothing rewritten.
+- `fleet_settings: tuple[str, ...]`: dotted paths (`billing.stripe_auto_tax`) whose change
+  rewrites live objects (steps with `Step.causes`). Only a whole-domain plan applies such a
+  rewrite: a targeted plan is made with the values a whole-domain pass last put in force
+  (the desired ones until one did), and a whole plan states a changed one that no step
+  follows from like a future-only setting.
 Facts a domain states on its plan for the shared renderers and guards: `Step.causes` (the
 settings a fleet rewrite follows from: grouped and printed), `Step.mass_change` with
 `Plan.population` (the mass-change guard), `Plan.notices` (per-object refusals and waits).

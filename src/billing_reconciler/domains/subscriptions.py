@@ -46,11 +46,14 @@ from typing import Any, Final, Protocol
 from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.domains.base import PlanContext
 from billing_reconciler.domains.customer_types import CursorState, EventPosition
+from billing_reconciler.domains.price_impact import SETTING_PRICE_MIGRATION
 from billing_reconciler.domains.subscription_events import SUBSCRIPTION_ROUTES
 from billing_reconciler.domains.subscription_rules import (
     FUTURE_ONLY_SETTINGS,
     MIRROR_STEP,
     SCHEDULE_STEP,
+    SETTING_AUTO_TAX,
+    SETTING_SEAT_CHANGE,
     SUBSCRIPTION_STEP,
     org_id_of_step_key,
     subscriptions_plan,
@@ -171,6 +174,9 @@ class SubscriptionsDomain:
     #: `billing.yaml` settings read only when a subscription is created or changed: a change
     #: of one rewrites no live subscription, and the controller says so on the plan.
     future_only_settings: Final = FUTURE_ONLY_SETTINGS
+    #: `billing.yaml` settings whose change rewrites live subscriptions: a targeted plan
+    #: follows them as a whole-domain pass last put them in force (the controller).
+    fleet_settings: Final = (SETTING_AUTO_TAX, SETTING_SEAT_CHANGE, SETTING_PRICE_MIGRATION)
 
     def refresh_seconds(self, state: DesiredState) -> int:
         return int(state.config.billing.refresh_interval.subscription)

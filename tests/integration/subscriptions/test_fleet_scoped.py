@@ -1,0 +1,157 @@
+"""A fleet rewrite the mass-change guard holds back does not leak through targeted runs
+(tester T1 finding 15): through the `Controller` against the emulator over HTTP, on SQLite and
+PostgreSQL. A targeted (scoped) plan is made with the fleet settings a whole-domain pass last
+put in force, so a member change of one customer after a `billing.yaml` edit neither rewrites
+that customer nor differs from what the guard approved; once the whole-domain apply ran (with
+`--allow-mass-change`), targeted runs follow the new values. A fleet setting changed that
+rewrites no live subscription is stated on the plan (finding 14c)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from billing_reconciler.controller import PlanOptions
+from billing_reconciler.domains.subscription_rules import SETTING_AUTO_TAX, SETTING_SEAT_CHANGE
+from billing_reconciler.planning.plan import SettingChange
+from billing_reconciler.planning.render import render_text
+from billing_reconciler.registry import SUBSCRIPTIONS
+from billing_reconciler.store import MemberRepository
+
+from .conftest import World
+
+ORGS = ("acme", "globex", "hooli", "initech", "umbrella")
+
+
+def _ours(world: World, org: str) -> Any:
+    [sub] = [s for s in world.subscriptions(org) if "managed_by" in s.metadata]
+    return sub
+
+
+def _seats(world: World, org: str) -> list[int]:
+    return sorted(int(i.quantity) for i in _ours(world, org)["items"].data)
+
+
+def _five_paid_subscriptions(world: World) -> None:
+    world.configure(default_plan="")
+    for org in ORGS:
+        world.open(org, members=2)
+    world.reconcile()
+    for org in ORGS:
+        world.add_card(org)
+        world.subscribe(org, "team_monthly")
+    world.reconcile()
+    world.reconcile()  # mirrored
+    assert world.plan().steps == ()
+
+
+def _add_member(org: str, user: str, world: World) -> None:
+    with world.store.session() as session:
+        MemberRepository(session).upsert(org, user)
+
+
+def test_a_held_back_fleet_rewrite_is_not_applied_by_targeted_runs(world: World) -> None:
+    _five_paid_subscriptions(world)
+    world.configure(default_plan="", auto_tax=True)
+    # The whole-domain plan: 5 of 5 repriced, refused by the guard.
+    assert world.plan().refused
+
+    # A member change of acme: its targeted run sets the seats, not automatic tax.
+    _add_member("acme", "user-new", world)
+    scoped = world.reconcile(frozenset({"customer/acme"}))
+    [step] = scoped.steps
+    assert step.causes == ()
+    assert "automatic_tax" not in step.params
+    assert _seats(world, "acme") == [1, 3]
+    assert _ours(world, "acme").automatic_tax.enabled is False
+    # A targeted run of a customer with nothing of its own to do writes nothing.
+    assert world.plan(frozenset({"customer/globex"})).steps == ()
+    # A new customer subscribed meanwhile gets the fleet's shape (the setting in force).
+    world.open("newco", members=1)
+    world.reconcile(frozenset({"customer/newco"}))
+    world.add_card("newco")
+    world.subscribe("newco", "team_monthly")
+    world.reconcile(frozenset({"customer/newco"}))
+    assert _ours(world, "newco").automatic_tax.enabled is False
+    assert all(_ours(world, org).automatic_tax.enabled is False for org in ORGS)
+    # The whole plan is still refused, and still names every subscription.
+    refused = world.plan()
+    assert refused.refused
+    assert len([s for s in refused.steps if s.causes == (SETTING_AUTO_TAX,)]) == 6
+
+    # The operator approves: the whole-domain apply rewrites the fleet...
+    world.reconcile(allow_mass_change=True)
+    assert all(_ours(world, org).automatic_tax.enabled is True for org in (*ORGS, "newco"))
+    # ...and targeted runs now follow the new value: a new customer is created with it.
+    world.open("later", members=1)
+    world.reconcile(frozenset({"customer/later"}))
+    world.add_card("later")
+    world.subscribe("later", "team_monthly")
+    created = world.plan(frozenset({"customer/later"}))
+    assert [s.params["automatic_tax"] for s in created.steps if s.action.value == "create"] == [
+        {"enabled": True}
+    ]
+
+
+def test_a_targeted_run_after_a_revert_keeps_the_value_in_force(world: World) -> None:
+    """T1's repro: automatic tax applied to the fleet, then `billing.yaml` reverted; the guard
+    holds the revert back and a member change of one customer does not flip it back."""
+    _five_paid_subscriptions(world)
+    world.configure(default_plan="", auto_tax=True)
+    world.reconcile(allow_mass_change=True)
+    world.configure(default_plan="", auto_tax=False)
+    assert world.plan().refused
+
+    _add_member("hooli", "user-new", world)
+    world.reconcile(frozenset({"customer/hooli"}))
+    assert _seats(world, "hooli") == [1, 3]
+    assert all(_ours(world, org).automatic_tax.enabled is True for org in ORGS)
+
+
+def test_a_targeted_run_records_no_fleet_setting(world: World) -> None:
+    """Only a whole-domain pass puts a fleet setting in force: a targeted apply (or a
+    targeted pass with nothing to do) leaves the recorded value, so the guard still holds the
+    rewrite back afterwards."""
+    _five_paid_subscriptions(world)
+    world.configure(default_plan="", auto_tax=True)
+    _add_member("acme", "user-new", world)
+    controller = world.controller(SUBSCRIPTIONS)
+    planned = controller.plan(PlanOptions(scope=frozenset({"customer/acme"})))
+    controller.apply(planned)
+    controller.plan(PlanOptions(scope=frozenset({"customer/globex"})))
+    controller.record_settings_in_force()
+    assert world.plan().refused
+    _add_member("globex", "user-new", world)
+    world.reconcile(frozenset({"customer/globex"}))
+    assert _ours(world, "globex").automatic_tax.enabled is False
+
+
+def test_a_fleet_setting_that_rewrites_nothing_is_stated(world: World) -> None:
+    _five_paid_subscriptions(world)
+    world.configure(default_plan="", seat_change="incremental")
+    plan = world.plan()
+    assert plan.steps == ()
+    assert plan.future_only == (
+        SettingChange(setting=SETTING_SEAT_CHANGE, before="exact", after="incremental"),
+    )
+    assert (
+        f'  i {SETTING_SEAT_CHANGE} changed ("exact" -> "incremental"): applies to future '
+        "events only; no live subscription rewritten"
+    ) in render_text(plan)
+    # A targeted plan states no fleet setting (it is made with the ones in force).
+    assert world.plan(frozenset({"customer/acme"})).future_only == ()
+
+    # Put in force by a whole pass that writes nothing to Stripe: no more said.
+    controller = world.controller(SUBSCRIPTIONS)
+    assert controller.plan().plan.steps == ()
+    controller.record_settings_in_force()
+    assert world.plan().future_only == ()
+
+    # Back to `exact` with a member gone: the rewrite lowers the seats, so it is a step
+    # naming the setting, not a statement.
+    with world.store.session() as session:
+        MemberRepository(session).delete("acme", "user-1")
+    world.configure(default_plan="", seat_change="exact")
+    plan = world.plan()
+    [step] = plan.steps
+    assert step.causes == (SETTING_SEAT_CHANGE,)
+    assert plan.future_only == ()
