@@ -3,10 +3,11 @@
 A fleet plan may hold a step per customer. Steps with the same action, kind, reason, changed
 fields and cause (the settings a step names in `Step.causes`) form a group; within it, the
 steps that also share their values form a group of their own when there are `GROUP_MIN` or
-more of them. A group of `GROUP_MIN` or more is one line (`+ 1,204 customers to create
-(new)`) with its fields, the values when every step of the group shares them, and a few
-example keys; smaller groups are listed step by step. A caused group names its cause where
-the reason would be, on one line when it changes one field
+more of them (or two or more, when the whole group is smaller than that). A group of
+`GROUP_MIN` or more, or of two or more identical changes (the same fields and values), is
+one line (`+ 1,204 customers to create (new)`) with its fields, the values when every step
+of the group shares them, and a few example keys; other groups are listed step by step. A
+caused group names its cause where the reason would be, on one line when it changes one field
 (`~ 1,204 subscriptions: automatic_tax false -> true  (billing.stripe_auto_tax)`). The JSON
 plan still has every step (DESIGN §14). Field changes show their direction: `->` pushed to
 Stripe, `<-` pulled from Stripe into the store; a conflict (both sides changed since the last
@@ -68,8 +69,9 @@ def _values(step: Step) -> str:
 
 def group_steps(steps: Sequence[Step]) -> list[list[Step]]:
     """Steps grouped by signature, groups in order of first appearance. Within a signature,
-    the steps sharing their values too (`GROUP_MIN` or more of them) are a group of their
-    own (`1,000 false -> true` apart from `4 true -> false`); the rest stay together."""
+    the steps sharing their values too (`GROUP_MIN` or more of them; in a signature of fewer
+    steps than that, two or more) are a group of their own (`1,000 false -> true` apart from
+    `4 true -> false`); the rest stay together."""
     groups: dict[tuple[object, ...], list[Step]] = {}
     for step in steps:
         groups.setdefault(_signature(step), []).append(step)
@@ -81,12 +83,19 @@ def group_steps(steps: Sequence[Step]) -> list[list[Step]]:
         if len(by_values) == 1:
             result.append(members)
             continue
-        large = [group for group in by_values.values() if len(group) >= GROUP_MIN]
-        rest = [step for group in by_values.values() if len(group) < GROUP_MIN for step in group]
+        least = GROUP_MIN if len(members) >= GROUP_MIN else 2
+        large = [group for group in by_values.values() if len(group) >= least]
+        rest = [step for group in by_values.values() if len(group) < least for step in group]
         result += large
         if rest:
             result.append(rest)
     return result
+
+
+def one_line(group: Sequence[Step]) -> bool:
+    """Whether a group is rendered as one line: `GROUP_MIN` steps or more, or two or more
+    identical changes (`~ 2 subscriptions: automatic_tax false -> true`)."""
+    return len(group) >= GROUP_MIN or (len(group) >= 2 and _same_changes(group))
 
 
 def _noun(kind: str, count: int) -> str:
@@ -274,7 +283,7 @@ def render_fleet_text(plan: Plan) -> str:
             "",
         ]
         for group in group_steps(plan.steps):
-            if len(group) >= GROUP_MIN:
+            if one_line(group):
                 lines += _group_text(group)
             else:
                 for step in group:
@@ -301,7 +310,7 @@ def render_fleet_markdown(plan: Plan) -> str:
     lines = markdown_head(plan, fleet_summary(plan))
     rows: list[str] = []
     for group in group_steps(plan.steps):
-        if len(group) >= GROUP_MIN:
+        if one_line(group):
             rows.append(_group_row(group))
         else:
             rows += [_step_row(step) for step in group]

@@ -215,3 +215,41 @@ def test_notices_and_future_only_settings_alone_are_no_changes() -> None:
     # Without a population the line names no noun it does not know.
     unknown = render_fleet_text(replace(plan, population=None))
     assert "applies to future events only; no live object rewritten" in unknown
+
+
+def test_two_identical_fleet_steps_are_one_line() -> None:
+    """Tester T1 finding 14b: two identical automatic-tax rewrites printed as two entries."""
+    plan = _plan(_tax(0), _tax(1), population=Population(7, "subscription"))
+    assert [len(g) for g in group_steps(plan.steps)] == [2]
+    lines = render_fleet_text(plan).splitlines()
+    assert "  ~ 2 subscriptions: automatic_tax false -> true  (billing.stripe_auto_tax)" in lines
+    assert "      e.g. subscription/org-000, subscription/org-001" in lines
+    assert not any(line.startswith("  ~ subscription/org-00") for line in lines)
+    rows = [line for line in render_fleet_markdown(plan).splitlines() if line.startswith("| `~`")]
+    assert len(rows) == 1
+    assert "2 subscriptions (e.g. `subscription/org-000`, `subscription/org-001`)" in rows[0]
+
+
+def test_three_identical_fleet_steps_are_one_line_apart_from_a_different_one() -> None:
+    plan = _plan(_tax(0), _tax(1), _tax(2), _tax(3, before=True, after=False))
+    assert [len(g) for g in group_steps(plan.steps)] == [3, 1]
+    lines = render_fleet_text(plan).splitlines()
+    assert "  ~ 3 subscriptions: automatic_tax false -> true  (billing.stripe_auto_tax)" in lines
+    assert "      e.g. subscription/org-000, subscription/org-001, subscription/org-002" in lines
+    assert "  ~ subscription/org-003 sub_003  (billing.stripe_auto_tax)" in lines
+    assert "      automatic_tax: true -> false  # push ->" in lines
+    rows = [line for line in render_fleet_markdown(plan).splitlines() if line.startswith("| `~`")]
+    assert len(rows) == 2
+    # Four of them, still identical: one line, its examples cut at three.
+    four = render_fleet_text(_plan(*(_tax(n) for n in range(4)))).splitlines()
+    head = "  ~ 4 subscriptions: automatic_tax false -> true  (billing.stripe_auto_tax)"
+    assert four[four.index(head) + 1].endswith(", ... (1 more in the JSON plan)")
+
+
+def test_a_few_steps_whose_values_differ_are_listed_one_by_one() -> None:
+    plan = _plan(_seats(0, 5, 3), _seats(1, 6, 3))
+    assert [len(g) for g in group_steps(plan.steps)] == [2]
+    lines = render_fleet_text(plan).splitlines()
+    assert "  ~ subscription/seats-0 sub_seats_0  (billing.product.seat_change_behavior)" in lines
+    assert "  ~ subscription/seats-1 sub_seats_1  (billing.product.seat_change_behavior)" in lines
+    assert not any("2 subscriptions" in line for line in lines)
