@@ -334,10 +334,17 @@ def _apply(
     controller: Controller, planned: Planned, still_writer: StillWriter, *, prefix: str = ""
 ) -> int:
     def report(outcome: StepOutcome) -> None:
+        # Printed as counted: each step of the plan a `done:` line (`Apply complete (N
+        # steps)`), each store record a lost store needed a `restored:` line (`, R store
+        # records restored`); a domain's bookkeeping (its events cursor, the subscriptions'
+        # mirror) is neither shown in the plan nor counted, so it is not printed either.
         step = outcome.step
         replay = " (replayed)" if outcome.replayed else ""
         target = f" {outcome.stripe_id}" if outcome.stripe_id else ""
-        typer.echo(f"  done: {step.action.value} {step.key}{target}{replay}", err=True)
+        if step.reason is Reason.STORE_LOST:
+            typer.echo(f"  restored: {step.key}{target}  ({step.kind}){replay}", err=True)
+        elif step.reason is not Reason.BOOKKEEPING:
+            typer.echo(f"  done: {step.action.value} {step.key}{target}{replay}", err=True)
         # Raising here stops the apply after this step: a writer that lost its lock must
         # not write beside the one that took it.
         if not still_writer():
@@ -345,6 +352,11 @@ def _apply(
 
     run_id, outcomes, residual = controller.apply(planned, on_step=report)
     log.info("apply finished", run_id=run_id, steps=len(outcomes))
+    # Restores run after the steps; only the store records a lost store needed are named.
+    restores = outcomes[len(planned.plan.steps) :]
+    restored = sum(1 for outcome in restores if outcome.step.reason is Reason.STORE_LOST)
+    also = f", {restored} store records restored" if restored else ""
+    steps = len(outcomes) - len(restores)
     if not residual.converged:
         if repeats(outcomes, residual):
             typer.echo("error: apply did not converge; the re-plan still has changes:", err=True)
@@ -352,21 +364,14 @@ def _apply(
             # Everything applied took; what the re-plan found arrived while it ran. It was not
             # in the plan that was approved, so it is not applied unasked: run again to see it.
             typer.echo(
-                f"error: {prefix}apply complete ({len(outcomes)} steps), but changes arrived "
+                f"error: {prefix}apply complete ({steps} steps{also}), but changes arrived "
                 "while it ran (not in the approved plan, so not applied); run `reconcile` "
                 "again. The re-plan:",
                 err=True,
             )
         typer.echo(render_text(residual), err=True, nl=False)
         return EXIT_ERROR
-    # Restores run after the steps; only the store records a lost store needed are named.
-    restores = outcomes[len(planned.plan.steps) :]
-    restored = sum(1 for outcome in restores if outcome.step.reason is Reason.STORE_LOST)
-    also = f", {restored} store records restored" if restored else ""
-    typer.echo(
-        f"{prefix}Apply complete ({len(outcomes) - len(restores)} steps{also}). "
-        f"Re-plan: {summary_line(residual)}"
-    )
+    typer.echo(f"{prefix}Apply complete ({steps} steps{also}). Re-plan: {summary_line(residual)}")
     return EXIT_OK
 
 

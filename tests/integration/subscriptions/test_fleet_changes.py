@@ -210,3 +210,41 @@ def test_a_subscription_on_a_superseded_seat_price_still_follows_the_members(
     items = {i.price.id: i.quantity for i in _ours(world, "acme")["items"].data}
     assert items == {old["test.team_base_monthly"]: 1, old["test.team_seat_monthly"]: 3}
     assert world.plan().steps == ()
+
+
+def _applied_counts(out: str) -> tuple[int, int]:
+    """The steps and restored store records the `Apply complete (...)` lines add up to."""
+    counts = re.findall(r"Apply complete \((\d+) steps(?:, (\d+) store records restored)?\)", out)
+    assert counts, out
+    return sum(int(n) for n, _ in counts), sum(int(r or 0) for _, r in counts)
+
+
+def test_apply_complete_counts_the_done_lines_it_printed(
+    world: World, command: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tester T1 finding 14a: `Apply complete (N steps)` did not match the `done:` lines (a
+    domain's bookkeeping, its events cursor or a subscription's mirror, was printed as done
+    but not counted). Every printed line is counted, and only those."""
+    world.configure(default_plan="")
+    for org in ORGS[:2]:
+        world.open(org, members=2)
+    capsys.readouterr()
+    assert command(dry_run=False) == 0
+    captured = capsys.readouterr()
+    done = [line for line in captured.err.splitlines() if line.startswith("  done: ")]
+    keys = {line.split()[2] for line in done}
+    assert {f"customer/{org}" for org in ORGS[:2]} <= keys
+    assert _applied_counts(captured.out) == (len(done), 0)
+    assert "cursor" not in captured.err
+
+    for org in ORGS[:2]:
+        world.add_card(org)
+        world.subscribe(org, "team_monthly")
+    assert command(dry_run=False) == 0
+    captured = capsys.readouterr()
+    done = [line for line in captured.err.splitlines() if line.startswith("  done: ")]
+    assert [line.split()[2] for line in done] == [f"subscription/{org}" for org in ORGS[:2]]
+    assert "Apply complete (2 steps). Re-plan: " in captured.out
+    assert _applied_counts(captured.out) == (2, 0)
+    assert "subscription_mirror" not in captured.err
+    assert "cursor" not in captured.err
