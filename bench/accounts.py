@@ -43,30 +43,25 @@ import cProfile
 import io
 import json
 import math
-import multiprocessing
-import os
-import platform
 import pstats
 import re
-import resource
 import sys
 import tempfile
 import threading
 import time
 import tracemalloc
-from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import harness
+from harness import EmulatorProcess
 from sqlalchemy import event, insert
 from sqlalchemy.engine import Engine
 
-from billing_reconciler.controller import Controller, Planned, PlanOptions
+from billing_reconciler.controller import Controller, PlanOptions
 from billing_reconciler.desired import load_desired
 from billing_reconciler.domains.customer_merge import last_applied_to_json
 from billing_reconciler.domains.customer_types import CustomersObserved, LiveCustomers
@@ -97,22 +92,6 @@ def fields_of(index: int) -> CustomerFields:
 
 
 # --- the emulator in its own process ----------------------------------------------------------
-
-
-def _serve(conn: Connection) -> None:
-    """The emulator's process: serves HTTP, and seeds customers in-process on request."""
-    from stripe_emulator.server import EmbeddedEmulator
-
-    with EmbeddedEmulator() as server:
-        conn.send(server.url)
-        while True:
-            command = conn.recv()
-            if command[0] == "stop":
-                return
-            if command[0] == "seed":
-                started = time.perf_counter()
-                pairs = _seed_customers(server, command[1], command[2])
-                conn.send((pairs, time.perf_counter() - started))
 
 
 _CUSTOMER_ID = re.compile(r'"(cus_[A-Za-z0-9]+)"')
@@ -154,36 +133,15 @@ def _seed_customers(server: Any, total: int, installation: str) -> list[tuple[st
     return pairs
 
 
-class EmulatorProcess:
-    def __init__(self) -> None:
-        self._parent, child = multiprocessing.Pipe()
-        self._process = multiprocessing.get_context("spawn").Process(target=_serve, args=(child,))
-        self._process.start()
-        self.control = EmulatorControl(self._parent.recv(), timeout=300)
-
-    def cpu_seconds(self) -> float:
-        """The emulator process's CPU time so far (user + system, from /proc)."""
-        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def seed(self, total: int) -> tuple[list[tuple[str, str]], float]:
-        self._parent.send(("seed", total, INSTALLATION))
-        pairs, seconds = self._parent.recv()
-        return pairs, seconds
-
-    def stop(self) -> None:
-        self.control.close()
-        self._parent.send(("stop",))
-        self._process.join(timeout=30)
+def emulator_process() -> AbstractContextManager[EmulatorProcess]:
+    """The emulator in its own process, seeding customers in-process on request."""
+    return harness.emulator_process(_seed_customers)
 
 
-@contextmanager
-def emulator_process() -> Iterator[EmulatorProcess]:
-    process = EmulatorProcess()
-    try:
-        yield process
-    finally:
-        process.stop()
+def seed(emulator: EmulatorProcess, total: int) -> tuple[list[tuple[str, str]], float]:
+    """`total` customers of ours in the emulator (`_seed_customers`): (org, customer) pairs."""
+    pairs, seconds = emulator.call(total, INSTALLATION)
+    return pairs, seconds
 
 
 # --- the reconciler's side ----------------------------------------------------------------------
@@ -279,48 +237,8 @@ def seed_accounts_bulk(store: Store, pairs: list[tuple[str, str]]) -> float:
     return time.perf_counter() - started
 
 
-class Requests:
-    """Requests the emulator served since `start()`, from its counters."""
-
-    def __init__(self, control: EmulatorControl) -> None:
-        self.control = control
-
-    def start(self) -> None:
-        self.control.clear_requests()
-
-    def counts(self) -> dict[str, Any]:
-        counters = self.control.counters()
-        endpoints: Counter[str] = Counter()
-        for endpoint, count in counters["by_endpoint"].items():
-            method, _, path = endpoint.partition(" ")
-            if not path.startswith("/v1/"):
-                continue
-            endpoints[f"{method} {_template(path)}"] += count
-        by_status = counters["by_status"]
-        return {
-            "total": sum(endpoints.values()),
-            "by_endpoint": dict(endpoints),
-            "by_status": by_status,
-            "failed": sum(n for s, n in by_status.items() if int(s) >= 400 and s != "429"),
-            "rate_limited": by_status.get("429", 0),
-        }
-
-
 def _template(path: str) -> str:
     return "/v1/customers/{id}" if CUSTOMER_PATH.match(path) else path
-
-
-def _peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
-
-
-def _profile(call: Callable[[], object], top: int = 12) -> list[str]:
-    profiler = cProfile.Profile()
-    profiler.runcall(call)
-    out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top)
-    lines = [line.rstrip() for line in out.getvalue().splitlines() if line.strip()]
-    return lines[-top:]
 
 
 # --- observe / plan -------------------------------------------------------------------------------
@@ -331,9 +249,9 @@ def observe_and_plan(
 ) -> dict[str, Any]:
     control = emulator.control
     control.reset()
-    requests = Requests(control)
+    requests = harness.Requests(control, _template)
     result: dict[str, Any] = {"accounts": size}
-    pairs, seed_s = emulator.seed(size)
+    pairs, seed_s = seed(emulator, size)
     result["seed_emulator_s"] = round(seed_s, 2)
     store = Store.open(url)
     try:
@@ -345,7 +263,7 @@ def observe_and_plan(
         print(f"# seeded {size} customers and accounts", file=sys.stderr, flush=True)
         controller = controller_for(write_desired(root / "desired", args.rate), store, control.url)
         domain = controller.domain
-        rss_before = _peak_rss_mb()
+        rss_before = harness.peak_rss_mb()
 
         # 1. Full resync: no cursor yet, so it is due.
         context = controller._context(PlanOptions())
@@ -366,7 +284,7 @@ def observe_and_plan(
             "customers_observed": len(observed.live.customers),
             "accounts_observed": len(observed.accounts),
             "peak_rss_mb_before": rss_before,
-            "peak_rss_mb_after": _peak_rss_mb(),
+            "peak_rss_mb_after": harness.peak_rss_mb(),
             "pass": lists <= limit and calls["total"] <= limit + 1,
         }
         print(f"# full resync: {lists} list calls, {observe_wall:.1f} s", file=sys.stderr)
@@ -382,9 +300,9 @@ def observe_and_plan(
             rows.append(row)
             print(f"# plan of {k}: {row['cpu_s']:.2f} s CPU", file=sys.stderr, flush=True)
         result["plan"] = _plan_summary(rows, size)
-        result["plan"]["peak_rss_mb_after_observe_and_plan"] = _peak_rss_mb()
+        result["plan"]["peak_rss_mb_after_observe_and_plan"] = harness.peak_rss_mb()
         result["plan"]["target_memory_mb"] = PEAK_MEMORY_TARGET_MB
-        result["plan"]["pass_memory"] = _peak_rss_mb() < PEAK_MEMORY_TARGET_MB
+        result["plan"]["pass_memory"] = harness.peak_rss_mb() < PEAK_MEMORY_TARGET_MB
 
         # 3. Record the cursor: apply the bookkeeping restore of a plan of this resync (the
         # accounts left out, which changes nothing else: the full plan has no steps); the
@@ -392,34 +310,9 @@ def observe_and_plan(
         # with no changes.
         bookkeeping = domain.plan(desired, _first(observed, 0), context)
         del observed
-        requests.start()
-        started = time.perf_counter()
-        planned = Planned(plan=bookkeeping, desired_fields=domain.desired_fields(desired))
-        _, outcomes, residual = controller.apply(planned)
-        apply_wall = time.perf_counter() - started
-        result["record_cursor"] = {
-            "restores": [r.kind for r in bookkeeping.restores],
-            "outcomes": len(outcomes),
-            "wall_s_incl_convergence_replan": round(apply_wall, 2),
-            "convergence_replan_calls": requests.counts(),
-            "converged": residual.converged,
-        }
-        requests.start()
-        started, cpu_started = time.perf_counter(), time.process_time()
-        refresh = controller.plan().plan
-        refresh_wall = time.perf_counter() - started
-        refresh_cpu = time.process_time() - cpu_started
-        calls = requests.counts()
-        result["events_refresh"] = {
-            "wall_s": round(refresh_wall, 2),
-            "cpu_s_observe_and_plan": round(refresh_cpu, 2),
-            "calls": calls,
-            "steps": len(refresh.steps),
-            "restores": len(refresh.restores),
-            "limit": 2,
-            "pass": calls["total"] <= 2 and not refresh.steps,
-        }
-        print(f"# refresh: {calls['total']} calls, {refresh_wall:.2f} s", file=sys.stderr)
+        result["record_cursor"], result["events_refresh"] = harness.record_cursor_and_refresh(
+            controller, bookkeeping, domain.desired_fields(desired), requests, restores_allowed=True
+        )
         result["one_retrieve_per_customer"] = retrieve_comparison(
             control, pairs, size, args, lists, observe_wall
         )
@@ -456,7 +349,9 @@ def _plan_cost(
         row["tracemalloc_peak_mb"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
         tracemalloc.stop()
         if profile:
-            row["profile"] = _profile(lambda: domain.plan(desired, observed, context))
+            row["profile"] = harness.profile(
+                lambda: domain.plan(desired, observed, context), top=12
+            )
     return row
 
 
@@ -500,7 +395,7 @@ def retrieve_comparison(
     gateway = StripeGateway(
         api_key="sk_test_bench", api_base=control.url, rate_limit_per_second=10_000
     )
-    requests = Requests(control)
+    requests = harness.Requests(control, _template)
     requests.start()
     started = time.perf_counter()
     found = customers_by_id(gateway, sample, installation_id=INSTALLATION)
@@ -635,7 +530,7 @@ def cold_create(
 ) -> dict[str, Any]:
     control = emulator.control
     control.reset()
-    requests = Requests(control)
+    requests = harness.Requests(control, _template)
     store = Store.open(url)
     try:
         seed_s = seed_accounts(store, [(org_id(i), None) for i in range(size)])
@@ -755,12 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "accounts",
         "command": "bench/accounts.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average_start": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": harness.machine(),
     }
     began = time.perf_counter()
     with emulator_process() as emulator, tempfile.TemporaryDirectory(prefix="br-acct-") as tmp:
@@ -789,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
             report["cold_create"] = cold_create(
                 emulator, root / "c", database("create.db"), args.create_accounts, args
             )
-    report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["machine"]["load_average_end"] = harness.load_average()
     report["total_wall_s"] = round(time.perf_counter() - began, 1)
     print(json.dumps(report, indent=2))
     return 0

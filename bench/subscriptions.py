@@ -50,16 +50,10 @@ Scenarios (issue 11, "Performance"):
 from __future__ import annotations
 
 import argparse
-import cProfile
 import dataclasses
-import io
 import json
 import math
-import multiprocessing
 import os
-import platform
-import pstats
-import resource
 import shutil
 import socket
 import statistics
@@ -70,18 +64,19 @@ import threading
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import harness
 import httpx
 import stripe
+from harness import EmulatorProcess
 from sqlalchemy import insert, select
 
-from billing_reconciler.controller import Controller, Planned, PlanOptions, Registration
+from billing_reconciler.controller import Controller, PlanOptions, Registration
 from billing_reconciler.desired import load_desired
 from billing_reconciler.domains.subscriptions import (
     CURSOR_STEP,
@@ -113,7 +108,6 @@ from billing_reconciler.store.tables import (
     SubscriptionModel,
 )
 from billing_reconciler.stripe_gateway import RetryPolicy, StripeGateway
-from stripe_emulator.control import EmulatorControl
 from stripe_emulator.ids import new_id
 
 INSTALLATION = "bench"
@@ -193,24 +187,8 @@ def write_desired(root: Path, rate: int, subscription_refresh: str = "1m") -> Pa
 # --- the emulator in its own process ----------------------------------------------------------
 
 
-def _serve(conn: Connection) -> None:
-    """The emulator's process: serves HTTP, and clones subscriptions in-process on request."""
-    from stripe_emulator.server import EmbeddedEmulator
-
-    with EmbeddedEmulator() as server:
-        conn.send(server.url)
-        while True:
-            command = conn.recv()
-            if command[0] == "stop":
-                return
-            if command[0] == "clone":
-                started = time.perf_counter()
-                _clone_in_emulator(server.emulator, *command[1:])
-                conn.send(time.perf_counter() - started)
-
-
 def _clone_in_emulator(
-    emulator: Any, customer_id: str, sub_id: str, template: dict[str, str], clones: list[Any]
+    server: Any, customer_id: str, sub_id: str, template: dict[str, str], clones: list[Any]
 ) -> None:
     """Each clone (a mapping of the template's ids and org id to its own) of the template
     customer and its subscription, inserted straight into the emulator's state. A clone's
@@ -225,6 +203,7 @@ def _clone_in_emulator(
             return value
         return value
 
+    emulator = server.emulator
     with emulator.lock:
         store = emulator.store
         customer = json.dumps(store.get("customer", customer_id))
@@ -255,34 +234,9 @@ def _clone_in_emulator(
             store.insert("subscription", copy)
 
 
-class EmulatorProcess:
-    def __init__(self) -> None:
-        self._parent, child = multiprocessing.Pipe()
-        self._process = multiprocessing.get_context("spawn").Process(target=_serve, args=(child,))
-        self._process.start()
-        self.url: str = self._parent.recv()
-        self.control = EmulatorControl(self.url, timeout=300)
-
-    def clone(
-        self, customer_id: str, sub_id: str, template: dict[str, str], clones: list[Any]
-    ) -> float:
-        self._parent.send(("clone", customer_id, sub_id, template, clones))
-        seconds: float = self._parent.recv()
-        return seconds
-
-    def stop(self) -> None:
-        self.control.close()
-        self._parent.send(("stop",))
-        self._process.join(timeout=30)
-
-
-@contextmanager
-def emulator_process() -> Iterator[EmulatorProcess]:
-    process = EmulatorProcess()
-    try:
-        yield process
-    finally:
-        process.stop()
+def emulator_process() -> AbstractContextManager[EmulatorProcess]:
+    """The emulator in its own process, cloning subscriptions in-process on request."""
+    return harness.emulator_process(_clone_in_emulator)
 
 
 def sdk(url: str) -> stripe.StripeClient:
@@ -299,52 +253,6 @@ def add_card(client: stripe.StripeClient, customer: str) -> None:
 
 
 # --- measuring helpers --------------------------------------------------------------------------
-
-
-class Requests:
-    """Requests the emulator served since `start()`, from its counters."""
-
-    def __init__(self, control: EmulatorControl) -> None:
-        self.control = control
-
-    def start(self) -> None:
-        self.control.clear_requests()
-
-    def counts(self) -> dict[str, Any]:
-        counters = self.control.counters()
-        endpoints: Counter[str] = Counter()
-        for endpoint, count in counters["by_endpoint"].items():
-            method, _, path = endpoint.partition(" ")
-            if path.startswith("/v1/"):
-                endpoints[f"{method} {path}"] += count
-        by_status = counters["by_status"]
-        return {
-            "total": sum(endpoints.values()),
-            "by_endpoint": dict(endpoints),
-            "failed": sum(n for s, n in by_status.items() if int(s) >= 400),
-        }
-
-
-def _peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
-
-
-def _profile(call: Callable[[], object], top: int = 25) -> list[str]:
-    profiler = cProfile.Profile()
-    profiler.runcall(call)
-    out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top)
-    lines = [line.rstrip() for line in out.getvalue().splitlines() if line.strip()]
-    return lines[-top:]
-
-
-def _profile_tottime(call: Callable[[], object], top: int = 30) -> list[str]:
-    profiler = cProfile.Profile()
-    profiler.runcall(call)
-    out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
-    lines = [line.rstrip() for line in out.getvalue().splitlines() if line.strip()]
-    return lines[-top:]
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -496,7 +404,7 @@ def seed_emulator(
             **{k: new_id("si") for k in item_keys},
         }
         clones.append(ids | {"items": [ids[k] for k in item_keys]})
-    seconds = emulator.clone(template.ids["customer"], template.ids["sub"], template.ids, clones)
+    _, seconds = emulator.call(template.ids["customer"], template.ids["sub"], template.ids, clones)
     return seconds, clones
 
 
@@ -576,7 +484,7 @@ def observe_and_plan(
     emulator: EmulatorProcess, root: Path, url: str, size: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     control = emulator.control
-    requests = Requests(control)
+    requests = harness.Requests(control)
     result: dict[str, Any] = {"subscriptions": size}
     desired = write_desired(root / "desired", args.rate)
     store = Store.open(url)
@@ -591,7 +499,7 @@ def observe_and_plan(
         print(f"# seeded {size} subscriptions", file=sys.stderr, flush=True)
         controller = controller_for(SUBSCRIPTIONS, desired, store, control.url)
         domain = controller.domain
-        rss_before = _peak_rss_mb()
+        rss_before = harness.peak_rss_mb()
 
         # 1. Full resync (due: see `_full_resync`).
         result["full_resync"] = _full_resync(
@@ -612,7 +520,7 @@ def observe_and_plan(
             part = _first(observation, smallest)
             result["plan_profile"] = {
                 "accounts": smallest,
-                "top_cumulative": _profile(lambda: domain.plan(None, part, context)),
+                "top_cumulative": harness.profile(lambda: domain.plan(None, part, context)),
             }
             del part
         full = rows[-1]
@@ -623,50 +531,31 @@ def observe_and_plan(
             "pass_cpu": full["cpu_s"] < PLAN_CPU_TARGET_S,
             # A converged fleet: nothing to write, only the cursor's bookkeeping.
             "converged_fleet": full["steps"] == 0 and set(full["restores"]) <= {CURSOR_STEP},
-            "peak_rss_mb_after_observe_and_plan": _peak_rss_mb(),
+            "peak_rss_mb_after_observe_and_plan": harness.peak_rss_mb(),
         }
 
         # 3. Record the cursor (apply the bookkeeping restore of the plan of no accounts: the
         # full plan has no steps), then an events refresh with no changes.
         bookkeeping = domain.plan(None, _first(observation, 0), context)
         del observation
-        requests.start()
-        started = time.perf_counter()
-        planned = Planned(plan=bookkeeping, desired_fields=domain.desired_fields(None))
-        _, outcomes, residual = controller.apply(planned)
-        result["record_cursor"] = {
-            "restores": [r.kind for r in bookkeeping.restores],
-            "outcomes": len(outcomes),
-            "wall_s_incl_convergence_replan": round(time.perf_counter() - started, 2),
-            "convergence_replan_calls": requests.counts(),
-            "converged": residual.converged,
-        }
-        requests.start()
-        started, cpu_started = time.perf_counter(), time.process_time()
-        refresh = controller.plan().plan
-        refresh_wall = time.perf_counter() - started
-        refresh_cpu = time.process_time() - cpu_started
-        calls = requests.counts()
-        result["events_refresh"] = {
-            "wall_s": round(refresh_wall, 2),
-            "cpu_s_observe_and_plan": round(refresh_cpu, 2),
-            "calls": calls,
-            "steps": len(refresh.steps),
-            "restores": len(refresh.restores),
-            "limit": 2,
-            "pass": calls["total"] <= 2 and not refresh.steps and not refresh.restores,
-        }
-        print(f"# refresh: {calls['total']} calls, {refresh_wall:.2f} s", file=sys.stderr)
+        result["record_cursor"], result["events_refresh"] = harness.record_cursor_and_refresh(
+            controller, bookkeeping, domain.desired_fields(None), requests
+        )
         if args.profile:
-            result["events_refresh"]["top_cumulative"] = _profile(lambda: controller.plan())
-        result["peak_rss_mb_end"] = _peak_rss_mb()
+            result["events_refresh"]["top_cumulative"] = harness.profile(lambda: controller.plan())
+        result["peak_rss_mb_end"] = harness.peak_rss_mb()
     finally:
         store.close()
     return result
 
 
 def _full_resync(
-    controller: Controller, requests: Requests, size: int, rss_before: float, *, profile: bool
+    controller: Controller,
+    requests: harness.Requests,
+    size: int,
+    rss_before: float,
+    *,
+    profile: bool,
 ) -> dict[str, Any]:
     """Observe with the cursor's full resync due (the template's passes recorded one an
     instant ago: the pass is run as of `full_resync_interval` later)."""
@@ -700,15 +589,15 @@ def _full_resync(
         "accounts_observed": len(bundles),
         "subscriptions_observed": sum(len(b.subscriptions) for b in bundles),
         "peak_rss_mb_before": rss_before,
-        "peak_rss_mb_after": _peak_rss_mb(),
+        "peak_rss_mb_after": harness.peak_rss_mb(),
         "pass": observation.resynced and subs <= limit and schedules <= 1,
     }
     if profile:
-        report["top_cumulative"] = _profile(
+        report["top_cumulative"] = harness.profile(
             lambda: controller.domain.observe(reader, None, context), top=40
         )
-        report["top_tottime"] = _profile_tottime(
-            lambda: controller.domain.observe(reader, None, context), top=30
+        report["top_tottime"] = harness.profile(
+            lambda: controller.domain.observe(reader, None, context), top=30, sort="tottime"
         )
     return report
 
@@ -1158,12 +1047,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "subscriptions",
         "command": "bench/subscriptions.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average_start": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": harness.machine(),
     }
     if args.database_url and args.scenario == "all":
         raise SystemExit("--database-url with --scenario all: run each on its own")
@@ -1180,13 +1064,13 @@ def main(argv: list[str] | None = None) -> int:
                 report["member_latency"] = member_latency(
                     emulator, root / "l", database("latency.db"), args
                 )
-            report["machine"]["load_average_after_latency"] = [round(x, 2) for x in os.getloadavg()]
+            report["machine"]["load_average_after_latency"] = harness.load_average()
         if args.scenario in ("observe", "all"):
             with emulator_process() as emulator:
                 report["observe_and_plan"] = observe_and_plan(
                     emulator, root / "o", database("observe.db"), args.subscriptions, args
                 )
-    report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["machine"]["load_average_end"] = harness.load_average()
     report["total_wall_s"] = round(time.perf_counter() - began, 1)
     print(json.dumps(report, indent=2, default=str))
     return 0
