@@ -630,7 +630,14 @@ def cycle_resets(params: Params, before: StripeObject, after: StripeObject) -> b
     cycle at the time of the change: `billing_cycle_anchor[type]=now`, or items moved to a
     price of another interval (Stripe's "changing to a price with a different billing
     interval" resets the billing cycle anchor to the change and invoices at once)."""
-    return _resets_anchor(params) or _interval_changed(before, after)
+    return _resets_anchor(params) or restarts_cycle(before, after)
+
+
+def restarts_cycle(before: StripeObject, after: StripeObject) -> bool:
+    """Whether moving `before`'s items to `after`'s restarts the billing cycle now: another
+    interval outside a trial (a trialing subscription keeps its trial, and the new
+    interval's first period starts at the trial end)."""
+    return _interval_changed(before, after) and before["status"] != "trialing"
 
 
 def _interval_changed(before: StripeObject, after: StripeObject) -> bool:
@@ -1203,13 +1210,15 @@ def apply_update(
     if "items" in params:
         changes = _apply_items(ctx, after, params["items"], now)
     if _interval_changed(before, after):
-        if after["status"] not in ("active", "past_due"):
+        if after["status"] not in ("active", "past_due", "trialing"):
             raise invalid(
                 f"Changing the billing interval of a `{after['status']}` subscription is not "
                 "supported by the emulator.",
                 param="items",
             )
-        reset = True
+        # In a trial the trial runs on (its period, its end as the anchor): the new
+        # interval's first period starts when the trial ends. Otherwise the cycle restarts.
+        reset = reset or after["status"] != "trialing"
     if reset:
         # Every old item's unused time is credited; the new period is billed in full.
         changes = [(old, None) for old in before["items"]["data"]]
@@ -1956,7 +1965,7 @@ def preview(ctx: RequestContext, params: Params) -> StripeObject:
         if name in details:
             update_params[name] = details[name]
     simulated, prorations = apply_update(cctx, sub, update_params, save=False)
-    if _interval_changed(sub, simulated):
+    if restarts_cycle(sub, simulated):
         # Stripe resets the billing cycle anchor to now and invoices at once: the preview is
         # that invoice (what `update` saves through `_cycle_invoice`), whatever the proration.
         return _cycle_preview(cctx, simulated, prorations)
@@ -1996,7 +2005,7 @@ def preview_phase(
         cctx.emulator, cctx.request_id, cctx.idempotency_key, cctx.path, cctx.events, frozen=at
     )
     simulated, prorations = apply_update(then, sub, params, save=False)
-    if _interval_changed(sub, simulated):
+    if restarts_cycle(sub, simulated):
         # As `apply_schedule_phase` makes it at the period end: the renewal draft of the new
         # period (the old items' usage windows gone with them).
         simulated["_usage_windows"] = {item["id"]: None for item in simulated["items"]["data"]}
@@ -2182,7 +2191,7 @@ def apply_schedule_phase(
         after.pop("_schedule_phase_end", None)
     else:
         after["_schedule_phase_end"] = phase_end
-    if _interval_changed(sub, after):
+    if restarts_cycle(sub, after):
         # A phase at another interval: the cycle restarts at the phase start (`apply_update`
         # reset the anchor and the items' periods to now) and the new period is invoiced.
         previous_start, previous_end = _period(sub)

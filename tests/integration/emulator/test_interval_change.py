@@ -310,17 +310,24 @@ def test_a_preview_of_an_interval_change_is_the_invoice_made_at_once_and_writes_
     assert invoice.amount_paid == preview.amount_due
 
 
-def test_a_trialing_subscription_cannot_change_its_interval(
+def test_a_trialing_subscription_previews_its_interval_change_as_the_trial_end_invoice(
     stripe_client: Client, emulator: EmulatorHandle
 ) -> None:
+    """In a trial an interval change restarts nothing (the trial runs on): its preview is
+    the invoice the trial's end makes, the new interval's first period in full."""
     _, customer = _setup(stripe_client)
     monthly, yearly = _price(stripe_client, 1000, "month"), _price(stripe_client, 9000, "year")
     sub = stripe_client.v1.subscriptions.create(
         {"customer": customer, "items": [{"price": monthly}], "trial_period_days": 7}
     )
-    with pytest.raises(stripe.InvalidRequestError) as refused:
-        stripe_client.v1.subscriptions.update(
-            sub.id, {"items": [{"id": sub["items"].data[0].id, "price": yearly}]}
-        )
-    assert refused.value.param == "items"
-    assert "not supported by the emulator" in str(refused.value.user_message)
+    trial_end = T0 + 7 * DAY
+    preview = stripe_client.v1.invoices.create_preview(
+        {
+            "subscription": sub.id,
+            "subscription_details": {"items": [{"id": sub["items"].data[0].id, "price": yearly}]},
+        }
+    )
+    assert (preview.created, preview.amount_due) == (trial_end, 9000)
+    assert [(li.amount, li.period.start, li.period.end) for li in preview.lines.data] == [
+        (9000, trial_end, trial_end + 365 * DAY)
+    ]

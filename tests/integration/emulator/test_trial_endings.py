@@ -108,3 +108,97 @@ def test_a_schedule_keeps_a_running_trial_only_when_its_current_phase_says_so(
     assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "canceled"
     assert stripe_client.v1.subscription_schedules.retrieve(schedule.id).status == "completed"
     assert _charged(stripe_client, sub.id) == []
+
+
+def _yearly(client: Client, product_of: str, amount: int) -> str:
+    product = client.v1.prices.retrieve(product_of).product
+    return client.v1.prices.create(
+        {
+            "product": str(product),
+            "currency": "usd",
+            "unit_amount": amount,
+            "recurring": {"interval": "year"},
+        }
+    ).id
+
+
+def test_a_yearly_phase_after_a_trial_phase_starts_at_the_trial_end(
+    stripe_client: Client,
+) -> None:
+    """A schedule whose current phase is the trial (ending at the trial end) and whose next
+    phase bills yearly prices: as in Stripe, the next phase starts at the phase boundary, the
+    trial ends into a yearly period anchored there and the yearly price is invoiced (not a
+    month on the old price, and the schedule is not released)."""
+    clock, customer, monthly = _setup(stripe_client)
+    yearly = _yearly(stripe_client, monthly, 49000)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": monthly}], "trial_period_days": 14}
+    )
+    schedule = stripe_client.v1.subscription_schedules.create({"from_subscription": sub.id})
+    stripe_client.v1.subscription_schedules.update(
+        schedule.id,
+        {
+            "phases": [
+                {
+                    "items": [{"price": monthly, "quantity": 1}],
+                    "start_date": T0,
+                    "end_date": TRIAL_END,
+                    "trial": True,
+                },
+                {"items": [{"price": yearly, "quantity": 1}], "metadata": {"plan": "yearly"}},
+            ],
+            "end_behavior": "release",
+        },
+    )
+    stripe_client.v1.test_helpers.test_clocks.advance(clock, {"frozen_time": TRIAL_END + 7200})
+    moved = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert moved.status == "active"
+    assert [i.price.id for i in moved["items"].data] == [yearly]
+    assert moved.billing_cycle_anchor == TRIAL_END
+    year_end = TRIAL_END + 365 * DAY
+    assert {(i.current_period_start, i.current_period_end) for i in moved["items"].data} == {
+        (TRIAL_END, year_end)
+    }
+    assert moved.metadata["plan"] == "yearly"
+    assert _charged(stripe_client, sub.id) == [49000]
+    current = stripe_client.v1.subscription_schedules.retrieve(schedule.id)
+    assert current.status == "active"
+    assert moved.schedule == schedule.id
+    assert current.current_phase is not None
+    assert (current.current_phase.start_date, current.current_phase.end_date) == (
+        TRIAL_END,
+        year_end,
+    )
+
+
+def test_a_trialing_subscription_may_move_to_another_interval_and_keeps_its_trial(
+    stripe_client: Client,
+) -> None:
+    """Stripe lets a trialing subscription change its prices, at any interval: the trial
+    runs on (nothing is invoiced, no proration), and it ends into a period of the new
+    interval anchored at the trial end."""
+    clock, customer, monthly = _setup(stripe_client)
+    yearly = _yearly(stripe_client, monthly, 49000)
+    sub = stripe_client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": monthly}], "trial_period_days": 14}
+    )
+    moved = stripe_client.v1.subscriptions.update(
+        sub.id, {"items": [{"id": sub["items"].data[0].id, "price": yearly}]}
+    )
+    assert (moved.status, moved.trial_end, moved.billing_cycle_anchor) == (
+        "trialing",
+        TRIAL_END,
+        TRIAL_END,
+    )
+    assert {(i.current_period_start, i.current_period_end) for i in moved["items"].data} == {
+        (T0, TRIAL_END)
+    }
+    assert _charged(stripe_client, sub.id) == []
+    assert stripe_client.v1.invoice_items.list({"customer": customer}).data == []
+    stripe_client.v1.test_helpers.test_clocks.advance(clock, {"frozen_time": TRIAL_END + 7200})
+    ended = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert ended.status == "active"
+    assert {(i.current_period_start, i.current_period_end) for i in ended["items"].data} == {
+        (TRIAL_END, TRIAL_END + 365 * DAY)
+    }
+    assert _charged(stripe_client, sub.id) == [49000]

@@ -45,11 +45,21 @@ products:
         interval: month
         amount: 2900
         currency: usd
+      - name: yearly
+        interval: year
+        amount: 29000
+        currency: usd
 plans:
   - name: team_trial
     title: Team (with a trial)
     interval: month
     trial_days: 14
+    products:
+      - name: trial_base
+      - name: team_seat
+  - name: team_trial_yearly
+    title: Team (with a trial, yearly)
+    interval: year
     products:
       - name: trial_base
       - name: team_seat
@@ -168,3 +178,54 @@ def test_a_cancel_at_the_period_end_during_a_trial_ends_it_at_the_trial_end(
             assert IntentRepository(session).current(world.account("acme").id) is None
         assert host.client.get(f"{SUBS}/{sub_id}", headers=APP).json()["state"] == "canceled"
         assert world.reconcile().steps == ()
+
+
+def test_a_change_to_a_yearly_plan_asked_during_the_trial_takes_effect_at_the_trial_end(
+    trials: World,
+) -> None:
+    """Tester T1 finding 1: a period-end change monthly -> yearly asked in a trial is the
+    schedule's next phase; at the trial's end Stripe enters it (the schedule is not
+    released), the first invoice is the yearly one, and the product mirrors the change: one
+    schedule (no second one a month later), the plan history kept, no pending change."""
+    world = trials
+    with _start(world, "release") as (host, sub_id, stripe_id):
+        answer = host.client.post(
+            f"{SUBS}/{sub_id}/change", json={"plan": "team_trial_yearly"}, headers=APP
+        )
+        assert answer.status_code == 200, answer.text
+        pending = answer.json()["pending_change"]
+        assert pending["plan"] == "team_trial_yearly"
+        world.reconcile(TARGETED)
+        world.reconcile(TARGETED)
+        live = world.stripe.v1.subscriptions.retrieve(stripe_id)
+        assert (live.status, live.trial_end) == ("trialing", TRIAL_END)
+        schedule = str(live.schedule)
+        answered = host.client.get(f"{SUBS}/{sub_id}", headers=APP).json()
+        assert answered["pending_change"]["effective_at"] == "2026-01-29T00:00:00Z"
+        assert world.reconcile(TARGETED).steps == ()
+
+        sub = _after_the_trial(world)
+        assert (sub.id, sub.status, sub.schedule) == (stripe_id, "active", schedule)
+        year = 29000 + 9000
+        assert [amount for _, amount in _charged(world)] == [year]
+        assert {(i.current_period_start, i.current_period_end) for i in sub["items"].data} == {
+            (TRIAL_END, TRIAL_END + 365 * DAY)
+        }
+        assert world.stripe.v1.subscription_schedules.retrieve(schedule).status == "active"
+        customer = world.account("acme").stripe_customer_id
+        assert customer is not None
+        schedules = world.stripe.v1.subscription_schedules.list({"customer": customer})
+        assert [s.id for s in schedules.data] == [schedule]
+        answered = host.client.get(f"{SUBS}/{sub_id}", headers=APP).json()
+        assert (answered["plan"], answered["pending_change"]) == ("team_trial_yearly", None)
+        with world.store.session() as session:
+            intent = IntentRepository(session).current(world.account("acme").id)
+            assert intent is not None
+            assert intent.plan == "team_trial_yearly"
+        assert world.reconcile().steps == ()
+        # A month later nothing moved: no second schedule, no monthly invoice.
+        world.advance(TRIAL_END + 32 * DAY)
+        assert world.reconcile().steps == ()
+        assert [amount for _, amount in _charged(world)] == [year]
+        schedules = world.stripe.v1.subscription_schedules.list({"customer": customer})
+        assert [s.id for s in schedules.data] == [schedule]
