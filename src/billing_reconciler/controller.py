@@ -40,9 +40,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import structlog
 from pydantic import BaseModel
 
-from billing_reconciler.apply import Applier, StepExecutor, StepOutcome
+from billing_reconciler.apply import Applier, ApplyError, StepExecutor, StepOutcome, step_scope
 from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.domains.base import Domain, PlanContext, PlanOptions
 from billing_reconciler.model import JSONValue
@@ -82,6 +83,8 @@ __all__ = [
     "outstanding",
     "repeats",
 ]
+
+_log = structlog.get_logger(__name__)
 
 # Saved plans expire with Stripe's idempotency keys (DESIGN §6).
 PLAN_MAX_AGE_SECONDS = 24 * 3600
@@ -152,7 +155,9 @@ class Controller:
         observed = self.domain.observe(reader, desired, context)
         plan = self.domain.plan(desired, observed, context)
         if options.scope is not None:
-            plan = _hold_back_fleet_rewrites(restrict_to(plan, options.scope, self.domain.scope_of))
+            plan = _hold_back_fleet_rewrites(
+                restrict_to(plan, options.scope, self.domain.scope_of), self.guarded_settings
+            )
         plan = self.domain.annotate(plan, reader)
         plan = self._guard_mass_change(plan, options)
         future_only = self._future_only_changes(plan if whole else None)
@@ -202,6 +207,12 @@ class Controller:
     def fleet_settings(self) -> tuple[str, ...]:
         """The domain's settings whose change rewrites live objects (none unless it says)."""
         return tuple(getattr(self.domain, "fleet_settings", ()))
+
+    @property
+    def guarded_settings(self) -> frozenset[str]:
+        """The fleet settings whose rewrites the mass-change guard counts (none unless the
+        domain says)."""
+        return frozenset(getattr(self.domain, "guarded_settings", ()))
 
     def _settings_key(self) -> str:
         return f"settings_in_force/{self.installation_id}/{self.domain.name}"
@@ -336,6 +347,7 @@ class Controller:
         on_step: Callable[[StepOutcome], None] | None = None,
         run_id: str | None = None,
         settle_bookkeeping: bool = False,
+        hold_back_refused: bool = False,
     ) -> tuple[str, list[StepOutcome], Plan]:
         """Apply, then re-observe: returns the run id, the outcomes and the residual plan.
 
@@ -350,21 +362,38 @@ class Controller:
         domain's mirror of a subscription it created, an events cursor) are applied in the
         same run, so the store shows the run's work when it ends (`serve`: the API answers
         the write from it); the residual returned then holds none.
+
+        `hold_back_refused` (a scheduled whole-domain pass): when the apply's only failures are
+        Stripe's refusals of scoped steps (a subscribe refused: one org's), which held back
+        those scopes and nothing else, the run is not failed: it is recorded applied with the
+        held-back scopes and Stripe's refusals (`summary["held_back"]`, and its error text,
+        which `reconcile status` shows), each logged as a warning, and the residual leaves
+        them out (its warnings name them), so they are neither new input nor a repeat. Without
+        it (a targeted run, whose caller hears the verdict; the CLI) the `ApplyError` raises.
         """
         if planned.plan.refused:
             raise ReconcileError("the plan was refused: " + "; ".join(planned.plan.refusals))
         run_id = self._start_run(RunMode.APPLY, planned.plan, run_id)
+        held: list[dict[str, str]] = []
         try:
-            outcomes = Applier(
-                gateway=self.gateway,
-                store=self.store,
-                run_id=run_id,
-                desired_fields=planned.desired_fields,
-                executors=self.registration.executors,
-                on_step=on_step,
-                concurrency=self.state.config.reconcile.apply_concurrency,
-            ).apply(self._with_outside_ids(planned.plan))
+            try:
+                outcomes = Applier(
+                    gateway=self.gateway,
+                    store=self.store,
+                    run_id=run_id,
+                    desired_fields=planned.desired_fields,
+                    executors=self.registration.executors,
+                    on_step=on_step,
+                    concurrency=self.state.config.reconcile.apply_concurrency,
+                ).apply(self._with_outside_ids(planned.plan))
+            except ApplyError as refusal:
+                if not (hold_back_refused and refusal.held_scopes):
+                    raise
+                outcomes = list(refusal.outcomes)
+                held = _held_back(refusal)
             residual = self.plan(planned.options).plan
+            if held:
+                residual = self._without_held(residual, held)
             if settle_bookkeeping and residual.converged and residual.restores:
                 Applier(
                     gateway=self.gateway,
@@ -385,13 +414,45 @@ class Controller:
         # A re-plan with only new input (facts that arrived while the run applied) ends the
         # run well: what it applied shows in Stripe. Only a step it wrote and still finds
         # wanted is a run that did not converge.
+        message = _not_converged(repeated) if repeated else None
+        if held:
+            for entry in held:
+                _log.warning("scope held back: Stripe refused its step", **entry)
+            refusals = "; ".join(
+                f"{h['scope']}: {h['action']} {h['key']}: {h['error']}" for h in held
+            )
+            note = f"held back (Stripe refused; the rest applied): {refusals}"
+            message = note if message is None else f"{message}; {note}"
         self._finish_run(
             run_id,
             RunResult.FAILED if repeated else RunResult.APPLIED,
             planned.plan,
-            error=None if not repeated else _not_converged(repeated),
+            error=message,
+            held_back=held,
         )
         return run_id, outcomes, residual
+
+    def _without_held(self, residual: Plan, held: Sequence[Mapping[str, str]]) -> Plan:
+        """The residual without the steps and restores of the held-back scopes (still wanted,
+        held back until their input changes or Stripe accepts them), and with a warning each."""
+        scopes = {entry["scope"] for entry in held}
+        executors = self.registration.executors
+
+        def kept(step: Step) -> bool:
+            return step_scope(executors, step) not in scopes
+
+        return replace(
+            residual,
+            steps=tuple(s for s in residual.steps if kept(s)),
+            restores=tuple(s for s in residual.restores if kept(s)),
+            warnings=(
+                *residual.warnings,
+                *(
+                    f"{h['scope']} held back: Stripe refused {h['action']} {h['key']}: {h['error']}"
+                    for h in held
+                ),
+            ),
+        )
 
     def _with_outside_ids(self, plan: Plan) -> Plan:
         """`plan` with the ids of the objects its `Ref`s name that no step of it creates and
@@ -441,12 +502,43 @@ class Controller:
             )
 
     def _finish_run(
-        self, run_id: str, result: RunResult, plan: Plan, *, error: str | None = None
+        self,
+        run_id: str,
+        result: RunResult,
+        plan: Plan,
+        *,
+        error: str | None = None,
+        held_back: Sequence[Mapping[str, str]] = (),
     ) -> None:
         # Drift and orphans beside the step counts, so `reconcile status` can report them.
-        summary = {**plan.counts(), "drift": len(plan.drift), "orphans": len(plan.orphans)}
+        summary: dict[str, Any] = {
+            **plan.counts(),
+            "drift": len(plan.drift),
+            "orphans": len(plan.orphans),
+        }
+        if held_back:
+            summary["held_back"] = [dict(entry) for entry in held_back]
         with self.store.session() as session:
             RunRepository(session).finish(run_id, result, summary, error)
+
+
+def _held_back(error: ApplyError) -> list[dict[str, str]]:
+    """The refused steps of an apply whose refusals held back their scopes only: scope, org
+    (of a `customer/<org>` scope), step and Stripe's refusal, for the run and the log."""
+    held: list[dict[str, str]] = []
+    for failure in error.failures:
+        scope = failure.scope or ""
+        kind, _, name = scope.partition("/")
+        entry = {
+            "scope": scope,
+            "key": failure.step.key,
+            "action": failure.step.action.value,
+            "error": str(failure.cause),
+        }
+        if kind == "customer" and name:
+            entry["org_id"] = name
+        held.append(entry)
+    return held
 
 
 def outstanding(residual: Plan) -> tuple[Step, ...]:
@@ -487,11 +579,16 @@ def _not_converged(repeated: Sequence[Step]) -> str:
     )
 
 
-def _hold_back_fleet_rewrites(plan: Plan) -> Plan:
-    """A targeted plan without the steps the mass-change guard counts (a fleet rewrite still
-    wanted under the settings in force: a price migration): only a whole-domain plan, where
-    the guard weighs the whole population, applies them. Each is a notice instead."""
-    held = [step for step in plan.steps if step.mass_change]
+def _hold_back_fleet_rewrites(plan: Plan, guarded: frozenset[str]) -> Plan:
+    """A targeted plan without the steps the mass-change guard counts (marked `mass_change`,
+    or caused by a `guarded` setting: a fleet rewrite still wanted under the settings in
+    force, a price migration): only a whole-domain plan, where the guard weighs the whole
+    population, applies them. Each is a notice instead."""
+
+    def counted(step: Step) -> bool:
+        return step.mass_change or not guarded.isdisjoint(step.causes)
+
+    held = [step for step in plan.steps if counted(step)]
     if not held:
         return plan
     notices = tuple(
@@ -508,7 +605,7 @@ def _hold_back_fleet_rewrites(plan: Plan) -> Plan:
     )
     return replace(
         plan,
-        steps=tuple(step for step in plan.steps if not step.mass_change),
+        steps=tuple(step for step in plan.steps if not counted(step)),
         notices=(*plan.notices, *notices),
     )
 

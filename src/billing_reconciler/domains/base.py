@@ -31,6 +31,9 @@ Optional, read by the controller when a domain has them (DESIGN §14, fleet chan
   rewrite: a targeted plan is made with the values a whole-domain pass last put in force
   (the desired ones until one did), and a whole plan states a changed one that no step
   follows from like a future-only setting.
+- `guarded_settings: frozenset[str]`: those of the fleet settings whose rewrites the
+  mass-change guard counts (a whole plan marks their steps `Step.mass_change`); a targeted
+  plan holds back a step they cause, for the whole-domain pass.
 Facts a domain states on its plan for the shared renderers and guards: `Step.causes` (the
 settings a fleet rewrite follows from: grouped and printed), `Step.mass_change` with
 `Plan.population` (the mass-change guard), `Plan.notices` (per-object refusals and waits).

@@ -50,6 +50,7 @@ from billing_reconciler.domains.price_impact import SETTING_PRICE_MIGRATION
 from billing_reconciler.domains.subscription_events import SUBSCRIPTION_ROUTES
 from billing_reconciler.domains.subscription_rules import (
     FUTURE_ONLY_SETTINGS,
+    GUARDED_SETTINGS,
     MIRROR_STEP,
     SCHEDULE_STEP,
     SETTING_AUTO_TAX,
@@ -177,6 +178,9 @@ class SubscriptionsDomain:
     #: `billing.yaml` settings whose change rewrites live subscriptions: a targeted plan
     #: follows them as a whole-domain pass last put them in force (the controller).
     fleet_settings: Final = (SETTING_AUTO_TAX, SETTING_SEAT_CHANGE, SETTING_PRICE_MIGRATION)
+    #: Those of them whose rewrites the mass-change guard counts: a targeted plan holds back
+    #: a step they cause (its whole-domain plan marks it `mass_change`).
+    guarded_settings: Final = GUARDED_SETTINGS
 
     def refresh_seconds(self, state: DesiredState) -> int:
         return int(state.config.billing.refresh_interval.subscription)

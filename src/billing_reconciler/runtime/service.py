@@ -51,7 +51,7 @@ from billing_reconciler.runtime.control import RESUMED, is_notice
 from billing_reconciler.runtime.desired_source import DesiredSource
 from billing_reconciler.runtime.domains import INTERRUPTED, Domain, DomainRunner, DomainRunResult
 from billing_reconciler.runtime.events import ReconcileRequest, route_event
-from billing_reconciler.runtime.health import Readiness
+from billing_reconciler.runtime.health import Readiness, ReconcileHealth
 from billing_reconciler.runtime.leader import Leadership, leader_lock_for
 from billing_reconciler.runtime.metrics import Metrics
 from billing_reconciler.runtime.queue import (
@@ -72,8 +72,9 @@ _log = structlog.get_logger(__name__)
 
 LEADER_REASON = "leadership acquired"
 RESUMED_REASON = "applying resumed"
-# Readiness allows a domain this many refresh intervals of failing before it turns red
-# (enough for the queue's backoff to retry a few times through a Stripe hiccup).
+# `/readyz` calls a domain's failure "retrying" for this many refresh intervals, then
+# "failing" (enough for the queue's backoff to retry a few times through a Stripe hiccup);
+# either way the replica stays ready (see `health`).
 DEFAULT_FAILING_INTERVALS = 3
 # ... and this interval for a domain whose schedule is disabled.
 FALLBACK_INTERVAL_SECONDS = 300
@@ -351,12 +352,6 @@ def _stripe_error(error: BaseException) -> StripeGatewayError | None:
     return None
 
 
-@dataclass(slots=True)
-class _Failing:
-    since: float
-    error: str
-
-
 class Runtime:
     """Build with what `serve` resolved, then `serve()` (blocks; returns the exit code)."""
 
@@ -386,8 +381,7 @@ class Runtime:
         self._stopping = False
         self._stop_requested_at: float | None = None
         self._started = False
-        self._failing: dict[str, _Failing] = {}
-        self._failing_lock = threading.Lock()
+        self._health = ReconcileHealth(clock)
 
     # --- building -------------------------------------------------------------------------
 
@@ -529,26 +523,23 @@ class Runtime:
             result = domain.reconcile(request, may_write=self.may_write)
         except Exception as error:
             self.metrics.reconcile_finished(domain.name, "failed", time.monotonic() - started)
-            self._note_failure(domain.name, error)
+            self._health.failed(domain.name, request.scope, str(error))
             raise
-        self._note_result(domain.name, result, time.monotonic() - started)
+        self._note_result(domain.name, request.scope, result, time.monotonic() - started)
         return run_outcome(result)
 
-    def _note_result(self, name: str, result: DomainRunResult, seconds: float) -> None:
+    def _note_result(
+        self, name: str, scope: frozenset[str] | None, result: DomainRunResult, seconds: float
+    ) -> None:
         self.metrics.reconcile_finished(name, result.result, seconds)
         if result.whole_domain:
             self.metrics.set_drift(name, result.drift)
         if result.result != INTERRUPTED:
-            with self._failing_lock:
-                self._failing.pop(name, None)
-
-    def _note_failure(self, name: str, error: Exception) -> None:
-        with self._failing_lock:
-            if name not in self._failing:
-                self._failing[name] = _Failing(self._clock(), str(error)[:300])
+            self._health.succeeded(name, scope)
 
     def readiness(self) -> Readiness:
-        """Store reachable, desired/ valid, no domain failing for too many intervals."""
+        """Ready: store reachable and desired/ valid. Each domain's reconcile is reported
+        (`ok`, `retrying ...`, `failing ...`) but never makes the replica unready."""
         checks = {"store": "ok" if self.store.ping() else "unreachable"}
         status = self.desired.status
         checks["desired"] = (
@@ -557,20 +548,13 @@ class Runtime:
             else f"invalid ({len(status.errors)} error(s); enforcing the last valid revision "
             f"{status.enforced_revision}): {status.errors[0] if status.errors else ''}"
         )
-        now = self._clock()
+        ready = all(verdict == "ok" for verdict in checks.values())
         for name, domain in self.domains.items():
-            checks[f"reconcile:{name}"] = self._reconcile_check(name, domain, now)
-        return Readiness(ready=all(v == "ok" for v in checks.values()), checks=checks)
-
-    def _reconcile_check(self, name: str, domain: Domain, now: float) -> str:
-        with self._failing_lock:
-            failing = self._failing.get(name)
-        if failing is None:
-            return "ok"
-        interval = domain.refresh_seconds or FALLBACK_INTERVAL_SECONDS
-        if now - failing.since <= self.settings.failing_intervals * interval:
-            return "ok"
-        return f"failing for {int(now - failing.since)} s: {failing.error}"
+            interval = domain.refresh_seconds or FALLBACK_INTERVAL_SECONDS
+            checks[f"reconcile:{name}"] = self._health.verdict(
+                name, grace_seconds=self.settings.failing_intervals * interval
+            )
+        return Readiness(ready=ready, checks=checks)
 
     # --- running --------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from billing_reconciler.controller import PlanOptions
 from billing_reconciler.domains.subscription_rules import SETTING_AUTO_TAX, SETTING_SEAT_CHANGE
 from billing_reconciler.planning.plan import SettingChange
 from billing_reconciler.planning.render import render_text
-from billing_reconciler.registry import SUBSCRIPTIONS
+from billing_reconciler.registry import CATALOG, SUBSCRIPTIONS
 from billing_reconciler.store import MemberRepository
 
 from .conftest import World
@@ -155,3 +155,30 @@ def test_a_fleet_setting_that_rewrites_nothing_is_stated(world: World) -> None:
     [step] = plan.steps
     assert step.causes == (SETTING_SEAT_CHANGE,)
     assert plan.future_only == ()
+
+
+def test_a_price_migration_the_guard_holds_back_waits_for_the_whole_pass(world: World) -> None:
+    """`reconcile.price_migration: now` in force before the catalog supersedes the seat
+    price: the whole plan (5 of 5 repriced) is refused, and a targeted plan of one customer
+    holds its move back (a notice) instead of repricing it alone."""
+    _five_paid_subscriptions(world)
+    billing = world.directory / "billing.yaml"
+    billing.write_text(billing.read_text() + "  price_migration: now\n")
+    # A whole pass with nothing to write puts `now` in force.
+    subscriptions = world.controller(SUBSCRIPTIONS)
+    assert subscriptions.plan().plan.steps == ()
+    subscriptions.record_settings_in_force()
+    catalog = world.directory / "plans" / "catalog.yaml"
+    catalog.write_text(catalog.read_text().replace("amount: 900\n", "amount: 1000\n"))
+    controller = world.controller(CATALOG)
+    controller.apply(controller.plan())
+    whole = world.plan()
+    assert whole.refused
+    assert {s.key for s in whole.steps if s.mass_change} == {f"subscription/{o}" for o in ORGS}
+
+    scoped = world.plan(frozenset({"customer/acme"}))
+    assert scoped.steps == ()
+    [notice] = [n for n in scoped.notices if n.key == "subscription/acme"]
+    assert "reconcile.price_migration" in notice.message
+    assert "held back" in notice.message
+    assert not scoped.refused
