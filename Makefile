@@ -24,6 +24,7 @@ install: $(STAMP)
 ## The main job on the embedded default: local Stripe emulator + SQLite.
 demo: install
 	$(BIN)/reconcile demo
+	@echo 'Next: the subscriptions API on serve --emulator, step by step: README.md, "Walkthrough: subscriptions on the emulator".'
 
 ## The whole suite: lint, types, layering contract, then every test (the slow half in a second
 ## pytest process beside the rest: scripts/test-parallel).
