@@ -36,7 +36,6 @@ from billing_reconciler.api.onboarding import (
     require_active,
     require_org,
 )
-from billing_reconciler.api.organizations import _end_subscription
 from billing_reconciler.api.pending import Verdict
 from billing_reconciler.api.routing import (
     PREFIX,
@@ -45,6 +44,7 @@ from billing_reconciler.api.routing import (
     accepted_response,
     error_responses,
 )
+from billing_reconciler.api.subscription_end import end_subscription
 from billing_reconciler.api.verdicts import accepted, is_pending, raise_if_refused
 from billing_reconciler.model_customers import (
     CONTROLLER_METADATA_KEYS,
@@ -304,7 +304,7 @@ def _set_state(context: ApiContext, org: str, state: str) -> Account:
             # Disabling cancels the live subscription: recorded with the disable (an immediate
             # cancel request on its intent, as an org delete records it), so an enable before
             # the reconcile ran does not undo it.
-            _end_subscription(context, session, org, record, force=True)
+            end_subscription(context, session, org, record, force=True)
     context.reconcile_customer(org, f"billing account {state}")
     return account(record)
 

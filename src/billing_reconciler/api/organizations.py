@@ -46,13 +46,8 @@ from billing_reconciler.api.routing import (
     accepted_response,
     error_responses,
 )
-from billing_reconciler.api.subscriptions import (
-    AppliedCatalog,
-    Shape,
-    check_seat_limit,
-    mirror_of,
-    subscriptions_path,
-)
+from billing_reconciler.api.subscription_end import end_subscription
+from billing_reconciler.api.subscriptions import check_seat_limit
 from billing_reconciler.api.verdicts import accepted, is_pending, raise_if_refused
 from billing_reconciler.store import (
     AccountRecord,
@@ -63,14 +58,7 @@ from billing_reconciler.store import (
     OrganizationRecord,
     OrganizationRepository,
 )
-from billing_reconciler.store.subscriptions import (
-    TERMINAL_STATUSES,
-    IntentRepository,
-    MirroredSubscription,
-    SubscriptionIntent,
-    SubscriptionMirrorRepository,
-    lock_organization,
-)
+from billing_reconciler.store.subscriptions import lock_organization
 
 TestClockHeader = Annotated[
     str | None,
@@ -264,61 +252,7 @@ def _delete(context: ApiContext, session: Session, org: str, *, force: bool) -> 
                 account_id=account.id,
                 balance=balance,
             )
-        _end_subscription(context, session, org, account, force=force)
+        end_subscription(context, session, org, account, force=force)
         if account.state == "active":
             accounts.set_state(account.id, "disabled", reason="organization deleted")
     OrganizationRepository(session, clock=context.clock).mark_deleted(org)
-
-
-def _end_subscription(
-    context: ApiContext, session: Session, org: str, account: AccountRecord, *, force: bool
-) -> None:
-    """Refuse while a paid subscription is live (unless `force`); else ask for the end of the
-    live one (see the module docstring)."""
-    intents = IntentRepository(session, clock=context.clock)
-    intent = intents.current(account.id)
-    if intent is None:
-        return
-    mirrored = mirror_of(intent, SubscriptionMirrorRepository(session).for_account(account.id))
-    if mirrored is not None and mirrored.status in TERMINAL_STATUSES:
-        return  # ended in Stripe; its mirror moves the intent on
-    if not force and _paid(context, session, account, intent, mirrored):
-        details: dict[str, str] = {
-            "org_id": org,
-            "account_id": account.id,
-            "subscription_id": intent.id,
-            "plan": intent.plan,
-        }
-        if mirrored is not None:
-            details["stripe_subscription_id"] = mirrored.stripe_id
-        raise precondition(
-            f"organization {org} has a live paid subscription {intent.id} on plan "
-            f"{intent.plan}: cancel it first (POST {subscriptions_path(org)}/{intent.id}/cancel) "
-            "or delete with ?force=true (it is then cancelled at once)",
-            **details,
-        )
-    if account.offline and mirrored is None:
-        intents.end(account.id)  # nothing in Stripe: the intent just ends
-    elif intent.cancel_mode != "immediate":
-        intents.request_cancel(account.id, immediate=True, requested_by="organization deleted")
-
-
-def _paid(
-    context: ApiContext,
-    session: Session,
-    account: AccountRecord,
-    intent: SubscriptionIntent,
-    mirrored: MirroredSubscription | None,
-) -> bool:
-    """The live subscription bills a price that is not 0 in the account's currency: its
-    plan (the mirrored one's marker, else the intent's) is not free. A plan that cannot be
-    priced (removed, not applied) counts as paid, as the subscribe route counts it."""
-    catalog = AppliedCatalog(session, context.installation_id())
-    currency = (account.currency or context.config().billing.currency).lower()
-    names = {intent.plan, *([mirrored.plan] if mirrored is not None and mirrored.plan else [])}
-    for name in names:
-        plan = catalog.plan(name)
-        shape = None if plan is None else catalog.shape(plan, currency)
-        if not (isinstance(shape, Shape) and shape.free):
-            return True
-    return False
