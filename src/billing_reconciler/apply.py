@@ -18,7 +18,9 @@ A failed step is journaled with Stripe's message and request id, and the apply r
   restores of that scope, of the same key, or referring to it (a `Ref`, a parent) are skipped
   and every other one still runs: one refused customer holds back no other org. A step
   without a scope (the catalog's, whose phases depend on each other) stops the apply after
-  its batch, as before.
+  its batch, as before. When only such refusals failed, the error names the scopes they held
+  back (`ApplyError.held_scopes`) and carries the outcomes of what did apply, so a
+  whole-domain pass can report them as held back rather than fail (`Controller.apply`).
 
 The applier is the same for every domain: what a step *does* is its kind's `StepExecutor`
 (the domain's edge module, `effects/<domain>.py`, provides one per kind it plans), which makes
@@ -65,6 +67,13 @@ class ApplyError(RuntimeError):
         self.request_id = getattr(cause, "request_id", None)
         self.failures: tuple[ApplyError, ...] = (self,)
         self.skipped: tuple[Step, ...] = ()
+        # The step's scope (`ScopedExecutor.scope_of`), set by the applier.
+        self.scope: str | None = None
+        # When every failure was Stripe's refusal of a scoped step: the scopes they held back
+        # (the apply ran every other step); empty when one stopped the apply.
+        self.held_scopes: tuple[str, ...] = ()
+        # The steps the apply did complete, in plan order.
+        self.outcomes: tuple[StepOutcome, ...] = ()
         request = f" (request {self.request_id})" if self.request_id else ""
         self._message = (
             f"step {index + 1} ({step.action.value} {step.key}) failed: {cause}{request}"
@@ -197,14 +206,16 @@ class Applier:
                 self._report(outcomes[-1])
         if failures.errors:
             first = min(failures.errors, key=lambda failure: failure.index)
-            raise first.with_others(
+            error = first.with_others(
                 sorted(failures.errors, key=lambda f: f.index), failures.skipped
             )
+            error.held_scopes = () if failures.stop else tuple(sorted(failures.scopes))
+            error.outcomes = tuple(sorted(outcomes, key=lambda outcome: outcome.index))
+            raise error
         return outcomes
 
     def _scope(self, step: Step) -> str | None:
-        scope_of = getattr(self.executors.get(step.kind), "scope_of", None)
-        return None if scope_of is None else scope_of(step.key)
+        return step_scope(self.executors, step)
 
     def _runnable(
         self, batch: list[tuple[int, Step]], failures: _Failures
@@ -227,6 +238,7 @@ class Applier:
         failures.errors.append(failure)
         failures.keys.add(failure.step.key)
         scope = self._scope(failure.step)
+        failure.scope = scope
         if not failure.permanent or scope is None:
             failures.stop = True
         else:
@@ -340,6 +352,13 @@ class Applier:
             JournalRepository(session).mark_done(
                 self._journal_key(done.step), stripe_id=done.stripe_id, request_id=request_id
             )
+
+
+def step_scope(executors: Mapping[str, StepExecutor], step: Step) -> str | None:
+    """The scope of `step` as its kind's executor names it (`ScopedExecutor.scope_of`), or
+    None (an executor without scopes)."""
+    scope_of = getattr(executors.get(step.kind), "scope_of", None)
+    return None if scope_of is None else scope_of(step.key)
 
 
 def refused(error: StripeGatewayError) -> bool:

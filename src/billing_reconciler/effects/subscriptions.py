@@ -62,6 +62,7 @@ from billing_reconciler.domains.subscriptions import (
     LiveSubscriptions,
     StoredSubscriber,
     SubscriptionChanges,
+    SubscriptionsDomain,
     record_from_json,
 )
 from billing_reconciler.effects.catalog import superseding_price_keys
@@ -111,6 +112,7 @@ from billing_reconciler.stripe_gateway.subscriptions import (
 )
 
 PAGE: Final = 1000
+_DOMAIN = SubscriptionsDomain()
 _ENDED: Final = frozenset({"canceled", "incomplete_expired"})
 
 
@@ -369,6 +371,10 @@ def _installation(step: Step) -> str:
 class SubscriptionExecutor:
     """A Stripe subscription: created, updated or cancelled at once."""
 
+    def scope_of(self, key: str) -> str | None:
+        """`customer/<org_id>`: a refused step holds back only its own org's (apply)."""
+        return _DOMAIN.scope_of(key)
+
     def send(
         self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
     ) -> WriteResult | None:
@@ -487,6 +493,10 @@ def _update(gateway: StripeGateway, step: Step) -> WriteResult:
 class ScheduleExecutor:
     """A subscription schedule: created from the subscription and phased, or re-phased."""
 
+    def scope_of(self, key: str) -> str | None:
+        """`customer/<org_id>`: a refused step holds back only its own org's (apply)."""
+        return _DOMAIN.scope_of(key)
+
     def send(
         self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
     ) -> WriteResult | None:
@@ -551,6 +561,10 @@ def _phase(params: Mapping[str, Any]) -> PhaseSpec:
 
 class MirrorExecutor:
     """The store's mirror of one subscription, and the bookkeeping that follows from it."""
+
+    def scope_of(self, key: str) -> str | None:
+        """`customer/<org_id>`: a refused step holds back only its own org's (apply)."""
+        return _DOMAIN.scope_of(key)
 
     def send(
         self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]

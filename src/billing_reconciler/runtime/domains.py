@@ -224,8 +224,14 @@ class DomainRunner:
                 )
 
         try:
+            # A scheduled whole-domain pass reports a scope Stripe refused as held back, not
+            # as a failed pass; a targeted run fails with the refusal (its caller's verdict).
             _, outcomes, residual = controller.apply(
-                planned, on_step=after_step, run_id=run_id, settle_bookkeeping=True
+                planned,
+                on_step=after_step,
+                run_id=run_id,
+                settle_bookkeeping=True,
+                hold_back_refused=request.scope is None,
             )
         except WritingStopped as stopped:
             _log.warning("apply interrupted", applied=applied, of=total, detail=str(stopped))

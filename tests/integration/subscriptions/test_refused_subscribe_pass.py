@@ -1,0 +1,109 @@
+"""A subscribe Stripe refused (here: a paid plan without a trial and no payment method) holds
+back its own org only, in every scheduled whole-domain pass as `serve` runs them
+(`DomainRunner`): the pass applies the other orgs' work and ends applied, with the held-back
+org and Stripe's refusal recorded on the run (what `reconcile status` shows), not a failed
+pass; the next pass is not failed either. A targeted run of the refused org still fails with
+Stripe's verdict (the API's subscribe answers it). Emulator over HTTP, SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from billing_reconciler.controller import PlanOptions
+from billing_reconciler.desired import load_desired
+from billing_reconciler.registry import CATALOG, CUSTOMERS, SUBSCRIPTIONS
+from billing_reconciler.runtime.domains import DomainRunner
+from billing_reconciler.runtime.events import ReconcileRequest
+from billing_reconciler.store import JournalRepository, RunRecord, RunRepository, RunResult
+from billing_reconciler.stripe_gateway import RetryPolicy, StripeGateway
+
+from .conftest import World
+
+
+def _runner(world: World) -> DomainRunner:
+    loaded = load_desired(world.directory)
+    assert loaded.state is not None
+    return DomainRunner(
+        registration=SUBSCRIPTIONS,
+        store=world.store,
+        gateway=StripeGateway(
+            api_key="sk_test_emulator",
+            api_base=world.emulator.url,
+            retry=RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0),
+        ),
+        actor="test",
+        directory=world.directory,
+        initial=loaded.state,
+        clock=world.now,
+    )
+
+
+def _customers_and_catalog(world: World) -> None:
+    for registration in (CATALOG, CUSTOMERS):
+        controller = world.controller(registration)
+        planned = controller.plan(PlanOptions())
+        if planned.plan.has_work:
+            controller.apply(planned)
+
+
+def _run(world: World, run_id: str) -> RunRecord:
+    with world.store.session() as session:
+        run = RunRepository(session).get(run_id)
+    assert run is not None
+    return run
+
+
+def _live_plans(world: World, org: str) -> list[Any]:
+    return [
+        s.metadata["plan"]
+        for s in world.subscriptions(org)
+        if s.status not in ("canceled", "incomplete_expired")
+    ]
+
+
+def test_a_refused_subscribe_holds_back_its_org_and_the_whole_pass_is_not_failed(
+    world: World,
+) -> None:
+    world.open("acme", members=2)
+    world.reconcile()
+    world.reconcile()
+    assert _live_plans(world, "acme") == ["free_monthly"]
+    world.subscribe("acme", "team_monthly")  # no card: Stripe refuses the create
+    world.open("globex")  # beside it, a new org whose free subscription is due
+    _customers_and_catalog(world)
+    runner = _runner(world)
+
+    for attempt in (1, 2):  # every scheduled pass, not only the first
+        result = runner.reconcile(
+            ReconcileRequest("subscriptions", None, f"refresh {attempt}"), may_write=lambda: True
+        )
+        assert result.result == RunResult.APPLIED.value, result
+        run = _run(world, result.run_id)
+        assert run.result is RunResult.APPLIED
+        held_back = run.summary["held_back"]
+        assert isinstance(held_back, list), run.summary
+        [held] = held_back
+        assert isinstance(held, dict), held_back
+        assert held["scope"] == "customer/acme", held
+        assert held["org_id"] == "acme", held
+        assert held["key"] == "subscription/acme", held
+        assert "payment" in held["error"].lower(), held  # Stripe's refusal, as it said it
+        assert run.error is not None
+        assert "acme" in run.error
+        assert "held back" in run.error
+        # The rest applied: globex is on its free plan; acme keeps its free one only.
+        assert _live_plans(world, "globex") == ["free_monthly"]
+        assert _live_plans(world, "acme") == ["free_monthly"]
+        with world.store.session() as session:
+            failed = [e for e in JournalRepository(session).for_run(result.run_id) if e.error]
+        assert [e.object_key for e in failed] == ["subscription/acme"]
+
+    # A targeted run of acme (the API's subscribe waits on it) still fails with the refusal.
+    with pytest.raises(Exception, match="subscription/acme"):
+        runner.reconcile(
+            ReconcileRequest("subscriptions", frozenset({"customer/acme"}), "subscribe"),
+            may_write=lambda: True,
+        )
