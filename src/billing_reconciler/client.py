@@ -176,6 +176,7 @@ class Subscription(TypedDict):
     canceled_at: str | None
     pending_change: PendingChange | None
     created_at: str
+    refusal: str | None
 
 
 class PreviewLine(TypedDict):

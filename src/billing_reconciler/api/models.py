@@ -399,7 +399,8 @@ class ChangeIn(RequestBody):
 
 
 class CancelIn(RequestBody):
-    """`POST .../subscriptions/{id}/cancel`: now, or at the current period end (default)."""
+    """`POST .../subscriptions/{id}/cancel`: now, or at the current period end (default).
+    Every field is optional: no body is `{}`."""
 
     immediate: StrictBool = False
 
@@ -430,6 +431,13 @@ class Subscription(ResponseBody):
     canceled_at: Timestamp | None
     pending_change: PendingChangeOut | None
     created_at: Timestamp
+    refusal: str | None = Field(
+        default=None,
+        description="Why the subscription is not in Stripe while it should be (the account "
+        "is offline, its plan cannot be priced in the account's currency, or Stripe refused "
+        "its create: send the subscribe again, or another one, which replaces it); null once "
+        "it is in Stripe, and for one that ended.",
+    )
 
 
 class PreviewLine(ResponseBody):

@@ -345,7 +345,10 @@ def mirror_of(
     intent: SubscriptionIntent, mirrors: Sequence[MirroredSubscription]
 ) -> MirroredSubscription | None:
     """The Stripe subscription made for the intent (its `br_intent`); for the current intent
-    without one, a live subscription of the account that names no intent (a checkout's)."""
+    without one, a live subscription of the account that names no intent (a checkout's), or
+    one on the intent's plan made for an intent it replaced (the live free subscription a
+    refused paid subscribe left, which a free subscribe after it, or the intent the next
+    reconcile adopts, keeps: the subscriptions domain makes nothing beside it)."""
     for mirrored in mirrors:
         if mirrored.intent_id == intent.id:
             return mirrored
@@ -353,27 +356,72 @@ def mirror_of(
         for mirrored in mirrors:
             if mirrored.intent_id is None and mirrored.live:
                 return mirrored
+        plan = intent.plan.lower()
+        for mirrored in mirrors:
+            if mirrored.live and (mirrored.plan or "").lower() == plan:
+                return mirrored
     return None
 
 
-def subscription(intent: SubscriptionIntent, mirrored: MirroredSubscription | None) -> Subscription:
+def set_to_cancel(mirrored: MirroredSubscription | None) -> int | None:
+    """When the live Stripe subscription is set to cancel by Stripe's own fields (`cancel_at`,
+    `cancel_at_period_end`: a `cancel_after_trial` subscribe sets them at its trial end), the
+    time it ends; None when it is not (a period-end cancel of ours is the schedule's, recorded
+    on the intent as its pending cancel)."""
+    if mirrored is None or not mirrored.live:
+        return None
+    record = mirrored.record
+    if record.cancel_at is not None:
+        return record.cancel_at
+    if record.cancel_at_period_end:
+        return record.current_period_end
+    return None
+
+
+def _pending_of(
+    intent: SubscriptionIntent, mirrored: MirroredSubscription | None
+) -> PendingChange | None:
+    """The intent's pending change or cancel; else the cancel Stripe's subscription is set to
+    (DESIGN §16: a cancel at period end is `{plan: null, reason: cancel, effective_at}`)."""
+    if intent.pending_change is not None:
+        return intent.pending_change
+    ends = set_to_cancel(mirrored)
+    return None if ends is None else PendingChange(plan=None, effective_at=ends, reason="cancel")
+
+
+def subscription(
+    intent: SubscriptionIntent,
+    mirrored: MirroredSubscription | None,
+    *,
+    refusal: str | None = None,
+) -> Subscription:
+    """The resource. `canceled_at` is when it ended (Stripe's, once the subscription is
+    canceled; the time the intent ended for one canceled before Stripe had it), never the
+    time a cancel at period end was asked for (Stripe's `canceled_at` while still live)."""
     record = None if mirrored is None else mirrored.record
-    pending = intent.pending_change
+    pending = _pending_of(intent, mirrored)
     cancel_at = None if record is None else record.cancel_at
     if cancel_at is None and pending is not None and pending.reason == "cancel":
         cancel_at = pending.effective_at  # DESIGN §16: locally cancel_at = the period end
+    state = None if record is None else record.status
+    canceled_at = None
+    if record is not None and record.status in TERMINAL_STATUSES:
+        canceled_at = _at(record.canceled_at or record.ended_at)
+    elif record is None and intent.state == IntentState.ENDED:
+        # Ended (cancelled, or its account disabled) before Stripe ever had it.
+        state, canceled_at = "canceled", intent.ended_at
     return Subscription(
         id=intent.id,
         org_id=intent.org_id,
         stripe_subscription_id=None if record is None else record.stripe_id,
         plan=intent.plan,
-        state=None if record is None else record.status,
+        state=state,
         seats=None if mirrored is None else mirrored.seats,
         trial_ends_at=None if record is None else _at(record.trial_end),
         current_period_start=None if record is None else _at(record.current_period_start),
         current_period_end=None if record is None else _at(record.current_period_end),
         cancel_at=_at(cancel_at),
-        canceled_at=None if record is None else _at(record.canceled_at),
+        canceled_at=canceled_at,
         pending_change=None
         if pending is None
         else PendingChangeOut(
@@ -382,6 +430,39 @@ def subscription(intent: SubscriptionIntent, mirrored: MirroredSubscription | No
             reason="cancel" if pending.reason == "cancel" else "change",
         ),
         created_at=intent.created_at,
+        refusal=refusal,
+    )
+
+
+def refusal_of(
+    context: ApiContext,
+    session: Session,
+    account: AccountRecord,
+    intent: SubscriptionIntent,
+    mirrored: MirroredSubscription | None,
+) -> str | None:
+    """Why the current intent has no Stripe subscription (the resource's `refusal`), or None
+    (it has one, or it is not current: nothing is to be made for it)."""
+    if mirrored is not None or not intent.current or intent.cancel_mode is not None:
+        return None
+    if account.state != "active":
+        return f"the billing account {account.id} is {account.state}: nothing is created"
+    catalog = AppliedCatalog(session, context.installation_id())
+    plan = catalog.plan(intent.plan)
+    if plan is None:
+        return f"plan {intent.plan} is not in the applied catalog: it cannot be created"
+    shape = catalog.shape(plan, _currency(context, account))
+    if isinstance(shape, ApiError):
+        return shape.message
+    if account.offline:
+        return (
+            f"the billing account {account.id} is offline: the subscription is created when "
+            "it is registered"
+        )
+    return (
+        "not in Stripe: Stripe refused its create (the subscribe's answer named why, e.g. no "
+        "payment method) or its reconcile has not run yet; send the subscribe again to retry, "
+        "or subscribe to another plan, which replaces it"
     )
 
 
@@ -407,7 +488,12 @@ def _read(context: ApiContext, org: str, intent_id: str) -> Subscription:
     with context.store.session() as session:
         intent = _intent_of(session, org, intent_id)
         mirrors = SubscriptionMirrorRepository(session).for_account(intent.account_id)
-        return subscription(intent, mirror_of(intent, mirrors))
+        mirrored = mirror_of(intent, mirrors)
+        account = AccountRepository(session).get(intent.account_id)
+        refusal = (
+            None if account is None else refusal_of(context, session, account, intent, mirrored)
+        )
+        return subscription(intent, mirrored, refusal=refusal)
 
 
 def _ended(intent: SubscriptionIntent, mirrored: MirroredSubscription | None) -> bool:
@@ -504,6 +590,11 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
             account = _latest(session, org)
             intents = list(reversed(IntentRepository(session).history(account.id)))
             mirrors = SubscriptionMirrorRepository(session).for_account(account.id)
+            refusals = {
+                i.id: refusal_of(context, session, account, i, mirror_of(i, mirrors))
+                for i in intents
+                if i.state == IntentState.CURRENT
+            }
         # An intent replaced before Stripe ever had its subscription (the default plan's a
         # lost store's re-PUT recorded, then the adopted subscription's took its place) is
         # nothing a caller can see or act on: the current intent and those with one are.
@@ -516,12 +607,12 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
         if cursor is not None:
             ids = [i.id for i in intents]
             if cursor not in ids:
-                raise invalid("not a cursor this list handed out", status=400, field="cursor")
+                raise invalid("not a cursor this list handed out", field="cursor")
             start = ids.index(cursor) + 1
         page = intents[start : start + limit]
         more = start + limit < len(intents)
         return Page[Subscription](
-            data=[subscription(i, mirror_of(i, mirrors)) for i in page],
+            data=[subscription(i, mirror_of(i, mirrors), refusal=refusals.get(i.id)) for i in page],
             next_cursor=page[-1].id if more and page else None,
         )
 
@@ -543,7 +634,10 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
         upcoming change (`cancel_upcoming_changes`); waits for Stripe's verdict (the
         subscription). With `preview: true` nothing changes: the answer is what the change
         would invoice (a `ChangePreview`, from Stripe's `create_preview`), after the same
-        checks and refusals as the change itself."""
+        checks and refusals as the change itself. Refused, recording nothing: a subscription
+        not in Stripe, or one Stripe has set to cancel (`cancel_after_trial`; neither a change
+        nor `cancel_upcoming_changes` applies to it). The same change again runs its reconcile
+        again and answers Stripe's verdict."""
         _refuse_declared(context, org)
         target = body.target
         if body.preview and target is not None:
@@ -555,6 +649,7 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
             intents = IntentRepository(session, clock=context.clock)
             if target is None:
                 if intent.pending_change is None:
+                    _refuse_trial_cancel_undo(intent, mirrored)
                     return subscription(intent, mirrored)  # nothing upcoming: no change
                 intents.clear_pending_change(account.id)
             else:
@@ -562,9 +657,11 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
                 change = _planned_change(
                     context, session, account, intent, mirrored, name, immediate
                 )
-                if change is None:
-                    return subscription(intent, mirrored)  # the same change again
-                intents.set_pending_change(account.id, change)
+                # None: exactly this change is pending already (a retry). Its reconcile runs
+                # again and the answer is Stripe's verdict now (a refusal again, not a 200 as
+                # if it had been accepted).
+                if change is not None:
+                    intents.set_pending_change(account.id, change)
         verdict = context.await_customer(org, "subscription changed")
         return _answer(context, org, id, verdict)
 
@@ -574,11 +671,17 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
         responses={**accepted_response(), **error_responses(402, 404, 409)},
     )
     def cancel_subscription(
-        org: OrgId, id: SubscriptionId, body: CancelIn
+        org: OrgId, id: SubscriptionId, body: CancelIn | None = None
     ) -> Subscription | JSONResponse:
         """Cancel now (`immediate`, invoiced and prorated), or at the current period end
-        (default: `cancel_at` and `pending_change{plan: null, reason: cancel}`)."""
+        (default: `cancel_at` and `pending_change{plan: null, reason: cancel}`). Every field is
+        optional: no body is `{}`. A period-end cancel while a plan change is pending is
+        refused (409: drop the change first, as a change while a cancel is pending is); one
+        on a subscription already set to cancel then (`cancel_after_trial`, or a cancel at
+        period end asked before) answers it as it is. A subscription Stripe never had (its
+        create was refused) ends at once, nothing sent to Stripe."""
         _refuse_declared(context, org)
+        immediate = body is not None and body.immediate
         with context.store.session() as session:
             require_org(session, org)
             account = require_active(session, org)
@@ -586,6 +689,19 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
             if intent.cancel_mode == "immediate":
                 return subscription(intent, mirrored)  # being cancelled now already
             intents = IntentRepository(session, clock=context.clock)
+            pending = _pending_of(intent, mirrored)
+            if mirrored is not None and not immediate and pending is not None:
+                if pending.reason == "cancel":
+                    return subscription(intent, mirrored)  # set to cancel then already
+                raise precondition(
+                    f"subscription {intent.id} has a change to {pending.plan} pending: a cancel "
+                    "at period end would drop it; send {cancel_upcoming_changes: true} to the "
+                    "change route first (or cancel with {immediate: true})",
+                    org_id=org,
+                    subscription_id=intent.id,
+                    pending_plan=pending.plan,
+                    pending_reason=pending.reason,
+                )
             if mirrored is None:
                 # No Stripe subscription was made for the intent (offline: none can be; else
                 # Stripe refused its create): the intent just ends. Nothing else is cancelled:
@@ -597,8 +713,8 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
                 ended, offline = None, account.offline
                 intents.request_cancel(
                     account.id,
-                    immediate=body.immediate,
-                    effective_at=None if body.immediate else mirrored.record.current_period_end,
+                    immediate=immediate,
+                    effective_at=None if immediate else mirrored.record.current_period_end,
                 )
         if ended is not None:
             if not offline:
@@ -663,6 +779,35 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
     return router
 
 
+def _refuse_trial_cancel_undo(
+    intent: SubscriptionIntent, mirrored: MirroredSubscription | None, *, what: str = "undone"
+) -> None:
+    """409 for a subscription Stripe has set to cancel at its end (a `cancel_after_trial`
+    subscribe: cancelled at the trial's end without an invoice) with no pending change of
+    ours: Stripe creates no schedule on such a subscription, so it cannot be changed, and its
+    cancel is part of the subscribe (it is not undone: subscribe again once it ended)."""
+    if intent.pending_change is not None:
+        return
+    ends = set_to_cancel(mirrored)
+    if ends is None:
+        return
+    when = datetime.fromtimestamp(ends, UTC).isoformat().replace("+00:00", "Z")
+    cause = " (cancel_after_trial)" if intent.cancel_after_trial else ""
+    action = (
+        "a plan change cannot be scheduled on it"
+        if what == "changed"
+        else "that cancel is not undone by cancel_upcoming_changes"
+    )
+    raise precondition(
+        f"subscription {intent.id} is set to cancel at {when}{cause}: {action}; subscribe "
+        "again once it has ended, or cancel it now with {immediate: true}",
+        subscription_id=intent.id,
+        pending_plan=None,
+        pending_reason="cancel",
+        cancel_at=when,
+    )
+
+
 def _planned_change(
     context: ApiContext,
     session: Session,
@@ -692,6 +837,7 @@ def _planned_change(
             plan=plan.name,
             subscription_id=intent.id,
         )
+    _refuse_trial_cancel_undo(intent, mirrored, what="changed")
     if pending is not None:
         what = "a cancel" if pending.reason == "cancel" else f"a change to {pending.plan}"
         raise precondition(
@@ -708,6 +854,16 @@ def _planned_change(
             f"register it first (POST {PREFIX}/organizations/{org}/billing/register)",
             org_id=org,
             account_id=account.id,
+        )
+    if mirrored is None:
+        # Stripe never had it (its create was refused, or has not run yet): a change would
+        # be written on nothing, or on another intent's live subscription.
+        raise precondition(
+            f"subscription {intent.id} is not in Stripe (its create was refused, or has not "
+            "run yet): there is nothing to change; send the subscribe again with the plan "
+            f"wanted (POST {subscriptions_path(org)}), which replaces it",
+            org_id=org,
+            subscription_id=intent.id,
         )
     if shape.seat_limit is not None:
         members = max(MemberRepository(session).count(org), 1)
@@ -870,7 +1026,9 @@ def admin_subscriptions_router(context: ApiContext) -> APIRouter:
     def subscribe(org: OrgId, body: SubscribeIn) -> Subscription | JSONResponse:
         """Subscribe without a checkout (admin). One live subscription per account: a paid
         plan replaces a live free one; beside a live paid one it is refused (change the plan
-        instead). Waits for Stripe's verdict (201, or 202 when it takes longer)."""
+        instead). A subscription Stripe refused to create (none exists) is not live: the same
+        subscribe again is the retry, another plan's replaces it. Waits for Stripe's verdict
+        (201, or 202 when it takes longer)."""
         _refuse_declared(context, org)
         with context.store.session() as session:
             require_org(session, org)
@@ -923,6 +1081,12 @@ def admin_subscriptions_router(context: ApiContext) -> APIRouter:
                     f"(subscription {current.id})",
                     {"org_id": org, "plan": plan.name, "subscription_id": current.id},
                 )
+            elif _unmade(session, account, current):
+                # Stripe never had a subscription for it (it refused the create): it is not a
+                # live subscription, so another plan's subscribe replaces it. What is live of
+                # an intent before it (the free one it was to replace) is left to the rules:
+                # the new intent replaces that as it would have.
+                intent, _ = intents.replace(account.id, expected_intent_id=current.id, **fields)
             elif not _is_free(catalog, current.plan, currency):
                 raise precondition(
                     f"organization {org} has a live paid subscription {current.id} on plan "
