@@ -99,9 +99,7 @@ def ledger_router(context: ApiContext) -> APIRouter:
                     record.id, limit=limit, cursor=cursor, start=start, end=end
                 )
             except ValueError:
-                raise invalid(
-                    "not a cursor this list handed out", status=400, field="cursor"
-                ) from None
+                raise invalid("not a cursor this list handed out", field="cursor") from None
         return Page[Transaction](data=[transaction(t) for t in page], next_cursor=next_cursor)
 
     return router

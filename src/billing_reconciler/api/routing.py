@@ -100,7 +100,7 @@ def _decode_cursor(kind: str, cursor: str) -> str:
         text = ""
     prefix, sep, name = text.partition(":")
     if not sep or prefix != kind or _encode_cursor(kind, name) != cursor:
-        raise invalid("not a cursor this list handed out", status=400, field="cursor")
+        raise invalid("not a cursor this list handed out", field="cursor")
     return name
 
 

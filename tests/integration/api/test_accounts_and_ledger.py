@@ -127,7 +127,7 @@ def test_grants_balance_and_transactions_newest_first(api: Api) -> None:
     everything = api.get(f"{ORG}/billing/transactions", params={"end": future}, headers=APP)
     assert len(everything.json()["data"]) == 6
     bad = api.get(f"{ORG}/billing/transactions", params={"cursor": "nope"}, headers=APP)
-    assert bad.status_code == 400
+    assert bad.status_code == 422
     assert bad.json()["error"]["details"]["field"] == "cursor"
     naive = api.get(
         f"{ORG}/billing/transactions", params={"start": "2025-01-01T00:00:00"}, headers=APP
