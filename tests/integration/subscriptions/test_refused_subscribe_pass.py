@@ -21,6 +21,7 @@ from billing_reconciler.store import JournalRepository, RunRecord, RunRepository
 from billing_reconciler.stripe_gateway import RetryPolicy, StripeGateway
 
 from .conftest import World
+from .host import APP, V1, Host
 
 
 def _runner(world: World) -> DomainRunner:
@@ -71,7 +72,7 @@ def test_a_refused_subscribe_holds_back_its_org_and_the_whole_pass_is_not_failed
     world.reconcile()
     world.reconcile()
     assert _live_plans(world, "acme") == ["free_monthly"]
-    world.subscribe("acme", "team_monthly")  # no card: Stripe refuses the create
+    intent = world.subscribe("acme", "team_monthly")  # no card: Stripe refuses the create
     world.open("globex")  # beside it, a new org whose free subscription is due
     _customers_and_catalog(world)
     runner = _runner(world)
@@ -107,3 +108,17 @@ def test_a_refused_subscribe_holds_back_its_org_and_the_whole_pass_is_not_failed
             ReconcileRequest("subscriptions", frozenset({"customer/acme"}), "subscribe"),
             may_write=lambda: True,
         )
+
+    # The refused intent stays the current one, visible in the API with its refusal.
+    host = Host(world)
+    try:
+        got = host.client.get(
+            f"{V1}/organizations/acme/billing/subscriptions/{intent}", headers=APP
+        )
+    finally:
+        host.close()
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert (body["plan"], body["stripe_subscription_id"]) == ("team_monthly", None), body
+    assert body["refusal"] is not None
+    assert "refused" in body["refusal"], body
