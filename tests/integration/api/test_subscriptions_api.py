@@ -527,7 +527,11 @@ def test_a_change_while_one_is_in_flight_is_refused(api: Api, acme: str, catalog
         status=409,
         code="failed_precondition",
     )
+    # A period-end cancel while the change is pending is refused the same way (finding 12).
+    refused(api, "POST", f"{SUBS}/{sub}/cancel", json={}, status=409, code="failed_precondition")
     # A pending cancel is in flight too.
+    dropped = api.post(f"{SUBS}/{sub}/change", json={"cancel_upcoming_changes": True}, headers=APP)
+    assert dropped.status_code == 200, dropped.text
     assert api.post(f"{SUBS}/{sub}/cancel", json={}, headers=APP).status_code == 200
     refused(
         api,
