@@ -203,7 +203,17 @@ class CustomersDomain:
     def plan(
         self, desired: ContractCustomers, observed: CustomersObserved, context: PlanContext
     ) -> Plan:
-        return customers_plan(desired.specs, observed, context)
+        plan = customers_plan(desired.specs, observed, context)
+        unknown = _unknown_orgs(desired, observed)
+        if not unknown:
+            return plan
+        count = len(unknown)
+        shown = ", ".join(unknown[:_UNKNOWN_SHOWN]) + (", ..." if count > _UNKNOWN_SHOWN else "")
+        warning = (
+            f"{count:,} Stripe customer{'' if count == 1 else 's'} of ours for orgs the store "
+            f"does not know: re-PUT those orgs ({shown}); nothing is planned for them"
+        )
+        return replace(plan, warnings=(*plan.warnings, warning))
 
     def _with_inactive(
         self, reader: CustomersReader, desired: ContractCustomers, observed: CustomersObserved
@@ -249,6 +259,32 @@ class CustomersDomain:
         if not sep or not org_id or kind not in (CUSTOMER_STEP, ACCOUNT_STEP):
             return None
         return customer_key(org_id)
+
+
+#: How many org ids the warning about unknown orgs names.
+_UNKNOWN_SHOWN: Final = 5
+
+
+def _unknown_orgs(desired: ContractCustomers, observed: CustomersObserved) -> list[str]:
+    """On a full listing, the orgs of the customers of ours no account of the store holds
+    (active or not), whose org has no active account and is not declared (tester T1 finding
+    10: after a lost store they are invisible until the host re-PUTs their orgs; a re-PUT
+    links the new account to its customer)."""
+    if not observed.complete:
+        return []
+    held = {a.stripe_id for a in observed.accounts if a.stripe_id}
+    known = {a.org_id for a in observed.accounts} | set(desired.specs)
+    return sorted(
+        {
+            c.org_id
+            for c in observed.live.customers
+            if c.stripe_id
+            and not c.deleted
+            and c.stripe_id not in held
+            and c.stripe_id not in observed.claimed_ids
+            and c.org_id not in known
+        }
+    )
 
 
 def _may_create(

@@ -12,10 +12,16 @@ are summed per currency and the sum is rounded once, half up, to an integer of m
 (so 20 yearly seats at 100.00 USD are 166.67 USD/month, not 20 × 8.33). Metered items have
 no quantity and bill usage afterwards: they are counted apart and left out of the revenue,
 and a price whose amount is unknown (tiered, or no last-applied amounts) gets no revenue.
+
+Not every subscription on a superseded price is moved: `held_back` is the subscriptions
+domain's own rule (a pending plan change or cancel moves or ends it at its period end anyway;
+under `now` one on a subscription schedule waits, its phases would put the old price back),
+and the line says how many it moves and how many it holds back, and why.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -28,6 +34,11 @@ MIGRATION_NONE: Final = "none"
 MIGRATION_AT_RENEWAL: Final = "at_renewal"
 MIGRATION_NOW: Final = "now"
 SETTING_PRICE_MIGRATION: Final = "reconcile.price_migration"
+
+#: Why a price migration holds a subscription back (`held_back`).
+HOLD_PENDING_CHANGE: Final = "a pending plan change"
+HOLD_PENDING_CANCEL: Final = "a pending cancel"
+HOLD_SCHEDULED: Final = "a subscription schedule"
 
 _MONTHS_PER: Final[Mapping[str, Fraction]] = {
     "month": Fraction(1),
@@ -47,6 +58,32 @@ class PriceAmounts:
 
 
 @dataclass(frozen=True, slots=True)
+class MigrationHold:
+    """What of a subscription can keep a price migration off it: its intent's pending plan
+    change, its cancel (now or at period end), a subscription schedule on it."""
+
+    pending_change: bool = False
+    cancel: bool = False
+    scheduled: bool = False
+
+
+def held_back(policy: str, hold: MigrationHold) -> str | None:
+    """Why the subscriptions domain does not move a subscription off a superseded price under
+    `policy` (`HOLD_*`), None when it moves it (or the policy moves nothing): a pending cancel
+    or plan change ends or moves it at its period end anyway; under `now` one on a schedule
+    waits (its phases would put the old items back; `at_renewal` rewrites our schedule)."""
+    if policy == MIGRATION_NONE:
+        return None
+    if hold.cancel:
+        return HOLD_PENDING_CANCEL
+    if hold.pending_change:
+        return HOLD_PENDING_CHANGE
+    if hold.scheduled and policy == MIGRATION_NOW:
+        return HOLD_SCHEDULED
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class UsageLine:
     """One item of a live subscription on the price: the subscription's currency and the
     item's quantity (None: metered)."""
@@ -63,6 +100,8 @@ class PriceUsage:
     subscriptions: int
     lines: tuple[UsageLine, ...] = ()
     amounts: PriceAmounts | None = None
+    # One per subscription counted: what could hold its migration back.
+    holds: tuple[MigrationHold, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +111,7 @@ class PriceImpact:
     metered_items: int = 0
     # Items whose currency the price has no amount for, or all of them when it is unknown.
     unpriced_items: int = 0
+    holds: tuple[MigrationHold, ...] = ()
 
 
 def monthly_amount(amount: int, interval: str | None, interval_count: int = 1) -> Fraction:
@@ -105,6 +145,7 @@ def price_impact(usage: PriceUsage) -> PriceImpact:
         monthly={c: _round_half_up(v) for c, v in sorted(sums.items())},
         metered_items=metered,
         unpriced_items=unpriced,
+        holds=usage.holds,
     )
 
 
@@ -127,7 +168,31 @@ def render_impact(impact: PriceImpact, *, price_id: str, policy: str, superseded
         extras.append(f"{_plural(impact.unpriced_items, 'item')} of unknown amount not counted")
     if extras:
         text += f" ({'; '.join(extras)})"
-    return f"{text}: {_fate(policy, superseded)}"
+    held = Counter(
+        reason
+        for hold in impact.holds
+        if superseded and (reason := held_back(policy, hold)) is not None
+    )
+    if not held:
+        return f"{text}: {_fate(policy, superseded)}"
+    moved = max(impact.subscriptions - sum(held.values()), 0)
+    why = ", ".join(
+        f"{count:,} with {reason}"
+        for reason, count in sorted(held.items(), key=lambda pair: (-pair[1], pair[0]))
+    )
+    return (
+        f"{text}: {moved:,} {_fate(policy, superseded)}; {sum(held.values()):,} held back "
+        f"({why}: {_why(held)})"
+    )
+
+
+def _why(held: Counter[str]) -> str:
+    reasons = []
+    if held[HOLD_PENDING_CHANGE] or held[HOLD_PENDING_CANCEL]:
+        reasons.append("the pending change or cancel moves or ends it at its period end")
+    if held[HOLD_SCHEDULED]:
+        reasons.append("the schedule's phases would put the old price back")
+    return "; ".join(reasons)
 
 
 def _fate(policy: str, superseded: bool) -> str:
@@ -143,20 +208,26 @@ def _fate(policy: str, superseded: bool) -> str:
 
 
 def usage_of(
-    price_ids: Sequence[str], subscriptions: Sequence[tuple[str, Sequence[tuple[str, int | None]]]]
-) -> dict[str, tuple[int, tuple[UsageLine, ...]]]:
+    price_ids: Sequence[str],
+    subscriptions: Sequence[tuple[str, Sequence[tuple[str, int | None]]]],
+    holds: Sequence[MigrationHold] | None = None,
+) -> dict[str, PriceUsage]:
     """Per price id of `price_ids`: how many of `subscriptions` (currency, items as (price
-    id, quantity)) bill it, and their items on it."""
+    id, quantity)) bill it, their items on it and what could hold each back (`holds`, one
+    per subscription, in the same order; none: nothing)."""
     wanted = set(price_ids)
     counts: dict[str, int] = {}
     lines: dict[str, list[UsageLine]] = {}
-    for currency, items in subscriptions:
+    held: dict[str, list[MigrationHold]] = {}
+    for index, (currency, items) in enumerate(subscriptions):
         seen: set[str] = set()
         for price_id, quantity in items:
             if price_id not in wanted:
                 continue
             lines.setdefault(price_id, []).append(UsageLine(currency, quantity))
             seen.add(price_id)
+        hold = MigrationHold() if holds is None else holds[index]
         for price_id in seen:
             counts[price_id] = counts.get(price_id, 0) + 1
-    return {p: (counts[p], tuple(lines[p])) for p in counts}
+            held.setdefault(price_id, []).append(hold)
+    return {p: PriceUsage(counts[p], tuple(lines[p]), holds=tuple(held[p])) for p in counts}

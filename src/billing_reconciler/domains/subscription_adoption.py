@@ -1,22 +1,29 @@
 """Adoption after a lost store (Stripe is the inventory): an active account whose intent is
 none, or only the default plan's, takes a live subscription of ours on its customer made for
 another intent as its intent, with what our schedule on it (or Stripe's cancel at period end)
-holds: a pending plan change, or a cancel at period end. Pure."""
+holds: a pending plan change, or a cancel at period end. Until the host sends the org's
+members again, the adopted subscription's seat quantity is held at what Stripe shows
+(`held_seats`): an empty member list after a lost store is no proof the seats are gone. Pure."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from billing_reconciler.domains.subscription_draft import Draft, phase_plan, plan_of
 from billing_reconciler.domains.subscription_types import (
+    SOURCE_CONTRACT,
     SOURCE_DEFAULT_PLAN,
     AccountSubscriptions,
     CancelRequest,
     SubscriptionIntent,
 )
 from billing_reconciler.model_subscriptions import PendingChange, ScheduleRecord, SubscriptionRecord
+
+#: `requested_by` of an adopted intent (`adopted <sub_id>`; the store writes the same).
+ADOPTED_BY: Final = "adopted "
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,7 @@ def adoption_of(
             if pending is not None and pending.reason == "cancel"
             else None
         ),
+        requested_by=f"{ADOPTED_BY}{sub.stripe_id}",
         created_at=sub.created or 0,
     )
     return Adoption(sub=sub, intent=adopted, replaces=mine)
@@ -137,3 +145,44 @@ def _scheduled_change(draft: Draft, schedule: ScheduleRecord, plan: str) -> Pend
         return None
     ends = [p.end for p in schedule.phases if p.end is not None]
     return PendingChange(plan=None, effective_at=max(ends) if ends else None, reason="cancel")
+
+
+def held_seats(
+    draft: Draft, bundle: AccountSubscriptions, current: SubscriptionRecord
+) -> AccountSubscriptions:
+    """`bundle` with its seats held at `current`'s per-seat quantity in Stripe while its
+    intent is an adopted one (`requested_by` `adopted <sub_id>`: a lost store's) and the
+    store knows no member of the org: after a lost store the host re-sends the org before
+    its members, and the rules must not cut every per-seat customer to one seat and credit
+    the difference meanwhile (the subscription's update, and the phases of a schedule
+    written for it, keep Stripe's quantity). The first member the host sends ends it: from
+    then on the quantity follows the members (`seat_change_behavior`). A notice says so.
+    A contract customer's (its declared `seats`, or its own intent) is never held."""
+    intent = bundle.intent
+    if (
+        intent is None
+        or intent.source == SOURCE_CONTRACT
+        or not (intent.requested_by or "").startswith(ADOPTED_BY)
+        or bundle.seats > 0
+    ):
+        return bundle
+    quantity = next(
+        (
+            item.quantity
+            for item in current.items
+            if item.quantity is not None
+            and (price := draft.price_of(item)) is not None
+            and price.per_seat
+        ),
+        None,
+    )
+    if quantity is None or quantity <= 1:
+        return bundle
+    draft.notice(
+        bundle.org_id,
+        current.stripe_id,
+        f"seats held at {quantity} (Stripe's quantity): the subscription was adopted after a "
+        "lost store and the store knows no member of the org yet; re-send the org's members "
+        "(PUT .../members/{user}) and the quantity follows them",
+    )
+    return dataclasses.replace(bundle, seats=quantity)

@@ -10,9 +10,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from billing_reconciler.domains.price_impact import (
+    HOLD_SCHEDULED,
     MIGRATION_NONE,
-    MIGRATION_NOW,
     SETTING_PRICE_MIGRATION,
+    MigrationHold,
+    held_back,
 )
 from billing_reconciler.domains.subscription_draft import Draft
 from billing_reconciler.domains.subscription_keys import REPLACES, SCHEDULES
@@ -41,16 +43,19 @@ def shown_target(target: str | Ref) -> str:
 
 
 def price_moves(
-    draft: Draft, bundle: AccountSubscriptions, sub: SubscriptionRecord, *, scheduled: bool
+    draft: Draft, bundle: AccountSubscriptions, sub: SubscriptionRecord, *, hold: MigrationHold
 ) -> dict[str, str | Ref]:
     """Per item id of `sub`, the price it moves to under `reconcile.price_migration`
     (DESIGN §16): an item on a superseded id of a catalog price moves to the price's current
     id; one on a price the catalog's next apply supersedes (`CatalogPrice.replacing`, in a
     plan made before that apply) to a `Ref` to the price's key, resolved when the move runs
     (after the catalog's apply). None under `none`, nor off a protected price (a warning
-    counts them), nor off an inactive one; a subscription on a schedule under `now` waits
-    (a notice: its phases would put the old items back)."""
-    if draft.migration == MIGRATION_NONE:
+    counts them), nor off an inactive one, nor while `price_impact.held_back` holds it (the
+    rule the catalog's impact line counts by): a pending change or cancel (it moves or ends
+    at its period end anyway), or under `now` a schedule on it (a notice: its phases would
+    put the old items back)."""
+    held = held_back(draft.migration, hold)
+    if draft.migration == MIGRATION_NONE or (held is not None and held != HOLD_SCHEDULED):
         return {}
     moves: dict[str, str | Ref] = {}
     protected: list[str] = []
@@ -71,7 +76,7 @@ def price_moves(
         moves[item.item_id] = target
     for key in set(protected):
         draft.protected[key] = draft.protected.get(key, 0) + 1
-    if moves and scheduled and draft.migration == MIGRATION_NOW:
+    if moves and held == HOLD_SCHEDULED:
         draft.notice(
             bundle.org_id,
             sub.stripe_id,

@@ -60,8 +60,9 @@ from billing_reconciler.domains.price_impact import (
     MIGRATION_AT_RENEWAL,
     MIGRATION_NOW,
     SETTING_PRICE_MIGRATION,
+    MigrationHold,
 )
-from billing_reconciler.domains.subscription_adoption import adoption_of
+from billing_reconciler.domains.subscription_adoption import adoption_of, held_seats
 from billing_reconciler.domains.subscription_cancel import cancel_now
 from billing_reconciler.domains.subscription_changes import (
     write_cancel_upcoming,
@@ -218,6 +219,7 @@ def _plan_account(draft: Draft, bundle: AccountSubscriptions) -> None:
     if current is None:
         _without_live(draft, bundle, ours)
         return
+    bundle = held_seats(draft, bundle, current)  # an adopted one, its members not re-sent
     if intent.cancel is not None and _of_another_intent(bundle, current):
         # The cancel names the intent's subscription: one made for another intent on
         # another plan (the live free one a refused paid plan was to replace) is not it.
@@ -249,11 +251,13 @@ def _plan_account(draft: Draft, bundle: AccountSubscriptions) -> None:
     schedule, foreign = schedule_of(draft, bundle, current)
     # A price migration (DESIGN §16) of a subscription nothing else is about to change: a
     # pending change or cancel moves or ends it at its period end anyway.
-    moves = (
-        price_moves(draft, bundle, current, scheduled=schedule is not None or foreign)
-        if pending is None and intent.cancel is None
-        else {}
+    cancelling = intent.cancel is not None or (pending is not None and pending.reason == "cancel")
+    hold = MigrationHold(
+        pending_change=pending is not None and not cancelling,
+        cancel=cancelling,
+        scheduled=schedule is not None or foreign,
     )
+    moves = price_moves(draft, bundle, current, hold=hold)
     if isinstance(now, Refusal):
         draft.notice(bundle.org_id, current.stripe_id, f"refused: {now.reason}")
     else:

@@ -12,6 +12,7 @@ its repositories).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,7 +23,12 @@ from billing_reconciler.apply import Done, StepExecutor, record_last_applied, re
 from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.domains.catalog import desired_catalog
 from billing_reconciler.domains.catalog_domain import RECORD_KIND
-from billing_reconciler.domains.price_impact import PriceAmounts, PriceUsage, usage_of
+from billing_reconciler.domains.price_impact import (
+    MigrationHold,
+    PriceAmounts,
+    PriceUsage,
+    usage_of,
+)
 from billing_reconciler.model import Catalog, Kind, PlanRecord, ProductRecord, object_key
 from billing_reconciler.planning.fields import (
     PRICE_IMMUTABLE,
@@ -31,6 +37,7 @@ from billing_reconciler.planning.fields import (
 )
 from billing_reconciler.planning.plan import Action, Step
 from billing_reconciler.store import (
+    IntentRepository,
     LastApplied,
     LastAppliedRepository,
     PlanRepository,
@@ -68,16 +75,32 @@ class CatalogIO:
         self, price_ids: Sequence[str], *, installation_id: str
     ) -> Mapping[str, PriceUsage]:
         """From the store: the mirror of the live subscriptions (as last observed by the
-        subscriptions domain) and the prices' last-applied amounts. No Stripe call."""
+        subscriptions domain), what could hold each one's migration back (its intent's
+        pending change or cancel, a schedule on it) and the prices' last-applied amounts. No
+        Stripe call."""
         with self.store.session() as session:
             mirror = SubscriptionMirrorRepository(session)
+            intents = IntentRepository(session)
             subscriptions: list[tuple[str, list[tuple[str, int | None]]]] = []
+            holds: list[MigrationHold] = []
             after: str | None = None
             while page := mirror.list_live(after_stripe_id=after, limit=1000):
                 subscriptions.extend(
                     (m.record.currency, [(i.price_id, i.quantity) for i in m.record.items])
                     for m in page
                 )
+                current = intents.current_for_accounts({m.account_id for m in page})
+                for m in page:
+                    intent = current.get(m.account_id)
+                    pending = None if intent is None else intent.pending_change
+                    cancelling = pending is not None and pending.reason == "cancel"
+                    holds.append(
+                        MigrationHold(
+                            pending_change=pending is not None and not cancelling,
+                            cancel=cancelling or (intent is not None and intent.cancel_requested),
+                            scheduled=m.record.schedule_id is not None,
+                        )
+                    )
                 after = page[-1].stripe_id
             entries = LastAppliedRepository(session).for_installation(installation_id).values()
         amounts = {
@@ -86,8 +109,8 @@ class CatalogIO:
             if e.kind == Kind.PRICE.value and e.stripe_id
         }
         return {
-            price_id: PriceUsage(count, lines, amounts.get(price_id))
-            for price_id, (count, lines) in usage_of(price_ids, subscriptions).items()
+            price_id: dataclasses.replace(usage, amounts=amounts.get(price_id))
+            for price_id, usage in usage_of(price_ids, subscriptions, holds).items()
         }
 
 

@@ -16,10 +16,15 @@ from billing_reconciler.domains.base import PlanContext, PlanOptions
 from billing_reconciler.domains.catalog import desired_catalog
 from billing_reconciler.domains.catalog_domain import CatalogDomain, _with_migration_policy
 from billing_reconciler.domains.price_impact import (
+    HOLD_PENDING_CANCEL,
+    HOLD_PENDING_CHANGE,
+    HOLD_SCHEDULED,
     SETTING_PRICE_MIGRATION,
+    MigrationHold,
     PriceAmounts,
     PriceUsage,
     UsageLine,
+    held_back,
     monthly_amount,
     price_impact,
     render_impact,
@@ -34,6 +39,7 @@ from billing_reconciler.domains.subscription_rules import (
 )
 from billing_reconciler.domains.subscription_types import (
     AccountSubscriptions,
+    CancelRequest,
     CatalogPrice,
     PlanCatalog,
     SubscriptionsObserved,
@@ -45,6 +51,7 @@ from billing_reconciler.effects.subscriptions import EXECUTORS
 from billing_reconciler.model import Kind
 from billing_reconciler.model_subscriptions import (
     ItemRecord,
+    PendingChange,
     PhaseItem,
     SchedulePhase,
     ScheduleRecord,
@@ -368,7 +375,11 @@ def test_the_impact_line_states_count_and_revenue_by_currency_with_the_exponent(
 def test_usage_of_counts_subscriptions_once_and_keeps_their_items() -> None:
     subs = [("usd", [("p1", 3), ("p2", 1)]), ("eur", [("p1", 2), ("p1", 1)]), ("usd", [("p3", 1)])]
     assert usage_of(["p1", "p9"], subs) == {
-        "p1": (2, (UsageLine("usd", 3), UsageLine("eur", 2), UsageLine("eur", 1)))
+        "p1": PriceUsage(
+            2,
+            (UsageLine("usd", 3), UsageLine("eur", 2), UsageLine("eur", 1)),
+            holds=(MigrationHold(), MigrationHold()),
+        )
     }
 
 
@@ -504,3 +515,75 @@ def test_a_move_run_before_the_catalog_superseded_the_price_sends_nothing(policy
     assert (result.stripe_id, result.request_id) == (step.stripe_id, None)
     with pytest.raises(AttributeError):  # it would write: no gateway to write with
         executor.send(None, step, {SEAT_KEY: "price_seat_new"})  # type: ignore[arg-type]
+
+
+def test_held_back_is_the_subscriptions_domains_rule_for_not_moving_one() -> None:
+    change, cancel, scheduled = (
+        MigrationHold(pending_change=True),
+        MigrationHold(cancel=True),
+        MigrationHold(scheduled=True),
+    )
+    assert [held_back("now", h) for h in (change, cancel, scheduled, MigrationHold())] == [
+        HOLD_PENDING_CHANGE,
+        HOLD_PENDING_CANCEL,
+        HOLD_SCHEDULED,
+        None,
+    ]
+    # `at_renewal` rewrites our schedule; `none` moves nothing, so it holds nothing back.
+    assert held_back("at_renewal", scheduled) is None
+    assert held_back("at_renewal", change) == HOLD_PENDING_CHANGE
+    assert {held_back("none", h) for h in (change, cancel, scheduled)} == {None}
+
+
+def test_the_impact_line_says_how_many_are_moved_and_held_back_and_why() -> None:
+    """Tester T1 finding 6: a subscription with a pending plan change is not moved."""
+    holds = (
+        MigrationHold(),
+        MigrationHold(pending_change=True),
+        MigrationHold(scheduled=True),
+        MigrationHold(cancel=True, scheduled=True),
+    )
+    usage = PriceUsage(
+        4, tuple(UsageLine("usd", 1) for _ in holds), PriceAmounts({"usd": 900}, "month"), holds
+    )
+    impact = price_impact(usage)
+    assert render_impact(impact, price_id="p", policy="now", superseded=True) == (
+        "4 live subscriptions, 36.00 USD/month on p: 1 moved to the new price now "
+        "(reconcile.price_migration: now); 3 held back (1 with a pending cancel, 1 with a "
+        "pending plan change, 1 with a subscription schedule: the pending change or cancel "
+        "moves or ends it at its period end; the schedule's phases would put the old price "
+        "back)"
+    )
+    assert render_impact(impact, price_id="p", policy="at_renewal", superseded=True) == (
+        "4 live subscriptions, 36.00 USD/month on p: 2 moved to the new price at their next "
+        "renewal (reconcile.price_migration: at_renewal); 2 held back (1 with a pending "
+        "cancel, 1 with a pending plan change: the pending change or cancel moves or ends it "
+        "at its period end)"
+    )
+    # Nothing is moved under `none`, nor off a price archived without a successor.
+    assert "held back" not in render_impact(impact, price_id="p", policy="none", superseded=True)
+    assert "held back" not in render_impact(impact, price_id="p", policy="now", superseded=False)
+
+
+def test_a_pending_change_or_cancel_keeps_the_rules_from_moving_it() -> None:
+    """The rules move exactly what `held_back` does not hold back."""
+    fleet = _fleet(n=3)
+    bundles = (
+        fleet[0],
+        dataclasses.replace(
+            fleet[1],
+            intent=_intent(pending_change=PendingChange("team_yearly", None)),
+        ),
+        dataclasses.replace(
+            fleet[2],
+            intent=_intent(
+                cancel=CancelRequest(immediate=False),
+                pending_change=PendingChange(None, None, reason="cancel"),
+            ),
+        ),
+    )
+    for policy in ("now", "at_renewal"):
+        plan = _plan(policy, bundles)
+        moved = {s.key for s in plan.steps if SETTING_PRICE_MIGRATION in s.causes}
+        kind = SCHEDULE_STEP if policy == "at_renewal" else SUBSCRIPTION_STEP
+        assert moved == {f"{kind}/{fleet[0].org_id}"}, (policy, moved)

@@ -305,3 +305,58 @@ def test_an_immediate_cancel_still_cancels_an_adopted_one_under_a_new_intent_id(
     intent = _intent("team_monthly", intent_id="int_new", cancel=CancelRequest(immediate=True))
     plan = _plan(_bundle(intent=intent, subs=(paid,)))
     assert [s.stripe_id for s in plan.steps if s.params.get("op") == OP_CANCEL] == [paid.stripe_id]
+
+
+# --- seats of an adopted subscription while the host has not re-sent its members -------------
+
+
+def _seat_quantities(plan: Plan) -> list[object]:
+    """Every per-seat quantity the plan's steps would write (the subscription's items and
+    each schedule phase's)."""
+    found: list[object] = []
+    for step in plan.steps:
+        for change in step.changes:
+            if "seat" in change.path or "quantity" in change.path:
+                found.append((step.kind, change.path, change.before, change.after))
+    return found
+
+
+def test_an_adopted_subscriptions_seats_are_held_while_the_org_has_no_members() -> None:
+    """A lost store: the host re-PUT the org (its default plan's intent) but not its members
+    yet. The adoption pass, and every pass after it on the adopted intent, keeps Stripe's 3
+    seats (no update to 1 with its prorated credit), and says why."""
+    paid = _old()
+    plan = _plan(_bundle(intent=DEFAULT, subs=(paid,), seats=0))
+    _adopts(plan, (paid.stripe_id, "team_monthly"))
+    assert plan.steps == (), plan.steps
+    (notice,) = [n for n in plan.notices if "seats held" in n.message]
+    assert "seats held at 3" in notice.message
+    adopted = _intent("team_monthly", intent_id="int_old", requested_by=f"adopted {paid.stripe_id}")
+    later = _plan(_bundle(intent=adopted, subs=(paid,), seats=0))
+    assert later.steps == (), later.steps
+    # The first member the host sends ends it: the quantity follows the members.
+    (update,) = _plan(_bundle(intent=adopted, subs=(paid,), seats=1)).steps
+    assert update.kind == SUBSCRIPTION_STEP
+    assert (3, 1) in {(c.before, c.after) for c in update.changes}, update.changes
+    # An intent of this store's own (not adopted) with no member: one seat, as before.
+    own = _plan(_bundle(intent=_intent("team_monthly", intent_id="int_old"), subs=(paid,), seats=0))
+    assert own.steps, "a non-adopted intent follows its members (at least 1)"
+
+
+def test_an_adopted_schedules_next_phase_keeps_stripes_seat_quantity() -> None:
+    """The pending change our schedule holds is adopted, and its next phase's seat quantity
+    (3) is not rewritten to 1 before the members are re-sent."""
+    paid = _old()
+    changing = _schedule(owner=paid.owner, subscription_id=paid.stripe_id)
+    plan = _plan(_bundle(intent=DEFAULT, subs=(paid,), schedules=(changing,), seats=0))
+    adopt = _adopts(plan, (paid.stripe_id, "team_monthly"))
+    assert adopt["pending_change"] == {"plan": "team_yearly", "effective_at": PERIOD_END}
+    assert plan.steps == (), _seat_quantities(plan)
+    adopted = _intent(
+        "team_monthly",
+        intent_id="int_old",
+        requested_by=f"adopted {paid.stripe_id}",
+        pending_change=PendingChange("team_yearly", PERIOD_END),
+    )
+    later = _plan(_bundle(intent=adopted, subs=(paid,), schedules=(changing,), seats=0))
+    assert later.steps == (), _seat_quantities(later)
