@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from billing_reconciler.config import BillingSettings
 from billing_reconciler.domains.subscription_types import (
     BEHAVIOR_CREDITS,
+    SOURCE_CONTRACT,
     SOURCE_DEFAULT_PLAN,
     AccountSubscriptions,
     CatalogPlan,
@@ -145,6 +146,11 @@ def derive(
     cancel_after_trial = (intent is not None and intent.cancel_after_trial) or (
         billing.subscription.behavior_after_trial == "cancel"
     )
+    if intent is not None and intent.source == SOURCE_CONTRACT:
+        # A contract customer (DESIGN §15, §16: collection and `days_until_due` from the
+        # account) is invoiced as agreed: `send_invoice`, due in its `due_in_days`, so no
+        # card is needed (a charge_automatically create without one fails every pass).
+        collection_method = CollectionMethod.SEND_INVOICE.value
     send_invoice = collection_method == CollectionMethod.SEND_INVOICE.value
     return DesiredSubscription(
         org_id=bundle.org_id,

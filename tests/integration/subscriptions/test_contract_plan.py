@@ -112,3 +112,27 @@ def test_the_api_refuses_to_subscribe_change_or_cancel_a_declared_plan(world: Wo
             headers=ADMIN,
         )
         assert beta.status_code in (201, 202), beta.text
+
+
+def test_a_declared_plan_without_a_card_is_invoiced_due_in_the_contracts_days(
+    world: World,
+) -> None:
+    """Tester T1 finding 8: a contract `plan` on a customer with no payment method. The
+    subscription is created `send_invoice` with `days_until_due` = the contract's
+    `due_in_days` (DESIGN §16: collection and days_until_due from config and account), not a
+    charge_automatically create that Stripe refuses on every pass."""
+    folder = world.directory / "customers"
+    folder.mkdir()
+    (folder / "contracts.yaml").write_text(
+        textwrap.dedent(CONTRACT).replace("    seats: 5\n", "    seats: 5\n    due_in_days: 45\n")
+    )
+    for registration in (CATALOG, CUSTOMERS):
+        controller = world.controller(registration)
+        _, _, residual = controller.apply(controller.plan(PlanOptions()))
+        assert residual.converged, residual
+    world.reconcile()  # no card added
+    subs = [s for s in world.subscriptions("acme") if s.status in ("active", "trialing")]
+    assert len(subs) == 1, subs
+    assert (subs[0].collection_method, subs[0].days_until_due) == ("send_invoice", 45)
+    assert world.reconcile().steps == ()
+    _assert_converged(world)

@@ -173,3 +173,21 @@ def test_without_a_declared_plan_the_intent_is_followed_as_today() -> None:
     step = _only(_plan(NO_PLAN, _bundle(seats=3, intent=_intent("solo_monthly"))))
     assert step.params["plan"] == "solo_monthly"
     assert _plan(NO_PLAN, _no_intent()).steps == ()
+
+
+def test_a_declared_plan_is_created_send_invoice_due_in_the_accounts_days() -> None:
+    """DESIGN §16: collection method and `days_until_due` from config and account. A contract
+    customer is invoiced as agreed (its `due_in_days`: 15 here), so the create needs no card
+    (charge_automatically without a payment method fails in Stripe on every pass)."""
+    step = _only(_plan(TEAM_5, _no_intent(seats=2)))
+    assert step.params["collection_method"] == "send_invoice"
+    assert step.params["days_until_due"] == 15
+    # An ordinary account's subscribe is still charged automatically.
+    ordinary = subscriptions_plan(
+        None,
+        SubscriptionsObserved(accounts=(_bundle(),), catalog=_catalog()),
+        _contract_context(NO_PLAN),
+    )
+    created = [s for s in ordinary.steps if s.action is Action.CREATE]
+    assert [s.params["collection_method"] for s in created] == ["charge_automatically"]
+    assert "days_until_due" not in created[0].params
