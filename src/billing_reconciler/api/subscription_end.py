@@ -4,8 +4,10 @@ account's disable (DESIGN §19).
 `end_subscription` runs inside the caller's transaction, so the end is recorded with the
 delete or the disable or not at all. Without `force` a live paid subscription (its plan bills
 a non-zero price in the account's currency, as the subscribe route tells a free plan) is
-refused with 409 `failed_precondition`. Otherwise the live subscription's intent asks for an
-immediate cancel (`invoice_now` and `prorate`, as `POST .../cancel {immediate: true}` does),
+refused with 409 `failed_precondition` (an intent with no Stripe subscription, as a subscribe
+Stripe refused, bills nothing and is not refused for). Otherwise the live subscription's
+intent asks for an immediate cancel (`invoice_now` and `prorate`, as
+`POST .../cancel {immediate: true}` does),
 which the subscriptions domain carries out for the account on its next reconcile; an intent
 with nothing in Stripe (an offline account's) just ends.
 """
@@ -44,7 +46,9 @@ def end_subscription(
     mirrored = mirror_of(intent, SubscriptionMirrorRepository(session).for_account(account.id))
     if mirrored is not None and mirrored.status in TERMINAL_STATUSES:
         return  # ended in Stripe; its mirror moves the intent on
-    if not force and _paid(context, session, account, intent, mirrored):
+    # Nothing in Stripe (a subscribe Stripe refused, an offline account's): nothing is billed,
+    # so nothing to refuse for; the end below covers whatever else of ours is live.
+    if not force and mirrored is not None and _paid(context, session, account, intent, mirrored):
         details: dict[str, str] = {
             "org_id": org,
             "account_id": account.id,

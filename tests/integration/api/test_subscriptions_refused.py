@@ -11,6 +11,7 @@ sent to Stripe (the emulator's request log).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -208,6 +209,26 @@ def test_cancelling_a_refused_subscribe_ends_it_at_once_sending_nothing(
         code="failed_precondition",
         json={"plan": "team_yearly"},
     )
+
+
+def test_a_refused_subscribe_does_not_block_the_org_delete(
+    world: World, served: TestClient
+) -> None:
+    """Finding 7: a paid subscribe Stripe refused has nothing in Stripe to bill, so an org
+    DELETE is not refused for it; the delete ends it and the live free subscription is
+    cancelled, as any delete with only a free plan live."""
+    _, free_id = _refused_paid_subscribe(world, served)
+    customer = world.stripe.v1.subscriptions.retrieve(free_id).customer
+    response = served.delete(f"{V1}/organizations/acme", headers=APP)
+    assert response.status_code == 204, response.text
+    # The delete's targeted reconcile (the served queue: the one writer, so no reconcile of
+    # the test's own beside it) cancels the free one.
+    deadline = time.monotonic() + 20
+    while world.stripe.v1.subscriptions.retrieve(free_id).status != "canceled":
+        assert time.monotonic() < deadline, "the delete's reconcile did not cancel it"
+        time.sleep(0.05)
+    listed = world.stripe.v1.subscriptions.list({"customer": str(customer), "status": "all"})
+    assert [s.id for s in listed.data] == [free_id]  # the refused one was never created
 
 
 def _trial_to_cancel(world: World, served: TestClient) -> dict[str, Any]:
