@@ -13,6 +13,7 @@ from billing_reconciler.domains.subscription_phases import (
     current_phase_of,
     observed_phases,
     phase_params,
+    refuse_for_another_intent,
     write_schedule,
 )
 from billing_reconciler.domains.subscription_shape import Refusal
@@ -37,6 +38,8 @@ def write_change(
     """A pending plan change: the current phase ends at the period end (or now), the new
     plan's phase follows for one interval and the schedule then releases the subscription."""
     assert pending.plan is not None
+    if refuse_for_another_intent(draft, bundle, sub, "plan change"):
+        return
     target_name = pending.plan.lower()
     refused = _refuse_change(draft, plan, target_name)
     if refused is not None:
@@ -47,11 +50,25 @@ def write_change(
         draft.notice(bundle.org_id, sub.stripe_id, f"refused: {target.reason}")
         return
     now = draft.context.now
+    if schedule is not None:
+        observed = observed_phases(schedule, now)
+        if observed and observed[0].plan == target_name:
+            # The change's phase is the current one: it took effect (the boundary passed
+            # while nothing reconciled); the mirror follows the subscription, nothing to write.
+            return
     start, items = current_phase_of(sub, schedule, now)
     period_end = sub.current_period_end
     end: int | str | None = "now" if pending.immediate else period_end
     if end is None:
         draft.notice(bundle.org_id, sub.stripe_id, "plan change waits: no current period seen")
+        return
+    if isinstance(end, int) and start is not None and end <= start:
+        draft.notice(
+            bundle.org_id,
+            sub.stripe_id,
+            "plan change waits: the current phase would end before it starts (a period Stripe "
+            "has moved on from; the next observe sees the new one)",
+        )
         return
     change = draft.billing.plan_change
     proration = (
@@ -110,6 +127,8 @@ def write_period_end_cancel(
     plan: str,
 ) -> None:
     """The schedule's last (current) phase ends at the period end, `end_behavior: cancel`."""
+    if refuse_for_another_intent(draft, bundle, sub, "cancel at period end"):
+        return
     if schedule is None and sub.cancel_at_period_end:
         return  # already cancelling at period end (set in Stripe)
     end = sub.current_period_end

@@ -22,6 +22,8 @@ from billing_reconciler.domains.subscription_keys import (
     subscription_creation_key,
 )
 from billing_reconciler.domains.subscription_migration import move_params, shown_target
+from billing_reconciler.domains.subscription_phases import of_another_intent
+from billing_reconciler.domains.subscription_shape import Refusal
 from billing_reconciler.domains.subscription_types import AccountSubscriptions
 from billing_reconciler.model_subscriptions import (
     DesiredItem,
@@ -106,8 +108,8 @@ def plan_update(
         params["automatic_tax"] = {"enabled": desired.automatic_tax}
         changes.append(FieldChange("automatic_tax", sub.automatic_tax, desired.automatic_tax))
         settings.add(SETTING_AUTO_TAX)
-    if sub.pending_invoice_item_interval != desired.pending_invoice_item_interval:
-        wanted = desired.pending_invoice_item_interval
+    wanted = _pending_interval(draft, bundle, sub, desired)
+    if sub.pending_invoice_item_interval != wanted:
         params["pending_invoice_item_interval"] = (
             "" if wanted is None else {"interval": wanted[0], "interval_count": wanted[1]}
         )
@@ -194,6 +196,32 @@ def _item_updates(
         if price.per_seat and item.quantity is not None and wanted < item.quantity:
             settings.add(SETTING_SEAT_CHANGE)  # `exact` follows members down
     return updates
+
+
+def _pending_interval(
+    draft: Draft,
+    bundle: AccountSubscriptions,
+    sub: SubscriptionRecord,
+    desired: DesiredSubscription,
+) -> tuple[str, int] | None:
+    """The `pending_invoice_item_interval` the subscription is to have: the plan's (yearly
+    plans bill added seats monthly, DESIGN §16), or, while an immediate change to another
+    plan waits (its schedule step follows this update in the same plan), the new plan's, so
+    the change settles in one pass instead of a follow-up update once it is yearly."""
+    intent = bundle.intent
+    pending = intent.pending_change if intent is not None else None
+    if (
+        pending is None
+        or of_another_intent(bundle, sub)
+        or not pending.immediate
+        or pending.plan is None
+        or pending.plan.lower() == desired.plan.lower()
+    ):
+        return desired.pending_invoice_item_interval
+    target = draft.desired(bundle, pending.plan.lower(), target=True)
+    if isinstance(target, Refusal):
+        return desired.pending_invoice_item_interval
+    return target.pending_invoice_item_interval
 
 
 def _interval_text(value: tuple[str, int] | None) -> str | None:

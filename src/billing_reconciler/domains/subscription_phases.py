@@ -15,8 +15,10 @@ from billing_reconciler.domains.subscription_keys import (
     OP_SCHEDULE_UPDATE,
     SCHEDULE_STEP,
     SCHEDULES,
+    SETTING_AUTO_TAX,
     subscription_schedule_key,
 )
+from billing_reconciler.domains.subscription_shape import Refusal
 from billing_reconciler.domains.subscription_types import AccountSubscriptions
 from billing_reconciler.model_subscriptions import (
     SchedulePhase,
@@ -49,14 +51,47 @@ def schedule_of(
     return None, False
 
 
+def of_another_intent(bundle: AccountSubscriptions, sub: SubscriptionRecord) -> bool:
+    """`sub` was made for another intent than the account's, on another plan: the live free
+    subscription of the default intent beside a paid intent Stripe refused (no subscription
+    made for it). The intent's pending change or cancel is not this one's to carry out. (An
+    adopted one under a new intent id bills the intent's plan: it is the intent's.)"""
+    intent, owner = bundle.intent, sub.owner
+    if intent is None or owner is None or not owner.intent_id:
+        return False
+    if owner.intent_id == intent.intent_id:
+        return False
+    return (owner.plan or "").lower() != (intent.plan or "").lower()
+
+
+def refuse_for_another_intent(
+    draft: Draft, bundle: AccountSubscriptions, sub: SubscriptionRecord, what: str
+) -> bool:
+    """True (and a notice) when `sub` is another intent's (`of_another_intent`): no
+    schedule is written on it for this intent's `what`."""
+    if not of_another_intent(bundle, sub):
+        return False
+    intent_id = bundle.intent.intent_id if bundle.intent is not None else ""
+    draft.notice(
+        bundle.org_id,
+        sub.stripe_id,
+        f"the {what} of intent {intent_id} has no subscription of its own: nothing is "
+        f"scheduled on {sub.stripe_id} (another intent's)",
+    )
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class Phase:
-    """A phase as the rules compare it: plan, items, end (None: not compared)."""
+    """A phase as the rules compare it: plan, items, end (None: not compared), and its
+    `automatic_tax` (None: not set on the phase; `write_schedule` sets it on every phase it
+    writes from the phase plan's desired subscription)."""
 
     plan: str
     items: tuple[tuple[str, int | None], ...]
     end: int | str | None
     params: Mapping[str, Any]
+    automatic_tax: bool | None = None
 
 
 def current_phase_of(
@@ -95,8 +130,19 @@ def phase_params(
 
 
 def observed_phases(schedule: ScheduleRecord, now: int) -> tuple[Phase, ...]:
-    """The schedule's phases from the current one on."""
-    phases = [p for p in schedule.phases if p.end is None or p.end > now]
+    """The schedule's phases from the current one on: Stripe's `current_phase` when it
+    names one (the customer's test clock may be ahead of `now`: a phase boundary the clock
+    passed while nothing reconciled is behind it), else the phases not ended by `now`."""
+    if schedule.current_phase is not None:
+        start, end = schedule.current_phase
+        # A phase ended at its own start (an immediate change's) is not the current one.
+        phases = [
+            p
+            for p in schedule.phases
+            if p.start >= start and (p.end is None or p.end > p.start or p.end == end)
+        ]
+    else:
+        phases = [p for p in schedule.phases if p.end is None or p.end > now]
     return tuple(_observed_phase(p) for p in phases)
 
 
@@ -106,6 +152,7 @@ def _observed_phase(phase: SchedulePhase) -> Phase:
         items=tuple((i.price_id, i.quantity) for i in phase.items),
         end=phase.end,
         params={},
+        automatic_tax=phase.automatic_tax,
     )
 
 
@@ -127,6 +174,44 @@ def _same(observed: Sequence[Phase], desired: Sequence[Phase]) -> bool:
     return True
 
 
+def _tax_changes(observed: Sequence[Phase], desired: Sequence[Phase]) -> tuple[FieldChange, ...]:
+    """Where a later phase's `automatic_tax` is not the one its plan asks for (the current
+    phase's is the subscription's own, the update step's). Every phase we write carries it;
+    a phase that leaves it unset (not written by these rules) is not compared: it takes the
+    schedule's `default_settings`, which is not observed."""
+    changes: list[FieldChange] = []
+    for seen, wanted in list(zip(observed, desired, strict=True))[1:]:
+        if (
+            wanted.automatic_tax is not None
+            and seen.automatic_tax is not None
+            and seen.automatic_tax != wanted.automatic_tax
+        ):
+            changes.append(FieldChange("automatic_tax", seen.automatic_tax, wanted.automatic_tax))
+    return tuple(changes[:1])
+
+
+def _with_tax(
+    draft: Draft, bundle: AccountSubscriptions, sub: SubscriptionRecord, phase: Phase, first: bool
+) -> Phase:
+    """`phase` with `automatic_tax` as its plan's desired subscription has it
+    (`billing.stripe_auto_tax`, forced off for a plan that costs 0), on the phase itself:
+    a phase without it takes the schedule's `default_settings`, and a write of the current
+    phase puts that on the subscription at once."""
+    params = dict(phase.params)
+    if "automatic_tax" in params:
+        enabled = bool((params["automatic_tax"] or {}).get("enabled"))
+    else:
+        desired = draft.desired(bundle, phase.plan, target=not first)
+        if not isinstance(desired, Refusal):
+            enabled = desired.automatic_tax
+        elif first:
+            enabled = sub.automatic_tax
+        else:
+            return phase
+        params["automatic_tax"] = {"enabled": enabled}
+    return Phase(phase.plan, phase.items, phase.end, params, automatic_tax=enabled)
+
+
 def write_schedule(
     draft: Draft,
     bundle: AccountSubscriptions,
@@ -138,17 +223,22 @@ def write_schedule(
     changes: tuple[FieldChange, ...],
     extra: Mapping[str, Any] | None = None,
 ) -> None:
-    if (
-        schedule is not None
-        and schedule.end_behavior == end_behavior
-        and _same(observed_phases(schedule, draft.context.now), phases)
-    ):
-        return
+    phases = tuple(_with_tax(draft, bundle, sub, p, i == 0) for i, p in enumerate(phases))
+    settings: list[str] = []
+    if schedule is not None and schedule.end_behavior == end_behavior:
+        observed = observed_phases(schedule, draft.context.now)
+        if _same(observed, phases):
+            taxed = _tax_changes(observed, phases)
+            if not taxed:
+                return
+            # Only the fleet setting differs: a rewrite `billing.stripe_auto_tax` causes (the
+            # subscription's own flag is the update step's), shown and guarded as one.
+            changes, settings = taxed, [SETTING_AUTO_TAX]
     intent_id = bundle.intent.intent_id if bundle.intent is not None else ""
     owner = SubscriptionOwner(
         installation_id=draft.installation_id,
         org_id=bundle.org_id,
-        plan=phases[0].plan,
+        plan=phases[-1].plan,
         intent_id=intent_id,
         revision=draft.context.state.revision,
     )
@@ -163,7 +253,7 @@ def write_schedule(
         "end_behavior": end_behavior,
         "phases": written,
         **(extra or {}),
-        "settings": [],
+        "settings": settings,
     }
     # The marker goes with every phase write (Stripe's `from_subscription` takes none).
     params["metadata"] = owner.as_metadata()
@@ -187,5 +277,6 @@ def write_schedule(
                 intent_id,
                 canonical_json({k: v for k, v in params.items() if k != "metadata"}),
             ),
+            causes=tuple(settings),
         ),
     )

@@ -867,7 +867,10 @@ def test_a_period_end_change_creates_a_two_phase_schedule() -> None:
         "metadata": {"plan": "team_monthly"},
         "start_date": PERIOD_START,
         "end_date": PERIOD_END,
+        # Every phase written carries its plan's automatic tax (T1 finding 3).
+        "automatic_tax": {"enabled": False},
     }
+    assert second["automatic_tax"] == {"enabled": False}
     assert second["items"] == [
         {"price": "price_base_y", "quantity": 1},
         {"price": "price_seat_y", "quantity": 3},
@@ -884,13 +887,34 @@ def test_a_period_end_change_creates_a_two_phase_schedule() -> None:
     }
 
 
+def _schedule_step(plan: Plan) -> Step:
+    [step] = [s for s in plan.steps if s.kind == SCHEDULE_STEP]
+    return step
+
+
 def test_an_immediate_change_ends_the_current_phase_now_with_the_immediate_proration() -> None:
     intent = _intent(pending_change=PendingChange("team_yearly", None, immediate=True))
-    step = _only(_plan(_bundle(subs=(_sub(),), intent=intent), billing=CHANGE_SETTINGS))
+    plan = _plan(_bundle(subs=(_sub(),), intent=intent), billing=CHANGE_SETTINGS)
+    step = _schedule_step(plan)
     first, second = step.params["phases"]
     assert first["end_date"] == "now"
     assert second["proration_behavior"] == "always_invoice"
     assert step.params["proration_behavior"] == "always_invoice"
+    # The yearly plan's monthly billing of added seats goes with the change (an update
+    # before the schedule step), so the pass after it plans nothing (helper H3).
+    [update] = [s for s in plan.steps if s.kind == SUBSCRIPTION_STEP]
+    assert (update.batch, step.batch) == (2, 3)
+    assert update.params["pending_invoice_item_interval"] == {
+        "interval": "month",
+        "interval_count": 1,
+    }
+    assert _changes(update) == {"pending_invoice_item_interval": (None, "1 month")}
+
+
+def test_a_period_end_change_to_a_yearly_plan_sets_no_pending_interval_before_it() -> None:
+    intent = _intent(pending_change=PendingChange("team_yearly", PERIOD_END))
+    plan = _plan(_bundle(subs=(_sub(),), intent=intent))
+    assert [s.kind for s in plan.steps] == [SCHEDULE_STEP]
 
 
 def test_an_applied_change_schedule_plans_nothing_and_a_differing_one_is_updated() -> None:
@@ -921,7 +945,7 @@ def test_an_immediate_change_over_a_period_end_schedule_updates_it() -> None:
     intent = _intent(pending_change=PendingChange("team_yearly", None, immediate=True))
     schedule = _schedule()
     bundle = _bundle(subs=(_sub(schedule_id="sub_sched_0"),), intent=intent, schedules=(schedule,))
-    step = _only(_plan(bundle))
+    step = _schedule_step(_plan(bundle))
     assert step.params["op"] == OP_SCHEDULE_UPDATE
     assert step.params["phases"][0]["end_date"] == "now"
 

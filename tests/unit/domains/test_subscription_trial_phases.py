@@ -4,6 +4,7 @@ bill. An immediate change ("now") ends the trial with the phase."""
 
 from __future__ import annotations
 
+from billing_reconciler.domains.subscription_rules import SCHEDULE_STEP as SCHEDULE
 from billing_reconciler.domains.subscription_types import CancelRequest
 from billing_reconciler.model_subscriptions import PendingChange
 
@@ -32,6 +33,7 @@ def test_no_trial_is_written_for_an_active_subscription_or_an_immediate_change()
     assert "trial_end" not in step.params["phases"][0]
     trialing = _sub(status="trialing", trial_end=PERIOD_END)
     now = _intent(pending_change=PendingChange("team_yearly", None, immediate=True))
-    first, _ = _only(_plan(_bundle(subs=(trialing,), intent=now))).params["phases"]
+    [step] = [s for s in _plan(_bundle(subs=(trialing,), intent=now)).steps if s.kind == SCHEDULE]
+    first, _ = step.params["phases"]
     assert first["end_date"] == "now"
     assert "trial_end" not in first
