@@ -281,7 +281,7 @@ class Controller:
                 repository.write(self._settings_key(), values)
 
     def _context(self, options: PlanOptions, state: DesiredState | None = None) -> PlanContext:
-        spent, salt = self._key_history()
+        spent, refused, salt = self._key_history()
         return PlanContext(
             state=self.state if state is None else state,
             options=options,
@@ -289,6 +289,7 @@ class Controller:
             spent_keys=spent,
             key_salt=salt,
             now=int(self.clock()),
+            refused_keys=refused,
         )
 
     def _applied(self) -> dict[str, AppliedState]:
@@ -302,14 +303,17 @@ class Controller:
             if key.split("/", 1)[0] in kinds
         }
 
-    def _key_history(self) -> tuple[frozenset[str], str]:
+    def _key_history(self) -> tuple[frozenset[str], frozenset[str], str]:
         """Keys of steps completed within Stripe's idempotency window (plus an hour of slack
-        for clock skew), which the plan must not give to new writes, and the store's identity,
-        which salts every key (a lost store's spent keys are unknown to its successor)."""
+        for clock skew), which the plan must not give to new writes; those of them Stripe
+        refused; and the store's identity, which salts every key (a lost store's spent keys
+        are unknown to its successor)."""
         since = datetime.fromtimestamp(self.clock() - KEY_WINDOW_SECONDS, UTC)
         with self.store.session() as session:
-            spent = JournalRepository(session).spent_step_keys(self.installation_id, since=since)
-            return spent, ControllerStateRepository(session).store_id()
+            journal = JournalRepository(session)
+            spent = journal.spent_step_keys(self.installation_id, since=since)
+            refused = journal.refused_step_keys(self.installation_id, since=since)
+            return spent, refused, ControllerStateRepository(session).store_id()
 
     def check_saved_plan(self, saved: Plan) -> Planned:
         """Re-plan and refuse a saved plan whose observed state or age no longer holds."""

@@ -75,6 +75,9 @@ class PlanContext:
     # The store's identity, salting every idempotency key.
     key_salt: str
     now: int
+    # Of `spent_keys`, those whose step Stripe refused (applied nothing): a whole-domain pass
+    # may leave a refused create alone until its input changes rather than retry it blindly.
+    refused_keys: frozenset[str] = frozenset()
 
     @property
     def installation_id(self) -> str:

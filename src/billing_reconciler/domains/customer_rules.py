@@ -170,6 +170,17 @@ def unspent_key(intent: str, spent: frozenset[str]) -> str:
     return key
 
 
+def last_spent_key(intent: str, spent: frozenset[str]) -> str | None:
+    """The key `unspent_key(intent, spent)` last gave that is spent (its latest attempt Stripe
+    answered), or None when `intent`'s first key is unspent (never tried in the window)."""
+    key, generation, last = intent, 0, None
+    while key in spent:
+        last = key
+        generation += 1
+        key = "br:" + digest(intent, f"generation {generation}")
+    return last
+
+
 def contract_account_id(context: PlanContext, org_id: str) -> str:
     """The id of a contract customer's account, decided by the plan (the customer create in
     the same plan derives its key from it). At most one per org and store: an org with any

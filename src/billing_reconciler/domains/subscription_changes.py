@@ -10,6 +10,7 @@ from typing import Any
 from billing_reconciler.domains.subscription_draft import Draft
 from billing_reconciler.domains.subscription_phases import (
     Phase,
+    current_phase_items,
     current_phase_of,
     observed_phases,
     phase_params,
@@ -56,7 +57,8 @@ def write_change(
             # The change's phase is the current one: it took effect (the boundary passed
             # while nothing reconciled); the mirror follows the subscription, nothing to write.
             return
-    start, items = current_phase_of(sub, schedule, now)
+    start, _ = current_phase_of(sub, schedule, now)
+    items = current_phase_items(draft, bundle, sub, plan)
     period_end = sub.current_period_end
     end: int | str | None = "now" if pending.immediate else period_end
     if end is None:
@@ -135,7 +137,8 @@ def write_period_end_cancel(
     if end is None:
         draft.notice(bundle.org_id, sub.stripe_id, "cancel waits: no current period seen")
         return
-    start, items = current_phase_of(sub, schedule, draft.context.now)
+    start, _ = current_phase_of(sub, schedule, draft.context.now)
+    items = current_phase_items(draft, bundle, sub, plan)
     phase = Phase(plan, items, end, phase_params(plan=plan, items=items, start=start, end=end))
     write_schedule(
         draft,
@@ -160,7 +163,8 @@ def write_cancel_upcoming(
     observed = observed_phases(schedule, draft.context.now)
     if len(observed) <= 1 and schedule.end_behavior == "release":
         return
-    start, items = current_phase_of(sub, schedule, draft.context.now)
+    start, _ = current_phase_of(sub, schedule, draft.context.now)
+    items = current_phase_items(draft, bundle, sub, plan)
     end = observed[0].end if observed and observed[0].end is not None else sub.current_period_end
     upcoming = observed[1].plan if len(observed) > 1 else None
     phase = Phase(plan, items, end, phase_params(plan=plan, items=items, start=start, end=end))

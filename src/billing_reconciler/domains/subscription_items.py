@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from billing_reconciler.domains.customer_rules import unspent_key
+from billing_reconciler.domains.customer_rules import last_spent_key, unspent_key
 from billing_reconciler.domains.price_impact import SETTING_PRICE_MIGRATION
 from billing_reconciler.domains.subscription_draft import Draft
 from billing_reconciler.domains.subscription_keys import (
@@ -22,7 +22,7 @@ from billing_reconciler.domains.subscription_keys import (
     subscription_creation_key,
 )
 from billing_reconciler.domains.subscription_migration import move_params, shown_target
-from billing_reconciler.domains.subscription_phases import of_another_intent
+from billing_reconciler.domains.subscription_phases import of_another_intent, wanted_quantity
 from billing_reconciler.domains.subscription_shape import Refusal
 from billing_reconciler.domains.subscription_types import AccountSubscriptions
 from billing_reconciler.model_subscriptions import (
@@ -31,6 +31,25 @@ from billing_reconciler.model_subscriptions import (
     SubscriptionRecord,
 )
 from billing_reconciler.planning.plan import Action, FieldChange, Reason, Ref, Step, canonical_json
+
+
+def refused_before(draft: Draft, desired: DesiredSubscription) -> bool:
+    """Stripe refused this create's latest attempt (a declined card, no payment method). A
+    whole-domain pass does not send it again: every scheduled pass would be another declined
+    charge on the customer's card. A targeted run (the subscribe sent again, a member change)
+    still does; so does any pass once the refusal is older than Stripe's key window."""
+    last = last_spent_key(_creation_key(draft, desired), draft.context.spent_keys)
+    return last is not None and last in draft.context.refused_keys
+
+
+def _creation_key(draft: Draft, desired: DesiredSubscription) -> str:
+    return subscription_creation_key(
+        installation_id=draft.installation_id,
+        org_id=desired.org_id,
+        plan=desired.plan,
+        intent_id=desired.intent_id,
+        salt=draft.context.key_salt,
+    )
 
 
 def create_step(draft: Draft, desired: DesiredSubscription) -> Step:
@@ -66,16 +85,7 @@ def create_step(draft: Draft, desired: DesiredSubscription) -> Step:
         key=desired.key,
         reason=Reason.NEW,
         params=params,
-        idempotency_key=unspent_key(
-            subscription_creation_key(
-                installation_id=draft.installation_id,
-                org_id=desired.org_id,
-                plan=desired.plan,
-                intent_id=desired.intent_id,
-                salt=draft.context.key_salt,
-            ),
-            draft.context.spent_keys,
-        ),
+        idempotency_key=unspent_key(_creation_key(draft, desired), draft.context.spent_keys),
     )
 
 
@@ -175,9 +185,7 @@ def _item_updates(
             if target is not None:
                 updates.append({"id": item.item_id, **move_params(target, item)})
             continue
-        wanted = seats if price.per_seat else 1
-        if price.per_seat and incremental and item.quantity is not None:
-            wanted = max(wanted, item.quantity)
+        wanted = wanted_quantity(price, item, seats, incremental=incremental)
         if wanted == item.quantity:
             if target is not None:
                 updates.append(

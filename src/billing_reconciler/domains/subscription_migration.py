@@ -20,6 +20,7 @@ from billing_reconciler.domains.subscription_draft import Draft
 from billing_reconciler.domains.subscription_keys import REPLACES, SCHEDULES
 from billing_reconciler.domains.subscription_phases import (
     Phase,
+    current_phase_items,
     current_phase_of,
     phase_params,
     write_schedule,
@@ -103,13 +104,14 @@ def migrate_at_renewal(
     if end is None:
         draft.notice(bundle.org_id, sub.stripe_id, "price migration waits: no current period seen")
         return
-    start, items = current_phase_of(sub, schedule, draft.context.now)
+    start, _ = current_phase_of(sub, schedule, draft.context.now)
+    items = current_phase_items(draft, bundle, sub, plan)
     moved = tuple(
         (
             moves[i.item_id] if i.item_id is not None and i.item_id in moves else i.price_id,
-            i.quantity,
+            quantity,
         )
-        for i in sub.items
+        for i, (_, quantity) in zip(sub.items, items, strict=True)
     )
     extra = {
         "proration_behavior": "none",

@@ -19,8 +19,9 @@ from billing_reconciler.domains.subscription_keys import (
     subscription_schedule_key,
 )
 from billing_reconciler.domains.subscription_shape import Refusal
-from billing_reconciler.domains.subscription_types import AccountSubscriptions
+from billing_reconciler.domains.subscription_types import AccountSubscriptions, CatalogPrice
 from billing_reconciler.model_subscriptions import (
+    ItemRecord,
     SchedulePhase,
     ScheduleRecord,
     SubscriptionOwner,
@@ -108,6 +109,44 @@ def current_phase_of(
                 if phase.start <= now and (phase.end is None or phase.end > now):
                     start = phase.start
     return start, tuple((i.price_id, i.quantity) for i in sub.items)
+
+
+def wanted_quantity(price: CatalogPrice, item: ItemRecord, seats: int, *, incremental: bool) -> int:
+    """The quantity a licensed item should bill: the seats (`incremental`: never fewer than
+    it has) for a per-seat price, else 1."""
+    wanted = seats if price.per_seat else 1
+    if price.per_seat and incremental and item.quantity is not None:
+        wanted = max(wanted, item.quantity)
+    return wanted
+
+
+def current_phase_items(
+    draft: Draft, bundle: AccountSubscriptions, sub: SubscriptionRecord, plan: str
+) -> tuple[tuple[str, int | None], ...]:
+    """The items a schedule's current phase is written with: the subscription's prices, at the
+    quantities this plan's update of the subscription sets (the seats as they are now), so
+    a schedule write after a member change never puts the old quantity back."""
+    desired = draft.desired(bundle, plan)
+    incremental = draft.billing.product.seat_change_behavior == "incremental"
+    items: list[tuple[str, int | None]] = []
+    for item in sub.items:
+        price = draft.price_of(item)
+        if (
+            isinstance(desired, Refusal)
+            or price is None
+            or price.metered
+            or item.item_id is None
+            or item.quantity is None
+        ):
+            items.append((item.price_id, item.quantity))
+            continue
+        items.append(
+            (
+                item.price_id,
+                wanted_quantity(price, item, desired.seats or 1, incremental=incremental),
+            )
+        )
+    return tuple(items)
 
 
 def phase_params(

@@ -76,7 +76,7 @@ from billing_reconciler.domains.subscription_contract import (
 )
 from billing_reconciler.domains.subscription_draft import Draft, billed_plan, is_ours
 from billing_reconciler.domains.subscription_fingerprint import fingerprint_of
-from billing_reconciler.domains.subscription_items import create_step, plan_update
+from billing_reconciler.domains.subscription_items import create_step, plan_update, refused_before
 from billing_reconciler.domains.subscription_keys import (
     CREATES,
     ENDS,
@@ -107,7 +107,11 @@ from billing_reconciler.domains.subscription_types import (
     AccountSubscriptions,
     SubscriptionsObserved,
 )
-from billing_reconciler.model_subscriptions import SubscriptionRecord, subscription_key
+from billing_reconciler.model_subscriptions import (
+    DesiredSubscription,
+    SubscriptionRecord,
+    subscription_key,
+)
 from billing_reconciler.planning.plan import Plan, Population, Step
 
 # What other packages (and the tests) import from here, defined in the modules above.
@@ -364,6 +368,8 @@ def _without_live(
     if isinstance(desired, Refusal):
         draft.notice(org, None, f"refused: {desired.reason}")
         return
+    if _refused_before(draft, bundle, desired, None):
+        return
     draft.add(CREATES, create_step(draft, desired))
 
 
@@ -387,5 +393,24 @@ def _replace_or_warn(
     if isinstance(desired, Refusal):
         draft.notice(bundle.org_id, current.stripe_id, f"refused: {desired.reason}")
         return
+    if _refused_before(draft, bundle, desired, current.stripe_id):
+        return
     draft.add(CREATES, create_step(draft, desired))
     cancel_now(draft, bundle, current, replaced=True)
+
+
+def _refused_before(
+    draft: Draft, bundle: AccountSubscriptions, desired: DesiredSubscription, stripe_id: str | None
+) -> bool:
+    """A whole-domain pass leaves a create Stripe refused last time alone (see
+    `refused_before`), saying so."""
+    if draft.context.options.scope is not None or not refused_before(draft, desired):
+        return False
+    draft.notice(
+        bundle.org_id,
+        stripe_id,
+        "waiting: Stripe refused this subscription's create (the subscribe's answer and "
+        "`reconcile status` say why); a scheduled pass does not send it again: send the "
+        "subscribe again, or subscribe to another plan",
+    )
+    return True

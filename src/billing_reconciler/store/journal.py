@@ -336,6 +336,18 @@ class JournalRepository:
         )
         return frozenset(key for key in self._session.scalars(query) if key)
 
+    def refused_step_keys(self, installation_id: str, *, since: datetime) -> frozenset[str]:
+        """Plan keys of steps Stripe refused since `since` (applied nothing; spent, see
+        `spent_step_keys`)."""
+        query = select(JournalModel.step_key).where(
+            JournalModel.installation_id == installation_id,
+            JournalModel.state == JournalState.FAILED.value,
+            JournalModel.error.startswith(REFUSED, autoescape=True),
+            JournalModel.step_key.is_not(None),
+            JournalModel.started_at >= since,
+        )
+        return frozenset(key for key in self._session.scalars(query) if key)
+
     def _finish(
         self,
         idempotency_key: str,

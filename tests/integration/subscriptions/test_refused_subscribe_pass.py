@@ -1,8 +1,9 @@
 """A subscribe Stripe refused (here: a paid plan without a trial and no payment method) holds
-back its own org only, in every scheduled whole-domain pass as `serve` runs them
-(`DomainRunner`): the pass applies the other orgs' work and ends applied, with the held-back
-org and Stripe's refusal recorded on the run (what `reconcile status` shows), not a failed
-pass; the next pass is not failed either. A targeted run of the refused org still fails with
+back its own org only, in a scheduled whole-domain pass as `serve` runs them (`DomainRunner`):
+the pass applies the other orgs' work and ends applied, with the held-back org and Stripe's
+refusal recorded on the run (what `reconcile status` shows), not a failed pass. The next
+scheduled passes do not send the refused create again (it waits for the subscribe to be sent
+again). A targeted run of the refused org still fails with
 Stripe's verdict (the API's subscribe answers it). Emulator over HTTP, SQLite and
 PostgreSQL."""
 
@@ -77,30 +78,48 @@ def test_a_refused_subscribe_holds_back_its_org_and_the_whole_pass_is_not_failed
     _customers_and_catalog(world)
     runner = _runner(world)
 
-    for attempt in (1, 2):  # every scheduled pass, not only the first
+    result = runner.reconcile(
+        ReconcileRequest("subscriptions", None, "refresh 1"), may_write=lambda: True
+    )
+    assert result.result == RunResult.APPLIED.value, result
+    run = _run(world, result.run_id)
+    assert run.result is RunResult.APPLIED
+    held_back = run.summary["held_back"]
+    assert isinstance(held_back, list), run.summary
+    [held] = held_back
+    assert isinstance(held, dict), held_back
+    assert held["scope"] == "customer/acme", held
+    assert held["org_id"] == "acme", held
+    assert held["key"] == "subscription/acme", held
+    assert "payment" in held["error"].lower(), held  # Stripe's refusal, as it said it
+    assert run.error is not None
+    assert "acme" in run.error
+    assert "held back" in run.error
+    # The rest applied: globex is on its free plan; acme keeps its free one only.
+    assert _live_plans(world, "globex") == ["free_monthly"]
+    assert _live_plans(world, "acme") == ["free_monthly"]
+    with world.store.session() as session:
+        failed = [e for e in JournalRepository(session).for_run(result.run_id) if e.error]
+    assert [e.object_key for e in failed] == ["subscription/acme"]
+
+    # The next scheduled passes do not send the refused create again (each would be another
+    # declined charge on a card): the plan says it waits, and the pass is not failed.
+    subscriptions_before = len(world.subscriptions("acme"))
+    for attempt in (2, 3):
+        world.emulator.control.clear_requests()
+        planned = world.controller(SUBSCRIPTIONS).plan(PlanOptions())
+        assert [s.key for s in planned.plan.steps] == [], planned.plan.steps
+        assert any(
+            "refused this subscription's create" in n.message for n in planned.plan.notices
+        ), planned.plan.notices
         result = runner.reconcile(
-            ReconcileRequest("subscriptions", None, f"refresh {attempt}"), may_write=lambda: True
+            ReconcileRequest("subscriptions", None, f"refresh {attempt}"),
+            may_write=lambda: True,
         )
-        assert result.result == RunResult.APPLIED.value, result
-        run = _run(world, result.run_id)
-        assert run.result is RunResult.APPLIED
-        held_back = run.summary["held_back"]
-        assert isinstance(held_back, list), run.summary
-        [held] = held_back
-        assert isinstance(held, dict), held_back
-        assert held["scope"] == "customer/acme", held
-        assert held["org_id"] == "acme", held
-        assert held["key"] == "subscription/acme", held
-        assert "payment" in held["error"].lower(), held  # Stripe's refusal, as it said it
-        assert run.error is not None
-        assert "acme" in run.error
-        assert "held back" in run.error
-        # The rest applied: globex is on its free plan; acme keeps its free one only.
-        assert _live_plans(world, "globex") == ["free_monthly"]
-        assert _live_plans(world, "acme") == ["free_monthly"]
-        with world.store.session() as session:
-            failed = [e for e in JournalRepository(session).for_run(result.run_id) if e.error]
-        assert [e.object_key for e in failed] == ["subscription/acme"]
+        assert result.result != RunResult.FAILED.value, result
+        posts = [r.path for r in world.emulator.control.requests(method="POST")]
+        assert not any(p.startswith("/v1/subscriptions") for p in posts), posts
+    assert len(world.subscriptions("acme")) == subscriptions_before
 
     # A targeted run of acme (the API's subscribe waits on it) still fails with the refusal.
     with pytest.raises(Exception, match="subscription/acme"):
