@@ -144,10 +144,10 @@ class Controller:
         return self.state.config.reconcile.installation_id
 
     def plan(self, options: PlanOptions = DEFAULT_OPTIONS) -> Planned:
-        whole = options.scope is None
+        whole = options.scope is None and not options.fleet_in_force
         self._planned_whole = whole
         # A targeted plan follows the fleet settings in force, not a `billing.yaml` edit the
-        # whole-domain pass has not applied yet.
+        # whole-domain pass has not applied yet (nor does a pass the guard held back).
         state = self.state if whole else self._state_in_force()
         context = self._context(options, state)
         desired = self.domain.desired(state, context)
@@ -158,6 +158,8 @@ class Controller:
             plan = _hold_back_fleet_rewrites(
                 restrict_to(plan, options.scope, self.domain.scope_of), self.guarded_settings
             )
+        elif options.fleet_in_force:
+            plan = _hold_back_fleet_rewrites(plan, self.guarded_settings)
         plan = self.domain.annotate(plan, reader)
         plan = self._guard_mass_change(plan, options)
         future_only = self._future_only_changes(plan if whole else None)

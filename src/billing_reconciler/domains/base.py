@@ -60,6 +60,10 @@ class PlanOptions:
     allow_mass_change: bool = False
     # Request keys a targeted (webhook-triggered) reconcile is limited to; None = everything.
     scope: frozenset[str] | None = None
+    # Plan with the fleet settings in force, as a targeted plan does, and hold back the
+    # rewrites of the guarded ones: a whole-domain pass of everything but a fleet rewrite the
+    # mass-change guard refused (`serve`: the rest of the fleet's work is not held up by it).
+    fleet_in_force: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,7 +182,10 @@ class DomainRunner:
         plan = planned.plan
         if plan.refused:
             controller.record_dry_run(plan, run_id=run_id)
-            raise PermanentError("the plan was refused: " + "; ".join(plan.refusals))
+            refusal = "the plan was refused: " + "; ".join(plan.refusals)
+            if request.scope is None:
+                self._apply_all_but_held(controller, request, refusal, may_write)
+            raise PermanentError(refusal)
         suspension = self._suspension()
         if plan.has_work and suspension is None and may_write():
             return self._apply(controller, planned, request, run_id, may_write)
@@ -193,6 +196,26 @@ class DomainRunner:
         result = RunResult.CHANGES_PENDING if plan.has_changes else RunResult.NO_CHANGES
         _log_plan_only(plan, result, suspension)
         return self._result(request, run_id, result.value, RunMode.DRY_RUN, plan)
+
+    def _apply_all_but_held(
+        self,
+        controller: Controller,
+        request: ReconcileRequest,
+        refusal: str,
+        may_write: MayWrite,
+    ) -> None:
+        """A whole-domain pass the guard refused (a fleet rewrite of `billing.yaml` waiting
+        for `--allow-mass-change`) still applies everything else, planned as a targeted run
+        plans (the fleet settings in force, the guarded rewrites held back): a seat change or
+        a new subscription recorded meanwhile (by a follower's API) is not held up with it.
+        The pass then fails with the refusal, so the held-back change stays visible."""
+        held = controller.plan(PlanOptions(fleet_in_force=True))
+        if held.plan.refused or not held.plan.has_work:
+            return
+        if self._suspension() is not None or not may_write():
+            return
+        _log.error("fleet change held back; applying the rest of the pass", refusal=refusal)
+        self._apply(controller, held, request, str(uuid.uuid4()), may_write)
 
     def _apply(
         self,

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from billing_reconciler.controller import PlanOptions
+from billing_reconciler.desired import load_desired
 from billing_reconciler.domains.subscription_rules import SETTING_AUTO_TAX, SETTING_SEAT_CHANGE
 from billing_reconciler.planning.plan import SettingChange
 from billing_reconciler.planning.render import render_text
 from billing_reconciler.registry import CATALOG, SUBSCRIPTIONS
+from billing_reconciler.runtime.domains import DomainRunner
+from billing_reconciler.runtime.events import ReconcileRequest
+from billing_reconciler.runtime.queue import PermanentError
 from billing_reconciler.store import MemberRepository
+from billing_reconciler.stripe_gateway import RetryPolicy, StripeGateway
 
 from .conftest import World
 
@@ -182,3 +189,38 @@ def test_a_price_migration_the_guard_holds_back_waits_for_the_whole_pass(world: 
     assert "reconcile.price_migration" in notice.message
     assert "held back" in notice.message
     assert not scoped.refused
+
+
+def test_a_pass_the_guard_refused_still_applies_the_rest(world: World) -> None:
+    """Tester T2: while the guard holds a fleet rewrite back, `serve`'s scheduled pass applied
+    nothing at all, so a seat change recorded without a targeted run of its own (a follower
+    replica's API write, which the leader's next pass carries) never reached Stripe. The pass
+    now applies everything but the held-back rewrite, and still fails with the refusal."""
+    _five_paid_subscriptions(world)
+    world.configure(default_plan="", auto_tax=True)
+    assert world.plan().refused
+    _add_member("acme", "user-new", world)  # recorded; no targeted request for it
+
+    loaded = load_desired(world.directory)
+    assert loaded.state is not None
+    runner = DomainRunner(
+        registration=SUBSCRIPTIONS,
+        store=world.store,
+        gateway=StripeGateway(
+            api_key="sk_test_emulator",
+            api_base=world.emulator.url,
+            retry=RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0),
+        ),
+        actor="test",
+        directory=world.directory,
+        initial=loaded.state,
+        clock=world.now,
+    )
+    with pytest.raises(PermanentError, match="max_fleet_change_fraction"):
+        runner.reconcile(ReconcileRequest("subscriptions", None, "refresh"), may_write=lambda: True)
+    assert _seats(world, "acme") == [1, 3]
+    assert all(_ours(world, org).automatic_tax.enabled is False for org in ORGS)
+    # Still held back: the whole plan is refused and names every subscription.
+    refused = world.plan()
+    assert refused.refused
+    assert len([s for s in refused.steps if s.causes == (SETTING_AUTO_TAX,)]) == 5
