@@ -363,6 +363,26 @@ def mirror_of(
     return None
 
 
+def _one_per_subscription(
+    intents: Sequence[SubscriptionIntent], mirrors: Sequence[MirroredSubscription]
+) -> list[SubscriptionIntent]:
+    """`intents` (newest first) a caller can see: the current one, and each other one with a
+    Stripe subscription no newer intent holds."""
+    seen: set[str] = set()
+    kept: list[SubscriptionIntent] = []
+    for intent in intents:
+        mirrored = mirror_of(intent, mirrors)
+        if mirrored is None:
+            if intent.state != IntentState.CURRENT:
+                continue
+        elif mirrored.stripe_id in seen:
+            continue
+        else:
+            seen.add(mirrored.stripe_id)
+        kept.append(intent)
+    return kept
+
+
 def set_to_cancel(mirrored: MirroredSubscription | None) -> int | None:
     """When the live Stripe subscription is set to cancel by Stripe's own fields (`cancel_at`,
     `cancel_at_period_end`: a `cancel_after_trial` subscribe sets them at its trial end), the
@@ -598,11 +618,9 @@ def subscriptions_router(context: ApiContext) -> APIRouter:
         # An intent replaced before Stripe ever had its subscription (the default plan's a
         # lost store's re-PUT recorded, then the adopted subscription's took its place) is
         # nothing a caller can see or act on: the current intent and those with one are.
-        intents = [
-            i
-            for i in intents
-            if i.state == IntentState.CURRENT or mirror_of(i, mirrors) is not None
-        ]
+        # One entry per Stripe subscription: the newest intent holding it (a free subscribe
+        # after a refused paid one keeps the live free subscription the replaced intent made).
+        intents = _one_per_subscription(intents, mirrors)
         start = 0
         if cursor is not None:
             ids = [i.id for i in intents]

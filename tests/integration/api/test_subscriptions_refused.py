@@ -168,6 +168,9 @@ def test_a_refused_subscribe_is_not_a_live_subscription(world: World, served: Te
     assert served.get(f"{SUBS}/{intent_id}", headers=APP).json()["refusal"] is None
     (only,) = world.subscriptions("acme")
     assert (only.id, only.status, only.schedule) == (free_id, "active", None)
+    # One entry for the live free subscription, not one per intent that held it (tester T2).
+    listed = served.get(SUBS, headers=APP).json()["data"]
+    assert [s["id"] for s in listed if s["stripe_subscription_id"] == free_id] == [body["id"]]
     assert world.plan().steps == ()
 
     # Another paid plan's subscribe (refused again) replaces a refused one too.
