@@ -180,6 +180,10 @@ class DomainRunner:
         )
         planned = controller.plan(PlanOptions(scope=request.scope))
         plan = planned.plan
+        for warning in plan.warnings:
+            # What a CLI plan prints under its warnings (a second live subscription, live
+            # ones of ours for orgs the store does not know): serve has no one reading plans.
+            _log.warning("plan warning", warning=warning)
         if plan.refused:
             controller.record_dry_run(plan, run_id=run_id)
             refusal = "the plan was refused: " + "; ".join(plan.refusals)

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 from sqlalchemy.orm import Session
 
 from billing_reconciler.apply import Done, record_last_applied
@@ -553,3 +555,33 @@ def test_the_cli_reports_new_input_it_did_not_apply_and_records_the_run_applied(
     domains = (_meddling(ToyWorld(), lose=frozenset({"greeting/seats"})),)
     assert run(_request(desired_dir, dry_run=False), domains) == 1
     assert "error: apply did not converge" in capsys.readouterr().err
+
+
+class WarningToy(ToyDomain):
+    """The toy with a plan warning, as the subscriptions domain warns of live subscriptions
+    of ours for orgs the store does not know."""
+
+    def plan(self, desired: dict[str, str], observed: dict[str, str], context: PlanContext) -> Plan:
+        return replace(super().plan(desired, observed, context), warnings=("look at greeting/x",))
+
+
+def test_serve_logs_the_plan_warnings_of_a_run(
+    world: ToyWorld, desired_dir: Path, tmp_path: Path
+) -> None:
+    registration = Registration(
+        domain=WarningToy(),
+        open_reader=lambda gateway, store: world,
+        executors={GREETING: GreetingExecutor(world)},
+    )
+    store = _store(tmp_path)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            _runner(registration, desired_dir, store).reconcile(
+                ReconcileRequest(TOY, None, "schedule"), may_write=lambda: True
+            )
+        warned = [e for e in logs if e.get("event") == "plan warning"]
+        assert [(e["log_level"], e["warning"]) for e in warned] == [
+            ("warning", "look at greeting/x")
+        ]
+    finally:
+        store.close()
