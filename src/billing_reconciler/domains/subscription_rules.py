@@ -101,7 +101,7 @@ from billing_reconciler.domains.subscription_keys import (
 )
 from billing_reconciler.domains.subscription_migration import migrate_at_renewal, price_moves
 from billing_reconciler.domains.subscription_mirror import plan_mirrors
-from billing_reconciler.domains.subscription_phases import schedule_of
+from billing_reconciler.domains.subscription_phases import of_another_intent, schedule_of
 from billing_reconciler.domains.subscription_shape import Refusal, desired_subscription
 from billing_reconciler.domains.subscription_types import (
     AccountSubscriptions,
@@ -224,7 +224,7 @@ def _plan_account(draft: Draft, bundle: AccountSubscriptions) -> None:
         _without_live(draft, bundle, ours)
         return
     bundle = held_seats(draft, bundle, current)  # an adopted one, its members not re-sent
-    if intent.cancel is not None and _of_another_intent(bundle, current):
+    if intent.cancel is not None and of_another_intent(bundle, current):
         # The cancel names the intent's subscription: one made for another intent on
         # another plan (the live free one a refused paid plan was to replace) is not it.
         draft.notice(
@@ -283,17 +283,6 @@ def _plan_account(draft: Draft, bundle: AccountSubscriptions) -> None:
         migrate_at_renewal(draft, bundle, current, schedule, plan, now, moves)
     elif schedule is not None:
         write_cancel_upcoming(draft, bundle, current, schedule, plan)
-
-
-def _of_another_intent(bundle: AccountSubscriptions, sub: SubscriptionRecord) -> bool:
-    """`sub` was made for another intent than the account's, on another plan (an adopted
-    one under a new intent id bills the intent's plan: it is the intent's)."""
-    intent, owner = bundle.intent, sub.owner
-    if intent is None or owner is None or not owner.intent_id:
-        return False
-    if owner.intent_id == intent.intent_id:
-        return False
-    return (owner.plan or "").lower() != (intent.plan or "").lower()
 
 
 def _current(

@@ -25,6 +25,7 @@ from billing_reconciler.controller import Controller, PlanOptions, Registration
 from billing_reconciler.desired import load_desired
 from billing_reconciler.planning.plan import Plan
 from billing_reconciler.registry import CATALOG, CUSTOMERS, SUBSCRIPTIONS
+from billing_reconciler.runtime.domains import DomainRunner
 from billing_reconciler.store import (
     AccountRecord,
     AccountRepository,
@@ -136,6 +137,24 @@ class World:
                 auto_tax=str(auto_tax).lower(),
                 seat_change=seat_change,
             )
+        )
+
+    def runner(self, registration: Registration) -> DomainRunner:
+        """`registration`'s runner as `serve` runs it, on the world's store, Stripe and clock."""
+        result = load_desired(self.directory)
+        assert result.state is not None, [str(d) for d in result.diagnostics]
+        return DomainRunner(
+            registration=registration,
+            store=self.store,
+            gateway=StripeGateway(
+                api_key="sk_test_emulator",
+                api_base=self.emulator.url,
+                retry=RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0),
+            ),
+            actor="test",
+            directory=self.directory,
+            initial=result.state,
+            clock=self.now,
         )
 
     def controller(self, registration: Registration) -> Controller:

@@ -13,16 +13,13 @@ from typing import Any
 import pytest
 
 from billing_reconciler.controller import PlanOptions
-from billing_reconciler.desired import load_desired
 from billing_reconciler.domains.subscription_rules import SETTING_AUTO_TAX, SETTING_SEAT_CHANGE
 from billing_reconciler.planning.plan import SettingChange
 from billing_reconciler.planning.render import render_text
 from billing_reconciler.registry import CATALOG, SUBSCRIPTIONS
-from billing_reconciler.runtime.domains import DomainRunner
 from billing_reconciler.runtime.events import ReconcileRequest
 from billing_reconciler.runtime.queue import PermanentError
 from billing_reconciler.store import MemberRepository
-from billing_reconciler.stripe_gateway import RetryPolicy, StripeGateway
 
 from .conftest import World
 
@@ -201,21 +198,7 @@ def test_a_pass_the_guard_refused_still_applies_the_rest(world: World) -> None:
     assert world.plan().refused
     _add_member("acme", "user-new", world)  # recorded; no targeted request for it
 
-    loaded = load_desired(world.directory)
-    assert loaded.state is not None
-    runner = DomainRunner(
-        registration=SUBSCRIPTIONS,
-        store=world.store,
-        gateway=StripeGateway(
-            api_key="sk_test_emulator",
-            api_base=world.emulator.url,
-            retry=RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0),
-        ),
-        actor="test",
-        directory=world.directory,
-        initial=loaded.state,
-        clock=world.now,
-    )
+    runner = world.runner(SUBSCRIPTIONS)
     with pytest.raises(PermanentError, match="max_fleet_change_fraction"):
         runner.reconcile(ReconcileRequest("subscriptions", None, "refresh"), may_write=lambda: True)
     assert _seats(world, "acme") == [1, 3]

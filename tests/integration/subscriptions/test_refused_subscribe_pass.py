@@ -14,33 +14,12 @@ from typing import Any
 import pytest
 
 from billing_reconciler.controller import PlanOptions
-from billing_reconciler.desired import load_desired
 from billing_reconciler.registry import CATALOG, CUSTOMERS, SUBSCRIPTIONS
-from billing_reconciler.runtime.domains import DomainRunner
 from billing_reconciler.runtime.events import ReconcileRequest
 from billing_reconciler.store import JournalRepository, RunRecord, RunRepository, RunResult
-from billing_reconciler.stripe_gateway import RetryPolicy, StripeGateway
 
 from .conftest import World
 from .host import APP, V1, Host
-
-
-def _runner(world: World) -> DomainRunner:
-    loaded = load_desired(world.directory)
-    assert loaded.state is not None
-    return DomainRunner(
-        registration=SUBSCRIPTIONS,
-        store=world.store,
-        gateway=StripeGateway(
-            api_key="sk_test_emulator",
-            api_base=world.emulator.url,
-            retry=RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0),
-        ),
-        actor="test",
-        directory=world.directory,
-        initial=loaded.state,
-        clock=world.now,
-    )
 
 
 def _customers_and_catalog(world: World) -> None:
@@ -76,7 +55,7 @@ def test_a_refused_subscribe_holds_back_its_org_and_the_whole_pass_is_not_failed
     intent = world.subscribe("acme", "team_monthly")  # no card: Stripe refuses the create
     world.open("globex")  # beside it, a new org whose free subscription is due
     _customers_and_catalog(world)
-    runner = _runner(world)
+    runner = world.runner(SUBSCRIPTIONS)
 
     result = runner.reconcile(
         ReconcileRequest("subscriptions", None, "refresh 1"), may_write=lambda: True
