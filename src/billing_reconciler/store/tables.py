@@ -264,6 +264,7 @@ class LedgerTransactionModel(Base):
         CheckConstraint("type IN ('credit', 'debit')", name="type"),
         CheckConstraint("amount > 0", name="amount"),
         Index(None, "account_id", "created_at", "id"),
+        Index(None, "reverts"),
     )
 
     id: Mapped[str] = mapped_column(String(KEY), primary_key=True)
@@ -276,6 +277,9 @@ class LedgerTransactionModel(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONColumn)
     content_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The usage (a debit) this credit reverts; None for every other transaction. A revert
+    # (non-null here) is never itself reverted.
+    reverts: Mapped[str | None] = mapped_column(String(KEY))
 
 
 class LedgerEntryModel(Base):
@@ -462,3 +466,100 @@ class PlanHistoryModel(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     trialed: Mapped[bool] = mapped_column(Boolean)
+
+
+# --- credits (DESIGN §17): the meter-event outbox, aggregated events, overdraft windows -------
+
+
+class MeterOutboxModel(Base):
+    """A usage's meter event, written in the usage's transaction and sent to Stripe later
+    (`billing/meter_events`, identifier = the usage id). `seq` orders the outbox; a row is
+    pending until `sent_at` is set, or, when aggregated, until it names the aggregate that
+    carries it (`aggregate_id`)."""
+
+    __tablename__ = "meter_outbox"
+    __table_args__ = (
+        CheckConstraint("value >= 0", name="value"),
+        Index(
+            "ix_meter_outbox_pending",
+            "account_id",
+            "seq",
+            sqlite_where=text("sent_at IS NULL AND aggregate_id IS NULL"),
+            postgresql_where=text("sent_at IS NULL AND aggregate_id IS NULL"),
+        ),
+        Index(None, "aggregate_id"),
+    )
+
+    seq: Mapped[int] = mapped_column(SurrogateKey, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(KEY), unique=True)
+    account_id: Mapped[str] = mapped_column(String(ACCOUNT_ID), ForeignKey("billing_accounts.id"))
+    org_id: Mapped[str] = mapped_column(String(ORG_ID))
+    event_name: Mapped[str] = mapped_column(String(KEY))
+    value: Mapped[int] = mapped_column(BigInteger)
+    event_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    aggregate_id: Mapped[str | None] = mapped_column(String(KEY))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class MeterAggregateModel(Base):
+    """One meter event carrying the sum of an account's outbox rows of one `sum` meter and
+    flush window (`reconcile.usage.aggregate`); its id, the event's identifier, is derived
+    from (account, meter, window, part). A part > 0 carries rows that committed after the
+    window's first part was formed."""
+
+    __tablename__ = "meter_aggregates"
+    __table_args__ = (
+        CheckConstraint("value >= 0", name="value"),
+        UniqueConstraint("account_id", "event_name", "window_start", "part"),
+        Index(
+            "ix_meter_aggregates_pending",
+            "account_id",
+            "created_at",
+            sqlite_where=text("sent_at IS NULL"),
+            postgresql_where=text("sent_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(KEY), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(ACCOUNT_ID), ForeignKey("billing_accounts.id"))
+    org_id: Mapped[str] = mapped_column(String(ORG_ID))
+    event_name: Mapped[str] = mapped_column(String(KEY))
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    part: Mapped[int] = mapped_column(Integer)
+    value: Mapped[int] = mapped_column(BigInteger)
+    event_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class OverdraftWindowModel(Base):
+    """An account's overdraft window once evaluated (DESIGN §17): one row per (account,
+    window end), ever. `deficit` 0 means nothing was owed; otherwise the Stripe invoice that
+    bills it, its last known status, and whether its payment was credited back."""
+
+    __tablename__ = "overdraft_windows"
+    __table_args__ = (
+        CheckConstraint("deficit >= 0", name="deficit"),
+        Index(None, "invoice_id"),
+    )
+
+    account_id: Mapped[str] = mapped_column(
+        String(ACCOUNT_ID), ForeignKey("billing_accounts.id"), primary_key=True
+    )
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(ORG_ID))
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    deficit: Mapped[int] = mapped_column(BigInteger)
+    unit_amount: Mapped[int | None] = mapped_column(BigInteger)
+    remainder: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    invoice_id: Mapped[str | None] = mapped_column(String(KEY))
+    invoice_status: Mapped[str | None] = mapped_column(String(32))
+    credited: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
