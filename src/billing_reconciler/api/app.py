@@ -15,6 +15,7 @@ from billing_reconciler.api.ledger import admin_ledger_router, ledger_router
 from billing_reconciler.api.organizations import organizations_router
 from billing_reconciler.api.routing import PREFIX, ApiRoute, is_org_id
 from billing_reconciler.api.subscriptions import admin_subscriptions_router, subscriptions_router
+from billing_reconciler.api.usage import admin_usage_router, usage_router
 
 _METHODS: Final = ["GET", "PUT", "POST", "PATCH", "DELETE"]
 # The parts of an org the API has routes under (`/organizations/{org}/<part>/...`).
@@ -70,6 +71,8 @@ def api_router(context: ApiContext) -> APIRouter:
         subscriptions_router(context),
         admin_subscriptions_router(context),
         catalog_router(context),
+        usage_router(context),
+        admin_usage_router(context),
         _unmatched_org_routes(context.tokens),
     ):
         router.include_router(part)

@@ -51,6 +51,7 @@ def transaction(record: StoredTransaction) -> Transaction:
         user_id=record.user_id,
         metadata=dict(record.metadata),
         created_at=record.created_at,
+        reverts=record.reverts,
     )
 
 

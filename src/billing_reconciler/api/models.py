@@ -7,12 +7,14 @@ Responses are snake_case; timestamps are RFC 3339 in UTC (`...Z`), amounts integ
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -293,6 +295,9 @@ class Transaction(ResponseBody):
     user_id: str | None
     metadata: dict[str, Any]
     created_at: Timestamp
+    reverts: str | None = Field(
+        default=None, description="For a revert (a credit): the id of the usage it reverts."
+    )
 
 
 # --- catalog ------------------------------------------------------------------------------
@@ -503,3 +508,111 @@ class Entitlement(ResponseBody):
     )
     allowed: bool = Field(description="The same as `entitled` (DESIGN §19's name).")
     plan: str | None = Field(description="The plan granting it; null when not entitled.")
+
+
+# --- usage, credit checks, reverts (DESIGN §17, §19) ----------------------------------------
+
+MAX_USAGES = 1000
+"""The most usages one `POST .../billing/usages` records."""
+MAX_USAGE_AMOUNT = 2**53
+"""The largest usage, check or revert amount (exact in every JSON client)."""
+
+UsageAmount = Annotated[StrictInt, Field(gt=0, le=MAX_USAGE_AMOUNT)]
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339_text(value: Any) -> Any:
+    if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
+        raise ValueError(
+            "must be an RFC 3339 timestamp with a time zone, e.g. 2026-01-31T12:00:00Z"
+        )
+    return value
+
+
+Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339_text)]
+
+
+def _usage_id(value: str) -> str:
+    if value != value.strip() or not value.strip():
+        raise ValueError("must not be blank nor begin or end with whitespace")
+    if value.lower().startswith("system."):
+        raise ValueError("ids beginning with 'system.' are reserved for the engine's own entries")
+    return value
+
+
+class MeterIn(RequestBody):
+    """The Stripe meter event a usage also reports (`billing/meter_events`, identifier = the
+    usage id)."""
+
+    event_name: Annotated[StrictStr, Field(min_length=1, max_length=100)] = Field(
+        description="A meter of the applied catalog (its `event_name`)."
+    )
+    value: Annotated[StrictInt, Field(ge=0, le=MAX_USAGE_AMOUNT)] | None = Field(
+        default=None, description="A non-negative integer; default: the usage's amount."
+    )
+    timestamp: Rfc3339 | None = Field(
+        default=None,
+        description="RFC 3339; default: when the usage is recorded. Stripe accepts events of "
+        "the last 35 days, up to 5 minutes ahead.",
+    )
+
+
+class UsageIn(RequestBody):
+    id: Annotated[StrictStr, Field(min_length=1, max_length=255), AfterValidator(_usage_id)] = (
+        Field(description="The usage's idempotency key, its transaction's id (not `system.*`).")
+    )
+    amount: UsageAmount = Field(description="Credits to debit, 1..2^53.")
+    source: Source | None = Field(
+        default=None, description="Lower-cased; default `usage`; `system.*` is reserved."
+    )
+    description: Annotated[StrictStr, Field(max_length=1000)] | None = None
+    user_id: Annotated[StrictStr, Field(min_length=1, max_length=255)] | None = None
+    metadata: Metadata | None = None
+    meter: MeterIn | None = None
+
+
+class UsagesIn(RequestBody):
+    usages: list[UsageIn] = Field(min_length=1, max_length=MAX_USAGES)
+
+    @field_validator("usages", mode="after")
+    @classmethod
+    def _distinct_ids(cls, value: list[UsageIn]) -> list[UsageIn]:
+        seen: dict[str, int] = {}
+        for index, usage in enumerate(value):
+            if usage.id in seen:
+                raise ValueError(
+                    f"duplicate usage id {usage.id!r} (usages[{seen[usage.id]}] and "
+                    f"usages[{index}]): ids of one batch must be distinct"
+                )
+            seen[usage.id] = index
+        return value
+
+
+class UsagesRecorded(ResponseBody):
+    data: list[Transaction] = Field(description="The usages' transactions, in request order.")
+    created: list[str] = Field(description="Ids of the usages this request recorded.")
+    replayed: list[str] = Field(
+        description="Ids of usages recorded before with the same content (nothing changed)."
+    )
+    balance: int = Field(description="The balance after the batch.")
+
+
+class CheckIn(RequestBody):
+    amount: UsageAmount
+
+
+class CreditCheck(ResponseBody):
+    allowed: bool = Field(description="`balance - amount >= credit_min`.")
+    balance: int
+    credit_min: int
+
+
+class RevertIn(RequestBody):
+    amount: UsageAmount = Field(description="Credits to give back (at most what is left).")
+
+
+class Revert(ResponseBody):
+    transaction: Transaction = Field(description="The revert: a credit, `reverts` = the usage.")
+    usage_id: str
+    reverted: int = Field(description="The usage's amount reverted so far, this one included.")
+    remaining: int = Field(description="What is left to revert.")

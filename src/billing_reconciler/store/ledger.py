@@ -93,6 +93,8 @@ class LedgerTransaction:
     user_id: str | None
     metadata: Mapping[str, str]
     created_at: datetime
+    reverts: str | None = None
+    """For a revert (a credit): the usage it credits back."""
 
 
 def _transaction(row: Any) -> LedgerTransaction:
@@ -106,6 +108,7 @@ def _transaction(row: Any) -> LedgerTransaction:
         user_id=row.user_id,
         metadata=dict(row.metadata_),
         created_at=row.created_at,
+        reverts=getattr(row, "reverts", None),
     )
 
 
@@ -133,6 +136,7 @@ _COLUMNS = (
     LedgerTransactionModel.user_id,
     LedgerTransactionModel.metadata_.label("metadata_"),
     LedgerTransactionModel.created_at,
+    LedgerTransactionModel.reverts,
 )
 
 

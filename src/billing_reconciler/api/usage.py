@@ -1,0 +1,292 @@
+"""Usage over HTTP: recording usages, the credit check, and the admin's reverts (DESIGN §17).
+
+`POST .../billing/usages` records a batch of 1..1000 usages in one database transaction
+(`store.usage.UsageRepository.record`): all or none. A usage's `id` is its idempotency key:
+an identical resend changes nothing (200 when every usage of the request was a replay, 201
+when anything was recorded; `created` and `replayed` say which); the same id with other
+content (the meter part included) is 409 `id_conflict` naming the usage; a usage the balance
+does not allow (`balance - amount >= credit_min`, the batch's earlier usages counted) is 422
+`insufficient_credits` naming it. A usage naming a meter writes its meter-outbox row in the
+same transaction; the customer's targeted reconcile then sends it to Stripe.
+
+`POST .../billing/usages/{id}/revert` (admin scope) credits back part of a usage; its reverts
+never add up to more than the usage's amount.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi.responses import JSONResponse
+
+from billing_reconciler.api.auth import Scope, requires
+from billing_reconciler.api.context import ApiContext
+from billing_reconciler.api.errors import ApiError, invalid, not_found, precondition
+from billing_reconciler.api.ledger import RESERVED_SOURCE_PREFIX, transaction
+from billing_reconciler.api.models import (
+    CheckIn,
+    CreditCheck,
+    Revert,
+    RevertIn,
+    UsageIn,
+    UsagesIn,
+    UsagesRecorded,
+)
+from billing_reconciler.api.onboarding import require_org
+from billing_reconciler.api.routing import PREFIX, ApiRoute, OrgId, error_responses
+from billing_reconciler.store import (
+    AccountRecord,
+    AccountRepository,
+    ConflictError,
+    IdConflictError,
+    InsufficientCreditsError,
+    NotFoundError,
+)
+from billing_reconciler.store.usage import (
+    MeterEvent,
+    OverRevertError,
+    Usage,
+    UsageRepository,
+    applied_meters,
+)
+
+DEFAULT_SOURCE: Final = "usage"
+#: Stripe refuses meter events older than this, or further ahead than `METER_MAX_AHEAD`.
+METER_MAX_AGE: Final = timedelta(days=35)
+METER_MAX_AHEAD: Final = timedelta(minutes=5)
+
+UsageId = Path(
+    min_length=1,
+    max_length=255,
+    description="The usage's id (its transaction id).",
+)
+
+
+class UsageRoute(ApiRoute):
+    """`ApiRoute`, and a validation error about one usage of a batch (`usages[3].amount`)
+    also names that usage's id in its details (`usage_id`)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            response = await handler(request)
+            if response.status_code == 422 and isinstance(response, JSONResponse):
+                return _with_usage_id(request, response)
+            return response
+
+        return handle
+
+
+def _with_usage_id(request: Request, response: JSONResponse) -> Response:
+    try:
+        answer = json.loads(bytes(response.body))
+        details = answer["error"]["details"]
+        field = str(details.get("field", ""))
+        if answer["error"]["code"] != "invalid_argument" or "usage_id" in details:
+            return response
+        if not field.startswith("usages[") or "]" not in field:
+            return response
+        index = int(field[len("usages[") : field.index("]")])
+        usage_id = json.loads(getattr(request, "_body", b"") or b"{}")["usages"][index]["id"]
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return response
+    if not isinstance(usage_id, str):
+        return response
+    details["usage_id"] = usage_id
+    return JSONResponse(answer, status_code=response.status_code)
+
+
+def _usage_account(session: Any, org: str) -> AccountRecord:
+    """The org's active account: 404 for no org or no account, 409 for a disabled one."""
+    require_org(session, org)
+    account = AccountRepository(session).latest_for_org(org)
+    if account is None:
+        raise not_found(f"organization {org} has no billing account", org_id=org)
+    if account.state != "active":
+        raise precondition(
+            f"the billing account of organization {org} is {account.state}: enable it first",
+            org_id=org,
+            account_id=account.id,
+            state=account.state,
+        )
+    return account
+
+
+def _source(usage: UsageIn, index: int) -> str:
+    source = (usage.source or DEFAULT_SOURCE).lower()
+    if source.startswith(RESERVED_SOURCE_PREFIX):
+        raise invalid(
+            f"usages[{index}].source: {source!r} is reserved for the engine's own entries",
+            field=f"usages[{index}].source",
+            usage_id=usage.id,
+        )
+    return source
+
+
+def _meter(usage: UsageIn, index: int, now: datetime, meters: frozenset[str]) -> MeterEvent | None:
+    meter = usage.meter
+    if meter is None:
+        return None
+    if meter.event_name not in meters:
+        known = ", ".join(sorted(meters)) or "none"
+        raise invalid(
+            f"usages[{index}].meter.event_name: no meter {meter.event_name!r} in the applied "
+            f"catalog (meters: {known})",
+            field=f"usages[{index}].meter.event_name",
+            usage_id=usage.id,
+            event_name=meter.event_name,
+        )
+    if meter.timestamp is not None:
+        stamp = meter.timestamp
+        if stamp < now - METER_MAX_AGE or stamp > now + METER_MAX_AHEAD:
+            raise invalid(
+                f"usages[{index}].meter.timestamp: Stripe accepts meter events of the last 35 "
+                "days up to 5 minutes ahead only",
+                field=f"usages[{index}].meter.timestamp",
+                usage_id=usage.id,
+            )
+    return MeterEvent(event_name=meter.event_name, value=meter.value, timestamp=meter.timestamp)
+
+
+def usage_router(context: ApiContext) -> APIRouter:
+    """Usages and the credit check (app scope)."""
+    router = APIRouter(
+        prefix=f"{PREFIX}/organizations/{{org}}/billing",
+        tags=["usage"],
+        route_class=UsageRoute,
+        dependencies=[Depends(requires(context.tokens, Scope.APP))],
+    )
+
+    @router.post(
+        "/usages",
+        status_code=201,
+        response_model=UsagesRecorded,
+        responses={200: {"model": UsagesRecorded}, **error_responses(404, 409)},
+    )
+    def record_usages(org: OrgId, body: UsagesIn, response: Response) -> UsagesRecorded:
+        """Record 1..1000 usages atomically (201); a request whose every usage was recorded
+        before with the same content answers 200 and changes nothing."""
+        now = context.clock()
+        sources = [_source(usage, index) for index, usage in enumerate(body.usages)]
+        meters: frozenset[str] = frozenset()
+        with context.store.session() as session:
+            account = _usage_account(session, org)
+            if any(usage.meter is not None for usage in body.usages):
+                meters = applied_meters(session, context.installation_id())
+            usages = [
+                Usage(
+                    id=usage.id,
+                    amount=usage.amount,
+                    source=source,
+                    description=usage.description,
+                    user_id=usage.user_id,
+                    metadata=dict(usage.metadata or {}),
+                    meter=_meter(usage, index, now, meters),
+                )
+                for index, (usage, source) in enumerate(zip(body.usages, sources, strict=True))
+            ]
+            repository = UsageRepository(session, clock=context.clock)
+            try:
+                recorded = repository.record(account.id, org, usages, credit_min=account.credit_min)
+            except InsufficientCreditsError as error:
+                raise ApiError(
+                    422,
+                    "insufficient_credits",
+                    f"usage {error.entry_id!r}: a debit of {error.amount} would take the "
+                    f"balance ({error.balance}, after the batch's earlier usages) below the "
+                    f"account's credit_min ({error.credit_min}); nothing was recorded",
+                    {
+                        "usage_id": error.entry_id,
+                        "amount": error.amount,
+                        "balance": error.balance,
+                        "credit_min": error.credit_min,
+                        "org_id": org,
+                    },
+                ) from None
+            except IdConflictError as error:
+                raise ApiError(
+                    409,
+                    "id_conflict",
+                    f"usage id {error.id!r} was used before with different content; nothing "
+                    "was recorded",
+                    {"usage_id": error.id, "id": error.id, "org_id": org},
+                ) from None
+            balance = repository.balance(account.id)
+        created = [r.transaction.id for r in recorded if r.created]
+        if any(r.created and u.meter is not None for r, u in zip(recorded, usages, strict=True)):
+            context.reconcile_customer(org, "usage recorded")
+        response.status_code = 201 if created else 200
+        return UsagesRecorded(
+            data=[transaction(r.transaction) for r in recorded],
+            created=created,
+            replayed=[r.transaction.id for r in recorded if not r.created],
+            balance=balance,
+        )
+
+    @router.post("/check", response_model=CreditCheck, responses=error_responses(404, 409))
+    def check_credits(org: OrgId, body: CheckIn) -> CreditCheck:
+        """Whether a usage of `amount` would be allowed now (`balance - amount >=
+        credit_min`); reserves nothing."""
+        with context.store.session() as session:
+            account = _usage_account(session, org)
+            allowed, balance = UsageRepository(session).check(
+                account.id, body.amount, credit_min=account.credit_min
+            )
+        return CreditCheck(allowed=allowed, balance=balance, credit_min=account.credit_min)
+
+    return router
+
+
+def admin_usage_router(context: ApiContext) -> APIRouter:
+    """`POST .../billing/usages/{id}/revert`: under the app prefix, admin scope."""
+    router = APIRouter(
+        prefix=f"{PREFIX}/organizations/{{org}}/billing",
+        tags=["usage", "admin"],
+        route_class=ApiRoute,
+        dependencies=[Depends(requires(context.tokens, Scope.ADMIN))],
+    )
+
+    @router.post(
+        "/usages/{usage_id}/revert",
+        status_code=201,
+        response_model=Revert,
+        responses=error_responses(403, 404, 409),
+    )
+    def revert_usage(org: OrgId, body: RevertIn, usage_id: str = UsageId) -> Revert:
+        """Credit back `amount` of a usage (a new revert each call; the reverts of a usage
+        add up to at most its amount). 422 above what is left, 409 for a revert or a credit,
+        404 for an unknown usage or another org's."""
+        with context.store.session() as session:
+            require_org(session, org)
+            try:
+                done = UsageRepository(session, clock=context.clock).revert(
+                    org, usage_id, body.amount
+                )
+            except NotFoundError:
+                raise not_found(
+                    f"organization {org} has no usage {usage_id!r}", usage_id=usage_id, org_id=org
+                ) from None
+            except ConflictError as error:
+                raise precondition(str(error), usage_id=usage_id, org_id=org) from None
+            except OverRevertError as error:
+                raise invalid(
+                    f"usage {usage_id!r} has {error.remaining} credits left to revert; a "
+                    f"revert of {error.amount} is more",
+                    field="amount",
+                    usage_id=usage_id,
+                    amount=error.amount,
+                    remaining=error.remaining,
+                ) from None
+        return Revert(
+            transaction=transaction(done.transaction),
+            usage_id=usage_id,
+            reverted=done.reverted,
+            remaining=done.usage.amount - done.reverted,
+        )
+
+    return router

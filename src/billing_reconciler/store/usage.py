@@ -1,0 +1,509 @@
+"""Usage: batches of debits, credit checks and reverts, on the ledger (DESIGN §17).
+
+A batch of usages is one database transaction: the account's balance row is locked once
+(`SELECT ... FOR UPDATE`; SQLite serializes writers), the ids already stored are read in one
+query (a usage stored with the same content is a replay, answered as stored; other content is
+an `IdConflictError` naming the id), the new usages are checked one by one against the running
+balance (`balance - amount >= credit_min`, else `InsufficientCreditsError` naming the usage),
+and then their transactions, entries (the account's side and the platform's), meter-outbox
+rows and the balance are written in bulk. Any refusal raises before anything is written, and
+the caller's transaction is rolled back on any error, so a batch is recorded whole or not at
+all.
+
+A usage's content hash is the ledger's (`LedgerRepository.debit` of the same fields hashes
+the same) plus, for a usage that names a meter, the meter event (event name, value,
+timestamp as given): resending the usage with another meter part is a conflict too.
+
+A revert credits back part or all of a usage; the reverts of one usage never exceed its
+amount, checked under the lock of the usage's account balance row, so concurrent reverts are
+serialized. A revert's id is derived from (usage id, ordinal), see `revert_id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, cast
+
+from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from billing_reconciler.store._common import Clock, content_hash, dialect_insert, utc_now
+from billing_reconciler.store.errors import (
+    ConflictError,
+    IdConflictError,
+    InsufficientCreditsError,
+    NotFoundError,
+    StoreError,
+)
+from billing_reconciler.store.ledger import (
+    ACCOUNT_SIDE,
+    CREDIT,
+    DEBIT,
+    PLATFORM_SIDE,
+    LedgerTransaction,
+    revert_source,
+)
+from billing_reconciler.store.tables import (
+    KEY,
+    BillingAccountModel,
+    LastAppliedModel,
+    LedgerBalanceModel,
+    LedgerEntryModel,
+    LedgerTransactionModel,
+    MeterOutboxModel,
+)
+from billing_reconciler.store.types import as_utc
+
+_transactions = cast(Table, LedgerTransactionModel.__table__)
+_entries = cast(Table, LedgerEntryModel.__table__)
+_balances = cast(Table, LedgerBalanceModel.__table__)
+_outbox = cast(Table, MeterOutboxModel.__table__)
+
+METER_KIND: Final = "meter"
+"""`model.Kind.METER`'s value, the kind of a meter's last-applied entry."""
+
+#: The literal form of a revert id: `system.revert:<usage id>:<ordinal>`.
+REVERT_ID_PREFIX: Final = "system.revert:"
+#: The hashed form, for usage ids too long for the literal one:
+#: `system.revert#<sha256 hex of the usage id>:<ordinal>`.
+REVERT_HASHED_PREFIX: Final = "system.revert#"
+#: Ids beginning with this are the engine's own (derived) ids; callers' usages may not use it.
+RESERVED_ID_PREFIX: Final = "system."
+
+
+def revert_id(usage_id: str, ordinal: int) -> str:
+    """The id of the `ordinal`-th (1, 2, ...) revert of a usage.
+
+    `system.revert:<usage id>:<ordinal>` while that fits in 255 characters, else
+    `system.revert#<sha256 hex of the usage id>:<ordinal>`. Both are injective (the ordinal is
+    the digits after the last `:`; the two forms differ in their prefix), and a caller's usage
+    cannot take one: ids beginning with `system.` are refused at the API."""
+    if ordinal < 1:
+        raise ValueError("a revert's ordinal starts at 1")
+    literal = f"{REVERT_ID_PREFIX}{usage_id}:{ordinal}"
+    if len(literal) <= KEY:
+        return literal
+    digest = hashlib.sha256(usage_id.encode()).hexdigest()
+    return f"{REVERT_HASHED_PREFIX}{digest}:{ordinal}"
+
+
+@dataclass(frozen=True, slots=True)
+class MeterEvent:
+    """The meter event a usage names; `value` None: the usage's amount; `timestamp` None:
+    the usage's created time."""
+
+    event_name: str
+    value: int | None = None
+    timestamp: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    id: str
+    amount: int
+    source: str
+    description: str | None = None
+    user_id: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    meter: MeterEvent | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    transaction: LedgerTransaction
+    created: bool
+    """False: a replay of a usage stored before with the same content (nothing written)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reverted:
+    transaction: LedgerTransaction
+    usage: LedgerTransaction
+    reverted: int
+    """How much of the usage is reverted in total, this revert included."""
+
+
+class OverRevertError(StoreError):
+    """A revert above what is left of the usage (its amount less its reverts)."""
+
+    def __init__(self, *, usage_id: str, amount: int, remaining: int) -> None:
+        super().__init__(
+            f"usage {usage_id!r} has {remaining} credits left to revert: a revert of {amount}"
+            " is more"
+        )
+        self.usage_id = usage_id
+        self.amount = amount
+        self.remaining = remaining
+
+
+def usage_hash(account_id: str, usage: Usage, source: str) -> str:
+    content: dict[str, Any] = {
+        "account_id": account_id,
+        "type": DEBIT,
+        "amount": usage.amount,
+        "source": source,
+        "description": usage.description,
+        "user_id": usage.user_id,
+        "metadata": dict(usage.metadata),
+    }
+    if usage.meter is not None:
+        stamp = usage.meter.timestamp
+        content["meter"] = {
+            "event_name": usage.meter.event_name,
+            "value": usage.amount if usage.meter.value is None else usage.meter.value,
+            "timestamp": None if stamp is None else as_utc(stamp).isoformat(),
+        }
+    return content_hash(content)
+
+
+_COLUMNS = (
+    LedgerTransactionModel.id,
+    LedgerTransactionModel.account_id,
+    LedgerTransactionModel.type,
+    LedgerTransactionModel.amount,
+    LedgerTransactionModel.source,
+    LedgerTransactionModel.description,
+    LedgerTransactionModel.user_id,
+    LedgerTransactionModel.metadata_.label("metadata_"),
+    LedgerTransactionModel.created_at,
+    LedgerTransactionModel.content_hash,
+    LedgerTransactionModel.reverts,
+)
+
+# Ids read per query (well under SQLite's and PostgreSQL's bind-parameter limits).
+_ID_CHUNK: Final = 500
+
+
+def _stored(row: Any) -> LedgerTransaction:
+    return LedgerTransaction(
+        id=row.id,
+        account_id=row.account_id,
+        type=row.type,
+        amount=int(row.amount),
+        source=row.source,
+        description=row.description,
+        user_id=row.user_id,
+        metadata=dict(row.metadata_),
+        created_at=row.created_at,
+        reverts=row.reverts,
+    )
+
+
+def applied_meters(session: Session, installation_id: str) -> frozenset[str]:
+    """The event names of the meters this installation last applied to Stripe (the meters a
+    usage may name)."""
+    rows = session.execute(
+        select(LastAppliedModel.object_key, LastAppliedModel.fields).where(
+            LastAppliedModel.installation_id == installation_id,
+            LastAppliedModel.kind == METER_KIND,
+        )
+    )
+    names: set[str] = set()
+    for object_key, fields in rows:
+        name = fields.get("event_name") if isinstance(fields, Mapping) else None
+        names.add(name if isinstance(name, str) else str(object_key).split("/", 1)[-1])
+    return frozenset(names)
+
+
+class UsageRepository:
+    def __init__(self, session: Session, *, clock: Clock = utc_now) -> None:
+        self._session = session
+        self._clock = clock
+
+    # --- the balance row ----------------------------------------------------------------
+
+    def lock_balance(self, account_id: str) -> int:
+        """The account's balance, its row locked until the transaction ends (created at 0
+        for an account without one)."""
+        query = (
+            select(_balances.c.amount).where(_balances.c.account_id == account_id).with_for_update()
+        )
+        amount = self._session.scalar(query)
+        if amount is None:
+            known = self._session.scalar(
+                select(BillingAccountModel.id).where(BillingAccountModel.id == account_id)
+            )
+            if known is None:
+                raise NotFoundError(f"no billing account {account_id!r}")
+            self._session.execute(
+                dialect_insert(self._session, _balances)
+                .values(account_id=account_id, amount=0, updated_at=None)
+                .on_conflict_do_nothing(index_elements=[_balances.c.account_id])
+            )
+            amount = self._session.scalar(query)
+            assert amount is not None
+        return int(amount)
+
+    def balance(self, account_id: str) -> int:
+        amount = self._session.scalar(
+            select(_balances.c.amount).where(_balances.c.account_id == account_id)
+        )
+        return 0 if amount is None else int(amount)
+
+    # --- usages ---------------------------------------------------------------------------
+
+    def record(
+        self, account_id: str, org_id: str, usages: Sequence[Usage], *, credit_min: int
+    ) -> list[Recorded]:
+        """Record a batch of usages atomically (see the module docstring); one `Recorded` per
+        usage, in order. The caller's transaction holds the balance row lock until it ends."""
+        if not usages:
+            raise ValueError("a batch needs at least one usage")
+        ids = [usage.id for usage in usages]
+        if len(set(ids)) != len(ids):
+            raise ValueError("the ids of a batch must be distinct")
+        for usage in usages:
+            if isinstance(usage.amount, bool) or not isinstance(usage.amount, int):
+                raise ValueError(f"usage {usage.id!r}: the amount must be an integer")
+            if usage.amount <= 0:
+                raise ValueError(f"usage {usage.id!r}: the amount must be positive")
+        sources = [usage.source.strip().lower() for usage in usages]
+        digests = [
+            usage_hash(account_id, usage, source)
+            for usage, source in zip(usages, sources, strict=True)
+        ]
+        balance = self.lock_balance(account_id)
+        # Under the lock: a writer of the same ids on this account has committed, or not begun.
+        existing = self._read(ids)
+        results: list[Recorded | None] = []
+        fresh: list[int] = []
+        for index, usage in enumerate(usages):
+            row = existing.get(usage.id)
+            if row is None:
+                results.append(None)
+                fresh.append(index)
+                continue
+            results.append(Recorded(self._checked(row, digests[index], account_id), False))
+        now = self._clock()
+        running = balance
+        for index in fresh:
+            usage = usages[index]
+            if running - usage.amount < credit_min:
+                raise InsufficientCreditsError(
+                    account_id=account_id,
+                    balance=running,
+                    credit_min=credit_min,
+                    amount=usage.amount,
+                    entry_id=usage.id,
+                )
+            running -= usage.amount
+        if fresh:
+            rows = [
+                {
+                    "id": usages[i].id,
+                    "account_id": account_id,
+                    "type": DEBIT,
+                    "amount": usages[i].amount,
+                    "source": sources[i],
+                    "description": usages[i].description,
+                    "user_id": usages[i].user_id,
+                    "metadata": dict(usages[i].metadata),
+                    "content_hash": digests[i],
+                    "created_at": now,
+                    "reverts": None,
+                }
+                for i in fresh
+            ]
+            self._write(rows, account_id, running, now)
+            outbox = [
+                self._outbox_row(usages[i], account_id, org_id, now)
+                for i in fresh
+                if usages[i].meter is not None
+            ]
+            if outbox:
+                self._session.execute(insert(_outbox), outbox)
+            for i, row in zip(fresh, rows, strict=True):
+                results[i] = Recorded(_new(row), True)
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _outbox_row(usage: Usage, account_id: str, org_id: str, now: datetime) -> dict[str, Any]:
+        meter = usage.meter
+        assert meter is not None
+        return {
+            "id": usage.id,
+            "account_id": account_id,
+            "org_id": org_id,
+            "event_name": meter.event_name,
+            "value": usage.amount if meter.value is None else meter.value,
+            "event_time": now if meter.timestamp is None else as_utc(meter.timestamp),
+            "created_at": now,
+            "aggregate_id": None,
+            "sent_at": None,
+            "attempts": 0,
+            "last_error": None,
+        }
+
+    def check(self, account_id: str, amount: int, *, credit_min: int) -> tuple[bool, int]:
+        """Whether a debit of `amount` is allowed now, and the balance (no lock: an answer,
+        not a reservation)."""
+        balance = self.balance(account_id)
+        return balance - amount >= credit_min, balance
+
+    # --- reverts --------------------------------------------------------------------------
+
+    def revert(self, org_id: str, usage_id: str, amount: int) -> Reverted:
+        """Credit back `amount` of the usage `usage_id` of one of `org_id`'s accounts.
+
+        NotFoundError: no such transaction, or another org's (never said which).
+        ConflictError(failed_precondition): the id is a revert, or another credit.
+        OverRevertError: more than the usage's amount less its earlier reverts."""
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            raise ValueError(f"a revert amount is a positive integer, not {amount!r}")
+        found = self._session.execute(
+            select(*_COLUMNS, BillingAccountModel.org_id.label("org_id"))
+            .join(BillingAccountModel, BillingAccountModel.id == LedgerTransactionModel.account_id)
+            .where(LedgerTransactionModel.id == usage_id)
+        ).first()
+        if found is None or found.org_id != org_id:
+            raise NotFoundError(f"organization {org_id} has no usage {usage_id!r}")
+        if found.type == CREDIT:
+            what = "a revert" if found.reverts is not None else "a credit, not a usage"
+            raise ConflictError(
+                f"transaction {usage_id!r} is {what}: only usages (debits) can be reverted",
+                code="failed_precondition",
+            )
+        usage = _stored(found)
+        self.lock_balance(usage.account_id)
+        # Under the lock, every earlier revert of this usage has committed.
+        count, total = self._session.execute(
+            select(func.count(), func.coalesce(func.sum(_transactions.c.amount), 0)).where(
+                _transactions.c.reverts == usage_id
+            )
+        ).one()
+        remaining = usage.amount - int(total)
+        if amount > remaining:
+            raise OverRevertError(usage_id=usage_id, amount=amount, remaining=remaining)
+        balance = self.balance(usage.account_id)
+        now = self._clock()
+        source = revert_source(usage.source)
+        description = f"revert of usage {usage_id}"
+        row = {
+            "id": revert_id(usage_id, int(count) + 1),
+            "account_id": usage.account_id,
+            "type": CREDIT,
+            "amount": amount,
+            "source": source,
+            "description": description,
+            "user_id": None,
+            "metadata": {},
+            "content_hash": content_hash(
+                {
+                    "account_id": usage.account_id,
+                    "type": CREDIT,
+                    "amount": amount,
+                    "source": source,
+                    "description": description,
+                    "user_id": None,
+                    "metadata": {},
+                    "reverts": usage_id,
+                }
+            ),
+            "created_at": now,
+            "reverts": usage_id,
+        }
+        self._write([row], usage.account_id, balance + amount, now)
+        return Reverted(_new(row), usage, int(total) + amount)
+
+    def reverted(self, usage_id: str) -> int:
+        """How much of a usage its reverts credited back."""
+        total = self._session.scalar(
+            select(func.coalesce(func.sum(_transactions.c.amount), 0)).where(
+                _transactions.c.reverts == usage_id
+            )
+        )
+        return int(total or 0)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _read(self, ids: Sequence[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for start in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[start : start + _ID_CHUNK]
+            for row in self._session.execute(
+                select(*_COLUMNS).where(LedgerTransactionModel.id.in_(chunk))
+            ):
+                found[row.id] = row
+        return found
+
+    @staticmethod
+    def _checked(row: Any, digest: str, account_id: str) -> LedgerTransaction:
+        if row.content_hash != digest:
+            before = (
+                f" ({row.type} of {row.amount}, source {row.source!r})"
+                if row.account_id == account_id
+                else " on another account"
+            )
+            raise IdConflictError(
+                f"ledger id {row.id!r} was used before with different content{before}",
+                id=row.id,
+            )
+        return _stored(row)
+
+    def _write(
+        self, rows: list[dict[str, Any]], account_id: str, new_balance: int, now: datetime
+    ) -> None:
+        """The transactions, their entries and the balance (the row is locked by us). An id
+        taken meanwhile by a writer of another account is an IdConflictError (the caller's
+        transaction rolls back what this wrote)."""
+        inserted = {
+            row_id
+            for (row_id,) in self._session.execute(
+                dialect_insert(self._session, _transactions)
+                .on_conflict_do_nothing(index_elements=[_transactions.c.id])
+                .returning(_transactions.c.id),
+                rows,
+            )
+        }
+        for row in rows:
+            if row["id"] not in inserted:
+                raise IdConflictError(
+                    f"ledger id {row['id']!r} was used before with different content on"
+                    " another account",
+                    id=row["id"],
+                )
+        entries: list[dict[str, Any]] = []
+        for row in rows:
+            delta = row["amount"] if row["type"] == CREDIT else -row["amount"]
+            entries.append(
+                {
+                    "transaction_id": row["id"],
+                    "side": ACCOUNT_SIDE,
+                    "account_id": account_id,
+                    "amount": delta,
+                    "created_at": now,
+                }
+            )
+            entries.append(
+                {
+                    "transaction_id": row["id"],
+                    "side": PLATFORM_SIDE,
+                    "account_id": None,
+                    "amount": -delta,
+                    "created_at": now,
+                }
+            )
+        self._session.execute(insert(_entries), entries)
+        self._session.execute(
+            update(_balances)
+            .where(_balances.c.account_id == account_id)
+            .values(amount=new_balance, updated_at=now)
+        )
+
+
+def _new(row: Mapping[str, Any]) -> LedgerTransaction:
+    return LedgerTransaction(
+        id=row["id"],
+        account_id=row["account_id"],
+        type=row["type"],
+        amount=row["amount"],
+        source=row["source"],
+        description=row["description"],
+        user_id=row["user_id"],
+        metadata=dict(row["metadata"]),
+        created_at=row["created_at"],
+        reverts=row["reverts"],
+    )
