@@ -16,10 +16,10 @@ Depends on the standard library and httpx only (any httpx transport works, e.g. 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, Self, TypedDict, cast
+from typing import Any, Literal, Required, Self, TypedDict, cast
 from urllib.parse import quote
 
 import httpx
@@ -119,6 +119,7 @@ class Transaction(TypedDict):
     user_id: str | None
     metadata: dict[str, Any]
     created_at: str
+    reverts: str | None
 
 
 class Plan(TypedDict):
@@ -229,6 +230,50 @@ class MemberPage(TypedDict):
 class TransactionPage(TypedDict):
     data: list[Transaction]
     next_cursor: str | None
+
+
+# --- usage (DESIGN §17) ----------------------------------------------------------------------
+
+
+class MeterEventIn(TypedDict, total=False):
+    """A usage's meter event: `event_name` (required), `value` (default: the usage's amount),
+    `timestamp` (RFC 3339; default: when recorded)."""
+
+    event_name: Required[str]
+    value: int
+    timestamp: str
+
+
+class UsageIn(TypedDict, total=False):
+    """One usage of `record_usages`: `id` and `amount` are required."""
+
+    id: Required[str]
+    amount: Required[int]
+    source: str
+    description: str
+    user_id: str
+    metadata: dict[str, str]
+    meter: MeterEventIn
+
+
+class UsagesRecorded(TypedDict):
+    data: list[Transaction]
+    created: list[str]
+    replayed: list[str]
+    balance: int
+
+
+class CreditCheck(TypedDict):
+    allowed: bool
+    balance: int
+    credit_min: int
+
+
+class Revert(TypedDict):
+    transaction: Transaction
+    usage_id: str
+    reverted: int
+    remaining: int
 
 
 class AccountFields(TypedDict, total=False):
@@ -516,6 +561,30 @@ class BillingClient:
         }
         path = f"/admin{self._org(org_id)}/billing/details"
         return cast(Account, self._call("PUT", path, json=body))
+
+    # --- usage ------------------------------------------------------------------------------
+
+    def record_usages(self, org_id: str, usages: Sequence[UsageIn]) -> UsagesRecorded:
+        """Record 1..1000 usages atomically. Resending the same usages is safe (they come
+        back in `replayed`, nothing changes); `insufficient_credits` (422) and `id_conflict`
+        (409) name the usage (`details["usage_id"]`) and record nothing."""
+        path = f"{self._org(org_id)}/billing/usages"
+        return cast(UsagesRecorded, self._call("POST", path, json={"usages": list(usages)}))
+
+    def record_usage(self, org_id: str, usage: UsageIn) -> Transaction:
+        """One usage (`record_usages` of one); its transaction."""
+        return self.record_usages(org_id, [usage])["data"][0]
+
+    def check_credits(self, org_id: str, amount: int) -> CreditCheck:
+        """Whether a usage of `amount` would be allowed now (reserves nothing)."""
+        path = f"{self._org(org_id)}/billing/check"
+        return cast(CreditCheck, self._call("POST", path, json={"amount": amount}))
+
+    def revert_usage(self, org_id: str, usage_id: str, amount: int) -> Revert:
+        """Admin: credit back `amount` of a usage (each call is a new revert; together at
+        most the usage's amount)."""
+        path = f"{self._org(org_id)}/billing/usages/{_segment(usage_id)}/revert"
+        return cast(Revert, self._call("POST", path, json={"amount": amount}))
 
     # --- catalog ----------------------------------------------------------------------------
 
