@@ -127,6 +127,16 @@ class StepExecutor(Protocol):
         ...
 
 
+class StoreExecutor(StepExecutor, Protocol):
+    """An executor whose Stripe calls and store writes interleave (an outbox sender marks
+    each event sent right after its send): the applier calls `send_with_store` instead of
+    `send`. What it writes is its own business; the journal still records the step."""
+
+    def send_with_store(
+        self, gateway: StripeGateway, store: Store, step: Step, ids: Mapping[str, str]
+    ) -> WriteResult | None: ...
+
+
 class ScopedExecutor(StepExecutor, Protocol):
     """An executor whose steps fail alone: a step of one scope depends only on earlier steps
     of the same scope (and on what it refers to), so a refused one holds back no other."""
@@ -289,6 +299,15 @@ class Applier:
             pool.shutdown(wait=True, cancel_futures=True)
         return sorted(done, key=lambda outcome: outcome.index)
 
+    def _send(
+        self, executor: StepExecutor, step: Step, ids: Mapping[str, str]
+    ) -> WriteResult | None:
+        send_with_store = getattr(executor, "send_with_store", None)
+        if send_with_store is not None:
+            result: WriteResult | None = send_with_store(self.gateway, self.store, step, ids)
+            return result
+        return executor.send(self.gateway, step, ids)
+
     def _report(self, outcome: StepOutcome) -> None:
         if self.on_step is not None:
             self.on_step(outcome)
@@ -299,7 +318,7 @@ class Applier:
             raise ApplyError(step, index, LookupError(f"no executor for step kind {step.kind!r}"))
         self._journal_begin(plan, index, step)
         try:
-            result = executor.send(self.gateway, step, ids)
+            result = self._send(executor, step, ids)
         except StripeGatewayError as error:
             self._journal_failed(step, error)
             raise ApplyError(step, index, error) from error

@@ -248,6 +248,16 @@ def _lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
+class UsageConfig(_Frozen):
+    """Meter events sent to Stripe from the usage outbox (DESIGN §17)."""
+
+    aggregate: StrictBool = False
+    """Send one meter event per (customer, `sum` meter, flush window), its value the window's
+    total, instead of one per usage (other meters: always one per usage)."""
+    flush_window: Annotated[Duration, Field(ge=1, le=86400)] = 60
+    """The aggregation window (aligned to the epoch); a window is sent once it is closed."""
+
+
 class ReconcileConfig(_Frozen):
     """Our policy knobs (not Frontier's)."""
 
@@ -283,6 +293,8 @@ class ReconcileConfig(_Frozen):
     full_resync_interval: Duration = 3600
     """How often a fleet domain (customers) lists every object (ceil(N/100) calls); between
     full resyncs it reads Stripe's events after its stored cursor (0 = always list in full)."""
+    usage: UsageConfig = UsageConfig()
+    """The usage outbox's meter events (`usage.aggregate`, `usage.flush_window`)."""
 
     def rate_limit_for(self, mode: Literal["test", "live"]) -> int:
         """The request budget for a key of `mode`."""

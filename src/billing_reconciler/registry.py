@@ -22,9 +22,11 @@ from collections.abc import Sequence
 
 from billing_reconciler.controller import Registration
 from billing_reconciler.domains.catalog_domain import CatalogDomain
+from billing_reconciler.domains.credits import CreditsDomain
 from billing_reconciler.domains.customers import CustomersDomain
 from billing_reconciler.domains.subscriptions import SubscriptionsDomain
 from billing_reconciler.effects import catalog as catalog_effects
+from billing_reconciler.effects import credits as credits_effects
 from billing_reconciler.effects import customers as customers_effects
 from billing_reconciler.effects import subscriptions as subscriptions_effects
 
@@ -46,7 +48,13 @@ SUBSCRIPTIONS = Registration(
     executors=subscriptions_effects.EXECUTORS,
 )
 
-DOMAINS: tuple[Registration, ...] = (CATALOG, CUSTOMERS, SUBSCRIPTIONS)
+CREDITS = Registration(
+    domain=CreditsDomain(),
+    open_reader=credits_effects.open_reader,
+    executors=credits_effects.EXECUTORS,
+)
+
+DOMAINS: tuple[Registration, ...] = (CATALOG, CUSTOMERS, SUBSCRIPTIONS, CREDITS)
 
 
 def by_name(registrations: Sequence[Registration] = DOMAINS) -> dict[str, Registration]:

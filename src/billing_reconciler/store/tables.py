@@ -502,6 +502,9 @@ class MeterOutboxModel(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Stripe refused the event for good (older than 35 days, say): kept, never sent again
+    # by itself, reported (plan warning, status) until someone deals with it.
+    refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class MeterAggregateModel(Base):
@@ -535,6 +538,7 @@ class MeterAggregateModel(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
+    refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class OverdraftWindowModel(Base):

@@ -61,6 +61,7 @@ def upgrade() -> None:
         sa.Column("sent_at", _utc(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("refused_at", _utc(), nullable=True),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_meter_outbox")),
         sa.UniqueConstraint("id", name=op.f("uq_meter_outbox_id")),
         _account_fk("meter_outbox"),
@@ -88,6 +89,7 @@ def upgrade() -> None:
         sa.Column("sent_at", _utc(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("refused_at", _utc(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_meter_aggregates")),
         sa.UniqueConstraint(
             "account_id",

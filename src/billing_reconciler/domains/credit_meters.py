@@ -1,0 +1,418 @@
+"""The meter-events part of the credits domain (DESIGN §17, §19): the usage outbox sent to
+Stripe as `billing/meter_events`. Pure: what it reads is `MeterOutboxReader`'s.
+
+A usage naming a meter is written to the outbox (`meter_outbox`) in the usage's transaction.
+Observation never costs a Stripe call: the store's pending rows, summed per (account, meter
+event name) — count, highest `seq`, oldest row, earliest event time — with the accounts'
+Stripe customers, the aggregates formed and not yet sent, and the rows Stripe refused.
+
+The rules plan, per account with something to send, one step `meter_events/<org_id>` (scope
+`customer/<org_id>`): "send the pending rows up to seq S", carrying each meter's payload keys
+(from the catalog's meter definitions) and, with `reconcile.usage.aggregate`, which meters
+are aggregated (`sum` meters only) and before which event time windows are closed. The
+executor (`effects.credit_meters`) claims, sends and marks the rows one by one.
+- An account without a Stripe customer (offline, or its customer not made yet) waits: a
+  notice, its rows kept.
+- Rows of an event name no meter of the catalog has wait too (a notice): sending them could
+  only fail.
+- Rows Stripe refused for good (an event older than 35 days) are kept, marked refused, and
+  reported as a plan warning; they are never silently dropped.
+- The plan states the outbox's depth and the oldest unsent event's age (a notice keyed
+  `meter_outbox`), and `facts` for `reconcile status` and the metrics.
+
+Aggregation: one event per (customer, meter, flush window) of event times; a window is formed
+only once closed (`now >= window end + GRACE_SECONDS`), so a usage committed late for a closed
+window is a new part of it (the executor numbers the parts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from billing_reconciler.desired.state import DesiredState
+from billing_reconciler.domains.base import PlanContext
+from billing_reconciler.domains.credit_parts import PartPlan
+from billing_reconciler.domains.event_routes import EventRoute
+from billing_reconciler.model_customers import customer_key, org_id_of_key
+from billing_reconciler.planning.plan import Action, Notice, Reason, Step, digest
+
+PART: Final = "meters"
+#: The step kind: send one account's pending meter events.
+METER_EVENTS_STEP: Final = "meter_events"
+#: The key of the plan's notice stating the outbox's depth.
+OUTBOX_NOTICE: Final = "meter_outbox"
+#: A flush window is closed this long after its end (rows still committing for it).
+GRACE_SECONDS: Final = 5
+#: DESIGN §19: the usage outbox is flushed at least every 10 s.
+FLUSH_SECONDS: Final = 10
+
+__all__ = [
+    "FLUSH_SECONDS",
+    "GRACE_SECONDS",
+    "METER_EVENTS_STEP",
+    "OUTBOX_NOTICE",
+    "PART",
+    "MeterKeys",
+    "MeterOutboxReader",
+    "MeterPart",
+    "MetersDesired",
+    "MetersObserved",
+    "OutboxAccount",
+    "PendingAggregates",
+    "PendingMeterEvents",
+    "RefusedMeterEvents",
+    "aggregate_identifier",
+    "closed_before",
+    "event_idempotency_key",
+    "meter_step_key",
+    "meters_plan",
+    "outbox_depth",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class MeterKeys:
+    """A meter of the catalog as the sender needs it: its payload keys and formula."""
+
+    customer_key: str
+    value_key: str
+    aggregation: str
+
+
+@dataclass(frozen=True, slots=True)
+class MetersDesired:
+    meters: Mapping[str, MeterKeys] = field(default_factory=dict)
+    aggregate: bool = False
+    flush_window: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMeterEvents:
+    """An account's pending outbox rows of one event name."""
+
+    account_id: str
+    org_id: str
+    event_name: str
+    count: int
+    max_seq: int
+    oldest_created: int
+    first_event_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAggregates:
+    """An account's aggregates formed and not yet sent."""
+
+    account_id: str
+    org_id: str
+    count: int
+    oldest_created: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedMeterEvents:
+    """An account's rows (and aggregates) Stripe refused for good, kept unsent."""
+
+    account_id: str
+    org_id: str
+    count: int
+    last_error: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxAccount:
+    account_id: str
+    org_id: str
+    stripe_customer_id: str | None
+    offline: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MetersObserved:
+    pending: tuple[PendingMeterEvents, ...] = ()
+    aggregates: tuple[PendingAggregates, ...] = ()
+    refused: tuple[RefusedMeterEvents, ...] = ()
+    accounts: Mapping[str, OutboxAccount] = field(default_factory=dict)
+
+
+class MeterOutboxReader(Protocol):
+    """What the part reads; `effects.credit_meters.MeterOutboxIO` implements it."""
+
+    def pending(self, org_ids: frozenset[str] | None) -> Sequence[PendingMeterEvents]: ...
+
+    def pending_aggregates(self, org_ids: frozenset[str] | None) -> Sequence[PendingAggregates]: ...
+
+    def refused(self, org_ids: frozenset[str] | None) -> Sequence[RefusedMeterEvents]: ...
+
+    def accounts(self, account_ids: Iterable[str]) -> Mapping[str, OutboxAccount]: ...
+
+
+def meter_step_key(org_id: str) -> str:
+    return f"{METER_EVENTS_STEP}/{org_id}"
+
+
+def closed_before(now: int, window: int) -> int:
+    """Rows whose event time is before this are in closed flush windows at `now`."""
+    return ((now - GRACE_SECONDS) // window) * window
+
+
+class MeterPart:
+    """See the module docstring."""
+
+    name: Final = PART
+    kinds: Final = frozenset({METER_EVENTS_STEP})
+    event_routes: Final[tuple[EventRoute, ...]] = ()
+
+    def refresh_seconds(self, state: DesiredState) -> int:
+        del state
+        return FLUSH_SECONDS
+
+    def desired(self, state: DesiredState, context: PlanContext) -> MetersDesired:
+        del context
+        meters: dict[str, MeterKeys] = {}
+        for product in state.products:
+            for price in product.prices:
+                meter = price.meter
+                if meter is not None:
+                    meters[meter.event_name] = MeterKeys(
+                        customer_key=meter.customer_key,
+                        value_key=meter.value_key,
+                        aggregation=meter.aggregation,
+                    )
+        usage = state.config.reconcile.usage
+        return MetersDesired(
+            meters=meters, aggregate=usage.aggregate, flush_window=int(usage.flush_window)
+        )
+
+    def observe(
+        self, reader: MeterOutboxReader, desired: MetersDesired, context: PlanContext
+    ) -> MetersObserved:
+        del desired
+        scope = context.options.scope
+        orgs = (
+            None
+            if scope is None
+            else frozenset(o for key in scope if (o := org_id_of_key(key)) is not None)
+        )
+        pending = tuple(reader.pending(orgs))
+        aggregates = tuple(reader.pending_aggregates(orgs))
+        refused = tuple(reader.refused(orgs))
+        ids = {p.account_id for p in pending} | {a.account_id for a in aggregates}
+        return MetersObserved(
+            pending=pending,
+            aggregates=aggregates,
+            refused=refused,
+            accounts=reader.accounts(sorted(ids)),
+        )
+
+    def plan(
+        self, desired: MetersDesired, observed: MetersObserved, context: PlanContext
+    ) -> PartPlan:
+        return meters_plan(desired, observed, context)
+
+    def scope_of(self, key: str) -> str | None:
+        kind, sep, org_id = key.partition("/")
+        if not sep or not org_id or kind != METER_EVENTS_STEP:
+            return None
+        return customer_key(org_id)
+
+
+# --------------------------------------------------------------------------------------------
+# The rules
+# --------------------------------------------------------------------------------------------
+
+
+def meters_plan(desired: MetersDesired, observed: MetersObserved, context: PlanContext) -> PartPlan:
+    """One step per account with something to send; notices for what waits; the depth."""
+    by_account: dict[str, list[PendingMeterEvents]] = {}
+    for row in observed.pending:
+        by_account.setdefault(row.account_id, []).append(row)
+    aggregates = {a.account_id: a for a in observed.aggregates}
+    steps: list[Step] = []
+    notices: list[Notice] = []
+    cutoff = closed_before(context.now, desired.flush_window) if desired.aggregate else None
+    for account_id in sorted(set(by_account) | set(aggregates), key=_org_of(observed)):
+        account = observed.accounts.get(account_id)
+        rows = by_account.get(account_id, [])
+        formed = aggregates.get(account_id)
+        org_id = account.org_id if account else (rows[0].org_id if rows else formed.org_id)  # type: ignore[union-attr]
+        waiting = sum(r.count for r in rows) + (formed.count if formed else 0)
+        if account is None or account.stripe_customer_id is None:
+            notices.append(_offline_notice(org_id, waiting, account))
+            continue
+        unknown = sorted({r.event_name for r in rows if r.event_name not in desired.meters})
+        if unknown:
+            notices.append(_unknown_notice(org_id, unknown, rows))
+        known = [r for r in rows if r.event_name in desired.meters]
+        step = _send_step(desired, account, known, formed, cutoff, context)
+        if step is not None:
+            steps.append(step)
+    return PartPlan(
+        steps=tuple(steps),
+        notices=(*notices, *_depth_notice(observed, context.now)),
+        warnings=tuple(_refused_warning(r) for r in observed.refused),
+        fingerprint=digest(
+            repr(observed.pending), repr(observed.aggregates), repr(observed.refused)
+        ),
+        facts=_facts(observed, context.now),
+    )
+
+
+def _org_of(observed: MetersObserved) -> Any:
+    def org(account_id: str) -> tuple[str, str]:
+        account = observed.accounts.get(account_id)
+        return (account.org_id if account else "", account_id)
+
+    return org
+
+
+def _sendable(
+    desired: MetersDesired, rows: Sequence[PendingMeterEvents], cutoff: int | None
+) -> tuple[list[PendingMeterEvents], list[str]]:
+    """The rows sent one by one now, and the aggregated meters with a closed window."""
+    single: list[PendingMeterEvents] = []
+    aggregated: list[str] = []
+    for row in rows:
+        if cutoff is not None and desired.meters[row.event_name].aggregation == "sum":
+            if row.first_event_time < cutoff:
+                aggregated.append(row.event_name)
+        else:
+            single.append(row)
+    return single, sorted(aggregated)
+
+
+def _send_step(
+    desired: MetersDesired,
+    account: OutboxAccount,
+    rows: Sequence[PendingMeterEvents],
+    formed: PendingAggregates | None,
+    cutoff: int | None,
+    context: PlanContext,
+) -> Step | None:
+    single, aggregated = _sendable(desired, rows, cutoff)
+    if not single and not aggregated and formed is None:
+        return None
+    count = sum(r.count for r in single)
+    up_to = max((r.max_seq for r in rows), default=0)
+    meters = {
+        name: {"customer_key": keys.customer_key, "value_key": keys.value_key}
+        for name, keys in sorted(desired.meters.items())
+        if name in {r.event_name for r in rows}
+    }
+    params: dict[str, Any] = {
+        "account_id": account.account_id,
+        "org_id": account.org_id,
+        "customer": account.stripe_customer_id,
+        "up_to_seq": up_to,
+        "events": count,
+        "meters": meters,
+        "single": sorted({r.event_name for r in single}),
+        "key_prefix": digest(context.key_salt, METER_EVENTS_STEP),
+    }
+    if cutoff is not None:
+        params["aggregate"] = {
+            "meters": aggregated,
+            "window": desired.flush_window,
+            "closed_before": cutoff,
+            "usages": sum(r.count for r in rows if r.event_name in aggregated),
+            "formed": formed.count if formed else 0,
+        }
+    key = meter_step_key(account.org_id)
+    return Step(
+        action=Action.CREATE,
+        kind=METER_EVENTS_STEP,
+        key=key,
+        reason=Reason.NEW,
+        params=params,
+        idempotency_key=digest(context.key_salt, key, str(up_to), str(cutoff)),
+        # Accounts are independent of each other: one batch, sent concurrently.
+        batch=0,
+    )
+
+
+def _offline_notice(org_id: str, waiting: int, account: OutboxAccount | None) -> Notice:
+    why = (
+        "an offline account"
+        if account is not None and account.offline
+        else "an account without a Stripe customer yet"
+    )
+    return Notice(
+        key=meter_step_key(org_id),
+        kind=METER_EVENTS_STEP,
+        stripe_id=None,
+        message=f"waits: {waiting:,} meter event(s) of {why} stay in the outbox until it has one",
+    )
+
+
+def _unknown_notice(
+    org_id: str, unknown: Sequence[str], rows: Sequence[PendingMeterEvents]
+) -> Notice:
+    count = sum(r.count for r in rows if r.event_name in unknown)
+    names = ", ".join(unknown)
+    return Notice(
+        key=meter_step_key(org_id),
+        kind=METER_EVENTS_STEP,
+        stripe_id=None,
+        message=(
+            f"waits: {count:,} meter event(s) name an event no meter of the catalog has "
+            f"({names}); they stay in the outbox"
+        ),
+    )
+
+
+def _refused_warning(refused: RefusedMeterEvents) -> str:
+    return (
+        f"{refused.count:,} meter event(s) of org {refused.org_id} were refused by Stripe and "
+        f"are kept unsent in the outbox (last: {refused.last_error})"
+    )
+
+
+def outbox_depth(observed: MetersObserved, now: int) -> tuple[int, int]:
+    """The outbox's depth (usages and formed aggregates not yet sent, refused ones aside)
+    and the oldest unsent one's age in seconds (0 when empty)."""
+    depth = sum(r.count for r in observed.pending) + sum(a.count for a in observed.aggregates)
+    oldest = min(
+        [r.oldest_created for r in observed.pending]
+        + [a.oldest_created for a in observed.aggregates],
+        default=None,
+    )
+    return depth, 0 if oldest is None else max(now - oldest, 0)
+
+
+def _depth_notice(observed: MetersObserved, now: int) -> tuple[Notice, ...]:
+    depth, age = outbox_depth(observed, now)
+    if not depth:
+        return ()
+    return (
+        Notice(
+            key=OUTBOX_NOTICE,
+            kind=OUTBOX_NOTICE,
+            stripe_id=None,
+            message=f"outbox: {depth:,} meter event(s) unsent, the oldest {age:,}s old",
+        ),
+    )
+
+
+def _facts(observed: MetersObserved, now: int) -> tuple[str, ...]:
+    depth, age = outbox_depth(observed, now)
+    refused = sum(r.count for r in observed.refused)
+    return (
+        f"meter outbox depth: {depth:,}",
+        f"meter outbox oldest unsent age: {age:,}s",
+        f"meter events refused: {refused:,}",
+    )
+
+
+def aggregate_identifier(org_id: str, event_name: str, window_start: int, part: int) -> str:
+    """The meter event identifier of an aggregate: derived from (customer, meter, window)
+    and its part, so a resend after a crash, or another replica, names the same event
+    (at most 100 characters, Stripe's limit)."""
+    return f"agg_{digest(org_id, event_name, str(window_start), length=32)}_{window_start}_{part}"
+
+
+def event_idempotency_key(key_prefix: str, identifier: str) -> str:
+    """The Stripe idempotency key of one meter event: from the store's salt (through the
+    step's `key_prefix`) and the event's identifier, the same on every attempt."""
+    return digest(key_prefix, identifier)
