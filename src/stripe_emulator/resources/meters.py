@@ -13,6 +13,7 @@ from stripe_emulator.listing import envelope, expand_of, list_response
 from stripe_emulator.params import Params
 from stripe_emulator.render import render
 from stripe_emulator.resources._common import check_enum, fetch, save_update
+from stripe_emulator.resources._payments import time_for
 from stripe_emulator.routing import Router
 from stripe_emulator.state import StripeObject
 
@@ -21,6 +22,9 @@ EVENT = "billing.meter_event"
 FORMULAS = ("count", "last", "sum")
 WINDOWS = {"hour": 3600, "day": 86400}
 IDENTIFIER_WINDOW_SECONDS = 24 * 3600
+# An event's timestamp: within the past 35 calendar days, at most 5 minutes ahead (Stripe).
+PAST_LIMIT_SECONDS = 35 * 86400
+FUTURE_LIMIT_SECONDS = 5 * 60
 
 
 def register(router: Router) -> None:
@@ -157,19 +161,34 @@ def _active_meter_for(ctx: RequestContext, event_name: str) -> StripeObject | No
 
 
 def create_event(ctx: RequestContext, params: Params, path: dict[str, str]) -> StripeObject:
-    """`POST /v1/billing/meter_events`: identifiers are unique for 24 hours."""
+    """`POST /v1/billing/meter_events`. Identifiers are unique for 24 hours: a second event
+    with one is refused (400, "An event already exists with identifier ...", as Stripe
+    answers; the idempotency key of the first request replays its answer instead). The
+    timestamp must be within the past 35 calendar days and at most 5 minutes ahead, of the
+    emulator's time (not checked for a customer on a test clock)."""
     now = ctx.now()
     identifier = params.get("identifier") or new_id("mtrevt")[len("mtrevt_") :]
     for earlier in ctx.store.collection(EVENT).lookup("identifier", identifier):
         if now - earlier["created"] < IDENTIFIER_WINDOW_SECONDS:
             raise invalid(
-                f"A meter event with identifier `{identifier}` was already submitted in the "
-                "last 24 hours.",
-                param="identifier",
+                f"An event already exists with identifier {identifier}.", param="identifier"
             )
     meter = _active_meter_for(ctx, params["event_name"])
+    customer: str | None = None
     if meter is not None:
         _check_payload(meter, params["payload"])
+        customer = params["payload"].get(meter["customer_mapping"]["event_payload_key"])
+    at = time_for(ctx, customer)
+    timestamp = params.get("timestamp", at)
+    # Checked for customers without a test clock only: events of clocked customers are
+    # stamped in the clock's time, which tests move freely (docs/emulator.md, omissions).
+    clocked = _has_clock(ctx, customer)
+    if not clocked and not at - PAST_LIMIT_SECONDS <= timestamp <= at + FUTURE_LIMIT_SECONDS:
+        raise invalid(
+            "The timestamp must be within the past 35 calendar days and no more than 5 "
+            "minutes in the future.",
+            param="timestamp",
+        )
     event: StripeObject = {
         "id": new_id("mtrevt"),
         "object": EVENT,
@@ -178,10 +197,15 @@ def create_event(ctx: RequestContext, params: Params, path: dict[str, str]) -> S
         "identifier": identifier,
         "livemode": False,
         "payload": params["payload"],
-        "timestamp": params.get("timestamp", now),
+        "timestamp": timestamp,
     }
     ctx.store.insert(EVENT, event)
     return render(ctx.store, event, expand_of(params))
+
+
+def _has_clock(ctx: RequestContext, customer_id: str | None) -> bool:
+    customer = ctx.store.get("customer", customer_id) if customer_id else None
+    return bool(customer and customer.get("test_clock"))
 
 
 def _check_payload(meter: StripeObject, payload: dict[str, str]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import stripe
 
@@ -186,7 +188,8 @@ def test_meter_events_and_summaries(
     meter = stripe_client.v1.billing.meters.create(
         {"display_name": "Calls", "event_name": "calls", "default_aggregation": {"formula": "sum"}}
     )
-    start = int(emulator.control.now()) // 3600 * 3600
+    # Two hours back: Stripe refuses a timestamp more than 5 minutes ahead.
+    start = int(emulator.control.now()) // 3600 * 3600 - 7200
     events = stripe_client.v1.billing.meter_events
     for offset, value in ((10, "3"), (20, "4"), (3700, "10")):
         events.create(
@@ -313,3 +316,34 @@ def test_test_clocks_round_trip(stripe_client: stripe.StripeClient) -> None:
     ]
     assert clocks.delete(clock.id).deleted is True
     assert stripe_client.v1.customers.retrieve(customer.id).deleted is True
+
+
+def test_a_meter_event_identifier_taken_and_a_timestamp_out_of_range_are_refused(
+    stripe_client: stripe.StripeClient, emulator: EmulatorHandle
+) -> None:
+    """Stripe's answers the credits domain's sender relies on (issue 12): a second event
+    with an identifier is 400 "An event already exists with identifier ..." while the
+    first request's idempotency key replays its answer; a timestamp older than 35 days or
+    more than 5 minutes ahead is 400 on `timestamp`."""
+    stripe_client.v1.billing.meters.create(
+        {"display_name": "Rows", "event_name": "rows", "default_aggregation": {"formula": "sum"}}
+    )
+    events = stripe_client.v1.billing.meter_events
+    now = int(emulator.control.now())
+    params: dict[str, Any] = {
+        "event_name": "rows",
+        "identifier": "u-1",
+        "timestamp": now - 60,
+        "payload": {"stripe_customer_id": "cus_9", "value": "2"},
+    }
+    first = events.create(params, {"idempotency_key": "k-1"})  # type: ignore[arg-type]
+    replay = events.create(params, {"idempotency_key": "k-1"})  # type: ignore[arg-type]
+    assert replay.identifier == first.identifier == "u-1"
+    with pytest.raises(stripe.InvalidRequestError) as duplicate:
+        events.create(params, {"idempotency_key": "k-2"})  # type: ignore[arg-type]
+    assert duplicate.value.user_message == "An event already exists with identifier u-1."
+    for stamp in (now - 36 * 86400, now + 600):
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            events.create({**params, "identifier": f"t{stamp}", "timestamp": stamp})
+        assert refused.value.param == "timestamp"
+    events.create({**params, "identifier": "ok", "timestamp": now - 34 * 86400})
