@@ -1,0 +1,103 @@
+"""`reconcile.usage.aggregate: true`: one meter event per (customer, `sum` meter, flush
+window), its identifier derived from that triple and a part number; other meters still one
+event per usage; a window is sent only once closed; a resend after a crash reuses the stored
+aggregate (issue 12 item 2)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from billing_reconciler.apply import ApplyError
+from billing_reconciler.domains.credit_meters import (
+    GRACE_SECONDS,
+    OUTBOX_NOTICE,
+    aggregate_identifier,
+)
+from billing_reconciler.registry import CREDITS
+from billing_reconciler.stripe_gateway import NO_RETRY
+from tests.integration.credits.conftest import COUNT, SUM, MeterWorld
+
+WINDOW = 60
+
+
+def _window(at: float) -> int:
+    return int(at) // WINDOW * WINDOW
+
+
+def test_one_event_per_customer_sum_meter_and_closed_window(meters: MeterWorld) -> None:
+    meters.configure(aggregate=True, window="1m")
+    meters.open(["acme", "globex"])
+    base = _window(time.time()) - 10 * WINDOW
+    for org in ("acme", "globex"):
+        for w in range(3):  # three closed windows, 100 usages each
+            meters.usages(org, 100, value=2, at=base + w * WINDOW + 5, prefix=f"w{w}")
+        meters.usages(org, 4, event_name=COUNT, at=base + 1, prefix="login")
+    meters.send()
+    events = meters.events()
+    sums = sorted((e for e in events if e["event_name"] == SUM), key=lambda e: e["identifier"])
+    assert len(sums) == 2 * 3
+    assert len([e for e in events if e["event_name"] == COUNT]) == 2 * 4  # one per usage
+    expected = {
+        aggregate_identifier(org, SUM, base + w * WINDOW, 0): (org, base + w * WINDOW)
+        for org in ("acme", "globex")
+        for w in range(3)
+    }
+    assert {e["identifier"] for e in sums} == set(expected)
+    for event in sums:
+        org, start = expected[event["identifier"]]
+        assert event["timestamp"] == start
+        assert event["payload"] == {"customer": meters.customer(org), "requests": "200"}
+    assert meters.depth() == (0, 0)
+    assert meters.plan().steps == ()
+
+    # A usage committed late for a closed window: a part 1 of it.
+    late = meters.usages("acme", 3, value=5, at=base + 7, prefix="late")
+    meters.send()
+    part = aggregate_identifier("acme", SUM, base, 1)
+    found = {e["identifier"]: e for e in meters.events()}
+    assert found[part]["payload"]["requests"] == "15"
+    assert not set(late) & set(found)
+    assert len(meters.events()) == 6 + 8 + 1
+
+
+def test_an_open_window_waits_until_it_is_closed(meters: MeterWorld) -> None:
+    meters.configure(aggregate=True, window="1m")
+    meters.open(["acme"])
+    now = time.time()
+    meters.usages("acme", 10, at=now)
+    plan = meters.plan()
+    assert plan.steps == ()
+    assert any(n.key == OUTBOX_NOTICE for n in plan.notices)
+    closed = _window(now) + WINDOW + GRACE_SECONDS
+    later = meters.send(clock=lambda: closed)
+    assert len(later.steps) == 1
+    (event,) = meters.events()
+    assert event["identifier"] == aggregate_identifier("acme", SUM, _window(now), 0)
+    assert event["payload"]["requests"] == "10"
+
+
+def test_a_crash_while_sending_aggregates_resends_the_stored_ones(meters: MeterWorld) -> None:
+    meters.configure(aggregate=True, window="1m", concurrency=1)
+    meters.open(["acme"])
+    base = _window(time.time()) - 10 * WINDOW
+    for w in range(4):
+        meters.usages("acme", 10, at=base + w * WINDOW, prefix=f"w{w}")
+    meters.emulator.control.add_fault(
+        method="POST", path_prefix="/v1/billing/meter_events", nth=2, kind="drop_after_commit"
+    )
+    crashing = meters.controller(CREDITS, retry=NO_RETRY)
+    with pytest.raises(ApplyError):
+        crashing.apply(crashing.plan())
+    assert len(meters.events()) == 2  # the second was committed, its answer lost
+    # More usage for an already formed window arrives meanwhile: a new part, not a new sum.
+    meters.usages("acme", 1, value=9, at=base + 3, prefix="late")
+    meters.send()
+    events = {e["identifier"]: e["payload"]["requests"] for e in meters.events()}
+    assert events == {
+        **{aggregate_identifier("acme", SUM, base + w * WINDOW, 0): "10" for w in range(4)},
+        aggregate_identifier("acme", SUM, base, 1): "9",
+    }
+    replayed = [r for r in meters.sends() if r.replayed]
+    assert len(replayed) == 1  # the lost answer, replayed for its key
