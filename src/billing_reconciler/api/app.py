@@ -63,6 +63,9 @@ def api_router(context: ApiContext) -> APIRouter:
     """Every route of the host API, under `/v1beta1`."""
     router = APIRouter()
     for part in (
+        # First: the usage routes are the hottest (routes are matched in order).
+        usage_router(context),
+        admin_usage_router(context),
         organizations_router(context),
         accounts_router(context),
         ledger_router(context),
@@ -71,8 +74,6 @@ def api_router(context: ApiContext) -> APIRouter:
         subscriptions_router(context),
         admin_subscriptions_router(context),
         catalog_router(context),
-        usage_router(context),
-        admin_usage_router(context),
         _unmatched_org_routes(context.tokens),
     ):
         router.include_router(part)

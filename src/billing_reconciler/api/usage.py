@@ -39,8 +39,6 @@ from billing_reconciler.api.models import (
 from billing_reconciler.api.onboarding import require_org
 from billing_reconciler.api.routing import PREFIX, ApiRoute, OrgId, error_responses
 from billing_reconciler.store import (
-    AccountRecord,
-    AccountRepository,
     ConflictError,
     IdConflictError,
     InsufficientCreditsError,
@@ -52,6 +50,7 @@ from billing_reconciler.store.usage import (
     Usage,
     UsageRepository,
     applied_meters,
+    usage_account,
 )
 
 DEFAULT_SOURCE: Final = "usage"
@@ -101,20 +100,22 @@ def _with_usage_id(request: Request, response: JSONResponse) -> Response:
     return JSONResponse(answer, status_code=response.status_code)
 
 
-def _usage_account(session: Any, org: str) -> AccountRecord:
-    """The org's active account: 404 for no org or no account, 409 for a disabled one."""
-    require_org(session, org)
-    account = AccountRepository(session).latest_for_org(org)
-    if account is None:
+def _usage_account(session: Any, org: str) -> tuple[str, int]:
+    """The org's active account (its id and credit_min), in one query: 404 for no org or no
+    account, 409 for a disabled one."""
+    found = usage_account(session, org)
+    if found is None:
+        raise not_found(f"no organization {org}", org_id=org)
+    if found.account_id is None:
         raise not_found(f"organization {org} has no billing account", org_id=org)
-    if account.state != "active":
+    if found.state != "active":
         raise precondition(
-            f"the billing account of organization {org} is {account.state}: enable it first",
+            f"the billing account of organization {org} is {found.state}: enable it first",
             org_id=org,
-            account_id=account.id,
-            state=account.state,
+            account_id=found.account_id,
+            state=found.state,
         )
-    return account
+    return found.account_id, found.credit_min
 
 
 def _source(usage: UsageIn, index: int) -> str:
@@ -175,7 +176,7 @@ def usage_router(context: ApiContext) -> APIRouter:
         sources = [_source(usage, index) for index, usage in enumerate(body.usages)]
         meters: frozenset[str] = frozenset()
         with context.store.session() as session:
-            account = _usage_account(session, org)
+            account_id, credit_min = _usage_account(session, org)
             if any(usage.meter is not None for usage in body.usages):
                 meters = applied_meters(session, context.installation_id())
             usages = [
@@ -192,7 +193,7 @@ def usage_router(context: ApiContext) -> APIRouter:
             ]
             repository = UsageRepository(session, clock=context.clock)
             try:
-                recorded = repository.record(account.id, org, usages, credit_min=account.credit_min)
+                batch = repository.record(account_id, org, usages, credit_min=credit_min)
             except InsufficientCreditsError as error:
                 raise ApiError(
                     422,
@@ -216,7 +217,7 @@ def usage_router(context: ApiContext) -> APIRouter:
                     "was recorded",
                     {"usage_id": error.id, "id": error.id, "org_id": org},
                 ) from None
-            balance = repository.balance(account.id)
+        recorded = batch.recorded
         created = [r.transaction.id for r in recorded if r.created]
         if any(r.created and u.meter is not None for r, u in zip(recorded, usages, strict=True)):
             context.reconcile_customer(org, "usage recorded")
@@ -225,7 +226,7 @@ def usage_router(context: ApiContext) -> APIRouter:
             data=[transaction(r.transaction) for r in recorded],
             created=created,
             replayed=[r.transaction.id for r in recorded if not r.created],
-            balance=balance,
+            balance=batch.balance,
         )
 
     @router.post("/check", response_model=CreditCheck, responses=error_responses(404, 409))
@@ -233,11 +234,11 @@ def usage_router(context: ApiContext) -> APIRouter:
         """Whether a usage of `amount` would be allowed now (`balance - amount >=
         credit_min`); reserves nothing."""
         with context.store.session() as session:
-            account = _usage_account(session, org)
+            account_id, credit_min = _usage_account(session, org)
             allowed, balance = UsageRepository(session).check(
-                account.id, body.amount, credit_min=account.credit_min
+                account_id, body.amount, credit_min=credit_min
             )
-        return CreditCheck(allowed=allowed, balance=balance, credit_min=account.credit_min)
+        return CreditCheck(allowed=allowed, balance=balance, credit_min=credit_min)
 
     return router
 

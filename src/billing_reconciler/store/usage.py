@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, bindparam, case, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from billing_reconciler.store._common import Clock, content_hash, dialect_insert, utc_now
@@ -54,8 +54,9 @@ from billing_reconciler.store.tables import (
     LedgerEntryModel,
     LedgerTransactionModel,
     MeterOutboxModel,
+    OrganizationModel,
 )
-from billing_reconciler.store.types import as_utc
+from billing_reconciler.store.types import as_utc, canonical_json
 
 _transactions = cast(Table, LedgerTransactionModel.__table__)
 _entries = cast(Table, LedgerEntryModel.__table__)
@@ -116,6 +117,23 @@ class Recorded:
     transaction: LedgerTransaction
     created: bool
     """False: a replay of a usage stored before with the same content (nothing written)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    recorded: list[Recorded]
+    """One per usage, in the batch's order."""
+    balance: int
+    """The account's balance after the batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageAccount:
+    """What recording a usage needs of an org: its active (else newest) account, if any."""
+
+    account_id: str | None
+    state: str | None
+    credit_min: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +226,15 @@ def applied_meters(session: Session, installation_id: str) -> frozenset[str]:
     return frozenset(names)
 
 
+# The statements of the hot path, built once (their parameters are bind parameters).
+_LOCK = (
+    select(_balances.c.amount)
+    .where(_balances.c.account_id == bindparam("p_account_id"))
+    .with_for_update()
+)
+_READ = select(*_COLUMNS).where(LedgerTransactionModel.id.in_(bindparam("p_ids", expanding=True)))
+
+
 class UsageRepository:
     def __init__(self, session: Session, *, clock: Clock = utc_now) -> None:
         self._session = session
@@ -218,10 +245,9 @@ class UsageRepository:
     def lock_balance(self, account_id: str) -> int:
         """The account's balance, its row locked until the transaction ends (created at 0
         for an account without one)."""
-        query = (
-            select(_balances.c.amount).where(_balances.c.account_id == account_id).with_for_update()
-        )
-        amount = self._session.scalar(query)
+        params = {"p_account_id": account_id}
+        connection = self._session.connection()
+        amount = connection.execute(_LOCK, params).scalar()
         if amount is None:
             known = self._session.scalar(
                 select(BillingAccountModel.id).where(BillingAccountModel.id == account_id)
@@ -233,7 +259,7 @@ class UsageRepository:
                 .values(account_id=account_id, amount=0, updated_at=None)
                 .on_conflict_do_nothing(index_elements=[_balances.c.account_id])
             )
-            amount = self._session.scalar(query)
+            amount = connection.execute(_LOCK, params).scalar()
             assert amount is not None
         return int(amount)
 
@@ -247,9 +273,10 @@ class UsageRepository:
 
     def record(
         self, account_id: str, org_id: str, usages: Sequence[Usage], *, credit_min: int
-    ) -> list[Recorded]:
-        """Record a batch of usages atomically (see the module docstring); one `Recorded` per
-        usage, in order. The caller's transaction holds the balance row lock until it ends."""
+    ) -> Batch:
+        """Record a batch of usages atomically (see the module docstring): one `Recorded` per
+        usage, in order, and the balance after. The caller's transaction holds the balance
+        row lock until it ends."""
         if not usages:
             raise ValueError("a batch needs at least one usage")
         ids = [usage.id for usage in usages]
@@ -265,9 +292,8 @@ class UsageRepository:
             usage_hash(account_id, usage, source)
             for usage, source in zip(usages, sources, strict=True)
         ]
-        balance = self.lock_balance(account_id)
         # Under the lock: a writer of the same ids on this account has committed, or not begun.
-        existing = self._read(ids)
+        balance, existing = self._lock_and_read(account_id, ids)
         results: list[Recorded | None] = []
         fresh: list[int] = []
         for index, usage in enumerate(usages):
@@ -317,7 +343,7 @@ class UsageRepository:
                 self._session.execute(insert(_outbox), outbox)
             for i, row in zip(fresh, rows, strict=True):
                 results[i] = Recorded(_new(row), True)
-        return [r for r in results if r is not None]
+        return Batch([r for r in results if r is not None], running)
 
     @staticmethod
     def _outbox_row(usage: Usage, account_id: str, org_id: str, now: datetime) -> dict[str, Any]:
@@ -419,13 +445,19 @@ class UsageRepository:
 
     # --- internals ------------------------------------------------------------------------
 
+    def _lock_and_read(self, account_id: str, ids: Sequence[str]) -> tuple[int, dict[str, Any]]:
+        """The balance (its row locked), then the stored transactions of `ids`. Two
+        statements, not one joined: on PostgreSQL a statement that waited for the lock still
+        reads the other tables as of its start (READ COMMITTED re-checks only the locked
+        row), so a writer of the same ids that committed meanwhile would be missed."""
+        balance = self.lock_balance(account_id)
+        return balance, self._read(ids)
+
     def _read(self, ids: Sequence[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for start in range(0, len(ids), _ID_CHUNK):
-            chunk = ids[start : start + _ID_CHUNK]
-            for row in self._session.execute(
-                select(*_COLUMNS).where(LedgerTransactionModel.id.in_(chunk))
-            ):
+            chunk = list(ids[start : start + _ID_CHUNK])
+            for row in self._session.connection().execute(_READ, {"p_ids": chunk}):
                 found[row.id] = row
         return found
 
@@ -449,6 +481,46 @@ class UsageRepository:
         """The transactions, their entries and the balance (the row is locked by us). An id
         taken meanwhile by a writer of another account is an IdConflictError (the caller's
         transaction rolls back what this wrote)."""
+        if self._session.get_bind().dialect.name == "postgresql":
+            inserted = self._write_postgresql(rows, account_id, new_balance, now)
+        else:
+            inserted = self._write_portable(rows, account_id, new_balance, now)
+        for row in rows:
+            if row["id"] not in inserted:
+                raise IdConflictError(
+                    f"ledger id {row['id']!r} was used before with different content on"
+                    " another account",
+                    id=row["id"],
+                )
+
+    def _write_postgresql(
+        self, rows: list[dict[str, Any]], account_id: str, new_balance: int, now: datetime
+    ) -> set[str]:
+        """One statement for any number of rows of one type (`_PG_BULK_WRITE`: the rows as
+        arrays through `unnest`, so its text and plan are the same for every batch size)."""
+        kind = rows[0]["type"]
+        assert all(row["type"] == kind for row in rows)
+        params = {
+            "ids": [row["id"] for row in rows],
+            "amounts": [row["amount"] for row in rows],
+            "sources": [row["source"] for row in rows],
+            "descriptions": [row["description"] for row in rows],
+            "user_ids": [row["user_id"] for row in rows],
+            "metadata": [canonical_json(row["metadata"]) for row in rows],
+            "hashes": [row["content_hash"] for row in rows],
+            "reverts": [row["reverts"] for row in rows],
+            "account_id": account_id,
+            "type": kind,
+            "sign": 1 if kind == CREDIT else -1,
+            "now": now,
+            "new_balance": new_balance,
+        }
+        connection = self._session.connection()
+        return {row_id for (row_id,) in connection.execute(_PG_BULK_WRITE, params)}
+
+    def _write_portable(
+        self, rows: list[dict[str, Any]], account_id: str, new_balance: int, now: datetime
+    ) -> set[str]:
         inserted = {
             row_id
             for (row_id,) in self._session.execute(
@@ -458,13 +530,6 @@ class UsageRepository:
                 rows,
             )
         }
-        for row in rows:
-            if row["id"] not in inserted:
-                raise IdConflictError(
-                    f"ledger id {row['id']!r} was used before with different content on"
-                    " another account",
-                    id=row["id"],
-                )
         entries: list[dict[str, Any]] = []
         for row in rows:
             delta = row["amount"] if row["type"] == CREDIT else -row["amount"]
@@ -492,6 +557,72 @@ class UsageRepository:
             .where(_balances.c.account_id == account_id)
             .values(amount=new_balance, updated_at=now)
         )
+        return inserted
+
+
+#: PostgreSQL: insert the transactions (ON CONFLICT DO NOTHING), their two entries each from
+#: what was inserted, and set the (locked) balance, in one round trip; answers the ids
+#: inserted. The rows come as arrays (`unnest`).
+_PG_BULK_WRITE = text(
+    """
+    WITH given AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:amounts AS bigint[]), CAST(:sources AS text[]),
+            CAST(:descriptions AS text[]), CAST(:user_ids AS text[]),
+            CAST(:metadata AS text[]), CAST(:hashes AS text[]), CAST(:reverts AS text[])
+        ) AS g(id, amount, source, description, user_id, metadata, content_hash, reverts)
+    ), new_transactions AS (
+        INSERT INTO ledger_transactions (id, account_id, type, amount, source, description,
+            user_id, metadata, content_hash, created_at, reverts)
+        SELECT id, :account_id, :type, amount, source, description, user_id,
+            CAST(metadata AS jsonb), content_hash, :now, reverts
+        FROM given
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id, amount
+    ), new_entries AS (
+        INSERT INTO ledger_entries (transaction_id, side, account_id, amount, created_at)
+        SELECT id, 'account', :account_id, :sign * amount, :now FROM new_transactions
+        UNION ALL
+        SELECT id, 'platform', NULL, -:sign * amount, :now FROM new_transactions
+    ), moved AS (
+        UPDATE ledger_balances SET amount = :new_balance, updated_at = :now
+        WHERE account_id = :account_id
+    )
+    SELECT id FROM new_transactions
+    """
+)
+
+
+_USAGE_ACCOUNT = (
+    select(
+        OrganizationModel.deleted_at,
+        BillingAccountModel.id,
+        BillingAccountModel.state,
+        BillingAccountModel.credit_min,
+    )
+    .select_from(OrganizationModel)
+    .outerjoin(BillingAccountModel, BillingAccountModel.org_id == OrganizationModel.org_id)
+    .where(OrganizationModel.org_id == bindparam("p_org_id"))
+    .order_by(
+        case((BillingAccountModel.state == "active", 0), else_=1),
+        BillingAccountModel.created_at.desc(),
+        BillingAccountModel.id.desc(),
+    )
+    .limit(1)
+)
+
+
+def usage_account(session: Session, org_id: str) -> UsageAccount | None:
+    """The org's active (else newest) account in one query; None when there is no such org
+    (or it is deleted)."""
+    row = session.connection().execute(_USAGE_ACCOUNT, {"p_org_id": org_id}).first()
+    if row is None or row.deleted_at is not None:
+        return None
+    return UsageAccount(
+        account_id=row.id,
+        state=row.state,
+        credit_min=0 if row.credit_min is None else int(row.credit_min),
+    )
 
 
 def _new(row: Mapping[str, Any]) -> LedgerTransaction:
