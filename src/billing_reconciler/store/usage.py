@@ -292,6 +292,10 @@ class UsageRepository:
             usage_hash(account_id, usage, source)
             for usage, source in zip(usages, sources, strict=True)
         ]
+        if self._session.get_bind().dialect.name == "postgresql":
+            fast = self._record_postgresql(account_id, org_id, usages, sources, digests, credit_min)
+            if fast is not None:
+                return fast
         # Under the lock: a writer of the same ids on this account has committed, or not begun.
         balance, existing = self._lock_and_read(account_id, ids)
         results: list[Recorded | None] = []
@@ -344,6 +348,79 @@ class UsageRepository:
             for i, row in zip(fresh, rows, strict=True):
                 results[i] = Recorded(_new(row), True)
         return Batch([r for r in results if r is not None], running)
+
+    def _record_postgresql(
+        self,
+        account_id: str,
+        org_id: str,
+        usages: Sequence[Usage],
+        sources: list[str],
+        digests: list[str],
+        credit_min: int,
+    ) -> Batch | None:
+        """The usual batch in one round trip (`_PG_RECORD`): lock the balance row, and if the
+        balance allows the whole batch as if every usage were new, insert them (ON CONFLICT
+        DO NOTHING), their entries and meter-outbox rows, and move the balance by what was
+        inserted. Amounts are positive, so a batch allowed in total is allowed usage by usage,
+        and so is any part of it. Ids not inserted are read afterwards (a new statement, which
+        sees what committed while it waited): replays, or an IdConflictError (the caller's
+        transaction rolls back). None when the balance does not allow the whole batch (or the
+        account has no balance row): the exact path decides, under the lock already held."""
+        now = self._clock()
+        total = sum(usage.amount for usage in usages)
+        metered = [usage.meter for usage in usages]
+        params = {
+            "ids": [usage.id for usage in usages],
+            "amounts": [usage.amount for usage in usages],
+            "sources": sources,
+            "descriptions": [usage.description for usage in usages],
+            "user_ids": [usage.user_id for usage in usages],
+            "metadata": [canonical_json(dict(usage.metadata)) for usage in usages],
+            "hashes": digests,
+            "event_names": [None if m is None else m.event_name for m in metered],
+            "event_values": [
+                None if m is None else (u.amount if m.value is None else m.value)
+                for m, u in zip(metered, usages, strict=True)
+            ],
+            "event_times": [
+                None if m is None else (now if m.timestamp is None else as_utc(m.timestamp))
+                for m in metered
+            ],
+            "account_id": account_id,
+            "org_id": org_id,
+            "total": total,
+            "credit_min": credit_min,
+            "now": now,
+        }
+        found = self._session.connection().execute(_PG_RECORD, params).one()
+        if found.balance is None or int(found.balance) - total < credit_min:
+            return None
+        inserted = set(found.inserted or ())
+        balance = int(found.balance) if found.moved_to is None else int(found.moved_to)
+        missing = [usage.id for usage in usages if usage.id not in inserted]
+        stored = self._read(missing) if missing else {}
+        recorded: list[Recorded] = []
+        for usage, source, digest in zip(usages, sources, digests, strict=True):
+            if usage.id in inserted:
+                row = {
+                    "id": usage.id,
+                    "account_id": account_id,
+                    "type": DEBIT,
+                    "amount": usage.amount,
+                    "source": source,
+                    "description": usage.description,
+                    "user_id": usage.user_id,
+                    "metadata": dict(usage.metadata),
+                    "created_at": now,
+                    "reverts": None,
+                }
+                recorded.append(Recorded(_new(row), True))
+                continue
+            previous = stored.get(usage.id)
+            if previous is None:  # not reached: a conflicting id is a committed row
+                raise IdConflictError(f"ledger id {usage.id!r} is taken", id=usage.id)
+            recorded.append(Recorded(self._checked(previous, digest, account_id), False))
+        return Batch(recorded, balance)
 
     @staticmethod
     def _outbox_row(usage: Usage, account_id: str, org_id: str, now: datetime) -> dict[str, Any]:
@@ -609,6 +686,56 @@ _USAGE_ACCOUNT = (
         BillingAccountModel.id.desc(),
     )
     .limit(1)
+)
+
+
+#: PostgreSQL: a whole batch in one round trip (`UsageRepository._record_postgresql`).
+_PG_RECORD = text(
+    """
+    WITH locked AS (
+        SELECT amount FROM ledger_balances WHERE account_id = :account_id FOR UPDATE
+    ), given AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:amounts AS bigint[]), CAST(:sources AS text[]),
+            CAST(:descriptions AS text[]), CAST(:user_ids AS text[]),
+            CAST(:metadata AS text[]), CAST(:hashes AS text[]),
+            CAST(:event_names AS text[]), CAST(:event_values AS bigint[]),
+            CAST(:event_times AS timestamptz[])
+        ) AS g(id, amount, source, description, user_id, metadata, content_hash,
+            event_name, event_value, event_time)
+    ), allowed AS (
+        SELECT given.* FROM given, locked WHERE locked.amount - :total >= :credit_min
+    ), new_transactions AS (
+        INSERT INTO ledger_transactions (id, account_id, type, amount, source, description,
+            user_id, metadata, content_hash, created_at, reverts)
+        SELECT id, :account_id, 'debit', amount, source, description, user_id,
+            CAST(metadata AS jsonb), content_hash, :now, NULL
+        FROM allowed
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id, amount
+    ), new_entries AS (
+        INSERT INTO ledger_entries (transaction_id, side, account_id, amount, created_at)
+        SELECT id, 'account', :account_id, -amount, :now FROM new_transactions
+        UNION ALL
+        SELECT id, 'platform', NULL, amount, :now FROM new_transactions
+    ), new_outbox AS (
+        INSERT INTO meter_outbox (id, account_id, org_id, event_name, value, event_time,
+            created_at, aggregate_id, sent_at, attempts, last_error)
+        SELECT a.id, :account_id, :org_id, a.event_name, a.event_value, a.event_time, :now,
+            NULL, NULL, 0, NULL
+        FROM allowed AS a JOIN new_transactions AS n ON n.id = a.id
+        WHERE a.event_name IS NOT NULL
+    ), moved AS (
+        UPDATE ledger_balances
+        SET amount = amount - (SELECT coalesce(sum(amount), 0) FROM new_transactions),
+            updated_at = :now
+        WHERE account_id = :account_id AND EXISTS (SELECT 1 FROM new_transactions)
+        RETURNING amount
+    )
+    SELECT (SELECT amount FROM locked) AS balance,
+        (SELECT array_agg(id) FROM new_transactions) AS inserted,
+        (SELECT amount FROM moved) AS moved_to
+    """
 )
 
 
