@@ -28,6 +28,7 @@ from typing import Any, Final, Protocol
 from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.domains.base import PlanContext
 from billing_reconciler.domains.credit_meters import MeterPart
+from billing_reconciler.domains.credit_overdraft import OverdraftPart
 from billing_reconciler.domains.credit_parts import CreditPart, PartPlan
 from billing_reconciler.planning.plan import Plan, digest
 
@@ -62,7 +63,7 @@ class CreditsObserved:
 
 
 #: The parts, in the order their steps are planned and applied.
-CREDIT_PARTS: tuple[CreditPart, ...] = (MeterPart(),)
+CREDIT_PARTS: tuple[CreditPart, ...] = (MeterPart(), OverdraftPart())
 
 
 class CreditsDomain:

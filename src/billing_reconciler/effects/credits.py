@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from billing_reconciler.apply import StepExecutor
-from billing_reconciler.effects import credit_meters
+from billing_reconciler.effects import credit_meters, credit_overdraft
 from billing_reconciler.store import Store
 from billing_reconciler.stripe_gateway import StripeGateway
 
@@ -28,6 +28,7 @@ class PartEffects:
 #: One entry per part of `domains.credits.CREDIT_PARTS`.
 PARTS: tuple[PartEffects, ...] = (
     PartEffects(credit_meters.PART, credit_meters.open_reader, credit_meters.EXECUTORS),
+    PartEffects(credit_overdraft.PART, credit_overdraft.open_reader, credit_overdraft.EXECUTORS),
 )
 
 

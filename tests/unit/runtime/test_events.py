@@ -159,10 +159,13 @@ def test_the_thirteen_documented_types_are_routed_once_their_domains_exist() -> 
         "customer.subscription.deleted",
     }
     customer_types = {"customer.created", "customer.updated", "customer.deleted"}
-    assert {t for t in documented if routed(t)} == customer_types | subscription_types
+    # The credits domain's overdraft part credits a paid overdraft invoice back.
+    credit_types = {"invoice.paid"}
+    routed_types = customer_types | subscription_types | credit_types
+    assert {t for t in documented if routed(t)} == routed_types
     assert {t for t in documented if not routed(t)} == {
         t for t, _, _ in CUSTOMER_OWNED
-    } - subscription_types
+    } - subscription_types - credit_types
     assert routed_today == {
         "customer.created",
         "customer.updated",
@@ -174,6 +177,7 @@ def test_the_thirteen_documented_types_are_routed_once_their_domains_exist() -> 
         "price.",
         "entitlements.feature.",
         "billing.meter.",
+        "invoice.paid",
     }
 
 
