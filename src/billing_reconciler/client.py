@@ -276,6 +276,18 @@ class Revert(TypedDict):
     remaining: int
 
 
+class Purchase(TypedDict):
+    """A purchase of a product; `checkout_id` None for a delegated one."""
+
+    id: str
+    product: str
+    quantity: int
+    checkout_id: str | None
+    created_at: str
+    credits: int
+    transaction_id: str
+
+
 class AccountFields(TypedDict, total=False):
     """Body of `create_account` / `patch_account` (patch: only what is given changes)."""
 
@@ -549,6 +561,20 @@ class BillingClient:
             body["description"] = description
         path = f"/admin{self._org(org_id)}/billing/credits"
         return cast(Transaction, self._call("POST", path, json=body))
+
+    def purchase_credits(
+        self, org_id: str, *, product: str, quantity: int = 1, id: str | None = None
+    ) -> Purchase:
+        """Admin: a delegated purchase (no payment, nothing in Stripe) of `quantity` units of
+        a credits product: `quantity x credit_amount` credits, source `system.awarded`. Pass
+        an `id` to make retries safe: the same id again returns the stored purchase and adds
+        nothing (another product or quantity under it: `id_conflict`); without one, each
+        call is a new purchase."""
+        body: dict[str, Any] = {"product": {"name": product, "quantity": quantity}}
+        if id is not None:
+            body["id"] = id
+        path = f"{self._org(org_id)}/billing/subscriptions"
+        return cast(Purchase, self._call("POST", path, json=body))
 
     def put_details(
         self, org_id: str, *, credit_min: int | None = None, due_in_days: int | None = None

@@ -338,17 +338,89 @@ class Feature(ResponseBody):
     lookup_key: str | None
 
 
+# --- delegated credit purchases (DESIGN §17, §19; the admin subscribe with a product) -------
+
+MAX_PURCHASE_QUANTITY = 100_000
+"""The most units one delegated purchase buys (Frontier's checkout maximum)."""
+
+
+def _purchase_id(value: str) -> str:
+    if value != value.strip() or not value.strip():
+        raise ValueError("must not be blank nor begin or end with whitespace")
+    return value
+
+
+PurchaseId = Annotated[StrictStr, Field(min_length=1, max_length=255), AfterValidator(_purchase_id)]
+
+
+class PurchaseProductIn(RequestBody):
+    """The product a delegated purchase buys: a `behavior: credits` product of the applied
+    catalog, `quantity` units of it (`quantity x credit_amount` credits)."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    quantity: Annotated[StrictInt, Field(ge=1, le=MAX_PURCHASE_QUANTITY)] = Field(
+        default=1,
+        description=f"1..{MAX_PURCHASE_QUANTITY}, within the product's min_quantity and "
+        "max_quantity when it sets them.",
+    )
+
+
+class Purchase(ResponseBody):
+    """A purchase of a product. A delegated one (admin, no checkout) has no `checkout_id`."""
+
+    id: str = Field(description="The purchase's id: the request's `id`, else a generated one.")
+    product: str
+    quantity: int
+    checkout_id: str | None = Field(description="The checkout that paid it; null if delegated.")
+    created_at: Timestamp
+    credits: int = Field(description="Credits it added (`quantity x credit_amount`).")
+    transaction_id: str = Field(
+        description="Its ledger transaction (source `system.awarded` when delegated)."
+    )
+
+
 # --- subscriptions (DESIGN §16, §19) ------------------------------------------------------
 
 PlanName = Annotated[StrictStr, Field(min_length=1, max_length=255)]
 
 
 class SubscribeIn(RequestBody):
-    """`POST .../subscriptions` (admin): subscribe without a checkout."""
+    """`POST .../subscriptions` (admin): subscribe without a checkout (`{plan, skip_trial?,
+    cancel_after_trial?}`), or buy a credits product without a checkout, a delegated purchase
+    (`{product: {name, quantity?}, id?}`); exactly one of `plan` and `product`."""
 
-    plan: PlanName
+    plan: PlanName | None = None
     skip_trial: StrictBool = False
     cancel_after_trial: StrictBool = False
+    product: PurchaseProductIn | None = Field(
+        default=None, description="A delegated purchase of a credits product (no payment)."
+    )
+    id: PurchaseId | None = Field(
+        default=None,
+        description="With `product`: the purchase's idempotency key (the same id again "
+        "answers the stored purchase and adds nothing). Without it each request is a new "
+        "purchase.",
+    )
+
+    @model_validator(mode="after")
+    def _plan_or_product(self) -> SubscribeIn:
+        if (self.plan is None) == (self.product is None):
+            raise ValueError(
+                "send exactly one of plan (a subscription) and product (a delegated "
+                f"purchase of a credits product); got {'both' if self.plan else 'neither'}"
+            )
+        trial_options = sorted({"skip_trial", "cancel_after_trial"} & self.model_fields_set)
+        if self.product is not None and trial_options:
+            raise ValueError(f"{' and '.join(trial_options)} go with plan, not with product")
+        if self.plan is not None and self.id is not None:
+            raise ValueError("id goes with product (a purchase's idempotency key), not with plan")
+        return self
+
+    @property
+    def plan_name(self) -> str:
+        """The plan of a subscribe (validated: present when `product` is not)."""
+        assert self.plan is not None
+        return self.plan
 
 
 class PlanChangeIn(RequestBody):

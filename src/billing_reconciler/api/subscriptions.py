@@ -37,12 +37,14 @@ from billing_reconciler.api.models import (
     Page,
     PendingChangeOut,
     PreviewLine,
+    Purchase,
     SubscribeIn,
     Subscription,
     Trialed,
 )
 from billing_reconciler.api.onboarding import require_active, require_org
 from billing_reconciler.api.pending import Verdict
+from billing_reconciler.api.purchases import purchase_credits
 from billing_reconciler.api.routing import (
     DEFAULT_LIMIT,
     PREFIX,
@@ -1038,21 +1040,32 @@ def admin_subscriptions_router(context: ApiContext) -> APIRouter:
     @router.post(
         "/subscriptions",
         status_code=201,
-        response_model=Subscription,
-        responses={**accepted_response(), **error_responses(402, 403, 404, 409)},
+        response_model=Subscription | Purchase,
+        responses={
+            200: {"model": Purchase, "description": "The same purchase again: nothing added"},
+            **accepted_response(),
+            **error_responses(402, 403, 404, 409),
+        },
     )
     def subscribe(org: OrgId, body: SubscribeIn) -> Subscription | JSONResponse:
         """Subscribe without a checkout (admin). One live subscription per account: a paid
         plan replaces a live free one; beside a live paid one it is refused (change the plan
         instead). A subscription Stripe refused to create (none exists) is not live: the same
         subscribe again is the retry, another plan's replaces it. Waits for Stripe's verdict
-        (201, or 202 when it takes longer)."""
+        (201, or 202 when it takes longer).
+
+        With `product` instead of `plan`: a delegated purchase of a `credits` product, no
+        payment and nothing in Stripe; it adds `quantity x credit_amount` credits (source
+        `system.awarded`) and answers the purchase (201; the same `id` again: 200, nothing
+        added)."""
+        if body.product is not None:
+            return purchase_credits(context, org, body)
         _refuse_declared(context, org)
         with context.store.session() as session:
             require_org(session, org)
             account = require_active(session, org)
             catalog = AppliedCatalog(session, context.installation_id())
-            plan = _active_plan(catalog, body.plan)
+            plan = _active_plan(catalog, body.plan_name)
             currency = _currency(context, account)
             shape = _shape(catalog, plan, currency)
             if account.offline and not shape.free:
