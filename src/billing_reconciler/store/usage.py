@@ -704,7 +704,8 @@ _PG_RECORD = text(
         ) AS g(id, amount, source, description, user_id, metadata, content_hash,
             event_name, event_value, event_time)
     ), allowed AS (
-        SELECT given.* FROM given, locked WHERE locked.amount - :total >= :credit_min
+        SELECT given.* FROM given, locked
+        WHERE CAST(locked.amount AS numeric) - CAST(:total AS numeric) >= :credit_min
     ), new_transactions AS (
         INSERT INTO ledger_transactions (id, account_id, type, amount, source, description,
             user_id, metadata, content_hash, created_at, reverts)

@@ -504,3 +504,18 @@ def test_a_revert_of_a_255_character_usage_id_has_a_hashed_id(api: Api, acme: st
     assert revert["id"].endswith(":1")
     assert revert["reverts"] == long_id
     assert _revert(api, long_id, 1).json()["transaction"]["id"].endswith(":2")
+
+
+def test_the_lowest_credit_min_never_overflows(api: Api, acme: str) -> None:
+    """credit_min at -2^63 and batches of 1,000 usages of 2^53: the first fits, the second
+    is insufficient_credits (not an int64 overflow answered 503)."""
+    _credit_min(api, -(2**63))
+    first = [_usage(f"a{n}", 2**53) for n in range(1000)]
+    assert _post(api, *first).status_code == 201
+    assert _balance(api) == -1000 * 2**53
+    second = [_usage(f"b{n}", 2**53) for n in range(1000)]
+    error = refused(
+        api, "POST", USAGES, json={"usages": second}, status=422, code="insufficient_credits"
+    )
+    assert error["details"]["usage_id"] == "b24"  # 24 more fit above -2^63
+    assert _balance(api) == -1000 * 2**53
