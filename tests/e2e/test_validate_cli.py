@@ -45,6 +45,26 @@ plans:
       - name: basic
 """
 
+# Overdraft invoices are in the default currency: the overdraft product needs a price in it.
+OVERDRAFT_EUR = """\
+billing:
+  default_currency: eur
+  customer:
+    credit_overdraft_product: credits
+"""
+
+CREDITS_USD = """\
+  - name: credits
+    title: Credits
+    behavior: credits
+    config:
+      credit_amount: 100
+    prices:
+      - name: pack
+        amount: 1000
+        currency: usd
+"""
+
 SECRET_KEY = "sk_live_51AbCdEfGhIjKlMnOpQrStUvWx9876"
 
 
@@ -196,6 +216,27 @@ CASES = [
         3,
         "must be a behavior: credits product",
         billing="billing:\n  customer:\n    credit_overdraft_product: basic\n",
+    ),
+    Case(
+        "overdraft-no-price-in-default-currency",
+        "billing.yaml",
+        4,
+        "credit_overdraft_product 'credits' has no active price in the default currency EUR",
+        billing=OVERDRAFT_EUR,
+        plans=_plans(PLANS.replace("plans:\n", CREDITS_USD + "plans:\n")),
+    ),
+    Case(
+        "overdraft-no-credit-amount",
+        "billing.yaml",
+        4,
+        "credit_overdraft_product 'credits' needs config.credit_amount",
+        billing=OVERDRAFT_EUR.replace("eur", "usd"),
+        plans=_plans(
+            PLANS.replace(
+                "plans:\n",
+                CREDITS_USD.replace("    config:\n      credit_amount: 100\n", "") + "plans:\n",
+            )
+        ),
     ),
     Case(
         "invoice-day-0",
@@ -548,3 +589,21 @@ def test_schema_write_creates_files(tmp_path: Path) -> None:
         REPO / "schemas" / "billing.schema.json"
     ).read_text(encoding="utf-8")
     assert "wrote" in output
+
+
+def test_an_overdraft_product_without_a_default_currency_price_is_refused_at_its_key(
+    tmp_path: Path,
+) -> None:
+    """DESIGN §17: overdraft invoices are in the default currency; validation names the key
+    as path:line:column."""
+    desired = make_desired(
+        tmp_path,
+        billing=OVERDRAFT_EUR,
+        plans=_plans(PLANS.replace("plans:\n", CREDITS_USD + "plans:\n")),
+    )
+    code, output = run_cli("validate", "--desired", str(desired))
+    assert code == 1
+    assert (
+        f"{desired / 'billing.yaml'}:4:31: error: credit_overdraft_product 'credits' has no active "
+        "price in the default currency EUR"
+    ) in output

@@ -267,6 +267,31 @@ def _overdraft_product(catalog: Catalog) -> Iterator[Diagnostic]:
         yield from catalog.config_diagnostic(
             loc, f"credit_overdraft_product '{name}' needs an active price (its first is used)"
         )
+    elif not _priced_in(product, catalog.config.billing.currency):
+        currency = catalog.config.billing.currency
+        yield from catalog.config_diagnostic(
+            loc,
+            f"credit_overdraft_product '{name}' has no active price in the default currency "
+            f"{currency.upper()} (an amount in {currency}, or a currency_options.{currency} "
+            "amount); overdraft invoices are in the default currency",
+        )
+    elif not product.config.credit_amount:
+        yield from catalog.config_diagnostic(
+            loc,
+            f"credit_overdraft_product '{name}' needs config.credit_amount: a credit's price "
+            "is the price's amount / credit_amount",
+        )
+
+
+def _priced_in(product: ProductSpec, currency: str) -> bool:
+    """Whether an active per-unit price of `product` has an amount in `currency`."""
+    for price in product.prices:
+        if not price.active or price.billing_scheme != "per_unit":
+            continue
+        option = price.currency_options.get(currency)
+        if price.currency == currency or (option is not None and option.amount is not None):
+            return True
+    return False
 
 
 def _default_plan(catalog: Catalog) -> Iterator[Diagnostic]:

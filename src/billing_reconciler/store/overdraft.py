@@ -264,8 +264,10 @@ class OverdraftRepository:
                 updated_at=now,
             )
             .on_conflict_do_nothing(index_elements=["account_id", "window_end"])
+            .returning(_windows.c.account_id)
         )
-        return bool(getattr(self._session.execute(statement), "rowcount", 0))
+        # RETURNING, not rowcount: psycopg reports no row count for a conflicting insert.
+        return self._session.execute(statement).first() is not None
 
     def set_invoice(
         self, *, account_id: str, window_end: datetime, invoice_id: str, status: str
