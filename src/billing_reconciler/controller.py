@@ -49,6 +49,7 @@ from billing_reconciler.domains.base import Domain, PlanContext, PlanOptions
 from billing_reconciler.model import JSONValue
 from billing_reconciler.planning.builder import AppliedState
 from billing_reconciler.planning.plan import (
+    DomainFact,
     Notice,
     Plan,
     Reason,
@@ -75,6 +76,7 @@ __all__ = [
     "KEY_WINDOW_SECONDS",
     "PLAN_MAX_AGE_SECONDS",
     "Controller",
+    "DomainFact",
     "PlanOptions",
     "Planned",
     "ReconcileError",
@@ -101,6 +103,8 @@ class Registration:
     # Builds the reader the domain's `observe` and `annotate` read through.
     open_reader: Callable[[StripeGateway, Store], Any]
     executors: Mapping[str, StepExecutor]
+    # Optional: the domain's facts, read from the store alone (status, metrics).
+    facts: Callable[[Store], Sequence[DomainFact]] | None = None
 
     @property
     def name(self) -> str:

@@ -52,6 +52,7 @@ CREDITS = Registration(
     domain=CreditsDomain(),
     open_reader=credits_effects.open_reader,
     executors=credits_effects.EXECUTORS,
+    facts=credits_effects.facts,
 )
 
 DOMAINS: tuple[Registration, ...] = (CATALOG, CUSTOMERS, SUBSCRIPTIONS, CREDITS)

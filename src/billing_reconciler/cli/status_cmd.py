@@ -6,8 +6,9 @@ and writes nothing; nor does a `--desired` directory that does not exist. Only t
 that apply (`reconcile`, `serve`, `demo`) create and migrate a store.
 
 `status` reads the store only (no Stripe key needed): every registered domain with its last
-run, its result, drift and orphans it saw, and its pending journal steps (begun, never
-finished: a crash); who holds the leader lease; whether applying is suspended; whether
+run, its result, drift and orphans it saw, its pending journal steps (begun, never
+finished: a crash) and the facts it states from the store (`Registration.facts`: the usage
+outbox's depth, ...); who holds the leader lease; whether applying is suspended; whether
 desired/ is valid now (what `serve` would find on its next run); and the ledger check (DESIGN
 §17: each account's entries sum to its balance, each transaction is two entries summing to
 zero), with the accounts by state and the total of balances. A ledger problem makes it exit 1
@@ -172,6 +173,7 @@ def collect_status(store: Store, desired: DesiredReport) -> dict[str, Any]:
         total_balance = ledger.total_balance()
         lease = LeaseRepository(session).current(lease_name(desired.installation_id))
         suspension = ControllerStateRepository(session).suspension()
+    facts = _domain_facts(store)
     return {
         "format_version": 1,
         "installation_id": desired.installation_id,
@@ -201,6 +203,7 @@ def collect_status(store: Store, desired: DesiredReport) -> dict[str, Any]:
                 "last_run": latest[name],
                 "last_apply": applies[name],
                 "pending_journal_steps": [s for s in pending if s["domain"] == name],
+                **({"facts": facts[name]} if name in facts else {}),
             }
             for name in domains
         },
@@ -210,6 +213,15 @@ def collect_status(store: Store, desired: DesiredReport) -> dict[str, Any]:
             "accounts": accounts,
             "total_balance": total_balance,
         },
+    }
+
+
+def _domain_facts(store: Store) -> dict[str, dict[str, float]]:
+    """The facts of each registered domain that states some (`Registration.facts`)."""
+    return {
+        registration.name: {fact.name: fact.value for fact in registration.facts(store)}
+        for registration in DOMAINS
+        if registration.facts is not None
     }
 
 
@@ -261,6 +273,7 @@ def render_status_text(report: dict[str, Any]) -> str:
         waiting = len(domain["pending_journal_steps"])
         if run is None:
             lines.append(f"{name:<14}never" + (f" ({waiting} pending step(s))" if waiting else ""))
+            lines += _fact_lines(domain)
             continue
         lines.append(
             f"{name:<14}{run['started_at'] or '':<22}{run['mode']:<9}{run['result']:<17}"
@@ -268,6 +281,7 @@ def render_status_text(report: dict[str, Any]) -> str:
         )
         if run["error"]:
             lines.append(f"{'':<14}error: {run['error']}")
+        lines += _fact_lines(domain)
         applied = domain["last_apply"]
         if applied is not None and applied["run_id"] != run["run_id"]:
             lines.append(
@@ -275,6 +289,13 @@ def render_status_text(report: dict[str, Any]) -> str:
                 + (f" ({applied['error']})" if applied["error"] else "")
             )
     return "\n".join(lines) + "\n"
+
+
+def _fact_lines(domain: dict[str, Any]) -> list[str]:
+    return [
+        f"{'':<14}{name.replace('_', ' ')}: {value:g}"
+        for name, value in domain.get("facts", {}).items()
+    ]
 
 
 def _count(value: object) -> str:

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from sqlalchemy.orm import Session
@@ -30,7 +30,7 @@ from billing_reconciler.domains.credit_meters import (
     aggregate_identifier,
     event_idempotency_key,
 )
-from billing_reconciler.planning.plan import Step
+from billing_reconciler.planning.plan import DomainFact, Step
 from billing_reconciler.store import Store
 from billing_reconciler.store.meter_outbox import (
     MeterOutboxRepository,
@@ -42,7 +42,7 @@ from billing_reconciler.store.meter_outbox import (
 from billing_reconciler.stripe_gateway import PermanentStripeError, StripeGateway, WriteResult
 from billing_reconciler.stripe_gateway.meter_events import send_meter_event
 
-__all__ = ["EXECUTORS", "PART", "MeterEventsExecutor", "MeterOutboxIO", "open_reader"]
+__all__ = ["EXECUTORS", "PART", "MeterEventsExecutor", "MeterOutboxIO", "facts", "open_reader"]
 
 _PART: Final = MeterPart()
 
@@ -93,6 +93,34 @@ class MeterOutboxIO:
             i: OutboxAccount(a.account_id, a.org_id, a.stripe_customer_id, a.offline)
             for i, a in found.items()
         }
+
+
+def facts(store: Store) -> list[DomainFact]:
+    """The outbox's depth, its oldest unsent event's age and its refused events, from the
+    store alone (`reconcile status`; the gauges `serve` exports)."""
+    with store.session() as session:
+        depth, oldest, refused = MeterOutboxRepository(session).totals()
+    age = 0.0 if oldest is None else max((datetime.now(UTC) - oldest).total_seconds(), 0.0)
+    return [
+        DomainFact(
+            "meter_outbox_depth",
+            depth,
+            "billing_meter_outbox_depth",
+            "Usage meter events (and formed aggregates) not yet sent to Stripe.",
+        ),
+        DomainFact(
+            "meter_outbox_oldest_age_seconds",
+            round(age, 3),
+            "billing_meter_outbox_oldest_age_seconds",
+            "Age of the oldest meter event not yet sent to Stripe (0: none).",
+        ),
+        DomainFact(
+            "meter_events_refused",
+            refused,
+            "billing_meter_events_refused",
+            "Meter events Stripe refused for good, kept unsent in the outbox.",
+        ),
+    ]
 
 
 def open_reader(gateway: StripeGateway, store: Store) -> MeterOutboxIO:

@@ -3,17 +3,19 @@
 
 A part's edge lives in `effects/credit_<part>.py` and gives one `PartEffects` entry in
 `PARTS`: its name (the `CreditPart.name` of `domains.credits.CREDIT_PARTS`), how to open its
-reader over the gateway and the store, and its executors by step kind.
+reader over the gateway and the store, its executors by step kind, and optionally its facts
+(numbers read from the store for `reconcile status` and the metrics; `facts` joins them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from billing_reconciler.apply import StepExecutor
 from billing_reconciler.effects import credit_meters, credit_overdraft
+from billing_reconciler.planning.plan import DomainFact
 from billing_reconciler.store import Store
 from billing_reconciler.stripe_gateway import StripeGateway
 
@@ -23,13 +25,25 @@ class PartEffects:
     name: str
     open_reader: Callable[[StripeGateway, Store], Any]
     executors: Mapping[str, StepExecutor]
+    # Optional: the part's facts from the store (`reconcile status`, metrics).
+    facts: Callable[[Store], Sequence[DomainFact]] | None = None
 
 
 #: One entry per part of `domains.credits.CREDIT_PARTS`.
 PARTS: tuple[PartEffects, ...] = (
-    PartEffects(credit_meters.PART, credit_meters.open_reader, credit_meters.EXECUTORS),
+    PartEffects(
+        credit_meters.PART,
+        credit_meters.open_reader,
+        credit_meters.EXECUTORS,
+        facts=credit_meters.facts,
+    ),
     PartEffects(credit_overdraft.PART, credit_overdraft.open_reader, credit_overdraft.EXECUTORS),
 )
+
+
+def facts(store: Store) -> list[DomainFact]:
+    """Every part's facts, in part order."""
+    return [fact for part in PARTS if part.facts is not None for fact in part.facts(store)]
 
 
 @dataclass(frozen=True, slots=True)

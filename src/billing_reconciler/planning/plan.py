@@ -140,6 +140,18 @@ class SettingChange:
 
 
 @dataclass(frozen=True, slots=True)
+class DomainFact:
+    """A number a domain states about what its store holds (the credits domain's unsent
+    meter events): `reconcile status` shows it under the domain, and `serve` exports it as
+    the gauge `metric` after each pass of the domain."""
+
+    name: str
+    value: float
+    metric: str
+    help: str
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     steps: tuple[Step, ...]
     installation_id: str

@@ -2,7 +2,8 @@
 
 `Metrics` owns its own `CollectorRegistry` rather than the process-global one, so two apps in
 one process (tests, the benchmark) never collide over metric names. Every name starts with
-`billing_reconciler_`; docs/serve.md lists each metric with its labels.
+`billing_reconciler_` but a domain's facts (`Registration.facts`), gauges named by the
+domain (`billing_meter_outbox_depth`); docs/serve.md lists each metric with its labels.
 
 Label values are bounded on purpose: domains are the few configured ones, Stripe endpoints
 are templates (`/v1/prices/{id}`, never an id), webhook outcomes and rejection reasons are
@@ -11,8 +12,9 @@ closed vocabularies below.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, Literal
 
 from fastapi import APIRouter, Request
@@ -20,6 +22,7 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
+from billing_reconciler.planning.plan import DomainFact
 from billing_reconciler.store import RunResult
 from billing_reconciler.stripe_gateway import RequestOutcome
 
@@ -124,6 +127,8 @@ class Metrics:
         self.leader = Gauge(
             f"{PREFIX}_leader", "1 while this replica holds the leader lock, else 0.", registry=r
         )
+        self._fact_gauges: dict[str, Gauge] = {}
+        self._facts_lock = threading.Lock()
         # Known label values start at zero, so rate() and absent() work from the first scrape.
         for outcome in WEBHOOK_OUTCOMES:
             self.webhooks.labels(outcome=outcome)
@@ -164,6 +169,17 @@ class Metrics:
 
     def set_drift(self, domain: str, count: int) -> None:
         self.drift.labels(domain=domain).set(count)
+
+    def set_facts(self, facts: Sequence[DomainFact]) -> None:
+        """A domain's facts (`Registration.facts`), each as the gauge it names, registered
+        the first time it is seen."""
+        with self._facts_lock:
+            for fact in facts:
+                gauge = self._fact_gauges.get(fact.metric)
+                if gauge is None:
+                    gauge = Gauge(fact.metric, fact.help, registry=self.registry)
+                    self._fact_gauges[fact.metric] = gauge
+                gauge.set(fact.value)
 
 
 def metrics_router(metrics: Metrics) -> APIRouter:

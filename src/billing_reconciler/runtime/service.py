@@ -534,8 +534,20 @@ class Runtime:
         self.metrics.reconcile_finished(name, result.result, seconds)
         if result.whole_domain:
             self.metrics.set_drift(name, result.drift)
+        self._export_facts(name)
         if result.result != INTERRUPTED:
             self._health.succeeded(name, scope)
+
+    def _export_facts(self, name: str) -> None:
+        """The domain's facts (`Registration.facts`, read from the store) as gauges."""
+        registration = self._by_name.get(name)
+        facts = registration.facts if registration is not None else None
+        if facts is None:
+            return
+        try:
+            self.metrics.set_facts(facts(self.store))
+        except Exception as error:  # a metric must not fail the pass that just succeeded
+            _log.warning("domain facts unreadable", domain=name, error=str(error))
 
     def readiness(self) -> Readiness:
         """Ready: store reachable and desired/ valid. Each domain's reconcile is reported
