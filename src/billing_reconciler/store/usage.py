@@ -191,6 +191,8 @@ _COLUMNS = (
     LedgerTransactionModel.reverts,
 )
 
+_INT64_MAX: Final = 2**63 - 1
+
 # Ids read per query (well under SQLite's and PostgreSQL's bind-parameter limits).
 _ID_CHUNK: Final = 500
 
@@ -481,6 +483,11 @@ class UsageRepository:
         if amount > remaining:
             raise OverRevertError(usage_id=usage_id, amount=amount, remaining=remaining)
         balance = self.balance(usage.account_id)
+        if balance + amount > _INT64_MAX:
+            raise ConflictError(
+                f"a revert of {amount} would take the balance ({balance}) past {_INT64_MAX}",
+                code="failed_precondition",
+            )
         now = self._clock()
         source = revert_source(usage.source)
         description = f"revert of usage {usage_id}"

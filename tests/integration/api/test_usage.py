@@ -519,3 +519,20 @@ def test_the_lowest_credit_min_never_overflows(api: Api, acme: str) -> None:
     )
     assert error["details"]["usage_id"] == "b24"  # 24 more fit above -2^63
     assert _balance(api) == -1000 * 2**53
+
+
+def test_a_revert_past_the_largest_balance_is_refused(api: Api, acme: str) -> None:
+    _grant(api, 10)
+    assert _post(api, _usage("u1", 10)).status_code == 201
+    _grant(api, 2**62, id="g2")
+    _grant(api, 2**62 - 1, id="g3")  # the balance is now 2^63 - 1
+    error = refused(
+        api,
+        "POST",
+        f"{USAGES}/u1/revert",
+        json={"amount": 1},
+        headers=ADMIN,
+        status=409,
+        code="failed_precondition",
+    )
+    assert error["details"]["usage_id"] == "u1"
