@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from fastapi import FastAPI
@@ -23,6 +23,7 @@ from billing_reconciler.api import ApiContext, ApiTokens, api_router, install_er
 from billing_reconciler.config import BillingConfig, Secret
 from billing_reconciler.store import Store
 from billing_reconciler.store.tables import Base
+from tests.fixtures.stores import store_database_url
 
 APP_TOKEN = "app-token-0123456789"
 OLD_APP_TOKEN = "app-token-old-98765"
@@ -56,29 +57,61 @@ class Api(TestClient):
     store: Store
 
 
-def build_app(store: Store, settings: Settings) -> FastAPI:
-    context = ApiContext(
+TOKENS = ApiTokens(app=(Secret(APP_TOKEN), Secret(OLD_APP_TOKEN)), admin=(Secret(ADMIN_TOKEN),))
+
+
+def api_context(store: Store, settings: Settings) -> ApiContext:
+    return ApiContext(
         store=store,
-        tokens=ApiTokens(
-            app=(Secret(APP_TOKEN), Secret(OLD_APP_TOKEN)), admin=(Secret(ADMIN_TOKEN),)
-        ),
+        tokens=TOKENS,
         config=lambda: settings.config,
         installation_id=lambda: "default",
         live_mode=settings.live_mode,
         request_reconcile=settings.request_reconcile,
     )
+
+
+def _app(context: ApiContext) -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(api_router(context))
     return app
 
 
+def build_app(store: Store, settings: Settings) -> FastAPI:
+    """A new app of the API on `store` (building its routes takes a tenth of a second)."""
+    return _app(api_context(store, settings))
+
+
+class CurrentContext:
+    """Stands for the `ApiContext` of the test running now in the one app of the `api`
+    fixture a session builds: its routes read the context per request (`context.store`, ...),
+    and build-time reads are of the tokens only, the same `TOKENS` in every test. So each test
+    still gets an API on its own store and settings, without building every route again."""
+
+    def __init__(self) -> None:
+        self.tokens = TOKENS
+        self.current: ApiContext | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.current is None:
+            raise RuntimeError(f"no test's API context to read {name!r} from")
+        return getattr(self.current, name)
+
+
+@pytest.fixture(scope="session")
+def _shared_api_app() -> tuple[FastAPI, CurrentContext]:
+    current = CurrentContext()
+    return _app(cast(ApiContext, current)), current
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/.billing/state.db"
-    url: str = request.getfixturevalue("postgres_database_url")
-    return url
+    # A test with the `store` fixture gets a copy of a migrated template (what `Store.open`
+    # makes of an empty database: tests/fixtures/stores.py), opened at once; a test of the URL
+    # alone gets an empty database (no file) to open itself.
+    migrated = "store" in request.fixturenames
+    return store_database_url(request, tmp_path / ".billing" / "state.db", migrated=migrated)
 
 
 @pytest.fixture
@@ -96,12 +129,19 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-def api(store: Store, settings: Settings) -> Iterator[Api]:
-    client = Api(build_app(store, settings), raise_server_exceptions=True)
+def api(
+    store: Store, settings: Settings, _shared_api_app: tuple[FastAPI, CurrentContext]
+) -> Iterator[Api]:
+    app, context = _shared_api_app
+    context.current = api_context(store, settings)
+    client = Api(app, raise_server_exceptions=True)
     client.settings = settings
     client.store = store
-    yield client
-    client.close()
+    try:
+        yield client
+    finally:
+        client.close()
+        context.current = None
 
 
 def dump(store: Store) -> dict[str, list[str]]:

@@ -15,6 +15,7 @@ from billing_reconciler.desired.state import DesiredState
 from billing_reconciler.registry import CATALOG
 from billing_reconciler.store import Store
 from billing_reconciler.stripe_gateway import RetryPolicy, StripeGateway
+from tests.fixtures.stores import migrated_sqlite_url
 
 BILLING_YAML = """\
 billing:
@@ -118,7 +119,9 @@ class MakeController(Protocol):
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+    # What `Store.open` makes of an empty file, copied from a migrated template with an
+    # identity of its own (tests/fixtures/stores.py).
+    opened = Store.open(migrated_sqlite_url(tmp_path / "state.db"))
     yield opened
     opened.close()
 

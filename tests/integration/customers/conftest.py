@@ -20,6 +20,7 @@ from billing_reconciler.store import AccountRecord, AccountRepository, Store
 from billing_reconciler.stripe_gateway import RetryPolicy, StripeGateway
 from tests.fixtures.emulator import EmulatorHandle, make_client
 from tests.fixtures.postgres import new_postgres_database
+from tests.fixtures.stores import migrated_sqlite_url
 
 BILLING = """\
 billing:
@@ -40,7 +41,7 @@ class World:
     emulator: EmulatorHandle
     stripe: stripe.StripeClient
     now: Callable[[], float]
-    # A new, empty store's URL (a second SQLite file or PostgreSQL database).
+    # A new store's URL (a second SQLite file or PostgreSQL database), as `Store.open` makes it.
     new_url: Callable[[], str] = lambda: ""
 
     def lose_store(self) -> None:
@@ -116,9 +117,12 @@ def world(
         stores = iter(range(1, 1000))
 
         def new_url() -> str:
+            # What `Store.open` makes of an empty database, copied from a migrated template
+            # with an identity of its own (tests/fixtures/stores.py): each store is opened at
+            # once.
             if request.param == "postgresql":
-                return stack.enter_context(new_postgres_database())
-            return f"sqlite:///{tmp_path / f'state{next(stores)}.db'}"
+                return stack.enter_context(new_postgres_database(migrated=True))
+            return migrated_sqlite_url(tmp_path / f"state{next(stores)}.db")
 
         clock = [1_900_000_000.0]
         world = World(

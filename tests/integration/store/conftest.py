@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from billing_reconciler.store import RunMode, RunRepository, Store
+from tests.fixtures.stores import store_database_url
 
 
 class FakeClock:
@@ -24,12 +25,17 @@ class FakeClock:
         self.now += delta
 
 
+# Their `store` is migrated from empty by `Store.open`, as in production.
+MIGRATED_PER_TEST = ("test_migrations.py",)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/.billing/state.db"
-    url: str = request.getfixturevalue("postgres_database_url")
-    return url
+    # A test with the `store` fixture gets a copy of a migrated template (what `Store.open`
+    # makes of an empty database: tests/fixtures/stores.py), opened at once; a test of the URL
+    # alone, and every test of MIGRATED_PER_TEST, gets an empty database (no file).
+    migrated = "store" in request.fixturenames and request.path.name not in MIGRATED_PER_TEST
+    return store_database_url(request, tmp_path / ".billing" / "state.db", migrated=migrated)
 
 
 @pytest.fixture

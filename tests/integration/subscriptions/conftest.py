@@ -37,6 +37,7 @@ from billing_reconciler.store import (
 from billing_reconciler.stripe_gateway import RetryPolicy, StripeGateway
 from tests.fixtures.emulator import EmulatorHandle, make_client
 from tests.fixtures.postgres import new_postgres_database
+from tests.fixtures.stores import migrated_sqlite_url
 
 T0 = 1768435200  # 2026-01-15T00:00:00Z
 DAY = 86_400
@@ -259,10 +260,12 @@ def world(
     (directory / "plans").mkdir(parents=True)
     (directory / "plans" / "catalog.yaml").write_text(textwrap.dedent(CATALOG_YAML))
     with contextlib.ExitStack() as stack:
+        # What `Store.open` makes of an empty database, copied from a migrated template with
+        # an identity of its own (tests/fixtures/stores.py).
         if request.param == "postgresql":
-            url = stack.enter_context(new_postgres_database())
+            url = stack.enter_context(new_postgres_database(migrated=True))
         else:
-            url = f"sqlite:///{tmp_path / 'state.db'}"
+            url = migrated_sqlite_url(tmp_path / "state.db")
         sdk = make_client(emulator.url)
         clock = sdk.v1.test_helpers.test_clocks.create({"frozen_time": T0}).id
         world = World(
