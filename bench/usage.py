@@ -22,8 +22,10 @@ failed. Reported per case: wall, requests/s, usage events/s, client-side latency
 the server process's CPU seconds, and the load average (the machine is shared: read the
 numbers next to it). `--profile` runs the server under cProfile and prints its top lines.
 
-`meters`: the meter-event sender's calls per 1,000,000 usages, with and without
-aggregation; not here yet (the credits domain's outbox sender fills it in).
+`meters`: the meter-event sender's calls per 1,000,000 usages from 1,000 customers, with and
+without aggregation (`bench/meters.py`: the real sender against the emulator on a scaled run,
+then the exact formula; its options `--customers`, `--per-customer`, `--duration`,
+`--flush-window`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import meters as meter_bench
 from ledger import DEFAULT_ADMIN_URL, fresh_database
 from sqlalchemy import text
 
@@ -347,9 +350,8 @@ def ingest(args: argparse.Namespace) -> dict[str, Any]:
 
 def meters(args: argparse.Namespace) -> dict[str, Any]:
     """Meter events: calls sent per 1,000,000 usages from 1,000 customers, with and without
-    aggregation (target >= 100x fewer with). To be filled in with the outbox sender."""
-    del args
-    return {"scenario": "meters", "status": "not implemented yet (the outbox sender's part)"}
+    aggregation (target >= 100x fewer with): `bench/meters.py`."""
+    return meter_bench.meters(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=100)
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL)
     parser.add_argument("--profile", action="store_true", help="the server under cProfile")
+    meter_bench.add_arguments(parser)
     args = parser.parse_args(argv)
     document: dict[str, Any] = {
         "machine": {
