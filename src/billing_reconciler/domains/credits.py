@@ -30,6 +30,7 @@ from billing_reconciler.domains.base import PlanContext
 from billing_reconciler.domains.credit_meters import MeterPart
 from billing_reconciler.domains.credit_overdraft import OverdraftPart
 from billing_reconciler.domains.credit_parts import CreditPart, PartPlan
+from billing_reconciler.model_customers import org_id_of_key
 from billing_reconciler.planning.plan import Plan, digest
 
 NAME: Final = "credits"
@@ -127,6 +128,10 @@ class CreditsDomain:
         return {}
 
     def scope_of(self, key: str) -> str | None:
+        # A request key of its own: the API's and webhooks' `customer/<org_id>` requests
+        # reconcile every fleet domain whose scope includes the key (runtime.api_request).
+        if org_id_of_key(key) is not None:
+            return key
         for part in self.parts:
             if (scope := part.scope_of(key)) is not None:
                 return scope

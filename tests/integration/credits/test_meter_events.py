@@ -9,21 +9,48 @@ sent; one Stripe refuses is kept and reported; the plan and the store state the 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
+from billing_reconciler.desired import load_desired
 from billing_reconciler.domains.credit_meters import METER_EVENTS_STEP, OUTBOX_NOTICE
 from billing_reconciler.domains.credits import CreditsDomain
-from billing_reconciler.registry import CREDITS, DOMAINS
+from billing_reconciler.registry import CREDITS, DOMAINS, by_name
+from billing_reconciler.runtime.events import ReconcileRequest
+from billing_reconciler.runtime.service import api_request
 from tests.integration.credits.conftest import COUNT, SUM, MeterWorld, make_client
 
 
 def test_the_credits_domain_is_registered_after_subscriptions() -> None:
     names = [registration.name for registration in DOMAINS]
     assert names.index("credits") == names.index("subscriptions") + 1
-    assert CREDITS.domain.kinds == frozenset({METER_EVENTS_STEP})
-    # DESIGN §19: the outbox is flushed at least every 10 s.
+    assert METER_EVENTS_STEP in CREDITS.domain.kinds
     assert isinstance(CREDITS.domain, CreditsDomain)
+
+
+def test_the_apis_request_for_a_customer_reconciles_its_meter_events_too() -> None:
+    """DESIGN §19: the outbox is flushed at once after each write (the API's targeted
+    `customer/<org>` request reaches the credits domain) and at least every 10 s."""
+    queued: list[ReconcileRequest] = []
+
+    def put(request: ReconcileRequest, **_: object) -> bool:
+        queued.append(request)
+        return True
+
+    api_request(
+        "customer",
+        frozenset({"acme"}),
+        "usage",
+        registrations=by_name(),
+        put=put,
+        writing=lambda: False,
+        stopping=lambda: False,
+    )
+    assert ReconcileRequest("credits", frozenset({"customer/acme"}), "usage") in queued
+    state = load_desired(Path(__file__).parents[3] / "desired").state
+    assert state is not None
+    assert CREDITS.domain.refresh_seconds(state) <= 10
 
 
 def test_each_usage_is_one_meter_event_with_its_id_time_and_the_meters_keys(

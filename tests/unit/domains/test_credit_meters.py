@@ -263,5 +263,7 @@ def test_the_domain_is_the_union_of_its_parts_in_order() -> None:
     assert plan.warnings == ("one warned", "two warned")
     assert domain.scope_of("two/x") == "customer/two/x"
     assert domain.scope_of("three/x") is None
+    # The request key of one customer is its own scope (the API's targeted requests).
+    assert domain.scope_of("customer/acme") == "customer/acme"
     with pytest.raises(ValueError, match="another part plans"):
         CreditsDomain((one, _Part("dup", frozenset({"k1"}), 0)))
