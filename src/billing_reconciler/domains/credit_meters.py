@@ -39,8 +39,11 @@ from billing_reconciler.model_customers import customer_key, org_id_of_key
 from billing_reconciler.planning.plan import Action, Notice, Reason, Step, digest
 
 PART: Final = "meters"
-#: The step kind: send one account's pending meter events.
-METER_EVENTS_STEP: Final = "meter_events"
+#: The step kind: send one account's pending meter events (a fleet plan groups them as
+#: `+ 1,000 meter uploads`).
+METER_EVENTS_STEP: Final = "meter_upload"
+#: Its object keys: `meter_events/<org_id>`.
+METER_KEY_PREFIX: Final = "meter_events"
 #: The key of the plan's notice stating the outbox's depth.
 OUTBOX_NOTICE: Final = "meter_outbox"
 #: A flush window is closed this long after its end (rows still committing for it).
@@ -52,6 +55,7 @@ __all__ = [
     "FLUSH_SECONDS",
     "GRACE_SECONDS",
     "METER_EVENTS_STEP",
+    "METER_KEY_PREFIX",
     "OUTBOX_NOTICE",
     "PART",
     "MeterKeys",
@@ -150,7 +154,7 @@ class MeterOutboxReader(Protocol):
 
 
 def meter_step_key(org_id: str) -> str:
-    return f"{METER_EVENTS_STEP}/{org_id}"
+    return f"{METER_KEY_PREFIX}/{org_id}"
 
 
 def closed_before(now: int, window: int) -> int:
@@ -214,7 +218,7 @@ class MeterPart:
 
     def scope_of(self, key: str) -> str | None:
         kind, sep, org_id = key.partition("/")
-        if not sep or not org_id or kind != METER_EVENTS_STEP:
+        if not sep or not org_id or kind != METER_KEY_PREFIX:
             return None
         return customer_key(org_id)
 
@@ -309,7 +313,7 @@ def _send_step(
         "events": count,
         "meters": meters,
         "single": sorted({r.event_name for r in single}),
-        "key_prefix": digest(context.key_salt, METER_EVENTS_STEP),
+        "key_prefix": digest(context.key_salt, METER_KEY_PREFIX),
     }
     if cutoff is not None:
         params["aggregate"] = {

@@ -480,7 +480,9 @@ def form_aggregates(
     with store.session() as session:
         lock = select(_accounts.c.id).where(_accounts.c.id == account_id)
         if store.backend == "postgresql":
-            lock = lock.with_for_update()
+            # NO KEY UPDATE: serializes the formers of this account without blocking the
+            # usage writes (their foreign key takes KEY SHARE on the account row).
+            lock = lock.with_for_update(key_share=True)
         session.execute(lock)
         rows = session.execute(
             select(o.seq, o.event_name, o.value, o.event_time).where(

@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 
 from billing_reconciler.desired import load_desired
-from billing_reconciler.domains.credit_meters import METER_EVENTS_STEP, OUTBOX_NOTICE
+from billing_reconciler.domains.credit_meters import (
+    METER_EVENTS_STEP,
+    METER_KEY_PREFIX,
+    OUTBOX_NOTICE,
+)
 from billing_reconciler.domains.credits import CreditsDomain
 from billing_reconciler.registry import CREDITS, DOMAINS, by_name
 from billing_reconciler.runtime.events import ReconcileRequest
@@ -64,11 +68,11 @@ def test_each_usage_is_one_meter_event_with_its_id_time_and_the_meters_keys(
     waiting = meters.usages("offline-co", 4, at=at)
     plan = meters.plan()
     steps = {s.key: s for s in plan.steps}
-    assert set(steps) == {f"{METER_EVENTS_STEP}/acme", f"{METER_EVENTS_STEP}/globex"}
-    assert steps[f"{METER_EVENTS_STEP}/acme"].params["events"] == 7
-    assert CREDITS.domain.scope_of(f"{METER_EVENTS_STEP}/acme") == "customer/acme"
+    assert set(steps) == {f"{METER_KEY_PREFIX}/acme", f"{METER_KEY_PREFIX}/globex"}
+    assert steps[f"{METER_KEY_PREFIX}/acme"].params["events"] == 7
+    assert CREDITS.domain.scope_of(f"{METER_KEY_PREFIX}/acme") == "customer/acme"
     messages = {n.key: n.message for n in plan.notices}
-    assert "offline account" in messages[f"{METER_EVENTS_STEP}/offline-co"]
+    assert "offline account" in messages[f"{METER_KEY_PREFIX}/offline-co"]
     assert messages[OUTBOX_NOTICE].startswith("outbox: 14 meter event(s) unsent, the oldest")
 
     meters.send()
@@ -87,7 +91,7 @@ def test_each_usage_is_one_meter_event_with_its_id_time_and_the_meters_keys(
     assert meters.depth() == (4, 0)
     again = meters.plan()
     assert again.steps == ()
-    assert {n.key for n in again.notices} == {f"{METER_EVENTS_STEP}/offline-co", OUTBOX_NOTICE}
+    assert {n.key for n in again.notices} == {f"{METER_KEY_PREFIX}/offline-co", OUTBOX_NOTICE}
 
 
 def test_an_event_stripe_already_holds_counts_as_sent(meters: MeterWorld) -> None:
@@ -116,7 +120,7 @@ def test_an_event_stripe_refuses_is_kept_and_reported_not_dropped(meters: MeterW
     old = meters.usages("acme", 1, at=time.time() - 40 * 86400, prefix="old")
     fresh = meters.usages("acme", 2, at=time.time() - 60)
     plan = meters.send()
-    assert [s.key for s in plan.steps] == [f"{METER_EVENTS_STEP}/acme"]
+    assert [s.key for s in plan.steps] == [f"{METER_KEY_PREFIX}/acme"]
     assert sorted(e["identifier"] for e in meters.events()) == sorted(fresh)
     assert meters.depth() == (0, 1)
     after = meters.plan()
@@ -152,4 +156,4 @@ def test_a_targeted_request_sends_only_that_customers_events(meters: MeterWorld)
     meters.usages("acme", 2, at=time.time() - 60)
     meters.usages("globex", 2, at=time.time() - 60)
     plan = meters.plan(frozenset({"customer/acme"}))
-    assert [s.key for s in plan.steps] == [f"{METER_EVENTS_STEP}/acme"]
+    assert [s.key for s in plan.steps] == [f"{METER_KEY_PREFIX}/acme"]

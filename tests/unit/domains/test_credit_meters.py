@@ -13,7 +13,7 @@ from billing_reconciler.domains.base import PlanContext, PlanOptions
 from billing_reconciler.domains.credit_meters import (
     FLUSH_SECONDS,
     GRACE_SECONDS,
-    METER_EVENTS_STEP,
+    METER_KEY_PREFIX,
     OUTBOX_NOTICE,
     MeterKeys,
     MeterPart,
@@ -76,7 +76,7 @@ def test_one_step_per_account_up_to_its_highest_seq_with_the_meters_keys() -> No
         ),
         _context(),
     )
-    assert [s.key for s in plan.steps] == [f"{METER_EVENTS_STEP}/a", f"{METER_EVENTS_STEP}/b"]
+    assert [s.key for s in plan.steps] == [f"{METER_KEY_PREFIX}/a", f"{METER_KEY_PREFIX}/b"]
     params = plan.steps[0].params
     assert params["up_to_seq"] == 14
     assert params["events"] == 3
@@ -112,7 +112,7 @@ def test_an_account_without_a_customer_waits_with_a_notice() -> None:
     plan = meters_plan(MetersDesired(meters=METERS), _observed(*rows, accounts=offline), _context())
     assert plan.steps == ()
     waits = {n.key: n.message for n in plan.notices}
-    assert "4 meter event(s) of an offline account" in waits[f"{METER_EVENTS_STEP}/off"]
+    assert "4 meter event(s) of an offline account" in waits[f"{METER_KEY_PREFIX}/off"]
     assert waits[OUTBOX_NOTICE] == "outbox: 4 meter event(s) unsent, the oldest 30s old"
     pending = {"acc_off": _account("off", customer=None)}
     plan = meters_plan(MetersDesired(meters=METERS), _observed(*rows, accounts=pending), _context())
@@ -206,9 +206,9 @@ def test_identifiers_and_keys_are_derived_and_fit_stripe() -> None:
 
 def test_the_part_scopes_its_keys_and_refreshes_every_10_seconds() -> None:
     part = MeterPart()
-    assert part.scope_of(f"{METER_EVENTS_STEP}/acme") == "customer/acme"
+    assert part.scope_of(f"{METER_KEY_PREFIX}/acme") == "customer/acme"
     assert part.scope_of("customer/acme") is None
-    assert part.scope_of(METER_EVENTS_STEP) is None
+    assert part.scope_of(METER_KEY_PREFIX) is None
     assert part.refresh_seconds(_context().state) == FLUSH_SECONDS == 10
 
 
