@@ -21,13 +21,16 @@ in the transaction that inserts it, whose part number follows the window's earli
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final, cast
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Table, and_, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from billing_reconciler.store.database import Store
@@ -373,13 +376,28 @@ def drain(
     `up_to_seq`. Returns (sent, refused). An exception from `send` (an outcome Stripe did
     not tell) is counted on the event and re-raised: the event stays pending."""
     lock = store.backend == "postgresql"
+    if not lock:
+        return _drain(_Claims(store, None), account_id, up_to_seq, event_names, send, aggregates)
+    with _drain_slot(store), store.engine.connect() as connection:
+        claims = _Claims(store, connection)
+        return _drain(claims, account_id, up_to_seq, event_names, send, aggregates)
+
+
+def _drain(
+    claims: _Claims,
+    account_id: str,
+    up_to_seq: int,
+    event_names: Sequence[str],
+    send: Sender,
+    aggregates: bool,
+) -> tuple[int, int]:
+    lock = claims.connection is not None
     sent = refused = 0
     if aggregates:
         after = ""
         while True:
             s, r, after_next = _one(
-                store,
-                lock,
+                claims,
                 send,
                 partial(_next_aggregate, account_id=account_id, after=after, lock=lock),
             )
@@ -391,8 +409,7 @@ def drain(
         after_seq = 0
         while True:
             s, r, seq = _one(
-                store,
-                lock,
+                claims,
                 send,
                 partial(
                     _next_row,
@@ -410,19 +427,48 @@ def drain(
     return sent, refused
 
 
+@dataclass(frozen=True, slots=True)
+class _Claims:
+    """Where a drain claims its events: on PostgreSQL one connection held for the whole
+    drain (a transaction per event on it), so a drain never queues for a pooled connection
+    between two events (at `apply_concurrency` drains a pool's waiter could starve)."""
+
+    store: Store
+    connection: Connection | None
+
+
+#: Drains holding a PostgreSQL connection at once, per engine: the pool's capacity less a
+#: few for the applier's journal and the other steps' transactions.
+_slots: WeakKeyDictionary[Engine, threading.BoundedSemaphore] = WeakKeyDictionary()
+_slots_lock = threading.Lock()
+_POOL_HEADROOM: Final = 4
+
+
+def _drain_slot(store: Store) -> threading.BoundedSemaphore:
+    engine = store.engine
+    with _slots_lock:
+        slot = _slots.get(engine)
+        if slot is None:
+            pool = engine.pool
+            size = getattr(pool, "size", lambda: 5)() + max(getattr(pool, "_max_overflow", 0), 0)
+            slot = threading.BoundedSemaphore(max(size - _POOL_HEADROOM, 1))
+            _slots[engine] = slot
+        return slot
+
+
 def _one(
-    store: Store,
-    lock: bool,
+    claims: _Claims,
     send: Sender,
     fetch: Callable[[Session], tuple[Any, PendingEvent] | None],
 ) -> tuple[int, int, Any]:
     """Claim, send and mark the next event; (sent, refused, its position) or a None
     position when there is none left."""
-    if lock:
+    store = claims.store
+    if claims.connection is not None:
         claimed: list[PendingEvent] = []
         marked = False
         try:
-            with store.session() as session:
+            with Session(bind=claims.connection) as session, session.begin():
                 found = fetch(session)
                 if found is None:
                     return 0, 0, None
@@ -533,10 +579,3 @@ def form_aggregates(
                     .values(aggregate_id=ident)
                 )
         return len(groups)
-
-
-def summary_map(rows: Iterable[PendingSummary]) -> Mapping[str, list[PendingSummary]]:
-    by_account: dict[str, list[PendingSummary]] = {}
-    for row in rows:
-        by_account.setdefault(row.account_id, []).append(row)
-    return by_account
