@@ -161,9 +161,10 @@ def test_register_answers_after_the_reconcile_with_the_stripe_customer(
     assert registered.json()["stripe_customer_id"] == "cus_acme"
     assert registered.json()["offline"] is False
     # DESIGN §14: one customer across the customer-scoped domains, in apply order.
-    assert [(r.domain, r.scope) for r in runtime.requests][-2:] == [
+    assert [(r.domain, r.scope) for r in runtime.requests][-3:] == [
         ("customers", frozenset({"customer/acme"})),
         ("subscriptions", frozenset({"customer/acme"})),
+        ("credits", frozenset({"customer/acme"})),
     ]
 
 

@@ -40,11 +40,12 @@ def test_only_the_domains_whose_keys_match_are_queued_and_the_ticket_waits_for_t
     queue = WorkQueue(handler, clock=FakeClock())
     ticket = _request(queue)
     assert ticket.wait(0).state == "pending"
-    # Every domain scoped by customer (customers, subscriptions), never the catalog.
-    assert queue.run_pending() == 2
+    # Every domain scoped by customer (customers, subscriptions, credits), never the catalog.
+    assert queue.run_pending() == 3
     assert handler.calls == [
         ReconcileRequest("customers", frozenset({"customer/acme"}), "test"),
         ReconcileRequest("subscriptions", frozenset({"customer/acme"}), "test"),
+        ReconcileRequest("credits", frozenset({"customer/acme"}), "test"),
     ]
     verdict = ticket.wait(0)
     assert (verdict.state, verdict.request_id) == ("done", ticket.request_id)
@@ -61,9 +62,9 @@ def test_the_domains_run_one_after_the_other_in_apply_order() -> None:
     queue = WorkQueue(handler, workers=2, clock=FakeClock())
     ticket = _request(queue)
     assert queue.snapshot().waiting == (("customers", frozenset({"customer/acme"})),)
-    assert queue.run_pending() == 2
-    # While customers ran nothing else waited; subscriptions came after it.
-    assert seen == [("customers", 0), ("subscriptions", 0)]
+    assert queue.run_pending() == 3
+    # While customers ran nothing else waited; subscriptions came after it, credits last.
+    assert seen == [("customers", 0), ("subscriptions", 0), ("credits", 0)]
     assert ticket.wait(0).state == "done"
 
 
@@ -75,7 +76,7 @@ def test_a_follower_or_a_stopping_replica_defers_at_once_but_still_plans() -> No
     stopping = _request(queue, writing=False, stopping=True)
     assert stopping.wait(0).reason == "stopping"
     # The follower's dry runs (one per customer-scoped domain); the stopping one coalesced.
-    assert queue.run_pending() == 2
+    assert queue.run_pending() == 3
 
 
 def test_a_permanent_failure_is_failed_and_a_retrying_one_unavailable() -> None:
