@@ -27,7 +27,8 @@ demo: install
 	@echo 'Next: the subscriptions API on serve --emulator, step by step: README.md, "Walkthrough: subscriptions on the emulator".'
 
 ## The whole suite: lint, types, layering contract, then every test (the slow half in a second
-## pytest process beside the rest: scripts/test-parallel).
+## pytest process beside the rest, which runs over 2 pytest-xdist workers, BR_TEST_WORKERS:
+## scripts/test-parallel).
 test: install lint typecheck imports
 	PYTEST=$(BIN)/pytest scripts/test-parallel
 

@@ -7,10 +7,11 @@ pytest_plugins = [
     "tests.fixtures.emulator",
 ]
 
-# The slow half of the suite: `make test` runs `-m slow` in a second pytest process beside
-# `-m "not slow"` (two processes keep CI's wall time well under its budget; neither is ever
-# skipped). Slow = the end-to-end tests (each starts `reconcile` or `serve` processes) and the
-# customers and subscriptions crash matrices; the split keeps the two halves about even.
+# The slow half of the suite: `make test` runs `-m slow` in one pytest process beside
+# `-m "not slow"` over pytest-xdist workers (scripts/test-parallel; CI's wall time stays well
+# under its budget, neither half is ever skipped; never two slow tests at once). Slow = the
+# end-to-end tests (each starts `reconcile` or `serve` processes) and the customers and
+# subscriptions crash matrices; the split keeps the two halves about even.
 SLOW_PATHS = (
     "tests/e2e/",
     "tests/integration/customers/test_crash_matrix.py",
