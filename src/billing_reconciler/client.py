@@ -276,6 +276,27 @@ class Revert(TypedDict):
     remaining: int
 
 
+class OverdraftWindow(TypedDict):
+    """An account's evaluated overdraft window (deficit 0: nothing was owed)."""
+
+    org_id: str
+    window_start: str
+    window_end: str
+    deficit: int
+    unit_amount: int | None
+    currency: str | None
+    invoice_id: str | None
+    state: str | None
+    credited: bool
+
+
+class OverdraftGenerated(TypedDict):
+    window_end: str
+    invoices: list[str]
+    data: list[OverdraftWindow]
+    state: str
+
+
 class Purchase(TypedDict):
     """A purchase of a product; `checkout_id` None for a delegated one."""
 
@@ -611,6 +632,10 @@ class BillingClient:
         most the usage's amount)."""
         path = f"{self._org(org_id)}/billing/usages/{_segment(usage_id)}/revert"
         return cast(Revert, self._call("POST", path, json={"amount": amount}))
+
+    def generate_overdraft_invoices(self) -> OverdraftGenerated:
+        """Admin: overdraft invoicing now (the latest due window; once per window ever)."""
+        return cast(OverdraftGenerated, self._call("POST", "/admin/billing/invoices/generate"))
 
     # --- catalog ----------------------------------------------------------------------------
 

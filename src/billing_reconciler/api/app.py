@@ -13,6 +13,7 @@ from billing_reconciler.api.context import ApiContext
 from billing_reconciler.api.errors import ApiError, invalid
 from billing_reconciler.api.ledger import admin_ledger_router, ledger_router
 from billing_reconciler.api.organizations import organizations_router
+from billing_reconciler.api.overdraft import admin_overdraft_router
 from billing_reconciler.api.routing import PREFIX, ApiRoute, is_org_id
 from billing_reconciler.api.subscriptions import admin_subscriptions_router, subscriptions_router
 from billing_reconciler.api.usage import admin_usage_router, usage_router
@@ -74,6 +75,7 @@ def api_router(context: ApiContext) -> APIRouter:
         subscriptions_router(context),
         admin_subscriptions_router(context),
         catalog_router(context),
+        admin_overdraft_router(context),
         _unmatched_org_routes(context.tokens),
     ):
         router.include_router(part)

@@ -9,13 +9,14 @@ answered as a retryable 503.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal, get_args
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing_reconciler.customer_validation import field_path
@@ -60,7 +61,57 @@ class ApiError(Exception):
 
     def response(self) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+        return EnvelopeResponse(self.body(), status_code=self.status, headers=headers)
+
+
+# --- answers that always encode -------------------------------------------------------------
+
+FALLBACK_BODY: Final = (
+    b'{"error":{"code":"provider_unavailable","message":"the request could not be '
+    b'completed; retry later","details":{}}}'
+)
+"""The answer of last resort: what an error answer becomes if even its cleaned copy does not
+encode (it never should)."""
+
+
+def printable(value: Any) -> Any:
+    """`value` made JSON-encodable: a string that is not Unicode text (a lone surrogate from
+    JSON's `\\ud800` escape) with its surrogates spelled as `\\udXXX` text, dict keys as
+    strings, a tuple or set as a list, a non-finite float or any other object as text."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {printable(str(key)): printable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [printable(item) for item in value]
+    return printable(str(value))
+
+
+class EnvelopeResponse(JSONResponse):
+    """A JSON answer whose rendering cannot fail: content that does not encode (an echoed id
+    holding a lone surrogate, an object JSON cannot spell) is rendered cleaned by `printable`,
+    and if that fails too the answer is `FALLBACK_BODY`."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except (UnicodeError, TypeError, ValueError, RecursionError):
+            pass
+        try:
+            return super().render(printable(content))
+        except Exception:  # the last resort: never an exception out of an answer
+            _log.error("api answer could not be encoded")
+            self.status_code = 503
+            return FALLBACK_BODY
+
+
+def fallback_response() -> Response:
+    """The 503 envelope, built from constant bytes (for a failure while answering)."""
+    return Response(FALLBACK_BODY, status_code=503, media_type="application/json")
 
 
 def not_found(message: str, **details: Any) -> ApiError:

@@ -688,3 +688,28 @@ class Revert(ResponseBody):
     usage_id: str
     reverted: int = Field(description="The usage's amount reverted so far, this one included.")
     remaining: int = Field(description="What is left to revert.")
+
+
+# --- overdraft invoices (DESIGN §17; POST /admin/billing/invoices/generate) ----------------
+
+
+class OverdraftWindowOut(ResponseBody):
+    org_id: str
+    window_start: datetime
+    window_end: datetime
+    deficit: int = Field(description="Overdrawn credits invoiced (0: nothing was owed).")
+    unit_amount: int | None = Field(description="Minor units per credit.")
+    currency: str | None
+    invoice_id: str | None = Field(description="The Stripe invoice, when one was owed.")
+    state: str | None = Field(description="The invoice's last known Stripe status.")
+    credited: bool = Field(description="Its payment was credited back.")
+
+
+class OverdraftGenerated(ResponseBody):
+    window_end: datetime = Field(description="The latest window due now.")
+    invoices: list[str] = Field(description="Stripe ids of the window's overdraft invoices.")
+    data: list[OverdraftWindowOut] = Field(description="The accounts' windows evaluated.")
+    state: str = Field(
+        description="The reconcile's verdict: done, or pending/deferred/unavailable/failed "
+        "(the windows then show what exists so far)."
+    )

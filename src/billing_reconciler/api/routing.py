@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from billing_reconciler.api.auth import Requires
 from billing_reconciler.api.errors import (
     ApiError,
+    fallback_response,
     from_http,
     from_store,
     from_validation,
@@ -214,6 +215,16 @@ class ApiRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
+            try:
+                return await respond(request)
+            except Exception as error:
+                # Building an error answer failed (it should not): still the envelope.
+                try:
+                    return unexpected(error, request).response()
+                except Exception:
+                    return fallback_response()
+
+        async def respond(request: Request) -> Response:
             try:
                 self._authorize(request)
                 if request.method not in _BODYLESS:

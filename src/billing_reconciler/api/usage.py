@@ -25,9 +25,16 @@ from fastapi.responses import JSONResponse
 
 from billing_reconciler.api.auth import Scope, requires
 from billing_reconciler.api.context import ApiContext
-from billing_reconciler.api.errors import ApiError, invalid, not_found, precondition
+from billing_reconciler.api.errors import (
+    ApiError,
+    EnvelopeResponse,
+    invalid,
+    not_found,
+    precondition,
+)
 from billing_reconciler.api.ledger import RESERVED_SOURCE_PREFIX, transaction
 from billing_reconciler.api.models import (
+    MAX_METER_IDENTIFIER,
     CheckIn,
     CreditCheck,
     Revert,
@@ -35,6 +42,7 @@ from billing_reconciler.api.models import (
     UsageIn,
     UsagesIn,
     UsagesRecorded,
+    is_unicode,
 )
 from billing_reconciler.api.onboarding import require_org
 from billing_reconciler.api.routing import PREFIX, ApiRoute, OrgId, error_responses
@@ -75,7 +83,10 @@ class UsageRoute(ApiRoute):
         async def handle(request: Request) -> Response:
             response = await handler(request)
             if response.status_code == 422 and isinstance(response, JSONResponse):
-                return _with_usage_id(request, response)
+                try:
+                    return _with_usage_id(request, response)
+                except Exception:  # the answer is already the envelope: keep it
+                    return response
             return response
 
         return handle
@@ -94,10 +105,12 @@ def _with_usage_id(request: Request, response: JSONResponse) -> Response:
         usage_id = json.loads(getattr(request, "_body", b"") or b"{}")["usages"][index]["id"]
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return response
-    if not isinstance(usage_id, str):
+    if not isinstance(usage_id, str) or not is_unicode(usage_id):
+        # An id that is not Unicode text (a lone surrogate) is itself the error: the field
+        # (`usages[3].id`) names it, and it could not be echoed as it is.
         return response
     details["usage_id"] = usage_id
-    return JSONResponse(answer, status_code=response.status_code)
+    return EnvelopeResponse(answer, status_code=response.status_code)
 
 
 def _usage_account(session: Any, org: str) -> tuple[str, int]:
@@ -133,6 +146,15 @@ def _meter(usage: UsageIn, index: int, now: datetime, meters: frozenset[str]) ->
     meter = usage.meter
     if meter is None:
         return None
+    if len(usage.id) > MAX_METER_IDENTIFIER:
+        raise invalid(
+            f"usages[{index}].id: a usage with a meter sends its id as the Stripe meter "
+            f"event's identifier, at most {MAX_METER_IDENTIFIER} characters (this one has "
+            f"{len(usage.id)})",
+            field=f"usages[{index}].id",
+            usage_id=usage.id,
+            limit=MAX_METER_IDENTIFIER,
+        )
     if meter.event_name not in meters:
         known = ", ".join(sorted(meters)) or "none"
         raise invalid(

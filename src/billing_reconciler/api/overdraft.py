@@ -1,0 +1,84 @@
+"""`POST /v1beta1/admin/billing/invoices/generate` (admin scope): overdraft invoicing now
+(DESIGN §17, §19).
+
+The route records nothing itself: it finds the accounts the credits domain would invoice for
+the latest due window (online, active, `credit_min` < 0, not evaluated yet) and those with an
+unfinished invoice, requests the targeted reconcile of their customers (`customer/<org_id>`,
+the scope every fleet domain shares) and waits for it (bounded by `reconcile_wait_seconds`),
+then answers the window's rows as the store holds them: the invoice ids that exist. A
+second call, or one on another replica, finds the windows evaluated and creates nothing
+(the credits domain's one-invoice-per-window rule).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Depends
+
+from billing_reconciler.api.auth import Scope, requires
+from billing_reconciler.api.context import CUSTOMER_DOMAIN, ApiContext
+from billing_reconciler.api.models import OverdraftGenerated, OverdraftWindowOut
+from billing_reconciler.api.pending import ReconcileTicket
+from billing_reconciler.api.routing import PREFIX, ApiRoute, error_responses
+from billing_reconciler.domains.credit_overdraft import due_window
+from billing_reconciler.store.overdraft import OverdraftRepository, WindowRow
+
+REASON = "api: overdraft invoices generate"
+
+
+def _out(row: WindowRow) -> OverdraftWindowOut:
+    return OverdraftWindowOut(
+        org_id=row.org_id,
+        window_start=row.window_start,
+        window_end=row.window_end,
+        deficit=row.deficit,
+        unit_amount=row.unit_amount,
+        currency=row.currency,
+        invoice_id=row.invoice_id,
+        state=row.invoice_status,
+        credited=row.credited,
+    )
+
+
+def admin_overdraft_router(context: ApiContext) -> APIRouter:
+    router = APIRouter(
+        prefix=f"{PREFIX}/admin/billing",
+        tags=["invoices", "admin"],
+        route_class=ApiRoute,
+        dependencies=[Depends(requires(context.tokens, Scope.ADMIN))],
+    )
+
+    @router.post(
+        "/invoices/generate", response_model=OverdraftGenerated, responses=error_responses(403)
+    )
+    def generate_overdraft_invoices() -> OverdraftGenerated:
+        """Evaluate the latest due overdraft window of every account now and answer once
+        its invoices exist (their ids); twice is the same as once."""
+        customer = context.config().billing.customer
+        now = int(context.clock().timestamp())
+        _, end_seconds = due_window(
+            now,
+            day=customer.credit_overdraft_invoice_day,
+            shift=customer.credit_overdraft_invoice_range_shift,
+        )
+        end = datetime.fromtimestamp(end_seconds, UTC)
+        with context.store.session() as session:
+            repository = OverdraftRepository(session)
+            orgs = {d.org_id for d in repository.due(window_end=end, org_ids=None)}
+            orgs |= {w.org_id for w in repository.unfinished(None)}
+        state = "done"
+        if orgs and customer.credit_overdraft_product:
+            ticket = context.request_reconcile(CUSTOMER_DOMAIN, frozenset(orgs), REASON)
+            if isinstance(ticket, ReconcileTicket):
+                state = ticket.wait(context.reconcile_wait_seconds).state
+        with context.store.session() as session:
+            rows = OverdraftRepository(session).windows(window_end=end)
+        return OverdraftGenerated(
+            window_end=end,
+            invoices=[r.invoice_id for r in rows if r.invoice_id],
+            data=[_out(r) for r in rows],
+            state=state,
+        )
+
+    return router

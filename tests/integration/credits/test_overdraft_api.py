@@ -1,0 +1,85 @@
+"""`POST /v1beta1/admin/billing/invoices/generate` (DESIGN §19): the admin's overdraft
+invoicing now, answered once the invoices exist. The API is wired to a runtime stand-in that
+runs the credits domain's targeted pass for the customers it is asked about (as serve's
+queue would, synchronously), against the emulator over HTTP."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from billing_reconciler.api import ApiContext, ApiTokens, api_router, install_error_handlers
+from billing_reconciler.config import Secret
+from billing_reconciler.desired import load_desired
+from tests.integration.credits.overdraft_world import OverdraftWorld, at, overdraft
+
+__all__ = ["overdraft"]
+
+ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
+APP = {"Authorization": "Bearer app-token-0123456789"}
+GENERATE = "/v1beta1/admin/billing/invoices/generate"
+
+
+def _client(world: OverdraftWorld, asked: list[frozenset[str]]) -> TestClient:
+    state = load_desired(world.directory).state
+    assert state is not None
+
+    def request_reconcile(domain: str, scope: frozenset[str], reason: str) -> None:
+        assert domain == "customer"
+        asked.append(scope)
+        world.reconcile(frozenset(f"customer/{org}" for org in scope))
+
+    context = ApiContext(
+        store=world.store,
+        tokens=ApiTokens(
+            app=(Secret("app-token-0123456789"),), admin=(Secret("admin-token-0123456789"),)
+        ),
+        config=lambda: state.config,
+        request_reconcile=request_reconcile,
+        clock=lambda: datetime.fromtimestamp(world.now(), UTC),
+    )
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(api_router(context))
+    return TestClient(app)
+
+
+def test_generate_answers_the_invoice_ids_and_twice_is_once(overdraft: OverdraftWorld) -> None:
+    world = overdraft
+    world.set_clock(at("2027-01-01T01:00:00"))
+    world.open("acme")
+    world.open("zero")
+    world.debit("acme", 600, id="u-1")
+    asked: list[frozenset[str]] = []
+    client = _client(world, asked)
+
+    answer = client.post(GENERATE, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    (invoice,) = world.invoices()
+    assert body["invoices"] == [invoice.id]
+    assert body["window_end"] == "2027-01-01T00:00:00Z"
+    assert body["state"] == "done"
+    assert [(w["org_id"], w["deficit"], w["invoice_id"]) for w in body["data"]] == [
+        ("acme", 600, invoice.id),
+        ("zero", 0, None),
+    ]
+    assert asked == [frozenset({"acme", "zero"})]
+
+    again = client.post(GENERATE, headers=ADMIN)
+    assert again.status_code == 200
+    assert again.json()["invoices"] == [invoice.id]
+    assert asked == [frozenset({"acme", "zero"})]  # nothing left to evaluate: no reconcile
+    assert len(world.invoices()) == 1
+
+
+def test_generate_needs_the_admin_scope(overdraft: OverdraftWorld) -> None:
+    world = overdraft
+    world.set_clock(at("2027-01-01T01:00:00"))
+    client = _client(world, [])
+    answer = client.post(GENERATE, headers=APP)
+    assert answer.status_code == 403
+    assert answer.json()["error"]["code"] == "forbidden"
+    assert client.post(GENERATE).status_code == 401
