@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -66,30 +66,54 @@ Metadata = MetadataMap
 TestClock = Annotated[StrictStr, Field(pattern=r"^clock_[A-Za-z0-9]+$", max_length=255)]
 
 
-def _no_nul(value: object) -> None:
+def is_unicode(value: str) -> bool:
+    """Whether `value` is Unicode text (JSON's `\\ud800` escape decodes to a lone surrogate,
+    which no store, log nor answer can encode)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text_problem(value: object) -> str | None:
+    """What is wrong with a string anywhere in `value` (dict keys and values, list items):
+    a NUL character (PostgreSQL cannot store it) or a lone surrogate; None when nothing."""
     if isinstance(value, str):
         if "\x00" in value:
-            raise ValueError("must not contain NUL characters")
+            return "must not contain NUL characters"
+        if not is_unicode(value):
+            return "must be valid Unicode text (a lone surrogate such as \\ud800 is not)"
     elif isinstance(value, dict):
         for key, item in value.items():
-            _no_nul(key)
-            _no_nul(item)
+            # `repr` escapes a surrogate, so the message itself can always be encoded.
+            if (problem := _text_problem(key)) is not None:
+                return f"key {key!r}: {problem}"
+            if (problem := _text_problem(item)) is not None:
+                return f"value of {key!r}: {problem}"
     elif isinstance(value, list | tuple):
-        for item in value:
-            _no_nul(item)
+        for index, item in enumerate(value):
+            if (problem := _text_problem(item)) is not None:
+                return f"[{index}]: {problem}"
+    return None
 
 
 class RequestBody(BaseModel):
-    """A request body: unknown fields are errors, and no string (nor a metadata key) may hold
-    a NUL character, which PostgreSQL cannot store."""
+    """A request body: unknown fields are errors, and no string anywhere in it (scalar
+    fields, dict keys and values, list items) may hold a NUL character, which PostgreSQL
+    cannot store, or a lone surrogate, which is not Unicode text. Pydantic refuses a lone
+    surrogate in a `str` field itself (`string_unicode`) but not inside a dict."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     @field_validator("*", mode="after")
     @classmethod
-    def _refuse_nul(cls, value: Any) -> Any:
+    def _refuse_bad_text(cls, value: Any) -> Any:
         # Nested request models check their own fields (so the error names the inner field).
-        _no_nul(value)
+        if (problem := _text_problem(value)) is not None:
+            raise ValueError(problem)
         return value
 
 
@@ -274,8 +298,34 @@ class AccountDetailsIn(RequestBody):
 Source = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
+RESERVED_ID_PREFIXES: Final = ("system.", "onboard:", "on_start:", "overdraft:")
+"""The engine's derived ledger ids begin with these (reverts and purchases `system.`, an
+org's onboard credits `onboard:<org>`, a plan's on-start credits `on_start:`, a paid
+overdraft invoice's credits `overdraft:`): a caller's grant or usage id may not, in any
+case, so it can never take (and so block or forge) one of them."""
+
+
+def caller_ledger_id(value: str) -> str:
+    """A grant's or a usage's id: not one of the engine's derived ids (`RESERVED_ID_PREFIXES`,
+    compared case-insensitively)."""
+    lowered = value.lower()
+    for prefix in RESERVED_ID_PREFIXES:
+        if lowered.startswith(prefix):
+            reserved = ", ".join(repr(p) for p in RESERVED_ID_PREFIXES)
+            raise ValueError(
+                f"ids beginning with {prefix!r} are reserved for the engine's own entries "
+                f"(reserved, in any case: {reserved})"
+            )
+    return value
+
+
 class CreditGrantIn(RequestBody):
-    id: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    id: Annotated[
+        StrictStr, Field(min_length=1, max_length=255), AfterValidator(caller_ledger_id)
+    ] = Field(
+        description="The grant's idempotency key, its transaction's id (not beginning with "
+        "`system.`, `onboard:`, `on_start:` nor `overdraft:`, in any case: the engine's)."
+    )
     amount: Annotated[StrictInt, Field(gt=0, le=2**62)]
     source: Source | None = None
     description: Annotated[StrictStr, Field(max_length=1000)] | None = None
@@ -604,12 +654,19 @@ def _rfc3339_text(value: Any) -> Any:
 Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339_text)]
 
 
+MAX_METER_IDENTIFIER = 100
+"""The longest id of a usage with a meter: it is the meter event's `identifier`, which Stripe
+takes up to 100 characters."""
+
+
 def _usage_id(value: str) -> str:
     if value != value.strip() or not value.strip():
         raise ValueError("must not be blank nor begin or end with whitespace")
-    if value.lower().startswith("system."):
-        raise ValueError("ids beginning with 'system.' are reserved for the engine's own entries")
-    return value
+    if "/" in value:
+        raise ValueError("must not contain '/' (the revert route takes the id as one path part)")
+    if not value.strip("."):
+        raise ValueError("must not be only dots (the revert route cannot take '.' or '..')")
+    return caller_ledger_id(value)
 
 
 class MeterIn(RequestBody):
@@ -631,7 +688,12 @@ class MeterIn(RequestBody):
 
 class UsageIn(RequestBody):
     id: Annotated[StrictStr, Field(min_length=1, max_length=255), AfterValidator(_usage_id)] = (
-        Field(description="The usage's idempotency key, its transaction's id (not `system.*`).")
+        Field(
+            description="The usage's idempotency key, its transaction's id: no '/', not only "
+            "dots, not beginning with `system.`, `onboard:`, `on_start:` nor `overdraft:` "
+            f"(in any case: the engine's ids); at most {MAX_METER_IDENTIFIER} characters "
+            "with a `meter` (Stripe's meter event identifier)."
+        )
     )
     amount: UsageAmount = Field(description="Credits to debit, 1..2^53.")
     source: Source | None = Field(

@@ -22,6 +22,7 @@ EVENT = "billing.meter_event"
 FORMULAS = ("count", "last", "sum")
 WINDOWS = {"hour": 3600, "day": 86400}
 IDENTIFIER_WINDOW_SECONDS = 24 * 3600
+MAX_IDENTIFIER_LENGTH = 100
 # An event's timestamp: within the past 35 calendar days, at most 5 minutes ahead (Stripe).
 PAST_LIMIT_SECONDS = 35 * 86400
 FUTURE_LIMIT_SECONDS = 5 * 60
@@ -167,6 +168,7 @@ def create_event(ctx: RequestContext, params: Params, path: dict[str, str]) -> S
     timestamp must be within the past 35 calendar days and at most 5 minutes ahead, of the
     emulator's time (not checked for a customer on a test clock)."""
     now = ctx.now()
+    _check_identifier(params.get("identifier"))
     identifier = params.get("identifier") or new_id("mtrevt")[len("mtrevt_") :]
     for earlier in ctx.store.collection(EVENT).lookup("identifier", identifier):
         if now - earlier["created"] < IDENTIFIER_WINDOW_SECONDS:
@@ -201,6 +203,17 @@ def create_event(ctx: RequestContext, params: Params, path: dict[str, str]) -> S
     }
     ctx.store.insert(EVENT, event)
     return render(ctx.store, event, expand_of(params))
+
+
+def _check_identifier(value: str | None) -> None:
+    """Stripe's OpenAPI gives `identifier` `maxLength: 100` (not the 5,000 of other strings):
+    a longer one is refused in Stripe's spelling of a too-long string (param `identifier`)."""
+    if value is not None and len(value) > MAX_IDENTIFIER_LENGTH:
+        raise invalid(
+            f"Invalid string: {value[:10]}...{value[-10:]}; must be at most "
+            f"{MAX_IDENTIFIER_LENGTH} characters",
+            param="identifier",
+        )
 
 
 def _has_clock(ctx: RequestContext, customer_id: str | None) -> bool:

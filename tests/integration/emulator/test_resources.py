@@ -347,3 +347,23 @@ def test_a_meter_event_identifier_taken_and_a_timestamp_out_of_range_are_refused
             events.create({**params, "identifier": f"t{stamp}", "timestamp": stamp})
         assert refused.value.param == "timestamp"
     events.create({**params, "identifier": "ok", "timestamp": now - 34 * 86400})
+
+
+def test_a_meter_event_identifier_over_100_characters_is_refused(
+    stripe_client: stripe.StripeClient,
+) -> None:
+    """Stripe's OpenAPI: `identifier` maxLength 100 (tester T1 F3); 100 is taken, 101 is 400
+    on `identifier` in Stripe's spelling of a too-long string."""
+    stripe_client.v1.billing.meters.create(
+        {"display_name": "Rows", "event_name": "rows", "default_aggregation": {"formula": "sum"}}
+    )
+    events = stripe_client.v1.billing.meter_events
+    payload = {"stripe_customer_id": "cus_9", "value": "1"}
+    params: dict[str, Any] = {"event_name": "rows", "payload": payload}
+    assert events.create({**params, "identifier": "i" * 100}).identifier == "i" * 100
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        events.create({**params, "identifier": "0123456789" + "j" * 80 + "abcdefghijk"})
+    assert refused.value.param == "identifier"
+    assert refused.value.user_message == (
+        "Invalid string: 0123456789...bcdefghijk; must be at most 100 characters"
+    )
