@@ -11,6 +11,7 @@ import pytest
 
 from billing_reconciler.domains.credit_overdraft import CREDIT_STEP, INVOICE_STEP, WINDOW_STEP
 from billing_reconciler.planning.plan import Plan
+from billing_reconciler.planning.render import render_text
 from billing_reconciler.registry import CREDITS
 from tests.integration.credits.overdraft_world import OverdraftWorld, at, overdraft
 
@@ -248,3 +249,16 @@ def test_a_crash_before_the_invoice_id_reached_the_store_finds_the_draft_by_br_k
     world.reconcile()
     assert len(world.invoices("acme")) == 1
     assert len(world.invoice_items()) == 1
+
+
+def test_the_dry_run_shows_the_invoice_it_would_create(overdraft: OverdraftWorld) -> None:
+    world = overdraft
+    world.set_clock(INVOICE_DAY)
+    world.open("acme")
+    world.debit("acme", 600, id="u-1")
+    text = render_text(world.plan())
+    assert "+ overdraft_invoice/acme/2027-01-01  (new)" in text
+    assert "quantity: 600" in text
+    assert "unit_amount: 0.10 USD" in text
+    assert "! invoice 600 overdrawn credit(s) x 0.10 USD = 60.00 USD to org acme for " in text
+    assert world.invoices() == []  # planned, nothing sent
