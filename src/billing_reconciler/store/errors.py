@@ -29,9 +29,12 @@ class ConflictError(StoreError):
 class IdConflictError(ConflictError):
     """An idempotency id was used before with different content (an API 409)."""
 
-    def __init__(self, message: str, *, id: str) -> None:
+    def __init__(self, message: str, *, id: str, other_account: bool = False) -> None:
         super().__init__(message, code="id_conflict")
         self.id = id
+        #: The id is taken on another account (ledger ids are global), not by other content
+        #: of this account's own transaction.
+        self.other_account = other_account
 
 
 class InsufficientCreditsError(StoreError):

@@ -537,6 +537,21 @@ class UsageRepository:
         balance = self.lock_balance(account_id)
         return balance, self._read(ids)
 
+    def replays(
+        self, account_id: str, usages: Sequence[Usage], sources: Sequence[str]
+    ) -> list[LedgerTransaction] | None:
+        """The stored transactions of `usages` when every one of them is an identical resend
+        of a usage recorded on `account_id` (nothing to record, so no lock and no balance
+        check); None when any is new or differs. For a resend to a disabled account."""
+        stored = self._read([usage.id for usage in usages])
+        found: list[LedgerTransaction] = []
+        for usage, source in zip(usages, sources, strict=True):
+            row = stored.get(usage.id)
+            if row is None or row.content_hash != usage_hash(account_id, usage, source):
+                return None
+            found.append(_stored(row))
+        return found
+
     def _read(self, ids: Sequence[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for start in range(0, len(ids), _ID_CHUNK):
@@ -556,6 +571,7 @@ class UsageRepository:
             raise IdConflictError(
                 f"ledger id {row.id!r} was used before with different content{before}",
                 id=row.id,
+                other_account=row.account_id != account_id,
             )
         return _stored(row)
 
@@ -575,6 +591,7 @@ class UsageRepository:
                     f"ledger id {row['id']!r} was used before with different content on"
                     " another account",
                     id=row["id"],
+                    other_account=True,
                 )
 
     def _write_postgresql(

@@ -226,3 +226,63 @@ def test_ids_merely_containing_a_prefix_are_taken(api: Api, acme: str) -> None:
         assert response.status_code == 201, response.text
     response = _post(api, _usage("u-onboard:acme"), _usage("usage.system.1"))
     assert response.status_code == 201, response.text
+
+
+# --- F9: a resend after the account was disabled is still the replay ------------------------
+
+
+def test_a_resend_to_a_disabled_account_is_the_replay_and_anything_new_is_409(
+    api: Api, acme: str
+) -> None:
+    _grant(api, 100)
+    _meter(api)
+    batch = [
+        _usage("d1", 5, metadata={"k": "v"}),
+        _usage("d2", 2, meter={"event_name": "api_calls"}),
+    ]
+    first = _post(api, *batch)
+    assert first.status_code == 201, first.text
+    assert api.post(f"{ORG}/billing/disable", headers=APP).status_code == 200
+    again = _post(api, *batch)
+    assert again.status_code == 200, again.text
+    assert again.json()["created"] == []
+    assert again.json()["replayed"] == ["d1", "d2"]
+    assert again.json()["data"] == first.json()["data"]
+    assert again.json()["balance"] == 93
+    # A new usage, or one with other content, in the batch: the account's refusal stands.
+    for usages in ([*batch, _usage("d3")], [_usage("d1", 6)], [_usage("d3")]):
+        refused(
+            api,
+            "POST",
+            USAGES,
+            json={"usages": usages},
+            status=409,
+            code="failed_precondition",
+        )
+
+
+# --- F11: an id taken on another account says so --------------------------------------------
+
+
+def test_a_usage_id_taken_in_another_org_says_so(api: Api, acme: str) -> None:
+    _grant(api, 100)
+    assert _post(api, _usage("m1")).status_code == 201
+    other = f"{V1}/organizations/beta"
+    assert api.put(other, json={"title": "Beta"}, headers=APP).status_code == 201
+    assert api.post(f"{other}/billing", json={"currency": "usd"}, headers=APP).status_code == 201
+    error = refused(
+        api,
+        "POST",
+        f"{other}/billing/usages",
+        json={"usages": [_usage("m1")]},
+        status=409,
+        code="id_conflict",
+    )
+    assert "another account" in error["message"]
+    assert "different content" not in error["message"]
+    assert error["details"] == {"usage_id": "m1", "id": "m1", "org_id": "beta"}
+    # In its own org other content is still "different content".
+    own = refused(
+        api, "POST", USAGES, json={"usages": [_usage("m1", 2)]}, status=409, code="id_conflict"
+    )
+    assert "different content" in own["message"]
