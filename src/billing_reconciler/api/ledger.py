@@ -15,7 +15,7 @@ from pydantic import AwareDatetime
 
 from billing_reconciler.api.auth import Scope, requires
 from billing_reconciler.api.context import ApiContext
-from billing_reconciler.api.errors import invalid, not_found
+from billing_reconciler.api.errors import invalid, not_found, precondition
 from billing_reconciler.api.models import INT64_MAX, Balance, CreditGrantIn, Page, Transaction
 from billing_reconciler.api.onboarding import require_active, require_org
 from billing_reconciler.api.routing import (
@@ -136,7 +136,16 @@ def admin_ledger_router(context: ApiContext) -> APIRouter:
             )
         with context.store.session() as session:
             require_org(session, org)
-            account = require_active(session, org)
+            latest = AccountRepository(session).latest_for_org(org)
+            if latest is not None and latest.state != "active":
+                # As usages and the credit check answer a disabled account (tester T1 F9).
+                raise precondition(
+                    f"the billing account of organization {org} is {latest.state}: enable it first",
+                    org_id=org,
+                    account_id=latest.id,
+                    state=latest.state,
+                )
+            account = latest if latest is not None else require_active(session, org)
             ledger = LedgerRepository(session, clock=context.clock)
             balance, _ = ledger.balance(account.id)
             if balance + body.amount > INT64_MAX and ledger.get(body.id) is None:

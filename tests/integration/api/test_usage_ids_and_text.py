@@ -286,3 +286,28 @@ def test_a_usage_id_taken_in_another_org_says_so(api: Api, acme: str) -> None:
         api, "POST", USAGES, json={"usages": [_usage("m1", 2)]}, status=409, code="id_conflict"
     )
     assert "different content" in own["message"]
+
+
+def test_a_grant_to_a_disabled_account_is_409_as_usages_are(api: Api, acme: str) -> None:
+    _grant(api, 10)
+    assert api.post(f"{ORG}/billing/disable", headers=APP).status_code == 200
+    error = refused(
+        api,
+        "POST",
+        GRANT,
+        json={"id": "g2", "amount": 5},
+        headers=ADMIN,
+        status=409,
+        code="failed_precondition",
+    )
+    assert error["details"]["state"] == "disabled"
+    assert error["details"]["account_id"] == acme
+    refused(
+        api,
+        "POST",
+        f"{V1}/admin/organizations/nobody/billing/credits",
+        json={"id": "g3", "amount": 5},
+        headers=ADMIN,
+        status=404,
+        code="not_found",
+    )
