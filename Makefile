@@ -53,7 +53,7 @@ integration: install
 ## cold apply (about 8 s a position); subscriptions: a 100-subscription one (about 15 s a
 ## position). The suite runs a seeded sample of each.
 crash-all: install
-	BILLING_CRASH_ALL=1 $(BIN)/pytest -p no:cacheprovider tests/integration/customers/test_crash_matrix.py tests/integration/subscriptions/test_crash_matrix.py
+	BILLING_CRASH_ALL=1 $(BIN)/pytest -p no:cacheprovider tests/integration/customers/test_crash_matrix.py tests/integration/subscriptions/test_crash_matrix.py tests/integration/credits/test_meter_crash_matrix.py
 
 ## Benchmarks (not tests): JSON reports; results are kept in bench/RESULTS.md.
 bench: install
