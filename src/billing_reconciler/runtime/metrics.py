@@ -12,19 +12,23 @@ closed vocabularies below.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Literal
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from billing_reconciler.planning.plan import DomainFact
 from billing_reconciler.store import RunResult
 from billing_reconciler.stripe_gateway import RequestOutcome
+
+_log = structlog.get_logger(__name__)
 
 PREFIX: Final = "billing_reconciler"
 
@@ -127,8 +131,6 @@ class Metrics:
         self.leader = Gauge(
             f"{PREFIX}_leader", "1 while this replica holds the leader lock, else 0.", registry=r
         )
-        self._fact_gauges: dict[str, Gauge] = {}
-        self._facts_lock = threading.Lock()
         # Known label values start at zero, so rate() and absent() work from the first scrape.
         for outcome in WEBHOOK_OUTCOMES:
             self.webhooks.labels(outcome=outcome)
@@ -170,16 +172,35 @@ class Metrics:
     def set_drift(self, domain: str, count: int) -> None:
         self.drift.labels(domain=domain).set(count)
 
-    def set_facts(self, facts: Sequence[DomainFact]) -> None:
-        """A domain's facts (`Registration.facts`), each as the gauge it names, registered
-        the first time it is seen."""
-        with self._facts_lock:
-            for fact in facts:
-                gauge = self._fact_gauges.get(fact.metric)
-                if gauge is None:
-                    gauge = Gauge(fact.metric, fact.help, registry=self.registry)
-                    self._fact_gauges[fact.metric] = gauge
-                gauge.set(fact.value)
+    def watch_facts(self, source: Callable[[], Sequence[DomainFact]]) -> None:
+        """Export a domain's facts (`Registration.facts`, e.g. bound to the store) as gauges
+        read at scrape time: each scrape calls `source` and shows each fact as the gauge it
+        names. Not set after a pass: a pass can take minutes (the leader's long send of a
+        backlog), and a gauge set after it would show the state before it all along."""
+        self.registry.register(_FactsCollector(source))
+
+
+class _FactsCollector(Collector):
+    """A scrape-time collector of one facts source; an unreadable source (store down) is
+    logged and left out of that scrape, never an error of `/metrics`."""
+
+    def __init__(self, source: Callable[[], Sequence[DomainFact]]) -> None:
+        self._source = source
+
+    def describe(self) -> list[Metric]:
+        # Nothing up front: registering must not read the store (the names come with it).
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            facts = list(self._source())
+        except Exception as error:
+            _log.warning("domain facts unreadable", error=str(error))
+            return
+        for fact in facts:
+            family = GaugeMetricFamily(fact.metric, fact.help)
+            family.add_metric([], fact.value)
+            yield family
 
 
 def metrics_router(metrics: Metrics) -> APIRouter:

@@ -27,6 +27,7 @@ step as `pending`, as after a crash, and the next run replays it under the same 
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import socket
 import threading
@@ -390,6 +391,9 @@ class Runtime:
         state = self._initial_state
         self.store = Store.open(self._database_url)
         self.metrics = Metrics(clock=self._clock)
+        for registration in self._registrations:
+            if registration.facts is not None:  # read at each scrape, not after a pass
+                self.metrics.watch_facts(functools.partial(registration.facts, self.store))
         gateway = StripeGateway(
             api_key=self._stripe.api_key,
             api_base=self._stripe.api_base,
@@ -534,20 +538,8 @@ class Runtime:
         self.metrics.reconcile_finished(name, result.result, seconds)
         if result.whole_domain:
             self.metrics.set_drift(name, result.drift)
-        self._export_facts(name)
         if result.result != INTERRUPTED:
             self._health.succeeded(name, scope)
-
-    def _export_facts(self, name: str) -> None:
-        """The domain's facts (`Registration.facts`, read from the store) as gauges."""
-        registration = self._by_name.get(name)
-        facts = registration.facts if registration is not None else None
-        if facts is None:
-            return
-        try:
-            self.metrics.set_facts(facts(self.store))
-        except Exception as error:  # a metric must not fail the pass that just succeeded
-            _log.warning("domain facts unreadable", domain=name, error=str(error))
 
     def readiness(self) -> Readiness:
         """Ready: store reachable and desired/ valid. Each domain's reconcile is reported
