@@ -174,7 +174,9 @@ def _step_text(step: Step) -> list[str]:
         lines += _change_lines(step)
     elif step.action is Action.CREATE:
         shown = {k: v for k, v in step.params.items() if k not in _CREATE_HIDDEN}
-        body = render_text(replace(_EMPTY, steps=(replace(step, params=shown, causes=()),)))
+        # Its impact is appended below, once (render_text would print it as well).
+        bare = replace(step, params=shown, causes=(), impact=None)
+        body = render_text(replace(_EMPTY, steps=(bare,)))
         lines += [line for line in body.splitlines() if line.startswith("      ")]
     if step.impact:
         lines.append(f"      ! {step.impact}")

@@ -34,7 +34,7 @@ LEGEND = (
     "Symbols: + create   ~ update in place   -/+ supersede (create new, archive old)   "
     "- archive   <= adopt   ^ reactivate"
 )
-_AMOUNT_FIELDS = ("unit_amount", "flat_amount")
+_AMOUNT_FIELDS = ("unit_amount", "flat_amount", "total")
 # Our bookkeeping keys: noise in a new object's listing (a change of them is still shown).
 _HIDDEN_METADATA = OWNERSHIP_METADATA_KEYS | INVENTORY_METADATA_KEYS
 

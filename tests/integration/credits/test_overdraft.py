@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from billing_reconciler.domains.credit_overdraft import CREDIT_STEP, INVOICE_STEP, WINDOW_STEP
+from billing_reconciler.planning.fleet import render_fleet_text
 from billing_reconciler.planning.plan import Plan
 from billing_reconciler.planning.render import render_text
 from billing_reconciler.registry import CREDITS
@@ -256,9 +257,14 @@ def test_the_dry_run_shows_the_invoice_it_would_create(overdraft: OverdraftWorld
     world.set_clock(INVOICE_DAY)
     world.open("acme")
     world.debit("acme", 600, id="u-1")
-    text = render_text(world.plan())
-    assert "+ overdraft_invoice/acme/2027-01-01  (new)" in text
-    assert "quantity: 600" in text
-    assert "unit_amount: 0.10 USD" in text
-    assert "! invoice 600 overdrawn credit(s) x 0.10 USD = 60.00 USD to org acme for " in text
+    plan = world.plan()
+    line = "! invoice 600 overdrawn credit(s) x 0.10 USD = 60.00 USD to org acme for "
+    # Both renderers: `reconcile --dry-run` prints the fleet one (tester T1 F8: its impact
+    # line came twice, and the total was raw minor units).
+    for text in (render_text(plan), render_fleet_text(plan)):
+        assert "+ overdraft_invoice/acme/2027-01-01  (new)" in text
+        assert "quantity: 600" in text
+        assert "unit_amount: 0.10 USD" in text
+        assert "total: 60.00 USD" in text
+        assert text.count(line) == 1
     assert world.invoices() == []  # planned, nothing sent
