@@ -627,11 +627,17 @@ class BillingClient:
         path = f"{self._org(org_id)}/billing/check"
         return cast(CreditCheck, self._call("POST", path, json={"amount": amount}))
 
-    def revert_usage(self, org_id: str, usage_id: str, amount: int) -> Revert:
-        """Admin: credit back `amount` of a usage (each call is a new revert; together at
-        most the usage's amount)."""
+    def revert_usage(
+        self, org_id: str, usage_id: str, amount: int, *, id: str | None = None
+    ) -> Revert:
+        """Admin: credit back `amount` of a usage (together at most the usage's amount).
+        Without `id` each call is a new revert; with one (an idempotency key) a retry of
+        the same id answers the stored revert and gives back nothing more."""
         path = f"{self._org(org_id)}/billing/usages/{_segment(usage_id)}/revert"
-        return cast(Revert, self._call("POST", path, json={"amount": amount}))
+        body: dict[str, Any] = {"amount": amount}
+        if id is not None:
+            body["id"] = id
+        return cast(Revert, self._call("POST", path, json=body))
 
     def generate_overdraft_invoices(self) -> OverdraftGenerated:
         """Admin: overdraft invoicing now (the latest due window; once per window ever)."""

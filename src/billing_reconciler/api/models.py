@@ -743,6 +743,12 @@ class CreditCheck(ResponseBody):
 
 class RevertIn(RequestBody):
     amount: UsageAmount = Field(description="Credits to give back (at most what is left).")
+    id: PurchaseId | None = Field(
+        default=None,
+        description="The revert's idempotency key (per usage): the same id again answers "
+        "the stored revert (200) and gives back nothing more; another amount is 409 "
+        "`id_conflict`. Without it each request is a new revert.",
+    )
 
 
 class Revert(ResponseBody):

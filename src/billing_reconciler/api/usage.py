@@ -333,21 +333,31 @@ def admin_usage_router(context: ApiContext) -> APIRouter:
         "/usages/{usage_id}/revert",
         status_code=201,
         response_model=Revert,
-        responses=error_responses(403, 404, 409),
+        responses={200: {"model": Revert}, **error_responses(403, 404, 409)},
     )
-    def revert_usage(org: OrgId, body: RevertIn, usage_id: str = UsageId) -> Revert:
-        """Credit back `amount` of a usage (a new revert each call; the reverts of a usage
-        add up to at most its amount). 422 above what is left, 409 for a revert or a credit,
-        404 for an unknown usage or another org's."""
+    def revert_usage(
+        org: OrgId, body: RevertIn, response: Response, usage_id: str = UsageId
+    ) -> Revert:
+        """Credit back `amount` of a usage (the reverts of a usage add up to at most its
+        amount): a new revert each call, or with `id` once per id (the same id again answers
+        200 as stored). 422 above what is left, 409 for a revert or a credit (or an `id`
+        sent before with another amount), 404 for an unknown usage or another org's."""
         with context.store.session() as session:
             require_org(session, org)
             try:
                 done = UsageRepository(session, clock=context.clock).revert(
-                    org, usage_id, body.amount
+                    org, usage_id, body.amount, key=body.id
                 )
             except NotFoundError:
                 raise not_found(
                     f"organization {org} has no usage {usage_id!r}", usage_id=usage_id, org_id=org
+                ) from None
+            except IdConflictError as error:
+                raise ApiError(
+                    409,
+                    "id_conflict",
+                    str(error),
+                    {"id": body.id, "usage_id": usage_id, "org_id": org},
                 ) from None
             except ConflictError as error:
                 raise precondition(str(error), usage_id=usage_id, org_id=org) from None
@@ -360,6 +370,7 @@ def admin_usage_router(context: ApiContext) -> APIRouter:
                     amount=error.amount,
                     remaining=error.remaining,
                 ) from None
+        response.status_code = 201 if done.created else 200
         return Revert(
             transaction=transaction(done.transaction),
             usage_id=usage_id,

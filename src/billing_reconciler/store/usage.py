@@ -75,6 +75,16 @@ REVERT_HASHED_PREFIX: Final = "system.revert#"
 RESERVED_ID_PREFIX: Final = "system."
 
 
+#: A keyed revert's id: `system.revert@<sha256 hex of usage id NUL key>`.
+REVERT_KEYED_PREFIX: Final = "system.revert@"
+
+
+def keyed_revert_id(usage_id: str, key: str) -> str:
+    """The id of the revert of `usage_id` a caller named `key` (its idempotency key): the
+    same revert however often it is sent; another form than `revert_id`'s."""
+    return REVERT_KEYED_PREFIX + hashlib.sha256(f"{usage_id}\0{key}".encode()).hexdigest()
+
+
 def revert_id(usage_id: str, ordinal: int) -> str:
     """The id of the `ordinal`-th (1, 2, ...) revert of a usage.
 
@@ -142,6 +152,8 @@ class Reverted:
     usage: LedgerTransaction
     reverted: int
     """How much of the usage is reverted in total, this revert included."""
+    created: bool = True
+    """False: a keyed revert sent again, answered as stored (nothing written)."""
 
 
 class OverRevertError(StoreError):
@@ -450,8 +462,14 @@ class UsageRepository:
 
     # --- reverts --------------------------------------------------------------------------
 
-    def revert(self, org_id: str, usage_id: str, amount: int) -> Reverted:
+    def revert(
+        self, org_id: str, usage_id: str, amount: int, *, key: str | None = None
+    ) -> Reverted:
         """Credit back `amount` of the usage `usage_id` of one of `org_id`'s accounts.
+
+        With `key` (the caller's idempotency key) the revert's id is `keyed_revert_id`: sent
+        again with the same amount it is answered as stored (`created` False), with another
+        amount it is an IdConflictError. Without one each call is a new revert.
 
         NotFoundError: no such transaction, or another org's (never said which).
         ConflictError(failed_precondition): the id is a revert, or another credit.
@@ -480,6 +498,16 @@ class UsageRepository:
             )
         ).one()
         remaining = usage.amount - int(total)
+        keyed = None if key is None else keyed_revert_id(usage_id, key)
+        if keyed is not None and (earlier := self._read([keyed]).get(keyed)) is not None:
+            # Read under the lock: a concurrent send of the same key has committed.
+            if earlier.reverts != usage_id or int(earlier.amount) != amount:
+                raise IdConflictError(
+                    f"revert id {key!r} of usage {usage_id!r} was used before with another "
+                    f"amount ({int(earlier.amount)})",
+                    id=keyed,
+                )
+            return Reverted(_stored(earlier), usage, int(total), created=False)
         if amount > remaining:
             raise OverRevertError(usage_id=usage_id, amount=amount, remaining=remaining)
         balance = self.balance(usage.account_id)
@@ -492,7 +520,7 @@ class UsageRepository:
         source = revert_source(usage.source)
         description = f"revert of usage {usage_id}"
         row = {
-            "id": revert_id(usage_id, int(count) + 1),
+            "id": keyed if keyed is not None else revert_id(usage_id, int(count) + 1),
             "account_id": usage.account_id,
             "type": CREDIT,
             "amount": amount,

@@ -311,3 +311,54 @@ def test_a_grant_to_a_disabled_account_is_409_as_usages_are(api: Api, acme: str)
         status=404,
         code="not_found",
     )
+
+
+# --- F10: a revert with an id is safe to retry ----------------------------------------------
+
+
+def _revert(api: Api, usage_id: str, amount: int, **extra: Any) -> Any:
+    return api.post(f"{USAGES}/{usage_id}/revert", json={"amount": amount, **extra}, headers=ADMIN)
+
+
+def test_a_revert_with_an_id_is_given_back_once_however_often_it_is_sent(
+    api: Api, acme: str
+) -> None:
+    _grant(api, 100)
+    assert _post(api, _usage("rv1", 10)).status_code == 201
+    first = _revert(api, "rv1", 4, id="r-1")
+    assert first.status_code == 201, first.text
+    assert (first.json()["reverted"], first.json()["remaining"]) == (4, 6)
+    assert first.json()["transaction"]["id"].startswith("system.revert@")
+    retry = _revert(api, "rv1", 4, id="r-1")
+    assert retry.status_code == 200, retry.text
+    assert retry.json() == first.json()
+    assert api.get(f"{ORG}/billing/balance", headers=APP).json()["amount"] == 94
+    error = refused(
+        api,
+        "POST",
+        f"{USAGES}/rv1/revert",
+        json={"amount": 5, "id": "r-1"},
+        headers=ADMIN,
+        status=409,
+        code="id_conflict",
+    )
+    assert error["details"] == {"id": "r-1", "usage_id": "rv1", "org_id": "acme"}
+    # Another id, and no id, are new reverts; a retry after the usage is fully reverted is
+    # still the stored answer, not an over-revert.
+    assert _revert(api, "rv1", 4, id="r-2").status_code == 201
+    assert _revert(api, "rv1", 2).status_code == 201
+    again = _revert(api, "rv1", 4, id="r-2")
+    assert again.status_code == 200, again.text
+    assert (again.json()["reverted"], again.json()["remaining"]) == (10, 0)
+    assert api.get(f"{ORG}/billing/balance", headers=APP).json()["amount"] == 100
+    for bad in ("", " r", 1):
+        refused(
+            api,
+            "POST",
+            f"{USAGES}/rv1/revert",
+            json={"amount": 1, "id": bad},
+            headers=ADMIN,
+            status=422,
+            code="invalid_argument",
+            field="id",
+        )
