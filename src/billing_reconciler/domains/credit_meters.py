@@ -17,8 +17,9 @@ executor (`effects.credit_meters`) claims, sends and marks the rows one by one.
   only fail.
 - Rows Stripe refused for good (an event older than 35 days) are kept, marked refused, and
   reported as a plan warning; they are never silently dropped.
-- The plan states the outbox's depth and the oldest unsent event's age (a notice keyed
-  `meter_outbox`), and `facts` for `reconcile status` and the metrics.
+- The plan states the outbox's depth and the oldest unsent event's age (an informational
+  line, `Plan.info`: neither refused nor waiting, the steps send them), and `facts` for
+  `reconcile status`.
 
 Aggregation: one event per (customer, meter, flush window) of event times; a window is formed
 only once closed (`now >= window end + GRACE_SECONDS`), so a usage committed late for a closed
@@ -44,8 +45,6 @@ PART: Final = "meters"
 METER_EVENTS_STEP: Final = "meter_upload"
 #: Its object keys: `meter_events/<org_id>`.
 METER_KEY_PREFIX: Final = "meter_events"
-#: The key of the plan's notice stating the outbox's depth.
-OUTBOX_NOTICE: Final = "meter_outbox"
 #: A flush window is closed this long after its end (rows still committing for it).
 GRACE_SECONDS: Final = 5
 #: DESIGN §19: the usage outbox is flushed at least every 10 s.
@@ -56,7 +55,6 @@ __all__ = [
     "GRACE_SECONDS",
     "METER_EVENTS_STEP",
     "METER_KEY_PREFIX",
-    "OUTBOX_NOTICE",
     "PART",
     "MeterKeys",
     "MeterOutboxReader",
@@ -255,12 +253,13 @@ def meters_plan(desired: MetersDesired, observed: MetersObserved, context: PlanC
             steps.append(step)
     return PartPlan(
         steps=tuple(steps),
-        notices=(*notices, *_depth_notice(observed, context.now)),
+        notices=tuple(notices),
         warnings=tuple(_refused_warning(r) for r in observed.refused),
         fingerprint=digest(
             repr(observed.pending), repr(observed.aggregates), repr(observed.refused)
         ),
         facts=_facts(observed, context.now),
+        info=_depth_info(observed, context.now),
     )
 
 
@@ -385,18 +384,11 @@ def outbox_depth(observed: MetersObserved, now: int) -> tuple[int, int]:
     return depth, 0 if oldest is None else max(now - oldest, 0)
 
 
-def _depth_notice(observed: MetersObserved, now: int) -> tuple[Notice, ...]:
+def _depth_info(observed: MetersObserved, now: int) -> tuple[str, ...]:
     depth, age = outbox_depth(observed, now)
     if not depth:
         return ()
-    return (
-        Notice(
-            key=OUTBOX_NOTICE,
-            kind=OUTBOX_NOTICE,
-            stripe_id=None,
-            message=f"outbox: {depth:,} meter event(s) unsent, the oldest {age:,}s old",
-        ),
-    )
+    return (f"meter outbox: {depth:,} meter event(s) unsent, the oldest {age:,}s old",)
 
 
 def _facts(observed: MetersObserved, now: int) -> tuple[str, ...]:

@@ -19,7 +19,8 @@ __all__ = ["CreditPart", "PartPlan"]
 class PartPlan:
     """What one part's rules decided: its steps (in order), per-object notices (waits,
     refusals, the outbox's depth), plan warnings, store-only restores, a fingerprint of what
-    it observed, and `facts`: short domain-agnostic lines for `reconcile status`."""
+    it observed, `facts`: short domain-agnostic lines for `reconcile status`, and `info`:
+    plain informational lines of the plan (`Plan.info`: the outbox's depth)."""
 
     steps: tuple[Step, ...] = ()
     notices: tuple[Notice, ...] = ()
@@ -27,6 +28,7 @@ class PartPlan:
     restores: tuple[Step, ...] = ()
     fingerprint: str = ""
     facts: tuple[str, ...] = ()
+    info: tuple[str, ...] = ()
 
 
 class CreditPart(Protocol):

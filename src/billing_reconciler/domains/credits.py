@@ -117,6 +117,7 @@ class CreditsDomain:
             notices=tuple(n for p in planned for n in p.notices),
             warnings=tuple(w for p in planned for w in p.warnings),
             restores=tuple(r for p in planned for r in p.restores),
+            info=tuple(line for p in planned for line in p.info),
         )
 
     def annotate(self, plan: Plan, reader: CreditsReader) -> Plan:

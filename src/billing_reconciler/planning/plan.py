@@ -143,7 +143,7 @@ class SettingChange:
 class DomainFact:
     """A number a domain states about what its store holds (the credits domain's unsent
     meter events): `reconcile status` shows it under the domain, and `serve` exports it as
-    the gauge `metric` after each pass of the domain."""
+    the gauge `metric`, read from the store at each scrape."""
 
     name: str
     value: float
@@ -176,6 +176,9 @@ class Plan:
     future_only: tuple[SettingChange, ...] = ()
     # The live objects the domain manages, when it states them (the mass-change guard).
     population: Population | None = None
+    # Plain informational lines about the domain's state (a backlog its steps work through):
+    # neither a change, a refusal, a wait nor a warning.
+    info: tuple[str, ...] = ()
 
     @property
     def has_changes(self) -> bool:

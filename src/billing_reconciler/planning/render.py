@@ -99,6 +99,8 @@ def causes_text(causes: Sequence[str]) -> str:
 
 
 NOTICES_TITLE = "Refused or waiting"
+#: `Plan.info`: plain facts about the domain's state (nothing refused, nothing waiting).
+INFO_TITLE = "Info"
 
 
 def notices_title(notices: Sequence[Notice]) -> str:
@@ -154,6 +156,8 @@ def _sections_text(plan: Plan) -> list[str]:
         lines.append(restores_title(plan.restores) + ":")
         lines += [f"  + {restore_line(step)}" for step in plan.restores]
         lines.append("")
+    if plan.info:
+        lines += [f"{INFO_TITLE}:", *(f"  i {line}" for line in plan.info), ""]
     if plan.warnings:
         lines += ["Warnings:", *(f"  ! {w}" for w in plan.warnings), ""]
     if plan.refusals:
@@ -267,6 +271,8 @@ def markdown_notices(plan: Plan) -> list[str]:
         lines += [f"<details><summary>{restores_title(plan.restores)}</summary>", ""]
         lines += [f"- `{step.key}` {_restore_detail(step)}" for step in plan.restores]
         lines += ["", "</details>", ""]
+    if plan.info:
+        lines += [f"**{INFO_TITLE}**", "", *(f"- {line}" for line in plan.info), ""]
     if plan.warnings:
         lines += ["**Warnings**", "", *(f"- {w}" for w in plan.warnings), ""]
     return lines

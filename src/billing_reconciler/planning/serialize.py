@@ -63,6 +63,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "population": None
         if plan.population is None
         else {"count": plan.population.count, "noun": plan.population.noun},
+        "info": list(plan.info),
     }
 
 
@@ -156,6 +157,7 @@ def _plan_from_dict(data: dict[str, Any]) -> Plan:
             for c in data.get("future_only", [])
         ),
         population=_population(data.get("population")),
+        info=tuple(str(line) for line in data.get("info", [])),
     )
 
 

@@ -12,7 +12,6 @@ import pytest
 from billing_reconciler.apply import ApplyError
 from billing_reconciler.domains.credit_meters import (
     GRACE_SECONDS,
-    OUTBOX_NOTICE,
     aggregate_identifier,
 )
 from billing_reconciler.registry import CREDITS
@@ -69,7 +68,7 @@ def test_an_open_window_waits_until_it_is_closed(meters: MeterWorld) -> None:
     meters.usages("acme", 10, at=now)
     plan = meters.plan()
     assert plan.steps == ()
-    assert any(n.key == OUTBOX_NOTICE for n in plan.notices)
+    assert plan.info[0].startswith("meter outbox: 10 meter event(s) unsent")
     closed = _window(now) + WINDOW + GRACE_SECONDS
     later = meters.send(clock=lambda: closed)
     assert len(later.steps) == 1

@@ -17,9 +17,10 @@ from billing_reconciler.desired import load_desired
 from billing_reconciler.domains.credit_meters import (
     METER_EVENTS_STEP,
     METER_KEY_PREFIX,
-    OUTBOX_NOTICE,
 )
 from billing_reconciler.domains.credits import CreditsDomain
+from billing_reconciler.planning.fleet import render_fleet_markdown, render_fleet_text
+from billing_reconciler.planning.serialize import plan_from_dict, plan_to_dict
 from billing_reconciler.registry import CREDITS, DOMAINS, by_name
 from billing_reconciler.runtime.events import ReconcileRequest
 from billing_reconciler.runtime.service import api_request
@@ -73,7 +74,15 @@ def test_each_usage_is_one_meter_event_with_its_id_time_and_the_meters_keys(
     assert CREDITS.domain.scope_of(f"{METER_KEY_PREFIX}/acme") == "customer/acme"
     messages = {n.key: n.message for n in plan.notices}
     assert "offline account" in messages[f"{METER_KEY_PREFIX}/offline-co"]
-    assert messages[OUTBOX_NOTICE].startswith("outbox: 14 meter event(s) unsent, the oldest")
+    # Tester T1 F8: the depth is a plain line of the plan, not "refused or waiting".
+    (depth,) = plan.info
+    assert depth.startswith("meter outbox: 14 meter event(s) unsent, the oldest")
+    assert not any("unsent" in n.message for n in plan.notices)
+    text = render_fleet_text(plan)
+    assert "Refused or waiting (1;" in text
+    assert f"Info:\n  i {depth}\n" in text
+    assert f"- {depth}" in render_fleet_markdown(plan)
+    assert plan_from_dict(plan_to_dict(plan)).info == plan.info
 
     meters.send()
     events = {e["identifier"]: e for e in meters.events()}
@@ -91,7 +100,8 @@ def test_each_usage_is_one_meter_event_with_its_id_time_and_the_meters_keys(
     assert meters.depth() == (4, 0)
     again = meters.plan()
     assert again.steps == ()
-    assert {n.key for n in again.notices} == {f"{METER_KEY_PREFIX}/offline-co", OUTBOX_NOTICE}
+    assert {n.key for n in again.notices} == {f"{METER_KEY_PREFIX}/offline-co"}
+    assert again.info[0].startswith("meter outbox: 4 meter event(s) unsent")
 
 
 def test_an_event_stripe_already_holds_counts_as_sent(meters: MeterWorld) -> None:
