@@ -2,8 +2,9 @@
 `OverdraftReader`'s (`effects.credit_overdraft`).
 
 When `billing.customer.credit_overdraft_product` is set, every online account (a Stripe
-customer, state active) whose `credit_min` is below zero is invoiced once per window for the
-credits it overdrew in it.
+customer, state active) whose `credit_min` is below zero, or whose balance is negative (a debt
+stays billable whatever today's limit: raising `credit_min` back to 0 does not forgive it),
+is invoiced once per window for the credits it overdrew in it.
 
 Windows. With invoice day D (`credit_overdraft_invoice_day`) and shift S
 (`credit_overdraft_invoice_range_shift`), the invoice day of a month is D clamped to that
@@ -217,7 +218,8 @@ class OverdraftDesired:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """An account due for the window: online, active, `credit_min` < 0, no row for it."""
+    """An account due for the window: online, active, `credit_min` < 0 or a negative
+    balance, no row for it."""
 
     account_id: str
     org_id: str

@@ -97,6 +97,7 @@ class OverdraftIO:
                 deficit=max(-d.balance, 0),
             )
             for d in due
+            if d.stripe_customer_id is not None  # waits for the customers domain
         ]
 
     def unfinished(self, org_ids: frozenset[str] | None) -> Sequence[StoredWindow]:

@@ -7,10 +7,11 @@ invoice is credited back once (`credit_back`: the ledger credit, whose id is der
 invoice line, and the row's `credited` flag in one transaction).
 
 The reads are what the overdraft part observes each pass, each one query: the accounts due
-for a window (online, active, `credit_min` < 0, created before the window's end, no row for
-it) with their window start (the end of their last window that owed something, else their
-creation) and the balance of their entries in [start, end) without `system.overdraft`
-credits; the rows with an unfinished invoice; the rows awaiting payment.
+for a window (online, active, `credit_min` < 0 or a negative balance, created before the
+window's end, no row for it) with their window start (the end of their last window that
+owed something, else their creation) and the balance of their entries in [start, end)
+without `system.overdraft` credits; the rows with an unfinished invoice; the rows awaiting
+payment.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, and_, case, func, select, update
+from sqlalchemy import Table, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from billing_reconciler.store._common import Clock, dialect_insert, utc_now
 from billing_reconciler.store.ledger import CREDIT, SOURCE_OVERDRAFT, LedgerRepository
 from billing_reconciler.store.tables import (
     BillingAccountModel,
+    LedgerBalanceModel,
     LedgerTransactionModel,
     OverdraftWindowModel,
 )
@@ -35,6 +37,12 @@ from billing_reconciler.store.types import as_utc
 _windows = cast(Table, OverdraftWindowModel.__table__)
 _accounts = cast(Table, BillingAccountModel.__table__)
 _transactions = cast(Table, LedgerTransactionModel.__table__)
+_balances = cast(Table, LedgerBalanceModel.__table__)
+#: A transaction's effect on its account's balance: credits positive.
+_SIGNED: Final = case(
+    (_transactions.c.type == CREDIT, _transactions.c.amount),
+    else_=-_transactions.c.amount,
+)
 
 #: Statuses of a finalized invoice (Stripe sends it; nothing left to make).
 FINALIZED: Final = ("open", "paid", "void", "uncollectible")
@@ -46,7 +54,8 @@ __all__ = ["FINALIZED", "DueAccount", "OverdraftRepository", "WindowRow"]
 class DueAccount:
     account_id: str
     org_id: str
-    stripe_customer_id: str
+    stripe_customer_id: str | None
+    """None: the customers domain has not made its Stripe customer yet."""
     due_in_days: int
     window_start: datetime
     balance: int
@@ -117,7 +126,8 @@ class OverdraftRepository:
 
     def due(self, *, window_end: datetime, org_ids: frozenset[str] | None) -> list[DueAccount]:
         """The accounts due for the window ending at `window_end` (see the module docstring),
-        by org id."""
+        by org id, in one query; those whose Stripe customer does not exist yet are included
+        with `stripe_customer_id` None (they wait for it; the part leaves them out)."""
         end = as_utc(window_end)
         invoiced = (
             select(func.max(_windows.c.window_end))
@@ -133,53 +143,61 @@ class OverdraftRepository:
             .where(_windows.c.account_id == _accounts.c.id, _windows.c.window_end == end)
             .exists()
         )
-        query = (
-            select(
-                _accounts.c.id,
-                _accounts.c.org_id,
-                _accounts.c.stripe_customer_id,
-                _accounts.c.due_in_days,
-                _accounts.c.created_at,
-                invoiced.label("invoiced_end"),
-            )
-            .where(
-                _accounts.c.state == "active",
-                _accounts.c.offline.is_(False),
-                _accounts.c.stripe_customer_id.is_not(None),
-                _accounts.c.credit_min < 0,
-                _accounts.c.created_at < end,
-                ~evaluated,
-            )
-            .order_by(_accounts.c.org_id, _accounts.c.id)
+        # A debt stays billable whatever today's limit: an account whose credit_min was raised
+        # back to 0 (or above its balance) after it overdrew is still evaluated.
+        in_debt = (
+            select(_balances.c.account_id)
+            .where(_balances.c.account_id == _accounts.c.id, _balances.c.amount < 0)
+            .exists()
+        )
+        accounts = select(
+            _accounts.c.id,
+            _accounts.c.org_id,
+            _accounts.c.stripe_customer_id,
+            _accounts.c.due_in_days,
+            func.coalesce(invoiced, _accounts.c.created_at).label("window_start"),
+        ).where(
+            _accounts.c.state == "active",
+            _accounts.c.offline.is_(False),
+            or_(_accounts.c.credit_min < 0, in_debt),
+            _accounts.c.created_at < end,
+            ~evaluated,
         )
         if org_ids is not None:
-            query = query.where(_accounts.c.org_id.in_(sorted(org_ids)))
-        due: list[DueAccount] = []
-        for r in self._session.execute(query):
-            start = as_utc(r.invoiced_end if r.invoiced_end is not None else r.created_at)
-            if start >= end:
-                continue
-            due.append(
-                DueAccount(
-                    account_id=r.id,
-                    org_id=r.org_id,
-                    stripe_customer_id=r.stripe_customer_id,
-                    due_in_days=int(r.due_in_days),
-                    window_start=start,
-                    balance=self.balance_between(r.id, start, end),
-                )
+            accounts = accounts.where(_accounts.c.org_id.in_(sorted(org_ids)))
+        base = accounts.subquery("due_accounts")
+        balance = (
+            select(func.coalesce(func.sum(_SIGNED), 0))
+            .where(
+                _transactions.c.account_id == base.c.id,
+                _transactions.c.created_at >= base.c.window_start,
+                _transactions.c.created_at < end,
+                _transactions.c.source != SOURCE_OVERDRAFT,
             )
-        return due
+            .scalar_subquery()
+        )
+        query = (
+            select(base, balance.label("balance"))
+            .where(base.c.window_start < end)
+            .order_by(base.c.org_id, base.c.id)
+        )
+        return [
+            DueAccount(
+                account_id=r.id,
+                org_id=r.org_id,
+                stripe_customer_id=r.stripe_customer_id,
+                due_in_days=int(r.due_in_days),
+                window_start=as_utc(r.window_start),
+                balance=int(r.balance),
+            )
+            for r in self._session.execute(query)
+        ]
 
     def balance_between(self, account_id: str, start: datetime, end: datetime) -> int:
         """The sum of the account's entries created in [start, end), credits positive,
         leaving out `system.overdraft` credits (what paid overdraft invoices gave back)."""
-        signed = case(
-            (_transactions.c.type == CREDIT, _transactions.c.amount),
-            else_=-_transactions.c.amount,
-        )
         total = self._session.execute(
-            select(func.coalesce(func.sum(signed), 0)).where(
+            select(func.coalesce(func.sum(_SIGNED), 0)).where(
                 _transactions.c.account_id == account_id,
                 _transactions.c.created_at >= as_utc(start),
                 _transactions.c.created_at < as_utc(end),

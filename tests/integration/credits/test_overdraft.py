@@ -7,13 +7,18 @@ time, are all inside the window that ends that day.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
+from sqlalchemy import event
 
 from billing_reconciler.domains.credit_overdraft import CREDIT_STEP, INVOICE_STEP, WINDOW_STEP
 from billing_reconciler.planning.fleet import render_fleet_text
 from billing_reconciler.planning.plan import Plan
 from billing_reconciler.planning.render import render_text
 from billing_reconciler.registry import CREDITS
+from billing_reconciler.store.accounts import AccountRepository
+from billing_reconciler.store.overdraft import OverdraftRepository
 from tests.integration.credits.overdraft_world import OverdraftWorld, at, overdraft
 
 __all__ = ["overdraft"]
@@ -115,6 +120,52 @@ def test_accounts_without_an_overdraft_allowance_or_offline_get_nothing(
     assert (plan.steps, plan.restores) == ((), ())
     assert world.windows() == []
     assert world.invoices() == []
+
+
+def test_a_debt_is_invoiced_after_credit_min_was_raised_back_to_0(
+    overdraft: OverdraftWorld,
+) -> None:
+    """Tester T1 F13: closing a bad payer's overdraft (credit_min back to 0) is exactly when
+    the debt must be billed; only accounts with credit_min < 0 were evaluated."""
+    world = overdraft
+    world.set_clock(INVOICE_DAY)
+    account_id = world.open("acme", credit_min=-1000)
+    world.debit("acme", 600, id="u-1")
+    with world.store.session() as session:
+        AccountRepository(session).update(account_id, credit_min=0)
+    world.open("plain", credit_min=0)
+    world.credit("plain", 50, id="g-1")
+    world.reconcile()
+    (line,) = _only_invoice(world, "acme").lines.data  # type: ignore[attr-defined]
+    assert line.quantity == 600
+    assert [w.org_id for w in world.windows()] == ["acme"]  # no debt, no limit: not evaluated
+
+
+def test_the_accounts_due_are_read_in_one_query(overdraft: OverdraftWorld) -> None:
+    """Observation stays cheap with many accounts: one statement, not one per account."""
+    world = overdraft
+    world.set_clock(INVOICE_DAY)
+    for index in range(4):
+        account_id = world.open(f"org{index}", credit_min=-1000)
+        world.credit(f"org{index}", 10, id=f"g-{index}")
+        world.debit(f"org{index}", 10 + index, id=f"u-{index}")
+        if index % 2 == 0:  # org0 owes nothing, org2 owes 2 (both credit_min 0 now)
+            with world.store.session() as session:
+                AccountRepository(session).update(account_id, credit_min=0)
+    statements: list[str] = []
+
+    def record(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(world.store.engine, "before_cursor_execute", record)
+    try:
+        with world.store.session() as session:
+            end = datetime.fromtimestamp(END, UTC)
+            due = OverdraftRepository(session).due(window_end=end, org_ids=None)
+    finally:
+        event.remove(world.store.engine, "before_cursor_execute", record)
+    assert [(d.org_id, d.balance) for d in due] == [("org1", -1), ("org2", -2), ("org3", -3)]
+    assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1
 
 
 def test_system_overdraft_credits_are_left_out_of_the_deficit(overdraft: OverdraftWorld) -> None:
@@ -227,8 +278,6 @@ def test_a_crash_before_the_invoice_id_reached_the_store_finds_the_draft_by_br_k
 ) -> None:
     """Past Stripe's 24 h key window a replayed create would make a second invoice: the
     rerun finds the draft by its br_key among the customer's invoices instead."""
-    from billing_reconciler.store.overdraft import OverdraftRepository
-
     world = overdraft
     world.set_clock(INVOICE_DAY)
     world.open("acme")
