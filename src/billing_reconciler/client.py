@@ -294,6 +294,8 @@ class OverdraftGenerated(TypedDict):
     window_end: str
     invoices: list[str]
     data: list[OverdraftWindow]
+    waiting: list[str]
+    """Orgs overdrawn in the window whose Stripe customer does not exist yet."""
     state: str
 
 

@@ -777,6 +777,11 @@ class OverdraftGenerated(ResponseBody):
     window_end: datetime = Field(description="The latest window due now.")
     invoices: list[str] = Field(description="Stripe ids of the window's overdraft invoices.")
     data: list[OverdraftWindowOut] = Field(description="The accounts' windows evaluated.")
+    waiting: list[str] = Field(
+        description="Org ids of accounts overdrawn in the window whose Stripe customer does "
+        "not exist yet (the customers domain makes it at its next pass): not invoiced yet, "
+        "their window is evaluated at a later pass."
+    )
     state: str = Field(
         description="The reconcile's verdict: done, or pending/deferred/unavailable/failed "
         "(the windows then show what exists so far)."

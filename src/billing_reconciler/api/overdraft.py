@@ -5,7 +5,10 @@ The route records nothing itself: it finds the accounts the credits domain would
 the latest due window (online, active, `credit_min` < 0, not evaluated yet) and those with an
 unfinished invoice, requests the targeted reconcile of their customers (`customer/<org_id>`,
 the scope every fleet domain shares) and waits for it (bounded by `reconcile_wait_seconds`),
-then answers the window's rows as the store holds them: the invoice ids that exist. A
+then answers the window's rows as the store holds them: the invoice ids that exist, and
+(`waiting`) the accounts overdrawn in the window that have no Stripe customer yet, so
+cannot be invoiced until the customers domain made it (tester T1 F15: they were silently
+absent). A
 second call, or one on another replica, finds the windows evaluated and creates nothing
 (the credits domain's one-invoice-per-window rule).
 """
@@ -73,11 +76,18 @@ def admin_overdraft_router(context: ApiContext) -> APIRouter:
             if isinstance(ticket, ReconcileTicket):
                 state = ticket.wait(context.reconcile_wait_seconds).state
         with context.store.session() as session:
-            rows = OverdraftRepository(session).windows(window_end=end)
+            repository = OverdraftRepository(session)
+            rows = repository.windows(window_end=end)
+            waiting = [
+                d.org_id
+                for d in repository.due(window_end=end, org_ids=None)
+                if d.stripe_customer_id is None and d.balance < 0
+            ]
         return OverdraftGenerated(
             window_end=end,
             invoices=[r.invoice_id for r in rows if r.invoice_id],
             data=[_out(r) for r in rows],
+            waiting=waiting,
             state=state,
         )
 

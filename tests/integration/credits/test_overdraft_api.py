@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 from billing_reconciler.api import ApiContext, ApiTokens, api_router, install_error_handlers
 from billing_reconciler.config import Secret
 from billing_reconciler.desired import load_desired
+from billing_reconciler.store.accounts import AccountRepository
+from billing_reconciler.store.ledger import LedgerRepository
 from tests.integration.credits.overdraft_world import OverdraftWorld, at, overdraft
 
 __all__ = ["overdraft"]
@@ -67,6 +69,7 @@ def test_generate_answers_the_invoice_ids_and_twice_is_once(overdraft: Overdraft
         ("zero", 0, None),
     ]
     assert asked == [frozenset({"acme", "zero"})]
+    assert body["waiting"] == []
 
     again = client.post(GENERATE, headers=ADMIN)
     assert again.status_code == 200
@@ -83,3 +86,32 @@ def test_generate_needs_the_admin_scope(overdraft: OverdraftWorld) -> None:
     assert answer.status_code == 403
     assert answer.json()["error"]["code"] == "forbidden"
     assert client.post(GENERATE).status_code == 401
+
+
+def test_generate_lists_overdrawn_accounts_without_a_stripe_customer_as_waiting(
+    overdraft: OverdraftWorld,
+) -> None:
+    """Tester T1 F15: an account the customers domain has not made a customer for yet (an
+    org PUT through a follower) was silently absent from the answer."""
+    world = overdraft
+    world.set_clock(at("2027-01-01T01:00:00"))
+    world.open("acme")
+    world.debit("acme", 600, id="u-1")
+    with world.store.session() as session:
+        late = AccountRepository(session).create(
+            "late", name="Org late", email="billing@late.example", currency="usd", credit_min=-1000
+        )
+        LedgerRepository(session).debit(
+            late.id, id="u-late", amount=40, source="usage", credit_min=-1000
+        )
+        AccountRepository(session).create(
+            "idle", name="Org idle", email="billing@idle.example", currency="usd", credit_min=-1000
+        )
+    client = _client(world, [])
+    answer = client.post(GENERATE, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [w["org_id"] for w in body["data"]] == ["acme"]
+    assert body["waiting"] == ["late"]  # idle owes nothing: not waiting for anything
+    (invoice,) = world.invoices()
+    assert body["invoices"] == [invoice.id]
