@@ -12,7 +12,9 @@ The rules plan, per account with something to send, one step `meter_events/<org_
 are aggregated (`sum` meters only) and before which event time windows are closed. The
 executor (`effects.credit_meters`) claims, sends and marks the rows one by one.
 - An account without a Stripe customer (offline, or its customer not made yet) waits: a
-  notice, its rows kept.
+  notice, its rows kept. One disabled without a Stripe customer can never get one as it
+  stands: its rows are undeliverable (kept, a plan warning, left out of the depth and age,
+  sent if the account is enabled and registered later).
 - Rows of an event name no meter of the catalog has wait too (a notice): sending them could
   only fail.
 - Rows Stripe refused for good (an event older than 35 days) are kept, marked refused, and
@@ -129,6 +131,13 @@ class OutboxAccount:
     org_id: str
     stripe_customer_id: str | None
     offline: bool
+    disabled: bool = False
+
+    @property
+    def undeliverable(self) -> bool:
+        """Disabled without a Stripe customer: its events can never be sent as it stands
+        (registering needs an active account); kept, sent if it is enabled and registered."""
+        return self.disabled and self.stripe_customer_id is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +243,7 @@ def meters_plan(desired: MetersDesired, observed: MetersObserved, context: PlanC
     aggregates = {a.account_id: a for a in observed.aggregates}
     steps: list[Step] = []
     notices: list[Notice] = []
+    warnings = [_refused_warning(r) for r in observed.refused]
     cutoff = closed_before(context.now, desired.flush_window) if desired.aggregate else None
     for account_id in sorted(set(by_account) | set(aggregates), key=_org_of(observed)):
         account = observed.accounts.get(account_id)
@@ -241,6 +251,9 @@ def meters_plan(desired: MetersDesired, observed: MetersObserved, context: PlanC
         formed = aggregates.get(account_id)
         org_id = account.org_id if account else (rows[0].org_id if rows else formed.org_id)  # type: ignore[union-attr]
         waiting = sum(r.count for r in rows) + (formed.count if formed else 0)
+        if account is not None and account.undeliverable:
+            warnings.append(_undeliverable_warning(org_id, waiting))
+            continue
         if account is None or account.stripe_customer_id is None:
             notices.append(_offline_notice(org_id, waiting, account))
             continue
@@ -254,7 +267,7 @@ def meters_plan(desired: MetersDesired, observed: MetersObserved, context: PlanC
     return PartPlan(
         steps=tuple(steps),
         notices=tuple(notices),
-        warnings=tuple(_refused_warning(r) for r in observed.refused),
+        warnings=tuple(warnings),
         fingerprint=digest(
             repr(observed.pending), repr(observed.aggregates), repr(observed.refused)
         ),
@@ -365,6 +378,14 @@ def _unknown_notice(
     )
 
 
+def _undeliverable_warning(org_id: str, count: int) -> str:
+    return (
+        f"{count:,} meter event(s) of org {org_id} cannot be sent: its billing account is "
+        "disabled and has no Stripe customer; they are kept in the outbox (not counted in "
+        "its depth) and sent if the account is enabled and registered"
+    )
+
+
 def _refused_warning(refused: RefusedMeterEvents) -> str:
     return (
         f"{refused.count:,} meter event(s) of org {refused.org_id} were refused by Stripe and "
@@ -373,12 +394,19 @@ def _refused_warning(refused: RefusedMeterEvents) -> str:
 
 
 def outbox_depth(observed: MetersObserved, now: int) -> tuple[int, int]:
-    """The outbox's depth (usages and formed aggregates not yet sent, refused ones aside)
-    and the oldest unsent one's age in seconds (0 when empty)."""
-    depth = sum(r.count for r in observed.pending) + sum(a.count for a in observed.aggregates)
+    """The outbox's depth (usages and formed aggregates not yet sent, refused ones and
+    undeliverable accounts' aside) and the oldest unsent one's age in seconds (0 when
+    empty)."""
+
+    def counted(account_id: str) -> bool:
+        account = observed.accounts.get(account_id)
+        return account is None or not account.undeliverable
+
+    pending = [r for r in observed.pending if counted(r.account_id)]
+    aggregates = [a for a in observed.aggregates if counted(a.account_id)]
+    depth = sum(r.count for r in pending) + sum(a.count for a in aggregates)
     oldest = min(
-        [r.oldest_created for r in observed.pending]
-        + [a.oldest_created for a in observed.aggregates],
+        [r.oldest_created for r in pending] + [a.oldest_created for a in aggregates],
         default=None,
     )
     return depth, 0 if oldest is None else max(now - oldest, 0)

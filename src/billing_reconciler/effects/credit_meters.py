@@ -90,16 +90,21 @@ class MeterOutboxIO:
         with self.store.session() as session:
             found = MeterOutboxRepository(session).accounts(account_ids)
         return {
-            i: OutboxAccount(a.account_id, a.org_id, a.stripe_customer_id, a.offline)
+            i: OutboxAccount(
+                a.account_id, a.org_id, a.stripe_customer_id, a.offline, disabled=a.disabled
+            )
             for i, a in found.items()
         }
 
 
 def facts(store: Store) -> list[DomainFact]:
-    """The outbox's depth, its oldest unsent event's age and its refused events, from the
+    """The outbox's depth, its oldest unsent event's age, its refused events and those of
+    accounts disabled without a Stripe customer (undeliverable, not in the depth), from the
     store alone (`reconcile status`; the gauges `serve` exports)."""
     with store.session() as session:
-        depth, oldest, refused = MeterOutboxRepository(session).totals()
+        outbox = MeterOutboxRepository(session)
+        depth, oldest, refused = outbox.totals()
+        undeliverable = outbox.undeliverable_total()
     age = 0.0 if oldest is None else max((datetime.now(UTC) - oldest).total_seconds(), 0.0)
     return [
         DomainFact(
@@ -119,6 +124,12 @@ def facts(store: Store) -> list[DomainFact]:
             refused,
             "billing_meter_events_refused",
             "Meter events Stripe refused for good, kept unsent in the outbox.",
+        ),
+        DomainFact(
+            "meter_events_undeliverable",
+            undeliverable,
+            "billing_meter_events_undeliverable",
+            "Unsent meter events of accounts disabled without a Stripe customer (kept).",
         ),
     ]
 

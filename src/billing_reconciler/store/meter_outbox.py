@@ -33,6 +33,7 @@ from sqlalchemy import Table, and_, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from billing_reconciler.store.accounts import ACTIVE
 from billing_reconciler.store.database import Store
 from billing_reconciler.store.tables import (
     BillingAccountModel,
@@ -111,6 +112,7 @@ class OutboxAccountRow:
     org_id: str
     stripe_customer_id: str | None
     offline: bool
+    disabled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,14 @@ def _pending_rows() -> Any:
 
 def _pending_aggregates() -> Any:
     return and_(_aggregates.c.sent_at.is_(None), _aggregates.c.refused_at.is_(None))
+
+
+def _undeliverable_accounts() -> Any:
+    """Accounts whose events can never be sent as they stand (tester T1 F14): disabled and
+    without a Stripe customer (registering needs an active account). Their rows are kept,
+    and sent if the account is enabled and gets a customer."""
+    a = _accounts.c
+    return select(a.id).where(a.state != ACTIVE, a.stripe_customer_id.is_(None))
 
 
 class MeterOutboxRepository:
@@ -237,22 +247,29 @@ class MeterOutboxRepository:
         found: dict[str, OutboxAccountRow] = {}
         ids = list(account_ids)
         for start in range(0, len(ids), CHUNK):
-            query = select(a.id, a.org_id, a.stripe_customer_id, a.offline).where(
+            query = select(a.id, a.org_id, a.stripe_customer_id, a.offline, a.state).where(
                 a.id.in_(ids[start : start + CHUNK])
             )
-            for ident, org, customer, offline in self._session.execute(query):
-                found[ident] = OutboxAccountRow(ident, org, customer, bool(offline))
+            for ident, org, customer, offline, state in self._session.execute(query):
+                found[ident] = OutboxAccountRow(
+                    ident, org, customer, bool(offline), disabled=state != ACTIVE
+                )
         return found
 
     def totals(self) -> tuple[int, datetime | None, int]:
         """Depth (pending rows and aggregates), the oldest pending one's creation, and how
-        many Stripe refused: what `reconcile status` and the metrics show."""
+        many Stripe refused: what `reconcile status` and the metrics show. Events of an
+        undeliverable account (`undeliverable_total`) are not in the depth or the age."""
         o, g = _outbox.c, _aggregates.c
         rows, oldest_row = self._session.execute(
-            select(func.count(), func.min(o.created_at)).where(_pending_rows())
+            select(func.count(), func.min(o.created_at)).where(
+                _pending_rows(), o.account_id.not_in(_undeliverable_accounts())
+            )
         ).one()
         aggs, oldest_agg = self._session.execute(
-            select(func.count(), func.min(g.created_at)).where(_pending_aggregates())
+            select(func.count(), func.min(g.created_at)).where(
+                _pending_aggregates(), g.account_id.not_in(_undeliverable_accounts())
+            )
         ).one()
         refused = sum(
             int(
@@ -264,6 +281,20 @@ class MeterOutboxRepository:
         )
         stamps = [as_utc(s) for s in (oldest_row, oldest_agg) if s is not None]
         return int(rows) + int(aggs), min(stamps, default=None), refused
+
+    def undeliverable_total(self) -> int:
+        """Unsent events (rows and aggregates) of accounts disabled without a Stripe
+        customer: kept, counted apart from the depth."""
+        total = 0
+        for table, pending in ((_outbox, _pending_rows()), (_aggregates, _pending_aggregates())):
+            total += int(
+                self._session.execute(
+                    select(func.count()).where(
+                        pending, table.c.account_id.in_(_undeliverable_accounts())
+                    )
+                ).scalar_one()
+            )
+        return total
 
 
 def _chunks(org_ids: Iterable[str] | None) -> Iterable[list[str] | None]:

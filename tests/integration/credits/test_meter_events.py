@@ -24,6 +24,7 @@ from billing_reconciler.planning.serialize import plan_from_dict, plan_to_dict
 from billing_reconciler.registry import CREDITS, DOMAINS, by_name
 from billing_reconciler.runtime.events import ReconcileRequest
 from billing_reconciler.runtime.service import api_request
+from billing_reconciler.store.accounts import ACTIVE, DISABLED, AccountRepository
 from tests.integration.credits.conftest import COUNT, SUM, MeterWorld, make_client
 
 
@@ -167,3 +168,47 @@ def test_a_targeted_request_sends_only_that_customers_events(meters: MeterWorld)
     meters.usages("globex", 2, at=time.time() - 60)
     plan = meters.plan(frozenset({"customer/acme"}))
     assert [s.key for s in plan.steps] == [f"{METER_KEY_PREFIX}/acme"]
+
+
+def test_events_of_a_disabled_account_without_a_customer_are_undeliverable(
+    meters: MeterWorld,
+) -> None:
+    """Tester T1 F14: an offline account disabled with unsent events can never get a Stripe
+    customer as it stands; its events were counted in the depth and the oldest age forever
+    (a permanent false alert) under "waits until it has one". They are now undeliverable:
+    kept, warned about, counted apart, and sent once the account is enabled and registered."""
+    meters.open(["acme", "off3"], offline=["off3"])
+    meters.usages("off3", 3, at=time.time() - 60)
+    meters.usages("acme", 2, at=time.time() - 60, prefix="a")
+    off3 = meters.account_id("off3")
+    with meters.store.session() as session:
+        AccountRepository(session).set_state(off3, DISABLED)
+    plan = meters.plan()
+    assert [s.key for s in plan.steps] == [f"{METER_KEY_PREFIX}/acme"]
+    assert plan.notices == ()
+    (warning,) = plan.warnings
+    assert warning.startswith("3 meter event(s) of org off3 cannot be sent: its billing")
+    assert plan.info[0].startswith("meter outbox: 2 meter event(s) unsent")
+    assert CREDITS.facts is not None
+    facts = {f.name: f.value for f in CREDITS.facts(meters.store)}
+    assert facts["meter_outbox_depth"] == 2
+    assert facts["meter_events_undeliverable"] == 3
+
+    meters.send()
+    facts = {f.name: f.value for f in CREDITS.facts(meters.store)}
+    assert facts["meter_outbox_depth"] == 0
+    assert facts["meter_outbox_oldest_age_seconds"] == 0.0  # the 3 kept ones are not "late"
+    assert facts["meter_events_undeliverable"] == 3
+    assert meters.plan().info == ()
+
+    with meters.store.session() as session:  # enabled and registered: they are sent
+        accounts = AccountRepository(session)
+        accounts.set_state(off3, ACTIVE)
+        accounts.update(off3, offline=False)
+    controller = meters.controller(by_name()["customers"])
+    _, _, residual = controller.apply(controller.plan())
+    assert residual.converged
+    meters.send()
+    assert len(meters.events()) == 5
+    facts = {f.name: f.value for f in CREDITS.facts(meters.store)}
+    assert facts["meter_outbox_depth"] == facts["meter_events_undeliverable"] == 0

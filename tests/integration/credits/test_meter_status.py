@@ -43,6 +43,7 @@ def test_status_and_metrics_show_the_outbox_depth_and_oldest_age(meters: MeterWo
         "meter_outbox_depth": 0,
         "meter_outbox_oldest_age_seconds": 0.0,
         "meter_events_refused": 1,
+        "meter_events_undeliverable": 0,
     }
 
 
