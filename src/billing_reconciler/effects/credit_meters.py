@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from billing_reconciler.apply import Done, StepExecutor
 from billing_reconciler.domains.credit_meters import (
+    GRACE_SECONDS,
     METER_EVENTS_STEP,
     PART,
     MeterPart,
@@ -45,6 +47,10 @@ from billing_reconciler.stripe_gateway.meter_events import send_meter_event
 __all__ = ["EXECUTORS", "PART", "MeterEventsExecutor", "MeterOutboxIO", "facts", "open_reader"]
 
 _PART: Final = MeterPart()
+#: Stripe refuses meter events older than 35 days; an aggregate pushed inside that range is
+#: stamped this far inside it (its send follows its forming within seconds).
+STRIPE_MAX_AGE_SECONDS: Final = 35 * 86400
+STAMP_MARGIN_SECONDS: Final = 300
 
 
 def _epoch(moment: datetime) -> int:
@@ -167,6 +173,12 @@ class MeterEventsExecutor:
                 window=int(aggregate["window"]),
                 closed_before=int(aggregate["closed_before"]),
                 identifier=aggregate_identifier,
+                # Tester T1 F7: an aggregate is sent after its window closes, up to a window
+                # (and the grace) after its events, which the API accepted as "within 35
+                # days" when recorded; stamped at the oldest time Stripe still takes if the
+                # latest event has fallen out by that delay only (further: refused, kept).
+                not_before=int(time.time()) - STRIPE_MAX_AGE_SECONDS + STAMP_MARGIN_SECONDS,
+                max_shift=int(aggregate["window"]) + GRACE_SECONDS + STAMP_MARGIN_SECONDS,
             )
         drain(
             store,

@@ -546,10 +546,16 @@ def form_aggregates(
     window: int,
     closed_before: int,
     identifier: AggregateId,
+    not_before: int | None = None,
+    max_shift: int = 0,
 ) -> int:
     """Assign the account's pending rows of `event_names` whose event time is before
     `closed_before` (closed windows) to one new aggregate per (event name, window): in one
-    transaction, under the account row's lock. Returns how many aggregates it formed."""
+    transaction, under the account row's lock. Returns how many aggregates it formed.
+
+    An aggregate is stamped with the latest event time of its rows (inside its window), or
+    `not_before` (epoch) when that is later by at most `max_shift` seconds: the caller's
+    floor of what Stripe accepts (tester T1 F7). The stamp is stored: a resend reuses it."""
     if not event_names:
         return 0
     o, g = _outbox.c, _aggregates.c
@@ -569,10 +575,11 @@ def form_aggregates(
                 o.event_time < cutoff,
             )
         ).all()
-        groups: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        groups: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
         for seq, name, value, at in rows:
-            start = (int(as_utc(at).timestamp()) // window) * window
-            groups.setdefault((name, start), []).append((int(seq), int(value)))
+            epoch = int(as_utc(at).timestamp())
+            start = (epoch // window) * window
+            groups.setdefault((name, start), []).append((int(seq), int(value), epoch))
         now = datetime.now(UTC)
         for (name, start), members in sorted(groups.items()):
             window_start = datetime.fromtimestamp(start, UTC)
@@ -585,6 +592,9 @@ def form_aggregates(
             ).scalar_one()
             part = 0 if last is None else int(last) + 1
             ident = identifier(org_id, name, start, part)
+            stamp = max(at for _, _, at in members)
+            if not_before is not None and not_before - max_shift <= stamp < not_before:
+                stamp = not_before
             session.execute(
                 insert(_aggregates).values(
                     id=ident,
@@ -593,8 +603,8 @@ def form_aggregates(
                     event_name=name,
                     window_start=window_start,
                     part=part,
-                    value=sum(v for _, v in members),
-                    event_time=window_start,
+                    value=sum(v for _, v, _ in members),
+                    event_time=datetime.fromtimestamp(stamp, UTC),
                     created_at=now,
                     sent_at=None,
                     attempts=0,
@@ -602,7 +612,7 @@ def form_aggregates(
                     refused_at=None,
                 )
             )
-            seqs = [s for s, _ in members]
+            seqs = [s for s, _, _ in members]
             for begin in range(0, len(seqs), CHUNK):
                 session.execute(
                     update(_outbox)

@@ -46,7 +46,7 @@ def test_one_event_per_customer_sum_meter_and_closed_window(meters: MeterWorld) 
     assert {e["identifier"] for e in sums} == set(expected)
     for event in sums:
         org, start = expected[event["identifier"]]
-        assert event["timestamp"] == start
+        assert event["timestamp"] == start + 5  # its rows' latest event time (T1 F7)
         assert event["payload"] == {"customer": meters.customer(org), "requests": "200"}
     assert meters.depth() == (0, 0)
     assert meters.plan().steps == ()
@@ -100,3 +100,23 @@ def test_a_crash_while_sending_aggregates_resends_the_stored_ones(meters: MeterW
     }
     replayed = [r for r in meters.sends() if r.replayed]
     assert len(replayed) == 1  # the lost answer, replayed for its key
+
+
+def test_an_aggregate_near_stripes_35_days_is_stamped_inside_them(meters: MeterWorld) -> None:
+    """Tester T1 F7: aggregates were stamped at their window's start and sent once it closed,
+    so usages the API had accepted (within 35 days when recorded) were refused by Stripe, a
+    whole window at a time. An aggregate is stamped with its latest event time, or at the
+    oldest time Stripe takes (less a margin) when that delay alone pushed it out."""
+    meters.configure(aggregate=True, window="1m")
+    meters.open(["acme"])
+    limit = time.time() - 35 * 86400
+    edge = meters.usages("acme", 3, value=2, at=limit - 30, prefix="edge")  # accepted 30 s ago
+    meters.usages("acme", 1, value=9, at=limit - 86400, prefix="old")  # a day out: refused
+    plan = meters.send()
+    assert any("refused by Stripe" in w for w in meters.plan().warnings), plan
+    (sent,) = meters.events()
+    assert sent["payload"]["requests"] == "6"
+    assert limit + 60 <= sent["timestamp"] <= time.time() - 35 * 86400 + 300
+    assert sent["identifier"] == aggregate_identifier("acme", SUM, _window(limit - 30), 0)
+    assert meters.depth() == (0, 1)
+    assert len(edge) == 3
