@@ -309,6 +309,8 @@ class Purchase(TypedDict):
     created_at: str
     credits: int
     transaction_id: str
+    account_id: str
+    """The billing account credited (a replay may name the org's earlier account)."""
 
 
 class AccountFields(TypedDict, total=False):

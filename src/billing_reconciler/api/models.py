@@ -427,6 +427,10 @@ class Purchase(ResponseBody):
     transaction_id: str = Field(
         description="Its ledger transaction (source `system.awarded` when delegated)."
     )
+    account_id: str = Field(
+        description="The billing account its credits went to: the org's account when it was "
+        "bought (a replay after the org opened a new account names the earlier one)."
+    )
 
 
 # --- subscriptions (DESIGN §16, §19) ------------------------------------------------------

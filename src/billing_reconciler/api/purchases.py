@@ -5,13 +5,19 @@
 credit_amount` credits of a `behavior: credits` product to the org's account, source
 `system.awarded`, without a checkout: nothing is paid and no Stripe object is made (like
 Frontier's, it bypasses payment; a paid purchase goes through a checkout). The answer is the
-purchase `{id, product, quantity, checkout_id: null, created_at, credits, transaction_id}`.
+purchase `{id, product, quantity, checkout_id: null, created_at, credits, transaction_id,
+account_id}`.
 
 Idempotency: the optional `id` is the purchase's key. Its ledger transaction's id is derived
 from the org and it (`purchase_transaction_id`), so the same id again answers the stored
-purchase (200) and adds nothing, also after the catalog changed; the same id with another
-product or quantity is 409 `id_conflict`. Without an `id` every request is a new purchase
-(a generated id).
+purchase (200) and adds nothing, also after the catalog changed, after the account was
+disabled (tester T2 G2: a retry straddling a disable must not hear that an added purchase
+failed), and after the org opened a new account (G3: the purchase id is the org's; the
+answer's `account_id` names the earlier account its credits went to, the new one gets
+nothing). The same id with another product or quantity is 409 `id_conflict` (naming the
+earlier account when the purchase was credited to one), except on a disabled account, whose
+409 `failed_precondition` stands for anything but a replay (as for usages). Without an `id`
+every request is a new purchase (a generated id).
 
 Products are read "as applied" (this installation's last-applied records, as the plans of a
 subscribe are): a product not applied to Stripe, or archived, is unknown here.
@@ -153,11 +159,16 @@ def _check_quantity(product: CreditsProduct, quantity: int) -> None:
 
 
 def _account(session: Session, org: str) -> AccountRecord:
-    """The org's active account: 404 without one, 409 when it is disabled."""
+    """The org's latest account: 404 without an org or an account."""
     require_org(session, org)
     account = AccountRepository(session).latest_for_org(org)
     if account is None:
         raise not_found(f"organization {org} has no billing account", org_id=org)
+    return account
+
+
+def _require_active(account: AccountRecord, org: str) -> None:
+    """409 when the org's account is not active (disabled)."""
     if account.state != "active":
         raise precondition(
             f"the billing account of organization {org} is {account.state}: enable it first",
@@ -165,7 +176,6 @@ def _account(session: Session, org: str) -> AccountRecord:
             account_id=account.id,
             state=account.state,
         )
-    return account
 
 
 def purchase_of(record: StoredTransaction) -> Purchase:
@@ -179,31 +189,41 @@ def purchase_of(record: StoredTransaction) -> Purchase:
         created_at=record.created_at,
         credits=record.amount,
         transaction_id=record.id,
+        account_id=record.account_id,
     )
 
 
-def _conflict(purchase_id: str, org: str) -> ApiError:
+def _conflict(purchase_id: str, org: str, *, earlier: str | None = None) -> ApiError:
+    """409 id_conflict; `earlier`: the purchase was credited to that earlier account of the
+    org (not its current one), named in the message and the details."""
+    where = f" on the org's earlier billing account {earlier}" if earlier else ""
+    details: dict[str, Any] = {"field": "id", "id": purchase_id, "org_id": org}
+    if earlier is not None:
+        details["account_id"] = earlier
     return ApiError(
         409,
         "id_conflict",
-        f"purchase id {purchase_id!r} was used before with another product or quantity",
-        {"field": "id", "id": purchase_id, "org_id": org},
+        f"purchase id {purchase_id!r} was used before{where} with another product or quantity",
+        details,
     )
 
 
-def _replay(
-    stored: StoredTransaction, account: AccountRecord, body: SubscribeIn, purchase_id: str, org: str
-) -> Purchase:
-    """The stored purchase when `body` is the same purchase again, else 409."""
+def _stored_purchase(
+    session: Session, stored: StoredTransaction, org: str, purchase_id: str
+) -> StoredTransaction | None:
+    """`stored` when it is org `org`'s purchase `purchase_id` (credited to any account of
+    the org, its current one or an earlier one), else None."""
+    if stored.metadata.get(META_PURCHASE_ID) != purchase_id:
+        return None
+    credited = AccountRepository(session).get(stored.account_id)
+    return stored if credited is not None and credited.org_id == org else None
+
+
+def _is_same(stored: StoredTransaction, body: SubscribeIn) -> bool:
     assert body.product is not None
-    same = (
-        stored.account_id == account.id
-        and stored.metadata.get(META_PRODUCT) == body.product.name.lower()
-        and stored.metadata.get(META_QUANTITY) == str(body.product.quantity)
-    )
-    if not same:
-        raise _conflict(purchase_id, org)
-    return purchase_of(stored)
+    return stored.metadata.get(META_PRODUCT) == body.product.name.lower() and stored.metadata.get(
+        META_QUANTITY
+    ) == str(body.product.quantity)
 
 
 def _answer(purchase: Purchase, *, created: bool) -> JSONResponse:
@@ -220,9 +240,16 @@ def purchase_credits(context: ApiContext, org: str, body: SubscribeIn) -> JSONRe
     with context.store.session() as session:
         account = _account(session, org)
         ledger = LedgerRepository(session, clock=context.clock)
-        stored = ledger.get(transaction_id)
-        if stored is not None:  # a retry: answered as stored, whatever the catalog says now
-            return _answer(_replay(stored, account, body, purchase_id, org), created=False)
+        found = ledger.get(transaction_id)
+        stored = None if found is None else _stored_purchase(session, found, org, purchase_id)
+        if stored is not None and _is_same(stored, body):
+            # A retry: answered as stored, whatever the catalog or the account's state says
+            # now, also when the org has opened another account since (G2, G3).
+            return _answer(purchase_of(stored), created=False)
+        _require_active(account, org)
+        if found is not None:
+            earlier = stored.account_id if stored and stored.account_id != account.id else None
+            raise _conflict(purchase_id, org, earlier=earlier)
         product = _credits_product(session, context.installation_id(), body.product.name, org)
         _check_quantity(product, quantity)
         credits = quantity * product.credit_amount

@@ -193,6 +193,7 @@ def test_a_two_unit_purchase_of_a_400_credit_product_gives_800(
         "created_at": purchase["created_at"],
         "credits": 800,
         "transaction_id": transaction_id,
+        "account_id": acme,
     }
     assert purchase["created_at"].endswith("Z")
     assert _balance(api) == 800
@@ -324,6 +325,65 @@ def test_a_long_purchase_id_gets_a_hashed_ledger_id(
     assert len(transaction_id) == 80
     assert transaction_id != purchase_transaction_id("acme", "x" * 254)
     assert _buy(api, "credits_400", id=long_id).status_code == 200
+    assert _balance(api) == 400
+
+
+# --- retries across a disable and a new account (tester T2 G2, G3) ----------------------------
+
+
+def test_a_retry_after_the_account_was_disabled_answers_the_stored_purchase(
+    api: Api, acme: str, catalog: EmulatorHandle
+) -> None:
+    """G2: a sales tool retrying a purchase whose first answer was lost while the account
+    was disabled hears that it was added (200, as stored), not that it failed; anything new
+    or different keeps the account's refusal."""
+    first = _buy(api, "credits_400", 2, id="order-1")
+    assert first.status_code == 201, first.text
+    assert api.post(f"{ORG}/billing/disable", headers=APP).status_code == 200
+    before = dump(api.store)
+    again = _buy(api, "credits_400", 2, id="order-1")
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json()
+    assert again.json()["account_id"] == acme
+    assert dump(api.store) == before
+    for body in (
+        {"product": {"name": "credits_400", "quantity": 2}, "id": "order-2"},
+        {"product": {"name": "credits_400", "quantity": 3}, "id": "order-1"},
+        {"product": {"name": "credits_400", "quantity": 2}},
+    ):
+        error = refused(api, "POST", SUBS, status=409, code="failed_precondition",
+                        headers=ADMIN, json=body)  # fmt: skip
+        assert error["details"]["state"] == "disabled"
+    assert dump(api.store) == before
+
+
+def test_a_retry_after_a_new_account_was_opened_names_the_account_credited(
+    api: Api, acme: str, catalog: EmulatorHandle
+) -> None:
+    """G3: the purchase id is the org's, so the same purchase after the org's account was
+    disabled and a new one opened is the replay, naming the earlier account its credits went
+    to (the new account gets nothing); other content is an id conflict that names that
+    account instead of sending the operator looking for a content difference alone."""
+    first = _buy(api, "credits_400", 2, id="order-1")
+    assert first.status_code == 201, first.text
+    assert api.post(f"{ORG}/billing/disable", headers=APP).status_code == 200
+    opened = api.post(f"{ORG}/billing", json={"currency": "usd"}, headers=APP)
+    assert opened.status_code == 201, opened.text
+    new_account = opened.json()["id"]
+    assert new_account != acme
+    again = _buy(api, "credits_400", 2, id="order-1")
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json()
+    assert again.json()["account_id"] == acme
+    assert _balance(api) == 0
+    other = {"product": {"name": "credits_400"}, "id": "order-1"}
+    error = refused(api, "POST", SUBS, status=409, code="id_conflict", field="id",
+                    headers=ADMIN, json=other)  # fmt: skip
+    assert acme in error["message"], error
+    assert error["details"]["account_id"] == acme
+    fresh = _buy(api, "credits_400", 1, id="order-2")
+    assert fresh.status_code == 201, fresh.text
+    assert fresh.json()["account_id"] == new_account
     assert _balance(api) == 400
 
 
