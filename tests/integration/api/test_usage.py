@@ -221,12 +221,22 @@ def test_usages_without_a_meter_ask_for_no_reconcile(api: Api, acme: str) -> Non
 # --- bad input ----------------------------------------------------------------------------
 
 
-def _old() -> str:
-    return (datetime.now(UTC) - timedelta(days=36)).isoformat()
+# Timestamps relative to when the test runs, not to when it was collected (with xdist a test
+# may run many minutes after collection: "10 minutes ahead" would be in the past by then).
+_OLD = "<36 days ago>"
+_AHEAD = "<10 minutes ahead>"
 
 
-def _ahead() -> str:
-    return (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+def _at_run_time(value: Any) -> Any:
+    if value == _OLD:
+        return (datetime.now(UTC) - timedelta(days=36)).isoformat()
+    if value == _AHEAD:
+        return (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    if isinstance(value, dict):
+        return {key: _at_run_time(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_at_run_time(item) for item in value]
+    return value
 
 
 @pytest.mark.parametrize(
@@ -266,11 +276,11 @@ def _ahead() -> str:
             "usages[0].meter.timestamp",
         ),
         (
-            [_usage("u1", meter={"event_name": "api_calls", "timestamp": _old()})],
+            [_usage("u1", meter={"event_name": "api_calls", "timestamp": _OLD})],
             "usages[0].meter.timestamp",
         ),
         (
-            [_usage("u1", meter={"event_name": "api_calls", "timestamp": _ahead()})],
+            [_usage("u1", meter={"event_name": "api_calls", "timestamp": _AHEAD})],
             "usages[0].meter.timestamp",
         ),
         ([_usage("u1", meter={"value": 1})], "usages[0].meter.event_name"),
@@ -282,6 +292,7 @@ def test_bad_usages_are_refused_and_nothing_is_written(
 ) -> None:
     _grant(api, 10_000)
     _meter(api)
+    usages = _at_run_time(usages)
     error = refused(
         api,
         "POST",
