@@ -60,13 +60,16 @@ def test_10000_usages_aggregated_are_one_event_per_customer_and_window(
     assert meters.depth() == (0, 0)
 
 
+# Replicas share a PostgreSQL store (SQLite has one writer, the leader): PostgreSQL only.
+@pytest.mark.parametrize(
+    "meters", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 def test_two_replicas_sending_at_once_send_each_event_once(meters: MeterWorld) -> None:
     """Each replica is its own store (connection pool) and gateway on one PostgreSQL
     database; both plan every customer and apply at once (16 steps at a time each). The rows
     each claims (`FOR UPDATE SKIP LOCKED`) the other skips: no event is sent twice, so the
     emulator answers exactly 10,000 sends, none a duplicate or a replay."""
-    if meters.backend != "postgresql":
-        pytest.skip("replicas share a PostgreSQL store (SQLite has one writer, the leader)")
+    assert meters.backend == "postgresql"
     ids = _fill(meters)
     meters.emulator.control.set_latency(2)  # both replicas are mid-send at the same time
     stores = [Store.open(meters.url) for _ in range(2)]
