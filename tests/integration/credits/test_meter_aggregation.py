@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from sqlalchemy import text
 
 from billing_reconciler.apply import ApplyError
 from billing_reconciler.domains.credit_meters import (
@@ -120,3 +121,33 @@ def test_an_aggregate_near_stripes_35_days_is_stamped_inside_them(meters: MeterW
     assert sent["identifier"] == aggregate_identifier("acme", SUM, _window(limit - 30), 0)
     assert meters.depth() == (0, 1)
     assert len(edge) == 3
+
+
+def test_a_window_summing_past_the_store_limit_is_split_into_parts(meters: MeterWorld) -> None:
+    """Tester T2 G6: 1,030 usages of 2^53 in one window sum past 2^63-1; they are formed
+    into several parts (each within it), every row in exactly one, and another customer's
+    window is still sent in the same pass."""
+    meters.configure(aggregate=True, window="1m")
+    meters.open(["acme", "globex"])
+    base = _window(time.time()) - 10 * WINDOW
+    big = 2**53
+    ids = meters.usages("acme", 1030, value=big, at=base + 5, prefix="big")
+    meters.usages("globex", 3, value=3, at=base + 5, prefix="small")
+    meters.send()
+    sums = [e for e in meters.events() if e["event_name"] == SUM]
+    mine = {e["identifier"]: int(e["payload"]["requests"]) for e in sums}
+    globex = aggregate_identifier("globex", SUM, base, 0)
+    assert mine.pop(globex) == 9
+    parts = [aggregate_identifier("acme", SUM, base, p) for p in range(len(mine))]
+    assert sorted(mine) == sorted(parts)
+    assert len(parts) >= 2
+    assert all(v <= 2**63 - 1 for v in mine.values())
+    assert sum(mine.values()) == 1030 * big
+    with meters.store.session() as session:
+        assigned = session.execute(
+            text("SELECT aggregate_id, count(*) FROM meter_outbox GROUP BY aggregate_id")
+        ).all()
+    counts = dict(assigned)
+    assert None not in counts
+    assert sum(counts[p] for p in parts) == len(ids)
+    assert meters.depth() == (0, 0)
