@@ -8,15 +8,24 @@ Stripe customers, the aggregates formed and not yet sent, and the rows Stripe re
 
 The rules plan, per account with something to send, one step `meter_events/<org_id>` (scope
 `customer/<org_id>`): "send the pending rows up to seq S", carrying each meter's payload keys
-(from the catalog's meter definitions) and, with `reconcile.usage.aggregate`, which meters
+and, with `reconcile.usage.aggregate`, which meters
 are aggregated (`sum` meters only) and before which event time windows are closed. The
 executor (`effects.credit_meters`) claims, sends and marks the rows one by one.
 - An account without a Stripe customer (offline, or its customer not made yet) waits: a
   notice, its rows kept. One disabled without a Stripe customer can never get one as it
   stands: its rows are undeliverable (kept, a plan warning, left out of the depth and age,
   sent if the account is enabled and registered later).
-- Rows of an event name no meter of the catalog has wait too (a notice): sending them could
-  only fail.
+- The meter definitions (event name -> payload keys, formula) are the applied catalog's, read
+  from the store by the same lookup the usage API accepts a meter event by
+  (`store.usage.applied_meter_fields`), not desired/'s: a meter removed from desired/ and
+  not applied yet still has its accepted events sent (tester T2 G5). Rows of an event name no
+  meter of the applied catalog has wait (a notice naming it): sending them could only fail.
+- A pending event whose send keeps failing with an unknown outcome (5xx, timeout: its
+  `attempts` and `last_error`) for `FAILING_ATTEMPTS` passes is a plan warning per account
+  naming the attempts and the (secret-free) last error, and a status fact. It holds back
+  its account's later events (the sender goes in order, so a `last` meter's final value is
+  the final usage's): a failure of unknown outcome is Stripe's or the network's, not the
+  event's, and the event is retried under the same identifier and key each pass.
 - Rows Stripe refused for good (an event older than 35 days) are kept, marked refused, and
   reported as a plan warning; they are never silently dropped.
 - The plan states the outbox's depth and the oldest unsent event's age (an informational
@@ -51,13 +60,19 @@ METER_KEY_PREFIX: Final = "meter_events"
 GRACE_SECONDS: Final = 5
 #: DESIGN §19: the usage outbox is flushed at least every 10 s.
 FLUSH_SECONDS: Final = 10
+#: A pending event whose send failed (outcome unknown) this many times is warned about.
+FAILING_ATTEMPTS: Final = 3
+#: The most of a stored error text a plan warning quotes.
+ERROR_PREVIEW: Final = 300
 
 __all__ = [
+    "FAILING_ATTEMPTS",
     "FLUSH_SECONDS",
     "GRACE_SECONDS",
     "METER_EVENTS_STEP",
     "METER_KEY_PREFIX",
     "PART",
+    "FailingMeterEvents",
     "MeterKeys",
     "MeterOutboxReader",
     "MeterPart",
@@ -87,7 +102,6 @@ class MeterKeys:
 
 @dataclass(frozen=True, slots=True)
 class MetersDesired:
-    meters: Mapping[str, MeterKeys] = field(default_factory=dict)
     aggregate: bool = False
     flush_window: int = 60
 
@@ -126,6 +140,18 @@ class RefusedMeterEvents:
 
 
 @dataclass(frozen=True, slots=True)
+class FailingMeterEvents:
+    """An account's pending rows (and aggregates) whose send failed `FAILING_ATTEMPTS`
+    times or more, outcome unknown: the most attempts and that event's last error."""
+
+    account_id: str
+    org_id: str
+    count: int
+    attempts: int
+    last_error: str
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxAccount:
     account_id: str
     org_id: str
@@ -146,6 +172,9 @@ class MetersObserved:
     aggregates: tuple[PendingAggregates, ...] = ()
     refused: tuple[RefusedMeterEvents, ...] = ()
     accounts: Mapping[str, OutboxAccount] = field(default_factory=dict)
+    #: The applied catalog's meters, by event name (what the usage API accepts).
+    meters: Mapping[str, MeterKeys] = field(default_factory=dict)
+    failing: tuple[FailingMeterEvents, ...] = ()
 
 
 class MeterOutboxReader(Protocol):
@@ -158,6 +187,12 @@ class MeterOutboxReader(Protocol):
     def refused(self, org_ids: frozenset[str] | None) -> Sequence[RefusedMeterEvents]: ...
 
     def accounts(self, account_ids: Iterable[str]) -> Mapping[str, OutboxAccount]: ...
+
+    def meters(self, installation_id: str) -> Mapping[str, MeterKeys]: ...
+
+    def failing(
+        self, org_ids: frozenset[str] | None, min_attempts: int
+    ) -> Sequence[FailingMeterEvents]: ...
 
 
 def meter_step_key(org_id: str) -> str:
@@ -181,21 +216,10 @@ class MeterPart:
         return FLUSH_SECONDS
 
     def desired(self, state: DesiredState, context: PlanContext) -> MetersDesired:
+        # The meters are not desired/'s: observed from the applied catalog (tester T2 G5).
         del context
-        meters: dict[str, MeterKeys] = {}
-        for product in state.products:
-            for price in product.prices:
-                meter = price.meter
-                if meter is not None:
-                    meters[meter.event_name] = MeterKeys(
-                        customer_key=meter.customer_key,
-                        value_key=meter.value_key,
-                        aggregation=meter.aggregation,
-                    )
         usage = state.config.reconcile.usage
-        return MetersDesired(
-            meters=meters, aggregate=usage.aggregate, flush_window=int(usage.flush_window)
-        )
+        return MetersDesired(aggregate=usage.aggregate, flush_window=int(usage.flush_window))
 
     def observe(
         self, reader: MeterOutboxReader, desired: MetersDesired, context: PlanContext
@@ -216,6 +240,8 @@ class MeterPart:
             aggregates=aggregates,
             refused=refused,
             accounts=reader.accounts(sorted(ids)),
+            meters=dict(reader.meters(context.installation_id)) if ids else {},
+            failing=tuple(reader.failing(orgs, FAILING_ATTEMPTS)),
         )
 
     def plan(
@@ -244,6 +270,7 @@ def meters_plan(desired: MetersDesired, observed: MetersObserved, context: PlanC
     steps: list[Step] = []
     notices: list[Notice] = []
     warnings = [_refused_warning(r) for r in observed.refused]
+    warnings += [_failing_warning(f) for f in sorted(observed.failing, key=_failing_order)]
     cutoff = closed_before(context.now, desired.flush_window) if desired.aggregate else None
     for account_id in sorted(set(by_account) | set(aggregates), key=_org_of(observed)):
         account = observed.accounts.get(account_id)
@@ -257,11 +284,11 @@ def meters_plan(desired: MetersDesired, observed: MetersObserved, context: PlanC
         if account is None or account.stripe_customer_id is None:
             notices.append(_offline_notice(org_id, waiting, account))
             continue
-        unknown = sorted({r.event_name for r in rows if r.event_name not in desired.meters})
+        unknown = sorted({r.event_name for r in rows if r.event_name not in observed.meters})
         if unknown:
             notices.append(_unknown_notice(org_id, unknown, rows))
-        known = [r for r in rows if r.event_name in desired.meters]
-        step = _send_step(desired, account, known, formed, cutoff, context)
+        known = [r for r in rows if r.event_name in observed.meters]
+        step = _send_step(desired, observed.meters, account, known, formed, cutoff, context)
         if step is not None:
             steps.append(step)
     return PartPlan(
@@ -269,7 +296,11 @@ def meters_plan(desired: MetersDesired, observed: MetersObserved, context: PlanC
         notices=tuple(notices),
         warnings=tuple(warnings),
         fingerprint=digest(
-            repr(observed.pending), repr(observed.aggregates), repr(observed.refused)
+            repr(observed.pending),
+            repr(observed.aggregates),
+            repr(observed.refused),
+            repr(sorted(observed.meters.items())),
+            repr(observed.failing),
         ),
         facts=_facts(observed, context.now),
         info=_depth_info(observed, context.now),
@@ -285,13 +316,13 @@ def _org_of(observed: MetersObserved) -> Any:
 
 
 def _sendable(
-    desired: MetersDesired, rows: Sequence[PendingMeterEvents], cutoff: int | None
+    meters: Mapping[str, MeterKeys], rows: Sequence[PendingMeterEvents], cutoff: int | None
 ) -> tuple[list[PendingMeterEvents], list[str]]:
     """The rows sent one by one now, and the aggregated meters with a closed window."""
     single: list[PendingMeterEvents] = []
     aggregated: list[str] = []
     for row in rows:
-        if cutoff is not None and desired.meters[row.event_name].aggregation == "sum":
+        if cutoff is not None and meters[row.event_name].aggregation == "sum":
             if row.first_event_time < cutoff:
                 aggregated.append(row.event_name)
         else:
@@ -301,21 +332,22 @@ def _sendable(
 
 def _send_step(
     desired: MetersDesired,
+    catalog: Mapping[str, MeterKeys],
     account: OutboxAccount,
     rows: Sequence[PendingMeterEvents],
     formed: PendingAggregates | None,
     cutoff: int | None,
     context: PlanContext,
 ) -> Step | None:
-    single, aggregated = _sendable(desired, rows, cutoff)
+    single, aggregated = _sendable(catalog, rows, cutoff)
     if not single and not aggregated and formed is None:
         return None
     count = sum(r.count for r in single)
     up_to = max((r.max_seq for r in rows), default=0)
-    # Every meter of the catalog: formed aggregates name theirs, not observed here.
+    # Every meter of the applied catalog: formed aggregates name theirs, not observed here.
     meters = {
         name: {"customer_key": keys.customer_key, "value_key": keys.value_key}
-        for name, keys in sorted(desired.meters.items())
+        for name, keys in sorted(catalog.items())
     }
     params: dict[str, Any] = {
         "account_id": account.account_id,
@@ -372,8 +404,8 @@ def _unknown_notice(
         kind=METER_EVENTS_STEP,
         stripe_id=None,
         message=(
-            f"waits: {count:,} meter event(s) name an event no meter of the catalog has "
-            f"({names}); they stay in the outbox"
+            f"waits: {count:,} meter event(s) name an event no meter of the applied catalog "
+            f"has ({names}); they stay in the outbox until a meter of it is applied"
         ),
     )
 
@@ -390,6 +422,21 @@ def _refused_warning(refused: RefusedMeterEvents) -> str:
     return (
         f"{refused.count:,} meter event(s) of org {refused.org_id} were refused by Stripe and "
         f"are kept unsent in the outbox (last: {refused.last_error})"
+    )
+
+
+def _failing_order(failing: FailingMeterEvents) -> tuple[str, str]:
+    return (failing.org_id, failing.account_id)
+
+
+def _failing_warning(failing: FailingMeterEvents) -> str:
+    error = " ".join(failing.last_error.split())
+    if len(error) > ERROR_PREVIEW:
+        error = error[: ERROR_PREVIEW - 1] + "…"
+    return (
+        f"{failing.count:,} meter event(s) of org {failing.org_id} keep failing (attempts "
+        f"{failing.attempts:,}, last error: {error or 'none recorded'}); retried each pass "
+        "under the same identifier, they hold back the org's later meter events"
     )
 
 
@@ -422,10 +469,12 @@ def _depth_info(observed: MetersObserved, now: int) -> tuple[str, ...]:
 def _facts(observed: MetersObserved, now: int) -> tuple[str, ...]:
     depth, age = outbox_depth(observed, now)
     refused = sum(r.count for r in observed.refused)
+    failing = sum(f.count for f in observed.failing)
     return (
         f"meter outbox depth: {depth:,}",
         f"meter outbox oldest unsent age: {age:,}s",
         f"meter events refused: {refused:,}",
+        f"meter events failing: {failing:,}",
     )
 
 

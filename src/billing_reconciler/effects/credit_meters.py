@@ -8,6 +8,14 @@
   sent the same way. An event Stripe refuses for good is marked refused (kept, reported); one
   whose outcome is unknown fails the step and stays pending for the next pass, to be sent
   again under the same identifier and idempotency key.
+  Forming one account's aggregates is that account's affair (tester T2 item 8): if it
+  raises, the account's other events (single ones, aggregates formed before) are still sent,
+  then its step fails as `MeterFormingError`, a scoped permanent failure, so the applier
+  holds back that customer only and the pass goes on with every other account (an
+  unexpected exception would have stopped the whole apply).
+
+The reader's meter definitions are the applied catalog's (`store.usage.applied_meter_fields`,
+the lookup the usage API accepts a meter event by), defaults as the catalog's meter record.
 """
 
 from __future__ import annotations
@@ -17,13 +25,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import structlog
 from sqlalchemy.orm import Session
 
 from billing_reconciler.apply import Done, StepExecutor
 from billing_reconciler.domains.credit_meters import (
+    FAILING_ATTEMPTS,
     GRACE_SECONDS,
     METER_EVENTS_STEP,
     PART,
+    FailingMeterEvents,
+    MeterKeys,
     MeterPart,
     OutboxAccount,
     PendingAggregates,
@@ -32,6 +44,7 @@ from billing_reconciler.domains.credit_meters import (
     aggregate_identifier,
     event_idempotency_key,
 )
+from billing_reconciler.model import MeterRecord
 from billing_reconciler.planning.plan import DomainFact, Step
 from billing_reconciler.store import Store
 from billing_reconciler.store.meter_outbox import (
@@ -39,12 +52,24 @@ from billing_reconciler.store.meter_outbox import (
     PendingEvent,
     SendOutcome,
     drain,
+    error_text,
     form_aggregates,
 )
+from billing_reconciler.store.usage import applied_meter_fields
 from billing_reconciler.stripe_gateway import PermanentStripeError, StripeGateway, WriteResult
 from billing_reconciler.stripe_gateway.meter_events import send_meter_event
 
-__all__ = ["EXECUTORS", "PART", "MeterEventsExecutor", "MeterOutboxIO", "facts", "open_reader"]
+__all__ = [
+    "EXECUTORS",
+    "PART",
+    "MeterEventsExecutor",
+    "MeterFormingError",
+    "MeterOutboxIO",
+    "facts",
+    "open_reader",
+]
+
+_log = structlog.get_logger(__name__)
 
 _PART: Final = MeterPart()
 #: Stripe refuses meter events older than 35 days; an aggregate pushed inside that range is
@@ -92,6 +117,21 @@ class MeterOutboxIO:
             rows = MeterOutboxRepository(session).refused(org_ids)
         return [RefusedMeterEvents(r.account_id, r.org_id, r.count, r.last_error) for r in rows]
 
+    def meters(self, installation_id: str) -> Mapping[str, MeterKeys]:
+        with self.store.session() as session:
+            found = applied_meter_fields(session, installation_id)
+        return {name: _meter_keys(fields) for name, fields in found.items()}
+
+    def failing(
+        self, org_ids: frozenset[str] | None, min_attempts: int
+    ) -> Sequence[FailingMeterEvents]:
+        with self.store.session() as session:
+            rows = MeterOutboxRepository(session).failing(org_ids, min_attempts)
+        return [
+            FailingMeterEvents(r.account_id, r.org_id, r.count, r.attempts, r.last_error)
+            for r in rows
+        ]
+
     def accounts(self, account_ids: Iterable[str]) -> Mapping[str, OutboxAccount]:
         with self.store.session() as session:
             found = MeterOutboxRepository(session).accounts(account_ids)
@@ -103,13 +143,30 @@ class MeterOutboxIO:
         }
 
 
+def _meter_keys(fields: Mapping[str, Any]) -> MeterKeys:
+    """A recorded meter's payload keys and formula (a field missing: the record's default)."""
+    defaults = MeterRecord(key="", event_name="", display_name="")
+
+    def text(name: str, default: str) -> str:
+        value = fields.get(name)
+        return value if isinstance(value, str) and value else default
+
+    return MeterKeys(
+        customer_key=text("customer_key", defaults.customer_key),
+        value_key=text("value_key", defaults.value_key),
+        aggregation=text("aggregation", defaults.aggregation),
+    )
+
+
 def facts(store: Store) -> list[DomainFact]:
-    """The outbox's depth, its oldest unsent event's age, its refused events and those of
-    accounts disabled without a Stripe customer (undeliverable, not in the depth), from the
-    store alone (`reconcile status`; the gauges `serve` exports)."""
+    """The outbox's depth, its oldest unsent event's age, its refused events, the pending
+    ones that keep failing, and those of accounts disabled without a Stripe customer
+    (undeliverable, not in the depth), from the store alone (`reconcile status`; the gauges
+    `serve` exports)."""
     with store.session() as session:
         outbox = MeterOutboxRepository(session)
         depth, oldest, refused = outbox.totals()
+        failing = outbox.failing_total(FAILING_ATTEMPTS)
         undeliverable = outbox.undeliverable_total()
     age = 0.0 if oldest is None else max((datetime.now(UTC) - oldest).total_seconds(), 0.0)
     return [
@@ -132,6 +189,13 @@ def facts(store: Store) -> list[DomainFact]:
             "Meter events Stripe refused for good, kept unsent in the outbox.",
         ),
         DomainFact(
+            "meter_events_failing",
+            failing,
+            "billing_meter_events_failing",
+            f"Unsent meter events whose send failed {FAILING_ATTEMPTS} times or more "
+            "(5xx, timeout); retried each pass.",
+        ),
+        DomainFact(
             "meter_events_undeliverable",
             undeliverable,
             "billing_meter_events_undeliverable",
@@ -143,6 +207,12 @@ def facts(store: Store) -> list[DomainFact]:
 def open_reader(gateway: StripeGateway, store: Store) -> MeterOutboxIO:
     del gateway  # observation never calls Stripe
     return MeterOutboxIO(store)
+
+
+class MeterFormingError(PermanentStripeError):
+    """One account's aggregates could not be formed (a local failure, no Stripe call): its
+    step fails, scoped to its customer, and every other account's step still runs. No HTTP
+    status: not Stripe's refusal, so the step's key is not spent and the next pass retries."""
 
 
 class MeterEventsExecutor:
@@ -164,22 +234,19 @@ class MeterEventsExecutor:
         params = step.params
         sender = _sender(gateway, params)
         aggregate: Mapping[str, Any] | None = params.get("aggregate")
+        unformed: BaseException | None = None
         if aggregate is not None and aggregate["meters"]:
-            form_aggregates(
-                store,
-                account_id=params["account_id"],
-                org_id=params["org_id"],
-                event_names=list(aggregate["meters"]),
-                window=int(aggregate["window"]),
-                closed_before=int(aggregate["closed_before"]),
-                identifier=aggregate_identifier,
-                # Tester T1 F7: an aggregate is sent after its window closes, up to a window
-                # (and the grace) after its events, which the API accepted as "within 35
-                # days" when recorded; stamped at the oldest time Stripe still takes if the
-                # latest event has fallen out by that delay only (further: refused, kept).
-                not_before=int(time.time()) - STRIPE_MAX_AGE_SECONDS + STAMP_MARGIN_SECONDS,
-                max_shift=int(aggregate["window"]) + GRACE_SECONDS + STAMP_MARGIN_SECONDS,
-            )
+            try:
+                _form(store, params, aggregate)
+            except Exception as error:  # this account's: the others' steps go on (item 8)
+                unformed = error
+                _log.error(
+                    "meter aggregates not formed",
+                    org_id=params["org_id"],
+                    account_id=params["account_id"],
+                    error=error_text(error),
+                    exc_info=error,
+                )
         drain(
             store,
             account_id=params["account_id"],
@@ -188,10 +255,34 @@ class MeterEventsExecutor:
             send=sender,
             aggregates=aggregate is not None,
         )
+        if unformed is not None:
+            raise MeterFormingError(
+                f"the meter aggregates of org {params['org_id']} could not be formed "
+                f"({error_text(unformed)}); its other meter events were sent, the rows "
+                "stay in the outbox for the next pass"
+            ) from unformed
         return None
 
     def record(self, session: Session, done: Done) -> None:
         del session, done  # each event was marked as it was sent
+
+
+def _form(store: Store, params: Mapping[str, Any], aggregate: Mapping[str, Any]) -> None:
+    form_aggregates(
+        store,
+        account_id=params["account_id"],
+        org_id=params["org_id"],
+        event_names=list(aggregate["meters"]),
+        window=int(aggregate["window"]),
+        closed_before=int(aggregate["closed_before"]),
+        identifier=aggregate_identifier,
+        # Tester T1 F7: an aggregate is sent after its window closes, up to a window (and the
+        # grace) after its events, which the API accepted as "within 35 days" when recorded;
+        # stamped at the oldest time Stripe still takes if the latest event has fallen out by
+        # that delay only (further: refused, kept).
+        not_before=int(time.time()) - STRIPE_MAX_AGE_SECONDS + STAMP_MARGIN_SECONDS,
+        max_shift=int(aggregate["window"]) + GRACE_SECONDS + STAMP_MARGIN_SECONDS,
+    )
 
 
 def _sender(gateway: StripeGateway, params: Mapping[str, Any]) -> Any:
@@ -202,7 +293,10 @@ def _sender(gateway: StripeGateway, params: Mapping[str, Any]) -> Any:
     def send(event: PendingEvent) -> tuple[str, str | None]:
         keys = meters.get(event.event_name)
         if keys is None:
-            return SendOutcome.REFUSED, f"no meter of the catalog has event {event.event_name!r}"
+            return (
+                SendOutcome.REFUSED,
+                f"no meter of the applied catalog has event {event.event_name!r}",
+            )
         try:
             send_meter_event(
                 gateway,

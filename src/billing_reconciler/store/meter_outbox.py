@@ -4,7 +4,10 @@ and the aggregates formed from them (`reconcile.usage.aggregate`).
 A row is written in its usage's transaction (`usage.py`, or `record` here) and is pending
 until `sent_at` is set; an aggregated row is carried by the aggregate it names
 (`aggregate_id`), which is pending until its own `sent_at`. A row or aggregate Stripe refused
-for good has `refused_at` (and the error): kept, reported, never sent again by itself.
+for good has `refused_at` (and the error): kept, reported, never sent again by itself. One
+whose send failed with an unknown outcome stays pending with `attempts` and `last_error`
+counted; `failing` reports those that keep failing. Error texts are stored with every Stripe
+key and webhook secret masked (`config.redact`): they are shown in plans and `status`.
 
 Claims (two replicas never send the same row at once): `drain` takes one row at a time.
 On PostgreSQL the row is selected `FOR UPDATE SKIP LOCKED` in a transaction held across
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Final, cast
@@ -33,6 +36,7 @@ from sqlalchemy import Table, and_, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from billing_reconciler.config import redact
 from billing_reconciler.store.accounts import ACTIVE
 from billing_reconciler.store.database import Store
 from billing_reconciler.store.tables import (
@@ -53,6 +57,7 @@ ERROR_CHARS: Final = 2000
 
 __all__ = [
     "AggregateSummary",
+    "FailingSummary",
     "MeterOutboxRepository",
     "OutboxAccountRow",
     "OutboxRow",
@@ -103,6 +108,18 @@ class RefusedSummary:
     account_id: str
     org_id: str
     count: int
+    last_error: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailingSummary:
+    """An account's pending events that failed `min_attempts` times or more: how many, the
+    most attempts, and that event's last error."""
+
+    account_id: str
+    org_id: str
+    count: int
+    attempts: int
     last_error: str
 
 
@@ -242,6 +259,43 @@ class MeterOutboxRepository:
                     found[(account, org)] = RefusedSummary(account, org, total, str(error or ""))
         return list(found.values())
 
+    def failing(self, org_ids: Iterable[str] | None, min_attempts: int) -> list[FailingSummary]:
+        """Per account, its pending rows and aggregates whose send failed at least
+        `min_attempts` times (outcome unknown). Few rows: an account's sender stops at its
+        first failing event, so at most its head event and head aggregate keep failing."""
+        found: dict[tuple[str, str], FailingSummary] = {}
+        for table, pending in ((_outbox, _pending_rows()), (_aggregates, _pending_aggregates())):
+            c = table.c
+            query = select(c.account_id, c.org_id, c.attempts, c.last_error).where(
+                pending, c.attempts >= min_attempts, c.last_error.is_not(None)
+            )
+            for chunk in _chunks(org_ids):
+                scoped = query if chunk is None else query.where(c.org_id.in_(chunk))
+                for account, org, attempts, error in self._session.execute(scoped):
+                    before = found.get((account, org))
+                    count = 1 + (before.count if before else 0)
+                    if before is None or int(attempts) > before.attempts:
+                        text = redact(str(error or ""))
+                        found[(account, org)] = FailingSummary(
+                            account, org, count, int(attempts), text
+                        )
+                    else:
+                        found[(account, org)] = replace(before, count=count)
+        return sorted(found.values(), key=lambda f: (f.org_id, f.account_id))
+
+    def failing_total(self, min_attempts: int) -> int:
+        """Pending rows and aggregates whose send failed at least `min_attempts` times."""
+        return sum(
+            int(
+                self._session.execute(
+                    select(func.count()).where(
+                        pending, table.c.attempts >= min_attempts, table.c.last_error.is_not(None)
+                    )
+                ).scalar_one()
+            )
+            for table, pending in ((_outbox, _pending_rows()), (_aggregates, _pending_aggregates()))
+        )
+
     def accounts(self, account_ids: Iterable[str]) -> dict[str, OutboxAccountRow]:
         a = _accounts.c
         found: dict[str, OutboxAccountRow] = {}
@@ -369,12 +423,19 @@ def _mark(session: Session, event: PendingEvent, outcome: str, error: str | None
         values["sent_at"] = now
     else:
         values["refused_at"] = now
-        values["last_error"] = (error or "")[:ERROR_CHARS]
+        values["last_error"] = redact(error or "")[:ERROR_CHARS]
     session.execute(
         update(table)
         .where(table.c.id == event.identifier, table.c.sent_at.is_(None))
         .values(**values)
     )
+
+
+def error_text(error: BaseException) -> str:
+    """What is stored of a failed send: the error's message (a gateway error's is Stripe's,
+    already scrubbed), its type when it has none (a bare timeout), secrets masked."""
+    text = str(error).strip() or type(error).__name__
+    return redact(text)[:ERROR_CHARS]
 
 
 def _failed(store: Store, event: PendingEvent, error: BaseException) -> None:
@@ -384,7 +445,7 @@ def _failed(store: Store, event: PendingEvent, error: BaseException) -> None:
         session.execute(
             update(table)
             .where(table.c.id == event.identifier)
-            .values(attempts=table.c.attempts + 1, last_error=str(error)[:ERROR_CHARS])
+            .values(attempts=table.c.attempts + 1, last_error=error_text(error))
         )
 
 

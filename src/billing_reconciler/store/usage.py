@@ -227,17 +227,27 @@ def _stored(row: Any) -> LedgerTransaction:
 def applied_meters(session: Session, installation_id: str) -> frozenset[str]:
     """The event names of the meters this installation last applied to Stripe (the meters a
     usage may name)."""
+    return frozenset(applied_meter_fields(session, installation_id))
+
+
+def applied_meter_fields(session: Session, installation_id: str) -> dict[str, Mapping[str, Any]]:
+    """The meters this installation last applied to Stripe, by event name: the fields
+    recorded for each (`customer_key`, `value_key`, `aggregation`, ...). The one lookup of
+    the applied catalog's meters: the usage API accepts a meter event by it and the meter
+    sender (`effects.credit_meters`) takes its payload keys from it, so whatever is accepted
+    can be sent (tester T2 G5)."""
     rows = session.execute(
         select(LastAppliedModel.object_key, LastAppliedModel.fields).where(
             LastAppliedModel.installation_id == installation_id,
             LastAppliedModel.kind == METER_KIND,
         )
     )
-    names: set[str] = set()
+    found: dict[str, Mapping[str, Any]] = {}
     for object_key, fields in rows:
-        name = fields.get("event_name") if isinstance(fields, Mapping) else None
-        names.add(name if isinstance(name, str) else str(object_key).split("/", 1)[-1])
-    return frozenset(names)
+        recorded: Mapping[str, Any] = fields if isinstance(fields, Mapping) else {}
+        name = recorded.get("event_name")
+        found[name if isinstance(name, str) else str(object_key).split("/", 1)[-1]] = recorded
+    return found
 
 
 # The statements of the hot path, built once (their parameters are bind parameters).

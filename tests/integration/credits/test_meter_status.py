@@ -43,8 +43,10 @@ def test_status_and_metrics_show_the_outbox_depth_and_oldest_age(meters: MeterWo
         "meter_outbox_depth": 0,
         "meter_outbox_oldest_age_seconds": 0.0,
         "meter_events_refused": 1,
+        "meter_events_failing": 0,
         "meter_events_undeliverable": 0,
     }
+    assert "billing_meter_events_failing 0.0" in text
 
 
 def test_the_gauges_are_read_at_scrape_time_not_after_a_pass(meters: MeterWorld) -> None:

@@ -14,6 +14,7 @@ from billing_reconciler.domains.credit_meters import (
     FLUSH_SECONDS,
     GRACE_SECONDS,
     METER_KEY_PREFIX,
+    FailingMeterEvents,
     MeterKeys,
     MeterPart,
     MetersDesired,
@@ -62,12 +63,13 @@ def _account(org: str, customer: str | None = "cus", offline: bool = False) -> O
 
 def _observed(*pending: PendingMeterEvents, **more: Any) -> MetersObserved:
     accounts = more.pop("accounts", None) or {p.account_id: _account(p.org_id) for p in pending}
+    more.setdefault("meters", METERS)
     return MetersObserved(pending=pending, accounts=accounts, **more)
 
 
 def test_one_step_per_account_up_to_its_highest_seq_with_the_meters_keys() -> None:
     plan = meters_plan(
-        MetersDesired(meters=METERS),
+        MetersDesired(),
         _observed(
             _pending("b", "api", 3, seq=30, first=NOW - 50),
             _pending("a", "api", 2, seq=12, first=NOW - 50),
@@ -86,7 +88,7 @@ def test_one_step_per_account_up_to_its_highest_seq_with_the_meters_keys() -> No
     # Independent accounts: one batch; keys from the salt and what is sent.
     assert {s.batch for s in plan.steps} == {0}
     again = meters_plan(
-        MetersDesired(meters=METERS),
+        MetersDesired(),
         _observed(
             _pending("a", "api", 2, seq=12, first=NOW - 50),
             _pending("a", "logins", 1, seq=14, first=NOW - 50),
@@ -95,7 +97,7 @@ def test_one_step_per_account_up_to_its_highest_seq_with_the_meters_keys() -> No
     )
     assert again.steps[0].idempotency_key == plan.steps[0].idempotency_key
     salted = meters_plan(
-        MetersDesired(meters=METERS),
+        MetersDesired(),
         _observed(
             _pending("a", "api", 2, seq=12, first=NOW - 50),
             _pending("a", "logins", 1, seq=14, first=NOW - 50),
@@ -108,19 +110,19 @@ def test_one_step_per_account_up_to_its_highest_seq_with_the_meters_keys() -> No
 def test_an_account_without_a_customer_waits_with_a_notice() -> None:
     rows = (_pending("off", "api", 4, seq=5, first=NOW - 50),)
     offline = {"acc_off": _account("off", customer=None, offline=True)}
-    plan = meters_plan(MetersDesired(meters=METERS), _observed(*rows, accounts=offline), _context())
+    plan = meters_plan(MetersDesired(), _observed(*rows, accounts=offline), _context())
     assert plan.steps == ()
     waits = {n.key: n.message for n in plan.notices}
     assert "4 meter event(s) of an offline account" in waits[f"{METER_KEY_PREFIX}/off"]
     assert plan.info == ("meter outbox: 4 meter event(s) unsent, the oldest 30s old",)
     pending = {"acc_off": _account("off", customer=None)}
-    plan = meters_plan(MetersDesired(meters=METERS), _observed(*rows, accounts=pending), _context())
+    plan = meters_plan(MetersDesired(), _observed(*rows, accounts=pending), _context())
     assert "without a Stripe customer yet" in plan.notices[0].message
 
 
 def test_an_event_no_meter_of_the_catalog_has_waits() -> None:
     plan = meters_plan(
-        MetersDesired(meters=METERS),
+        MetersDesired(),
         _observed(
             _pending("a", "gone", 2, seq=3, first=NOW - 50),
             _pending("a", "api", 1, seq=4, first=NOW - 50),
@@ -132,7 +134,7 @@ def test_an_event_no_meter_of_the_catalog_has_waits() -> None:
     assert step.params["events"] == 1
     assert "(gone)" in plan.notices[0].message
     only_unknown = meters_plan(
-        MetersDesired(meters=METERS),
+        MetersDesired(),
         _observed(_pending("a", "gone", 2, seq=3, first=NOW - 50)),
         _context(),
     )
@@ -140,7 +142,7 @@ def test_an_event_no_meter_of_the_catalog_has_waits() -> None:
 
 
 def test_aggregation_sends_sum_meters_only_once_a_window_is_closed() -> None:
-    desired = MetersDesired(meters=METERS, aggregate=True, flush_window=60)
+    desired = MetersDesired(aggregate=True, flush_window=60)
     window = NOW // 60 * 60
     cutoff = closed_before(NOW, 60)
     assert cutoff == (NOW - GRACE_SECONDS) // 60 * 60
@@ -173,6 +175,7 @@ def test_aggregation_sends_sum_meters_only_once_a_window_is_closed() -> None:
         MetersObserved(
             aggregates=(PendingAggregates("acc_a", "a", 3, NOW - 10),),
             accounts={"acc_a": _account("a")},
+            meters=METERS,
         ),
         _context(),
     )
@@ -182,7 +185,7 @@ def test_aggregation_sends_sum_meters_only_once_a_window_is_closed() -> None:
 
 def test_refused_events_are_warned_about() -> None:
     plan = meters_plan(
-        MetersDesired(meters=METERS),
+        MetersDesired(),
         MetersObserved(refused=(RefusedMeterEvents("acc_a", "a", 2, "too old (param=timestamp)"),)),
         _context(),
     )
@@ -191,6 +194,51 @@ def test_refused_events_are_warned_about() -> None:
         "(last: too old (param=timestamp))",
     )
     assert plan.steps == ()
+
+
+def test_the_meters_sent_are_the_observed_applied_catalogs_not_desireds() -> None:
+    """Tester T2 G5: the usage API accepts an event by the applied catalog; the sender takes
+    its meters from the same place (the part observes them), so what was accepted is sent."""
+    context = _context()
+    desired = MeterPart().desired(context.state, context)  # desired/ has no meters at all
+    plan = meters_plan(
+        desired,
+        _observed(_pending("a", "logins", 2, seq=3, first=NOW - 50), meters={"logins": COUNT}),
+        context,
+    )
+    (step,) = plan.steps
+    assert step.params["meters"] == {
+        "logins": {"customer_key": "stripe_customer_id", "value_key": "value"}
+    }
+    gone = meters_plan(
+        desired,
+        _observed(_pending("a", "logins", 2, seq=3, first=NOW - 50), meters={"api": SUM}),
+        context,
+    )
+    assert gone.steps == ()
+    (notice,) = gone.notices
+    assert "no meter of the applied catalog has (logins)" in notice.message
+
+
+def test_events_that_keep_failing_are_warned_about_without_secrets() -> None:
+    """Tester T2 G4: a pending event whose send failed again and again (5xx, timeout) was
+    invisible; each account's are a warning naming the attempts and the last error."""
+    failing = FailingMeterEvents("acc_a", "a", 1, 7, "Stripe is down\n (status=503)")
+    plan = meters_plan(
+        MetersDesired(),
+        _observed(_pending("a", "api", 2, seq=3, first=NOW - 50), failing=(failing,)),
+        _context(),
+    )
+    assert plan.warnings == (
+        "1 meter event(s) of org a keep failing (attempts 7, last error: Stripe is down "
+        "(status=503)); retried each pass under the same identifier, they hold back the org's "
+        "later meter events",
+    )
+    assert len(plan.steps) == 1  # still retried
+    assert "meter events failing: 1" in plan.facts
+    long = FailingMeterEvents("acc_a", "a", 1, 3, "x" * 5000)
+    (warning,) = meters_plan(MetersDesired(), _observed(failing=(long,)), _context()).warnings
+    assert len(warning) < 500
 
 
 def test_identifiers_and_keys_are_derived_and_fit_stripe() -> None:
