@@ -23,9 +23,12 @@ executor (`effects.credit_meters`) claims, sends and marks the rows one by one.
 - A pending event whose send keeps failing with an unknown outcome (5xx, timeout: its
   `attempts` and `last_error`) for `FAILING_ATTEMPTS` passes is a plan warning per account
   naming the attempts and the (secret-free) last error, and a status fact. It holds back
-  its account's later events (the sender goes in order, so a `last` meter's final value is
-  the final usage's): a failure of unknown outcome is Stripe's or the network's, not the
-  event's, and the event is retried under the same identifier and key each pass.
+  its account's later events, on purpose: the sender goes in seq order because a `last`
+  meter bills the period's final event (Stripe: "the final meter event received"; the
+  emulator: the latest timestamp, ties by arrival), so skipping ahead could bill a `last`
+  meter an earlier usage's value; and a failure
+  of unknown outcome is Stripe's or the network's, not the event's (it is retried under the
+  same identifier and key each pass).
 - Rows Stripe refused for good (an event older than 35 days) are kept, marked refused, and
   reported as a plan warning; they are never silently dropped.
 - The plan states the outbox's depth and the oldest unsent event's age (an informational
