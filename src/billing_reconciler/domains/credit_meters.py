@@ -311,9 +311,14 @@ def meters_plan(desired: MetersDesired, observed: MetersObserved, context: PlanC
 
 
 def _org_of(observed: MetersObserved) -> Any:
-    def org(account_id: str) -> tuple[str, str]:
+    """Accounts in org order, those with events that keep failing last: a failure of
+    unknown outcome stops the apply's later steps (the applier's rule: Stripe is likely
+    down), so a customer whose head event fails every pass must not starve the others."""
+    failing = {f.account_id for f in observed.failing}
+
+    def org(account_id: str) -> tuple[bool, str, str]:
         account = observed.accounts.get(account_id)
-        return (account.org_id if account else "", account_id)
+        return (account_id in failing, account.org_id if account else "", account_id)
 
     return org
 

@@ -236,6 +236,19 @@ def test_events_that_keep_failing_are_warned_about_without_secrets() -> None:
     )
     assert len(plan.steps) == 1  # still retried
     assert "meter events failing: 1" in plan.facts
+    # Its step goes last: a failure of unknown outcome stops the apply's later steps, so it
+    # must not starve the accounts after it in org order.
+    ordered = meters_plan(
+        MetersDesired(),
+        _observed(
+            _pending("a", "api", 2, seq=3, first=NOW - 50),
+            _pending("b", "api", 2, seq=5, first=NOW - 50),
+            _pending("c", "api", 2, seq=7, first=NOW - 50),
+            failing=(failing,),
+        ),
+        _context(),
+    )
+    assert [s.key.rsplit("/", 1)[1] for s in ordered.steps] == ["b", "c", "a"]
     long = FailingMeterEvents("acc_a", "a", 1, 3, "x" * 5000)
     (warning,) = meters_plan(MetersDesired(), _observed(failing=(long,)), _context()).warnings
     assert len(warning) < 500
