@@ -42,16 +42,39 @@ its executor claims the window's row first and resumes from it after a crash.
 
 Credit back: a paid overdraft invoice credits its line's quantity to the account once
 (`system.overdraft`, ledger id `overdraft:<invoice_id>:<line_id>`): a step
-`overdraft_credit/<org>/<end>`, store only. Paid invoices are learned without a call per
+`overdraft_credit/<org>/<end>`, store only. Invoice statuses are learned without a call per
 customer: one paginated list of the invoices created since the oldest unpaid window's
 invoice day, and only while some window awaits payment, at most every
 `refresh_interval.invoice` seconds in a whole pass (a targeted pass, as `invoice.paid` asks
 for, always looks); the rows checked are stamped by a bookkeeping restore.
+
+Void and uncollectible: an invoice voided in Stripe is recorded `void` (a step
+`overdraft_status/<org>/<end>`, store only) and no longer awaits payment. Void means the
+operator forgave the window: nothing is credited back, and its deficit is not billed again
+(the window counts as invoiced, so the next one starts at its end). An invoice marked
+uncollectible is recorded `uncollectible` and may still be paid (Stripe takes it): a whole
+pass no longer watches it (its list would reach further back every month), a targeted pass
+of its org (`invoice.paid`) does, and paying it credits it back as any paid one.
+
+Stripe is the inventory (DESIGN §4, §14): the store alone no longer decides that a window
+was not invoiced. When some account is due for the window (and an invoice could be made),
+the same paginated list, from the oldest end of the due accounts' last evaluated windows
+(else their creation), names the overdraft invoices of ours (`br_key`, this installation)
+of the windows the store has not evaluated. A lost store (a new empty one with the accounts
+re-onboarded, or one restored from an older copy) therefore: rebuilds the row of each such
+window whose invoice is finalized (a restore `overdraft_restore/<org>/<end>`, reason
+`store_lost`, nothing sent), and invoices the due window only when Stripe has no finalized
+invoice for it; takes the window start from the latest of them (the deficit is then read
+again from it); finishes a draft of the due window instead of making another; and credits a
+rebuilt paid one back in the restore's transaction, once (the ledger id, derived from the
+line, is not written when the ledger has it) and at most the debt the store's ledger holds
+for that window (0 in a new empty store that never had the window's usage: no windfall).
 """
 
 from __future__ import annotations
 
 import calendar
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -75,6 +98,10 @@ WINDOW_STEP: Final = "overdraft_window"
 CREDIT_STEP: Final = "overdraft_credit"
 #: Stamp the windows whose invoices were just looked at (a bookkeeping restore).
 CHECKED_STEP: Final = "overdraft_checked"
+#: Record an invoice voided or marked uncollectible in Stripe (store only).
+STATUS_STEP: Final = "overdraft_status"
+#: Rebuild a window the store lacks from its invoice in Stripe (a lost store; a restore).
+RESTORE_STEP: Final = "overdraft_restore"
 #: The ledger source of the credits a paid overdraft invoice gives back.
 SOURCE: Final = "system.overdraft"
 #: `br_key` prefix of overdraft invoices.
@@ -84,6 +111,8 @@ DESCRIPTION: Final = "Credit overdraft"
 FINALIZED: Final = frozenset({"open", "paid", "void", "uncollectible"})
 #: How far before a window's invoice day its invoice is looked for (clock skew, test clocks).
 LIST_MARGIN_SECONDS: Final = 2 * 86_400
+#: Which of several invoices of one window (made by an older version) stands for it.
+_STANDING: Final = ("paid", "open", "uncollectible", "void")
 
 __all__ = [
     "BR_KEY_PREFIX",
@@ -93,15 +122,19 @@ __all__ = [
     "FINALIZED",
     "INVOICE_STEP",
     "PART",
+    "RESTORE_STEP",
     "SOURCE",
+    "STATUS_STEP",
     "WINDOW_STEP",
     "Candidate",
+    "FoundWindow",
     "OverdraftDesired",
     "OverdraftObserved",
     "OverdraftPart",
     "OverdraftPrice",
     "OverdraftReader",
     "PaidLine",
+    "RemoteInvoice",
     "StoredWindow",
     "clamped_day",
     "credit_id",
@@ -227,6 +260,41 @@ class Candidate:
     due_in_days: int
     window_start: int
     deficit: int
+    evaluated_until: int | None = None
+    """The end of the account's latest evaluated window, None when none was: Stripe is
+    asked about the windows after it (the store may have lost them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteInvoice:
+    """An overdraft invoice of ours (this installation) as Stripe lists it."""
+
+    invoice_id: str
+    status: str
+    org_id: str
+    window_end: int
+    """From its `br_key` (`invoice/overdraft/<org_id>/<window_end>`)."""
+    window_start: int | None
+    """Its line's period start (the window's start when it was made)."""
+    line_id: str | None
+    quantity: int
+    unit_amount: int
+    currency: str
+    created: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FoundWindow:
+    """A window the store has no row for whose invoice Stripe shows (a lost store, or one
+    restored from an older copy): it was invoiced, its row is rebuilt, nothing is sent."""
+
+    account_id: str
+    org_id: str
+    window_start: int
+    invoice: RemoteInvoice
+    credits: int = 0
+    """A paid one's credit back: its quantity, at most the debt this store's ledger holds
+    for the window (0: the ledger never had it, as in a new empty store)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +336,13 @@ class OverdraftObserved:
     """Whether Stripe was asked about the windows awaiting payment in this pass."""
     paid: Mapping[str, PaidLine] = field(default_factory=dict)
     product_id: str | None = None
+    statuses: Mapping[str, str] = field(default_factory=dict)
+    """Invoice id -> status in Stripe, of the invoices looked at (`checked`)."""
+    found: tuple[FoundWindow, ...] = ()
+    """Windows the store lacks whose invoices Stripe shows (rebuilt, never invoiced again)."""
+    resume: Mapping[str, str] = field(default_factory=dict)
+    """Account id -> the draft Stripe shows for the due window the store lacks (finished,
+    not made again)."""
 
 
 class OverdraftReader(Protocol):
@@ -281,7 +356,11 @@ class OverdraftReader(Protocol):
 
     def awaiting_payment(self, org_ids: frozenset[str] | None) -> Sequence[StoredWindow]: ...
 
-    def paid_lines(self, *, created_since: int, installation_id: str) -> Mapping[str, PaidLine]: ...
+    def overdraft_invoices(
+        self, *, created_since: int, installation_id: str
+    ) -> Sequence[RemoteInvoice]: ...
+
+    def deficit_between(self, account_id: str, start: int, end: int) -> int: ...
 
     def product_id(self, product: str, *, installation_id: str) -> str | None: ...
 
@@ -372,7 +451,9 @@ class OverdraftPart:
     """See the module docstring."""
 
     name: Final = PART
-    kinds: Final = frozenset({INVOICE_STEP, WINDOW_STEP, CREDIT_STEP, CHECKED_STEP})
+    kinds: Final = frozenset(
+        {INVOICE_STEP, WINDOW_STEP, CREDIT_STEP, CHECKED_STEP, STATUS_STEP, RESTORE_STEP}
+    )
     event_routes: Final[tuple[EventRoute, ...]] = OVERDRAFT_ROUTES
 
     def refresh_seconds(self, state: DesiredState) -> int:
@@ -398,15 +479,46 @@ class OverdraftPart:
             candidates = reader.candidates(window_end=end, org_ids=orgs)
             product_id = reader.product_id(desired.product, installation_id=context.installation_id)
         unfinished = tuple(reader.unfinished(orgs))
-        awaiting = tuple(reader.awaiting_payment(orgs))
+        awaiting = tuple(
+            w
+            for w in reader.awaiting_payment(orgs)
+            # A whole pass watches the open invoices; an uncollectible one (Stripe still takes
+            # its payment) is looked at by a targeted pass of its org (its `invoice.paid`).
+            if orgs is not None or w.invoice_status == "open"
+        )
         checked = bool(awaiting) and (
             orgs is not None
             or context.now - min(w.checked_at for w in awaiting) >= desired.invoice_interval
         )
-        paid: Mapping[str, PaidLine] = {}
+        price = desired.price
+        invoicing = bool(candidates) and (
+            price is not None and price.unit_amount > 0 and product_id is not None
+        )
+        # One list serves both: the statuses of the invoices awaiting payment, and the
+        # invoices of the windows after each candidate's last evaluated one (a lost store).
+        since: list[int] = []
         if checked:
-            since = min(_listed_since(w, desired) for w in awaiting)
-            paid = reader.paid_lines(created_since=since, installation_id=context.installation_id)
+            since.append(min(_listed_since(w, desired) for w in awaiting))
+        if invoicing:
+            since.append(min(_known_since(c, desired) for c in candidates))
+        listed: Sequence[RemoteInvoice] = ()
+        if since:
+            listed = reader.overdraft_invoices(
+                created_since=min(since), installation_id=context.installation_id
+            )
+        paid: Mapping[str, PaidLine] = {}
+        statuses: Mapping[str, str] = {}
+        if checked:
+            statuses = {i.invoice_id: i.status for i in listed}
+            paid = {
+                i.invoice_id: PaidLine(i.invoice_id, i.line_id, i.quantity)
+                for i in listed
+                if i.status == "paid" and i.line_id
+            }
+        found: tuple[FoundWindow, ...] = ()
+        resume: Mapping[str, str] = {}
+        if invoicing:
+            candidates, found, resume = _with_stripe(reader, candidates, listed, end)
         return OverdraftObserved(
             window_end=end,
             invoice_day=invoice_day,
@@ -416,6 +528,9 @@ class OverdraftPart:
             checked=checked,
             paid=paid,
             product_id=product_id,
+            statuses=statuses,
+            found=found,
+            resume=resume,
         )
 
     def plan(
@@ -437,6 +552,93 @@ def _listed_since(window: StoredWindow, desired: OverdraftDesired) -> int:
     moment = datetime.fromtimestamp(window.window_end, UTC)
     year, month = _shift(moment.year, moment.month, -desired.range_shift)
     return invoice_day_of(year, month, desired.invoice_day) - LIST_MARGIN_SECONDS
+
+
+def _known_since(candidate: Candidate, desired: OverdraftDesired) -> int:
+    """The earliest an invoice of a window after the candidate's last evaluated one (else its
+    creation) can have been made: an invoice of window end E is made on or after E's
+    invoice day, E shifted back by the range shift (later than E for a shift <= 0)."""
+    lower = _lower(candidate)
+    ahead = max(desired.range_shift, 0) * 31 * 86_400
+    return lower - ahead - LIST_MARGIN_SECONDS
+
+
+def _lower(candidate: Candidate) -> int:
+    if candidate.evaluated_until is not None:
+        return candidate.evaluated_until
+    return candidate.window_start
+
+
+def _standing(invoices: Sequence[RemoteInvoice]) -> RemoteInvoice | None:
+    """The invoice standing for a window: a finalized one (paid first, then open,
+    uncollectible, void), the oldest of a status; else None (drafts only)."""
+    finalized = [i for i in invoices if i.status in _STANDING]
+    if not finalized:
+        return None
+    return min(finalized, key=lambda i: (_STANDING.index(i.status), i.created, i.invoice_id))
+
+
+def _with_stripe(
+    reader: OverdraftReader,
+    candidates: Sequence[Candidate],
+    listed: Sequence[RemoteInvoice],
+    end: int,
+) -> tuple[tuple[Candidate, ...], tuple[FoundWindow, ...], Mapping[str, str]]:
+    """The candidates as Stripe's invoices tell (a lost store forgot them): a window whose
+    finalized invoice Stripe shows was invoiced, its row is rebuilt (`FoundWindow`), and a
+    candidate due for it is not invoiced again; an earlier one moves the window start to its
+    end (the deficit is then read again from the new start); a draft for the due window is
+    finished, not made again (`resume`); drafts of earlier windows were never sent and are
+    left alone (their entries count in the due window)."""
+    by_org: dict[str, list[RemoteInvoice]] = {}
+    for invoice in listed:
+        by_org.setdefault(invoice.org_id, []).append(invoice)
+    kept: list[Candidate] = []
+    found: list[FoundWindow] = []
+    resume: dict[str, str] = {}
+    for candidate in candidates:
+        lower = _lower(candidate)
+        windows: dict[int, list[RemoteInvoice]] = {}
+        for invoice in by_org.get(candidate.org_id, ()):
+            if lower < invoice.window_end <= end:
+                windows.setdefault(invoice.window_end, []).append(invoice)
+        start = candidate.window_start
+        due_found = False
+        for window_end in sorted(windows):
+            standing = _standing(windows[window_end])
+            if standing is None:
+                if window_end == end:
+                    drafts = sorted(windows[window_end], key=lambda i: (i.created, i.invoice_id))
+                    resume[candidate.account_id] = drafts[0].invoice_id
+                continue
+            window_start = standing.window_start if standing.window_start is not None else start
+            credits = 0
+            if standing.status == "paid":
+                owed = reader.deficit_between(candidate.account_id, window_start, window_end)
+                credits = min(standing.quantity, owed)
+            found.append(
+                FoundWindow(
+                    account_id=candidate.account_id,
+                    org_id=candidate.org_id,
+                    window_start=window_start,
+                    invoice=standing,
+                    credits=credits,
+                )
+            )
+            if window_end == end:
+                due_found = True
+            else:
+                start = max(start, window_end)
+        if due_found:
+            continue
+        if start != candidate.window_start:
+            candidate = dataclasses.replace(
+                candidate,
+                window_start=start,
+                deficit=reader.deficit_between(candidate.account_id, start, end),
+            )
+        kept.append(candidate)
+    return tuple(kept), tuple(found), resume
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,6 +676,7 @@ def overdraft_plan(
                 continue
             restores.append(_window_record(candidate, observed.window_end, context))
             continue
+        draft = observed.resume.get(candidate.account_id)
         window = StoredWindow(
             account_id=candidate.account_id,
             org_id=candidate.org_id,
@@ -484,8 +687,8 @@ def overdraft_plan(
             deficit=candidate.deficit,
             unit_amount=price.unit_amount,
             currency=price.currency,
-            invoice_id=None,
-            invoice_status=None,
+            invoice_id=draft,
+            invoice_status="draft" if draft else None,
             checked_at=context.now,
         )
         invoicing.append(window)
@@ -494,10 +697,14 @@ def overdraft_plan(
             notices.append(_no_product_notice(window, desired.product))
             continue
         steps.append(_invoice_step(desired, window, context, product_id=observed.product_id))
+    restores.extend(_restore_record(found, context) for found in observed.found)
     for window in observed.awaiting:
         line = observed.paid.get(window.invoice_id or "")
+        status = observed.statuses.get(window.invoice_id or "")
         if line is not None:
             steps.append(_credit_step(window, line, context))
+        elif status in ("void", "uncollectible") and status != window.invoice_status:
+            steps.append(_status_step(window, status, context))
     if observed.checked:
         restores.append(_checked_record(observed.awaiting, context))
     return PartPlan(
@@ -510,6 +717,8 @@ def overdraft_plan(
             repr(observed.candidates),
             repr(observed.unfinished),
             repr(sorted(observed.paid.items())),
+            repr(sorted(observed.statuses.items())),
+            repr(observed.found),
         ),
         facts=(
             *(
@@ -645,6 +854,78 @@ def _credit_step(window: StoredWindow, line: PaidLine, context: PlanContext) -> 
         impact=f"overdraft invoice paid: +{line.quantity:,} credit(s) to org {window.org_id}",
         idempotency_key=digest(context.key_salt, key, line.invoice_id),
         batch=0,
+    )
+
+
+def _status_step(window: StoredWindow, status: str, context: PlanContext) -> Step:
+    """An invoice voided (the operator forgave the window: no credit back, and its deficit
+    is not billed again, the next window starts at its end) or marked uncollectible in
+    Stripe (still credited back if it is paid later)."""
+    key = step_key(STATUS_STEP, window.org_id, window.window_end)
+    invoice = window.invoice_id or ""
+    if status == "void":
+        impact = (
+            f"overdraft invoice {invoice} voided in Stripe: org {window.org_id}'s "
+            f"{window.deficit:,} overdrawn credit(s) of {_date(window.window_start)} -> "
+            f"{_date(window.window_end)} are forgiven (not credited back, not billed again)"
+        )
+    else:
+        impact = (
+            f"overdraft invoice {invoice} marked uncollectible in Stripe: org "
+            f"{window.org_id} is credited back only if it is paid after all"
+        )
+    return Step(
+        action=Action.UPDATE,
+        kind=STATUS_STEP,
+        key=key,
+        reason=Reason.REMOTE_CHANGED,
+        params={
+            "account_id": window.account_id,
+            "org_id": window.org_id,
+            "window_end": _iso(window.window_end),
+            "invoice": invoice,
+            "status": status,
+        },
+        stripe_id=invoice or None,
+        impact=impact,
+        idempotency_key=digest(context.key_salt, key, invoice, status),
+        batch=0,
+    )
+
+
+def _restore_record(found: FoundWindow, context: PlanContext) -> Step:
+    """The row of a window Stripe shows invoiced and the store lacks (a restore: nothing is
+    sent to Stripe). A paid one is credited back in the same transaction, once (the ledger
+    id is the invoice line's, and the credit is at most the debt this ledger holds)."""
+    invoice = found.invoice
+    key = step_key(RESTORE_STEP, found.org_id, invoice.window_end)
+    ledger_id = credit_id(invoice.invoice_id, invoice.line_id) if invoice.line_id else None
+    return Step(
+        action=Action.CREATE,
+        kind=RESTORE_STEP,
+        key=key,
+        reason=Reason.STORE_LOST,
+        params={
+            "account_id": found.account_id,
+            "org_id": found.org_id,
+            "window_start": _iso(found.window_start),
+            "window_end": _iso(invoice.window_end),
+            "deficit": invoice.quantity,
+            "unit_amount": invoice.unit_amount,
+            "currency": invoice.currency,
+            "invoice": invoice.invoice_id,
+            "status": invoice.status,
+            "ledger_id": ledger_id,
+            "credits": found.credits if ledger_id else 0,
+        },
+        stripe_id=invoice.invoice_id,
+        impact=(
+            f"overdraft invoice {invoice.invoice_id} ({invoice.status}, "
+            f"{invoice.quantity:,} credit(s)) found in Stripe for org {found.org_id}'s window "
+            f"ending {_date(invoice.window_end)}: recorded, not invoiced again"
+            + (f"; +{found.credits:,} credit(s) back" if found.credits and ledger_id else "")
+        ),
+        idempotency_key=digest(context.key_salt, key, invoice.invoice_id),
     )
 
 

@@ -12,6 +12,13 @@ and `EXECUTORS` carries out its step kinds:
 - `overdraft_credit`: credit a paid invoice's line back (store only; the ledger id is derived
   from the invoice and line, so it is credited once whatever reruns).
 - `overdraft_checked`: stamp the windows whose invoices were just looked at.
+- `overdraft_status`: record an invoice voided or marked uncollectible in Stripe.
+- `overdraft_restore`: rebuild the row of a window a lost store forgot from its invoice in
+  Stripe (a paid one credited back once, in the same transaction).
+
+The reader lists the overdraft invoices of ours in one paginated list
+(`stripe_gateway.overdraft_invoices.overdraft_invoices`) for the statuses of the invoices
+awaiting payment and for the windows the store has not evaluated.
 """
 
 from __future__ import annotations
@@ -31,10 +38,12 @@ from billing_reconciler.domains.credit_overdraft import (
     FINALIZED,
     INVOICE_STEP,
     PART,
+    RESTORE_STEP,
+    STATUS_STEP,
     WINDOW_STEP,
     Candidate,
     OverdraftPart,
-    PaidLine,
+    RemoteInvoice,
     StoredWindow,
 )
 from billing_reconciler.model import MANAGED_BY, META_INSTALLATION, META_KEY, META_MANAGED_BY
@@ -95,6 +104,7 @@ class OverdraftIO:
                 due_in_days=d.due_in_days,
                 window_start=_epoch(d.window_start),
                 deficit=max(-d.balance, 0),
+                evaluated_until=(None if d.evaluated_until is None else _epoch(d.evaluated_until)),
             )
             for d in due
             if d.stripe_customer_id is not None  # waits for the customers domain
@@ -110,19 +120,57 @@ class OverdraftIO:
             rows = OverdraftRepository(session).awaiting_payment(org_ids)
         return [_stored(r) for r in rows]
 
-    def paid_lines(self, *, created_since: int, installation_id: str) -> Mapping[str, PaidLine]:
-        lines = invoices.paid_overdraft_lines(
+    def overdraft_invoices(
+        self, *, created_since: int, installation_id: str
+    ) -> Sequence[RemoteInvoice]:
+        listed = invoices.overdraft_invoices(
             self.gateway,
             created_since=created_since,
             installation_id=installation_id,
             br_key_prefix=BR_KEY_PREFIX,
         )
-        return {i: PaidLine(i, line.id, line.quantity) for i, line in lines.items()}
+        return [r for r in (_remote(i) for i in listed) if r is not None]
+
+    def deficit_between(self, account_id: str, start: int, end: int) -> int:
+        with self.store.session() as session:
+            balance = OverdraftRepository(session).balance_between(
+                account_id, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
+            )
+        return max(-balance, 0)
 
     def product_id(self, product: str, *, installation_id: str) -> str | None:
         with self.store.session() as session:
             entry = LastAppliedRepository(session).get(installation_id, f"product/{product}")
         return entry.stripe_id if entry is not None and entry.stripe_id else None
+
+
+def _remote(invoice: invoices.OverdraftInvoice) -> RemoteInvoice | None:
+    """The domain's view of a listed invoice of ours; None when its `br_key` names no
+    window (`invoice/overdraft/<org_id>/<window_end>`)."""
+    org_id, _, end = (invoice.br_key or "")[len(BR_KEY_PREFIX) :].rpartition("/")
+    try:
+        window_end = _epoch(_at(end))
+    except ValueError:
+        return None
+    if not org_id:
+        return None
+    line = invoice.line_of(invoice.br_key or "") or (invoice.lines[0] if invoice.lines else None)
+    quantity = line.quantity if line is not None else 0
+    unit_amount = line.unit_amount if line is not None else None
+    if unit_amount is None:
+        unit_amount = line.amount // quantity if line is not None and quantity else 0
+    return RemoteInvoice(
+        invoice_id=invoice.id,
+        status=invoice.status,
+        org_id=org_id,
+        window_end=window_end,
+        window_start=line.period[0] if line is not None and line.period else None,
+        line_id=line.id if line is not None else None,
+        quantity=quantity,
+        unit_amount=unit_amount,
+        currency=invoice.currency,
+        created=invoice.created,
+    )
 
 
 def open_reader(gateway: StripeGateway, store: Store) -> OverdraftIO:
@@ -195,8 +243,9 @@ class InvoiceExecutor(_Scoped):
     def _draft(
         self, gateway: StripeGateway, p: Mapping[str, Any], row: WindowRow, *, resumed: bool
     ) -> invoices.OverdraftInvoice:
-        if row.invoice_id:
-            return invoices.retrieve(gateway, row.invoice_id)
+        if row.invoice_id or p.get("invoice_id"):
+            # The row's, or the draft Stripe showed for the window a lost store forgot.
+            return invoices.retrieve(gateway, row.invoice_id or p["invoice_id"])
         if resumed:
             found = invoices.find_by_key(
                 gateway,
@@ -292,6 +341,47 @@ class CreditExecutor(_Scoped):
         )
 
 
+class StatusExecutor(_Scoped):
+    """Records an invoice voided or marked uncollectible in Stripe."""
+
+    def send(
+        self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
+    ) -> WriteResult | None:
+        del gateway, step, ids
+        return None
+
+    def record(self, session: Session, done: Done) -> None:
+        p = done.step.params
+        OverdraftRepository(session).set_status(
+            account_id=p["account_id"], window_end=_at(p["window_end"]), status=p["status"]
+        )
+
+
+class RestoreExecutor(_Scoped):
+    """Rebuilds a window's row from its invoice in Stripe (a lost store)."""
+
+    def send(
+        self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
+    ) -> WriteResult | None:
+        del gateway, step, ids
+        return None
+
+    def record(self, session: Session, done: Done) -> None:
+        p = done.step.params
+        OverdraftRepository(session).rebuild(
+            account_id=p["account_id"],
+            org_id=p["org_id"],
+            window_start=_at(p["window_start"]),
+            window_end=_at(p["window_end"]),
+            deficit=int(p["deficit"]),
+            unit_amount=int(p["unit_amount"]),
+            currency=p["currency"],
+            invoice_id=p["invoice"],
+            status=p["status"],
+            credit=(p["ledger_id"], int(p["credits"])) if p["ledger_id"] else None,
+        )
+
+
 class CheckedExecutor:
     """Stamps the windows whose invoices were just looked at."""
 
@@ -314,4 +404,6 @@ EXECUTORS: Mapping[str, StepExecutor] = {
     WINDOW_STEP: WindowExecutor(),
     CREDIT_STEP: CreditExecutor(),
     CHECKED_STEP: CheckedExecutor(),
+    STATUS_STEP: StatusExecutor(),
+    RESTORE_STEP: RestoreExecutor(),
 }

@@ -4,14 +4,16 @@ A row is written when its window is evaluated: deficit 0 when nothing was owed, 
 window is claimed (`claim`: INSERT ... ON CONFLICT DO NOTHING on the primary key) before its
 invoice is made, then names the invoice (`set_invoice`) and its last known status. A paid
 invoice is credited back once (`credit_back`: the ledger credit, whose id is derived from the
-invoice line, and the row's `credited` flag in one transaction).
+invoice line, and the row's `credited` flag in one transaction). `set_status` records a
+void or uncollectible invoice; `rebuild` writes the row of a window a lost store forgot, as
+its invoice in Stripe says (a paid one credited back unless the ledger has its id).
 
 The reads are what the overdraft part observes each pass, each one query: the accounts due
 for a window (online, active, `credit_min` < 0 or a negative balance, created before the
 window's end, no row for it) with their window start (the end of their last window that
-owed something, else their creation) and the balance of their entries in [start, end)
-without `system.overdraft` credits; the rows with an unfinished invoice; the rows awaiting
-payment.
+owed something, else their creation), the end of their latest evaluated window and the
+balance of their entries in [start, end) without `system.overdraft` credits; the rows with
+an unfinished invoice; the rows awaiting payment (open or uncollectible).
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ _SIGNED: Final = case(
 
 #: Statuses of a finalized invoice (Stripe sends it; nothing left to make).
 FINALIZED: Final = ("open", "paid", "void", "uncollectible")
+#: Statuses of an invoice that may still be paid.
+AWAITING: Final = ("open", "uncollectible")
 
-__all__ = ["FINALIZED", "DueAccount", "OverdraftRepository", "WindowRow"]
+__all__ = ["AWAITING", "FINALIZED", "DueAccount", "OverdraftRepository", "WindowRow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,10 @@ class DueAccount:
     window_start: datetime
     balance: int
     """The sum of the window's entries (credits positive), `system.overdraft` left out."""
+    evaluated_until: datetime | None = None
+    """The end of the account's latest evaluated window (any deficit), None when none was:
+    the store knows every window up to it; Stripe may show invoices of later ones (a lost
+    or older store)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +146,11 @@ class OverdraftRepository:
             )
             .scalar_subquery()
         )
+        known = (
+            select(func.max(_windows.c.window_end))
+            .where(_windows.c.account_id == _accounts.c.id, _windows.c.window_end < end)
+            .scalar_subquery()
+        )
         evaluated = (
             select(_windows.c.account_id)
             .where(_windows.c.account_id == _accounts.c.id, _windows.c.window_end == end)
@@ -156,6 +169,7 @@ class OverdraftRepository:
             _accounts.c.stripe_customer_id,
             _accounts.c.due_in_days,
             func.coalesce(invoiced, _accounts.c.created_at).label("window_start"),
+            known.label("evaluated_until"),
         ).where(
             _accounts.c.state == "active",
             _accounts.c.offline.is_(False),
@@ -189,6 +203,7 @@ class OverdraftRepository:
                 due_in_days=int(r.due_in_days),
                 window_start=as_utc(r.window_start),
                 balance=int(r.balance),
+                evaluated_until=(None if r.evaluated_until is None else as_utc(r.evaluated_until)),
             )
             for r in self._session.execute(query)
         ]
@@ -227,10 +242,11 @@ class OverdraftRepository:
         )
 
     def awaiting_payment(self, org_ids: frozenset[str] | None) -> list[WindowRow]:
-        """Windows whose invoice is open and not credited back yet."""
+        """Windows whose invoice is open or uncollectible (Stripe still takes a payment of
+        it) and not credited back yet."""
         return self._rows(
             _windows.c.deficit > 0,
-            _windows.c.invoice_status == "open",
+            _windows.c.invoice_status.in_(AWAITING),
             _windows.c.credited.is_(False),
             org_ids=org_ids,
         )
@@ -298,6 +314,71 @@ class OverdraftRepository:
             )
             .values(invoice_id=invoice_id, invoice_status=status, updated_at=self._clock())
         )
+
+    def set_status(self, *, account_id: str, window_end: datetime, status: str) -> None:
+        """The invoice's status as Stripe now shows it (void, uncollectible, open again)."""
+        self._session.execute(
+            update(_windows)
+            .where(
+                _windows.c.account_id == account_id,
+                _windows.c.window_end == as_utc(window_end),
+                _windows.c.credited.is_(False),
+            )
+            .values(invoice_status=status, updated_at=self._clock())
+        )
+
+    def rebuild(
+        self,
+        *,
+        account_id: str,
+        org_id: str,
+        window_start: datetime,
+        window_end: datetime,
+        deficit: int,
+        unit_amount: int,
+        currency: str,
+        invoice_id: str,
+        status: str,
+        credit: tuple[str, int] | None,
+    ) -> bool:
+        """A window the store lacks whose invoice Stripe shows (a lost or older store): its
+        row as that invoice says, once (True when this call wrote it). A paid one is marked
+        credited; `credit` (ledger id, credits), when given, is credited back in the same
+        transaction unless the ledger has that id already (the ledger id is derived from the
+        invoice line: never twice)."""
+        if not self.claim(
+            account_id=account_id,
+            org_id=org_id,
+            window_start=window_start,
+            window_end=window_end,
+            deficit=deficit,
+            unit_amount=unit_amount,
+            currency=currency,
+        ):
+            return False
+        self.set_invoice(
+            account_id=account_id, window_end=window_end, invoice_id=invoice_id, status=status
+        )
+        if status != "paid":
+            return True
+        ledger = LedgerRepository(self._session, clock=self._clock)
+        if credit is not None and credit[1] > 0 and ledger.get(credit[0]) is None:
+            self.credit_back(
+                account_id=account_id,
+                window_end=window_end,
+                ledger_id=credit[0],
+                credits=credit[1],
+                invoice_id=invoice_id,
+            )
+        self._session.execute(
+            update(_windows)
+            .where(
+                _windows.c.account_id == account_id,
+                _windows.c.window_end == as_utc(window_end),
+            )
+            .values(credited=True)
+        )
+        return True
 
     def stamp_checked(self, windows: Iterable[tuple[str, datetime]], at: datetime) -> None:
         """The windows whose invoices Stripe was just asked about (at `at`)."""

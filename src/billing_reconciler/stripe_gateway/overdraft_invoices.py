@@ -1,5 +1,5 @@
 """Overdraft invoices in Stripe (DESIGN §17): the one-off invoice that bills a window's
-overdrawn credits, and the list that tells which of them were paid.
+overdrawn credits, and the list that tells which of them exist and in which status.
 
 Each write takes the caller's idempotency key (derived from the window, so a rerun or a
 second replica replays the first answer): `create_draft` (`POST /v1/invoices`,
@@ -9,18 +9,21 @@ the unit amount, the quantity, the window as the period), `finalize` (`POST
 /v1/invoices/{id}/finalize`: Stripe then emails it). `retrieve` reads one invoice back
 (a rerun resuming a window whose invoice id the store has); `find_by_key` finds a draft a
 crash left before its id reached the store, among the customer's invoices since the window
-(one call, on that rare path only). `paid_overdraft_lines` lists the invoices created since
-a moment, paid, with pagination (ceil(N/100) calls whatever the number of customers), and
-keeps ours.
+(one call, on that rare path only). `overdraft_invoices` lists the invoices created since
+a moment, whatever their status, with pagination (ceil(N/100) calls whatever the number of
+customers), and keeps ours: what was paid, voided or marked uncollectible, and, after a lost
+store, which windows were invoiced.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
 from billing_reconciler.model import MANAGED_BY, META_INSTALLATION, META_KEY, META_MANAGED_BY
+from billing_reconciler.model_customers import META_ORG_ID
 from billing_reconciler.stripe_gateway.client import StripeGateway
 from billing_reconciler.stripe_gateway.observe import list_all
 
@@ -39,7 +42,7 @@ __all__ = [
     "create_draft",
     "finalize",
     "find_by_key",
-    "paid_overdraft_lines",
+    "overdraft_invoices",
     "retrieve",
 ]
 
@@ -49,6 +52,10 @@ class InvoiceLine:
     id: str
     quantity: int
     br_key: str | None
+    amount: int = 0
+    unit_amount: int | None = None
+    """The price's unit amount (`pricing.unit_amount_decimal`), None when not shown."""
+    period: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,9 @@ class OverdraftInvoice:
     installation_id: str | None
     lines: tuple[InvoiceLine, ...]
     created: int = 0
+    currency: str = ""
+    customer: str = ""
+    org_id: str | None = None
     request_id: str | None = None
     replayed: bool = False
 
@@ -69,9 +79,30 @@ class OverdraftInvoice:
         return next((line for line in self.lines if line.br_key == br_key), None)
 
 
+def _unit_amount(line: Mapping[str, Any]) -> int | None:
+    pricing = line.get("pricing") or {}
+    unit = pricing.get("unit_amount_decimal")
+    if unit is None:
+        unit = (line.get("price") or {}).get("unit_amount_decimal")
+    try:
+        return None if unit is None else int(Decimal(str(unit)))
+    except (ArithmeticError, ValueError):
+        return None
+
+
+def _period(line: Mapping[str, Any]) -> tuple[int, int] | None:
+    period = line.get("period") or {}
+    if period.get("start") is None or period.get("end") is None:
+        return None
+    return int(period["start"]), int(period["end"])
+
+
 def _invoice(obj: Mapping[str, Any], request_id: str | None, replayed: bool) -> OverdraftInvoice:
     metadata = obj.get("metadata") or {}
     lines = (obj.get("lines") or {}).get("data") or ()
+    customer = obj.get("customer")
+    if isinstance(customer, Mapping):
+        customer = customer.get("id")
     return OverdraftInvoice(
         id=str(obj["id"]),
         status=str(obj.get("status") or ""),
@@ -82,10 +113,16 @@ def _invoice(obj: Mapping[str, Any], request_id: str | None, replayed: bool) -> 
                 id=str(line["id"]),
                 quantity=int(line.get("quantity") or 0),
                 br_key=(line.get("metadata") or {}).get(META_KEY),
+                amount=int(line.get("amount") or 0),
+                unit_amount=_unit_amount(line),
+                period=_period(line),
             )
             for line in lines
         ),
         created=int(obj.get("created") or 0),
+        currency=str(obj.get("currency") or ""),
+        customer=str(customer or ""),
+        org_id=metadata.get(META_ORG_ID),
         request_id=request_id,
         replayed=replayed,
     )
@@ -233,19 +270,18 @@ def find_by_key(
     return None
 
 
-def paid_overdraft_lines(
+def overdraft_invoices(
     gateway: StripeGateway, *, created_since: int, installation_id: str, br_key_prefix: str
-) -> dict[str, InvoiceLine]:
-    """Paid invoices of ours (this installation, `br_key` under `br_key_prefix`) created since
-    `created_since`: the line carrying the invoice's `br_key` (else its first), by invoice."""
-    params = {"status": "paid", "created": {"gte": created_since}}
-    paid: dict[str, InvoiceLine] = {}
-    for obj in _listed(gateway, params):
+) -> list[OverdraftInvoice]:
+    """Every invoice of ours (this installation, `br_key` under `br_key_prefix`), whatever its
+    status, created since `created_since`: one paginated list of the account's invoices
+    (ceil(N/100) calls whatever the number of customers), ours kept."""
+    found: list[OverdraftInvoice] = []
+    for obj in _listed(gateway, {"created": {"gte": created_since}}):
         invoice = _invoice(obj, None, False)
         key = invoice.br_key
         if key is None or not key.startswith(br_key_prefix):
             continue
-        if invoice.installation_id != installation_id or not invoice.lines:
-            continue
-        paid[invoice.id] = invoice.line_of(key) or invoice.lines[0]
-    return paid
+        if invoice.installation_id == installation_id:
+            found.append(invoice)
+    return found
