@@ -38,6 +38,7 @@ from billing_reconciler.api.onboarding import (
 )
 from billing_reconciler.api.pending import Verdict
 from billing_reconciler.api.routing import (
+    NO_BODY,
     PREFIX,
     ApiRoute,
     OrgId,
@@ -258,6 +259,7 @@ def accounts_router(context: ApiContext) -> APIRouter:
         "/register",
         response_model=Account,
         responses={**accepted_response(), **error_responses(402, 404, 409)},
+        dependencies=[NO_BODY],
     )
     def register_account(org: OrgId) -> Account | JSONResponse:
         """Offline -> online: the customers domain creates the Stripe customer; the answer
@@ -276,13 +278,20 @@ def accounts_router(context: ApiContext) -> APIRouter:
             context, org, context.await_customer(org, "billing account registered"), record
         )
 
-    @router.post("/enable", response_model=Account, responses=error_responses(404, 409))
+    @router.post(
+        "/enable",
+        response_model=Account,
+        responses=error_responses(404, 409),
+        dependencies=[NO_BODY],
+    )
     def enable_account(org: OrgId) -> Account:
         """Re-activate the org's newest account (409 beside another active one, and 409 when
         its Stripe customer was deleted in Stripe: open a new account instead)."""
         return _set_state(context, org, "active")
 
-    @router.post("/disable", response_model=Account, responses=error_responses(404))
+    @router.post(
+        "/disable", response_model=Account, responses=error_responses(404), dependencies=[NO_BODY]
+    )
     def disable_account(org: OrgId) -> Account:
         """Disable the org's account (its balance and history stay)."""
         return _set_state(context, org, "disabled")

@@ -37,6 +37,7 @@ from billing_reconciler.api.onboarding import (
 )
 from billing_reconciler.api.routing import (
     DEFAULT_LIMIT,
+    NO_BODY,
     PREFIX,
     ApiRoute,
     Cursor,
@@ -154,7 +155,9 @@ def organizations_router(context: ApiContext) -> APIRouter:
                 return accepted(verdict, f"{PREFIX}/organizations/{org}/billing")
         return organization(record)
 
-    @router.delete("/{org}", status_code=204, responses=error_responses(404, 409))
+    @router.delete(
+        "/{org}", status_code=204, responses=error_responses(404, 409), dependencies=[NO_BODY]
+    )
     def delete_organization(
         org: OrgId,
         force: Annotated[
@@ -199,7 +202,12 @@ def organizations_router(context: ApiContext) -> APIRouter:
         response.status_code = 201 if created else 200
         return member(record)
 
-    @router.delete("/{org}/members/{user}", status_code=204, responses=error_responses(404))
+    @router.delete(
+        "/{org}/members/{user}",
+        status_code=204,
+        responses=error_responses(404),
+        dependencies=[NO_BODY],
+    )
     def delete_member(org: OrgId, user: UserId) -> Response:
         """Remove a member (204 also when it was not one: deletes are idempotent)."""
         with context.store.session() as session:

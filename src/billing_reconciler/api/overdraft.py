@@ -8,9 +8,9 @@ the scope every fleet domain shares) and waits for it (bounded by `reconcile_wai
 then answers the window's rows as the store holds them: the invoice ids that exist, and
 (`waiting`) the accounts overdrawn in the window that have no Stripe customer yet, so
 cannot be invoiced until the customers domain made it (tester T1 F15: they were silently
-absent). A
-second call, or one on another replica, finds the windows evaluated and creates nothing
-(the credits domain's one-invoice-per-window rule).
+absent). A second call, or one on another replica, finds the windows evaluated and creates
+nothing (the credits domain's one-invoice-per-window rule). It takes no body (`NO_BODY`: it
+acts on every account, and a body such as `{"org_id": ...}` would look scoped).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from billing_reconciler.api.auth import Scope, requires
 from billing_reconciler.api.context import CUSTOMER_DOMAIN, ApiContext
 from billing_reconciler.api.models import OverdraftGenerated, OverdraftWindowOut
 from billing_reconciler.api.pending import ReconcileTicket
-from billing_reconciler.api.routing import PREFIX, ApiRoute, error_responses
+from billing_reconciler.api.routing import NO_BODY, PREFIX, ApiRoute, error_responses
 from billing_reconciler.domains.credit_overdraft import due_window
 from billing_reconciler.store.overdraft import OverdraftRepository, WindowRow
 
@@ -53,11 +53,16 @@ def admin_overdraft_router(context: ApiContext) -> APIRouter:
     )
 
     @router.post(
-        "/invoices/generate", response_model=OverdraftGenerated, responses=error_responses(403)
+        "/invoices/generate",
+        response_model=OverdraftGenerated,
+        responses=error_responses(403),
+        dependencies=[NO_BODY],
     )
     def generate_overdraft_invoices() -> OverdraftGenerated:
         """Evaluate the latest due overdraft window of every account now and answer once
-        its invoices exist (their ids); twice is the same as once."""
+        its invoices exist (their ids); twice is the same as once. It takes no body: a body
+        other than `{}` (say `{"org_id": ...}`: it acts on every account) is 422, field
+        `body`."""
         customer = context.config().billing.customer
         now = int(context.clock().timestamp())
         _, end_seconds = due_window(

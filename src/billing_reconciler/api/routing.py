@@ -14,7 +14,8 @@ import re
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Annotated, Any, Final, TypeVar
 
-from fastapi import Path, Query, Request, Response
+from fastapi import Depends, Path, Query, Request, Response
+from fastapi.dependencies.utils import request_params_to_args
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import AfterValidator
@@ -176,6 +177,48 @@ async def _read_capped_body(request: Request) -> None:
         chunks.append(chunk)
     # Starlette's `Request.body()` answers from this cache (the stream is consumed).
     request._body = b"".join(chunks)
+
+
+_EMPTY_BODY: Final = re.compile(rb"[ \t\r\n]*(\{[ \t\r\n]*\})?[ \t\r\n]*")
+"""What a route without a body takes as none: nothing, JSON whitespace, or `{}`."""
+
+
+def _parameter_errors(request: Request) -> list[Any]:
+    """The route's path and query parameter errors, as FastAPI's validation would find them
+    after its dependencies ran."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return []
+    errors: list[Any] = []
+    _, found = request_params_to_args(route.dependant.path_params, request.path_params)
+    errors.extend(found)
+    _, found = request_params_to_args(route.dependant.query_params, request.query_params)
+    errors.extend(found)
+    return errors
+
+
+async def _refuse_body(request: Request) -> None:
+    body = await request.body()  # `ApiRoute` has read it (capped): the cached copy
+    if _EMPTY_BODY.fullmatch(body):
+        return
+    # Dependencies run before FastAPI validates the path and query: a bad org id in the path
+    # still answers 400 naming `org`, as it does without a body.
+    errors = _parameter_errors(request)
+    if errors:
+        raise RequestValidationError(errors)
+    raise invalid(
+        f"{request.method} {request.url.path} takes no request body: what it acts on is its "
+        "path and query alone, so a body (say an org id) would be ignored; send none, or {}",
+        field="body",
+    )
+
+
+NO_BODY: Final = Depends(_refuse_body)
+"""The dependency of a mutating route without a body (tester T1 F15): a body other than
+nothing, whitespace or `{}` is 422 `invalid_argument` field `body`, before the route does
+anything (a bad path parameter still answers first, as without a body). Such a body was
+ignored: `{"org_id": "acme"}` sent to the fleet-wide invoice route looked scoped and was
+not."""
 
 
 def _is_json(content_type: str | None) -> bool:

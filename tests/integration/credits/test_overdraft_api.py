@@ -115,3 +115,29 @@ def test_generate_lists_overdrawn_accounts_without_a_stripe_customer_as_waiting(
     assert body["waiting"] == ["late"]  # idle owes nothing: not waiting for anything
     (invoice,) = world.invoices()
     assert body["invoices"] == [invoice.id]
+
+
+def test_generate_takes_no_body(overdraft: OverdraftWorld) -> None:
+    """Tester T1 F15: any body was accepted (and the invoicing ran)."""
+    world = overdraft
+    world.set_clock(at("2027-01-01T01:00:00"))
+    world.open("acme")
+    world.debit("acme", 600, id="u-1")
+    asked: list[frozenset[str]] = []
+    client = _client(world, asked)
+    json_type = {"Content-Type": "application/json"}
+    for body, headers in (
+        ('{"x":1}', json_type),
+        ("not json", json_type),
+        ("not json", {"Content-Type": "text/plain"}),
+    ):
+        answer = client.post(GENERATE, headers={**ADMIN, **headers}, content=body)
+        assert answer.status_code == 422, (body, answer.text)
+        error = answer.json()["error"]
+        assert (error["code"], error["details"]["field"]) == ("invalid_argument", "body")
+    assert asked == []
+    assert world.invoices() == []
+    for body in ("", "{}", " {} "):
+        answer = client.post(GENERATE, headers={**ADMIN, **json_type}, content=body)
+        assert answer.status_code == 200, (body, answer.text)
+    assert len(world.invoices()) == 1
