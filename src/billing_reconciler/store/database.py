@@ -190,6 +190,7 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._statements: Engine | None = None
         writer = engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         self._sessions = sessionmaker(writer, expire_on_commit=False, autoflush=True)
 
@@ -247,6 +248,26 @@ class Store:
         with self._sessions.begin() as session:
             yield session
 
+    @contextmanager
+    def statement(self) -> Iterator[Connection]:
+        """A connection in autocommit mode, for a hot path whose whole write is one statement:
+        the statement is its own transaction (no BEGIN or COMMIT round trip). Its own small
+        pool, made on first use, in autocommit from the start (no isolation level set and
+        reset per checkout) and without the ping before each checkout: a connection found
+        dead fails its statement (nothing of it committed, SQLAlchemy drops the connection),
+        which the caller answers by taking the general path, `session()`, that pings."""
+        if self._statements is None:
+            self._statements = create_engine(
+                self._engine.url,
+                json_serializer=canonical_json,
+                isolation_level="AUTOCOMMIT",
+                pool_size=4,
+                max_overflow=8,
+                connect_args={"options": "-c timezone=UTC"},
+            )
+        with self._statements.connect() as connection:
+            yield connection
+
     def ping(self) -> bool:
         """True when the database answers (for readiness probes)."""
         try:
@@ -257,6 +278,8 @@ class Store:
         return True
 
     def close(self) -> None:
+        if self._statements is not None:
+            self._statements.dispose()
         self._engine.dispose()
 
     def __enter__(self) -> Self:

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, bindparam, case, func, insert, select, text, update
+from sqlalchemy import Connection, Table, bindparam, case, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billing_reconciler.store._common import Clock, content_hash, dialect_insert, utc_now
@@ -189,6 +190,52 @@ def usage_hash(account_id: str, usage: Usage, source: str) -> str:
     return content_hash(content)
 
 
+def _prepared(account_id: str, usages: Sequence[Usage]) -> tuple[list[str], list[str]]:
+    """A batch checked (ids distinct, amounts positive integers): its normalized sources and
+    content hashes."""
+    if not usages:
+        raise ValueError("a batch needs at least one usage")
+    ids = [usage.id for usage in usages]
+    if len(set(ids)) != len(ids):
+        raise ValueError("the ids of a batch must be distinct")
+    for usage in usages:
+        if isinstance(usage.amount, bool) or not isinstance(usage.amount, int):
+            raise ValueError(f"usage {usage.id!r}: the amount must be an integer")
+        if usage.amount <= 0:
+            raise ValueError(f"usage {usage.id!r}: the amount must be positive")
+    sources = [usage.source.strip().lower() for usage in usages]
+    digests = [
+        usage_hash(account_id, usage, source) for usage, source in zip(usages, sources, strict=True)
+    ]
+    return sources, digests
+
+
+def _batch_params(
+    usages: Sequence[Usage], sources: list[str], digests: list[str], now: datetime
+) -> dict[str, Any]:
+    """The bind parameters of a batch as columns (`unnest`ed by the PostgreSQL statements)."""
+    metered = [usage.meter for usage in usages]
+    return {
+            "ids": [usage.id for usage in usages],
+            "amounts": [usage.amount for usage in usages],
+            "sources": sources,
+            "descriptions": [usage.description for usage in usages],
+            "user_ids": [usage.user_id for usage in usages],
+            "metadata": [canonical_json(dict(usage.metadata)) for usage in usages],
+            "hashes": digests,
+            "event_names": [None if m is None else m.event_name for m in metered],
+            "event_values": [
+                None if m is None else (u.amount if m.value is None else m.value)
+                for m, u in zip(metered, usages, strict=True)
+            ],
+            "event_times": [
+                None if m is None else (now if m.timestamp is None else as_utc(m.timestamp))
+                for m in metered
+            ],
+            "now": now,
+        }
+
+
 _COLUMNS = (
     LedgerTransactionModel.id,
     LedgerTransactionModel.account_id,
@@ -301,21 +348,8 @@ class UsageRepository:
         """Record a batch of usages atomically (see the module docstring): one `Recorded` per
         usage, in order, and the balance after. The caller's transaction holds the balance
         row lock until it ends."""
-        if not usages:
-            raise ValueError("a batch needs at least one usage")
         ids = [usage.id for usage in usages]
-        if len(set(ids)) != len(ids):
-            raise ValueError("the ids of a batch must be distinct")
-        for usage in usages:
-            if isinstance(usage.amount, bool) or not isinstance(usage.amount, int):
-                raise ValueError(f"usage {usage.id!r}: the amount must be an integer")
-            if usage.amount <= 0:
-                raise ValueError(f"usage {usage.id!r}: the amount must be positive")
-        sources = [usage.source.strip().lower() for usage in usages]
-        digests = [
-            usage_hash(account_id, usage, source)
-            for usage, source in zip(usages, sources, strict=True)
-        ]
+        sources, digests = _prepared(account_id, usages)
         if self._session.get_bind().dialect.name == "postgresql":
             fast = self._record_postgresql(account_id, org_id, usages, sources, digests, credit_min)
             if fast is not None:
@@ -392,29 +426,11 @@ class UsageRepository:
         account has no balance row): the exact path decides, under the lock already held."""
         now = self._clock()
         total = sum(usage.amount for usage in usages)
-        metered = [usage.meter for usage in usages]
-        params = {
-            "ids": [usage.id for usage in usages],
-            "amounts": [usage.amount for usage in usages],
-            "sources": sources,
-            "descriptions": [usage.description for usage in usages],
-            "user_ids": [usage.user_id for usage in usages],
-            "metadata": [canonical_json(dict(usage.metadata)) for usage in usages],
-            "hashes": digests,
-            "event_names": [None if m is None else m.event_name for m in metered],
-            "event_values": [
-                None if m is None else (u.amount if m.value is None else m.value)
-                for m, u in zip(metered, usages, strict=True)
-            ],
-            "event_times": [
-                None if m is None else (now if m.timestamp is None else as_utc(m.timestamp))
-                for m in metered
-            ],
+        params = _batch_params(usages, sources, digests, now) | {
             "account_id": account_id,
             "org_id": org_id,
             "total": total,
             "credit_min": credit_min,
-            "now": now,
         }
         found = self._session.connection().execute(_PG_RECORD, params).one()
         if found.balance is None or int(found.balance) - total < credit_min:
@@ -426,19 +442,7 @@ class UsageRepository:
         recorded: list[Recorded] = []
         for usage, source, digest in zip(usages, sources, digests, strict=True):
             if usage.id in inserted:
-                row = {
-                    "id": usage.id,
-                    "account_id": account_id,
-                    "type": DEBIT,
-                    "amount": usage.amount,
-                    "source": source,
-                    "description": usage.description,
-                    "user_id": usage.user_id,
-                    "metadata": dict(usage.metadata),
-                    "created_at": now,
-                    "reverts": None,
-                }
-                recorded.append(Recorded(_new(row), True))
+                recorded.append(Recorded(_debit(usage, source, account_id, now), True))
                 continue
             previous = stored.get(usage.id)
             if previous is None:  # not reached: a conflicting id is a committed row
@@ -802,6 +806,104 @@ _PG_RECORD = text(
 )
 
 
+#: PostgreSQL: a whole batch of new usages, all or nothing, as one statement that is its own
+#: transaction (`record_in_one_statement`).
+_PG_RECORD_AT_ONCE = text(
+    """
+    WITH account AS (
+        SELECT a.id, coalesce(a.credit_min, 0) AS credit_min
+        FROM billing_accounts AS a JOIN organizations AS o ON o.org_id = a.org_id
+        WHERE a.id = :account_id AND a.org_id = :org_id AND a.state = 'active'
+            AND o.deleted_at IS NULL
+    ), locked AS (
+        SELECT b.amount FROM ledger_balances AS b JOIN account ON b.account_id = account.id
+        FOR UPDATE OF b
+    ), given AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:amounts AS bigint[]), CAST(:sources AS text[]),
+            CAST(:descriptions AS text[]), CAST(:user_ids AS text[]),
+            CAST(:metadata AS text[]), CAST(:hashes AS text[]),
+            CAST(:event_names AS text[]), CAST(:event_values AS bigint[]),
+            CAST(:event_times AS timestamptz[])
+        ) AS g(id, amount, source, description, user_id, metadata, content_hash,
+            event_name, event_value, event_time)
+    ), allowed AS (
+        SELECT given.* FROM given, locked, account
+        WHERE CAST(locked.amount AS numeric) - CAST(:total AS numeric) >= account.credit_min
+            AND NOT EXISTS (
+                SELECT 1 FROM ledger_transactions AS t WHERE t.id = ANY(CAST(:ids AS text[]))
+            )
+    ), new_transactions AS (
+        INSERT INTO ledger_transactions (id, account_id, type, amount, source, description,
+            user_id, metadata, content_hash, created_at, reverts)
+        SELECT id, :account_id, 'debit', amount, source, description, user_id,
+            CAST(metadata AS jsonb), content_hash, :now, NULL
+        FROM allowed
+        RETURNING id, amount
+    ), new_entries AS (
+        INSERT INTO ledger_entries (transaction_id, side, account_id, amount, created_at)
+        SELECT id, 'account', :account_id, -amount, :now FROM new_transactions
+        UNION ALL
+        SELECT id, 'platform', NULL, amount, :now FROM new_transactions
+    ), new_outbox AS (
+        INSERT INTO meter_outbox (id, account_id, org_id, event_name, value, event_time,
+            created_at, aggregate_id, sent_at, attempts, last_error)
+        SELECT a.id, :account_id, :org_id, a.event_name, a.event_value, a.event_time, :now,
+            NULL, NULL, 0, NULL
+        FROM allowed AS a
+        WHERE a.event_name IS NOT NULL
+    ), moved AS (
+        UPDATE ledger_balances
+        SET amount = amount - (SELECT coalesce(sum(amount), 0) FROM new_transactions),
+            updated_at = :now
+        WHERE account_id = :account_id AND EXISTS (SELECT 1 FROM new_transactions)
+        RETURNING amount
+    )
+    SELECT (SELECT amount FROM moved) AS moved_to
+    """
+)
+
+
+def record_in_one_statement(
+    connection: Connection,
+    account_id: str,
+    org_id: str,
+    usages: Sequence[Usage],
+    *,
+    clock: Clock = utc_now,
+) -> Batch | None:
+    """PostgreSQL, the usual request (every usage new, the account active, the balance
+    enough): the whole batch in one statement on an autocommit connection (`Store.
+    statement()`), which is its own transaction: one round trip, no BEGIN or COMMIT. It locks
+    the balance row, and inserts the usages, their entries and meter-outbox rows and moves
+    the balance only if `account_id` is still the org's active account (the org not
+    deleted), the balance allows the whole batch (`balance - total >= credit_min`, read
+    under the lock) and no id of the batch exists; an id committed meanwhile by another
+    writer fails the statement (a unique violation: nothing of it stays). None, with nothing
+    written, when any of that does not hold: `UsageRepository.record`, in a transaction,
+    then decides exactly (replays, conflicts, refusals), as it does for every batch on
+    SQLite."""
+    sources, digests = _prepared(account_id, usages)
+    now = clock()
+    total = sum(usage.amount for usage in usages)
+    params = _batch_params(usages, sources, digests, now) | {
+        "account_id": account_id,
+        "org_id": org_id,
+        "total": total,
+    }
+    try:
+        moved_to = connection.execute(_PG_RECORD_AT_ONCE, params).scalar()
+    except IntegrityError:
+        return None
+    if moved_to is None:
+        return None
+    recorded = [
+        Recorded(_debit(usage, source, account_id, now), True)
+        for usage, source in zip(usages, sources, strict=True)
+    ]
+    return Batch(recorded, int(moved_to))
+
+
 def usage_account(session: Session, org_id: str) -> UsageAccount | None:
     """The org's active (else newest) account in one query; None when there is no such org
     (or it is deleted)."""
@@ -812,6 +914,22 @@ def usage_account(session: Session, org_id: str) -> UsageAccount | None:
         account_id=row.id,
         state=row.state,
         credit_min=0 if row.credit_min is None else int(row.credit_min),
+    )
+
+
+def _debit(usage: Usage, source: str, account_id: str, now: datetime) -> LedgerTransaction:
+    """The transaction of a usage just inserted."""
+    return LedgerTransaction(
+        id=usage.id,
+        account_id=account_id,
+        type=DEBIT,
+        amount=usage.amount,
+        source=source,
+        description=usage.description,
+        user_id=usage.user_id,
+        metadata=dict(usage.metadata),
+        created_at=now,
+        reverts=None,
     )
 
 
