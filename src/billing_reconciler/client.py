@@ -296,6 +296,10 @@ class OverdraftGenerated(TypedDict):
     data: list[OverdraftWindow]
     waiting: list[str]
     """Orgs overdrawn in the window whose Stripe customer does not exist yet."""
+    next_window_end: str
+    """The end of the next window, not due yet (overdrawn since `window_end`: invoiced then)."""
+    next_invoice_at: str
+    """When that window falls due (its invoice day, 00:00 UTC)."""
     state: str
 
 

@@ -786,6 +786,17 @@ class OverdraftGenerated(ResponseBody):
         "not exist yet (the customers domain makes it at its next pass): not invoiced yet, "
         "their window is evaluated at a later pass."
     )
+    next_window_end: datetime = Field(
+        description="The end of the window after `window_end`, the next to fall due (at "
+        "`next_invoice_at`): what an account overdraws from `window_end` until then is "
+        "invoiced at that pass (with `credit_overdraft_invoice_range_shift` 0, all it "
+        "overdraws now). Empty lists mean nothing is owed for `window_end`, not that nothing "
+        "is owed."
+    )
+    next_invoice_at: datetime = Field(
+        description="When the next window falls due (its invoice day, 00:00 UTC): the first "
+        "pass from then on invoices it."
+    )
     state: str = Field(
         description="The reconcile's verdict: done, or pending/deferred/unavailable/failed "
         "(the windows then show what exists so far)."

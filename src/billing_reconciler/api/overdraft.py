@@ -8,9 +8,11 @@ the scope every fleet domain shares) and waits for it (bounded by `reconcile_wai
 then answers the window's rows as the store holds them: the invoice ids that exist, and
 (`waiting`) the accounts overdrawn in the window that have no Stripe customer yet, so
 cannot be invoiced until the customers domain made it (tester T1 F15: they were silently
-absent). A second call, or one on another replica, finds the windows evaluated and creates
-nothing (the credits domain's one-invoice-per-window rule). It takes no body (`NO_BODY`: it
-acts on every account, and a body such as `{"org_id": ...}` would look scoped).
+absent), and the next window's end and invoice day (an account overdrawn only in the window
+not due yet shows in no list: it is invoiced then). A second call, or one on another replica,
+finds the windows evaluated and creates nothing (the credits domain's one-invoice-per-window
+rule). It takes no body (`NO_BODY`: it acts on every account, and a body such as
+`{"org_id": ...}` would look scoped).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from billing_reconciler.api.context import CUSTOMER_DOMAIN, ApiContext
 from billing_reconciler.api.models import OverdraftGenerated, OverdraftWindowOut
 from billing_reconciler.api.pending import ReconcileTicket
 from billing_reconciler.api.routing import NO_BODY, PREFIX, ApiRoute, error_responses
-from billing_reconciler.domains.credit_overdraft import due_window
+from billing_reconciler.domains.credit_overdraft import due_window, invoice_day_of, window_end_of
 from billing_reconciler.store.overdraft import OverdraftRepository, WindowRow
 
 REASON = "api: overdraft invoices generate"
@@ -44,6 +46,17 @@ def _out(row: WindowRow) -> OverdraftWindowOut:
     )
 
 
+def next_window(invoice_day: int, *, day: int, shift: int) -> tuple[datetime, datetime]:
+    """(end, invoice day) of the window after the one due on `invoice_day`: the next one to
+    fall due, whose usage the answer's empty lists do not show yet."""
+    moment = datetime.fromtimestamp(invoice_day, UTC)
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    end = window_end_of(year, month, day=day, shift=shift)
+    return datetime.fromtimestamp(end, UTC), datetime.fromtimestamp(
+        invoice_day_of(year, month, day), UTC
+    )
+
+
 def admin_overdraft_router(context: ApiContext) -> APIRouter:
     router = APIRouter(
         prefix=f"{PREFIX}/admin/billing",
@@ -60,17 +73,17 @@ def admin_overdraft_router(context: ApiContext) -> APIRouter:
     )
     def generate_overdraft_invoices() -> OverdraftGenerated:
         """Evaluate the latest due overdraft window of every account now and answer once
-        its invoices exist (their ids); twice is the same as once. It takes no body: a body
-        other than `{}` (say `{"org_id": ...}`: it acts on every account) is 422, field
-        `body`."""
+        its invoices exist (their ids); twice is the same as once. `next_window_end` and
+        `next_invoice_at` say which window is next and when it falls due (an account
+        overdrawn only since `window_end` is invoiced then). It takes no body: a body other
+        than `{}` (say `{"org_id": ...}`: it acts on every account) is 422, field `body`."""
         customer = context.config().billing.customer
         now = int(context.clock().timestamp())
-        _, end_seconds = due_window(
-            now,
-            day=customer.credit_overdraft_invoice_day,
-            shift=customer.credit_overdraft_invoice_range_shift,
-        )
+        day = customer.credit_overdraft_invoice_day
+        shift = customer.credit_overdraft_invoice_range_shift
+        invoice_day, end_seconds = due_window(now, day=day, shift=shift)
         end = datetime.fromtimestamp(end_seconds, UTC)
+        next_end, next_invoice_day = next_window(invoice_day, day=day, shift=shift)
         with context.store.session() as session:
             repository = OverdraftRepository(session)
             orgs = {d.org_id for d in repository.due(window_end=end, org_ids=None)}
@@ -93,6 +106,8 @@ def admin_overdraft_router(context: ApiContext) -> APIRouter:
             invoices=[r.invoice_id for r in rows if r.invoice_id],
             data=[_out(r) for r in rows],
             waiting=waiting,
+            next_window_end=next_end,
+            next_invoice_at=next_invoice_day,
             state=state,
         )
 

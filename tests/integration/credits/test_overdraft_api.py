@@ -5,6 +5,7 @@ queue would, synchronously), against the emulator over HTTP."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
@@ -141,3 +142,42 @@ def test_generate_takes_no_body(overdraft: OverdraftWorld) -> None:
         answer = client.post(GENERATE, headers={**ADMIN, **json_type}, content=body)
         assert answer.status_code == 200, (body, answer.text)
     assert len(world.invoices()) == 1
+
+
+def test_generate_names_the_next_window_for_an_account_overdrawn_since_the_due_one(
+    overdraft: OverdraftWorld,
+) -> None:
+    """An account overdrawn only in the window not due yet was in no list of the answer, which
+    read as "nothing owed": the answer names the next window and when it falls due."""
+    world = overdraft
+    # Now (the ledger's clock is the wall clock): the due window ended on the 1st of this
+    # month, so the debit below falls in the next one.
+    now = int(time.time())
+    world.set_clock(now)
+    world.open("acme")
+    world.debit("acme", 600, id="u-1")
+    client = _client(world, [])
+    answer = client.post(GENERATE, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    moment = datetime.fromtimestamp(now, UTC)
+    due = datetime(moment.year, moment.month, 1, tzinfo=UTC)
+    following = datetime(moment.year + moment.month // 12, moment.month % 12 + 1, 1, tzinfo=UTC)
+    assert body["window_end"] == _iso(due)
+    assert (body["invoices"], body["waiting"]) == ([], [])
+    assert all(w["deficit"] == 0 for w in body["data"]), body["data"]
+    assert body["next_window_end"] == _iso(following)
+    assert body["next_invoice_at"] == _iso(following)
+    assert world.invoices() == []
+
+    # Once that window is due, the same call invoices it.
+    world.set_clock(int(following.timestamp()) + 3600)
+    later = client.post(GENERATE, headers=ADMIN).json()
+    assert later["window_end"] == _iso(following)
+    (invoice,) = world.invoices()
+    assert later["invoices"] == [invoice.id]
+    assert [(w["org_id"], w["deficit"]) for w in later["data"]] == [("acme", 600)]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
