@@ -695,8 +695,9 @@ class UsageIn(RequestBody):
         Field(
             description="The usage's idempotency key, its transaction's id: no '/', not only "
             "dots, not beginning with `system.`, `onboard:`, `on_start:` nor `overdraft:` "
-            f"(in any case: the engine's ids); at most {MAX_METER_IDENTIFIER} characters "
-            "with a `meter` (Stripe's meter event identifier)."
+            f"(in any case: the engine's ids); with a `meter` (it is Stripe's meter event "
+            f"identifier) at most {MAX_METER_IDENTIFIER} characters and not beginning with "
+            "`agg_` (in any case: aggregated meter events' identifiers)."
         )
     )
     amount: UsageAmount = Field(description="Credits to debit, 1..2^53.")

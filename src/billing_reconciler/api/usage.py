@@ -185,6 +185,27 @@ def _source(usage: UsageIn, index: int) -> str:
     return source
 
 
+AGGREGATE_ID_PREFIX: Final = "agg_"
+"""The identifiers of aggregated meter events begin with it (`credit_meters.
+aggregate_identifier`: `agg_<hash>_<window start>_<part>`); a usage id is the identifier of
+its own meter event, so a usage with a meter may not take it (Stripe would refuse one of the
+two as a duplicate, whichever came second), in any case."""
+
+
+def _check_meter_id(usage: UsageIn, index: int) -> None:
+    """A usage naming a meter sends its id as the event's identifier: not in the aggregates'
+    identifier space (refused before the store is read, as a reserved id is)."""
+    if usage.meter is not None and usage.id.lower().startswith(AGGREGATE_ID_PREFIX):
+        raise invalid(
+            f"usages[{index}].id: ids beginning with {AGGREGATE_ID_PREFIX!r} (in any case) are "
+            "reserved for aggregated meter events (reconcile.usage.aggregate): a usage with a "
+            "meter sends its id as its meter event's identifier, which must not equal an "
+            "aggregate's",
+            field=f"usages[{index}].id",
+            usage_id=usage.id,
+        )
+
+
 def _meter(usage: UsageIn, index: int, now: datetime, meters: frozenset[str]) -> MeterEvent | None:
     meter = usage.meter
     if meter is None:
@@ -239,6 +260,8 @@ def usage_router(context: ApiContext) -> APIRouter:
         before with the same content answers 200 and changes nothing."""
         now = context.clock()
         sources = [_source(usage, index) for index, usage in enumerate(body.usages)]
+        for index, usage in enumerate(body.usages):
+            _check_meter_id(usage, index)
         meters: frozenset[str] = frozenset()
         with context.store.session() as session:
             try:

@@ -11,6 +11,8 @@ import pytest
 
 from billing_reconciler.api.models import MAX_METER_IDENTIFIER, RESERVED_ID_PREFIXES
 from billing_reconciler.api.purchases import purchase_transaction_id
+from billing_reconciler.api.usage import AGGREGATE_ID_PREFIX
+from billing_reconciler.domains.credit_meters import aggregate_identifier
 from billing_reconciler.domains.credit_overdraft import credit_id
 from billing_reconciler.model_subscriptions import on_start_grant_id
 from billing_reconciler.store.ledger import onboard_grant_id
@@ -130,6 +132,50 @@ def test_a_metered_usage_id_over_100_characters_is_refused(api: Api, acme: str) 
     assert "identifier" in error["message"]
     # 100 characters with a meter, and 255 without one, are taken.
     response = _post(api, _usage("M" * MAX_METER_IDENTIFIER, meter=meter), _usage("N" * 255))
+    assert response.status_code == 201, response.text
+
+
+# --- a metered usage's id is not an aggregated meter event's identifier (`agg_...`) --------
+
+
+@pytest.mark.parametrize(
+    "usage_id",
+    [
+        aggregate_identifier("acme", "api_calls", 1_800_000_000, 0),
+        "agg_x",
+        "AGG_x",
+        "Agg_",
+    ],
+)
+def test_a_metered_usage_id_in_the_aggregates_identifier_space_is_refused(
+    api: Api, acme: str, usage_id: str
+) -> None:
+    _grant(api, 100)
+    _meter(api)
+    meter = {"event_name": "api_calls"}
+    error = refused(
+        api,
+        "POST",
+        USAGES,
+        json={"usages": [_usage("ok", meter=meter), _usage(usage_id, meter=meter)]},
+        status=422,
+        code="invalid_argument",
+        field="usages[1].id",
+    )
+    assert error["details"]["usage_id"] == usage_id
+    assert "reserved for aggregated meter events" in error["message"]
+    assert AGGREGATE_ID_PREFIX in error["message"]
+
+
+def test_agg_ids_without_a_meter_and_ids_merely_containing_agg_are_taken(
+    api: Api, acme: str
+) -> None:
+    _grant(api, 100)
+    _meter(api)
+    meter = {"event_name": "api_calls"}
+    response = _post(
+        api, _usage("agg_plain"), _usage("x-agg_1", meter=meter), _usage("agg1", meter=meter)
+    )
     assert response.status_code == 201, response.text
 
 
