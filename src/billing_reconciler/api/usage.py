@@ -53,11 +53,13 @@ from billing_reconciler.store import (
     NotFoundError,
 )
 from billing_reconciler.store.usage import (
+    Batch,
     MeterEvent,
     OverRevertError,
     Usage,
     UsageRepository,
     applied_meters,
+    record_in_one_statement,
     usage_account,
 )
 
@@ -174,6 +176,24 @@ def _replayed(
     )
 
 
+def _usages(
+    given: Sequence[UsageIn], sources: Sequence[str], now: datetime, meters: frozenset[str]
+) -> list[Usage]:
+    """The request's usages for the store (a meter checked against `meters`)."""
+    return [
+        Usage(
+            id=usage.id,
+            amount=usage.amount,
+            source=source,
+            description=usage.description,
+            user_id=usage.user_id,
+            metadata=dict(usage.metadata or {}),
+            meter=_meter(usage, index, now, meters),
+        )
+        for index, (usage, source) in enumerate(zip(given, sources, strict=True))
+    ]
+
+
 def _source(usage: UsageIn, index: int) -> str:
     source = (usage.source or DEFAULT_SOURCE).lower()
     if source.startswith(RESERVED_SOURCE_PREFIX):
@@ -249,6 +269,10 @@ def usage_router(context: ApiContext) -> APIRouter:
         dependencies=[Depends(requires(context.tokens, Scope.APP))],
     )
 
+    # The org's active account as its last usage request found it (org -> account id): the
+    # fast path writes to it only if it is still the org's active account.
+    accounts: dict[str, str] = {}
+
     @router.post(
         "/usages",
         status_code=201,
@@ -262,7 +286,11 @@ def usage_router(context: ApiContext) -> APIRouter:
         sources = [_source(usage, index) for index, usage in enumerate(body.usages)]
         for index, usage in enumerate(body.usages):
             _check_meter_id(usage, index)
+        metered = any(usage.meter is not None for usage in body.usages)
         meters: frozenset[str] = frozenset()
+        batch = _record_at_once(org, body.usages, sources, now, metered)
+        if batch is not None:
+            return _answer(org, batch, metered, response)
         with context.store.session() as session:
             try:
                 account_id, credit_min = _usage_account(session, org)
@@ -272,20 +300,9 @@ def usage_router(context: ApiContext) -> APIRouter:
                     raise
                 response.status_code = 200
                 return replayed
-            if any(usage.meter is not None for usage in body.usages):
+            if metered:
                 meters = applied_meters(session, context.installation_id())
-            usages = [
-                Usage(
-                    id=usage.id,
-                    amount=usage.amount,
-                    source=source,
-                    description=usage.description,
-                    user_id=usage.user_id,
-                    metadata=dict(usage.metadata or {}),
-                    meter=_meter(usage, index, now, meters),
-                )
-                for index, (usage, source) in enumerate(zip(body.usages, sources, strict=True))
-            ]
+            usages = _usages(body.usages, sources, now, meters)
             repository = UsageRepository(session, clock=context.clock)
             try:
                 batch = repository.record(account_id, org, usages, credit_min=credit_min)
@@ -317,9 +334,36 @@ def usage_router(context: ApiContext) -> APIRouter:
                     f"usage id {error.id!r} {reason}; nothing was recorded",
                     {"usage_id": error.id, "id": error.id, "org_id": org},
                 ) from None
+        accounts[org] = account_id
+        return _answer(org, batch, metered, response)
+
+    def _record_at_once(
+        org: str, given: Sequence[UsageIn], sources: list[str], now: datetime, metered: bool
+    ) -> Batch | None:
+        """PostgreSQL's fast path (`store.usage.record_in_one_statement`): a batch for the
+        account the org's last request found, all of it new, written by one statement with no
+        transaction round trips. None when that does not apply, or does not hold now (nothing
+        written): the general path below answers, with its exact errors and replays, in the
+        order it checks them."""
+        account_id = accounts.get(org)
+        if account_id is None or context.store.backend != "postgresql":
+            return None
+        try:
+            meters: frozenset[str] = frozenset()
+            if metered:
+                with context.store.session() as session:
+                    meters = applied_meters(session, context.installation_id())
+            usages = _usages(given, sources, now, meters)
+        except ApiError:
+            return None  # the general path says it (after the account's own answers)
+        with context.store.statement() as connection:
+            return record_in_one_statement(connection, account_id, org, usages, clock=context.clock)
+
+    def _answer(org: str, batch: Batch, metered: bool, response: Response) -> UsagesRecorded:
         recorded = batch.recorded
         created = [r.transaction.id for r in recorded if r.created]
-        if any(r.created and u.meter is not None for r, u in zip(recorded, usages, strict=True)):
+        if metered and created:
+            # A metered usage just recorded: its org's meter events are sent soon.
             context.reconcile_customer(org, "usage recorded")
         response.status_code = 201 if created else 200
         return UsagesRecorded(

@@ -547,3 +547,48 @@ def test_a_revert_past_the_largest_balance_is_refused(api: Api, acme: str) -> No
         code="failed_precondition",
     )
     assert error["details"]["usage_id"] == "u1"
+
+
+def test_the_account_a_usage_is_written_to_is_read_again_each_time(api: Api, acme: str) -> None:
+    """On PostgreSQL a request for an org whose account an earlier request found is written
+    by one statement that checks the account again (`record_in_one_statement`); whatever it
+    finds changed, the general path answers exactly as it would have (SQLite always takes
+    it). So: disabled after a usage -> 409 and nothing written; enabled again -> recorded;
+    a resend -> 200; the same id with other content -> 409; too little credit -> 422; an org
+    deleted and made again with a new account -> the new account is debited."""
+    _grant(api, 10)
+    assert _post(api, _usage("u1", 2)).status_code == 201
+    assert api.post(f"{ORG}/billing/disable", headers=APP).status_code == 200
+    refused(
+        api, "POST", USAGES, json={"usages": [_usage("u2")]}, status=409, code="failed_precondition"
+    )
+    assert api.post(f"{ORG}/billing/enable", headers=APP).status_code == 200
+    assert _post(api, _usage("u2", 3)).status_code == 201
+    again = _post(api, _usage("u2", 3))
+    assert (again.status_code, again.json()["replayed"]) == (200, ["u2"])
+    refused(api, "POST", USAGES, json={"usages": [_usage("u2", 4)]}, status=409, code="id_conflict")
+    refused(
+        api,
+        "POST",
+        USAGES,
+        json={"usages": [_usage("u3", 6)]},
+        status=422,
+        code="insufficient_credits",
+    )
+    assert _balance(api) == 5
+    with api.store.session() as session:
+        ledger = LedgerRepository(session)
+        assert ledger.balance(acme)[0] == 5
+        assert ledger.verify() == []
+    assert api.delete(ORG, headers=ADMIN).status_code in (200, 204)
+    assert api.put(ORG, json={"title": "Acme"}, headers=APP).status_code == 201
+    created = api.post(f"{ORG}/billing", json={"currency": "usd"}, headers=APP)
+    assert created.status_code == 201, created.text
+    fresh = created.json()["id"]
+    assert fresh != acme
+    _grant(api, 10, id="g2")
+    recorded = _post(api, _usage("u4", 1))
+    assert recorded.status_code == 201, recorded.text
+    with api.store.session() as session:
+        assert LedgerRepository(session).balance(fresh)[0] == 9
+        assert LedgerRepository(session).balance(acme)[0] == 5
