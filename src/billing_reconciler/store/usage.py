@@ -216,24 +216,24 @@ def _batch_params(
     """The bind parameters of a batch as columns (`unnest`ed by the PostgreSQL statements)."""
     metered = [usage.meter for usage in usages]
     return {
-            "ids": [usage.id for usage in usages],
-            "amounts": [usage.amount for usage in usages],
-            "sources": sources,
-            "descriptions": [usage.description for usage in usages],
-            "user_ids": [usage.user_id for usage in usages],
-            "metadata": [canonical_json(dict(usage.metadata)) for usage in usages],
-            "hashes": digests,
-            "event_names": [None if m is None else m.event_name for m in metered],
-            "event_values": [
-                None if m is None else (u.amount if m.value is None else m.value)
-                for m, u in zip(metered, usages, strict=True)
-            ],
-            "event_times": [
-                None if m is None else (now if m.timestamp is None else as_utc(m.timestamp))
-                for m in metered
-            ],
-            "now": now,
-        }
+        "ids": [usage.id for usage in usages],
+        "amounts": [usage.amount for usage in usages],
+        "sources": sources,
+        "descriptions": [usage.description for usage in usages],
+        "user_ids": [usage.user_id for usage in usages],
+        "metadata": [canonical_json(dict(usage.metadata)) for usage in usages],
+        "hashes": digests,
+        "event_names": [None if m is None else m.event_name for m in metered],
+        "event_values": [
+            None if m is None else (u.amount if m.value is None else m.value)
+            for m, u in zip(metered, usages, strict=True)
+        ],
+        "event_times": [
+            None if m is None else (now if m.timestamp is None else as_utc(m.timestamp))
+            for m in metered
+        ],
+        "now": now,
+    }
 
 
 _COLUMNS = (
