@@ -119,11 +119,13 @@ class Requires:
             )
         return granted
 
-    def __call__(
+    async def __call__(
         self,
         request: Request,
         credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
     ) -> Scope:
+        # Async (CPU only, no I/O): FastAPI runs a sync dependency on a worker thread, a hop
+        # per request of every route.
         del credentials
         return self.authorize(request.headers.get("Authorization"))
 

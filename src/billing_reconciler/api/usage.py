@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from billing_reconciler.api.auth import Scope, requires
 from billing_reconciler.api.context import ApiContext
@@ -279,7 +280,7 @@ def usage_router(context: ApiContext) -> APIRouter:
         response_model=UsagesRecorded,
         responses={200: {"model": UsagesRecorded}, **error_responses(404, 409)},
     )
-    def record_usages(org: OrgId, body: UsagesIn, response: Response) -> UsagesRecorded:
+    async def record_usages(org: OrgId, body: UsagesIn, response: Response) -> UsagesRecorded:
         """Record 1..1000 usages atomically (201); a request whose every usage was recorded
         before with the same content answers 200 and changes nothing."""
         now = context.clock()
@@ -287,10 +288,26 @@ def usage_router(context: ApiContext) -> APIRouter:
         for index, usage in enumerate(body.usages):
             _check_meter_id(usage, index)
         metered = any(usage.meter is not None for usage in body.usages)
+        batch = await _record_at_once(org, body.usages, sources, now, metered)
+        if batch is None:
+            return await run_in_threadpool(
+                _record_in_a_transaction, org, body, sources, now, metered, response
+            )
+        if metered:
+            await run_in_threadpool(_reconcile_after, org, batch)
+        return _answer(batch, response)
+
+    def _record_in_a_transaction(
+        org: str,
+        body: UsagesIn,
+        sources: list[str],
+        now: datetime,
+        metered: bool,
+        response: Response,
+    ) -> UsagesRecorded:
+        """The general path (on a worker thread): the org's account read and checked, then
+        `UsageRepository.record` in one transaction, every refusal answered exactly."""
         meters: frozenset[str] = frozenset()
-        batch = _record_at_once(org, body.usages, sources, now, metered)
-        if batch is not None:
-            return _answer(org, batch, metered, response)
         with context.store.session() as session:
             try:
                 account_id, credit_min = _usage_account(session, org)
@@ -335,9 +352,11 @@ def usage_router(context: ApiContext) -> APIRouter:
                     {"usage_id": error.id, "id": error.id, "org_id": org},
                 ) from None
         accounts[org] = account_id
-        return _answer(org, batch, metered, response)
+        if metered:
+            _reconcile_after(org, batch)
+        return _answer(batch, response)
 
-    def _record_at_once(
+    async def _record_at_once(
         org: str, given: Sequence[UsageIn], sources: list[str], now: datetime, metered: bool
     ) -> Batch | None:
         """PostgreSQL's fast path (`store.usage.record_in_one_statement`): a batch for the
@@ -351,20 +370,26 @@ def usage_router(context: ApiContext) -> APIRouter:
         try:
             meters: frozenset[str] = frozenset()
             if metered:
-                with context.store.session() as session:
-                    meters = applied_meters(session, context.installation_id())
+                meters = await run_in_threadpool(_applied_meters)
             usages = _usages(given, sources, now, meters)
         except ApiError:
             return None  # the general path says it (after the account's own answers)
-        with context.store.statement() as connection:
-            return record_in_one_statement(connection, account_id, org, usages, clock=context.clock)
+        return await record_in_one_statement(
+            context.store, account_id, org, usages, clock=context.clock
+        )
 
-    def _answer(org: str, batch: Batch, metered: bool, response: Response) -> UsagesRecorded:
-        recorded = batch.recorded
-        created = [r.transaction.id for r in recorded if r.created]
-        if metered and created:
+    def _applied_meters() -> frozenset[str]:
+        with context.store.session() as session:
+            return applied_meters(session, context.installation_id())
+
+    def _reconcile_after(org: str, batch: Batch) -> None:
+        if any(r.created for r in batch.recorded):
             # A metered usage just recorded: its org's meter events are sent soon.
             context.reconcile_customer(org, "usage recorded")
+
+    def _answer(batch: Batch, response: Response) -> UsagesRecorded:
+        recorded = batch.recorded
+        created = [r.transaction.id for r in recorded if r.created]
         response.status_code = 201 if created else 200
         return UsagesRecorded(
             data=[transaction(r.transaction) for r in recorded],

@@ -9,14 +9,16 @@ commands (`status`, `suspend`, `resume`) use it.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any, Self
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -39,6 +41,70 @@ MIGRATION_LOCK_ID = 0x42524D4947524154
 
 # Execution option naming how SQLite transactions begin (DEFERRED or IMMEDIATE).
 SQLITE_BEGIN_OPTION = "sqlite_begin"
+
+
+class AutocommitConnections:
+    """The idle autocommit connections (psycopg's own, async) of each event loop, for
+    `Store.statement()`: at most `size` at once per loop (a request beyond waits for one),
+    at most `size` kept idle. A connection whose statement failed in a way that may have left
+    it unusable (anything but a refusal of the statement, e.g. a unique violation) is closed,
+    not kept. Per loop, because an asyncio connection belongs to the loop that opened it
+    (`serve` has one loop for its life; a test client has one per client, or per request);
+    the idle connections of a loop that has ended are closed at the next use, and all of them
+    by `close()`."""
+
+    def __init__(self, url: URL, size: int = 16) -> None:
+        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._size = size
+        self._loops: dict[
+            asyncio.AbstractEventLoop,
+            tuple[asyncio.Semaphore, list[psycopg.AsyncConnection[Any]]],
+        ] = {}
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        loop = asyncio.get_running_loop()
+        found = self._loops.get(loop)
+        if found is None:
+            self._forget_ended_loops()
+            found = self._loops[loop] = (asyncio.Semaphore(self._size), [])
+        slots, idle = found
+        async with slots:
+            connection = idle.pop() if idle else None
+            if connection is None or connection.closed:
+                connection = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, options="-c timezone=UTC"
+                )
+            reusable = False
+            try:
+                yield connection
+                reusable = True
+            except psycopg.errors.IntegrityError:
+                reusable = True  # the statement was refused; the connection is fine
+                raise
+            finally:
+                ok = connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+                if reusable and ok and not connection.closed and len(idle) < self._size:
+                    idle.append(connection)
+                else:
+                    await connection.close()
+
+    def _forget_ended_loops(self) -> None:
+        for loop in [loop for loop in list(self._loops) if loop.is_closed()]:
+            _, idle = self._loops.pop(loop)
+            _finish(idle)
+
+    def close(self) -> None:
+        """Close every idle connection (from any thread: libpq's own close, no loop needed)."""
+        loops, self._loops = self._loops, {}
+        for _, idle in loops.values():
+            _finish(idle)
+
+
+def _finish(connections: list[psycopg.AsyncConnection[Any]]) -> None:
+    for connection in connections:
+        connection.pgconn.finish()
+    connections.clear()
 
 
 class StoreNotFoundError(Exception):
@@ -190,7 +256,7 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._statements: Engine | None = None
+        self._statements: AutocommitConnections | None = None
         writer = engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         self._sessions = sessionmaker(writer, expire_on_commit=False, autoflush=True)
 
@@ -248,24 +314,16 @@ class Store:
         with self._sessions.begin() as session:
             yield session
 
-    @contextmanager
-    def statement(self) -> Iterator[Connection]:
-        """A connection in autocommit mode, for a hot path whose whole write is one statement:
-        the statement is its own transaction (no BEGIN or COMMIT round trip). Its own small
-        pool, made on first use, in autocommit from the start (no isolation level set and
-        reset per checkout) and without the ping before each checkout: a connection found
-        dead fails its statement (nothing of it committed, SQLAlchemy drops the connection),
-        which the caller answers by taking the general path, `session()`, that pings."""
+    @asynccontextmanager
+    async def statement(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """PostgreSQL: an autocommit connection of the running event loop, for a hot path whose
+        whole write is one statement (its own transaction: no BEGIN or COMMIT round trip),
+        run on the loop itself, not on a worker thread. `AutocommitConnections` keeps them."""
         if self._statements is None:
-            self._statements = create_engine(
-                self._engine.url,
-                json_serializer=canonical_json,
-                isolation_level="AUTOCOMMIT",
-                pool_size=4,
-                max_overflow=8,
-                connect_args={"options": "-c timezone=UTC"},
-            )
-        with self._statements.connect() as connection:
+            if self.backend != "postgresql":
+                raise RuntimeError("Store.statement() is PostgreSQL's")
+            self._statements = AutocommitConnections(self._engine.url)
+        async with self._statements.connection() as connection:
             yield connection
 
     def ping(self) -> bool:
@@ -279,7 +337,7 @@ class Store:
 
     def close(self) -> None:
         if self._statements is not None:
-            self._statements.dispose()
+            self._statements.close()
         self._engine.dispose()
 
     def __enter__(self) -> Self:

@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import Connection, Table, bindparam, case, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
+import psycopg
+from sqlalchemy import Table, bindparam, case, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from billing_reconciler.store._common import Clock, content_hash, dialect_insert, utc_now
+from billing_reconciler.store.database import Store
 from billing_reconciler.store.errors import (
     ConflictError,
     IdConflictError,
@@ -234,6 +235,35 @@ def _batch_params(
         ],
         "now": now,
     }
+
+
+def _batch_json(
+    usages: Sequence[Usage], sources: list[str], digests: list[str], now: datetime
+) -> str:
+    """A batch as one JSON array of rows (`jsonb_to_recordset` in `_PG_RECORD_AT_ONCE`): one
+    text parameter, where ten arrays would cost psycopg a type scan of each per request."""
+    rows = []
+    for usage, source, digest in zip(usages, sources, digests, strict=True):
+        meter = usage.meter
+        rows.append(
+            {
+                "id": usage.id,
+                "amount": usage.amount,
+                "source": source,
+                "description": usage.description,
+                "user_id": usage.user_id,
+                "metadata": dict(usage.metadata),
+                "content_hash": digest,
+                "event_name": None if meter is None else meter.event_name,
+                "event_value": None
+                if meter is None
+                else (usage.amount if meter.value is None else meter.value),
+                "event_time": None
+                if meter is None
+                else (now if meter.timestamp is None else as_utc(meter.timestamp)).isoformat(),
+            }
+        )
+    return canonical_json(rows)
 
 
 _COLUMNS = (
@@ -807,65 +837,55 @@ _PG_RECORD = text(
 
 
 #: PostgreSQL: a whole batch of new usages, all or nothing, as one statement that is its own
-#: transaction (`record_in_one_statement`).
-_PG_RECORD_AT_ONCE = text(
-    """
+#: transaction (`record_in_one_statement`; psycopg's parameter style).
+_PG_RECORD_AT_ONCE: Final = """
     WITH account AS (
         SELECT a.id, coalesce(a.credit_min, 0) AS credit_min
         FROM billing_accounts AS a JOIN organizations AS o ON o.org_id = a.org_id
-        WHERE a.id = :account_id AND a.org_id = :org_id AND a.state = 'active'
+        WHERE a.id = %(account_id)s AND a.org_id = %(org_id)s AND a.state = 'active'
             AND o.deleted_at IS NULL
     ), locked AS (
         SELECT b.amount FROM ledger_balances AS b JOIN account ON b.account_id = account.id
         FOR UPDATE OF b
     ), given AS (
-        SELECT * FROM unnest(
-            CAST(:ids AS text[]), CAST(:amounts AS bigint[]), CAST(:sources AS text[]),
-            CAST(:descriptions AS text[]), CAST(:user_ids AS text[]),
-            CAST(:metadata AS text[]), CAST(:hashes AS text[]),
-            CAST(:event_names AS text[]), CAST(:event_values AS bigint[]),
-            CAST(:event_times AS timestamptz[])
-        ) AS g(id, amount, source, description, user_id, metadata, content_hash,
-            event_name, event_value, event_time)
+        SELECT * FROM jsonb_to_recordset(CAST(%(batch)s AS jsonb)) AS g(id text, amount bigint,
+            source text, description text, user_id text, metadata jsonb, content_hash text,
+            event_name text, event_value bigint, event_time timestamptz)
     ), allowed AS (
         SELECT given.* FROM given, locked, account
-        WHERE CAST(locked.amount AS numeric) - CAST(:total AS numeric) >= account.credit_min
-            AND NOT EXISTS (
-                SELECT 1 FROM ledger_transactions AS t WHERE t.id = ANY(CAST(:ids AS text[]))
-            )
+        WHERE CAST(locked.amount AS numeric) - CAST(%(total)s AS numeric) >= account.credit_min
     ), new_transactions AS (
         INSERT INTO ledger_transactions (id, account_id, type, amount, source, description,
             user_id, metadata, content_hash, created_at, reverts)
-        SELECT id, :account_id, 'debit', amount, source, description, user_id,
-            CAST(metadata AS jsonb), content_hash, :now, NULL
+        SELECT id, %(account_id)s, 'debit', amount, source, description, user_id, metadata,
+            content_hash, %(now)s, NULL
         FROM allowed
         RETURNING id, amount
     ), new_entries AS (
         INSERT INTO ledger_entries (transaction_id, side, account_id, amount, created_at)
-        SELECT id, 'account', :account_id, -amount, :now FROM new_transactions
+        SELECT id, 'account', %(account_id)s, -amount, %(now)s FROM new_transactions
         UNION ALL
-        SELECT id, 'platform', NULL, amount, :now FROM new_transactions
+        SELECT id, 'platform', NULL, amount, %(now)s FROM new_transactions
     ), new_outbox AS (
         INSERT INTO meter_outbox (id, account_id, org_id, event_name, value, event_time,
             created_at, aggregate_id, sent_at, attempts, last_error)
-        SELECT a.id, :account_id, :org_id, a.event_name, a.event_value, a.event_time, :now,
+        SELECT a.id, %(account_id)s, %(org_id)s, a.event_name, a.event_value, a.event_time, %(now)s,
             NULL, NULL, 0, NULL
         FROM allowed AS a
         WHERE a.event_name IS NOT NULL
     ), moved AS (
         UPDATE ledger_balances
         SET amount = amount - (SELECT coalesce(sum(amount), 0) FROM new_transactions),
-            updated_at = :now
-        WHERE account_id = :account_id AND EXISTS (SELECT 1 FROM new_transactions)
+            updated_at = %(now)s
+        WHERE account_id = %(account_id)s AND EXISTS (SELECT 1 FROM new_transactions)
         RETURNING amount
     )
     SELECT (SELECT amount FROM moved) AS moved_to
-    """
-)
+"""
 
 
-def record_in_one_statement(
-    connection: Connection,
+async def record_in_one_statement(
+    store: Store,
     account_id: str,
     org_id: str,
     usages: Sequence[Usage],
@@ -873,28 +893,36 @@ def record_in_one_statement(
     clock: Clock = utc_now,
 ) -> Batch | None:
     """PostgreSQL, the usual request (every usage new, the account active, the balance
-    enough): the whole batch in one statement on an autocommit connection (`Store.
-    statement()`), which is its own transaction: one round trip, no BEGIN or COMMIT. It locks
-    the balance row, and inserts the usages, their entries and meter-outbox rows and moves
-    the balance only if `account_id` is still the org's active account (the org not
-    deleted), the balance allows the whole batch (`balance - total >= credit_min`, read
-    under the lock) and no id of the batch exists; an id committed meanwhile by another
-    writer fails the statement (a unique violation: nothing of it stays). None, with nothing
-    written, when any of that does not hold: `UsageRepository.record`, in a transaction,
-    then decides exactly (replays, conflicts, refusals), as it does for every batch on
-    SQLite."""
+    enough): the whole batch in one statement on an autocommit connection of the event loop
+    (`store.statement()`), its own transaction: one round trip, no BEGIN or COMMIT, no worker
+    thread. It locks the balance row, and inserts the usages, their entries and meter-outbox
+    rows and moves the balance only if `account_id` is still the org's active account (the
+    org not deleted), the balance allows the whole batch (`balance - total >= credit_min`,
+    read under the lock); an id of the batch that exists, or that another writer commits
+    meanwhile, fails the statement (a unique violation: nothing of it stays; no lookup of the
+    ids beforehand, whose cached plan, made while the table was small, could scan it whole
+    for every request). None, with nothing written, when any of that does not hold:
+    `UsageRepository.record`, in a transaction, then decides exactly (replays, conflicts,
+    refusals), as it does for every batch on SQLite."""
     sources, digests = _prepared(account_id, usages)
     now = clock()
     total = sum(usage.amount for usage in usages)
-    params = _batch_params(usages, sources, digests, now) | {
+    params = {
+        "batch": _batch_json(usages, sources, digests, now),
         "account_id": account_id,
         "org_id": org_id,
         "total": total,
+        "now": now,
     }
     try:
-        moved_to = connection.execute(_PG_RECORD_AT_ONCE, params).scalar()
-    except IntegrityError:
-        return None
+        async with store.statement() as connection:
+            cursor = await connection.execute(_PG_RECORD_AT_ONCE, params)
+            found = await cursor.fetchone()
+    except psycopg.errors.IntegrityError:
+        return None  # an id another writer committed meanwhile: the statement left nothing
+    except psycopg.OperationalError:
+        return None  # the connection lost: nothing committed (the general path pings)
+    moved_to = None if found is None else found[0]
     if moved_to is None:
         return None
     recorded = [
