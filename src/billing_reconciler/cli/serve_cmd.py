@@ -51,13 +51,14 @@ class ServeRequest:
     confirm_live: bool
     workers: int
     grace_seconds: float
+    reuse_port: bool = False
 
 
 def run_serve(request: ServeRequest) -> int:
     state = load_valid_desired(request.directory)
     env = load_environment(desired_dir=request.directory)
     try:
-        sock = bind(request.host, request.port)
+        sock = bind(request.host, request.port, reuse_port=request.reuse_port)
     except OSError as error:
         raise CliError(f"cannot listen on {request.host}:{request.port}: {error}") from error
     with contextlib.ExitStack() as stack:
@@ -148,6 +149,13 @@ def register(app: typer.Typer) -> None:
             float,
             typer.Option("--grace-seconds", min=1, help="Shutdown grace period (SIGTERM)."),
         ] = 30.0,
+        reuse_port: Annotated[
+            bool,
+            typer.Option(
+                "--reuse-port",
+                help="Share the port with other serve processes on this host (SO_REUSEPORT).",
+            ),
+        ] = False,
         log_level: LogLevelOption = None,
     ) -> None:
         """Serve webhooks, probes and metrics, and keep Stripe converged (leader only)."""
@@ -159,5 +167,6 @@ def register(app: typer.Typer) -> None:
             confirm_live=confirm_live,
             workers=workers,
             grace_seconds=grace_seconds,
+            reuse_port=reuse_port,
         )
         run_and_exit(lambda: run_serve(request), log_level=log_level)

@@ -638,8 +638,11 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before anything starts so a busy port fails fast."""
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """The listening socket, bound before anything starts so a busy port fails fast.
+    `reuse_port` (SO_REUSEPORT, Linux and BSD): several processes, each with its own socket,
+    listen on one port and the kernel spreads the connections over them (replicas of
+    `serve` on one host, one per core)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio turns Nagle off only on sockets created that way, and
     # TCP_NODELAY on the listener is inherited by accepted connections. Without it every
@@ -647,6 +650,8 @@ def bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError:
