@@ -1,16 +1,18 @@
 """Benchmark of usage ingest through the HTTP API on PostgreSQL (not a test). Prints one JSON
 document.
 
-    .venv/bin/python bench/usage.py [--scenario ingest|meters|all] [--processes 2]
-        [--threads 8] [--batches 500] [--singles 5000] [--hot 2000] [--accounts 100]
-        [--admin-url postgresql://...] [--profile]
+    .venv/bin/python bench/usage.py [--scenario ingest|meters|all] [--servers 1]
+        [--processes 2] [--connections 8] [--batches 500] [--singles 5000] [--hot 2000]
+        [--accounts 100] [--admin-url postgresql://...] [--profile]
 
 `ingest` (issue 12, "Performance"): the API app (the routes `reconcile serve` mounts: FastAPI
-under one uvicorn, one process, as `serve` runs it) in a child process on a new, empty
-database (created on `--admin-url`'s server, dropped afterwards), `--accounts` orgs with an
-active account and plenty of credits seeded through the store. `--processes` client
-processes of `--threads` threads, each thread with its own keep-alive httpx connection,
-all starting together, send:
+under uvicorn) in `--servers` child processes listening on one port with SO_REUSEPORT, as
+`reconcile serve --reuse-port` replicas on one host run it, on a new, empty database (created
+on `--admin-url`'s server, dropped afterwards), `--accounts` orgs with an active account and
+plenty of credits seeded through the store. `--processes` client processes of
+`--connections` keep-alive connections each (plain sockets driven by one selector per process,
+the request bytes made beforehand: the clients share the server's 2 cores), all starting
+together, send:
 - `batch100`: `--batches` requests of 100 usages each, round robin over the accounts
   (target >= 5,000 usage events/s);
 - `single`: `--singles` one-usage requests round robin over the accounts (>= 1,000/s);
@@ -19,8 +21,9 @@ all starting together, send:
 then checks exactness: every balance equals its start less the usages sent to it, the
 transaction count is right, `LedgerRepository.verify()` finds nothing, and no request
 failed. Reported per case: wall, requests/s, usage events/s, client-side latency p50/p99,
-the server process's CPU seconds, and the load average (the machine is shared: read the
-numbers next to it). `--profile` runs the server under cProfile and prints its top lines.
+CPU per request of the server processes, of PostgreSQL's processes and of the clients, and
+the load average (the machine is shared: read the numbers next to it). `--profile` runs the
+servers under cProfile and prints the first one's top lines.
 
 `meters`: the meter-event sender's calls per 1,000,000 usages from 1,000 customers, with and
 without aggregation (`bench/meters.py`: the real sender against the emulator on a scaled run,
@@ -38,6 +41,8 @@ import multiprocessing
 import os
 import platform
 import pstats
+import re
+import selectors
 import socket
 import statistics
 import sys
@@ -116,22 +121,44 @@ def _serve(url: str, sock: socket.socket, ready: Any, stop: Any, profile_path: s
 
 
 class ServerProcess:
-    def __init__(self, url: str, profile_path: str | None) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self._socket.listen(1024)
-        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+    """`servers` processes serving the API app on one port, as replicas of `reconcile serve`
+    on one store behind a load balancer: each process listens on its own socket bound with
+    SO_REUSEPORT, and the kernel spreads the connections over them (one shared socket would
+    let whichever process accepts first take most connections)."""
+
+    def __init__(self, url: str, profile_path: str | None, servers: int = 1) -> None:
+        self._sockets: list[socket.socket] = []
+        port = 0
+        for _ in range(servers):
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            listener.bind(("127.0.0.1", port))
+            port = listener.getsockname()[1]
+            self._sockets.append(listener)
+        for listener in self._sockets:
+            listener.listen(1024)
+        self.url = f"http://127.0.0.1:{port}"
         context = multiprocessing.get_context("fork")
-        ready = context.Event()
         self._stop = context.Event()
-        self._process = context.Process(
-            target=_serve, args=(url, self._socket, ready, self._stop, profile_path)
-        )
-        self._process.start()
-        if not ready.wait(60):
-            raise RuntimeError("the API server did not start")
+        self._processes = []
+        for n, listener in enumerate(self._sockets):
+            ready = context.Event()
+            process = context.Process(
+                target=_serve,
+                args=(
+                    url,
+                    listener,
+                    ready,
+                    self._stop,
+                    f"{profile_path}.{n}" if profile_path else None,
+                ),
+            )
+            process.start()
+            if not ready.wait(60):
+                raise RuntimeError("the API server did not start")
+            self._processes.append(process)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -143,13 +170,37 @@ class ServerProcess:
                 time.sleep(0.05)
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds (user + system) of every server process so far."""
+        total = 0.0
+        for process in self._processes:
+            stat = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def stop(self) -> None:
         self._stop.set()
-        self._process.join(timeout=60)
-        self._socket.close()
+        for process in self._processes:
+            process.join(timeout=60)
+        for listener in self._sockets:
+            listener.close()
+
+
+def _postgres_cpu_seconds() -> float:
+    """CPU seconds of every `postgres` process on this machine so far (backends come and
+    go: a rough figure, good enough to say where the cores went)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(stat[11]) + int(stat[12])) / tick
+    return total
 
 
 # --- the clients --------------------------------------------------------------------------
@@ -158,48 +209,108 @@ class ServerProcess:
 Request = tuple[str, list[tuple[str, int]]]
 
 
-def _client_thread(
-    url: str, requests: list[Request], barrier: Any, latencies: list[float], errors: list[str]
+def _request_bytes(host: str, org: str, usages: list[tuple[str, int]]) -> bytes:
+    body = json.dumps({"usages": [{"id": i, "amount": a} for i, a in usages]}).encode()
+    head = (
+        f"POST /v1beta1/organizations/{org}/billing/usages HTTP/1.1\r\n"
+        f"Host: {host}\r\nAuthorization: Bearer {APP_TOKEN}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class _Connection:
+    """One keep-alive connection of a client process: its requests (bytes made beforehand),
+    sent one after the other, each as soon as the previous answer is read."""
+
+    def __init__(self, host: str, port: int, requests: list[bytes]) -> None:
+        self.socket = socket.create_connection((host, port), timeout=120)
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.socket.setblocking(False)
+        self.requests = requests
+        self.next = 0
+        self.pending = bytearray()
+        self.began = 0.0
+
+    def send_next(self) -> bool:
+        if self.next >= len(self.requests):
+            return False
+        self.began = time.perf_counter()
+        self.socket.sendall(self.requests[self.next])  # small: fits the socket buffer
+        self.next += 1
+        return True
+
+    def answer(self) -> tuple[int, bytes] | None:
+        """The answer read so far, if whole (`Content-Length` framed, as uvicorn answers
+        JSON): (status, body)."""
+        end = self.pending.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head = bytes(self.pending[: end + 4]).decode("latin-1")
+        match = re.search(r"(?im)^content-length:\s*(\d+)", head)
+        length = int(match.group(1)) if match else 0
+        if len(self.pending) < end + 4 + length:
+            return None
+        body = bytes(self.pending[end + 4 : end + 4 + length])
+        del self.pending[: end + 4 + length]
+        return int(head.split(" ", 2)[1]), body
+
+
+def _client_process(
+    url: str, per_connection: list[list[Request]], barrier: Any, results: Any
 ) -> None:
-    headers = {"Authorization": f"Bearer {APP_TOKEN}"}
-    with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
-        http.get("/v1beta1/billing/plans")  # connected before the start line
-        barrier.wait(timeout=300)
-        for org, usages in requests:
-            body = {"usages": [{"id": i, "amount": a} for i, a in usages]}
-            began = time.perf_counter()
-            response = http.post(f"/v1beta1/organizations/{org}/billing/usages", json=body)
-            latencies.append(time.perf_counter() - began)
-            if response.status_code != 201:
-                errors.append(f"{response.status_code} {response.text[:200]}")
-
-
-def _client_process(url: str, per_thread: list[list[Request]], barrier: Any, results: Any) -> None:
+    """The connections of one client process, driven by one thread over a selector (no
+    threads: the clients share the server's 2 cores, and a thread per connection would
+    spend them on the GIL; an HTTP client library would spend ~0.5 ms per request)."""
+    host, port = url.removeprefix("http://").split(":")
+    connections = [
+        _Connection(host, int(port), [_request_bytes(host, org, u) for org, u in mine])
+        for mine in per_connection
+    ]
     latencies: list[float] = []
     errors: list[str] = []
-    threads = [
-        threading.Thread(target=_client_thread, args=(url, mine, barrier, latencies, errors))
-        for mine in per_thread
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    results.put((latencies, errors))
+    selector = selectors.DefaultSelector()
+    barrier.wait(timeout=300)
+    cpu_began = time.process_time()
+    for connection in connections:
+        if connection.send_next():
+            selector.register(connection.socket, selectors.EVENT_READ, connection)
+    while selector.get_map():
+        for key, _ in selector.select(timeout=120):
+            connection = key.data
+            chunk = connection.socket.recv(65536)
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            connection.pending += chunk
+            answered = connection.answer()
+            if answered is None:
+                continue
+            latencies.append(time.perf_counter() - connection.began)
+            status, body = answered
+            if status != 201:
+                errors.append(f"{status} {body[:200]!r}")
+            if not connection.send_next():
+                selector.unregister(connection.socket)
+                connection.socket.close()
+    results.put((latencies, errors, time.process_time() - cpu_began))
 
 
 def run_requests(
-    url: str, requests: list[Request], *, processes: int, threads: int
+    url: str, requests: list[Request], *, processes: int, connections: int
 ) -> dict[str, Any]:
-    clients = processes * threads
+    """`requests` spread round robin over `processes` x `connections` keep-alive
+    connections, every process starting at once; wall time, latencies, errors and the
+    clients' CPU seconds while sending."""
+    clients = processes * connections
     per_client = [requests[c::clients] for c in range(clients)]
     context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(clients + 1)
+    barrier = context.Barrier(processes + 1)
     results = context.Queue()
     children = [
         context.Process(
             target=_client_process,
-            args=(url, per_client[p * threads : (p + 1) * threads], barrier, results),
+            args=(url, per_client[p * connections : (p + 1) * connections], barrier, results),
         )
         for p in range(processes)
     ]
@@ -211,9 +322,10 @@ def run_requests(
     wall = time.perf_counter() - began
     for child in children:
         child.join(timeout=60)
-    latencies = sorted(x for lat, _ in gathered for x in lat)
-    errors = [e for _, err in gathered for e in err]
-    return {"wall": wall, "latencies": latencies, "errors": errors}
+    latencies = sorted(x for lat, _, _ in gathered for x in lat)
+    errors = [e for _, err, _ in gathered for e in err]
+    client_cpu = sum(cpu for _, _, cpu in gathered)
+    return {"wall": wall, "latencies": latencies, "errors": errors, "client_cpu": client_cpu}
 
 
 # --- the benchmark --------------------------------------------------------------------------
@@ -243,12 +355,14 @@ def _case(
     requests: list[Request],
     *,
     processes: int,
-    threads: int,
+    connections: int,
 ) -> dict[str, Any]:
     cpu_before = server.cpu_seconds()
+    postgres_before = _postgres_cpu_seconds()
     load_before = os.getloadavg()
-    measured = run_requests(server.url, requests, processes=processes, threads=threads)
+    measured = run_requests(server.url, requests, processes=processes, connections=connections)
     cpu = server.cpu_seconds() - cpu_before
+    postgres_cpu = _postgres_cpu_seconds() - postgres_before
     wall = measured["wall"]
     events = sum(len(usages) for _, usages in requests)
     latencies = measured["latencies"]
@@ -257,7 +371,7 @@ def _case(
         "case": name,
         "requests": len(requests),
         "usages": events,
-        "clients": f"{processes} processes x {threads} threads",
+        "clients": f"{processes} processes x {connections} connections",
         "wall_s": round(wall, 3),
         "requests_per_s": round(len(requests) / wall),
         "usage_events_per_s": round(rate),
@@ -269,6 +383,8 @@ def _case(
         ),
         "server_cpu_s": round(cpu, 2),
         "server_cpu_ms_per_request": round(1000 * cpu / len(requests), 3),
+        "postgres_cpu_ms_per_request": round(1000 * postgres_cpu / len(requests), 3),
+        "client_cpu_ms_per_request": round(1000 * measured["client_cpu"] / len(requests), 3),
         "failed_requests": len(measured["errors"]),
         "first_errors": measured["errors"][:3],
         "load_average_before": [round(x, 2) for x in load_before],
@@ -316,7 +432,7 @@ def ingest(args: argparse.Namespace) -> dict[str, Any]:
         sent: dict[str, int] = {}
         count = 0
         profile_path = f"/tmp/bench_usage_{os.getpid()}.pstats" if args.profile else None
-        server = ServerProcess(url, profile_path)
+        server = ServerProcess(url, profile_path, args.servers)
         results = []
         try:
             for name, requests in cases.items():
@@ -329,7 +445,7 @@ def ingest(args: argparse.Namespace) -> dict[str, Any]:
                         server,
                         requests,
                         processes=args.processes,
-                        threads=args.threads,
+                        connections=args.connections,
                     )
                 )
                 for org, usages in requests:
@@ -340,6 +456,7 @@ def ingest(args: argparse.Namespace) -> dict[str, Any]:
             server.stop()
         exactness = _exactness(url, accounts, sent, count)
     answer: dict[str, Any] = {"cases": results, **exactness}
+    profile_path = f"{profile_path}.0" if profile_path else None
     if profile_path and os.path.exists(profile_path):
         out = io.StringIO()
         pstats.Stats(profile_path, stream=out).sort_stats("tottime").print_stats(45)
@@ -359,7 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", choices=("ingest", "meters", "all"), default="ingest")
     parser.add_argument("--cases", default="batch100,single,hot")
     parser.add_argument("--processes", type=int, default=2, help="client processes")
-    parser.add_argument("--threads", type=int, default=8, help="threads per client process")
+    parser.add_argument(
+        "--servers", type=int, default=1, help="API server processes sharing the port"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=8, help="keep-alive connections per client process"
+    )
     parser.add_argument("--batches", type=int, default=500, help="requests of 100 usages")
     parser.add_argument("--singles", type=int, default=5_000)
     parser.add_argument("--hot", type=int, default=2_000)
