@@ -148,21 +148,7 @@ def _replayed(
     stored = repository.replays(
         account_id,
         [
-            Usage(
-                id=usage.id,
-                amount=usage.amount,
-                source=source,
-                description=usage.description,
-                user_id=usage.user_id,
-                metadata=dict(usage.metadata or {}),
-                meter=None
-                if usage.meter is None
-                else MeterEvent(
-                    event_name=usage.meter.event_name,
-                    value=usage.meter.value,
-                    timestamp=usage.meter.timestamp,
-                ),
-            )
+            _usage(usage, source, _meter_as_given(usage))
             for usage, source in zip(usages, sources, strict=True)
         ],
         sources,
@@ -182,17 +168,29 @@ def _usages(
 ) -> list[Usage]:
     """The request's usages for the store (a meter checked against `meters`)."""
     return [
-        Usage(
-            id=usage.id,
-            amount=usage.amount,
-            source=source,
-            description=usage.description,
-            user_id=usage.user_id,
-            metadata=dict(usage.metadata or {}),
-            meter=_meter(usage, index, now, meters),
-        )
+        _usage(usage, source, _meter(usage, index, now, meters))
         for index, (usage, source) in enumerate(zip(given, sources, strict=True))
     ]
+
+
+def _usage(usage: UsageIn, source: str, meter: MeterEvent | None) -> Usage:
+    return Usage(
+        id=usage.id,
+        amount=usage.amount,
+        source=source,
+        description=usage.description,
+        user_id=usage.user_id,
+        metadata=dict(usage.metadata or {}),
+        meter=meter,
+    )
+
+
+def _meter_as_given(usage: UsageIn) -> MeterEvent | None:
+    """The usage's meter part as sent, unchecked (to compare with a stored usage)."""
+    meter = usage.meter
+    if meter is None:
+        return None
+    return MeterEvent(event_name=meter.event_name, value=meter.value, timestamp=meter.timestamp)
 
 
 def _source(usage: UsageIn, index: int) -> str:
@@ -258,7 +256,7 @@ def _meter(usage: UsageIn, index: int, now: datetime, meters: frozenset[str]) ->
                 field=f"usages[{index}].meter.timestamp",
                 usage_id=usage.id,
             )
-    return MeterEvent(event_name=meter.event_name, value=meter.value, timestamp=meter.timestamp)
+    return _meter_as_given(usage)
 
 
 def usage_router(context: ApiContext) -> APIRouter:

@@ -183,6 +183,20 @@ class _Scoped:
         return _PART.scope_of(key)
 
 
+class _NothingToSend:
+    """A step that writes the store only: nothing is sent to Stripe."""
+
+    def send(
+        self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
+    ) -> WriteResult | None:
+        del gateway, step, ids
+        return None
+
+
+class _StoreOnly(_NothingToSend, _Scoped):
+    """A store-only step of one org (`customer/<org_id>` scope)."""
+
+
 class InvoiceExecutor(_Scoped):
     """Makes one window's invoice (see the module docstring)."""
 
@@ -301,14 +315,8 @@ def _key(p: Mapping[str, Any], *parts: str) -> str:
     return digest(p["key_prefix"], *parts)
 
 
-class WindowExecutor(_Scoped):
+class WindowExecutor(_StoreOnly):
     """Records a window that owed nothing."""
-
-    def send(
-        self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
-    ) -> WriteResult | None:
-        del gateway, step, ids
-        return None
 
     def record(self, session: Session, done: Done) -> None:
         p = done.step.params
@@ -321,14 +329,8 @@ class WindowExecutor(_Scoped):
         )
 
 
-class CreditExecutor(_Scoped):
+class CreditExecutor(_StoreOnly):
     """Credits a paid overdraft invoice back."""
-
-    def send(
-        self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
-    ) -> WriteResult | None:
-        del gateway, step, ids
-        return None
 
     def record(self, session: Session, done: Done) -> None:
         p = done.step.params
@@ -341,14 +343,8 @@ class CreditExecutor(_Scoped):
         )
 
 
-class StatusExecutor(_Scoped):
+class StatusExecutor(_StoreOnly):
     """Records an invoice voided or marked uncollectible in Stripe."""
-
-    def send(
-        self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
-    ) -> WriteResult | None:
-        del gateway, step, ids
-        return None
 
     def record(self, session: Session, done: Done) -> None:
         p = done.step.params
@@ -357,14 +353,8 @@ class StatusExecutor(_Scoped):
         )
 
 
-class RestoreExecutor(_Scoped):
+class RestoreExecutor(_StoreOnly):
     """Rebuilds a window's row from its invoice in Stripe (a lost store)."""
-
-    def send(
-        self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
-    ) -> WriteResult | None:
-        del gateway, step, ids
-        return None
 
     def record(self, session: Session, done: Done) -> None:
         p = done.step.params
@@ -382,14 +372,8 @@ class RestoreExecutor(_Scoped):
         )
 
 
-class CheckedExecutor:
+class CheckedExecutor(_NothingToSend):
     """Stamps the windows whose invoices were just looked at."""
-
-    def send(
-        self, gateway: StripeGateway, step: Step, ids: Mapping[str, str]
-    ) -> WriteResult | None:
-        del gateway, step, ids
-        return None
 
     def record(self, session: Session, done: Done) -> None:
         p = done.step.params
