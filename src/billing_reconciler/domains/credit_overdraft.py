@@ -444,7 +444,12 @@ def _the_invoice(obj: Mapping[str, Any]) -> Target | None:
     return Target(frozenset({customer_key(org_id)}))
 
 
-OVERDRAFT_ROUTES: Final = (EventRoute("invoice.paid", _the_invoice),)
+OVERDRAFT_ROUTES: Final = (
+    EventRoute("invoice.paid", _the_invoice),
+    # Voided or marked uncollectible in the Dashboard: recorded at once, not at the next check.
+    EventRoute("invoice.voided", _the_invoice),
+    EventRoute("invoice.marked_uncollectible", _the_invoice),
+)
 
 
 class OverdraftPart:

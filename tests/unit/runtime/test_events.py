@@ -178,6 +178,8 @@ def test_the_thirteen_documented_types_are_routed_once_their_domains_exist() -> 
         "entitlements.feature.",
         "billing.meter.",
         "invoice.paid",
+        "invoice.voided",
+        "invoice.marked_uncollectible",
     }
 
 
@@ -289,3 +291,20 @@ def test_unknown_types_are_not_routed(resources: dict[str, Any], event_type: str
 )
 def test_malformed_events_are_not_routed(malformed: dict[str, Any]) -> None:
     assert route_event(malformed) is None
+
+
+@pytest.mark.parametrize(
+    "event_type", ["invoice.paid", "invoice.voided", "invoice.marked_uncollectible"]
+)
+def test_our_overdraft_invoice_targets_its_org_in_the_credits_domain(
+    resources: dict[str, Any], event_type: str
+) -> None:
+    """Paid, voided or marked uncollectible in the Dashboard: the org's credits pass records
+    it at once (not at the next whole check); another invoice of the customer is not ours."""
+    metadata = {**OURS, "br_key": "invoice/overdraft/acme/2027-01-01T00:00:00Z", "org_id": "acme"}
+    invoice = stripe_object(resources, "invoice", customer="cus_1", metadata=metadata)
+    request = route_event(event(event_type, invoice))
+    assert request is not None
+    assert (request.domain, request.scope) == ("credits", frozenset({"customer/acme"}))
+    plain = stripe_object(resources, "invoice", customer="cus_1", metadata={})
+    assert route_event(event(event_type, plain)) is None
