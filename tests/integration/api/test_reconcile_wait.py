@@ -243,7 +243,9 @@ def test_a_reconcile_still_running_after_the_wait_is_202_with_the_request_id(
     elapsed = time.monotonic() - started
     release.set()
     assert answer.status_code == 202, answer.text
-    assert 0.3 <= elapsed < 2.0
+    # It waited its 0.3 s, and did not wait for the reconcile (blocked until after the answer;
+    # the upper bound is loose: a loaded CI machine once took 4.3 s).
+    assert 0.3 <= elapsed < 15.0
     body = answer.json()
     assert body == {
         "request_id": runtime.tickets[-1].request_id,
