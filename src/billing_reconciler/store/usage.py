@@ -394,7 +394,8 @@ class UsageRepository:
                 results.append(None)
                 fresh.append(index)
                 continue
-            results.append(Recorded(self._checked(row, digests[index], account_id), False))
+            checked = self._checked(row, digests[index], account_id, org_id, usage, sources[index])
+            results.append(Recorded(checked, False))
         now = self._clock()
         running = balance
         for index in fresh:
@@ -477,7 +478,8 @@ class UsageRepository:
             previous = stored.get(usage.id)
             if previous is None:  # not reached: a conflicting id is a committed row
                 raise IdConflictError(f"ledger id {usage.id!r} is taken", id=usage.id)
-            recorded.append(Recorded(self._checked(previous, digest, account_id), False))
+            checked = self._checked(previous, digest, account_id, org_id, usage, source)
+            recorded.append(Recorded(checked, False))
         return Batch(recorded, balance)
 
     @staticmethod
@@ -516,12 +518,17 @@ class UsageRepository:
         amount it is an IdConflictError. Without one each call is a new revert.
 
         NotFoundError: no such transaction, or another org's (never said which).
-        ConflictError(failed_precondition): the id is a revert, or another credit.
+        ConflictError(failed_precondition): the id is a revert, or another credit, or the
+        usage's account is not active (a keyed revert sent again is still answered).
         OverRevertError: more than the usage's amount less its earlier reverts."""
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise ValueError(f"a revert amount is a positive integer, not {amount!r}")
         found = self._session.execute(
-            select(*_COLUMNS, BillingAccountModel.org_id.label("org_id"))
+            select(
+                *_COLUMNS,
+                BillingAccountModel.org_id.label("org_id"),
+                BillingAccountModel.state.label("account_state"),
+            )
             .join(BillingAccountModel, BillingAccountModel.id == LedgerTransactionModel.account_id)
             .where(LedgerTransactionModel.id == usage_id)
         ).first()
@@ -552,6 +559,16 @@ class UsageRepository:
                     id=keyed,
                 )
             return Reverted(_stored(earlier), usage, int(total), created=False)
+        if found.account_state != "active":
+            # A revert credits the usage's own account; one no route of the org shows any
+            # more (disabled, or replaced when the org was made again) would swallow it.
+            raise ConflictError(
+                f"usage {usage_id!r} was recorded on account {usage.account_id}, which is "
+                f"{found.account_state}: a revert credits the usage's own account, so none is "
+                "made (enable the account first, or grant the credits to the org's active "
+                "account)",
+                code="failed_precondition",
+            )
         if amount > remaining:
             raise OverRevertError(usage_id=usage_id, amount=amount, remaining=remaining)
         balance = self.balance(usage.account_id)
@@ -632,20 +649,35 @@ class UsageRepository:
                 found[row.id] = row
         return found
 
-    @staticmethod
-    def _checked(row: Any, digest: str, account_id: str) -> LedgerTransaction:
-        if row.content_hash != digest:
-            before = (
-                f" ({row.type} of {row.amount}, source {row.source!r})"
-                if row.account_id == account_id
-                else " on another account"
-            )
-            raise IdConflictError(
-                f"ledger id {row.id!r} was used before with different content{before}",
-                id=row.id,
-                other_account=row.account_id != account_id,
-            )
-        return _stored(row)
+    def _checked(
+        self, row: Any, digest: str, account_id: str, org_id: str, usage: Usage, source: str
+    ) -> LedgerTransaction:
+        """The stored transaction of a usage sent again: the same content on `account_id`,
+        or on an earlier account of the same org (the org was deleted and made again, or its
+        account replaced: a retry straddling that is still the replay, answered with the
+        transaction as stored, on its account); else an IdConflictError."""
+        if row.content_hash == digest:
+            return _stored(row)
+        other_org = False
+        if row.account_id != account_id:
+            same_org = self._org_of(row.account_id) == org_id
+            if same_org and row.content_hash == usage_hash(row.account_id, usage, source):
+                return _stored(row)
+            other_org = not same_org
+        if row.account_id == account_id:
+            before = f" ({row.type} of {row.amount}, source {row.source!r})"
+        else:
+            before = " on another account" if other_org else " on an earlier account of this org"
+        raise IdConflictError(
+            f"ledger id {row.id!r} was used before with different content{before}",
+            id=row.id,
+            other_account=other_org,
+        )
+
+    def _org_of(self, account_id: str) -> str | None:
+        return self._session.scalar(
+            select(BillingAccountModel.org_id).where(BillingAccountModel.id == account_id)
+        )
 
     def _write(
         self, rows: list[dict[str, Any]], account_id: str, new_balance: int, now: datetime

@@ -592,3 +592,54 @@ def test_the_account_a_usage_is_written_to_is_read_again_each_time(api: Api, acm
     with api.store.session() as session:
         assert LedgerRepository(session).balance(fresh)[0] == 9
         assert LedgerRepository(session).balance(acme)[0] == 5
+
+
+def test_a_retry_after_the_org_was_made_again_is_the_replay_and_no_revert_is_swallowed(
+    api: Api, acme: str
+) -> None:
+    """Tester T3-2, T3-3: an org deleted and made again has a new account. A retry of a usage
+    its old account recorded is still the replay (200, the transaction as stored, on the old
+    account), not "taken by another org"; other content under that id is still 409. A revert
+    of it would credit the old, disabled account that no route of the org shows: refused
+    (409 failed_precondition naming the account), as a revert on a disabled account is."""
+    _grant(api, 50)
+    assert _post(api, _usage("u1", 10)).status_code == 201
+    assert api.delete(ORG, headers=ADMIN).status_code in (200, 204)
+    assert api.put(ORG, json={"title": "Acme"}, headers=APP).status_code == 201
+    created = api.post(f"{ORG}/billing", json={"currency": "usd"}, headers=APP)
+    assert created.status_code == 201, created.text
+    _grant(api, 5, id="g2")
+    again = _post(api, _usage("u1", 10))
+    assert again.status_code == 200, again.text
+    assert again.json()["replayed"] == ["u1"]
+    assert again.json()["data"][0]["amount"] == 10
+    assert again.json()["balance"] == 5  # the new account's, untouched
+    error = refused(
+        api, "POST", USAGES, json={"usages": [_usage("u1", 11)]}, status=409, code="id_conflict"
+    )
+    assert "different content" in error["message"]
+    error = refused(
+        api,
+        "POST",
+        f"{USAGES}/u1/revert",
+        json={"amount": 1},
+        headers=ADMIN,
+        status=409,
+        code="failed_precondition",
+    )
+    assert acme in error["message"]
+    # On an account merely disabled the same; enabled again, the revert is made.
+    assert _post(api, _usage("u2", 1)).status_code == 201
+    assert api.post(f"{ORG}/billing/disable", headers=APP).status_code == 200
+    refused(
+        api,
+        "POST",
+        f"{USAGES}/u2/revert",
+        json={"amount": 1},
+        headers=ADMIN,
+        status=409,
+        code="failed_precondition",
+    )
+    assert api.post(f"{ORG}/billing/enable", headers=APP).status_code == 200
+    assert _revert(api, "u2", 1).status_code == 201
+    assert _balance(api) == 5
