@@ -8,10 +8,11 @@ sum exactly.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import AwareDatetime
+from pydantic import AfterValidator, AwareDatetime
 
 from billing_reconciler.api.auth import Scope, requires
 from billing_reconciler.api.context import ApiContext
@@ -33,11 +34,27 @@ from billing_reconciler.store import LedgerTransaction as StoredTransaction
 GRANT_SOURCE = "system.awarded"
 RESERVED_SOURCE_PREFIX = "system."
 
+
+def _in_utc(value: datetime | None) -> datetime | None:
+    """The instant in UTC; one the datetime range cannot hold in UTC (`0001-01-01T00:00+14:00`)
+    is a bad parameter (tester T3-5: it was an OverflowError, answered 503)."""
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of the representable range once converted to UTC") from None
+
+
 Since = Annotated[
-    AwareDatetime | None, Query(description="RFC 3339; transactions at or after this instant.")
+    AwareDatetime | None,
+    AfterValidator(_in_utc),
+    Query(description="RFC 3339; transactions at or after this instant."),
 ]
 Until = Annotated[
-    AwareDatetime | None, Query(description="RFC 3339; transactions before this instant.")
+    AwareDatetime | None,
+    AfterValidator(_in_utc),
+    Query(description="RFC 3339; transactions before this instant."),
 ]
 
 

@@ -197,8 +197,29 @@ def _parameter_errors(request: Request) -> list[Any]:
     return errors
 
 
+def _unknown_query_parameter(request: Request) -> str | None:
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return None
+    known = {param.alias for param in route.dependant.query_params}
+    return next((name for name in request.query_params if name not in known), None)
+
+
 async def _refuse_body(request: Request) -> None:
     body = await request.body()  # `ApiRoute` has read it (capped): the cached copy
+    unknown = _unknown_query_parameter(request)
+    if unknown is not None:
+        # Tester T3-4: `?org_id=acme` on the fleet-wide invoice route was ignored as a body
+        # was (and `?forced=true`, a typo of `force`): what such a route acts on is its path
+        # and its declared query parameters alone.
+        errors = _parameter_errors(request)
+        if errors:
+            raise RequestValidationError(errors)
+        raise invalid(
+            f"{request.method} {request.url.path} has no query parameter {unknown!r}: it would "
+            "be ignored (this route acts on its path and declared parameters alone)",
+            field=unknown,
+        )
     if _EMPTY_BODY.fullmatch(body):
         return
     # Dependencies run before FastAPI validates the path and query: a bad org id in the path
@@ -215,7 +236,8 @@ async def _refuse_body(request: Request) -> None:
 
 NO_BODY: Final = Depends(_refuse_body)
 """The dependency of a mutating route without a body (tester T1 F15): a body other than
-nothing, whitespace or `{}` is 422 `invalid_argument` field `body`, before the route does
+nothing, whitespace or `{}`, or a query parameter the route does not declare (T3-4), is 422
+`invalid_argument` (field `body`, or the parameter's name), before the route does
 anything (a bad path parameter still answers first, as without a body). Such a body was
 ignored: `{"org_id": "acme"}` sent to the fleet-wide invoice route looked scoped and was
 not."""

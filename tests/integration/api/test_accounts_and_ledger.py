@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from billing_reconciler.store import (
     LastApplied,
     LastAppliedRepository,
@@ -11,7 +13,7 @@ from billing_reconciler.store import (
     PlanRepository,
     PlanRow,
 )
-from tests.integration.api.conftest import ADMIN, APP, V1, Api
+from tests.integration.api.conftest import ADMIN, APP, V1, Api, refused
 
 ORG = f"{V1}/organizations/acme"
 GRANT = f"{V1}/admin/organizations/acme/billing/credits"
@@ -207,3 +209,23 @@ def test_the_catalog_as_applied(api: Api) -> None:
     assert features == [
         {"name": "sso", "title": "SSO", "stripe_feature_id": "feat_1", "lookup_key": "sso"}
     ]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["start=0001-01-01T00:00:00%2B14:00", "end=9999-12-31T23:59:59-14:00"],
+)
+def test_a_date_bound_outside_the_range_in_utc_is_422_not_503(
+    api: Api, acme: str, query: str
+) -> None:
+    """Tester T3-5: an instant the datetime range cannot hold once converted to UTC was an
+    OverflowError answered 503 (retry later: it never succeeds); it is a bad parameter."""
+    field = query.split("=")[0]
+    refused(
+        api,
+        "GET",
+        f"{ORG}/billing/transactions?{query}",
+        status=422,
+        code="invalid_argument",
+        field=field,
+    )

@@ -112,3 +112,28 @@ def test_the_token_is_still_checked_first(api: Api, acme: str) -> None:
     answer = api.post(f"{ORG}/billing/disable", content=b'{"x": 1}', headers=JSON)
     assert answer.status_code == 401
     assert error_of(answer)["code"] == "unauthenticated"
+
+
+@pytest.mark.parametrize(("method", "path"), BODYLESS)
+@pytest.mark.parametrize("query", ["org_id=acme", "forced=true", "force=true&extra=1"])
+def test_an_undeclared_query_parameter_is_refused_before_anything_is_done(
+    api: Api, acme: str, method: str, path: str, query: str
+) -> None:
+    """Tester T3-4: a query parameter the route does not declare (a scope, a typo of
+    `force`) was ignored as a body was; it is 422 naming it, and nothing is done. `force`
+    itself, which `DELETE /organizations/{org}` declares, still works (below)."""
+    _member(api)
+    asked = list(api.settings.reconciles)
+    unknown = next(p.split("=")[0] for p in query.split("&") if not p.startswith("force="))
+    if method != "DELETE" or path != ORG:
+        unknown = query.split("=")[0]
+    error = refused(
+        api, method, f"{path}?{query}", status=422, code="invalid_argument", field=unknown
+    )
+    assert "has no query parameter" in error["message"]
+    assert api.settings.reconciles == asked
+
+
+def test_a_declared_query_parameter_still_works(api: Api, acme: str) -> None:
+    answer = api.delete(f"{ORG}?force=true", headers=APP)
+    assert answer.status_code in (200, 204), answer.text

@@ -136,6 +136,11 @@ def test_generate_takes_no_body(overdraft: OverdraftWorld) -> None:
         assert answer.status_code == 422, (body, answer.text)
         error = answer.json()["error"]
         assert (error["code"], error["details"]["field"]) == ("invalid_argument", "body")
+    # Tester T3-4: a scope in the query was ignored as well (every account invoiced).
+    answer = client.post(f"{GENERATE}?org_id=acme", headers=ADMIN)
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert (error["code"], error["details"]["field"]) == ("invalid_argument", "org_id")
     assert asked == []
     assert world.invoices() == []
     for body in ("", "{}", " {} "):
