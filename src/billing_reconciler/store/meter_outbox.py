@@ -645,9 +645,14 @@ def form_aggregates(
         formed = 0
         for (name, start), members in sorted(groups.items()):
             window_start = datetime.fromtimestamp(start, UTC)
+            # Parts are numbered per org, not per account: the identifier is derived from
+            # the org (its customer, as the host knows it), and an org that got a new account
+            # (disabled and opened again, or deleted and made again) forms its aggregate of a
+            # window its earlier account formed too (tester T3-6: the same identifier, a
+            # primary-key violation on every pass, the new account's usage never sent).
             last = session.execute(
                 select(func.max(g.part)).where(
-                    g.account_id == account_id,
+                    g.org_id == org_id,
                     g.event_name == name,
                     g.window_start == window_start,
                 )

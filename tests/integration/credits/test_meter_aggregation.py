@@ -16,6 +16,7 @@ from billing_reconciler.domains.credit_meters import (
     aggregate_identifier,
 )
 from billing_reconciler.registry import CREDITS
+from billing_reconciler.store import AccountRepository
 from billing_reconciler.stripe_gateway import NO_RETRY
 from tests.integration.credits.conftest import COUNT, SUM, MeterWorld
 
@@ -150,4 +151,33 @@ def test_a_window_summing_past_the_store_limit_is_split_into_parts(meters: Meter
     counts = dict(assigned)
     assert None not in counts
     assert sum(counts[p] for p in parts) == len(ids)
+    assert meters.depth() == (0, 0)
+
+
+def test_an_org_with_a_new_account_forms_its_next_part_of_a_window(meters: MeterWorld) -> None:
+    """Tester T3-6: the identifier is the org's, the part numbers were the account's, so an
+    org whose account was replaced (disabled, a new one opened) could not form a window its
+    earlier account had formed: the same identifier, a primary-key violation on every pass,
+    its usage never sent. The new account's aggregate is that window's next part, sent to
+    its own customer."""
+    meters.configure(aggregate=True, window="1m")
+    meters.open(["acme"])
+    base = _window(time.time() - 600)
+    first_customer = meters.customer("acme")
+    meters.usages("acme", 2, value=3, at=base + 5, prefix="old")
+    meters.send()
+    with meters.store.session() as session:
+        accounts = AccountRepository(session)
+        old = accounts.active_for_org("acme")
+        assert old is not None
+        accounts.set_state(old.id, "disabled")
+    meters.open(["acme"])  # a new account, and its customer
+    assert meters.customer("acme") != first_customer
+    meters.usages("acme", 2, value=7, at=base + 9, prefix="new")
+    meters.send()
+    found = {e["identifier"]: e for e in meters.events()}
+    first = found[aggregate_identifier("acme", SUM, base, 0)]
+    second = found[aggregate_identifier("acme", SUM, base, 1)]
+    assert first["payload"] == {"customer": first_customer, "requests": "6"}
+    assert second["payload"] == {"customer": meters.customer("acme"), "requests": "14"}
     assert meters.depth() == (0, 0)
