@@ -55,6 +55,14 @@ class ServeRequest:
 
 
 def run_serve(request: ServeRequest) -> int:
+    if request.reuse_port and request.use_emulator:
+        # Tester T3-7: each process would start its own embedded emulator (its own Stripe
+        # account and webhook secret), so replicas would not share one Stripe.
+        raise CliError(
+            "--reuse-port cannot be combined with --emulator: each serve would run its own "
+            "embedded emulator; run one `reconcile emulator --port N` and point every serve at "
+            "it with STRIPE_API_BASE=http://127.0.0.1:N (and a STRIPE_API_KEY of sk_test_...)"
+        )
     state = load_valid_desired(request.directory)
     env = load_environment(desired_dir=request.directory)
     try:
