@@ -432,6 +432,10 @@ def admin_usage_router(context: ApiContext) -> APIRouter:
         amount): a new revert each call, or with `id` once per id (the same id again answers
         200 as stored). 422 above what is left, 409 for a revert or a credit (or an `id`
         sent before with another amount), 404 for an unknown usage or another org's."""
+        if "\x00" in usage_id or not is_unicode(usage_id):
+            # No usage id holds either (refused when recorded); PostgreSQL cannot even look
+            # a NUL up (tester T3-8: a DataError, answered 503).
+            raise not_found(f"organization {org} has no usage {usage_id!r}", org_id=org)
         with context.store.session() as session:
             require_org(session, org)
             try:

@@ -116,6 +116,8 @@ class OrganizationRepository:
             model.metadata_ = meta
             model.deleted_at = None
             model.updated_at = now
+            if revived:
+                model.created_at = now  # created again, from the host's side (tester T3-9)
             self._session.flush()
         return _org(model), revived
 

@@ -166,3 +166,15 @@ def test_members_upsert_delete_and_paginate(api: Api) -> None:
     default = api.get(f"{ORG}/members", headers=APP).json()
     assert len(default["data"]) == 4
     assert default["next_cursor"] is None
+
+
+def test_an_org_made_again_after_a_delete_has_a_new_created_at(api: Api) -> None:
+    """Tester T3-9: a deleted org put again is created again (201), and said so: its
+    `created_at` is the new creation's, not the deleted org's."""
+    first = api.put(ORG, json={"title": "Acme"}, headers=APP)
+    assert first.status_code == 201
+    assert api.delete(ORG, headers=APP).status_code in (200, 204)
+    again = api.put(ORG, json={"title": "Acme again"}, headers=APP)
+    assert again.status_code == 201, again.text
+    assert again.json()["created_at"] > first.json()["created_at"]
+    assert again.json()["created_at"] == again.json()["updated_at"]

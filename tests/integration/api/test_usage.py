@@ -643,3 +643,17 @@ def test_a_retry_after_the_org_was_made_again_is_the_replay_and_no_revert_is_swa
     assert api.post(f"{ORG}/billing/enable", headers=APP).status_code == 200
     assert _revert(api, "u2", 1).status_code == 201
     assert _balance(api) == 5
+
+
+def test_a_revert_of_an_id_holding_nul_is_404(api: Api, acme: str) -> None:
+    """Tester T3-8: PostgreSQL cannot look a NUL up (a DataError, answered 503 'retry
+    later'); no usage id holds one, so it is the unknown usage it is, on both stores."""
+    refused(
+        api,
+        "POST",
+        f"{USAGES}/x%00y/revert",
+        json={"amount": 1},
+        headers=ADMIN,
+        status=404,
+        code="not_found",
+    )
