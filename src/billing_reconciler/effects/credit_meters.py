@@ -258,13 +258,21 @@ class MeterEventsExecutor:
         if unformed is not None:
             raise MeterFormingError(
                 f"the meter aggregates of org {params['org_id']} could not be formed "
-                f"({error_text(unformed)}); its other meter events were sent, the rows "
-                "stay in the outbox for the next pass"
+                f"({_first_line(error_text(unformed))}); its other meter events were sent, "
+                "the rows stay in the outbox for the next pass"
             ) from unformed
         return None
 
     def record(self, session: Session, done: Done) -> None:
         del session, done  # each event was marked as it was sent
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    """An error's first line, at most `limit` characters: a database error's text goes on with
+    the whole statement and its parameters (tester T3-6), which belong in the log, not in
+    the plan or `status`."""
+    line = text.strip().splitlines()[0] if text.strip() else text
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _form(store: Store, params: Mapping[str, Any], aggregate: Mapping[str, Any]) -> None:
