@@ -799,6 +799,6 @@ class OverdraftGenerated(ResponseBody):
         "pass from then on invoices it."
     )
     state: str = Field(
-        description="The reconcile's verdict: done, or pending/deferred/unavailable/failed "
-        "(the windows then show what exists so far)."
+        description="The reconcile's verdict: done (still running, or on a replica that does "
+        "not lead, is 202 with its reason; refused 409; Stripe unreachable 503)."
     )

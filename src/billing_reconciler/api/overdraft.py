@@ -20,12 +20,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
 
 from billing_reconciler.api.auth import Scope, requires
 from billing_reconciler.api.context import CUSTOMER_DOMAIN, ApiContext
 from billing_reconciler.api.models import OverdraftGenerated, OverdraftWindowOut
 from billing_reconciler.api.pending import ReconcileTicket
-from billing_reconciler.api.routing import NO_BODY, PREFIX, ApiRoute, error_responses
+from billing_reconciler.api.routing import (
+    NO_BODY,
+    PREFIX,
+    ApiRoute,
+    accepted_response,
+    error_responses,
+)
+from billing_reconciler.api.verdicts import accepted, is_pending, raise_if_refused
 from billing_reconciler.domains.credit_overdraft import due_window, invoice_day_of, window_end_of
 from billing_reconciler.store.overdraft import OverdraftRepository, WindowRow
 
@@ -68,10 +76,10 @@ def admin_overdraft_router(context: ApiContext) -> APIRouter:
     @router.post(
         "/invoices/generate",
         response_model=OverdraftGenerated,
-        responses=error_responses(403),
+        responses={**error_responses(403, 409, 503), **accepted_response()},
         dependencies=[NO_BODY],
     )
-    def generate_overdraft_invoices() -> OverdraftGenerated:
+    def generate_overdraft_invoices() -> OverdraftGenerated | JSONResponse:
         """Evaluate the latest due overdraft window of every account now and answer once
         its invoices exist (their ids); twice is the same as once. `next_window_end` and
         `next_invoice_at` say which window is next and when it falls due (an account
@@ -92,7 +100,14 @@ def admin_overdraft_router(context: ApiContext) -> APIRouter:
         if orgs and customer.credit_overdraft_product:
             ticket = context.request_reconcile(CUSTOMER_DOMAIN, frozenset(orgs), REASON)
             if isinstance(ticket, ReconcileTicket):
-                state = ticket.wait(context.reconcile_wait_seconds).state
+                verdict = ticket.wait(context.reconcile_wait_seconds)
+                # As every write waiting for its reconcile answers (DESIGN §19): refused
+                # 409/402, Stripe unreachable 503, still running or on a follower 202 with
+                # its reason (tester T3-12: a follower answered 200 with empty lists).
+                raise_if_refused(verdict)
+                if is_pending(verdict):
+                    return accepted(verdict, f"{PREFIX}/admin/billing/invoices/generate")
+                state = verdict.state
         with context.store.session() as session:
             repository = OverdraftRepository(session)
             rows = repository.windows(window_end=end)

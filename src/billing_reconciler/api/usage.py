@@ -322,11 +322,17 @@ def usage_router(context: ApiContext) -> APIRouter:
             try:
                 batch = repository.record(account_id, org, usages, credit_min=credit_min)
             except InsufficientCreditsError as error:
+                first = body.usages[0].id == error.entry_id
+                balance = (
+                    f"{error.balance}"
+                    if first
+                    else f"{error.balance}, after the batch's earlier usages"
+                )
                 raise ApiError(
                     422,
                     "insufficient_credits",
                     f"usage {error.entry_id!r}: a debit of {error.amount} would take the "
-                    f"balance ({error.balance}, after the batch's earlier usages) below the "
+                    f"balance ({balance}) below the "
                     f"account's credit_min ({error.credit_min}); nothing was recorded",
                     {
                         "usage_id": error.entry_id,

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from billing_reconciler.api import ApiContext, ApiTokens, api_router, install_error_handlers
+from billing_reconciler.api.pending import ReconcileTicket
 from billing_reconciler.config import Secret
 from billing_reconciler.desired import load_desired
 from billing_reconciler.store.accounts import AccountRepository
@@ -186,3 +187,42 @@ def test_generate_names_the_next_window_for_an_account_overdrawn_since_the_due_o
 
 def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_generate_on_a_replica_that_does_not_lead_is_202_not_leader(
+    overdraft: OverdraftWorld,
+) -> None:
+    """Tester T3-12: a follower answered 200 with empty lists and a bare `deferred`, which an
+    operator behind a load balancer read as "no invoices" while the leader made one. It is
+    202 `not_leader` with the request id, as every other write on a follower."""
+    world = overdraft
+    world.set_clock(at("2027-01-01T01:00:00"))
+    world.open("acme")
+    world.debit("acme", 600, id="u-1")
+    state = load_desired(world.directory).state
+    assert state is not None
+
+    def follower(domain: str, scope: frozenset[str], reason: str) -> ReconcileTicket:
+        ticket = ReconcileTicket()
+        ticket.defer("not_leader")
+        return ticket
+
+    context = ApiContext(
+        store=world.store,
+        tokens=ApiTokens(
+            app=(Secret("app-token-0123456789"),), admin=(Secret("admin-token-0123456789"),)
+        ),
+        config=lambda: state.config,
+        request_reconcile=follower,
+        clock=lambda: datetime.fromtimestamp(world.now(), UTC),
+    )
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(api_router(context))
+    answer = TestClient(app).post(GENERATE, headers=ADMIN)
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert (body["status"], body["reason"]) == ("pending", "not_leader")
+    assert body["request_id"].startswith("rr_")
+    assert answer.headers["Location"] == GENERATE
+    assert world.invoices() == []  # the leader makes it
