@@ -205,8 +205,25 @@ def _unknown_query_parameter(request: Request) -> str | None:
     return next((name for name in request.query_params if name not in known), None)
 
 
+def _repeated_query_parameter(request: Request) -> str | None:
+    """A query parameter given more than once (`?force=false&force=true`: which one counts
+    would be a guess; tester T4-2)."""
+    names = [name for name, _ in request.query_params.multi_items()]
+    return next((name for name in names if names.count(name) > 1), None)
+
+
 async def _refuse_body(request: Request) -> None:
     body = await request.body()  # `ApiRoute` has read it (capped): the cached copy
+    repeated = _repeated_query_parameter(request)
+    if repeated is not None:
+        errors = _parameter_errors(request)
+        if errors:
+            raise RequestValidationError(errors)
+        raise invalid(
+            f"{request.method} {request.url.path}: the query parameter {repeated!r} is given "
+            "more than once; give it once",
+            field=repeated,
+        )
     unknown = _unknown_query_parameter(request)
     if unknown is not None:
         # Tester T3-4: `?org_id=acme` on the fleet-wide invoice route was ignored as a body

@@ -137,3 +137,16 @@ def test_an_undeclared_query_parameter_is_refused_before_anything_is_done(
 def test_a_declared_query_parameter_still_works(api: Api, acme: str) -> None:
     answer = api.delete(f"{ORG}?force=true", headers=APP)
     assert answer.status_code in (200, 204), answer.text
+
+
+def test_a_declared_query_parameter_given_twice_is_refused(api: Api, acme: str) -> None:
+    """Tester T4-2: `?force=false&force=true` took one of the two (a guess); it is 422."""
+    error = refused(
+        api,
+        "DELETE",
+        f"{ORG}?force=false&force=true",
+        status=422,
+        code="invalid_argument",
+        field="force",
+    )
+    assert "more than once" in error["message"]

@@ -657,3 +657,27 @@ def test_a_revert_of_an_id_holding_nul_is_404(api: Api, acme: str) -> None:
         status=404,
         code="not_found",
     )
+
+
+def test_a_grant_retried_after_the_org_was_made_again_is_the_replay(api: Api, acme: str) -> None:
+    """Tester T4-1 (T3-2 for grants): the same grant again after the org was deleted and
+    made again answers the grant as stored (200, on the earlier account), the new account
+    untouched; other content under its id is still 409."""
+    _grant(api, 50)
+    assert api.delete(ORG, headers=ADMIN).status_code in (200, 204)
+    assert api.put(ORG, json={"title": "Acme"}, headers=APP).status_code == 201
+    created = api.post(f"{ORG}/billing", json={"currency": "usd"}, headers=APP)
+    assert created.status_code == 201, created.text
+    again = api.post(GRANT, json={"id": "g1", "amount": 50}, headers=ADMIN)
+    assert again.status_code == 200, again.text
+    assert (again.json()["id"], again.json()["amount"]) == ("g1", 50)
+    assert _balance(api) == 0
+    refused(
+        api,
+        "POST",
+        GRANT,
+        json={"id": "g1", "amount": 51},
+        headers=ADMIN,
+        status=409,
+        code="id_conflict",
+    )
