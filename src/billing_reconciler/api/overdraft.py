@@ -18,14 +18,15 @@ rule). It takes no body (`NO_BODY`: it acts on every account, and a body such as
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Final
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from billing_reconciler.api.auth import Scope, requires
 from billing_reconciler.api.context import CUSTOMER_DOMAIN, ApiContext
-from billing_reconciler.api.models import OverdraftGenerated, OverdraftWindowOut
-from billing_reconciler.api.pending import ReconcileTicket
+from billing_reconciler.api.models import Accepted, OverdraftGenerated, OverdraftWindowOut
+from billing_reconciler.api.pending import ReconcileTicket, Verdict
 from billing_reconciler.api.routing import (
     NO_BODY,
     PREFIX,
@@ -33,7 +34,7 @@ from billing_reconciler.api.routing import (
     accepted_response,
     error_responses,
 )
-from billing_reconciler.api.verdicts import accepted, is_pending, raise_if_refused
+from billing_reconciler.api.verdicts import is_pending, raise_if_refused
 from billing_reconciler.domains.credit_overdraft import due_window, invoice_day_of, window_end_of
 from billing_reconciler.store.overdraft import OverdraftRepository, WindowRow
 
@@ -63,6 +64,24 @@ def next_window(invoice_day: int, *, day: int, shift: int) -> tuple[datetime, da
     return datetime.fromtimestamp(end, UTC), datetime.fromtimestamp(
         invoice_day_of(year, month, day), UTC
     )
+
+
+_NOT_YET: Final = {
+    "not_leader": (
+        "this replica does not lead: the leader's pass makes the invoices; call it again "
+        "(on the leader, or later) to see them"
+    ),
+    "in_progress": "the invoicing pass is still running; call it again to see its invoices",
+}
+
+
+def _not_yet(verdict: Verdict) -> JSONResponse:
+    """202 as every waiting write (`verdicts.accepted`), but nothing was recorded here and
+    there is nothing to poll but this route (tester T4-3): no `Location`, its own words."""
+    reason = verdict.reason or "in_progress"
+    message = _NOT_YET.get(reason, "the invoicing pass did not run here; call it again later")
+    body = Accepted(request_id=verdict.request_id, status="pending", reason=reason, message=message)
+    return JSONResponse(body.model_dump(), status_code=202)
 
 
 def admin_overdraft_router(context: ApiContext) -> APIRouter:
@@ -106,7 +125,7 @@ def admin_overdraft_router(context: ApiContext) -> APIRouter:
                 # its reason (tester T3-12: a follower answered 200 with empty lists).
                 raise_if_refused(verdict)
                 if is_pending(verdict):
-                    return accepted(verdict, f"{PREFIX}/admin/billing/invoices/generate")
+                    return _not_yet(verdict)
                 state = verdict.state
         with context.store.session() as session:
             repository = OverdraftRepository(session)

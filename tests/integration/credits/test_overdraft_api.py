@@ -224,5 +224,6 @@ def test_generate_on_a_replica_that_does_not_lead_is_202_not_leader(
     body = answer.json()
     assert (body["status"], body["reason"]) == ("pending", "not_leader")
     assert body["request_id"].startswith("rr_")
-    assert answer.headers["Location"] == GENERATE
+    assert "Location" not in answer.headers  # nothing to poll but the route itself (T4-3)
+    assert "leader" in body["message"]
     assert world.invoices() == []  # the leader makes it
