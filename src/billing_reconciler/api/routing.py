@@ -212,43 +212,46 @@ def _repeated_query_parameter(request: Request) -> str | None:
     return next((name for name in names if names.count(name) > 1), None)
 
 
-async def _refuse_body(request: Request) -> None:
-    body = await request.body()  # `ApiRoute` has read it (capped): the cached copy
+def _refusal(request: Request, body: bytes) -> tuple[str, str] | None:
+    """Why a route without a body refuses this request, (message, field), or None."""
+    where = f"{request.method} {request.url.path}"
     repeated = _repeated_query_parameter(request)
     if repeated is not None:
-        errors = _parameter_errors(request)
-        if errors:
-            raise RequestValidationError(errors)
-        raise invalid(
-            f"{request.method} {request.url.path}: the query parameter {repeated!r} is given "
-            "more than once; give it once",
-            field=repeated,
+        return (
+            f"{where}: the query parameter {repeated!r} is given more than once; give it once",
+            repeated,
         )
     unknown = _unknown_query_parameter(request)
     if unknown is not None:
         # Tester T3-4: `?org_id=acme` on the fleet-wide invoice route was ignored as a body
         # was (and `?forced=true`, a typo of `force`): what such a route acts on is its path
         # and its declared query parameters alone.
-        errors = _parameter_errors(request)
-        if errors:
-            raise RequestValidationError(errors)
-        raise invalid(
-            f"{request.method} {request.url.path} has no query parameter {unknown!r}: it would "
-            "be ignored (this route acts on its path and declared parameters alone)",
-            field=unknown,
+        return (
+            f"{where} has no query parameter {unknown!r}: it would be ignored (this route "
+            "acts on its path and declared parameters alone)",
+            unknown,
         )
     if _EMPTY_BODY.fullmatch(body):
+        return None
+    return (
+        f"{where} takes no request body: what it acts on is its path and query alone, so a "
+        "body (say an org id) would be ignored; send none, or {}",
+        "body",
+    )
+
+
+async def _refuse_body(request: Request) -> None:
+    body = await request.body()  # `ApiRoute` has read it (capped): the cached copy
+    refusal = _refusal(request, body)
+    if refusal is None:
         return
     # Dependencies run before FastAPI validates the path and query: a bad org id in the path
     # still answers 400 naming `org`, as it does without a body.
     errors = _parameter_errors(request)
     if errors:
         raise RequestValidationError(errors)
-    raise invalid(
-        f"{request.method} {request.url.path} takes no request body: what it acts on is its "
-        "path and query alone, so a body (say an org id) would be ignored; send none, or {}",
-        field="body",
-    )
+    message, field = refusal
+    raise invalid(message, field=field)
 
 
 NO_BODY: Final = Depends(_refuse_body)

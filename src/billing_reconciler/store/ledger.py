@@ -97,6 +97,14 @@ class LedgerTransaction:
     """For a revert (a credit): the usage it credits back."""
 
 
+def account_org(session: Session, account_id: str) -> str | None:
+    """The org of an account (None for no such account): an id's earlier transaction on
+    another account of the same org is a replay, not a conflict (ledger and usages)."""
+    return session.scalar(
+        select(BillingAccountModel.org_id).where(BillingAccountModel.id == account_id)
+    )
+
+
 def _transaction(row: Any) -> LedgerTransaction:
     return LedgerTransaction(
         id=row.id,
@@ -565,8 +573,10 @@ class LedgerRepository:
                     "metadata": dict(row.metadata_),
                 }
             )
-            if as_if_here == digest and self._same_org(row.account_id, account_id):
-                return _transaction(row)
+            if as_if_here == digest:
+                here = account_org(self._session, account_id)
+                if here is not None and account_org(self._session, row.account_id) == here:
+                    return _transaction(row)
         if row.content_hash != digest:
             # Ids are global: one used on another account says only that it is taken, never
             # what another org was granted or charged.
@@ -580,13 +590,6 @@ class LedgerRepository:
                 id=row.id,
             )
         return _transaction(row)
-
-    def _same_org(self, one: str, other: str) -> bool:
-        orgs = self._session.execute(
-            select(BillingAccountModel.org_id).where(BillingAccountModel.id.in_([one, other]))
-        ).scalars()
-        found = list(orgs)
-        return len(found) == 2 and found[0] == found[1]
 
     def _existing(
         self, transaction_id: str, digest: str, account_id: str

@@ -46,6 +46,7 @@ from billing_reconciler.store.ledger import (
     DEBIT,
     PLATFORM_SIDE,
     LedgerTransaction,
+    account_org,
     revert_source,
 )
 from billing_reconciler.store.tables import (
@@ -660,7 +661,7 @@ class UsageRepository:
             return _stored(row)
         other_org = False
         if row.account_id != account_id:
-            same_org = self._org_of(row.account_id) == org_id
+            same_org = account_org(self._session, row.account_id) == org_id
             if same_org and row.content_hash == usage_hash(row.account_id, usage, source):
                 return _stored(row)
             other_org = not same_org
@@ -672,11 +673,6 @@ class UsageRepository:
             f"ledger id {row.id!r} was used before with different content{before}",
             id=row.id,
             other_account=other_org,
-        )
-
-    def _org_of(self, account_id: str) -> str | None:
-        return self._session.scalar(
-            select(BillingAccountModel.org_id).where(BillingAccountModel.id == account_id)
         )
 
     def _write(

@@ -6,6 +6,7 @@ queue would, synchronously), against the emulator over HTTP."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
@@ -26,11 +27,17 @@ APP = {"Authorization": "Bearer app-token-0123456789"}
 GENERATE = "/v1beta1/admin/billing/invoices/generate"
 
 
-def _client(world: OverdraftWorld, asked: list[frozenset[str]]) -> TestClient:
+def _client(
+    world: OverdraftWorld,
+    asked: list[frozenset[str]],
+    runtime: Callable[[str, frozenset[str], str], ReconcileTicket | None] | None = None,
+) -> TestClient:
+    """The API on `world`; its reconciles run the credits pass at once (`asked` lists their
+    scopes), or go to `runtime` when given."""
     state = load_desired(world.directory).state
     assert state is not None
 
-    def request_reconcile(domain: str, scope: frozenset[str], reason: str) -> None:
+    def run_here(domain: str, scope: frozenset[str], reason: str) -> None:
         assert domain == "customer"
         asked.append(scope)
         world.reconcile(frozenset(f"customer/{org}" for org in scope))
@@ -41,7 +48,7 @@ def _client(world: OverdraftWorld, asked: list[frozenset[str]]) -> TestClient:
             app=(Secret("app-token-0123456789"),), admin=(Secret("admin-token-0123456789"),)
         ),
         config=lambda: state.config,
-        request_reconcile=request_reconcile,
+        request_reconcile=runtime or run_here,
         clock=lambda: datetime.fromtimestamp(world.now(), UTC),
     )
     app = FastAPI()
@@ -199,27 +206,13 @@ def test_generate_on_a_replica_that_does_not_lead_is_202_not_leader(
     world.set_clock(at("2027-01-01T01:00:00"))
     world.open("acme")
     world.debit("acme", 600, id="u-1")
-    state = load_desired(world.directory).state
-    assert state is not None
 
     def follower(domain: str, scope: frozenset[str], reason: str) -> ReconcileTicket:
         ticket = ReconcileTicket()
         ticket.defer("not_leader")
         return ticket
 
-    context = ApiContext(
-        store=world.store,
-        tokens=ApiTokens(
-            app=(Secret("app-token-0123456789"),), admin=(Secret("admin-token-0123456789"),)
-        ),
-        config=lambda: state.config,
-        request_reconcile=follower,
-        clock=lambda: datetime.fromtimestamp(world.now(), UTC),
-    )
-    app = FastAPI()
-    install_error_handlers(app)
-    app.include_router(api_router(context))
-    answer = TestClient(app).post(GENERATE, headers=ADMIN)
+    answer = _client(world, [], follower).post(GENERATE, headers=ADMIN)
     assert answer.status_code == 202, answer.text
     body = answer.json()
     assert (body["status"], body["reason"]) == ("pending", "not_leader")
