@@ -567,3 +567,165 @@ class OverdraftWindowModel(Base):
     credited: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# --- checkouts, purchases, invoices (DESIGN §18) ---------------------------------------------
+
+
+class CheckoutModel(Base):
+    """A checkout the host asked for (`POST .../billing/checkouts`) and its Stripe session.
+
+    `id` is ours (the `{{.CheckoutID}}` of the URLs, the session's `checkout_id` metadata, the
+    idempotency key's seed). The row is recorded by the API in state `pending`; the checkouts
+    domain makes the Stripe session (`open`, with `stripe_session_id` and `url`) or records
+    Stripe's refusal (`failed`, `last_error`), then mirrors it (`complete`, `expired`).
+    `processed_at` is set in the transaction that applies a completion (subscription claimed,
+    credits granted, purchase recorded): a completion is processed exactly once."""
+
+    __tablename__ = "checkouts"
+    __table_args__ = (
+        CheckConstraint("mode IN ('subscription', 'payment', 'setup', 'portal')", name="mode"),
+        CheckConstraint(
+            "state IN ('pending', 'open', 'complete', 'expired', 'failed')", name="state"
+        ),
+        CheckConstraint("quantity IS NULL OR quantity > 0", name="quantity"),
+        Index(None, "account_id", "created_at"),
+        Index(None, "org_id"),
+        Index(
+            "ix_checkouts_unsettled",
+            "state",
+            "created_at",
+            sqlite_where=text("state IN ('pending', 'open') OR processed_at IS NULL"),
+            postgresql_where=text("state IN ('pending', 'open') OR processed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(KEY), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(ACCOUNT_ID), ForeignKey("billing_accounts.id"))
+    org_id: Mapped[str] = mapped_column(String(ORG_ID))
+    mode: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    plan: Mapped[str | None] = mapped_column(String(KEY))
+    product: Mapped[str | None] = mapped_column(String(KEY))
+    quantity: Mapped[int | None] = mapped_column(Integer)
+    skip_trial: Mapped[bool] = mapped_column(Boolean)
+    cancel_after_trial: Mapped[bool] = mapped_column(Boolean)
+    success_url: Mapped[str | None] = mapped_column(Text)
+    cancel_url: Mapped[str | None] = mapped_column(Text)
+    return_url: Mapped[str | None] = mapped_column(Text)
+    # What the session was made with (the amount in the account's currency, minor units).
+    currency: Mapped[str | None] = mapped_column(String(3))
+    amount_subtotal: Mapped[int | None] = mapped_column(BigInteger)
+    allowed_payment_method_types: Mapped[list[str] | None] = mapped_column(JSONColumn)
+    requested_by: Mapped[str | None] = mapped_column(String(KEY))
+    stripe_session_id: Mapped[str | None] = mapped_column(String(KEY), unique=True)
+    url: Mapped[str | None] = mapped_column(Text)
+    payment_status: Mapped[str | None] = mapped_column(String(32))
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(KEY))
+    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(KEY))
+    # The session's payment intent's state when it is not through (`requires_action`, a
+    # decline's failure code): the checkout stays open and the account unchanged.
+    payment_intent_status: Mapped[str | None] = mapped_column(String(32))
+    failure_code: Mapped[str | None] = mapped_column(String(KEY))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PurchaseModel(Base):
+    """A one-time product bought (a completed payment-mode checkout, or a delegated purchase):
+    its product's features are entitled permanently. One row per checkout."""
+
+    __tablename__ = "purchases"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity"),
+        Index(None, "account_id", "product"),
+    )
+
+    id: Mapped[str] = mapped_column(String(KEY), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(ACCOUNT_ID), ForeignKey("billing_accounts.id"))
+    org_id: Mapped[str] = mapped_column(String(ORG_ID))
+    product: Mapped[str] = mapped_column(String(KEY))
+    quantity: Mapped[int] = mapped_column(Integer)
+    checkout_id: Mapped[str | None] = mapped_column(String(KEY), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class InvoiceModel(Base):
+    """The mirror of a Stripe invoice of one of our customers, as last observed (DESIGN §18).
+
+    Amounts are Stripe's, in minor units of `currency`. `failure_code` / `payment_intent_status`
+    mirror the last payment attempt when it did not go through (a decline's code,
+    `requires_action`); `observed_at` orders observations (an older one never overwrites)."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (
+        Index(None, "account_id", "stripe_created"),
+        Index(None, "customer_id"),
+        Index(None, "status"),
+        Index(None, "failure_code"),
+    )
+
+    stripe_id: Mapped[str] = mapped_column(String(KEY), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(ACCOUNT_ID), ForeignKey("billing_accounts.id"))
+    org_id: Mapped[str] = mapped_column(String(ORG_ID))
+    customer_id: Mapped[str] = mapped_column(String(KEY))
+    subscription_id: Mapped[str | None] = mapped_column(String(KEY))
+    status: Mapped[str] = mapped_column(String(32))
+    billing_reason: Mapped[str | None] = mapped_column(String(64))
+    collection_method: Mapped[str | None] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    subtotal: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[int] = mapped_column(BigInteger)
+    tax: Mapped[int | None] = mapped_column(BigInteger)
+    amount_due: Mapped[int] = mapped_column(BigInteger)
+    amount_paid: Mapped[int] = mapped_column(BigInteger)
+    amount_remaining: Mapped[int] = mapped_column(BigInteger)
+    automatic_tax: Mapped[bool] = mapped_column(Boolean)
+    automatic_tax_status: Mapped[str | None] = mapped_column(String(64))
+    hosted_url: Mapped[str | None] = mapped_column(Text)
+    number: Mapped[str | None] = mapped_column(String(KEY))
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempt_count: Mapped[int] = mapped_column(Integer)
+    next_payment_attempt: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(KEY))
+    payment_intent_status: Mapped[str | None] = mapped_column(String(32))
+    failure_code: Mapped[str | None] = mapped_column(String(KEY))
+    decline_code: Mapped[str | None] = mapped_column(String(KEY))
+    lines: Mapped[list[dict[str, Any]]] = mapped_column(JSONColumn)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONColumn)
+    stripe_created: Mapped[datetime] = mapped_column(UTCDateTime)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PaymentFailureModel(Base):
+    """One failed payment attempt, append-only (`failed payments by code` in status and
+    metrics): keyed by Stripe's object of the attempt (the failed charge or intent attempt),
+    so a webhook seen twice and the observation that finds it again record it once."""
+
+    __tablename__ = "payment_failures"
+    __table_args__ = (
+        Index(None, "account_id", "created_at"),
+        Index(None, "code"),
+    )
+
+    id: Mapped[str] = mapped_column(String(KEY), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(ACCOUNT_ID), ForeignKey("billing_accounts.id"))
+    org_id: Mapped[str] = mapped_column(String(ORG_ID))
+    invoice_id: Mapped[str | None] = mapped_column(String(KEY))
+    checkout_id: Mapped[str | None] = mapped_column(String(KEY))
+    payment_intent_id: Mapped[str | None] = mapped_column(String(KEY))
+    code: Mapped[str] = mapped_column(String(KEY))
+    decline_code: Mapped[str | None] = mapped_column(String(KEY))
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -109,7 +109,7 @@ def test_0005_downgrades_to_0004_and_upgrades_again(database_url: str) -> None:
     """0005 (subscriptions) removes exactly its tables on downgrade, keeps 0004's rows, and
     upgrading again restores the declared schema."""
     subscription_tables = {"subscription_intents", "subscriptions", "subscription_plan_history"}
-    later_tables = subscription_tables | CREDIT_TABLES
+    later_tables = subscription_tables | CREDIT_TABLES | CHECKOUT_TABLES
     with Store.open(database_url) as store:
         with store.session() as session:
             session.execute(
@@ -134,6 +134,7 @@ def test_0005_downgrades_to_0004_and_upgrades_again(database_url: str) -> None:
 
 
 CREDIT_TABLES = {"meter_outbox", "meter_aggregates", "overdraft_windows"}
+CHECKOUT_TABLES = {"checkouts", "purchases", "invoices", "payment_failures"}
 
 
 def test_0006_downgrades_to_0005_and_upgrades_again(database_url: str) -> None:
@@ -152,7 +153,9 @@ def test_0006_downgrades_to_0005_and_upgrades_again(database_url: str) -> None:
         with store.engine.connect() as connection:
             assert current_revision(connection) == "0005"
             tables = set(inspect(connection).get_table_names())
-            assert tables == set(Base.metadata.tables) - CREDIT_TABLES | {"alembic_version"}
+            assert tables == set(Base.metadata.tables) - CREDIT_TABLES - CHECKOUT_TABLES | {
+                "alembic_version"
+            }
             columns = {c["name"] for c in inspect(connection).get_columns("ledger_transactions")}
             assert "reverts" not in columns
             assert "content_hash" in columns
@@ -161,5 +164,31 @@ def test_0006_downgrades_to_0005_and_upgrades_again(database_url: str) -> None:
     with Store.open(database_url) as store, store.engine.connect() as connection:
         assert current_revision(connection) == head_revision()
         assert set(inspect(connection).get_table_names()) >= CREDIT_TABLES
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_0007_downgrades_to_0006_and_upgrades_again(database_url: str) -> None:
+    """0007 (checkouts, purchases, invoices, failed payments) removes exactly its tables on
+    downgrade, keeps the earlier rows, and upgrading again restores the declared schema."""
+    with Store.open(database_url) as store:
+        with store.session() as session:
+            session.execute(
+                text(
+                    "INSERT INTO organizations (org_id, title, metadata, created_at, updated_at)"
+                    " VALUES ('org-1', 'Acme', '{}', '2025-01-01 00:00:00', '2025-01-01 00:00:00')"
+                )
+            )
+        with store.engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0006")
+        with store.engine.connect() as connection:
+            assert current_revision(connection) == "0006"
+            tables = set(inspect(connection).get_table_names())
+            assert tables == set(Base.metadata.tables) - CHECKOUT_TABLES | {"alembic_version"}
+            orgs = connection.execute(text("SELECT org_id FROM organizations")).all()
+            assert [row[0] for row in orgs] == ["org-1"]
+    with Store.open(database_url) as store, store.engine.connect() as connection:
+        assert current_revision(connection) == head_revision()
+        assert set(inspect(connection).get_table_names()) >= CHECKOUT_TABLES
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
