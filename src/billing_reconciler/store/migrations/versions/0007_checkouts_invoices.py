@@ -14,6 +14,7 @@ in 0001.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -33,7 +34,7 @@ def _utc() -> sa.DateTime:
     return sa.DateTime(timezone=True)
 
 
-def _json() -> sa.types.TypeEngine[object]:
+def _json() -> sa.types.TypeEngine[Any]:
     from sqlalchemy.dialects.postgresql import JSONB
 
     return sa.JSON().with_variant(JSONB(), "postgresql")
